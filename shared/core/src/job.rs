@@ -1,0 +1,483 @@
+//! The job model, its identifiers and validated inputs, and the one status
+//! transition function.
+
+use std::fmt;
+use std::str::FromStr;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Why an input was refused at the edge.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct ValidationError(pub String);
+
+/// A job identifier: a UUID v4.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct JobId(Uuid);
+
+impl JobId {
+    /// A fresh random identifier.
+    pub fn new() -> Self {
+        Self(Uuid::new_v4())
+    }
+    /// The UUID inside.
+    pub fn as_uuid(&self) -> &Uuid {
+        &self.0
+    }
+}
+
+impl Default for JobId {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Display for JobId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl FromStr for JobId {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        Uuid::parse_str(s)
+            .map(Self)
+            .map_err(|_| ValidationError(format!("'{s}' is not a valid job id (expected a UUID)")))
+    }
+}
+
+/// What a job produces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobType {
+    /// Tibetan to English translation through an engine.
+    Translation,
+}
+
+impl JobType {
+    /// Every type this build accepts.
+    pub const ALL: &'static [JobType] = &[JobType::Translation];
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobType::Translation => "translation",
+        }
+    }
+}
+
+impl fmt::Display for JobType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobType {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobType::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError(format!("unknown job type '{s}' (supported: translation)"))
+            })
+    }
+}
+
+/// Where a job is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum JobStatus {
+    /// Waiting in the FIFO queue.
+    Pending,
+    /// A worker is translating its chunks.
+    Processing,
+    /// Every chunk translated; the result is available.
+    Completed,
+    /// A chunk failed for good.
+    Failed,
+    /// Stopped on request.
+    Cancelled,
+}
+
+impl JobStatus {
+    /// Every status, in life order.
+    pub const ALL: &'static [JobStatus] = &[
+        JobStatus::Pending,
+        JobStatus::Processing,
+        JobStatus::Completed,
+        JobStatus::Failed,
+        JobStatus::Cancelled,
+    ];
+
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            JobStatus::Pending => "pending",
+            JobStatus::Processing => "processing",
+            JobStatus::Completed => "completed",
+            JobStatus::Failed => "failed",
+            JobStatus::Cancelled => "cancelled",
+        }
+    }
+
+    /// True once the job will not change again without a retry.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            JobStatus::Completed | JobStatus::Failed | JobStatus::Cancelled
+        )
+    }
+
+    /// The one place a status changes. Stores persist the result with a
+    /// compare-and-set on `self`, so a stale writer can never move a job back.
+    pub fn apply(self, transition: Transition) -> Result<JobStatus, TransitionError> {
+        use JobStatus::*;
+        use Transition::*;
+        let next = match (self, transition) {
+            (Pending, Start) => Processing,
+            (Processing, Complete) => Completed,
+            (Processing, Fail) => Failed,
+            (Pending, Cancel) | (Processing, Cancel) => Cancelled,
+            (Failed, Retry) | (Cancelled, Retry) => Pending,
+            // Only used when a restarted server has more processing jobs than
+            // its concurrency allows: the extras go back to the queue head.
+            (Processing, Requeue) => Pending,
+            (Pending, Complete | Fail | Retry | Requeue)
+            | (Processing, Start | Retry)
+            | (Completed, _)
+            | (Failed, Start | Complete | Fail | Cancel | Requeue)
+            | (Cancelled, Start | Complete | Fail | Cancel | Requeue) => {
+                return Err(TransitionError {
+                    from: self,
+                    transition,
+                });
+            }
+        };
+        Ok(next)
+    }
+}
+
+impl fmt::Display for JobStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for JobStatus {
+    type Err = ValidationError;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        JobStatus::ALL
+            .iter()
+            .copied()
+            .find(|t| t.as_str() == s)
+            .ok_or_else(|| {
+                ValidationError(format!(
+                    "unknown status '{s}' (one of: pending, processing, completed, failed, cancelled)"
+                ))
+            })
+    }
+}
+
+/// A request to change a job's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// A worker claims the job.
+    Start,
+    /// The last chunk was translated.
+    Complete,
+    /// A chunk failed for good.
+    Fail,
+    /// A client cancelled the job.
+    Cancel,
+    /// A client asked to run a failed or cancelled job again.
+    Retry,
+    /// A processing job goes back to the queue (restart with lower concurrency).
+    Requeue,
+}
+
+/// A transition that the job's current status does not allow.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("cannot {transition:?} a job that is {from}")]
+pub struct TransitionError {
+    /// Status the job was in.
+    pub from: JobStatus,
+    /// What was asked.
+    pub transition: Transition,
+}
+
+/// Tibetan (or any) source text: never empty nor only whitespace.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SourceText(String);
+
+impl SourceText {
+    /// Validate raw text.
+    pub fn parse(s: String) -> Result<Self, ValidationError> {
+        if s.trim().is_empty() {
+            return Err(ValidationError(
+                "sourceText must contain some non-whitespace text".into(),
+            ));
+        }
+        Ok(Self(s))
+    }
+    /// The text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+    /// Consume into the inner string.
+    pub fn into_inner(self) -> String {
+        self.0
+    }
+}
+
+/// Largest chunk, in characters, that a job may ask for.
+pub const MAX_CHUNK_SIZE: u32 = 100_000;
+
+/// Target chunk size in characters (Unicode scalar values), 1..=100000.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "u32", into = "u32")]
+pub struct ChunkSize(u32);
+
+impl ChunkSize {
+    /// The default: 2000 characters.
+    pub const DEFAULT: ChunkSize = ChunkSize(2000);
+    /// Validate a size.
+    pub fn new(n: u32) -> Result<Self, ValidationError> {
+        if n == 0 || n > MAX_CHUNK_SIZE {
+            return Err(ValidationError(format!(
+                "chunkSize must be between 1 and {MAX_CHUNK_SIZE}, got {n}"
+            )));
+        }
+        Ok(Self(n))
+    }
+    /// The size in characters.
+    pub fn get(self) -> usize {
+        self.0 as usize
+    }
+}
+
+impl TryFrom<u32> for ChunkSize {
+    type Error = ValidationError;
+    fn try_from(n: u32) -> Result<Self, Self::Error> {
+        Self::new(n)
+    }
+}
+
+impl From<ChunkSize> for u32 {
+    fn from(c: ChunkSize) -> u32 {
+        c.0
+    }
+}
+
+impl Default for ChunkSize {
+    fn default() -> Self {
+        Self::DEFAULT
+    }
+}
+
+/// An engine name: lowercase ASCII letters, digits and '-', 1..=32 long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct EngineName(String);
+
+impl EngineName {
+    /// Validate a name's shape (whether it is configured is checked elsewhere).
+    pub fn parse(s: &str) -> Result<Self, ValidationError> {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if ok {
+            Ok(Self(s.to_owned()))
+        } else {
+            Err(ValidationError(format!("'{s}' is not a valid engine name")))
+        }
+    }
+    /// The name.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for EngineName {
+    type Error = ValidationError;
+    fn try_from(s: String) -> Result<Self, Self::Error> {
+        Self::parse(&s)
+    }
+}
+
+impl From<EngineName> for String {
+    fn from(e: EngineName) -> String {
+        e.0
+    }
+}
+
+impl fmt::Display for EngineName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Per-job settings, stored with the job and used by every chunk.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobConfig {
+    /// Engine to use; `None` means the server's default.
+    pub engine: Option<EngineName>,
+    /// Model to ask the engine for; `None` means the engine's default.
+    pub model: Option<String>,
+    /// Target chunk size in characters.
+    pub chunk_size: ChunkSize,
+    /// Ask a second model call to review each chunk (engines issue).
+    pub use_helper_ai: bool,
+    /// Confidence below which a chunk is flagged (0..=1).
+    pub quality_threshold: f64,
+}
+
+impl Default for JobConfig {
+    fn default() -> Self {
+        Self {
+            engine: None,
+            model: None,
+            chunk_size: ChunkSize::DEFAULT,
+            use_helper_ai: false,
+            quality_threshold: 0.8,
+        }
+    }
+}
+
+/// A validated submission.
+#[derive(Debug, Clone)]
+pub struct NewJob {
+    /// What to produce.
+    pub kind: JobType,
+    /// The text.
+    pub source: SourceText,
+    /// Settings.
+    pub config: JobConfig,
+}
+
+/// The output of a completed job.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct JobResult {
+    /// The whole output text.
+    pub translation: String,
+    /// The engine's own confidence in 0..=1, when it reports one.
+    pub confidence: Option<f64>,
+    /// Sum of chunk processing time, in milliseconds.
+    pub processing_time: u64,
+    /// Engine that produced it.
+    pub engine: String,
+    /// Model, when the engine has one.
+    pub model: Option<String>,
+}
+
+/// A job as stored.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Job {
+    /// Identifier.
+    pub id: JobId,
+    /// Type.
+    pub kind: JobType,
+    /// Status.
+    pub status: JobStatus,
+    /// Source text.
+    pub source: String,
+    /// Settings, with the engine resolved at submission.
+    pub config: JobConfig,
+    /// Output once completed.
+    pub result: Option<JobResult>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Chunks translated so far.
+    pub chunks_completed: u32,
+    /// Chunks in all.
+    pub chunks_total: u32,
+    /// When it was submitted.
+    pub created_at: DateTime<Utc>,
+    /// When its current run started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it completed or failed.
+    pub completed_at: Option<DateTime<Utc>>,
+    /// When it was cancelled.
+    pub cancelled_at: Option<DateTime<Utc>>,
+    /// How many times it has been started (1 on the first run, +1 per retry).
+    pub attempts: u32,
+}
+
+impl Job {
+    /// Percent complete, 0..=100, derived from the ledger counts.
+    pub fn percent(&self) -> u8 {
+        if self.status == JobStatus::Completed {
+            return 100;
+        }
+        if self.chunks_total == 0 {
+            return 0;
+        }
+        ((u64::from(self.chunks_completed) * 100) / u64::from(self.chunks_total)).min(100) as u8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use JobStatus::*;
+    use Transition::*;
+
+    #[rstest]
+    #[case(Pending, Start, Some(Processing))]
+    #[case(Processing, Complete, Some(Completed))]
+    #[case(Processing, Fail, Some(Failed))]
+    #[case(Pending, Cancel, Some(Cancelled))]
+    #[case(Processing, Cancel, Some(Cancelled))]
+    #[case(Failed, Retry, Some(Pending))]
+    #[case(Cancelled, Retry, Some(Pending))]
+    #[case(Processing, Requeue, Some(Pending))]
+    #[case(Completed, Retry, None)]
+    #[case(Completed, Cancel, None)]
+    #[case(Failed, Cancel, None)]
+    #[case(Cancelled, Cancel, None)]
+    #[case(Pending, Complete, None)]
+    #[case(Processing, Start, None)]
+    #[case(Processing, Retry, None)]
+    #[case(Pending, Retry, None)]
+    #[case(Cancelled, Start, None)]
+    fn transitions(#[case] from: JobStatus, #[case] t: Transition, #[case] to: Option<JobStatus>) {
+        assert_eq!(from.apply(t).ok(), to);
+    }
+
+    #[rstest]
+    #[case("", false)]
+    #[case("   \n\t ", false)]
+    #[case("བཀྲ་ཤིས།", true)]
+    fn source_text(#[case] s: &str, #[case] ok: bool) {
+        assert_eq!(SourceText::parse(s.into()).is_ok(), ok);
+    }
+
+    #[test]
+    fn chunk_size_bounds() {
+        assert!(ChunkSize::new(0).is_err());
+        assert!(ChunkSize::new(1).is_ok());
+        assert!(ChunkSize::new(MAX_CHUNK_SIZE + 1).is_err());
+    }
+
+    #[test]
+    fn ids_and_names_parse() {
+        let id = JobId::new();
+        assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
+        assert!("nope".parse::<JobId>().is_err());
+        assert!("translation".parse::<JobType>().is_ok());
+        assert!("poetry".parse::<JobType>().is_err());
+        assert!("cancelled".parse::<JobStatus>().is_ok());
+        assert!("done".parse::<JobStatus>().is_err());
+        assert!(EngineName::parse("openai").is_ok());
+        assert!(EngineName::parse("Open AI").is_err());
+    }
+}

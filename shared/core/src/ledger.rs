@@ -1,0 +1,116 @@
+//! The per-chunk ledger: what each chunk of a job is, and how a job's output
+//! is assembled from it.
+
+use serde::{Deserialize, Serialize};
+
+/// Where one chunk is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ChunkStatus {
+    /// Not yet translated (or to be translated again after a failure).
+    Pending,
+    /// Translated and committed; never translated again.
+    Completed,
+    /// Gave up on it; the job failed with it.
+    Failed,
+}
+
+impl ChunkStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ChunkStatus::Pending => "pending",
+            ChunkStatus::Completed => "completed",
+            ChunkStatus::Failed => "failed",
+        }
+    }
+    /// Parse a stored name.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "pending" => Some(ChunkStatus::Pending),
+            "completed" => Some(ChunkStatus::Completed),
+            "failed" => Some(ChunkStatus::Failed),
+            _ => None,
+        }
+    }
+}
+
+/// One chunk of a job.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChunkRecord {
+    /// Position in the job, from 0.
+    pub index: u32,
+    /// Source text of the chunk.
+    pub source: String,
+    /// Status.
+    pub status: ChunkStatus,
+    /// Provider calls made for it so far, over all runs.
+    pub attempts: u32,
+    /// Output, once completed.
+    pub translation: Option<String>,
+    /// Last error.
+    pub error: Option<String>,
+    /// Time the successful attempt took, in milliseconds.
+    pub duration_ms: Option<u64>,
+    /// The job run (its `attempts` value) in which it completed.
+    pub run: u32,
+}
+
+/// Split `s` into (leading whitespace, body, trailing whitespace).
+fn whitespace_frame(s: &str) -> (&str, &str) {
+    let body_start = s.len() - s.trim_start().len();
+    let body_end = s.trim_end().len().max(body_start);
+    (&s[..body_start], &s[body_end..])
+}
+
+/// Append one chunk's output to `out`, keeping the source chunk's own leading
+/// and trailing whitespace (line breaks, blank lines) around the translation,
+/// so the output keeps the source's layout and an identity engine gives back
+/// the input exactly.
+pub fn append_output(out: &mut String, source: &str, translation: &str) {
+    let (lead, trail) = whitespace_frame(source);
+    let body = translation.trim();
+    out.push_str(lead);
+    out.push_str(body);
+    if body.is_empty() {
+        return;
+    }
+    if trail.is_empty() && !source.trim().is_empty() {
+        // Chunks split inside a line still need a word break between them.
+        out.push(' ');
+    } else {
+        out.push_str(trail);
+    }
+}
+
+/// Assemble the translations of `(source, translation)` pairs, in order.
+pub fn assemble<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
+    let mut out = String::new();
+    let mut last_was_space = false;
+    for (source, translation) in pairs {
+        append_output(&mut out, source, translation);
+        last_was_space = out.ends_with(' ') && !source.ends_with(' ');
+    }
+    if last_was_space {
+        out.pop();
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn identity_translations_give_back_the_source() {
+        let src = ["༄༅། །ཀ་ཁ། །\n", "ག་ང།\n\n", "ཅ་ཆ། "];
+        let out = assemble(src.iter().map(|s| (*s, *s)));
+        assert_eq!(out, src.concat());
+    }
+
+    #[test]
+    fn layout_is_kept_around_translations() {
+        let pairs = [("ཀ་ཁ།\n\n", " A B "), ("ག་ང", "C D"), ("ཅ་ཆ", "E")];
+        assert_eq!(assemble(pairs), "A B\n\nC D E");
+    }
+}

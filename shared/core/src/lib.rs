@@ -1,0 +1,24 @@
+//! Lotsawa's domain: the job model and its status transitions, the per-chunk
+//! ledger, the Tibetan segmenter, progress and ETA, the retry policy, and the
+//! ports (small traits) that the embedded and cloud backends implement.
+//!
+//! This crate performs no I/O: it has no async runtime, database, HTTP or AWS
+//! dependency, so everything here is testable as plain functions.
+
+pub mod engine;
+pub mod job;
+pub mod ledger;
+pub mod progress;
+pub mod retry;
+pub mod segment;
+pub mod service;
+
+pub use engine::{ContextTurn, Engine, EngineError, ErrorClass, TranslateRequest};
+pub use job::{
+    ChunkSize, EngineName, Job, JobConfig, JobId, JobResult, JobStatus, JobType, NewJob,
+    SourceText, Transition, TransitionError, ValidationError,
+};
+pub use ledger::{ChunkRecord, ChunkStatus};
+pub use progress::Progress;
+pub use retry::{RetryDecision, RetryPolicy};
+pub use service::{ChunkOutput, JobPage, JobService, JobView, ListQuery, ServiceError};
