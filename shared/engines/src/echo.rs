@@ -1,0 +1,22 @@
+//! The `echo` engine: its output is its input. For load tests and smoke runs
+//! of the job machinery; it translates nothing.
+
+use async_trait::async_trait;
+use lotsawa_core::{Engine, EngineError, TranslateRequest};
+
+/// Returns each chunk unchanged.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EchoEngine;
+
+#[async_trait]
+impl Engine for EchoEngine {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, req: &TranslateRequest) -> Result<String, EngineError> {
+        Ok(req.text.clone())
+    }
+}

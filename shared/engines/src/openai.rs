@@ -1,0 +1,321 @@
+//! The `openai` engine: any OpenAI-compatible chat-completions endpoint.
+
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use lotsawa_core::{Engine, EngineError, TranslateRequest};
+use reqwest::StatusCode;
+use serde::Deserialize;
+use serde_json::json;
+
+/// Instructions sent as the system message.
+pub const SYSTEM_PROMPT: &str = "You are an expert translator of classical and modern Tibetan. \
+Translate the Tibetan text in the last user message into clear, faithful English. \
+Keep the structure of verses and paragraphs. Reply with the English translation only, \
+with no notes, no transliteration and no commentary.";
+
+/// Where and how to reach the endpoint.
+#[derive(Clone)]
+pub struct OpenAiSettings {
+    /// Base URL, e.g. `https://api.openai.com/v1`; `/chat/completions` is appended.
+    pub base_url: String,
+    /// Bearer token; the header is omitted when `None`.
+    pub api_key: Option<String>,
+    /// Model used when a job names none.
+    pub model: String,
+    /// Per-request timeout.
+    pub timeout: Duration,
+}
+
+impl std::fmt::Debug for OpenAiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("OpenAiSettings")
+            .field("base_url", &self.base_url)
+            .field("api_key", &self.api_key.as_ref().map(|_| "<redacted>"))
+            .field("model", &self.model)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+/// Chat-completions client.
+#[derive(Debug, Clone)]
+pub struct OpenAiEngine {
+    settings: OpenAiSettings,
+    url: String,
+    client: reqwest::Client,
+}
+
+impl OpenAiEngine {
+    /// Build the client once.
+    pub fn new(settings: OpenAiSettings) -> Result<Self, reqwest::Error> {
+        let client = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(Duration::from_secs(10))
+            .build()?;
+        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        Ok(Self {
+            settings,
+            url,
+            client,
+        })
+    }
+}
+
+#[derive(Deserialize)]
+struct ChatResponse {
+    choices: Vec<Choice>,
+}
+
+#[derive(Deserialize)]
+struct Choice {
+    message: Message,
+}
+
+#[derive(Deserialize)]
+struct Message {
+    content: Option<String>,
+}
+
+/// Parse a Retry-After header: delta-seconds or an HTTP date.
+pub fn parse_retry_after(value: &str) -> Option<Duration> {
+    let v = value.trim();
+    if let Ok(secs) = v.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    if let Ok(secs) = v.parse::<f64>() {
+        if secs.is_finite() && secs >= 0.0 {
+            return Some(Duration::from_secs_f64(secs));
+        }
+    }
+    let when = httpdate::parse_http_date(v).ok()?;
+    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+}
+
+fn snippet(body: &str) -> String {
+    let t = body.trim();
+    let mut s: String = t.chars().take(300).collect();
+    if t.chars().count() > 300 {
+        s.push('…');
+    }
+    s
+}
+
+#[async_trait]
+impl Engine for OpenAiEngine {
+    fn name(&self) -> &str {
+        "openai"
+    }
+
+    fn default_model(&self) -> Option<&str> {
+        Some(&self.settings.model)
+    }
+
+    #[tracing::instrument(skip_all, fields(chars = req.text.chars().count()))]
+    async fn translate(&self, req: &TranslateRequest) -> Result<String, EngineError> {
+        let model = req.model.as_deref().unwrap_or(&self.settings.model);
+        let mut messages = vec![json!({"role": "system", "content": SYSTEM_PROMPT})];
+        for turn in &req.context {
+            messages.push(json!({"role": "user", "content": turn.source}));
+            messages.push(json!({"role": "assistant", "content": turn.translation}));
+        }
+        messages.push(json!({"role": "user", "content": req.text}));
+        let body = json!({"model": model, "messages": messages, "temperature": 0.2});
+
+        let mut request = self.client.post(&self.url).json(&body);
+        if let Some(key) = &self.settings.api_key {
+            request = request.bearer_auth(key);
+        }
+        let response = request.send().await.map_err(|e| {
+            if e.is_timeout() {
+                EngineError::transient("provider request timed out")
+            } else if e.is_connect() {
+                EngineError::transient("cannot connect to the provider")
+            } else {
+                EngineError::transient(format!("provider request failed: {}", e.without_url()))
+            }
+        })?;
+        let status = response.status();
+        let retry_after = response
+            .headers()
+            .get(reqwest::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = response.text().await.map_err(|e| {
+            if e.is_timeout() {
+                EngineError::transient("provider response timed out")
+            } else {
+                EngineError::transient(format!("reading the provider response failed: {}", e.without_url()))
+            }
+        })?;
+        if !status.is_success() {
+            let message = format!("provider answered HTTP {}: {}", status.as_u16(), snippet(&text));
+            let transient = status == StatusCode::TOO_MANY_REQUESTS
+                || status == StatusCode::REQUEST_TIMEOUT
+                || status.is_server_error();
+            let mut err = if transient {
+                EngineError::transient(message)
+            } else {
+                EngineError::permanent(message)
+            };
+            err.retry_after = retry_after;
+            return Err(err);
+        }
+        let parsed: ChatResponse = serde_json::from_str(&text).map_err(|e| {
+            EngineError::permanent(format!("provider sent an invalid response: {e}"))
+        })?;
+        let content = parsed
+            .choices
+            .into_iter()
+            .next()
+            .and_then(|c| c.message.content)
+            .map(|c| c.trim().to_owned())
+            .unwrap_or_default();
+        if content.is_empty() {
+            return Err(EngineError::permanent(
+                "provider sent an invalid response: no translation in choices[0].message.content",
+            ));
+        }
+        Ok(content)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lotsawa_core::{ContextTurn, ErrorClass};
+    use wiremock::matchers::{body_partial_json, header, method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    fn engine(server: &MockServer, key: Option<&str>) -> OpenAiEngine {
+        OpenAiEngine::new(OpenAiSettings {
+            base_url: format!("{}/v1", server.uri()),
+            api_key: key.map(str::to_owned),
+            model: "test-model".into(),
+            timeout: Duration::from_secs(2),
+        })
+        .expect("client")
+    }
+
+    fn req(text: &str) -> TranslateRequest {
+        TranslateRequest {
+            text: text.into(),
+            model: None,
+            context: vec![],
+        }
+    }
+
+    fn ok_body(content: &str) -> serde_json::Value {
+        json!({"choices": [{"message": {"role": "assistant", "content": content}}]})
+    }
+
+    #[tokio::test]
+    async fn sends_the_chunk_as_the_last_user_message() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path("/v1/chat/completions"))
+            .and(header("authorization", "Bearer sk-test"))
+            .and(body_partial_json(json!({"model": "test-model"})))
+            .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("  Homage.  ")))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let mut r = req("ཕྱག་འཚལ་ལོ།");
+        r.context.push(ContextTurn {
+            source: "ཀ".into(),
+            translation: "ka".into(),
+        });
+        let out = engine(&server, Some("sk-test")).translate(&r).await;
+        assert_eq!(out, Ok("Homage.".to_owned()));
+        let received = server.received_requests().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&received[0].body).expect("json");
+        let messages = body["messages"].as_array().expect("messages");
+        assert_eq!(messages[0]["role"], "system");
+        assert_eq!(messages[1]["content"], "ཀ");
+        assert_eq!(messages[2]["role"], "assistant");
+        let last = messages.last().expect("last");
+        assert_eq!(last["role"], "user");
+        assert_eq!(last["content"], "ཕྱག་འཚལ་ལོ།");
+    }
+
+    #[tokio::test]
+    async fn omits_authorization_without_a_key() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("x")))
+            .mount(&server)
+            .await;
+        engine(&server, None).translate(&req("ཀ")).await.expect("ok");
+        let received = server.received_requests().await.unwrap_or_default();
+        assert!(received[0].headers.get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn classifies_failures() {
+        for (status, retry_after, class) in [
+            (429, Some("3"), ErrorClass::Transient),
+            (503, None, ErrorClass::Transient),
+            (500, None, ErrorClass::Transient),
+            (400, None, ErrorClass::Permanent),
+            (401, None, ErrorClass::Permanent),
+        ] {
+            let server = MockServer::start().await;
+            let mut t = ResponseTemplate::new(status).set_body_string("{\"error\":\"nope\"}");
+            if let Some(ra) = retry_after {
+                t = t.insert_header("retry-after", ra);
+            }
+            Mock::given(method("POST")).respond_with(t).mount(&server).await;
+            let err = engine(&server, None)
+                .translate(&req("ཀ"))
+                .await
+                .expect_err("should fail");
+            assert_eq!(err.class, class, "{status}");
+            assert!(err.message.contains(&status.to_string()), "{}", err.message);
+            assert_eq!(err.retry_after, retry_after.map(|s| Duration::from_secs(s.parse().unwrap_or(0))));
+        }
+    }
+
+    #[tokio::test]
+    async fn invalid_and_empty_responses_are_permanent() {
+        for body in ["not json", "{\"choices\": []}", "{\"choices\":[{\"message\":{\"content\":\"  \"}}]}"] {
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(ResponseTemplate::new(200).set_body_string(body))
+                .mount(&server)
+                .await;
+            let err = engine(&server, None).translate(&req("ཀ")).await.expect_err(body);
+            assert_eq!(err.class, ErrorClass::Permanent, "{body}");
+        }
+    }
+
+    #[tokio::test]
+    async fn timeouts_and_refused_connections_are_transient() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
+            .mount(&server)
+            .await;
+        let err = engine(&server, None).translate(&req("ཀ")).await.expect_err("timeout");
+        assert_eq!(err.class, ErrorClass::Transient);
+
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        drop(listener);
+        let e = OpenAiEngine::new(OpenAiSettings {
+            base_url: format!("http://{addr}"),
+            api_key: None,
+            model: "m".into(),
+            timeout: Duration::from_secs(2),
+        })
+        .expect("client");
+        let err = e.translate(&req("ཀ")).await.expect_err("refused");
+        assert_eq!(err.class, ErrorClass::Transient);
+    }
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+}
