@@ -1,1 +1,92 @@
-//! placeholder
+//! Lotsawa's embedded backend: a SQLite store (WAL, one file, a batching
+//! single writer) and an in-process scheduler, exposed as a
+//! [`lotsawa_core::JobService`].
+//!
+//! [`LocalBackend::start`] opens the store, resumes any job a crash or a
+//! shutdown left `processing`, and starts the scheduler.
+
+pub mod metrics;
+pub mod scheduler;
+pub mod service;
+pub mod store;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use lotsawa_engines::EngineSet;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+pub use scheduler::SchedulerConfig;
+pub use service::LocalService;
+pub use store::{Store, StoreError};
+
+use crate::metrics::Metrics;
+use crate::scheduler::Shared;
+
+/// A running embedded backend.
+pub struct LocalBackend {
+    service: Arc<LocalService>,
+    scheduler: JoinHandle<()>,
+    draining: CancellationToken,
+    store: Store,
+}
+
+impl std::fmt::Debug for LocalBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBackend").field("store", &self.store).finish()
+    }
+}
+
+impl LocalBackend {
+    /// Open the database at `db` and start scheduling.
+    pub async fn start(
+        db: PathBuf,
+        engines: EngineSet,
+        config: SchedulerConfig,
+    ) -> Result<Self, StoreError> {
+        let store = tokio::task::spawn_blocking(move || Store::open(db))
+            .await
+            .map_err(|e| StoreError::Join(e.to_string()))??;
+        let (changes, _) = broadcast::channel(1024);
+        let draining = CancellationToken::new();
+        let shared = Shared {
+            store: store.clone(),
+            engines,
+            metrics: Metrics::new(),
+            changes,
+            wake: Arc::new(Notify::new()),
+            running: Arc::new(Mutex::new(HashMap::new())),
+            config,
+            draining: draining.clone(),
+            hard_stop: CancellationToken::new(),
+        };
+        let scheduler = tokio::spawn(scheduler::run(shared.clone()));
+        Ok(Self {
+            service: Arc::new(LocalService { shared }),
+            scheduler,
+            draining,
+            store,
+        })
+    }
+
+    /// The job service, for the HTTP router.
+    pub fn service(&self) -> Arc<LocalService> {
+        self.service.clone()
+    }
+
+    /// A token cancelled when shutdown begins (SSE streams end on it).
+    pub fn draining(&self) -> CancellationToken {
+        self.draining.clone()
+    }
+
+    /// Stop starting chunks, let in-flight calls finish within the grace
+    /// period, and wait until every write is committed.
+    pub async fn shutdown(self) -> Result<(), StoreError> {
+        self.draining.cancel();
+        let _ = self.scheduler.await;
+        self.store.flush().await
+    }
+}

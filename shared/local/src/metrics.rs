@@ -1,0 +1,102 @@
+//! Prometheus metrics of the embedded backend.
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+use crate::store::StatusCounts;
+
+/// Counters and histograms kept in memory; job counts come from the store.
+#[derive(Clone)]
+pub struct Metrics {
+    registry: Registry,
+    /// Provider calls per outcome (`success`, `transient_error`, `permanent_error`).
+    pub chunk_attempts: IntCounterVec,
+    /// Duration of successful chunk calls, per engine.
+    pub chunk_duration: HistogramVec,
+    /// Jobs submitted since start.
+    pub jobs_submitted: IntCounter,
+    jobs: IntGaugeVec,
+    queue_depth: IntGaugeVec,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+impl Default for Metrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Metrics {
+    /// Register every metric.
+    pub fn new() -> Self {
+        let registry = Registry::new();
+        let chunk_attempts = IntCounterVec::new(
+            Opts::new("lotsawa_chunk_attempts_total", "Provider calls made for chunks, by outcome"),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let chunk_duration = HistogramVec::new(
+            HistogramOpts::new(
+                "lotsawa_chunk_duration_seconds",
+                "Duration of successful chunk translations",
+            )
+            .buckets(vec![
+                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+            ]),
+            &["engine"],
+        )
+        .expect("valid metric");
+        let jobs_submitted =
+            IntCounter::new("lotsawa_jobs_submitted_total", "Jobs submitted since start")
+                .expect("valid metric");
+        let jobs = IntGaugeVec::new(Opts::new("lotsawa_jobs", "Jobs by status"), &["status"])
+            .expect("valid metric");
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("lotsawa_queue_depth", "Jobs waiting to start"),
+            &["queue"],
+        )
+        .expect("valid metric");
+        for c in [
+            Box::new(chunk_attempts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(chunk_duration.clone()),
+            Box::new(jobs_submitted.clone()),
+            Box::new(jobs.clone()),
+            Box::new(queue_depth.clone()),
+        ] {
+            registry.register(c).expect("unique metric");
+        }
+        for outcome in ["success", "transient_error", "permanent_error"] {
+            chunk_attempts.with_label_values(&[outcome]);
+        }
+        Self {
+            registry,
+            chunk_attempts,
+            chunk_duration,
+            jobs_submitted,
+            jobs,
+            queue_depth,
+        }
+    }
+
+    /// The text exposition, with job gauges set from `counts`.
+    pub fn render(&self, counts: &StatusCounts) -> String {
+        for (status, n) in &counts.by_status {
+            self.jobs
+                .with_label_values(&[status.as_str()])
+                .set(*n as i64);
+            if *status == lotsawa_core::JobStatus::Pending {
+                self.queue_depth.with_label_values(&["default"]).set(*n as i64);
+            }
+        }
+        let mut buf = Vec::new();
+        let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}

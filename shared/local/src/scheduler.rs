@@ -1,0 +1,320 @@
+//! The in-process scheduler: starts pending jobs in FIFO order, never more
+//! than `concurrency` at once, runs each job's chunks in order with the retry
+//! policy, and wakes on the enqueue itself (no polling loop).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use chrono::Utc;
+use lotsawa_core::ledger::assemble;
+use lotsawa_core::{
+    ChunkStatus, EngineError, ErrorClass, JobId, JobResult, RetryDecision, RetryPolicy,
+    TranslateRequest, Transition,
+};
+use lotsawa_engines::EngineSet;
+use tokio::sync::{Notify, broadcast};
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use crate::metrics::Metrics;
+use crate::store::{Store, StoreError, StoredJob};
+
+/// Cancellation handles of running jobs, shared with the service.
+pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
+
+/// Scheduler settings.
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    /// Most jobs processing at once.
+    pub concurrency: usize,
+    /// Per-chunk retry policy.
+    pub retry: RetryPolicy,
+    /// How long in-flight chunk calls may run after a shutdown request.
+    pub shutdown_grace: Duration,
+}
+
+/// Everything a job runner needs.
+#[derive(Clone)]
+pub(crate) struct Shared {
+    pub store: Store,
+    pub engines: EngineSet,
+    pub metrics: Metrics,
+    pub changes: broadcast::Sender<JobId>,
+    pub wake: Arc<Notify>,
+    pub running: RunningJobs,
+    pub config: SchedulerConfig,
+    /// Stop starting chunks (graceful shutdown begins).
+    pub draining: CancellationToken,
+    /// Abort in-flight calls (grace period over).
+    pub hard_stop: CancellationToken,
+}
+
+impl Shared {
+    fn publish(&self, id: JobId) {
+        let _ = self.changes.send(id);
+    }
+}
+
+/// Run until `draining` is cancelled, then let in-flight chunk calls finish
+/// within the grace period and return.
+pub(crate) async fn run(shared: Shared) {
+    let mut tasks: JoinSet<(JobId, u32)> = JoinSet::new();
+
+    // Resume jobs a crash or shutdown left processing, oldest first.
+    match shared.store.processing_jobs().await {
+        Ok(jobs) => {
+            for (i, job) in jobs.into_iter().enumerate() {
+                if i < shared.config.concurrency {
+                    tracing::info!(job_id = %job.job.id, done = job.job.chunks_completed,
+                        total = job.job.chunks_total, "resuming job");
+                    spawn_runner(&shared, &mut tasks, job);
+                } else {
+                    let id = job.job.id;
+                    if let Err(e) = shared
+                        .store
+                        .transition(id, Transition::Requeue, Some(job.job.attempts), Utc::now())
+                        .await
+                    {
+                        tracing::error!(job_id = %id, error = %e, "cannot requeue job");
+                    }
+                }
+            }
+        }
+        Err(e) => tracing::error!(error = %e, "cannot load processing jobs"),
+    }
+
+    loop {
+        while tasks.len() < shared.config.concurrency && !shared.draining.is_cancelled() {
+            match shared.store.claim_next(Utc::now()).await {
+                Ok(Some(job)) => {
+                    shared.publish(job.job.id);
+                    spawn_runner(&shared, &mut tasks, job);
+                }
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::error!(error = %e, "claiming the next job failed");
+                    tokio::time::sleep(Duration::from_millis(500)).await;
+                    break;
+                }
+            }
+        }
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                if let Ok((id, run)) = done {
+                    if let Ok(mut r) = shared.running.lock() {
+                        // A retried job may already run again under a newer run.
+                        if r.get(&id).is_some_and(|(current, _)| *current == run) {
+                            r.remove(&id);
+                        }
+                    }
+                }
+            }
+            _ = shared.draining.cancelled() => break,
+        }
+    }
+
+    // Draining: runners finish their in-flight call and stop before the next
+    // chunk. After the grace period, abort what is still running; the jobs
+    // stay `processing` and resume at the next start.
+    let grace = tokio::time::sleep(shared.config.shutdown_grace);
+    tokio::pin!(grace);
+    loop {
+        tokio::select! {
+            next = tasks.join_next() => if next.is_none() { break },
+            _ = &mut grace => {
+                tracing::warn!(running = tasks.len(), "grace period over; aborting in-flight chunk calls");
+                shared.hard_stop.cancel();
+                while tasks.join_next().await.is_some() {}
+                break;
+            }
+        }
+    }
+}
+
+fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: StoredJob) {
+    let id = job.job.id;
+    let run = job.job.attempts;
+    let token = CancellationToken::new();
+    if let Ok(mut r) = shared.running.lock() {
+        r.insert(id, (run, token.clone()));
+    }
+    let shared = shared.clone();
+    tasks.spawn(async move {
+        if let Err(e) = run_job(&shared, &job, &token).await {
+            // The job stays `processing`; a restart resumes it.
+            tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
+        }
+        shared.publish(id);
+        (id, run)
+    });
+}
+
+enum Stop {
+    Cancelled,
+    Draining,
+}
+
+#[tracing::instrument(skip_all, fields(job_id = %job.job.id, run = job.job.attempts))]
+async fn run_job(
+    shared: &Shared,
+    job: &StoredJob,
+    cancel: &CancellationToken,
+) -> Result<(), StoreError> {
+    let run = job.job.attempts;
+    let seq = job.seq;
+    let engine_name = job
+        .job
+        .config
+        .engine
+        .as_ref()
+        .map(|e| e.as_str().to_owned())
+        .unwrap_or_else(|| shared.engines.default_name().to_owned());
+    let Some(engine) = shared.engines.get(&engine_name) else {
+        let msg = format!(
+            "engine '{engine_name}' is not configured on this server (available: {})",
+            shared.engines.names().join(", ")
+        );
+        shared.store.fail_job(seq, run, msg, Utc::now()).await?;
+        return Ok(());
+    };
+    let model = job
+        .job
+        .config
+        .model
+        .clone()
+        .or_else(|| engine.default_model().map(str::to_owned));
+
+    let chunks = shared.store.chunks(seq).await?;
+    for chunk in chunks.iter().filter(|c| c.status != ChunkStatus::Completed) {
+        if cancel.is_cancelled() || shared.draining.is_cancelled() {
+            return Ok(());
+        }
+        let request = TranslateRequest {
+            text: chunk.source.clone(),
+            model: model.clone(),
+            context: Vec::new(),
+        };
+        let mut attempt = 0u32;
+        loop {
+            attempt += 1;
+            let started = Instant::now();
+            let outcome = tokio::select! {
+                r = engine.translate(&request) => Ok(r),
+                _ = cancel.cancelled() => Err(Stop::Cancelled),
+                _ = shared.hard_stop.cancelled() => Err(Stop::Draining),
+            };
+            let result = match outcome {
+                Ok(r) => r,
+                Err(Stop::Cancelled) => {
+                    tracing::info!(chunk = chunk.index, "cancelled; in-flight call aborted");
+                    return Ok(());
+                }
+                Err(Stop::Draining) => return Ok(()),
+            };
+            match result {
+                Ok(translation) => {
+                    let elapsed = started.elapsed();
+                    shared.metrics.chunk_attempts.with_label_values(&["success"]).inc();
+                    shared
+                        .metrics
+                        .chunk_duration
+                        .with_label_values(&[engine.name()])
+                        .observe(elapsed.as_secs_f64());
+                    let kept = shared
+                        .store
+                        .complete_chunk(
+                            seq,
+                            run,
+                            chunk.index,
+                            translation,
+                            elapsed.as_millis() as u64,
+                            attempt,
+                        )
+                        .await?;
+                    shared.publish(job.job.id);
+                    if !kept {
+                        // Cancelled (or retried) while the call was in flight.
+                        return Ok(());
+                    }
+                    break;
+                }
+                Err(err) => {
+                    let label = match err.class {
+                        ErrorClass::Transient => "transient_error",
+                        ErrorClass::Permanent => "permanent_error",
+                    };
+                    shared.metrics.chunk_attempts.with_label_values(&[label]).inc();
+                    let jitter: f64 = rand::random();
+                    match shared.config.retry.decide(attempt, &err, jitter) {
+                        RetryDecision::RetryAfter(wait) => {
+                            tracing::warn!(chunk = chunk.index, attempt, error = %err.message,
+                                wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
+                            shared
+                                .store
+                                .note_chunk_error(seq, chunk.index, err.message.clone())
+                                .await?;
+                            tokio::select! {
+                                _ = tokio::time::sleep(wait) => {}
+                                _ = cancel.cancelled() => return Ok(()),
+                                _ = shared.draining.cancelled() => return Ok(()),
+                            }
+                        }
+                        RetryDecision::GiveUp => {
+                            let job_error = describe_failure(chunk.index, attempt, &err);
+                            tracing::warn!(chunk = chunk.index, attempt, error = %err.message, "chunk failed for good");
+                            shared
+                                .store
+                                .fail_chunk(
+                                    seq,
+                                    run,
+                                    chunk.index,
+                                    attempt,
+                                    err.message.clone(),
+                                    job_error,
+                                    Utc::now(),
+                                )
+                                .await?;
+                            return Ok(());
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    // Every chunk is done: assemble from the committed ledger.
+    let ledger = shared.store.chunks(seq).await?;
+    if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
+        return Ok(());
+    }
+    let translation = assemble(
+        ledger
+            .iter()
+            .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
+    );
+    let processing_time = ledger.iter().filter_map(|c| c.duration_ms).sum();
+    let result = JobResult {
+        translation,
+        confidence: None,
+        processing_time,
+        engine: engine.name().to_owned(),
+        model,
+    };
+    shared
+        .store
+        .complete_job(seq, run, result, Utc::now())
+        .await?;
+    Ok(())
+}
+
+fn describe_failure(index: u32, attempts: u32, err: &EngineError) -> String {
+    match err.class {
+        ErrorClass::Permanent => format!("chunk {index} failed: {}", err.message),
+        ErrorClass::Transient => format!(
+            "chunk {index} failed after {attempts} attempts: {}",
+            err.message
+        ),
+    }
+}

@@ -1,0 +1,817 @@
+//! The SQLite store: one file in WAL mode, a single writer thread that
+//! batches queued writes into one transaction (one fsync for many commits),
+//! and a small pool of reader connections.
+//!
+//! Every status change is a compare-and-set on the old status (and, for a
+//! running job, on its run number), so a stale worker can never move a job
+//! backwards or write into a newer run.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use chrono::{DateTime, SecondsFormat, Utc};
+use lotsawa_core::progress::ChunkTiming;
+use lotsawa_core::service::ChunkOutput;
+use lotsawa_core::{
+    ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType, Transition,
+    TransitionError,
+};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
+use tokio::sync::oneshot;
+
+/// A store failure.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite said no.
+    #[error(transparent)]
+    Sqlite(#[from] rusqlite::Error),
+    /// A stored JSON column did not parse.
+    #[error("corrupt stored value: {0}")]
+    Corrupt(String),
+    /// The commit of a batch failed.
+    #[error("commit failed: {0}")]
+    Commit(String),
+    /// The writer thread is gone.
+    #[error("the store is closed")]
+    Closed,
+    /// No such job.
+    #[error("job {0} not found")]
+    NotFound(JobId),
+    /// The job's status does not allow the change.
+    #[error(transparent)]
+    Transition(#[from] TransitionError),
+    /// A blocking task panicked or was cancelled.
+    #[error("store task failed: {0}")]
+    Join(String),
+}
+
+type Reply = Box<dyn FnOnce(Option<String>) + Send>;
+/// A queued write: run on the writer's connection, or told why it cannot run.
+type Op = Box<dyn FnOnce(Result<&Connection, String>) -> (bool, Reply) + Send>;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    config TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    chunks_total INTEGER NOT NULL,
+    chunks_completed INTEGER NOT NULL DEFAULT 0,
+    queue_pos INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    cancelled_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue_pos) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(queue_pos) WHERE status = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs(status, seq);
+CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_seq INTEGER NOT NULL REFERENCES jobs(seq),
+    idx INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    chars INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    translation TEXT,
+    error TEXT,
+    duration_ms INTEGER,
+    run INTEGER NOT NULL DEFAULT 0,
+    PRIMARY KEY (job_seq, idx)
+) WITHOUT ROWID;
+"#;
+
+const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
+    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts";
+const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
+    chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts";
+
+fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+fn parse_ts(s: Option<String>) -> Result<Option<DateTime<Utc>>, StoreError> {
+    s.map(|s| {
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::Corrupt(format!("timestamp '{s}': {e}")))
+    })
+    .transpose()
+}
+
+/// A job row with its store-internal sequence number.
+#[derive(Debug, Clone)]
+pub struct StoredJob {
+    /// Insertion order; the list order and the chunk table's key.
+    pub seq: i64,
+    /// The job.
+    pub job: Job,
+}
+
+fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
+    Ok((
+        row.get(0)?,
+        RawJob {
+            id: row.get(1)?,
+            kind: row.get(2)?,
+            status: row.get(3)?,
+            source: row.get(4)?,
+            config: row.get(5)?,
+            result: row.get(6)?,
+            error: row.get(7)?,
+            chunks_total: row.get(8)?,
+            chunks_completed: row.get(9)?,
+            created_at: row.get(10)?,
+            started_at: row.get(11)?,
+            completed_at: row.get(12)?,
+            cancelled_at: row.get(13)?,
+            attempts: row.get(14)?,
+        },
+    ))
+}
+
+struct RawJob {
+    id: String,
+    kind: String,
+    status: String,
+    source: String,
+    config: String,
+    result: Option<String>,
+    error: Option<String>,
+    chunks_total: u32,
+    chunks_completed: u32,
+    created_at: String,
+    started_at: Option<String>,
+    completed_at: Option<String>,
+    cancelled_at: Option<String>,
+    attempts: u32,
+}
+
+impl RawJob {
+    fn into_job(self) -> Result<Job, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        Ok(Job {
+            id: self.id.parse().map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            kind: self.kind.parse().map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            status: self
+                .status
+                .parse()
+                .map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            source: self.source,
+            config: serde_json::from_str::<JobConfig>(&self.config)
+                .map_err(|e| corrupt(format!("config: {e}")))?,
+            result: self
+                .result
+                .map(|r| serde_json::from_str::<JobResult>(&r))
+                .transpose()
+                .map_err(|e| corrupt(format!("result: {e}")))?,
+            error: self.error,
+            chunks_completed: self.chunks_completed,
+            chunks_total: self.chunks_total,
+            created_at: parse_ts(Some(self.created_at))?.unwrap_or_default(),
+            started_at: parse_ts(self.started_at)?,
+            completed_at: parse_ts(self.completed_at)?,
+            cancelled_at: parse_ts(self.cancelled_at)?,
+            attempts: self.attempts,
+        })
+    }
+}
+
+fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
+    let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
+    let (seq, raw) = conn
+        .query_row(&sql, [id.to_string()], job_from_row)
+        .optional()?
+        .ok_or(StoreError::NotFound(id))?;
+    Ok(StoredJob {
+        seq,
+        job: raw.into_job()?,
+    })
+}
+
+/// Status counts and queue depth, for metrics.
+#[derive(Debug, Clone, Default)]
+pub struct StatusCounts {
+    /// (status, number of jobs).
+    pub by_status: Vec<(JobStatus, u64)>,
+}
+
+/// The filter of a list call.
+#[derive(Debug, Clone, Default)]
+pub struct ListFilter {
+    /// Only this status.
+    pub status: Option<JobStatus>,
+    /// Only this type.
+    pub kind: Option<JobType>,
+    /// Page size.
+    pub limit: u32,
+    /// Jobs with `seq` below this.
+    pub before_seq: Option<i64>,
+}
+
+/// Encode a list cursor.
+pub fn encode_cursor(seq: i64) -> String {
+    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
+}
+
+/// Decode a list cursor; `None` when it is not one of ours.
+pub fn decode_cursor(cursor: &str) -> Option<i64> {
+    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
+    let s = String::from_utf8(bytes).ok()?;
+    let seq: i64 = s.strip_prefix("v1:")?.parse().ok()?;
+    (seq > 0).then_some(seq)
+}
+
+/// The SQLite store.
+#[derive(Clone)]
+pub struct Store {
+    writer: mpsc::Sender<Op>,
+    readers: Arc<Mutex<Vec<Connection>>>,
+    path: PathBuf,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store").field("path", &self.path).finish()
+    }
+}
+
+/// Most writes committed in one transaction.
+const MAX_BATCH: usize = 512;
+
+fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl Store {
+    /// Open (creating if needed) the database file and start the writer.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        let path = path.as_ref().to_path_buf();
+        let conn = open_conn(&path, false)?;
+        conn.execute_batch(SCHEMA)?;
+        let (tx, rx) = mpsc::channel::<Op>();
+        thread::Builder::new()
+            .name("lotsawa-sqlite-writer".into())
+            .spawn(move || writer_loop(conn, rx))
+            .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
+        Ok(Self {
+            writer: tx,
+            readers: Arc::new(Mutex::new(Vec::new())),
+            path,
+        })
+    }
+
+    /// Run `f` on the writer inside the current batch's transaction.
+    pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, StoreError>>();
+        let op: Op = Box::new(move |conn| {
+            let result = match conn {
+                Ok(conn) => f(conn),
+                Err(e) => Err(StoreError::Commit(e)),
+            };
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit_error| {
+                let out = match commit_error {
+                    Some(e) if ok => Err(StoreError::Commit(e)),
+                    _ => result,
+                };
+                let _ = tx.send(out);
+            });
+            (ok, reply)
+        });
+        self.writer.send(op).map_err(|_| StoreError::Closed)?;
+        rx.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Run `f` on a pooled read connection (WAL readers never block the writer).
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        let readers = self.readers.clone();
+        let path = self.path.clone();
+        tokio::task::spawn_blocking(move || {
+            let conn = match readers.lock().map(|mut v| v.pop()) {
+                Ok(Some(c)) => c,
+                _ => open_conn(&path, true)?,
+            };
+            let out = f(&conn);
+            if let Ok(mut v) = readers.lock() {
+                if v.len() < 8 {
+                    v.push(conn);
+                }
+            }
+            out
+        })
+        .await
+        .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Insert a new pending job and its chunk ledger, at the end of the queue.
+    pub async fn insert_job(&self, job: Job, chunks: Vec<String>) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            let config = serde_json::to_string(&job.config)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            conn.execute(
+                "INSERT INTO jobs (id, kind, status, source, config, chunks_total, queue_pos, created_at, attempts)
+                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5,
+                         (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs WHERE status = 'pending'),
+                         ?6, 0)",
+                params![
+                    job.id.to_string(),
+                    job.kind.as_str(),
+                    job.source,
+                    config,
+                    chunks.len() as i64,
+                    ts(job.created_at)
+                ],
+            )?;
+            let seq = conn.last_insert_rowid();
+            let mut stmt = conn.prepare_cached(
+                "INSERT INTO chunks (job_seq, idx, source, chars, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
+            )?;
+            for (i, c) in chunks.iter().enumerate() {
+                stmt.execute(params![seq, i as i64, c, c.chars().count() as i64])?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    /// A job by id.
+    pub async fn get(&self, id: JobId) -> Result<StoredJob, StoreError> {
+        self.read(move |conn| load_job(conn, id)).await
+    }
+
+    /// Apply `transition` to a job with a compare-and-set on its current
+    /// status. `expected_run` additionally pins the run number (attempts).
+    pub async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        expected_run: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> Result<Job, StoreError> {
+        self.write(move |conn| {
+            let stored = load_job(conn, id)?;
+            if let Some(run) = expected_run {
+                if stored.job.attempts != run {
+                    return Err(TransitionError {
+                        from: stored.job.status,
+                        transition,
+                    }
+                    .into());
+                }
+            }
+            let from = stored.job.status;
+            let to = from.apply(transition)?;
+            let now = ts(now);
+            let changed = match transition {
+                Transition::Start => conn.execute(
+                    "UPDATE jobs SET status = ?1, started_at = ?2, completed_at = NULL, attempts = attempts + 1
+                     WHERE seq = ?3 AND status = ?4",
+                    params![to.as_str(), now, stored.seq, from.as_str()],
+                )?,
+                Transition::Cancel => conn.execute(
+                    "UPDATE jobs SET status = ?1, cancelled_at = ?2 WHERE seq = ?3 AND status = ?4",
+                    params![to.as_str(), now, stored.seq, from.as_str()],
+                )?,
+                Transition::Retry => {
+                    conn.execute(
+                        "UPDATE chunks SET status = 'pending', error = NULL
+                         WHERE job_seq = ?1 AND status = 'failed'",
+                        [stored.seq],
+                    )?;
+                    conn.execute(
+                        "UPDATE jobs SET status = ?1, error = NULL, result = NULL, started_at = NULL,
+                            completed_at = NULL, cancelled_at = NULL,
+                            queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs WHERE status = 'pending')
+                         WHERE seq = ?2 AND status = ?3",
+                        params![to.as_str(), stored.seq, from.as_str()],
+                    )?
+                }
+                Transition::Requeue => conn.execute(
+                    "UPDATE jobs SET status = ?1,
+                        queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs WHERE status = 'pending')
+                     WHERE seq = ?2 AND status = ?3",
+                    params![to.as_str(), stored.seq, from.as_str()],
+                )?,
+                Transition::Complete | Transition::Fail => {
+                    return Err(StoreError::Corrupt(
+                        "complete and fail go through finish_job".into(),
+                    ));
+                }
+            };
+            if changed != 1 {
+                return Err(TransitionError { from, transition }.into());
+            }
+            Ok(load_job(conn, id)?.job)
+        })
+        .await
+    }
+
+    /// Claim the oldest pending job (FIFO) and mark it processing.
+    pub async fn claim_next(&self, now: DateTime<Utc>) -> Result<Option<StoredJob>, StoreError> {
+        self.write(move |conn| {
+            let seq: Option<i64> = conn
+                .query_row(
+                    "SELECT seq FROM jobs WHERE status = 'pending' ORDER BY queue_pos LIMIT 1",
+                    [],
+                    |r| r.get(0),
+                )
+                .optional()?;
+            let Some(seq) = seq else { return Ok(None) };
+            let to = JobStatus::Pending.apply(Transition::Start)?;
+            conn.execute(
+                "UPDATE jobs SET status = ?1, started_at = ?2, completed_at = NULL, attempts = attempts + 1
+                 WHERE seq = ?3 AND status = 'pending'",
+                params![to.as_str(), ts(now), seq],
+            )?;
+            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1");
+            let (seq, raw) = conn.query_row(&sql, [seq], job_from_row)?;
+            Ok(Some(StoredJob {
+                seq,
+                job: raw.into_job()?,
+            }))
+        })
+        .await
+    }
+
+    /// Jobs left `processing` (by a crash or a shutdown), oldest first.
+    pub async fn processing_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
+        self.write(move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'processing' ORDER BY queue_pos"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], job_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (seq, raw) = r?;
+                out.push(StoredJob {
+                    seq,
+                    job: raw.into_job()?,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// The whole chunk ledger of a job.
+    pub async fn chunks(&self, seq: i64) -> Result<Vec<ChunkRecord>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT idx, source, status, attempts, translation, error, duration_ms, run
+                 FROM chunks WHERE job_seq = ?1 ORDER BY idx",
+            )?;
+            let rows = stmt.query_map([seq], |r| {
+                Ok((
+                    r.get::<_, u32>(0)?,
+                    r.get::<_, String>(1)?,
+                    r.get::<_, String>(2)?,
+                    r.get::<_, u32>(3)?,
+                    r.get::<_, Option<String>>(4)?,
+                    r.get::<_, Option<String>>(5)?,
+                    r.get::<_, Option<i64>>(6)?,
+                    r.get::<_, u32>(7)?,
+                ))
+            })?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (index, source, status, attempts, translation, error, duration, run) = r?;
+                out.push(ChunkRecord {
+                    index,
+                    source,
+                    status: ChunkStatus::parse(&status)
+                        .ok_or_else(|| StoreError::Corrupt(format!("chunk status '{status}'")))?,
+                    attempts,
+                    translation,
+                    error,
+                    duration_ms: duration.map(|d| d.max(0) as u64),
+                    run,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// Completed chunks of a job with index >= `from`, in order.
+    pub async fn completed_chunks_from(
+        &self,
+        seq: i64,
+        from: u32,
+    ) -> Result<Vec<ChunkOutput>, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT idx, translation FROM chunks
+                 WHERE job_seq = ?1 AND idx >= ?2 AND status = 'completed' ORDER BY idx",
+            )?;
+            let rows = stmt.query_map(params![seq, from], |r| {
+                Ok(ChunkOutput {
+                    index: r.get(0)?,
+                    translation: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
+                })
+            })?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?)
+        })
+        .await
+    }
+
+    /// What progress needs: characters left, and the timings of chunks that
+    /// completed in run `run`, oldest first (the last [`progress::WINDOW`]).
+    ///
+    /// [`progress::WINDOW`]: lotsawa_core::progress::WINDOW
+    pub async fn progress_inputs(
+        &self,
+        seq: i64,
+        run: u32,
+    ) -> Result<(u64, Vec<ChunkTiming>), StoreError> {
+        self.read(move |conn| {
+            let remaining: i64 = conn.query_row(
+                "SELECT COALESCE(SUM(chars), 0) FROM chunks WHERE job_seq = ?1 AND status != 'completed'",
+                [seq],
+                |r| r.get(0),
+            )?;
+            let mut stmt = conn.prepare_cached(
+                "SELECT chars, duration_ms FROM chunks
+                 WHERE job_seq = ?1 AND status = 'completed' AND run = ?2
+                 ORDER BY idx DESC LIMIT ?3",
+            )?;
+            let mut timings = stmt
+                .query_map(params![seq, run, lotsawa_core::progress::WINDOW as i64], |r| {
+                    Ok(ChunkTiming {
+                        chars: r.get::<_, i64>(0)?.max(0) as u64,
+                        duration_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+                    })
+                })?
+                .collect::<Result<Vec<_>, _>>()?;
+            timings.reverse();
+            Ok((remaining.max(0) as u64, timings))
+        })
+        .await
+    }
+
+    /// Commit one chunk's translation, if the job is still processing run
+    /// `run`. Returns false when the job moved on (cancelled, retried):
+    /// the translation is then discarded.
+    pub async fn complete_chunk(
+        &self,
+        seq: i64,
+        run: u32,
+        index: u32,
+        translation: String,
+        duration_ms: u64,
+        attempts: u32,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let live: bool = conn.query_row(
+                "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
+                params![seq, run],
+                |r| r.get(0),
+            )?;
+            if !live {
+                return Ok(false);
+            }
+            let n = conn.execute(
+                "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
+                    attempts = attempts + ?3, error = NULL, run = ?4
+                 WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'",
+                params![translation, duration_ms as i64, attempts, run, seq, index],
+            )?;
+            if n == 1 {
+                conn.execute(
+                    "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
+                    [seq],
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Mark a chunk failed and its job failed, if still processing run `run`.
+    pub async fn fail_chunk(
+        &self,
+        seq: i64,
+        run: u32,
+        index: u32,
+        attempts: u32,
+        error: String,
+        job_error: String,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let to = JobStatus::Processing.apply(Transition::Fail)?;
+            let n = conn.execute(
+                "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
+                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
+                params![to.as_str(), job_error, ts(now), seq, run],
+            )?;
+            if n == 1 {
+                conn.execute(
+                    "UPDATE chunks SET status = 'failed', error = ?1, attempts = attempts + ?2
+                     WHERE job_seq = ?3 AND idx = ?4",
+                    params![error, attempts, seq, index],
+                )?;
+            }
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Mark a job failed without a chunk to blame (e.g. its engine is gone).
+    pub async fn fail_job(
+        &self,
+        seq: i64,
+        run: u32,
+        job_error: String,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let to = JobStatus::Processing.apply(Transition::Fail)?;
+            let n = conn.execute(
+                "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
+                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
+                params![to.as_str(), job_error, ts(now), seq, run],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// Record a chunk's transient failure (attempts so far and the error).
+    pub async fn note_chunk_error(
+        &self,
+        seq: i64,
+        index: u32,
+        error: String,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE chunks SET error = ?1 WHERE job_seq = ?2 AND idx = ?3 AND status = 'pending'",
+                params![error, seq, index],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// Complete a job with its result, if still processing run `run`.
+    pub async fn complete_job(
+        &self,
+        seq: i64,
+        run: u32,
+        result: JobResult,
+        now: DateTime<Utc>,
+    ) -> Result<bool, StoreError> {
+        self.write(move |conn| {
+            let to = JobStatus::Processing.apply(Transition::Complete)?;
+            let result =
+                serde_json::to_string(&result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            let n = conn.execute(
+                "UPDATE jobs SET status = ?1, result = ?2, completed_at = ?3, error = NULL
+                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5
+                   AND chunks_completed = chunks_total",
+                params![to.as_str(), result, ts(now), seq, run],
+            )?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    /// A page of jobs, newest first, without source or result text.
+    pub async fn list(&self, filter: ListFilter) -> Result<(Vec<StoredJob>, bool), StoreError> {
+        self.read(move |conn| {
+            let mut sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE 1 = 1");
+            let mut args: Vec<rusqlite::types::Value> = Vec::new();
+            if let Some(s) = filter.status {
+                sql.push_str(" AND status = ?");
+                args.push(s.as_str().to_owned().into());
+            }
+            if let Some(k) = filter.kind {
+                sql.push_str(" AND kind = ?");
+                args.push(k.as_str().to_owned().into());
+            }
+            if let Some(before) = filter.before_seq {
+                sql.push_str(" AND seq < ?");
+                args.push(before.into());
+            }
+            sql.push_str(" ORDER BY seq DESC LIMIT ?");
+            args.push((i64::from(filter.limit) + 1).into());
+            let mut stmt = conn.prepare_cached(&sql)?;
+            let rows = stmt.query_map(rusqlite::params_from_iter(args), job_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (seq, raw) = r?;
+                out.push(StoredJob {
+                    seq,
+                    job: raw.into_job()?,
+                });
+            }
+            let more = out.len() > filter.limit as usize;
+            out.truncate(filter.limit as usize);
+            Ok((out, more))
+        })
+        .await
+    }
+
+    /// Number of jobs in each status.
+    pub async fn counts(&self) -> Result<StatusCounts, StoreError> {
+        self.read(move |conn| {
+            let mut by_status = Vec::new();
+            let mut stmt =
+                conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
+            for s in JobStatus::ALL {
+                let n: i64 = stmt.query_row([s.as_str()], |r| r.get(0))?;
+                by_status.push((*s, n.max(0) as u64));
+            }
+            Ok(StatusCounts { by_status })
+        })
+        .await
+    }
+
+    /// Wait until every write queued so far is committed.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.write(|_| Ok(())).await
+    }
+
+    /// `EXPLAIN QUERY PLAN` of a statement, for the plan tests.
+    pub async fn query_plan(&self, sql: &'static str) -> Result<String, StoreError> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
+            let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+            Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
+        })
+        .await
+    }
+}
+
+fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
+    while let Ok(first) = rx.recv() {
+        let mut batch = vec![first];
+        while batch.len() < MAX_BATCH {
+            match rx.try_recv() {
+                Ok(op) => batch.push(op),
+                Err(_) => break,
+            }
+        }
+        let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
+        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+            let msg = e.to_string();
+            for op in batch {
+                // Run nothing; tell every caller the batch could not start.
+                let (_, reply) = op(Err(msg.clone()));
+                reply(None);
+            }
+            continue;
+        }
+        for op in batch {
+            let sp = conn.execute_batch("SAVEPOINT op");
+            let (ok, reply) = op(Ok(&conn));
+            if sp.is_ok() {
+                if !ok {
+                    let _ = conn.execute_batch("ROLLBACK TO op");
+                }
+                let _ = conn.execute_batch("RELEASE op");
+            }
+            replies.push(reply);
+        }
+        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
+        if commit.is_some() {
+            let _ = conn.execute_batch("ROLLBACK");
+        }
+        for r in replies {
+            r(commit.clone());
+        }
+    }
+}
