@@ -1,1 +1,155 @@
-fn main() {}
+//! `lotsawa`: the local server (`serve`) and the command-line client.
+
+mod client;
+mod config;
+mod serve;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// Durable Tibetan to English translation jobs.
+#[derive(Debug, Parser)]
+#[command(name = "lotsawa", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, clap::Args)]
+struct ClientArgs {
+    /// Server URL [env: LOTSAWA_URL] [default: http://127.0.0.1:8080]
+    #[arg(long, global = true)]
+    server: Option<String>,
+    /// Print JSON instead of text (for scripts)
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the server: HTTP API, scheduler and embedded SQLite store
+    Serve {
+        /// Listen address [env: LOTSAWA_BIND] [default: 127.0.0.1:8080]
+        #[arg(long)]
+        bind: Option<String>,
+        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Jobs processing at once [env: LOTSAWA_CONCURRENCY] [default: 3]
+        #[arg(long)]
+        concurrency: Option<String>,
+        /// Default engine [env: LOTSAWA_ENGINE]
+        #[arg(long)]
+        engine: Option<String>,
+    },
+    /// Submit a text file ('-' for stdin) as a job
+    Submit {
+        /// File to translate
+        file: PathBuf,
+        /// Follow progress and print the translation
+        #[arg(long)]
+        follow: bool,
+        /// Target chunk size in characters
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// Engine
+        #[arg(long)]
+        engine: Option<String>,
+        /// Model
+        #[arg(long)]
+        model: Option<String>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Show a job
+    Status {
+        /// Job id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// List jobs, newest first
+    List {
+        /// Only jobs in this status
+        #[arg(long)]
+        status: Option<String>,
+        /// Most jobs to show (1..=100)
+        #[arg(long, default_value_t = 20)]
+        limit: u32,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel a pending or processing job
+    Cancel {
+        /// Job id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Queue a failed or cancelled job again
+    Retry {
+        /// Job id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(async move {
+        match cli.command {
+            Command::Serve {
+                bind,
+                db,
+                concurrency,
+                engine,
+            } => serve::run(config::ServeFlags {
+                bind,
+                db,
+                concurrency,
+                engine,
+            })
+            .await,
+            Command::Submit {
+                file,
+                follow,
+                chunk_size,
+                engine,
+                model,
+                client,
+            } => {
+                client::Client::new(client.server, client.json)
+                    .submit(&file, follow, chunk_size, engine, model)
+                    .await
+            }
+            Command::Status { id, client } => {
+                client::Client::new(client.server, client.json).status(&id).await
+            }
+            Command::List {
+                status,
+                limit,
+                client,
+            } => {
+                client::Client::new(client.server, client.json)
+                    .list(status, limit)
+                    .await
+            }
+            Command::Cancel { id, client } => {
+                client::Client::new(client.server, client.json).cancel(&id).await
+            }
+            Command::Retry { id, client } => {
+                client::Client::new(client.server, client.json).retry(&id).await
+            }
+        }
+    })
+}

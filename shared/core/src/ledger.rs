@@ -75,8 +75,10 @@ pub fn append_output(out: &mut String, source: &str, translation: &str) {
     if body.is_empty() {
         return;
     }
-    if trail.is_empty() && !source.trim().is_empty() {
-        // Chunks split inside a line still need a word break between them.
+    let tibetan_end = body.chars().last().is_some_and(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c));
+    if trail.is_empty() && !tibetan_end {
+        // English output of chunks split inside a line needs a word break;
+        // Tibetan-script output (split after a tsheg) does not.
         out.push(' ');
     } else {
         out.push_str(trail);
@@ -104,6 +106,13 @@ mod tests {
     #[test]
     fn identity_translations_give_back_the_source() {
         let src = ["༄༅། །ཀ་ཁ། །\n", "ག་ང།\n\n", "ཅ་ཆ། "];
+        let out = assemble(src.iter().map(|s| (*s, *s)));
+        assert_eq!(out, src.concat());
+    }
+
+    #[test]
+    fn identity_holds_for_chunks_split_at_tshegs() {
+        let src = ["བྱང་ཆུབ་སེམས་", "དཔའི་སྤྱོད་པ།"];
         let out = assemble(src.iter().map(|s| (*s, *s)));
         assert_eq!(out, src.concat());
     }

@@ -1,1 +1,326 @@
-//! placeholder
+//! The one axum [`Router`] of Lotsawa's HTTP API (jobs, SSE progress,
+//! health, metrics, OpenAPI), used by the local server, the Lambda functions
+//! and the tests alike. It talks to a backend only through
+//! [`lotsawa_core::JobService`].
+
+pub mod dto;
+pub mod error;
+mod sse;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use lotsawa_core::{
+    ChunkSize, EngineName, JobConfig, JobId, JobService, JobStatus, JobType, ListQuery, NewJob,
+    SourceText,
+};
+use tokio_util::sync::CancellationToken;
+use utoipa::OpenApi;
+
+pub use dto::*;
+pub use error::{ApiError, Problem};
+
+/// Default request body limit: 1 MiB.
+pub const DEFAULT_BODY_LIMIT: usize = 1024 * 1024;
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// Largest request body accepted (413 above).
+    pub body_limit: usize,
+    /// Longest time one SSE response stays open; the client is then told to
+    /// reconnect (Lambda streams end at 15 minutes).
+    pub stream_max: Duration,
+    /// Cancelled when the server shuts down: open SSE streams end.
+    pub shutdown: CancellationToken,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            body_limit: DEFAULT_BODY_LIMIT,
+            stream_max: Duration::from_secs(24 * 3600),
+            shutdown: CancellationToken::new(),
+        }
+    }
+}
+
+/// Router state.
+#[derive(Clone)]
+pub struct AppState {
+    service: Arc<dyn JobService>,
+    config: ApiConfig,
+}
+
+/// Build the router over any backend.
+pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
+    let limit = config.body_limit;
+    let state = AppState { service, config };
+    Router::new()
+        .route("/api/jobs", post(submit_job).get(list_jobs))
+        .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
+        .route("/api/jobs/{id}/retry", post(retry_job))
+        .route("/api/jobs/{id}/stream", get(sse::stream_job))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+        .fallback(|| async { ApiError::not_found("no such endpoint") })
+        .method_not_allowed_fallback(|| async {
+            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+        })
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+fn parse_id(raw: &str) -> Result<JobId, ApiError> {
+    raw.parse::<JobId>().map_err(|e| ApiError::bad_request(e.0))
+}
+
+fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
+    let source = SourceText::parse(req.source_text).map_err(|e| ApiError::bad_request(e.0))?;
+    let kind = match req.kind.as_deref() {
+        None => JobType::Translation,
+        Some(k) => k.parse::<JobType>().map_err(|e| ApiError::bad_request(e.0))?,
+    };
+    let c = req.config.unwrap_or_default();
+    let mut config = JobConfig::default();
+    if let Some(engine) = c.engine {
+        config.engine = Some(EngineName::parse(&engine).map_err(|e| ApiError::bad_request(e.0))?);
+    }
+    if let Some(model) = c.model {
+        let model = model.trim().to_owned();
+        if model.is_empty() || model.len() > 200 {
+            return Err(ApiError::bad_request("config.model must be 1 to 200 characters"));
+        }
+        config.model = Some(model);
+    }
+    if let Some(size) = c.chunk_size {
+        let size = u32::try_from(size).map_err(|_| {
+            ApiError::bad_request(format!("chunkSize must be between 1 and 100000, got {size}"))
+        })?;
+        config.chunk_size = ChunkSize::new(size).map_err(|e| ApiError::bad_request(e.0))?;
+    }
+    if let Some(h) = c.use_helper_ai {
+        config.use_helper_ai = h;
+    }
+    if let Some(q) = c.quality_threshold {
+        if !(0.0..=1.0).contains(&q) {
+            return Err(ApiError::bad_request(format!(
+                "qualityThreshold must be between 0 and 1, got {q}"
+            )));
+        }
+        config.quality_threshold = q;
+    }
+    Ok(NewJob {
+        kind,
+        source,
+        config,
+    })
+}
+
+/// Submit a job.
+#[utoipa::path(post, path = "/api/jobs", request_body = SubmitRequest,
+    responses(
+        (status = 202, description = "Job enqueued", body = SubmitResponse,
+            headers(("Location" = String, description = "URL of the new job"))),
+        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn submit_job(
+    State(state): State<AppState>,
+    body: Result<Json<SubmitRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let new = to_new_job(req)?;
+    let job = state.service.submit(new).await?;
+    let id = job.id.to_string();
+    let location = format!("/api/jobs/{id}");
+    let mut res = (
+        StatusCode::ACCEPTED,
+        Json(SubmitResponse {
+            job_id: id,
+            status: job.status.as_str().to_owned(),
+            message: "Job enqueued successfully".into(),
+        }),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&location) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// A job with its progress; its result once completed.
+#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "The job", body = JobDto),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDto>, ApiError> {
+    let id = parse_id(&id)?;
+    let view = state.service.get(id).await?;
+    Ok(Json(JobDto::from_view(view, true)))
+}
+
+/// Cancel a pending or processing job.
+#[utoipa::path(delete, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "Cancelled", body = ActionResponse),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Already completed, failed or cancelled", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn cancel_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    state.service.cancel(id).await?;
+    Ok(Json(ActionResponse {
+        message: "Job cancelled successfully".into(),
+        job_id: id.to_string(),
+    }))
+}
+
+/// Queue a failed or cancelled job again; only unfinished chunks run.
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", params(("id" = String, Path, description = "Job id (UUID)")),
+    responses(
+        (status = 200, description = "Queued again", body = ActionResponse),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not failed or cancelled", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn retry_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<ActionResponse>, ApiError> {
+    let id = parse_id(&id)?;
+    state.service.retry(id).await?;
+    Ok(Json(ActionResponse {
+        message: "Job retry initiated".into(),
+        job_id: id.to_string(),
+    }))
+}
+
+/// Most jobs one page may hold.
+pub const MAX_PAGE: u32 = 100;
+
+/// Jobs, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/api/jobs",
+    params(
+        ("status" = Option<String>, Query, description = "pending, processing, completed, failed or cancelled"),
+        ("type" = Option<String>, Query, description = "translation"),
+        ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of jobs", body = JobListDto),
+        (status = 400, description = "Bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn list_jobs(
+    State(state): State<AppState>,
+    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<JobListDto>, ApiError> {
+    let Query(q) = query?;
+    if let Some(unknown) = q
+        .keys()
+        .find(|k| !matches!(k.as_str(), "status" | "type" | "limit" | "cursor"))
+    {
+        return Err(ApiError::bad_request(format!(
+            "unknown query parameter '{unknown}' (accepted: status, type, limit, cursor)"
+        )));
+    }
+    let status = q
+        .get("status")
+        .map(|s| s.parse::<JobStatus>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let kind = q
+        .get("type")
+        .map(|s| s.parse::<JobType>())
+        .transpose()
+        .map_err(|e| ApiError::bad_request(e.0))?;
+    let limit = match q.get("limit") {
+        None => 20,
+        Some(l) => match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
+            _ => {
+                return Err(ApiError::bad_request(format!(
+                    "limit must be an integer between 1 and {MAX_PAGE}, got '{l}'"
+                )));
+            }
+        },
+    };
+    let cursor = q.get("cursor").cloned();
+    let page = state
+        .service
+        .list(ListQuery {
+            status,
+            kind,
+            limit,
+            cursor,
+        })
+        .await?;
+    Ok(Json(JobListDto {
+        jobs: page
+            .jobs
+            .into_iter()
+            .map(|v| JobDto::from_view(v, false))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Liveness and readiness.
+#[utoipa::path(get, path = "/healthz", responses(
+    (status = 200, description = "Healthy", body = Health),
+    (status = 503, description = "Shutting down or store unavailable", body = Problem, content_type = "application/problem+json"),
+))]
+async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
+    state.service.healthy().await?;
+    Ok(Json(Health {
+        status: "ok".into(),
+        engines: state.service.engines(),
+    }))
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", responses(
+    (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
+))]
+async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
+    let text = state.service.metrics().await?;
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+    );
+    Ok((headers, text).into_response())
+}
+
+/// This document.
+#[utoipa::path(get, path = "/openapi.json", responses(
+    (status = 200, description = "OpenAPI 3.1 document", content_type = "application/json"),
+))]
+async fn openapi() -> Json<utoipa::openapi::OpenApi> {
+    Json(ApiDoc::openapi())
+}
+
+/// The OpenAPI description of the API.
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "Lotsawa", description = "Durable Tibetan to English translation jobs. \
+        `GET /api/jobs/{id}/stream` is a text/event-stream: events `connected`, `progress`, \
+        `chunk`, then `completed`, `failed` or `cancelled`, then `event: close`."),
+    paths(submit_job, get_job, cancel_job, retry_job, list_jobs, sse::stream_job, healthz, metrics, openapi),
+    components(schemas(SubmitRequest, SubmitConfig, SubmitResponse, ActionResponse, JobDto, ResultDto,
+        JobListDto, Health, Problem, ProgressEvent))
+)]
+pub struct ApiDoc;

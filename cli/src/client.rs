@@ -1,0 +1,341 @@
+//! The command-line client: talks to a Lotsawa server over its HTTP API and
+//! follows jobs over SSE with a progress bar.
+
+use std::io::Read;
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::{Value, json};
+
+use crate::config::{self, ProcessEnv};
+
+/// Exit code when a followed job failed.
+const EXIT_JOB_FAILED: u8 = 3;
+/// Exit code when a followed job was cancelled.
+const EXIT_JOB_CANCELLED: u8 = 4;
+
+/// An error to print, with the process exit code.
+struct Failure(String);
+
+/// API client.
+pub struct Client {
+    base: String,
+    json: bool,
+    http: reqwest::Client,
+}
+
+fn problem_detail(status: reqwest::StatusCode, body: &str) -> String {
+    let detail = serde_json::from_str::<Value>(body)
+        .ok()
+        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
+        .unwrap_or_else(|| body.trim().chars().take(300).collect());
+    format!("{detail} (HTTP {})", status.as_u16())
+}
+
+fn fmt_ms(ms: u64) -> String {
+    let s = ms / 1000;
+    if s >= 3600 {
+        format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
+    } else if s >= 60 {
+        format!("{}m{:02}s", s / 60, s % 60)
+    } else {
+        format!("{s}s")
+    }
+}
+
+impl Client {
+    /// A client for `--server` or LOTSAWA_URL.
+    pub fn new(server: Option<String>, json: bool) -> Self {
+        Self {
+            base: config::server_url(server, &ProcessEnv),
+            json,
+            http: reqwest::Client::new(),
+        }
+    }
+
+    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.request(method, &url).timeout(Duration::from_secs(60));
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| Failure(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| Failure(format!("reading the server's answer failed: {e}")))?;
+        if !status.is_success() {
+            return Err(Failure(problem_detail(status, &text)));
+        }
+        serde_json::from_str(&text).map_err(|e| Failure(format!("the server sent invalid JSON: {e}")))
+    }
+
+    fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
+        match r {
+            Ok(c) => c,
+            Err(Failure(m)) => {
+                eprintln!("error: {m}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+
+    fn print_job(&self, job: &Value) {
+        if self.json {
+            println!("{job}");
+            return;
+        }
+        let s = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+        let n = |k: &str| job.get(k).and_then(Value::as_u64).unwrap_or(0);
+        println!("id:        {}", s("id"));
+        println!("status:    {}", s("status"));
+        println!(
+            "progress:  {}% ({}/{} chunks)",
+            n("progress"),
+            n("chunksCompleted"),
+            n("chunksTotal")
+        );
+        if let Some(eta) = job.get("estimatedTimeRemaining").and_then(Value::as_u64) {
+            println!("eta:       {}", fmt_ms(eta));
+        }
+        println!("created:   {}", s("createdAt"));
+        println!("attempts:  {}", n("attempts"));
+        if let Some(e) = job.get("error").and_then(Value::as_str) {
+            println!("error:     {e}");
+        }
+        if let Some(t) = job.pointer("/result/translation").and_then(Value::as_str) {
+            println!("\n{t}");
+        }
+    }
+
+    /// `lotsawa submit`.
+    pub async fn submit(
+        &self,
+        file: &Path,
+        follow: bool,
+        chunk_size: Option<u32>,
+        engine: Option<String>,
+        model: Option<String>,
+    ) -> ExitCode {
+        Self::finish(self.submit_inner(file, follow, chunk_size, engine, model).await)
+    }
+
+    async fn submit_inner(
+        &self,
+        file: &Path,
+        follow: bool,
+        chunk_size: Option<u32>,
+        engine: Option<String>,
+        model: Option<String>,
+    ) -> Result<ExitCode, Failure> {
+        let bytes = if file.as_os_str() == "-" {
+            let mut b = Vec::new();
+            std::io::stdin()
+                .read_to_end(&mut b)
+                .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+            b
+        } else {
+            std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
+        };
+        let text = String::from_utf8(bytes)
+            .map_err(|_| Failure(format!("{} is not UTF-8 text", file.display())))?;
+        let mut config = serde_json::Map::new();
+        if let Some(c) = chunk_size {
+            config.insert("chunkSize".into(), json!(c));
+        }
+        if let Some(e) = engine {
+            config.insert("engine".into(), json!(e));
+        }
+        if let Some(m) = model {
+            config.insert("model".into(), json!(m));
+        }
+        let body = json!({"sourceText": text, "type": "translation", "config": config});
+        let created = self.call(reqwest::Method::POST, "/api/jobs", Some(body)).await?;
+        let id = created
+            .get("jobId")
+            .and_then(Value::as_str)
+            .ok_or_else(|| Failure("the server's answer has no jobId".into()))?
+            .to_owned();
+        if !follow {
+            if self.json {
+                println!("{created}");
+            } else {
+                println!("{id}");
+            }
+            return Ok(ExitCode::SUCCESS);
+        }
+        if !self.json {
+            eprintln!("job {id} submitted");
+        }
+        self.follow(&id).await
+    }
+
+    async fn follow(&self, id: &str) -> Result<ExitCode, Failure> {
+        let bar = ProgressBar::new(0);
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} chunks {percent:>3}% {msg}")
+                .unwrap_or_else(|_| ProgressStyle::default_bar())
+                .progress_chars("=> "),
+        );
+        bar.enable_steady_tick(Duration::from_millis(200));
+        let mut last_id: Option<String> = None;
+        let mut failures = 0u32;
+        let outcome = loop {
+            let url = format!("{}/api/jobs/{id}/stream", self.base);
+            let mut req = self.http.get(&url).header("accept", "text/event-stream");
+            if let Some(l) = &last_id {
+                req = req.header("last-event-id", l);
+            }
+            let res = match req.send().await {
+                Ok(r) if r.status().is_success() => r,
+                Ok(r) => {
+                    let status = r.status();
+                    let body = r.text().await.unwrap_or_default();
+                    bar.finish_and_clear();
+                    return Err(Failure(problem_detail(status, &body)));
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures > 10 {
+                        bar.finish_and_clear();
+                        return Err(Failure(format!("lost the server at {}: {e}", self.base)));
+                    }
+                    tokio::time::sleep(Duration::from_millis(500 * u64::from(failures))).await;
+                    continue;
+                }
+            };
+            failures = 0;
+            let mut events = res.bytes_stream().eventsource();
+            let mut terminal: Option<String> = None;
+            while let Some(ev) = events.next().await {
+                let Ok(ev) = ev else { break };
+                if !ev.id.is_empty() {
+                    last_id = Some(ev.id.clone());
+                }
+                if ev.event == "close" {
+                    break;
+                }
+                let Ok(data) = serde_json::from_str::<Value>(&ev.data) else { continue };
+                match data.get("type").and_then(Value::as_str) {
+                    Some("progress") => {
+                        let total = data.get("chunksTotal").and_then(Value::as_u64).unwrap_or(0);
+                        let done = data.get("chunksCompleted").and_then(Value::as_u64).unwrap_or(0);
+                        bar.set_length(total);
+                        bar.set_position(done);
+                        let status = data.get("status").and_then(Value::as_str).unwrap_or("");
+                        let eta = data
+                            .get("estimatedTimeRemaining")
+                            .and_then(Value::as_u64)
+                            .map(|ms| format!(" ETA {}", fmt_ms(ms)))
+                            .unwrap_or_default();
+                        bar.set_message(format!("{status}{eta}"));
+                    }
+                    Some(t @ ("completed" | "failed" | "cancelled")) => terminal = Some(t.to_owned()),
+                    _ => {}
+                }
+            }
+            if let Some(t) = terminal {
+                break t;
+            }
+            // The stream ended without a terminal event: reconnect and resume.
+        };
+        bar.finish_and_clear();
+        let job = self
+            .call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
+            .await?;
+        match outcome.as_str() {
+            "completed" => {
+                if self.json {
+                    println!("{job}");
+                } else if let Some(t) = job.pointer("/result/translation").and_then(Value::as_str) {
+                    println!("{t}");
+                }
+                Ok(ExitCode::SUCCESS)
+            }
+            "failed" => {
+                if self.json {
+                    println!("{job}");
+                }
+                let e = job.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                eprintln!("job {id} failed: {e}");
+                Ok(ExitCode::from(EXIT_JOB_FAILED))
+            }
+            _ => {
+                if self.json {
+                    println!("{job}");
+                }
+                eprintln!("job {id} was cancelled");
+                Ok(ExitCode::from(EXIT_JOB_CANCELLED))
+            }
+        }
+    }
+
+    /// `lotsawa status`.
+    pub async fn status(&self, id: &str) -> ExitCode {
+        Self::finish(
+            self.call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
+                .await
+                .map(|job| {
+                    self.print_job(&job);
+                    ExitCode::SUCCESS
+                }),
+        )
+    }
+
+    /// `lotsawa list`.
+    pub async fn list(&self, status: Option<String>, limit: u32) -> ExitCode {
+        let mut path = format!("/api/jobs?limit={limit}");
+        if let Some(s) = status {
+            path.push_str(&format!("&status={s}"));
+        }
+        Self::finish(self.call(reqwest::Method::GET, &path, None).await.map(|page| {
+            if self.json {
+                println!("{page}");
+            } else {
+                println!("{:<36}  {:<10}  {:>4}  {:>11}  created", "id", "status", "%", "chunks");
+                for j in page.get("jobs").and_then(Value::as_array).into_iter().flatten() {
+                    let s = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
+                    let n = |k: &str| j.get(k).and_then(Value::as_u64).unwrap_or(0);
+                    println!(
+                        "{:<36}  {:<10}  {:>4}  {:>11}  {}",
+                        s("id"),
+                        s("status"),
+                        n("progress"),
+                        format!("{}/{}", n("chunksCompleted"), n("chunksTotal")),
+                        s("createdAt")
+                    );
+                }
+            }
+            ExitCode::SUCCESS
+        }))
+    }
+
+    /// `lotsawa cancel`.
+    pub async fn cancel(&self, id: &str) -> ExitCode {
+        self.action(reqwest::Method::DELETE, &format!("/api/jobs/{id}")).await
+    }
+
+    /// `lotsawa retry`.
+    pub async fn retry(&self, id: &str) -> ExitCode {
+        self.action(reqwest::Method::POST, &format!("/api/jobs/{id}/retry")).await
+    }
+
+    async fn action(&self, method: reqwest::Method, path: &str) -> ExitCode {
+        Self::finish(self.call(method, path, None).await.map(|v| {
+            if self.json {
+                println!("{v}");
+            } else {
+                println!("{}", v.get("message").and_then(Value::as_str).unwrap_or("done"));
+            }
+            ExitCode::SUCCESS
+        }))
+    }
+}

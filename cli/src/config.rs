@@ -1,0 +1,250 @@
+//! The one typed configuration of the `lotsawa` binary: flags first, then
+//! environment variables, then defaults. Nothing else reads the environment.
+//! A bad value fails at start, naming the variable or flag.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use lotsawa_core::RetryPolicy;
+use lotsawa_engines::{EngineSettings, OpenAiSettings};
+
+/// A configuration value that cannot be used.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct ConfigError {
+    /// Variable or flag.
+    pub name: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Where values come from, so tests can supply their own environment.
+pub trait Source {
+    /// The value of variable `name`, if set.
+    fn var(&self, name: &str) -> Option<String>;
+}
+
+/// The process environment.
+#[derive(Debug, Clone, Copy)]
+pub struct ProcessEnv;
+
+impl Source for ProcessEnv {
+    fn var(&self, name: &str) -> Option<String> {
+        std::env::var(name).ok().filter(|v| !v.is_empty())
+    }
+}
+
+/// Flags given to `lotsawa serve` (each overrides its variable).
+#[derive(Debug, Clone, Default)]
+pub struct ServeFlags {
+    /// `--bind`.
+    pub bind: Option<String>,
+    /// `--db`.
+    pub db: Option<PathBuf>,
+    /// `--concurrency`.
+    pub concurrency: Option<String>,
+    /// `--engine`.
+    pub engine: Option<String>,
+}
+
+/// Everything `lotsawa serve` needs.
+#[derive(Debug, Clone)]
+pub struct ServeConfig {
+    /// Listen address (LOTSAWA_BIND, default 127.0.0.1:8080).
+    pub bind: SocketAddr,
+    /// Database file (LOTSAWA_DB, default lotsawa.db).
+    pub db: PathBuf,
+    /// Jobs processing at once (LOTSAWA_CONCURRENCY, default 3).
+    pub concurrency: usize,
+    /// Chunk retry policy (LOTSAWA_RETRY_BASE_MS, LOTSAWA_RETRY_MAX_ATTEMPTS).
+    pub retry: RetryPolicy,
+    /// Engines (LOTSAWA_ENGINE, OPENAI_BASE_URL, OPENAI_API_KEY, LOTSAWA_MODEL,
+    /// LOTSAWA_PROVIDER_TIMEOUT_MS).
+    pub engines: EngineSettings,
+    /// Request body limit in bytes (LOTSAWA_BODY_LIMIT, default 1 MiB).
+    pub body_limit: usize,
+    /// Grace period for in-flight chunks at shutdown (LOTSAWA_SHUTDOWN_GRACE_MS, default 10000).
+    pub shutdown_grace: Duration,
+}
+
+fn parse_num<T: std::str::FromStr>(
+    name: &str,
+    raw: &str,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + std::fmt::Display + Copy,
+{
+    match raw.trim().parse::<T>() {
+        Ok(v) if v >= min && v <= max => Ok(v),
+        _ => Err(ConfigError {
+            name: name.into(),
+            message: format!("expected an integer between {min} and {max}, got '{raw}'"),
+        }),
+    }
+}
+
+impl ServeConfig {
+    /// Resolve flags, then `env`, then defaults.
+    pub fn load(flags: ServeFlags, env: &dyn Source) -> Result<Self, ConfigError> {
+        let (bind_name, bind_raw) = match flags.bind {
+            Some(b) => ("--bind", b),
+            None => (
+                "LOTSAWA_BIND",
+                env.var("LOTSAWA_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+            ),
+        };
+        let bind: SocketAddr = bind_raw.parse().map_err(|_| ConfigError {
+            name: bind_name.into(),
+            message: format!("expected an address like 127.0.0.1:8080, got '{bind_raw}'"),
+        })?;
+        let db = flags
+            .db
+            .or_else(|| env.var("LOTSAWA_DB").map(PathBuf::from))
+            .unwrap_or_else(|| PathBuf::from("lotsawa.db"));
+        let concurrency = match flags.concurrency {
+            Some(c) => parse_num("--concurrency", &c, 1usize, 256)?,
+            None => match env.var("LOTSAWA_CONCURRENCY") {
+                Some(c) => parse_num("LOTSAWA_CONCURRENCY", &c, 1usize, 256)?,
+                None => 3,
+            },
+        };
+        let base_ms = match env.var("LOTSAWA_RETRY_BASE_MS") {
+            Some(v) => parse_num("LOTSAWA_RETRY_BASE_MS", &v, 0u64, 3_600_000)?,
+            None => 1000,
+        };
+        let max_attempts = match env.var("LOTSAWA_RETRY_MAX_ATTEMPTS") {
+            Some(v) => parse_num("LOTSAWA_RETRY_MAX_ATTEMPTS", &v, 1u32, 100)?,
+            None => 3,
+        };
+        let timeout_ms = match env.var("LOTSAWA_PROVIDER_TIMEOUT_MS") {
+            Some(v) => parse_num("LOTSAWA_PROVIDER_TIMEOUT_MS", &v, 1u64, 3_600_000)?,
+            None => 120_000,
+        };
+        let body_limit = match env.var("LOTSAWA_BODY_LIMIT") {
+            Some(v) => parse_num("LOTSAWA_BODY_LIMIT", &v, 1024usize, 1 << 30)?,
+            None => lotsawa_http::DEFAULT_BODY_LIMIT,
+        };
+        let grace_ms = match env.var("LOTSAWA_SHUTDOWN_GRACE_MS") {
+            Some(v) => parse_num("LOTSAWA_SHUTDOWN_GRACE_MS", &v, 0u64, 3_600_000)?,
+            None => 10_000,
+        };
+        let api_key = env.var("OPENAI_API_KEY");
+        let base_url = env.var("OPENAI_BASE_URL").or_else(|| {
+            api_key
+                .as_ref()
+                .map(|_| "https://api.openai.com/v1".to_owned())
+        });
+        if let Some(u) = &base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(ConfigError {
+                    name: "OPENAI_BASE_URL".into(),
+                    message: format!("expected an http:// or https:// URL, got '{u}'"),
+                });
+            }
+        }
+        let openai = base_url.map(|base_url| OpenAiSettings {
+            base_url,
+            api_key,
+            model: env
+                .var("LOTSAWA_MODEL")
+                .unwrap_or_else(|| "gpt-4o-mini".into()),
+            timeout: Duration::from_millis(timeout_ms),
+        });
+        let default_engine = flags.engine.or_else(|| env.var("LOTSAWA_ENGINE"));
+        Ok(Self {
+            bind,
+            db,
+            concurrency,
+            retry: RetryPolicy {
+                max_attempts,
+                base_delay: Duration::from_millis(base_ms),
+                max_delay: Duration::from_secs(60),
+            },
+            engines: EngineSettings {
+                default_engine,
+                openai,
+            },
+            body_limit,
+            shutdown_grace: Duration::from_millis(grace_ms),
+        })
+    }
+}
+
+/// The server URL for client commands (`--server`, then LOTSAWA_URL).
+pub fn server_url(flag: Option<String>, env: &dyn Source) -> String {
+    flag.or_else(|| env.var("LOTSAWA_URL"))
+        .unwrap_or_else(|| "http://127.0.0.1:8080".into())
+        .trim_end_matches('/')
+        .to_owned()
+}
+
+/// Log filter (LOTSAWA_LOG, default `info`) and whether to log JSON
+/// (LOTSAWA_LOG_FORMAT=json).
+pub fn logging(env: &dyn Source) -> (String, bool) {
+    (
+        env.var("LOTSAWA_LOG").unwrap_or_else(|| "info".into()),
+        env.var("LOTSAWA_LOG_FORMAT").as_deref() == Some("json"),
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    struct Map(HashMap<&'static str, &'static str>);
+    impl Source for Map {
+        fn var(&self, name: &str) -> Option<String> {
+            self.0.get(name).map(|s| s.to_string())
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let c = ServeConfig::load(ServeFlags::default(), &Map(HashMap::new())).expect("ok");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.retry.max_attempts, 3);
+        assert_eq!(c.retry.base_delay, Duration::from_millis(1000));
+        assert!(c.engines.openai.is_none());
+    }
+
+    #[test]
+    fn flags_override_env() {
+        let env = Map(HashMap::from([("LOTSAWA_CONCURRENCY", "5"), ("LOTSAWA_BIND", "127.0.0.1:1")]));
+        let flags = ServeFlags {
+            concurrency: Some("7".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::load(flags, &env).expect("ok");
+        assert_eq!(c.concurrency, 7);
+        assert_eq!(c.bind.port(), 1);
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        for (k, v) in [
+            ("LOTSAWA_CONCURRENCY", "zero"),
+            ("LOTSAWA_CONCURRENCY", "0"),
+            ("LOTSAWA_RETRY_BASE_MS", "-1"),
+            ("LOTSAWA_BIND", "localhost"),
+            ("OPENAI_BASE_URL", "ftp://x"),
+        ] {
+            let err = ServeConfig::load(ServeFlags::default(), &Map(HashMap::from([(k, v)])))
+                .expect_err(k);
+            assert!(err.to_string().starts_with(k), "{err}");
+        }
+    }
+
+    #[test]
+    fn api_key_alone_enables_openai() {
+        let env = Map(HashMap::from([("OPENAI_API_KEY", "sk-x")]));
+        let c = ServeConfig::load(ServeFlags::default(), &env).expect("ok");
+        let o = c.engines.openai.expect("openai");
+        assert_eq!(o.base_url, "https://api.openai.com/v1");
+        assert!(!format!("{o:?}").contains("sk-x"));
+    }
+}

@@ -1,0 +1,149 @@
+//! `lotsawa serve`: build the backend and the router once, serve until
+//! SIGINT/SIGTERM, then drain and exit 0.
+
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lotsawa_engines::{DefaultChoice, EngineSet};
+use lotsawa_http::ApiConfig;
+use lotsawa_local::{LocalBackend, SchedulerConfig};
+use tracing_subscriber::EnvFilter;
+
+use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags};
+
+fn init_tracing() {
+    let (filter, json) = config::logging(&ProcessEnv);
+    let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    if json {
+        builder.json().init();
+    } else {
+        builder.init();
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Run the server.
+pub async fn run(flags: ServeFlags) -> ExitCode {
+    init_tracing();
+    let config = match ServeConfig::load(flags, &ProcessEnv) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let (engines, choice) = match EngineSet::build(&config.engines) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match choice {
+        DefaultChoice::Fallback => eprintln!(
+            "note: no translation provider is configured, so the default engine is 'echo' \
+             (it returns the text unchanged; for smoke runs and load tests).\n      \
+             Available engines: {}. Set OPENAI_BASE_URL (and OPENAI_API_KEY) for 'openai'.",
+            engines.names().join(", ")
+        ),
+        _ => eprintln!(
+            "engines: {} (default: {})",
+            engines.names().join(", "),
+            engines.default_name()
+        ),
+    }
+    let backend = match LocalBackend::start(
+        config.db.clone(),
+        engines,
+        SchedulerConfig {
+            concurrency: config.concurrency,
+            retry: config.retry,
+            shutdown_grace: config.shutdown_grace,
+        },
+    )
+    .await
+    {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: cannot open the database {}: {e}", config.db.display());
+            return ExitCode::FAILURE;
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(config.bind).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: cannot listen on {}: {e}", config.bind);
+            let _ = backend.shutdown().await;
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let draining = backend.draining();
+    let app = lotsawa_http::router(
+        backend.service() as Arc<dyn lotsawa_core::JobService>,
+        ApiConfig {
+            body_limit: config.body_limit,
+            stream_max: Duration::from_secs(24 * 3600),
+            shutdown: draining.clone(),
+        },
+    )
+    .layer(tower_http::trace::TraceLayer::new_for_http());
+    println!("Lotsawa listening on http://{addr} (database: {}, concurrency: {})",
+        config.db.display(), config.concurrency);
+    tracing::info!(%addr, "listening");
+
+    let signal_draining = draining.clone();
+    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+        shutdown_signal().await;
+        tracing::info!("shutdown requested: finishing in-flight chunks");
+        signal_draining.cancel();
+    });
+    let served = server.await;
+    let stopped = backend.shutdown().await;
+    match (served, stopped) {
+        (Ok(()), Ok(())) => {
+            tracing::info!("stopped cleanly");
+            ExitCode::SUCCESS
+        }
+        (Err(e), _) => {
+            eprintln!("error: server failed: {e}");
+            ExitCode::FAILURE
+        }
+        (_, Err(e)) => {
+            eprintln!("error: flushing the store failed: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

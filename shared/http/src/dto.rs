@@ -1,0 +1,208 @@
+//! The wire format: request and response bodies, in the API's camelCase.
+
+use chrono::{DateTime, SecondsFormat, Utc};
+use lotsawa_core::{JobResult, JobView};
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// `POST /api/jobs` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitRequest {
+    /// The text to translate (Tibetan, possibly mixed with other scripts).
+    pub source_text: String,
+    /// Job type; `translation` (the default).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Settings.
+    pub config: Option<SubmitConfig>,
+}
+
+/// Per-job settings.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SubmitConfig {
+    /// Engine name (see `GET /healthz` for those configured).
+    pub engine: Option<String>,
+    /// Model for the engine.
+    pub model: Option<String>,
+    /// Target chunk size in characters (1..=100000, default 2000).
+    pub chunk_size: Option<i64>,
+    /// Review each chunk with a second model call.
+    #[serde(rename = "useHelperAI")]
+    pub use_helper_ai: Option<bool>,
+    /// Confidence threshold in 0..=1 (default 0.8).
+    pub quality_threshold: Option<f64>,
+}
+
+/// `202` answer to a submission.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct SubmitResponse {
+    /// The new job's id.
+    pub job_id: String,
+    /// Always `pending`.
+    pub status: String,
+    /// `Job enqueued successfully`.
+    pub message: String,
+}
+
+/// Answer to cancel and retry.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ActionResponse {
+    /// What happened.
+    pub message: String,
+    /// The job.
+    pub job_id: String,
+}
+
+/// A completed job's output.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ResultDto {
+    /// The whole translation.
+    pub translation: String,
+    /// Engine confidence in 0..=1, when the engine reports one.
+    pub confidence: Option<f64>,
+    /// Sum of chunk processing time, ms.
+    pub processing_time: u64,
+    /// Engine that produced it.
+    pub engine: String,
+    /// Model, when the engine has one.
+    pub model: Option<String>,
+}
+
+impl From<JobResult> for ResultDto {
+    fn from(r: JobResult) -> Self {
+        Self {
+            translation: r.translation,
+            confidence: r.confidence,
+            processing_time: r.processing_time,
+            engine: r.engine,
+            model: r.model,
+        }
+    }
+}
+
+/// A job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobDto {
+    /// UUID.
+    pub id: String,
+    /// `translation`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// `pending`, `processing`, `completed`, `failed` or `cancelled`.
+    pub status: String,
+    /// Percent complete, 0..=100.
+    pub progress: u8,
+    /// Chunks translated.
+    pub chunks_completed: u32,
+    /// Chunks in all.
+    pub chunks_total: u32,
+    /// Milliseconds left, when known.
+    pub estimated_time_remaining: Option<u64>,
+    /// Chunks per minute over recent chunks, when known.
+    pub throughput: Option<f64>,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC, when the current run started.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC, when it completed or failed.
+    pub completed_at: Option<String>,
+    /// RFC 3339 UTC, when it was cancelled.
+    pub cancelled_at: Option<String>,
+    /// Why it failed.
+    pub error: Option<String>,
+    /// Runs so far (1 on the first run, +1 per retry).
+    pub attempts: u32,
+    /// Engine the job uses.
+    pub engine: Option<String>,
+    /// Model the job asked for.
+    pub model: Option<String>,
+    /// Target chunk size.
+    pub chunk_size: u32,
+    /// Output, once completed (omitted in lists).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub result: Option<ResultDto>,
+    /// Output of the chunks translated so far, while not completed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partial_translation: Option<String>,
+}
+
+/// RFC 3339 UTC with milliseconds.
+pub fn rfc3339(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+impl JobDto {
+    /// Render a job; `with_result` is false in lists.
+    pub fn from_view(v: JobView, with_result: bool) -> Self {
+        let j = v.job;
+        Self {
+            id: j.id.to_string(),
+            kind: j.kind.as_str().to_owned(),
+            status: j.status.as_str().to_owned(),
+            progress: v.progress.percent,
+            chunks_completed: j.chunks_completed,
+            chunks_total: j.chunks_total,
+            estimated_time_remaining: v.progress.estimated_time_remaining_ms,
+            throughput: v.progress.throughput_per_minute,
+            created_at: rfc3339(j.created_at),
+            started_at: j.started_at.map(rfc3339),
+            completed_at: j.completed_at.map(rfc3339),
+            cancelled_at: j.cancelled_at.map(rfc3339),
+            error: j.error,
+            attempts: j.attempts,
+            engine: j.config.engine.map(|e| e.to_string()),
+            model: j.config.model,
+            chunk_size: j.config.chunk_size.into(),
+            result: if with_result { j.result.map(ResultDto::from) } else { None },
+            partial_translation: if with_result { v.partial } else { None },
+        }
+    }
+}
+
+/// `GET /api/jobs` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct JobListDto {
+    /// Jobs, newest first.
+    pub jobs: Vec<JobDto>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
+/// `GET /healthz` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct Health {
+    /// `ok`.
+    pub status: String,
+    /// Engines jobs may name.
+    pub engines: Vec<String>,
+}
+
+/// SSE `progress` event payload.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ProgressEvent {
+    /// `progress`.
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// Job id.
+    pub id: String,
+    /// Job status.
+    pub status: String,
+    /// 0..=100.
+    pub progress: u8,
+    /// Milliseconds left, when known.
+    pub estimated_time_remaining: Option<u64>,
+    /// Chunks done.
+    pub chunks_completed: u32,
+    /// Chunks in all.
+    pub chunks_total: u32,
+    /// Chunks per minute.
+    pub throughput: Option<f64>,
+}

@@ -1,0 +1,184 @@
+//! `GET /api/jobs/{id}/stream`: job progress as Server-Sent Events.
+//!
+//! Event ids count the chunk events a client has seen: a `chunk` event for
+//! chunk i has id i+1, and every other event carries the id of the last chunk
+//! event before it. Chunks of a job complete in index order, so a client
+//! reconnecting with `Last-Event-ID: n` gets every chunk from index n on.
+
+use std::convert::Infallible;
+use std::time::{Duration, Instant};
+
+use axum::extract::{Path, State};
+use axum::http::HeaderMap;
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use tokio::sync::mpsc;
+use lotsawa_core::{JobId, JobStatus, JobView};
+use serde_json::json;
+
+use crate::dto::{ProgressEvent, ResultDto};
+use crate::{ApiError, AppState, parse_id};
+
+/// Progress is re-sent at least this often while a job is live.
+const HEARTBEAT: Duration = Duration::from_secs(1);
+
+fn progress_of(v: &JobView) -> ProgressEvent {
+    ProgressEvent {
+        kind: "progress".into(),
+        id: v.job.id.to_string(),
+        status: v.job.status.as_str().into(),
+        progress: v.progress.percent,
+        estimated_time_remaining: v.progress.estimated_time_remaining_ms,
+        chunks_completed: v.job.chunks_completed,
+        chunks_total: v.job.chunks_total,
+        throughput: v.progress.throughput_per_minute,
+    }
+}
+
+fn event(id: u32, data: &serde_json::Value) -> Event {
+    Event::default().id(id.to_string()).data(data.to_string())
+}
+
+fn terminal_event(v: &JobView, id: u32) -> Event {
+    let j = &v.job;
+    let data = match j.status {
+        JobStatus::Completed => json!({
+            "type": "completed",
+            "id": j.id.to_string(),
+            "result": j.result.clone().map(ResultDto::from),
+        }),
+        JobStatus::Failed => json!({
+            "type": "failed",
+            "id": j.id.to_string(),
+            "error": j.error.clone().unwrap_or_else(|| "job failed".into()),
+        }),
+        _ => json!({"type": "cancelled", "id": j.id.to_string()}),
+    };
+    event(id, &data)
+}
+
+fn close_event(status: JobStatus, id: u32) -> Event {
+    let word = match status {
+        JobStatus::Completed => "completed",
+        JobStatus::Failed => "failed",
+        _ => "cancelled",
+    };
+    Event::default()
+        .id(id.to_string())
+        .event("close")
+        .data(format!("Job {word}"))
+}
+
+/// Stream a job's progress.
+#[utoipa::path(get, path = "/api/jobs/{id}/stream",
+    params(("id" = String, Path, description = "Job id (UUID)"),
+           ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
+    responses(
+        (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = ProgressEvent),
+        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn stream_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let first = state.service.get(id).await?;
+    let last_seen: Option<u32> = headers
+        .get("last-event-id")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse().ok());
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(pump(state, id, first, last_seen, tx));
+    let events = futures::stream::unfold(rx, |mut rx| async move {
+        rx.recv().await.map(|e| (e, rx))
+    });
+    Ok(Sse::new(events)
+        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
+        .into_response())
+}
+
+async fn pump(
+    state: AppState,
+    id: JobId,
+    first: JobView,
+    last_seen: Option<u32>,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let started = Instant::now();
+    let mut seen = last_seen.unwrap_or(0);
+    let connected = json!({"type": "connected", "jobId": id.to_string()});
+    if tx.send(Ok(event(seen, &connected))).await.is_err() {
+        return;
+    }
+    // A job already finished, for a client that saw nothing of it: its
+    // terminal event and close at once.
+    if first.job.status.is_terminal() && last_seen.is_none() {
+        let seen = first.job.chunks_completed;
+        let _ = tx.send(Ok(terminal_event(&first, seen))).await;
+        let _ = tx.send(Ok(close_event(first.job.status, seen))).await;
+        return;
+    }
+    let mut view = first;
+    let mut last_progress: Option<(ProgressEvent, Instant)> = None;
+    loop {
+        if view.job.chunks_completed > seen {
+            match state.service.chunks_from(id, seen).await {
+                Ok(chunks) => {
+                    for c in chunks {
+                        if c.index < seen {
+                            continue;
+                        }
+                        seen = c.index + 1;
+                        let data = json!({"type": "chunk", "index": c.index, "translation": c.translation});
+                        if tx.send(Ok(event(seen, &data))).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(job_id = %id, error = %e, "reading chunks for a stream failed"),
+            }
+        }
+        let p = progress_of(&view);
+        let due = match &last_progress {
+            None => true,
+            Some((prev, at)) => *prev != p || at.elapsed() >= HEARTBEAT,
+        };
+        if due {
+            let data = serde_json::to_value(&p).unwrap_or_default();
+            if tx.send(Ok(event(seen, &data))).await.is_err() {
+                return;
+            }
+            last_progress = Some((p, Instant::now()));
+        }
+        if view.job.status.is_terminal() {
+            let _ = tx.send(Ok(terminal_event(&view, seen))).await;
+            let _ = tx.send(Ok(close_event(view.job.status, seen))).await;
+            return;
+        }
+        if state.config.shutdown.is_cancelled() || started.elapsed() >= state.config.stream_max {
+            let data = json!({"type": "reconnect", "id": id.to_string(),
+                "message": "stream time limit reached; reconnect with Last-Event-ID"});
+            let _ = tx.send(Ok(event(seen, &data).retry(Duration::from_millis(500)))).await;
+            return;
+        }
+        let wait = last_progress
+            .as_ref()
+            .map(|(_, at)| HEARTBEAT.saturating_sub(at.elapsed()))
+            .unwrap_or(HEARTBEAT)
+            .max(Duration::from_millis(20));
+        tokio::select! {
+            _ = state.service.wait_for_change(id, wait) => {}
+            _ = state.config.shutdown.cancelled() => {}
+            _ = tx.closed() => return,
+        }
+        match state.service.get(id).await {
+            Ok(v) => view = v,
+            Err(e) => {
+                tracing::warn!(job_id = %id, error = %e, "reading a job for a stream failed");
+                tokio::time::sleep(HEARTBEAT).await;
+            }
+        }
+    }
+}
