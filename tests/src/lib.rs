@@ -1,1 +1,220 @@
-//! placeholder
+//! The black-box API suite: tests that talk to a running Lotsawa over HTTP
+//! only, so they run unchanged against the local binary and the emulated
+//! cloud, plus [`FakeProvider`], an OpenAI-compatible HTTP server that
+//! translates deterministically and injects latency and failures.
+
+pub mod provider;
+pub mod suite;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use eventsource_stream::Eventsource;
+use futures::StreamExt;
+use serde_json::{Value, json};
+
+pub use provider::FakeProvider;
+
+/// A client of one deployment.
+#[derive(Debug, Clone)]
+pub struct Api {
+    /// Base URL of the API, e.g. `http://127.0.0.1:8080`.
+    pub base: String,
+    /// Base URL of the SSE endpoint (the same as `base` locally).
+    pub stream_base: String,
+    /// HTTP client.
+    pub http: reqwest::Client,
+}
+
+/// A parsed SSE event.
+#[derive(Debug, Clone)]
+pub struct SseEvent {
+    /// `id:` field.
+    pub id: String,
+    /// `event:` field (`message` when absent).
+    pub event: String,
+    /// `data:` field.
+    pub data: String,
+}
+
+impl SseEvent {
+    /// The data as JSON (Null when it is not JSON).
+    pub fn json(&self) -> Value {
+        serde_json::from_str(&self.data).unwrap_or(Value::Null)
+    }
+    /// The JSON `type` of the data.
+    pub fn kind(&self) -> String {
+        self.json()
+            .get("type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+impl Api {
+    /// A client for `base` (and `stream_base` for SSE).
+    pub fn new(base: &str, stream_base: &str) -> Self {
+        Self {
+            base: base.trim_end_matches('/').to_owned(),
+            stream_base: stream_base.trim_end_matches('/').to_owned(),
+            http: reqwest::Client::builder()
+                .timeout(Duration::from_secs(30))
+                .build()
+                .expect("http client"),
+        }
+    }
+
+    /// `POST /api/jobs` with a JSON body; returns (status, body).
+    pub async fn post_job(&self, body: &Value) -> Result<(u16, Value, Option<String>)> {
+        let res = self
+            .http
+            .post(format!("{}/api/jobs", self.base))
+            .json(body)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        let location = res
+            .headers()
+            .get("location")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned);
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body, location))
+    }
+
+    /// Submit text with a config; returns the job id.
+    pub async fn submit(&self, text: &str, config: Value) -> Result<String> {
+        let (status, body, _) = self
+            .post_job(&json!({"sourceText": text, "config": config}))
+            .await?;
+        if status != 202 {
+            bail!("submit answered {status}: {body}");
+        }
+        body.get("jobId")
+            .and_then(Value::as_str)
+            .map(str::to_owned)
+            .ok_or_else(|| anyhow!("no jobId in {body}"))
+    }
+
+    /// Any request; returns (status, content-type, body as JSON or string).
+    pub async fn request(&self, method: reqwest::Method, path: &str) -> Result<(u16, String, Value)> {
+        let res = self
+            .http
+            .request(method, format!("{}{path}", self.base))
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let text = res.text().await?;
+        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+        Ok((status, ct, body))
+    }
+
+    /// `GET /api/jobs/{id}`.
+    pub async fn job(&self, id: &str) -> Result<Value> {
+        let (status, _, body) = self.request(reqwest::Method::GET, &format!("/api/jobs/{id}")).await?;
+        if status != 200 {
+            bail!("GET job {id} answered {status}: {body}");
+        }
+        Ok(body)
+    }
+
+    /// Poll a job until `done` holds for it, or fail after `timeout`.
+    pub async fn wait_for(
+        &self,
+        id: &str,
+        timeout: Duration,
+        done: impl Fn(&Value) -> bool,
+    ) -> Result<Value> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let job = self.job(id).await?;
+            if done(&job) {
+                return Ok(job);
+            }
+            if Instant::now() > deadline {
+                bail!("job {id} did not reach the expected state in {timeout:?}: {job}");
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Wait until the job's status is `status`.
+    pub async fn wait_status(&self, id: &str, status: &str, timeout: Duration) -> Result<Value> {
+        self.wait_for(id, timeout, |j| j["status"] == status).await
+    }
+
+    /// Read a job's SSE stream until the server closes it (or `timeout`).
+    pub async fn stream(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+    ) -> Result<Vec<SseEvent>> {
+        self.stream_until(id, last_event_id, timeout, |_| false).await
+    }
+
+    /// Read a job's SSE stream until the server closes it, `stop` holds for
+    /// an event, or `timeout`.
+    pub async fn stream_until(
+        &self,
+        id: &str,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+        stop: impl Fn(&SseEvent) -> bool,
+    ) -> Result<Vec<SseEvent>> {
+        let mut req = self
+            .http
+            .get(format!("{}/api/jobs/{id}/stream", self.stream_base))
+            .timeout(timeout);
+        if let Some(l) = last_event_id {
+            req = req.header("last-event-id", l);
+        }
+        let res = req.send().await?;
+        let status = res.status();
+        if !status.is_success() {
+            bail!("stream answered {status}");
+        }
+        let ct = res
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        if !ct.starts_with("text/event-stream") {
+            bail!("stream content type is {ct}");
+        }
+        let mut events = res.bytes_stream().eventsource();
+        let mut out = Vec::new();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, events.next()).await;
+            match next {
+                Err(_) => bail!("stream of {id} did not end within {timeout:?}; got {out:?}"),
+                Ok(None) => break,
+                Ok(Some(Err(e))) => {
+                    return Err(anyhow!("stream error: {e}")).context(format!("{out:?}"));
+                }
+                Ok(Some(Ok(ev))) => {
+                    let e = SseEvent {
+                        id: ev.id,
+                        event: ev.event,
+                        data: ev.data,
+                    };
+                    let halt = stop(&e);
+                    out.push(e);
+                    if halt {
+                        break;
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}

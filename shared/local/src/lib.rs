@@ -52,10 +52,15 @@ impl LocalBackend {
             .map_err(|e| StoreError::Join(e.to_string()))??;
         let (changes, _) = broadcast::channel(1024);
         let draining = CancellationToken::new();
+        let metrics = Metrics::new();
+        for name in engines.names() {
+            // Expose every engine's histogram from the start, even at zero.
+            metrics.chunk_duration.with_label_values(&[name.as_str()]);
+        }
         let shared = Shared {
             store: store.clone(),
             engines,
-            metrics: Metrics::new(),
+            metrics,
             changes,
             wake: Arc::new(Notify::new()),
             running: Arc::new(Mutex::new(HashMap::new())),
