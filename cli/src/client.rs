@@ -57,9 +57,17 @@ impl Client {
         }
     }
 
-    async fn call(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Result<Value, Failure> {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Result<Value, Failure> {
         let url = format!("{}{path}", self.base);
-        let mut req = self.http.request(method, &url).timeout(Duration::from_secs(60));
+        let mut req = self
+            .http
+            .request(method, &url)
+            .timeout(Duration::from_secs(60));
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -75,7 +83,8 @@ impl Client {
         if !status.is_success() {
             return Err(Failure(problem_detail(status, &text)));
         }
-        serde_json::from_str(&text).map_err(|e| Failure(format!("the server sent invalid JSON: {e}")))
+        serde_json::from_str(&text)
+            .map_err(|e| Failure(format!("the server sent invalid JSON: {e}")))
     }
 
     fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
@@ -125,7 +134,10 @@ impl Client {
         engine: Option<String>,
         model: Option<String>,
     ) -> ExitCode {
-        Self::finish(self.submit_inner(file, follow, chunk_size, engine, model).await)
+        Self::finish(
+            self.submit_inner(file, follow, chunk_size, engine, model)
+                .await,
+        )
     }
 
     async fn submit_inner(
@@ -143,7 +155,8 @@ impl Client {
                 .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
             b
         } else {
-            std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
+            std::fs::read(file)
+                .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
         };
         let text = String::from_utf8(bytes)
             .map_err(|_| Failure(format!("{} is not UTF-8 text", file.display())))?;
@@ -158,7 +171,9 @@ impl Client {
             config.insert("model".into(), json!(m));
         }
         let body = json!({"sourceText": text, "type": "translation", "config": config});
-        let created = self.call(reqwest::Method::POST, "/api/jobs", Some(body)).await?;
+        let created = self
+            .call(reqwest::Method::POST, "/api/jobs", Some(body))
+            .await?;
         let id = created
             .get("jobId")
             .and_then(Value::as_str)
@@ -181,9 +196,11 @@ impl Client {
     async fn follow(&self, id: &str) -> Result<ExitCode, Failure> {
         let bar = ProgressBar::new(0);
         bar.set_style(
-            ProgressStyle::with_template("{spinner} [{bar:40}] {pos}/{len} chunks {percent:>3}% {msg}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} [{bar:40}] {pos}/{len} chunks {percent:>3}% {msg}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.enable_steady_tick(Duration::from_millis(200));
         let mut last_id: Option<String> = None;
@@ -223,11 +240,16 @@ impl Client {
                 if ev.event == "close" {
                     break;
                 }
-                let Ok(data) = serde_json::from_str::<Value>(&ev.data) else { continue };
+                let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
+                    continue;
+                };
                 match data.get("type").and_then(Value::as_str) {
                     Some("progress") => {
                         let total = data.get("chunksTotal").and_then(Value::as_u64).unwrap_or(0);
-                        let done = data.get("chunksCompleted").and_then(Value::as_u64).unwrap_or(0);
+                        let done = data
+                            .get("chunksCompleted")
+                            .and_then(Value::as_u64)
+                            .unwrap_or(0);
                         bar.set_length(total);
                         bar.set_position(done);
                         let status = data.get("status").and_then(Value::as_str).unwrap_or("");
@@ -238,7 +260,9 @@ impl Client {
                             .unwrap_or_default();
                         bar.set_message(format!("{status}{eta}"));
                     }
-                    Some(t @ ("completed" | "failed" | "cancelled")) => terminal = Some(t.to_owned()),
+                    Some(t @ ("completed" | "failed" | "cancelled")) => {
+                        terminal = Some(t.to_owned())
+                    }
                     _ => {}
                 }
             }
@@ -264,7 +288,10 @@ impl Client {
                 if self.json {
                     println!("{job}");
                 }
-                let e = job.get("error").and_then(Value::as_str).unwrap_or("unknown error");
+                let e = job
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or("unknown error");
                 eprintln!("job {id} failed: {e}");
                 Ok(ExitCode::from(EXIT_JOB_FAILED))
             }
@@ -296,36 +323,52 @@ impl Client {
         if let Some(s) = status {
             path.push_str(&format!("&status={s}"));
         }
-        Self::finish(self.call(reqwest::Method::GET, &path, None).await.map(|page| {
-            if self.json {
-                println!("{page}");
-            } else {
-                println!("{:<36}  {:<10}  {:>4}  {:>11}  created", "id", "status", "%", "chunks");
-                for j in page.get("jobs").and_then(Value::as_array).into_iter().flatten() {
-                    let s = |k: &str| j.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-                    let n = |k: &str| j.get(k).and_then(Value::as_u64).unwrap_or(0);
-                    println!(
-                        "{:<36}  {:<10}  {:>4}  {:>11}  {}",
-                        s("id"),
-                        s("status"),
-                        n("progress"),
-                        format!("{}/{}", n("chunksCompleted"), n("chunksTotal")),
-                        s("createdAt")
-                    );
-                }
-            }
-            ExitCode::SUCCESS
-        }))
+        Self::finish(
+            self.call(reqwest::Method::GET, &path, None)
+                .await
+                .map(|page| {
+                    if self.json {
+                        println!("{page}");
+                    } else {
+                        println!(
+                            "{:<36}  {:<10}  {:>4}  {:>11}  created",
+                            "id", "status", "%", "chunks"
+                        );
+                        for j in page
+                            .get("jobs")
+                            .and_then(Value::as_array)
+                            .into_iter()
+                            .flatten()
+                        {
+                            let s = |k: &str| {
+                                j.get(k).and_then(Value::as_str).unwrap_or("-").to_owned()
+                            };
+                            let n = |k: &str| j.get(k).and_then(Value::as_u64).unwrap_or(0);
+                            println!(
+                                "{:<36}  {:<10}  {:>4}  {:>11}  {}",
+                                s("id"),
+                                s("status"),
+                                n("progress"),
+                                format!("{}/{}", n("chunksCompleted"), n("chunksTotal")),
+                                s("createdAt")
+                            );
+                        }
+                    }
+                    ExitCode::SUCCESS
+                }),
+        )
     }
 
     /// `lotsawa cancel`.
     pub async fn cancel(&self, id: &str) -> ExitCode {
-        self.action(reqwest::Method::DELETE, &format!("/api/jobs/{id}")).await
+        self.action(reqwest::Method::DELETE, &format!("/api/jobs/{id}"))
+            .await
     }
 
     /// `lotsawa retry`.
     pub async fn retry(&self, id: &str) -> ExitCode {
-        self.action(reqwest::Method::POST, &format!("/api/jobs/{id}/retry")).await
+        self.action(reqwest::Method::POST, &format!("/api/jobs/{id}/retry"))
+            .await
     }
 
     async fn action(&self, method: reqwest::Method, path: &str) -> ExitCode {
@@ -333,7 +376,10 @@ impl Client {
             if self.json {
                 println!("{v}");
             } else {
-                println!("{}", v.get("message").and_then(Value::as_str).unwrap_or("done"));
+                println!(
+                    "{}",
+                    v.get("message").and_then(Value::as_str).unwrap_or("done")
+                );
             }
             ExitCode::SUCCESS
         }))

@@ -68,14 +68,9 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
 }
 
-fn parse_num<T: std::str::FromStr>(
-    name: &str,
-    raw: &str,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError>
+fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
 where
-    T: PartialOrd + std::fmt::Display + Copy,
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
 {
     match raw.trim().parse::<T>() {
         Ok(v) if v >= min && v <= max => Ok(v),
@@ -93,7 +88,8 @@ impl ServeConfig {
             Some(b) => ("--bind", b),
             None => (
                 "LOTSAWA_BIND",
-                env.var("LOTSAWA_BIND").unwrap_or_else(|| "127.0.0.1:8080".into()),
+                env.var("LOTSAWA_BIND")
+                    .unwrap_or_else(|| "127.0.0.1:8080".into()),
             ),
         };
         let bind: SocketAddr = bind_raw.parse().map_err(|_| ConfigError {
@@ -137,13 +133,13 @@ impl ServeConfig {
                 .as_ref()
                 .map(|_| "https://api.openai.com/v1".to_owned())
         });
-        if let Some(u) = &base_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(ConfigError {
-                    name: "OPENAI_BASE_URL".into(),
-                    message: format!("expected an http:// or https:// URL, got '{u}'"),
-                });
-            }
+        if let Some(u) = &base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(ConfigError {
+                name: "OPENAI_BASE_URL".into(),
+                message: format!("expected an http:// or https:// URL, got '{u}'"),
+            });
         }
         let openai = base_url.map(|base_url| OpenAiSettings {
             base_url,
@@ -214,7 +210,10 @@ mod tests {
 
     #[test]
     fn flags_override_env() {
-        let env = Map(HashMap::from([("LOTSAWA_CONCURRENCY", "5"), ("LOTSAWA_BIND", "127.0.0.1:1")]));
+        let env = Map(HashMap::from([
+            ("LOTSAWA_CONCURRENCY", "5"),
+            ("LOTSAWA_BIND", "127.0.0.1:1"),
+        ]));
         let flags = ServeFlags {
             concurrency: Some("7".into()),
             ..Default::default()

@@ -99,7 +99,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -113,13 +116,15 @@ fn main() -> ExitCode {
                 db,
                 concurrency,
                 engine,
-            } => serve::run(config::ServeFlags {
-                bind,
-                db,
-                concurrency,
-                engine,
-            })
-            .await,
+            } => {
+                serve::run(config::ServeFlags {
+                    bind,
+                    db,
+                    concurrency,
+                    engine,
+                })
+                .await
+            }
             Command::Submit {
                 file,
                 follow,
@@ -133,7 +138,9 @@ fn main() -> ExitCode {
                     .await
             }
             Command::Status { id, client } => {
-                client::Client::new(client.server, client.json).status(&id).await
+                client::Client::new(client.server, client.json)
+                    .status(&id)
+                    .await
             }
             Command::List {
                 status,
@@ -145,10 +152,14 @@ fn main() -> ExitCode {
                     .await
             }
             Command::Cancel { id, client } => {
-                client::Client::new(client.server, client.json).cancel(&id).await
+                client::Client::new(client.server, client.json)
+                    .cancel(&id)
+                    .await
             }
             Command::Retry { id, client } => {
-                client::Client::new(client.server, client.json).retry(&id).await
+                client::Client::new(client.server, client.json)
+                    .retry(&id)
+                    .await
             }
         }
     })

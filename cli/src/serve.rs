@@ -91,7 +91,10 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     {
         Ok(b) => b,
         Err(e) => {
-            eprintln!("error: cannot open the database {}: {e}", config.db.display());
+            eprintln!(
+                "error: cannot open the database {}: {e}",
+                config.db.display()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -120,8 +123,11 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());
-    println!("Lotsawa listening on http://{addr} (database: {}, concurrency: {})",
-        config.db.display(), config.concurrency);
+    println!(
+        "Lotsawa listening on http://{addr} (database: {}, concurrency: {})",
+        config.db.display(),
+        config.concurrency
+    );
     tracing::info!(%addr, "listening");
 
     let signal_draining = draining.clone();

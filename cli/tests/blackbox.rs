@@ -16,7 +16,12 @@ struct Server {
 }
 
 impl Server {
-    fn start(db: &Path, provider: &FakeProvider, concurrency: usize, extra: &[(&str, &str)]) -> Self {
+    fn start(
+        db: &Path,
+        provider: &FakeProvider,
+        concurrency: usize,
+        extra: &[(&str, &str)],
+    ) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lotsawa"));
         cmd.arg("serve")
             .env("LOTSAWA_BIND", "127.0.0.1:0")
@@ -36,7 +41,9 @@ impl Server {
         let mut child = cmd.spawn().expect("start lotsawa");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read the listening line");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read the listening line");
         let url = line
             .split_whitespace()
             .find(|w| w.starts_with("http://"))
@@ -55,14 +62,20 @@ impl Server {
 
     fn sigterm(mut self) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
-        let ok = Command::new("kill").args(["-TERM", &pid]).status().expect("kill");
+        let ok = Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .expect("kill");
         assert!(ok.success());
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
                 return status;
             }
-            assert!(Instant::now() < deadline, "server did not exit after SIGTERM");
+            assert!(
+                Instant::now() < deadline,
+                "server did not exit after SIGTERM"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -87,21 +100,44 @@ async fn api_suite_against_the_local_binary() {
     let (_dir, db) = temp_db();
     let server = Server::start(&db, &provider, 3, &[]);
     let api = &server.api;
-    suite::health_metrics_openapi(api).await.expect("health, metrics, openapi");
+    suite::health_metrics_openapi(api)
+        .await
+        .expect("health, metrics, openapi");
     suite::bad_input(api).await.expect("bad input");
-    suite::submit_stream_complete(api, &provider).await.expect("submit, stream, complete");
-    suite::retries_and_failures(api, &provider).await.expect("retries and failures");
-    suite::list_and_paginate(api, &provider).await.expect("list and paginate");
-    suite::cancel_and_retry(api, &provider, 3).await.expect("cancel and retry");
-    suite::health_metrics_openapi(api).await.expect("metrics after work");
+    suite::submit_stream_complete(api, &provider)
+        .await
+        .expect("submit, stream, complete");
+    suite::retries_and_failures(api, &provider)
+        .await
+        .expect("retries and failures");
+    suite::list_and_paginate(api, &provider)
+        .await
+        .expect("list and paginate");
+    suite::cancel_and_retry(api, &provider, 3)
+        .await
+        .expect("cancel and retry");
+    suite::health_metrics_openapi(api)
+        .await
+        .expect("metrics after work");
 }
 
 /// Chunks of `chunks` with index < `done` must have been translated once.
-fn assert_no_completed_chunk_retranslated(provider: &FakeProvider, chunks: &[String], done: usize) -> u32 {
+fn assert_no_completed_chunk_retranslated(
+    provider: &FakeProvider,
+    chunks: &[String],
+    done: usize,
+) -> u32 {
     for (i, c) in chunks.iter().enumerate().take(done) {
-        assert_eq!(provider.calls_for(c), 1, "chunk {i}, completed before the crash, was translated again");
+        assert_eq!(
+            provider.calls_for(c),
+            1,
+            "chunk {i}, completed before the crash, was translated again"
+        );
     }
-    let extra: u32 = chunks.iter().map(|c| provider.calls_for(c).saturating_sub(1)).sum();
+    let extra: u32 = chunks
+        .iter()
+        .map(|c| provider.calls_for(c).saturating_sub(1))
+        .sum();
     extra
 }
 
@@ -114,13 +150,19 @@ async fn kill_9_mid_job_then_restart_resumes_without_retranslating() {
     let mut jobs = Vec::new();
     for j in 0..2 {
         let (text, chunks, size) = numbered_text(&format!("kill{j}-"), 12);
-        let id = server.api.submit(&text, json!({"chunkSize": size})).await.expect("submit");
+        let id = server
+            .api
+            .submit(&text, json!({"chunkSize": size}))
+            .await
+            .expect("submit");
         jobs.push((id, chunks));
     }
     let first = jobs[0].0.clone();
     server
         .api
-        .wait_for(&first, JOB_TIMEOUT, |j| j["chunksCompleted"].as_u64() >= Some(4))
+        .wait_for(&first, JOB_TIMEOUT, |j| {
+            j["chunksCompleted"].as_u64() >= Some(4)
+        })
         .await
         .expect("progress");
     let mut done_before = Vec::new();
@@ -134,16 +176,36 @@ async fn kill_9_mid_job_then_restart_resumes_without_retranslating() {
     let server = Server::start(&db, &provider, 3, &[]);
     let mut re_translated = 0;
     for ((id, chunks), done) in jobs.iter().zip(&done_before) {
-        let job = server.api.wait_status(id, "completed", JOB_TIMEOUT).await.expect("completes after restart");
-        assert_eq!(job["result"]["translation"], expected_translation(chunks).as_str());
+        let job = server
+            .api
+            .wait_status(id, "completed", JOB_TIMEOUT)
+            .await
+            .expect("completes after restart");
+        assert_eq!(
+            job["result"]["translation"],
+            expected_translation(chunks).as_str()
+        );
         assert_eq!(job["attempts"], 1, "a resumed job is the same run: {job}");
         re_translated += assert_no_completed_chunk_retranslated(&provider, chunks, *done);
     }
     // At most the chunks in flight at the kill (one per processing job).
-    assert!(re_translated <= 2, "{re_translated} chunks translated twice");
-    eprintln!("kill -9: completed before kill {done_before:?}; chunks re-translated after restart: {re_translated}");
-    let (_, _, page) = server.api.request(reqwest::Method::GET, "/api/jobs?limit=100").await.expect("list");
-    assert_eq!(page["jobs"].as_array().map(Vec::len), Some(2), "no job lost or duplicated");
+    assert!(
+        re_translated <= 2,
+        "{re_translated} chunks translated twice"
+    );
+    eprintln!(
+        "kill -9: completed before kill {done_before:?}; chunks re-translated after restart: {re_translated}"
+    );
+    let (_, _, page) = server
+        .api
+        .request(reqwest::Method::GET, "/api/jobs?limit=100")
+        .await
+        .expect("list");
+    assert_eq!(
+        page["jobs"].as_array().map(Vec::len),
+        Some(2),
+        "no job lost or duplicated"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -153,10 +215,16 @@ async fn sigterm_mid_job_finishes_in_flight_chunk_and_exits_zero() {
     let (_dir, db) = temp_db();
     let server = Server::start(&db, &provider, 3, &[("LOTSAWA_SHUTDOWN_GRACE_MS", "5000")]);
     let (text, chunks, size) = numbered_text("term-", 10);
-    let id = server.api.submit(&text, json!({"chunkSize": size})).await.expect("submit");
+    let id = server
+        .api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
     server
         .api
-        .wait_for(&id, JOB_TIMEOUT, |j| j["chunksCompleted"].as_u64() >= Some(2))
+        .wait_for(&id, JOB_TIMEOUT, |j| {
+            j["chunksCompleted"].as_u64() >= Some(2)
+        })
         .await
         .expect("progress");
     let status = server.sigterm();
@@ -172,10 +240,21 @@ async fn sigterm_mid_job_finishes_in_flight_chunk_and_exits_zero() {
         job["chunksCompleted"].as_u64() >= Some(called as u64) || job["status"] == "completed",
         "chunks called before SIGTERM ({called}) were not all committed: {job}"
     );
-    let job = server.api.wait_status(&id, "completed", JOB_TIMEOUT).await.expect("completes");
-    assert_eq!(job["result"]["translation"], expected_translation(&chunks).as_str());
+    let job = server
+        .api
+        .wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    assert_eq!(
+        job["result"]["translation"],
+        expected_translation(&chunks).as_str()
+    );
     for c in &chunks {
-        assert_eq!(provider.calls_for(c), 1, "chunk translated twice across SIGTERM: {c:?}");
+        assert_eq!(
+            provider.calls_for(c),
+            1,
+            "chunk translated twice across SIGTERM: {c:?}"
+        );
     }
 }
 
@@ -188,14 +267,23 @@ async fn fifo_start_order_and_concurrency_limit() {
     let mut ids = Vec::new();
     for j in 0..6 {
         let (text, _, size) = numbered_text(&format!("fifo{j}-"), 2);
-        ids.push(server.api.submit(&text, json!({"chunkSize": size})).await.expect("submit"));
+        ids.push(
+            server
+                .api
+                .submit(&text, json!({"chunkSize": size}))
+                .await
+                .expect("submit"),
+        );
     }
     let deadline = Instant::now() + JOB_TIMEOUT;
     let mut max_processing = 0;
     loop {
         let (_, _, page) = server
             .api
-            .request(reqwest::Method::GET, "/api/jobs?status=processing&limit=100")
+            .request(
+                reqwest::Method::GET,
+                "/api/jobs?status=processing&limit=100",
+            )
             .await
             .expect("list");
         let n = page["jobs"].as_array().map(Vec::len).unwrap_or(0);
@@ -211,7 +299,10 @@ async fn fifo_start_order_and_concurrency_limit() {
         assert!(Instant::now() < deadline, "jobs did not finish");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert!(max_processing <= 2, "{max_processing} jobs processing at once with concurrency 2");
+    assert!(
+        max_processing <= 2,
+        "{max_processing} jobs processing at once with concurrency 2"
+    );
     assert!(max_processing >= 1);
     let mut started = Vec::new();
     for id in &ids {
@@ -250,26 +341,52 @@ async fn cli_submit_follow_prints_the_translation_and_reports_failure() {
     let file2 = file.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
-            .args(["submit", file2.to_str().unwrap_or_default(), "--follow", "--chunk-size", &size.to_string(), "--server", &base])
+            .args([
+                "submit",
+                file2.to_str().unwrap_or_default(),
+                "--follow",
+                "--chunk-size",
+                &size.to_string(),
+                "--server",
+                &base,
+            ])
             .output()
             .expect("run")
     })
     .await
     .expect("join");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    assert_eq!(String::from_utf8_lossy(&out.stdout).trim_end(), expected_translation(&chunks).trim_end());
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        expected_translation(&chunks).trim_end()
+    );
 
     std::fs::write(&file, "cli FAIL400 ཀ་ཁ།").expect("write");
     let base = server.api.base.clone();
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
-            .args(["submit", file.to_str().unwrap_or_default(), "--follow", "--server", &base])
+            .args([
+                "submit",
+                file.to_str().unwrap_or_default(),
+                "--follow",
+                "--server",
+                &base,
+            ])
             .output()
             .expect("run")
     })
     .await
     .expect("join");
-    assert_eq!(out.status.code(), Some(3), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     let out = Command::new(bin)
         .args(["status", "not-a-uuid", "--server", &server.api.base])

@@ -98,7 +98,11 @@ impl Api {
     }
 
     /// Any request; returns (status, content-type, body as JSON or string).
-    pub async fn request(&self, method: reqwest::Method, path: &str) -> Result<(u16, String, Value)> {
+    pub async fn request(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+    ) -> Result<(u16, String, Value)> {
         let res = self
             .http
             .request(method, format!("{}{path}", self.base))
@@ -118,7 +122,9 @@ impl Api {
 
     /// `GET /api/jobs/{id}`.
     pub async fn job(&self, id: &str) -> Result<Value> {
-        let (status, _, body) = self.request(reqwest::Method::GET, &format!("/api/jobs/{id}")).await?;
+        let (status, _, body) = self
+            .request(reqwest::Method::GET, &format!("/api/jobs/{id}"))
+            .await?;
         if status != 200 {
             bail!("GET job {id} answered {status}: {body}");
         }
@@ -157,7 +163,8 @@ impl Api {
         last_event_id: Option<&str>,
         timeout: Duration,
     ) -> Result<Vec<SseEvent>> {
-        self.stream_until(id, last_event_id, timeout, |_| false).await
+        self.stream_until(id, last_event_id, timeout, |_| false)
+            .await
     }
 
     /// Read a job's SSE stream until the server closes it, `stop` holds for

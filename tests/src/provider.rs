@@ -112,7 +112,11 @@ impl FakeProvider {
 
     /// Every chunk text seen, with its call count.
     pub fn all_calls(&self) -> HashMap<String, u32> {
-        self.state.calls.lock().map(|c| c.clone()).unwrap_or_default()
+        self.state
+            .calls
+            .lock()
+            .map(|c| c.clone())
+            .unwrap_or_default()
     }
 
     /// Total calls.

@@ -64,22 +64,47 @@ pub async fn submit_stream_complete(api: &Api, provider: &FakeProvider) -> Resul
     );
 
     let events = api.stream(&id, None, JOB_TIMEOUT).await?;
-    ensure!(events.iter().all(|e| !e.id.is_empty()), "every event has an id: {events:?}");
+    ensure!(
+        events.iter().all(|e| !e.id.is_empty()),
+        "every event has an id: {events:?}"
+    );
     let first = events.first().map(|e| e.json()).unwrap_or(Value::Null);
-    ensure!(first["type"] == "connected" && first["jobId"] == id.as_str(), "first: {first}");
-    let progress: Vec<Value> = events.iter().filter(|e| e.kind() == "progress").map(|e| e.json()).collect();
+    ensure!(
+        first["type"] == "connected" && first["jobId"] == id.as_str(),
+        "first: {first}"
+    );
+    let progress: Vec<Value> = events
+        .iter()
+        .filter(|e| e.kind() == "progress")
+        .map(|e| e.json())
+        .collect();
     ensure!(!progress.is_empty(), "no progress events: {events:?}");
     for p in &progress {
-        for field in ["id", "status", "progress", "estimatedTimeRemaining", "chunksCompleted", "chunksTotal", "throughput"] {
+        for field in [
+            "id",
+            "status",
+            "progress",
+            "estimatedTimeRemaining",
+            "chunksCompleted",
+            "chunksTotal",
+            "throughput",
+        ] {
             ensure!(p.get(field).is_some(), "progress event lacks {field}: {p}");
         }
         ensure!(p["chunksTotal"] == 3, "{p}");
     }
-    let chunk_events: Vec<Value> = events.iter().filter(|e| e.kind() == "chunk").map(|e| e.json()).collect();
+    let chunk_events: Vec<Value> = events
+        .iter()
+        .filter(|e| e.kind() == "chunk")
+        .map(|e| e.json())
+        .collect();
     ensure!(chunk_events.len() == 3, "chunk events: {chunk_events:?}");
     for (i, c) in chunk_events.iter().enumerate() {
         ensure!(c["index"] == i, "{c}");
-        ensure!(c["translation"] == fake_translation(&chunks[i]).as_str(), "{c}");
+        ensure!(
+            c["translation"] == fake_translation(&chunks[i]).as_str(),
+            "{c}"
+        );
     }
     let n = events.len();
     ensure!(n >= 3, "{events:?}");
@@ -89,36 +114,84 @@ pub async fn submit_stream_complete(api: &Api, provider: &FakeProvider) -> Resul
         terminal["result"]["translation"] == expected_translation(&chunks).as_str(),
         "terminal result: {terminal}"
     );
-    ensure!(events[n - 1].event == "close" && events[n - 1].data == "Job completed", "close: {:?}", events[n - 1]);
+    ensure!(
+        events[n - 1].event == "close" && events[n - 1].data == "Job completed",
+        "close: {:?}",
+        events[n - 1]
+    );
 
     let job = api.job(&id).await?;
-    ensure!(job["id"] == id.as_str() && job["type"] == "translation", "{job}");
-    ensure!(job["status"] == "completed" && job["progress"] == 100, "{job}");
-    ensure!(job["chunksCompleted"] == 3 && job["chunksTotal"] == 3, "{job}");
+    ensure!(
+        job["id"] == id.as_str() && job["type"] == "translation",
+        "{job}"
+    );
+    ensure!(
+        job["status"] == "completed" && job["progress"] == 100,
+        "{job}"
+    );
+    ensure!(
+        job["chunksCompleted"] == 3 && job["chunksTotal"] == 3,
+        "{job}"
+    );
     ensure!(job["attempts"] == 1, "{job}");
-    ensure!(job["error"].is_null() && job["cancelledAt"].is_null(), "{job}");
+    ensure!(
+        job["error"].is_null() && job["cancelledAt"].is_null(),
+        "{job}"
+    );
     for t in ["createdAt", "startedAt", "completedAt"] {
         ensure!(is_rfc3339_utc(&job[t]), "{t} is not RFC 3339 UTC: {job}");
     }
     ensure!(job["estimatedTimeRemaining"] == 0, "{job}");
     let result = &job["result"];
-    ensure!(result["translation"] == expected_translation(&chunks).as_str(), "{job}");
+    ensure!(
+        result["translation"] == expected_translation(&chunks).as_str(),
+        "{job}"
+    );
     ensure!(result["engine"] == "openai", "{job}");
-    ensure!(result.get("confidence").is_some() && result["processingTime"].is_u64(), "{job}");
+    ensure!(
+        result.get("confidence").is_some() && result["processingTime"].is_u64(),
+        "{job}"
+    );
     for c in &chunks {
-        ensure!(provider.calls_for(c) == 1, "chunk {c:?} called {} times", provider.calls_for(c));
+        ensure!(
+            provider.calls_for(c) == 1,
+            "chunk {c:?} called {} times",
+            provider.calls_for(c)
+        );
     }
 
     // A finished job's stream: connected, its terminal event, close.
     let again = api.stream(&id, None, Duration::from_secs(10)).await?;
-    let kinds: Vec<String> = again.iter().map(|e| if e.event == "close" { "close".into() } else { e.kind() }).collect();
-    ensure!(kinds == ["connected", "completed", "close"], "finished stream: {kinds:?}");
+    let kinds: Vec<String> = again
+        .iter()
+        .map(|e| {
+            if e.event == "close" {
+                "close".into()
+            } else {
+                e.kind()
+            }
+        })
+        .collect();
+    ensure!(
+        kinds == ["connected", "completed", "close"],
+        "finished stream: {kinds:?}"
+    );
 
     // Reconnecting after chunk event 1 replays chunks 1 and 2 only.
     let resumed = api.stream(&id, Some("1"), Duration::from_secs(10)).await?;
-    let idx: Vec<Value> = resumed.iter().filter(|e| e.kind() == "chunk").map(|e| e.json()["index"].clone()).collect();
-    ensure!(idx == [json!(1), json!(2)], "resumed chunks: {idx:?} in {resumed:?}");
-    ensure!(resumed.last().is_some_and(|e| e.event == "close"), "{resumed:?}");
+    let idx: Vec<Value> = resumed
+        .iter()
+        .filter(|e| e.kind() == "chunk")
+        .map(|e| e.json()["index"].clone())
+        .collect();
+    ensure!(
+        idx == [json!(1), json!(2)],
+        "resumed chunks: {idx:?} in {resumed:?}"
+    );
+    ensure!(
+        resumed.last().is_some_and(|e| e.event == "close"),
+        "{resumed:?}"
+    );
     Ok(())
 }
 
@@ -133,7 +206,12 @@ pub async fn bad_input(api: &Api) -> Result<()> {
             }
             let res = req.send().await?;
             let status = res.status().as_u16();
-            let ct = res.headers().get("content-type").and_then(|v| v.to_str().ok()).unwrap_or("").to_owned();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
             let body: Value = res.json().await.unwrap_or(Value::Null);
             anyhow::Ok((status, ct, body))
         }
@@ -141,40 +219,109 @@ pub async fn bad_input(api: &Api) -> Result<()> {
     let json_ct = Some("application/json");
     let cases: Vec<(&str, &'static str, Option<&'static str>, u16)> = vec![
         ("empty text", r#"{"sourceText": ""}"#, json_ct, 400),
-        ("whitespace text", r#"{"sourceText": "  \n\t "}"#, json_ct, 400),
+        (
+            "whitespace text",
+            r#"{"sourceText": "  \n\t "}"#,
+            json_ct,
+            400,
+        ),
         ("missing text", r#"{"config": {}}"#, json_ct, 400),
         ("wrong type", r#"{"sourceText": 42}"#, json_ct, 400),
-        ("wrong config type", r#"{"sourceText": "ཀ།", "config": {"chunkSize": "big"}}"#, json_ct, 400),
-        ("chunkSize 0", r#"{"sourceText": "ཀ།", "config": {"chunkSize": 0}}"#, json_ct, 400),
-        ("negative chunkSize", r#"{"sourceText": "ཀ།", "config": {"chunkSize": -5}}"#, json_ct, 400),
-        ("unknown engine", r#"{"sourceText": "ཀ།", "config": {"engine": "babelfish"}}"#, json_ct, 400),
-        ("unknown type", r#"{"sourceText": "ཀ།", "type": "poetry"}"#, json_ct, 400),
-        ("bad threshold", r#"{"sourceText": "ཀ།", "config": {"qualityThreshold": 7}}"#, json_ct, 400),
+        (
+            "wrong config type",
+            r#"{"sourceText": "ཀ།", "config": {"chunkSize": "big"}}"#,
+            json_ct,
+            400,
+        ),
+        (
+            "chunkSize 0",
+            r#"{"sourceText": "ཀ།", "config": {"chunkSize": 0}}"#,
+            json_ct,
+            400,
+        ),
+        (
+            "negative chunkSize",
+            r#"{"sourceText": "ཀ།", "config": {"chunkSize": -5}}"#,
+            json_ct,
+            400,
+        ),
+        (
+            "unknown engine",
+            r#"{"sourceText": "ཀ།", "config": {"engine": "babelfish"}}"#,
+            json_ct,
+            400,
+        ),
+        (
+            "unknown type",
+            r#"{"sourceText": "ཀ།", "type": "poetry"}"#,
+            json_ct,
+            400,
+        ),
+        (
+            "bad threshold",
+            r#"{"sourceText": "ཀ།", "config": {"qualityThreshold": 7}}"#,
+            json_ct,
+            400,
+        ),
         ("invalid json", r#"{"sourceText": "#, json_ct, 400),
         ("not an object", r#"["ཀ།"]"#, json_ct, 400),
-        ("wrong content type", r#"{"sourceText": "ཀ།"}"#, Some("text/plain"), 415),
+        (
+            "wrong content type",
+            r#"{"sourceText": "ཀ།"}"#,
+            Some("text/plain"),
+            415,
+        ),
         ("no content type", r#"{"sourceText": "ཀ།"}"#, None, 415),
     ];
     for (name, body, ct, want) in cases {
         let (status, got_ct, problem) = post_raw(body, ct).await?;
-        ensure!(status == want, "{name}: want {want}, got {status} {problem}");
-        ensure!(got_ct.starts_with("application/problem+json"), "{name}: content type {got_ct}");
-        ensure!(problem["status"] == want && problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
-            "{name}: problem body {problem}");
+        ensure!(
+            status == want,
+            "{name}: want {want}, got {status} {problem}"
+        );
+        ensure!(
+            got_ct.starts_with("application/problem+json"),
+            "{name}: content type {got_ct}"
+        );
+        ensure!(
+            problem["status"] == want && problem["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{name}: problem body {problem}"
+        );
     }
 
     // A body over the limit (1 MiB by default).
     let big = format!(r#"{{"sourceText": "{}"}}"#, "ཀ".repeat(400_000));
-    let res = api.http.post(format!("{}/api/jobs", api.base))
-        .header("content-type", "application/json").body(big).send().await?;
+    let res = api
+        .http
+        .post(format!("{}/api/jobs", api.base))
+        .header("content-type", "application/json")
+        .body(big)
+        .send()
+        .await?;
     ensure!(res.status().as_u16() == 413, "big body: {}", res.status());
 
     for (path, method, want) in [
         ("/api/jobs/not-a-uuid", Method::GET, 400),
-        ("/api/jobs/00000000-0000-4000-8000-000000000000", Method::GET, 404),
-        ("/api/jobs/00000000-0000-4000-8000-000000000000", Method::DELETE, 404),
-        ("/api/jobs/00000000-0000-4000-8000-000000000000/retry", Method::POST, 404),
-        ("/api/jobs/00000000-0000-4000-8000-000000000000/stream", Method::GET, 404),
+        (
+            "/api/jobs/00000000-0000-4000-8000-000000000000",
+            Method::GET,
+            404,
+        ),
+        (
+            "/api/jobs/00000000-0000-4000-8000-000000000000",
+            Method::DELETE,
+            404,
+        ),
+        (
+            "/api/jobs/00000000-0000-4000-8000-000000000000/retry",
+            Method::POST,
+            404,
+        ),
+        (
+            "/api/jobs/00000000-0000-4000-8000-000000000000/stream",
+            Method::GET,
+            404,
+        ),
         ("/api/jobs?limit=0", Method::GET, 400),
         ("/api/jobs?limit=101", Method::GET, 400),
         ("/api/jobs?limit=ten", Method::GET, 400),
@@ -184,67 +331,119 @@ pub async fn bad_input(api: &Api) -> Result<()> {
         ("/api/nothing", Method::GET, 404),
     ] {
         let (status, ct, body) = api.request(method.clone(), path).await?;
-        ensure!(status == want, "{method} {path}: want {want}, got {status} {body}");
-        ensure!(ct.starts_with("application/problem+json"), "{method} {path}: {ct}");
+        ensure!(
+            status == want,
+            "{method} {path}: want {want}, got {status} {body}"
+        );
+        ensure!(
+            ct.starts_with("application/problem+json"),
+            "{method} {path}: {ct}"
+        );
     }
     Ok(())
 }
 
 /// Cancel of a pending job, of a processing job, retry, and the 409s.
-pub async fn cancel_and_retry(api: &Api, provider: &FakeProvider, concurrency: usize) -> Result<()> {
+pub async fn cancel_and_retry(
+    api: &Api,
+    provider: &FakeProvider,
+    concurrency: usize,
+) -> Result<()> {
     provider.set_delay_ms(400);
     let tag = unique_tag("cancel");
     // Fill every slot with slow jobs so the next one stays pending.
     let mut blockers = Vec::new();
     for i in 0..concurrency {
         let (text, _, size) = numbered_text(&format!("{tag}b{i}-"), 4);
-        blockers.push(api.submit(&text, json!({"engine": "openai", "chunkSize": size})).await?);
+        blockers.push(
+            api.submit(&text, json!({"engine": "openai", "chunkSize": size}))
+                .await?,
+        );
     }
     let (text, chunks, size) = numbered_text(&format!("{tag}p-"), 2);
-    let pending = api.submit(&text, json!({"engine": "openai", "chunkSize": size})).await?;
+    let pending = api
+        .submit(&text, json!({"engine": "openai", "chunkSize": size}))
+        .await?;
     let job = api.job(&pending).await?;
     ensure!(job["status"] == "pending", "expected pending: {job}");
-    let (status, _, body) = api.request(Method::DELETE, &format!("/api/jobs/{pending}")).await?;
+    let (status, _, body) = api
+        .request(Method::DELETE, &format!("/api/jobs/{pending}"))
+        .await?;
     ensure!(status == 200, "cancel pending: {status} {body}");
-    ensure!(body["message"] == "Job cancelled successfully" && body["jobId"] == pending.as_str(), "{body}");
+    ensure!(
+        body["message"] == "Job cancelled successfully" && body["jobId"] == pending.as_str(),
+        "{body}"
+    );
     let job = api.job(&pending).await?;
-    ensure!(job["status"] == "cancelled" && is_rfc3339_utc(&job["cancelledAt"]), "{job}");
-    let (status, ct, _) = api.request(Method::DELETE, &format!("/api/jobs/{pending}")).await?;
-    ensure!(status == 409 && ct.starts_with("application/problem+json"), "second cancel: {status}");
+    ensure!(
+        job["status"] == "cancelled" && is_rfc3339_utc(&job["cancelledAt"]),
+        "{job}"
+    );
+    let (status, ct, _) = api
+        .request(Method::DELETE, &format!("/api/jobs/{pending}"))
+        .await?;
+    ensure!(
+        status == 409 && ct.starts_with("application/problem+json"),
+        "second cancel: {status}"
+    );
 
     // Cancel a processing job: it stops before its next chunk.
     let victim = blockers[0].clone();
-    api.wait_for(&victim, JOB_TIMEOUT, |j| j["status"] == "processing").await?;
-    let (status, _, body) = api.request(Method::DELETE, &format!("/api/jobs/{victim}")).await?;
+    api.wait_for(&victim, JOB_TIMEOUT, |j| j["status"] == "processing")
+        .await?;
+    let (status, _, body) = api
+        .request(Method::DELETE, &format!("/api/jobs/{victim}"))
+        .await?;
     ensure!(status == 200, "cancel processing: {status} {body}");
     let at_cancel = api.job(&victim).await?;
     ensure!(at_cancel["status"] == "cancelled", "{at_cancel}");
     tokio::time::sleep(Duration::from_millis(1200)).await;
     let later = api.job(&victim).await?;
     ensure!(later["status"] == "cancelled", "{later}");
-    ensure!(later["chunksCompleted"] == at_cancel["chunksCompleted"], "a cancelled job went on: {at_cancel} -> {later}");
+    ensure!(
+        later["chunksCompleted"] == at_cancel["chunksCompleted"],
+        "a cancelled job went on: {at_cancel} -> {later}"
+    );
 
     // The cancelled pending job never started; the others finish.
     for b in &blockers[1..] {
         api.wait_status(b, "completed", JOB_TIMEOUT).await?;
     }
-    ensure!(chunks.iter().all(|c| provider.calls_for(c) == 0), "a cancelled pending job was translated");
-    ensure!(api.job(&pending).await?["startedAt"].is_null(), "cancelled pending job has a startedAt");
+    ensure!(
+        chunks.iter().all(|c| provider.calls_for(c) == 0),
+        "a cancelled pending job was translated"
+    );
+    ensure!(
+        api.job(&pending).await?["startedAt"].is_null(),
+        "cancelled pending job has a startedAt"
+    );
 
     // Retry both; they complete; the victim re-runs only unfinished chunks.
     provider.set_delay_ms(20);
     for id in [&pending, &victim] {
-        let (status, _, body) = api.request(Method::POST, &format!("/api/jobs/{id}/retry")).await?;
+        let (status, _, body) = api
+            .request(Method::POST, &format!("/api/jobs/{id}/retry"))
+            .await?;
         ensure!(status == 200, "retry: {status} {body}");
-        ensure!(body["message"] == "Job retry initiated" && body["jobId"] == id.as_str(), "{body}");
+        ensure!(
+            body["message"] == "Job retry initiated" && body["jobId"] == id.as_str(),
+            "{body}"
+        );
     }
     let done = api.wait_status(&pending, "completed", JOB_TIMEOUT).await?;
-    ensure!(done["result"]["translation"] == expected_translation(&chunks).as_str(), "{done}");
+    ensure!(
+        done["result"]["translation"] == expected_translation(&chunks).as_str(),
+        "{done}"
+    );
     let v = api.wait_status(&victim, "completed", JOB_TIMEOUT).await?;
     ensure!(v["attempts"] == 2 && v["cancelledAt"].is_null(), "{v}");
-    let (status, _, _) = api.request(Method::POST, &format!("/api/jobs/{victim}/retry")).await?;
+    let (status, _, _) = api
+        .request(Method::POST, &format!("/api/jobs/{victim}/retry"))
+        .await?;
     ensure!(status == 409, "retry of a completed job: {status}");
-    let (status, _, _) = api.request(Method::DELETE, &format!("/api/jobs/{victim}")).await?;
+    let (status, _, _) = api
+        .request(Method::DELETE, &format!("/api/jobs/{victim}"))
+        .await?;
     ensure!(status == 409, "cancel of a completed job: {status}");
     Ok(())
 }
@@ -256,24 +455,57 @@ pub async fn retries_and_failures(api: &Api, provider: &FakeProvider) -> Result<
     let flaky = format!("{tag} FAIL503x2 ཀ་ཁ།");
     let id = api.submit(&flaky, json!({"engine": "openai"})).await?;
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
-    ensure!(provider.calls_for(&flaky) == 3, "503 twice then success: {} calls", provider.calls_for(&flaky));
-    ensure!(job["result"]["translation"] == fake_translation(&flaky).as_str(), "{job}");
+    ensure!(
+        provider.calls_for(&flaky) == 3,
+        "503 twice then success: {} calls",
+        provider.calls_for(&flaky)
+    );
+    ensure!(
+        job["result"]["translation"] == fake_translation(&flaky).as_str(),
+        "{job}"
+    );
 
     let bad = format!("{tag} FAIL400 ཀ་ཁ།");
     let id = api.submit(&bad, json!({"engine": "openai"})).await?;
     let job = api.wait_status(&id, "failed", JOB_TIMEOUT).await?;
-    ensure!(provider.calls_for(&bad) == 1, "400 is permanent: {} calls", provider.calls_for(&bad));
-    ensure!(job["error"].as_str().is_some_and(|e| e.contains("400")), "{job}");
+    ensure!(
+        provider.calls_for(&bad) == 1,
+        "400 is permanent: {} calls",
+        provider.calls_for(&bad)
+    );
+    ensure!(
+        job["error"].as_str().is_some_and(|e| e.contains("400")),
+        "{job}"
+    );
     ensure!(is_rfc3339_utc(&job["completedAt"]), "{job}");
     let events = api.stream(&id, None, Duration::from_secs(10)).await?;
-    ensure!(events.iter().any(|e| e.kind() == "failed" && e.json()["error"].is_string()), "{events:?}");
-    ensure!(events.last().is_some_and(|e| e.event == "close" && e.data == "Job failed"), "{events:?}");
+    ensure!(
+        events
+            .iter()
+            .any(|e| e.kind() == "failed" && e.json()["error"].is_string()),
+        "{events:?}"
+    );
+    ensure!(
+        events
+            .last()
+            .is_some_and(|e| e.event == "close" && e.data == "Job failed"),
+        "{events:?}"
+    );
 
     let down = format!("{tag} ALWAYS503 ཀ་ཁ།");
     let id = api.submit(&down, json!({"engine": "openai"})).await?;
     let job = api.wait_status(&id, "failed", JOB_TIMEOUT).await?;
-    ensure!(provider.calls_for(&down) == 3, "3 attempts in all: {}", provider.calls_for(&down));
-    ensure!(job["error"].as_str().is_some_and(|e| e.contains("3 attempts")), "{job}");
+    ensure!(
+        provider.calls_for(&down) == 3,
+        "3 attempts in all: {}",
+        provider.calls_for(&down)
+    );
+    ensure!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("3 attempts")),
+        "{job}"
+    );
     Ok(())
 }
 
@@ -283,7 +515,10 @@ pub async fn list_and_paginate(api: &Api, provider: &FakeProvider) -> Result<()>
     let tag = unique_tag("list");
     let mut ids = Vec::new();
     for i in 0..5 {
-        ids.push(api.submit(&format!("{tag}{i} ཀ་ཁ།"), json!({"engine": "openai"})).await?);
+        ids.push(
+            api.submit(&format!("{tag}{i} ཀ་ཁ།"), json!({"engine": "openai"}))
+                .await?,
+        );
     }
     for id in &ids {
         api.wait_status(id, "completed", JOB_TIMEOUT).await?;
@@ -306,7 +541,8 @@ pub async fn list_and_paginate(api: &Api, provider: &FakeProvider) -> Result<()>
         }
         if pages == 0 {
             // A job arriving mid-pagination must not shift later pages.
-            api.submit(&format!("{tag}late ཀ་ཁ།"), json!({"engine": "openai"})).await?;
+            api.submit(&format!("{tag}late ཀ་ཁ།"), json!({"engine": "openai"}))
+                .await?;
         }
         pages += 1;
         match page["nextCursor"].as_str() {
@@ -321,19 +557,36 @@ pub async fn list_and_paginate(api: &Api, provider: &FakeProvider) -> Result<()>
         }
     }
     let unique: HashSet<&String> = seen.iter().collect();
-    ensure!(unique.len() == seen.len(), "a job was repeated across pages");
+    ensure!(
+        unique.len() == seen.len(),
+        "a job was repeated across pages"
+    );
     let positions: Vec<usize> = ids
         .iter()
         .map(|id| seen.iter().position(|s| s == id))
         .collect::<Option<Vec<_>>>()
         .ok_or_else(|| anyhow::anyhow!("a job was skipped"))?;
-    ensure!(positions.windows(2).all(|w| w[0] > w[1]), "not newest first: {positions:?}");
+    ensure!(
+        positions.windows(2).all(|w| w[0] > w[1]),
+        "not newest first: {positions:?}"
+    );
 
-    let (_, _, page) = api.request(Method::GET, "/api/jobs?status=completed&type=translation&limit=100").await?;
+    let (_, _, page) = api
+        .request(
+            Method::GET,
+            "/api/jobs?status=completed&type=translation&limit=100",
+        )
+        .await?;
     let jobs = page["jobs"].as_array().cloned().unwrap_or_default();
-    ensure!(!jobs.is_empty() && jobs.iter().all(|j| j["status"] == "completed"), "{page}");
+    ensure!(
+        !jobs.is_empty() && jobs.iter().all(|j| j["status"] == "completed"),
+        "{page}"
+    );
     let (_, _, page) = api.request(Method::GET, "/api/jobs").await?;
-    ensure!(page["jobs"].as_array().is_some_and(|j| j.len() <= 20), "default limit 20");
+    ensure!(
+        page["jobs"].as_array().is_some_and(|j| j.len() <= 20),
+        "default limit 20"
+    );
     Ok(())
 }
 
@@ -342,14 +595,35 @@ pub async fn health_metrics_openapi(api: &Api) -> Result<()> {
     let (status, _, health) = api.request(Method::GET, "/healthz").await?;
     ensure!(status == 200 && health["status"] == "ok", "{health}");
     let (status, ct, text) = api.request(Method::GET, "/metrics").await?;
-    ensure!(status == 200 && ct.starts_with("text/plain"), "metrics: {status} {ct}");
+    ensure!(
+        status == 200 && ct.starts_with("text/plain"),
+        "metrics: {status} {ct}"
+    );
     let text = text.as_str().unwrap_or_default().to_owned();
-    for name in ["lotsawa_jobs{status=\"completed\"}", "lotsawa_chunk_attempts_total", "lotsawa_chunk_duration_seconds_bucket", "lotsawa_queue_depth"] {
+    for name in [
+        "lotsawa_jobs{status=\"completed\"}",
+        "lotsawa_chunk_attempts_total",
+        "lotsawa_chunk_duration_seconds_bucket",
+        "lotsawa_queue_depth",
+    ] {
         ensure!(text.contains(name), "metrics lack {name}");
     }
     let (status, _, doc) = api.request(Method::GET, "/openapi.json").await?;
-    ensure!(status == 200 && doc["openapi"].as_str().is_some_and(|v| v.starts_with("3.1")), "{doc}");
-    for p in ["/api/jobs", "/api/jobs/{id}", "/api/jobs/{id}/retry", "/api/jobs/{id}/stream", "/healthz", "/metrics"] {
+    ensure!(
+        status == 200
+            && doc["openapi"]
+                .as_str()
+                .is_some_and(|v| v.starts_with("3.1")),
+        "{doc}"
+    );
+    for p in [
+        "/api/jobs",
+        "/api/jobs/{id}",
+        "/api/jobs/{id}/retry",
+        "/api/jobs/{id}/stream",
+        "/healthz",
+        "/metrics",
+    ] {
         ensure!(doc["paths"].get(p).is_some(), "openapi lacks {p}");
     }
     Ok(())

@@ -289,8 +289,7 @@ impl EngineName {
     pub fn parse(s: &str) -> Result<Self, ValidationError> {
         let ok = !s.is_empty()
             && s.len() <= 32
-            && s
-                .bytes()
+            && s.bytes()
                 .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
         if ok {
             Ok(Self(s.to_owned()))
@@ -427,9 +426,9 @@ impl Job {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rstest::rstest;
     use JobStatus::*;
     use Transition::*;
+    use rstest::rstest;
 
     #[rstest]
     #[case(Pending, Start, Some(Processing))]

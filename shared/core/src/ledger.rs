@@ -75,7 +75,10 @@ pub fn append_output(out: &mut String, source: &str, translation: &str) {
     if body.is_empty() {
         return;
     }
-    let tibetan_end = body.chars().last().is_some_and(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c));
+    let tibetan_end = body
+        .chars()
+        .last()
+        .is_some_and(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c));
     if trail.is_empty() && !tibetan_end {
         // English output of chunks split inside a line needs a word break;
         // Tibetan-script output (split after a tsheg) does not.

@@ -44,7 +44,10 @@ impl RetryPolicy {
         }
         let exp = self
             .base_delay
-            .saturating_mul(1u32.checked_shl(attempt.saturating_sub(1)).unwrap_or(u32::MAX))
+            .saturating_mul(
+                1u32.checked_shl(attempt.saturating_sub(1))
+                    .unwrap_or(u32::MAX),
+            )
             .min(self.max_delay);
         let jittered = exp.mul_f64(jitter.clamp(0.0, 1.0));
         let wait = match err.retry_after {

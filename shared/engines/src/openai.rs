@@ -53,7 +53,10 @@ impl OpenAiEngine {
             .timeout(settings.timeout)
             .connect_timeout(Duration::from_secs(10))
             .build()?;
-        let url = format!("{}/chat/completions", settings.base_url.trim_end_matches('/'));
+        let url = format!(
+            "{}/chat/completions",
+            settings.base_url.trim_end_matches('/')
+        );
         Ok(Self {
             settings,
             url,
@@ -83,13 +86,17 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     if let Ok(secs) = v.parse::<u64>() {
         return Some(Duration::from_secs(secs));
     }
-    if let Ok(secs) = v.parse::<f64>() {
-        if secs.is_finite() && secs >= 0.0 {
-            return Some(Duration::from_secs_f64(secs));
-        }
+    if let Ok(secs) = v.parse::<f64>()
+        && secs.is_finite()
+        && secs >= 0.0
+    {
+        return Some(Duration::from_secs_f64(secs));
     }
     let when = httpdate::parse_http_date(v).ok()?;
-    Some(when.duration_since(SystemTime::now()).unwrap_or(Duration::ZERO))
+    Some(
+        when.duration_since(SystemTime::now())
+            .unwrap_or(Duration::ZERO),
+    )
 }
 
 fn snippet(body: &str) -> String {
@@ -145,11 +152,18 @@ impl Engine for OpenAiEngine {
             if e.is_timeout() {
                 EngineError::transient("provider response timed out")
             } else {
-                EngineError::transient(format!("reading the provider response failed: {}", e.without_url()))
+                EngineError::transient(format!(
+                    "reading the provider response failed: {}",
+                    e.without_url()
+                ))
             }
         })?;
         if !status.is_success() {
-            let message = format!("provider answered HTTP {}: {}", status.as_u16(), snippet(&text));
+            let message = format!(
+                "provider answered HTTP {}: {}",
+                status.as_u16(),
+                snippet(&text)
+            );
             let transient = status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::REQUEST_TIMEOUT
                 || status.is_server_error();
@@ -245,7 +259,10 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("x")))
             .mount(&server)
             .await;
-        engine(&server, None).translate(&req("ཀ")).await.expect("ok");
+        engine(&server, None)
+            .translate(&req("ཀ"))
+            .await
+            .expect("ok");
         let received = server.received_requests().await.unwrap_or_default();
         assert!(received[0].headers.get("authorization").is_none());
     }
@@ -264,26 +281,39 @@ mod tests {
             if let Some(ra) = retry_after {
                 t = t.insert_header("retry-after", ra);
             }
-            Mock::given(method("POST")).respond_with(t).mount(&server).await;
+            Mock::given(method("POST"))
+                .respond_with(t)
+                .mount(&server)
+                .await;
             let err = engine(&server, None)
                 .translate(&req("ཀ"))
                 .await
                 .expect_err("should fail");
             assert_eq!(err.class, class, "{status}");
             assert!(err.message.contains(&status.to_string()), "{}", err.message);
-            assert_eq!(err.retry_after, retry_after.map(|s| Duration::from_secs(s.parse().unwrap_or(0))));
+            assert_eq!(
+                err.retry_after,
+                retry_after.map(|s| Duration::from_secs(s.parse().unwrap_or(0)))
+            );
         }
     }
 
     #[tokio::test]
     async fn invalid_and_empty_responses_are_permanent() {
-        for body in ["not json", "{\"choices\": []}", "{\"choices\":[{\"message\":{\"content\":\"  \"}}]}"] {
+        for body in [
+            "not json",
+            "{\"choices\": []}",
+            "{\"choices\":[{\"message\":{\"content\":\"  \"}}]}",
+        ] {
             let server = MockServer::start().await;
             Mock::given(method("POST"))
                 .respond_with(ResponseTemplate::new(200).set_body_string(body))
                 .mount(&server)
                 .await;
-            let err = engine(&server, None).translate(&req("ཀ")).await.expect_err(body);
+            let err = engine(&server, None)
+                .translate(&req("ཀ"))
+                .await
+                .expect_err(body);
             assert_eq!(err.class, ErrorClass::Permanent, "{body}");
         }
     }
@@ -295,7 +325,10 @@ mod tests {
             .respond_with(ResponseTemplate::new(200).set_delay(Duration::from_secs(5)))
             .mount(&server)
             .await;
-        let err = engine(&server, None).translate(&req("ཀ")).await.expect_err("timeout");
+        let err = engine(&server, None)
+            .translate(&req("ཀ"))
+            .await
+            .expect_err("timeout");
         assert_eq!(err.class, ErrorClass::Transient);
 
         let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
@@ -315,7 +348,10 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after("7"), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
         assert_eq!(parse_retry_after("soon"), None);
     }
 }

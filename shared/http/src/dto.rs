@@ -159,7 +159,11 @@ impl JobDto {
             engine: j.config.engine.map(|e| e.to_string()),
             model: j.config.model,
             chunk_size: j.config.chunk_size.into(),
-            result: if with_result { j.result.map(ResultDto::from) } else { None },
+            result: if with_result {
+                j.result.map(ResultDto::from)
+            } else {
+                None
+            },
             partial_translation: if with_result { v.partial } else { None },
         }
     }

@@ -73,7 +73,10 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
         .route("/openapi.json", get(openapi))
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
-            ApiError::new(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this endpoint")
+            ApiError::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method not allowed on this endpoint",
+            )
         })
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
@@ -87,7 +90,9 @@ fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
     let source = SourceText::parse(req.source_text).map_err(|e| ApiError::bad_request(e.0))?;
     let kind = match req.kind.as_deref() {
         None => JobType::Translation,
-        Some(k) => k.parse::<JobType>().map_err(|e| ApiError::bad_request(e.0))?,
+        Some(k) => k
+            .parse::<JobType>()
+            .map_err(|e| ApiError::bad_request(e.0))?,
     };
     let c = req.config.unwrap_or_default();
     let mut config = JobConfig::default();
@@ -97,13 +102,17 @@ fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
     if let Some(model) = c.model {
         let model = model.trim().to_owned();
         if model.is_empty() || model.len() > 200 {
-            return Err(ApiError::bad_request("config.model must be 1 to 200 characters"));
+            return Err(ApiError::bad_request(
+                "config.model must be 1 to 200 characters",
+            ));
         }
         config.model = Some(model);
     }
     if let Some(size) = c.chunk_size {
         let size = u32::try_from(size).map_err(|_| {
-            ApiError::bad_request(format!("chunkSize must be between 1 and 100000, got {size}"))
+            ApiError::bad_request(format!(
+                "chunkSize must be between 1 and 100000, got {size}"
+            ))
         })?;
         config.chunk_size = ChunkSize::new(size).map_err(|e| ApiError::bad_request(e.0))?;
     }
@@ -165,7 +174,10 @@ async fn submit_job(
         (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
     ))]
-async fn get_job(State(state): State<AppState>, Path(id): Path<String>) -> Result<Json<JobDto>, ApiError> {
+async fn get_job(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
     let view = state.service.get(id).await?;
     Ok(Json(JobDto::from_view(view, true)))
@@ -316,11 +328,34 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
 /// The OpenAPI description of the API.
 #[derive(OpenApi)]
 #[openapi(
-    info(title = "Lotsawa", description = "Durable Tibetan to English translation jobs. \
+    info(
+        title = "Lotsawa",
+        description = "Durable Tibetan to English translation jobs. \
         `GET /api/jobs/{id}/stream` is a text/event-stream: events `connected`, `progress`, \
-        `chunk`, then `completed`, `failed` or `cancelled`, then `event: close`."),
-    paths(submit_job, get_job, cancel_job, retry_job, list_jobs, sse::stream_job, healthz, metrics, openapi),
-    components(schemas(SubmitRequest, SubmitConfig, SubmitResponse, ActionResponse, JobDto, ResultDto,
-        JobListDto, Health, Problem, ProgressEvent))
+        `chunk`, then `completed`, `failed` or `cancelled`, then `event: close`."
+    ),
+    paths(
+        submit_job,
+        get_job,
+        cancel_job,
+        retry_job,
+        list_jobs,
+        sse::stream_job,
+        healthz,
+        metrics,
+        openapi
+    ),
+    components(schemas(
+        SubmitRequest,
+        SubmitConfig,
+        SubmitResponse,
+        ActionResponse,
+        JobDto,
+        ResultDto,
+        JobListDto,
+        Health,
+        Problem,
+        ProgressEvent
+    ))
 )]
 pub struct ApiDoc;

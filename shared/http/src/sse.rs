@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
-use tokio::sync::mpsc;
 use lotsawa_core::{JobId, JobStatus, JobView};
 use serde_json::json;
+use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
 use crate::{ApiError, AppState, parse_id};
@@ -91,11 +91,14 @@ pub(crate) async fn stream_job(
         .and_then(|v| v.trim().parse().ok());
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
     tokio::spawn(pump(state, id, first, last_seen, tx));
-    let events = futures::stream::unfold(rx, |mut rx| async move {
-        rx.recv().await.map(|e| (e, rx))
-    });
+    let events =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
     Ok(Sse::new(events)
-        .keep_alive(KeepAlive::new().interval(Duration::from_secs(15)).text("keep-alive"))
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
         .into_response())
 }
 
@@ -137,7 +140,9 @@ async fn pump(
                         }
                     }
                 }
-                Err(e) => tracing::warn!(job_id = %id, error = %e, "reading chunks for a stream failed"),
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "reading chunks for a stream failed")
+                }
             }
         }
         let p = progress_of(&view);
@@ -160,7 +165,9 @@ async fn pump(
         if state.config.shutdown.is_cancelled() || started.elapsed() >= state.config.stream_max {
             let data = json!({"type": "reconnect", "id": id.to_string(),
                 "message": "stream time limit reached; reconnect with Last-Event-ID"});
-            let _ = tx.send(Ok(event(seen, &data).retry(Duration::from_millis(500)))).await;
+            let _ = tx
+                .send(Ok(event(seen, &data).retry(Duration::from_millis(500))))
+                .await;
             return;
         }
         let wait = last_progress

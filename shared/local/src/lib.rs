@@ -36,7 +36,9 @@ pub struct LocalBackend {
 
 impl std::fmt::Debug for LocalBackend {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LocalBackend").field("store", &self.store).finish()
+        f.debug_struct("LocalBackend")
+            .field("store", &self.store)
+            .finish()
     }
 }
 

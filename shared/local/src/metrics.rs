@@ -38,7 +38,10 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let chunk_attempts = IntCounterVec::new(
-            Opts::new("lotsawa_chunk_attempts_total", "Provider calls made for chunks, by outcome"),
+            Opts::new(
+                "lotsawa_chunk_attempts_total",
+                "Provider calls made for chunks, by outcome",
+            ),
             &["outcome"],
         )
         .expect("valid metric");
@@ -92,7 +95,9 @@ impl Metrics {
                 .with_label_values(&[status.as_str()])
                 .set(*n as i64);
             if *status == lotsawa_core::JobStatus::Pending {
-                self.queue_depth.with_label_values(&["default"]).set(*n as i64);
+                self.queue_depth
+                    .with_label_values(&["default"])
+                    .set(*n as i64);
             }
         }
         let mut buf = Vec::new();

@@ -9,8 +9,8 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use lotsawa_core::ledger::assemble;
 use lotsawa_core::{
-    ChunkStatus, EngineError, ErrorClass, JobId, JobResult, RetryDecision, RetryPolicy,
-    TranslateRequest, Transition,
+    ChunkStatus, EngineError, ErrorClass, JobId, JobResult, RetryDecision, RetryPolicy, Transition,
+    TranslateRequest,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::{Notify, broadcast};
@@ -18,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{Store, StoreError, StoredJob};
+use crate::store::{ChunkFailure, Store, StoreError, StoredJob};
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -102,14 +102,13 @@ pub(crate) async fn run(shared: Shared) {
         tokio::select! {
             _ = shared.wake.notified() => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((id, run)) = done {
-                    if let Ok(mut r) = shared.running.lock() {
+                if let Ok((id, run)) = done
+                    && let Ok(mut r) = shared.running.lock() {
                         // A retried job may already run again under a newer run.
                         if r.get(&id).is_some_and(|(current, _)| *current == run) {
                             r.remove(&id);
                         }
                     }
-                }
             }
             _ = shared.draining.cancelled() => break,
         }
@@ -216,7 +215,11 @@ async fn run_job(
             match result {
                 Ok(translation) => {
                     let elapsed = started.elapsed();
-                    shared.metrics.chunk_attempts.with_label_values(&["success"]).inc();
+                    shared
+                        .metrics
+                        .chunk_attempts
+                        .with_label_values(&["success"])
+                        .inc();
                     shared
                         .metrics
                         .chunk_duration
@@ -245,7 +248,11 @@ async fn run_job(
                         ErrorClass::Transient => "transient_error",
                         ErrorClass::Permanent => "permanent_error",
                     };
-                    shared.metrics.chunk_attempts.with_label_values(&[label]).inc();
+                    shared
+                        .metrics
+                        .chunk_attempts
+                        .with_label_values(&[label])
+                        .inc();
                     let jitter: f64 = rand::random();
                     match shared.config.retry.decide(attempt, &err, jitter) {
                         RetryDecision::RetryAfter(wait) => {
@@ -269,10 +276,12 @@ async fn run_job(
                                 .fail_chunk(
                                     seq,
                                     run,
-                                    chunk.index,
-                                    attempt,
-                                    err.message.clone(),
-                                    job_error,
+                                    ChunkFailure {
+                                        index: chunk.index,
+                                        attempts: attempt,
+                                        error: err.message.clone(),
+                                        job_error,
+                                    },
                                     Utc::now(),
                                 )
                                 .await?;

@@ -50,7 +50,13 @@ impl LocalService {
                 .store
                 .progress_inputs(stored.seq, job.attempts)
                 .await?;
-            Progress::derive(job.chunks_completed, job.chunks_total, remaining, false, &recent)
+            Progress::derive(
+                job.chunks_completed,
+                job.chunks_total,
+                remaining,
+                false,
+                &recent,
+            )
         } else {
             Progress::derive(job.chunks_completed, job.chunks_total, 0, finished, &[])
         };
@@ -83,8 +89,9 @@ impl JobService for LocalService {
         let engines = &self.shared.engines;
         let engine = match &new.config.engine {
             Some(e) => e.clone(),
-            None => EngineName::parse(engines.default_name())
-                .map_err(|e| ServiceError::Invalid(e.0))?,
+            None => {
+                EngineName::parse(engines.default_name()).map_err(|e| ServiceError::Invalid(e.0))?
+            }
         };
         if engines.get(engine.as_str()).is_none() {
             return Err(ServiceError::Invalid(format!(
@@ -167,14 +174,18 @@ impl JobService for LocalService {
         {
             Ok(job) => job,
             Err(StoreError::Transition(t)) => {
-                return Err(Self::conflict(id, t.from, "only pending or processing jobs can be cancelled"));
+                return Err(Self::conflict(
+                    id,
+                    t.from,
+                    "only pending or processing jobs can be cancelled",
+                ));
             }
             Err(e) => return Err(e.into()),
         };
-        if let Ok(running) = self.shared.running.lock() {
-            if let Some((_, token)) = running.get(&id) {
-                token.cancel();
-            }
+        if let Ok(running) = self.shared.running.lock()
+            && let Some((_, token)) = running.get(&id)
+        {
+            token.cancel();
         }
         tracing::info!("job cancelled");
         let _ = self.shared.changes.send(id);
@@ -191,7 +202,11 @@ impl JobService for LocalService {
         {
             Ok(job) => job,
             Err(StoreError::Transition(t)) => {
-                return Err(Self::conflict(id, t.from, "only failed or cancelled jobs can be retried"));
+                return Err(Self::conflict(
+                    id,
+                    t.from,
+                    "only failed or cancelled jobs can be retried",
+                ));
             }
             Err(e) => return Err(e.into()),
         };
@@ -203,7 +218,11 @@ impl JobService for LocalService {
 
     async fn chunks_from(&self, id: JobId, from: u32) -> Result<Vec<ChunkOutput>, ServiceError> {
         let stored = self.shared.store.get(id).await?;
-        Ok(self.shared.store.completed_chunks_from(stored.seq, from).await?)
+        Ok(self
+            .shared
+            .store
+            .completed_chunks_from(stored.seq, from)
+            .await?)
     }
 
     async fn wait_for_change(&self, id: JobId, max_wait: Duration) {
@@ -239,7 +258,9 @@ impl JobService for LocalService {
 
     async fn healthy(&self) -> Result<(), ServiceError> {
         if self.shared.draining.is_cancelled() {
-            return Err(ServiceError::Unavailable("the server is shutting down".into()));
+            return Err(ServiceError::Unavailable(
+                "the server is shutting down".into(),
+            ));
         }
         self.shared
             .store

@@ -90,6 +90,15 @@ CREATE TABLE IF NOT EXISTS chunks (
 ) WITHOUT ROWID;
 "#;
 
+/// The claim statement: the oldest pending job, by the partial queue index
+/// (finished rows are not in it, so it stays fast however many there are).
+pub const CLAIM_NEXT_SQL: &str =
+    "SELECT seq FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT 1";
+/// The chunk checkpoint statement, by primary key.
+pub const CHECKPOINT_SQL: &str = "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
+    attempts = attempts + ?3, error = NULL, run = ?4
+ WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
+
 const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
     chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts";
 const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
@@ -160,8 +169,14 @@ impl RawJob {
     fn into_job(self) -> Result<Job, StoreError> {
         let corrupt = |e: String| StoreError::Corrupt(e);
         Ok(Job {
-            id: self.id.parse().map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
-            kind: self.kind.parse().map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            id: self
+                .id
+                .parse()
+                .map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            kind: self
+                .kind
+                .parse()
+                .map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
             status: self
                 .status
                 .parse()
@@ -196,6 +211,19 @@ fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
         seq,
         job: raw.into_job()?,
     })
+}
+
+/// A chunk that failed for good.
+#[derive(Debug, Clone)]
+pub struct ChunkFailure {
+    /// Chunk index.
+    pub index: u32,
+    /// Provider calls made for it in this run.
+    pub attempts: u32,
+    /// The chunk's last error.
+    pub error: String,
+    /// The job's error message.
+    pub job_error: String,
 }
 
 /// Status counts and queue depth, for metrics.
@@ -324,10 +352,10 @@ impl Store {
                 _ => open_conn(&path, true)?,
             };
             let out = f(&conn);
-            if let Ok(mut v) = readers.lock() {
-                if v.len() < 8 {
-                    v.push(conn);
-                }
+            if let Ok(mut v) = readers.lock()
+                && v.len() < 8
+            {
+                v.push(conn);
             }
             out
         })
@@ -343,7 +371,7 @@ impl Store {
             conn.execute(
                 "INSERT INTO jobs (id, kind, status, source, config, chunks_total, queue_pos, created_at, attempts)
                  VALUES (?1, ?2, 'pending', ?3, ?4, ?5,
-                         (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs WHERE status = 'pending'),
+                         (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'),
                          ?6, 0)",
                 params![
                     job.id.to_string(),
@@ -382,15 +410,14 @@ impl Store {
     ) -> Result<Job, StoreError> {
         self.write(move |conn| {
             let stored = load_job(conn, id)?;
-            if let Some(run) = expected_run {
-                if stored.job.attempts != run {
+            if let Some(run) = expected_run
+                && stored.job.attempts != run {
                     return Err(TransitionError {
                         from: stored.job.status,
                         transition,
                     }
                     .into());
                 }
-            }
             let from = stored.job.status;
             let to = from.apply(transition)?;
             let now = ts(now);
@@ -413,14 +440,14 @@ impl Store {
                     conn.execute(
                         "UPDATE jobs SET status = ?1, error = NULL, result = NULL, started_at = NULL,
                             completed_at = NULL, cancelled_at = NULL,
-                            queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs WHERE status = 'pending')
+                            queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')
                          WHERE seq = ?2 AND status = ?3",
                         params![to.as_str(), stored.seq, from.as_str()],
                     )?
                 }
                 Transition::Requeue => conn.execute(
                     "UPDATE jobs SET status = ?1,
-                        queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs WHERE status = 'pending')
+                        queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')
                      WHERE seq = ?2 AND status = ?3",
                     params![to.as_str(), stored.seq, from.as_str()],
                 )?,
@@ -443,7 +470,7 @@ impl Store {
         self.write(move |conn| {
             let seq: Option<i64> = conn
                 .query_row(
-                    "SELECT seq FROM jobs WHERE status = 'pending' ORDER BY queue_pos LIMIT 1",
+                    CLAIM_NEXT_SQL,
                     [],
                     |r| r.get(0),
                 )
@@ -603,9 +630,7 @@ impl Store {
                 return Ok(false);
             }
             let n = conn.execute(
-                "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
-                    attempts = attempts + ?3, error = NULL, run = ?4
-                 WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'",
+                CHECKPOINT_SQL,
                 params![translation, duration_ms as i64, attempts, run, seq, index],
             )?;
             if n == 1 {
@@ -624,12 +649,15 @@ impl Store {
         &self,
         seq: i64,
         run: u32,
-        index: u32,
-        attempts: u32,
-        error: String,
-        job_error: String,
+        failure: ChunkFailure,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
+        let ChunkFailure {
+            index,
+            attempts,
+            error,
+            job_error,
+        } = failure;
         self.write(move |conn| {
             let to = JobStatus::Processing.apply(Transition::Fail)?;
             let n = conn.execute(
@@ -749,8 +777,7 @@ impl Store {
     pub async fn counts(&self) -> Result<StatusCounts, StoreError> {
         self.read(move |conn| {
             let mut by_status = Vec::new();
-            let mut stmt =
-                conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
+            let mut stmt = conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
             for s in JobStatus::ALL {
                 let n: i64 = stmt.query_row([s.as_str()], |r| r.get(0))?;
                 by_status.push((*s, n.max(0) as u64));
@@ -769,7 +796,9 @@ impl Store {
     pub async fn query_plan(&self, sql: &'static str) -> Result<String, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
-            let rows = stmt.query_map([], |r| r.get::<_, String>(3))?;
+            // Parameters stay NULL: the plan does not depend on their values.
+            let nulls = vec![rusqlite::types::Value::Null; stmt.parameter_count()];
+            let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
         })
         .await
