@@ -1,0 +1,148 @@
+//! Router tests with `oneshot`: every endpoint, including bad input, on the
+//! embedded backend with the echo engine.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode, header};
+use http_body_util::BodyExt;
+use lotsawa_core::{JobService, RetryPolicy};
+use lotsawa_engines::{EchoEngine, EngineSet};
+use lotsawa_http::{ApiConfig, router};
+use lotsawa_local::{LocalBackend, SchedulerConfig};
+use serde_json::{Value, json};
+use tower::ServiceExt;
+
+async fn app(body_limit: usize) -> (tempfile::TempDir, LocalBackend, Router) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("r.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 3,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+        },
+    )
+    .await
+    .expect("backend");
+    let config = ApiConfig {
+        body_limit,
+        ..ApiConfig::default()
+    };
+    let app = router(backend.service() as Arc<dyn JobService>, config);
+    (dir, backend, app)
+}
+
+async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String, Value) {
+    let res = app.clone().oneshot(req).await.expect("infallible");
+    let status = res.status();
+    let ct = res
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let body = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned()));
+    (status, ct, body)
+}
+
+fn post_json(uri: &str, body: &str) -> Request<Body> {
+    Request::post(uri)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body.to_owned()))
+        .expect("request")
+}
+
+fn get(uri: &str) -> Request<Body> {
+    Request::get(uri).body(Body::empty()).expect("request")
+}
+
+#[tokio::test]
+async fn submit_get_list_and_finish() {
+    let (_d, _b, app) = app(1024 * 1024).await;
+    let text = "༄༅། །བྱང་ཆུབ་སེམས་དཔའི་སྤྱོད་པ་ལ་འཇུག་པ། །\nཀ་ཁ་ག།";
+    let res = app
+        .clone()
+        .oneshot(post_json("/api/jobs", &json!({"sourceText": text, "config": {"chunkSize": 12}}).to_string()))
+        .await
+        .expect("res");
+    assert_eq!(res.status(), StatusCode::ACCEPTED);
+    let location = res.headers()[header::LOCATION].to_str().expect("ascii").to_owned();
+    let bytes = res.into_body().collect().await.expect("body").to_bytes();
+    let body: Value = serde_json::from_slice(&bytes).expect("json");
+    let id = body["jobId"].as_str().expect("id").to_owned();
+    assert_eq!(location, format!("/api/jobs/{id}"));
+
+    let mut job = Value::Null;
+    for _ in 0..200 {
+        let (status, _, j) = call(&app, get(&location)).await;
+        assert_eq!(status, StatusCode::OK);
+        job = j;
+        if job["status"] == "completed" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(job["status"], "completed", "{job}");
+    // Echo gives the source back exactly, however it was chunked.
+    assert_eq!(job["result"]["translation"], text);
+    assert_eq!(job["result"]["engine"], "echo");
+    assert!(job["chunksTotal"].as_u64() > Some(1));
+
+    let (status, _, page) = call(&app, get("/api/jobs?limit=1&status=completed")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(page["jobs"][0]["id"], id.as_str());
+    assert!(page["jobs"][0].get("result").is_none());
+    assert!(page["nextCursor"].is_null());
+}
+
+#[tokio::test]
+async fn bad_requests_are_problems() {
+    let (_d, _b, app) = app(4096).await;
+    let cases: Vec<(Request<Body>, StatusCode)> = vec![
+        (post_json("/api/jobs", r#"{"sourceText": " "}"#), StatusCode::BAD_REQUEST),
+        (post_json("/api/jobs", r#"{"sourceText": "ཀ", "extra": 1}"#), StatusCode::BAD_REQUEST),
+        (post_json("/api/jobs", r#"{"sourceText": "ཀ", "config": {"engine": "openai"}}"#), StatusCode::BAD_REQUEST),
+        (post_json("/api/jobs", &format!(r#"{{"sourceText": "{}"}}"#, "a".repeat(5000))), StatusCode::PAYLOAD_TOO_LARGE),
+        (
+            Request::post("/api/jobs").body(Body::from("{}")).expect("req"),
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        ),
+        (get("/api/jobs/xyz"), StatusCode::BAD_REQUEST),
+        (get("/api/jobs/6a1f2c3e-0000-4000-8000-000000000000"), StatusCode::NOT_FOUND),
+        (get("/api/jobs?cursor=AAAA"), StatusCode::BAD_REQUEST),
+        (get("/api/jobs?sort=asc"), StatusCode::BAD_REQUEST),
+        (Request::put("/api/jobs").body(Body::empty()).expect("req"), StatusCode::METHOD_NOT_ALLOWED),
+        (get("/nowhere"), StatusCode::NOT_FOUND),
+    ];
+    for (req, want) in cases {
+        let what = format!("{} {}", req.method(), req.uri());
+        let (status, ct, body) = call(&app, req).await;
+        assert_eq!(status, want, "{what}: {body}");
+        assert_eq!(ct, "application/problem+json", "{what}");
+        assert_eq!(body["status"], want.as_u16(), "{what}");
+        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{what}");
+    }
+}
+
+#[tokio::test]
+async fn health_metrics_and_openapi() {
+    let (_d, _b, app) = app(4096).await;
+    let (status, _, h) = call(&app, get("/healthz")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(h["engines"], json!(["echo"]));
+    let (status, ct, m) = call(&app, get("/metrics")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/plain"));
+    assert!(m.as_str().is_some_and(|t| t.contains("lotsawa_jobs{status=\"pending\"} 0")));
+    let (status, _, doc) = call(&app, get("/openapi.json")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(doc["openapi"], "3.1.0");
+    assert!(doc["components"]["schemas"]["JobDto"]["properties"]["estimatedTimeRemaining"].is_object());
+}
