@@ -1,0 +1,469 @@
+//! Tibetan Unicode to Extended Wylie (EWTS, the THL/BDRC convention).
+//!
+//! Each syllable is parsed into stacks (a base consonant, its subjoined
+//! consonants, vowel signs and marks). A syllable that fits the Tibetan
+//! template (prefix, root, suffix, post-suffix, with the genitive/particle
+//! a-chung) is written the Tibetan way: the inherent `a` only after the root,
+//! a `.` where a prefix and root would otherwise read as one stack
+//! (`g.yag`). Anything else (Sanskrit) is written stack by stack with `+`
+//! inside stacks that are not standard Tibetan stacks (`pad+me`).
+//!
+//! Punctuation: tsheg is a space, a real space is `_` (a plain space after a
+//! shad, as in `/ /`), shad `/`, Tibetan digits are digits; line breaks and
+//! non-Tibetan text pass through unchanged. Characters without an EWTS
+//! spelling are written as `\uXXXX` escapes, as EWTS prescribes.
+
+/// The Wylie spelling of a base consonant (U+0F40..U+0F6C).
+fn base_letter(c: char) -> Option<&'static [&'static str]> {
+    Some(match c {
+        '\u{0F40}' => &["k"],
+        '\u{0F41}' => &["kh"],
+        '\u{0F42}' => &["g"],
+        '\u{0F43}' => &["g", "h"],
+        '\u{0F44}' => &["ng"],
+        '\u{0F45}' => &["c"],
+        '\u{0F46}' => &["ch"],
+        '\u{0F47}' => &["j"],
+        '\u{0F49}' => &["ny"],
+        '\u{0F4A}' => &["T"],
+        '\u{0F4B}' => &["Th"],
+        '\u{0F4C}' => &["D"],
+        '\u{0F4D}' => &["D", "h"],
+        '\u{0F4E}' => &["N"],
+        '\u{0F4F}' => &["t"],
+        '\u{0F50}' => &["th"],
+        '\u{0F51}' => &["d"],
+        '\u{0F52}' => &["d", "h"],
+        '\u{0F53}' => &["n"],
+        '\u{0F54}' => &["p"],
+        '\u{0F55}' => &["ph"],
+        '\u{0F56}' => &["b"],
+        '\u{0F57}' => &["b", "h"],
+        '\u{0F58}' => &["m"],
+        '\u{0F59}' => &["ts"],
+        '\u{0F5A}' => &["tsh"],
+        '\u{0F5B}' => &["dz"],
+        '\u{0F5C}' => &["dz", "h"],
+        '\u{0F5D}' => &["w"],
+        '\u{0F5E}' => &["zh"],
+        '\u{0F5F}' => &["z"],
+        '\u{0F60}' => &["'"],
+        '\u{0F61}' => &["y"],
+        '\u{0F62}' => &["r"],
+        '\u{0F63}' => &["l"],
+        '\u{0F64}' => &["sh"],
+        '\u{0F65}' => &["Sh"],
+        '\u{0F66}' => &["s"],
+        '\u{0F67}' => &["h"],
+        '\u{0F68}' => &["a"],
+        '\u{0F69}' => &["k", "Sh"],
+        '\u{0F6A}' => &["R"],
+        _ => return None,
+    })
+}
+
+/// The Wylie spelling of a subjoined consonant (U+0F90..U+0FBC).
+fn sub_letter(c: char) -> Option<&'static [&'static str]> {
+    Some(match c {
+        '\u{0FAD}' => &["w"],
+        '\u{0FB1}' => &["y"],
+        '\u{0FB2}' => &["r"],
+        '\u{0FB3}' => &["l"],
+        '\u{0FBA}' => &["W"],
+        '\u{0FBB}' => &["Y"],
+        '\u{0FBC}' => &["R"],
+        '\u{0F90}'..='\u{0FAC}' | '\u{0FAE}'..='\u{0FB0}' | '\u{0FB4}'..='\u{0FB9}' => {
+            let base = char::from_u32(c as u32 - 0x50)?;
+            return base_letter(base);
+        }
+        _ => return None,
+    })
+}
+
+/// Standard Tibetan stacks, written without `+`.
+const STANDARD_STACKS: &[&str] = &[
+    // ra-mgo
+    "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rb", "rm", "rts", "rdz", "rky", "rgy", "rmy",
+    "rgw", "rtsw",
+    // la-mgo
+    "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh",
+    // sa-mgo
+    "sk", "sg", "sng", "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy", "sby",
+    "smy", "skr", "sgr", "snr", "spr", "sbr", "smr",
+    // ya-btags
+    "ky", "khy", "gy", "py", "phy", "by", "my",
+    // ra-btags
+    "kr", "khr", "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr",
+    // la-btags
+    "kl", "gl", "bl", "zl", "rl", "sl",
+    // wa-zur
+    "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw", "shw", "sw",
+    "hw", "grw", "drw", "phyw",
+];
+
+fn is_standard_stack(letters: &[&str]) -> bool {
+    letters.len() == 1 || STANDARD_STACKS.contains(&letters.concat().as_str())
+}
+
+const PREFIXES: &[(&str, &[&str])] = &[
+    ("g", &["c", "ny", "t", "d", "n", "ts", "zh", "z", "y", "sh", "s"]),
+    ("d", &["k", "g", "ng", "p", "b", "m", "ky", "gy", "py", "by", "my", "kr", "gr", "pr", "br"]),
+    ("b", &["k", "g", "c", "t", "d", "ts", "zh", "z", "sh", "s", "ky", "gy", "kr", "gr", "kl", "zl", "rl", "sl",
+        "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rts", "rdz", "lt", "sk", "sg", "sng", "sny", "st",
+        "sd", "sn", "sts", "rky", "rgy", "sky", "sgy", "skr", "sgr", "ld", "lc", "lj", "lng", "lk", "lg"]),
+    ("m", &["kh", "g", "ng", "ch", "j", "ny", "th", "d", "n", "tsh", "dz", "khy", "gy", "khr", "gr"]),
+    ("'", &["kh", "g", "ch", "j", "th", "d", "ph", "b", "tsh", "dz", "khy", "gy", "phy", "by", "khr", "gr",
+        "thr", "dr", "phr", "br"]),
+];
+
+const SUFFIXES: &[&str] = &["g", "ng", "d", "n", "b", "m", "'", "r", "l", "s"];
+
+fn is_prefix_of(prefix: &str, root: &str) -> bool {
+    PREFIXES
+        .iter()
+        .any(|(p, roots)| *p == prefix && roots.contains(&root))
+}
+
+fn takes_post_suffix(suffix: &str, post: &str) -> bool {
+    match post {
+        "s" => matches!(suffix, "g" | "ng" | "b" | "m"),
+        "d" => matches!(suffix, "n" | "r" | "l"),
+        _ => false,
+    }
+}
+
+/// One stack of a syllable.
+#[derive(Debug, Clone, Default)]
+struct Stack {
+    letters: Vec<&'static str>,
+    /// Base consonant was the explicit a (U+0F68).
+    a_base: bool,
+    long: bool,
+    vowel: Option<&'static str>,
+    marks: String,
+}
+
+impl Stack {
+    fn has_vowel(&self) -> bool {
+        self.vowel.is_some() || self.long
+    }
+    fn single(&self) -> Option<&'static str> {
+        (self.letters.len() == 1 && !self.has_vowel() && self.marks.is_empty())
+            .then(|| self.letters[0])
+    }
+    fn consonants(&self) -> String {
+        if self.a_base && self.letters.len() == 1 {
+            return String::new();
+        }
+        if is_standard_stack(&self.letters) {
+            self.letters.concat()
+        } else {
+            self.letters.join("+")
+        }
+    }
+    /// The vowel part; `inherent` asks for `a` when no vowel sign is present.
+    fn vowel_part(&self, inherent: bool) -> String {
+        let v = match (self.long, self.vowel) {
+            (false, None) => {
+                if inherent || (self.a_base && self.letters.len() == 1) {
+                    "a"
+                } else {
+                    ""
+                }
+            }
+            (true, None) => "A",
+            (false, Some(v)) => v,
+            (true, Some("i")) => "I",
+            (true, Some("u")) => "U",
+            (true, Some("-i")) => "-I",
+            (true, Some(v)) => return format!("A{v}{}", self.marks),
+        };
+        format!("{v}{}", self.marks)
+    }
+    fn render(&self, inherent: bool) -> String {
+        format!("{}{}", self.consonants(), self.vowel_part(inherent))
+    }
+}
+
+fn vowel_sign(c: char) -> Option<(bool, Option<&'static str>)> {
+    Some(match c {
+        '\u{0F71}' => (true, None),
+        '\u{0F72}' => (false, Some("i")),
+        '\u{0F73}' => (true, Some("i")),
+        '\u{0F74}' => (false, Some("u")),
+        '\u{0F75}' => (true, Some("u")),
+        '\u{0F76}' => (false, Some("r-i")),
+        '\u{0F77}' => (false, Some("r-I")),
+        '\u{0F78}' => (false, Some("l-i")),
+        '\u{0F79}' => (false, Some("l-I")),
+        '\u{0F7A}' => (false, Some("e")),
+        '\u{0F7B}' => (false, Some("ai")),
+        '\u{0F7C}' => (false, Some("o")),
+        '\u{0F7D}' => (false, Some("au")),
+        '\u{0F80}' => (false, Some("-i")),
+        '\u{0F81}' => (true, Some("-i")),
+        _ => return None,
+    })
+}
+
+fn mark(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{0F7E}' => "M",
+        '\u{0F82}' => "~M`",
+        '\u{0F83}' => "~M",
+        '\u{0F7F}' => "H",
+        '\u{0F84}' => "?",
+        '\u{0F39}' => "^",
+        _ => return None,
+    })
+}
+
+fn punctuation(c: char) -> Option<&'static str> {
+    Some(match c {
+        '\u{0F00}' => "oM",
+        '\u{0F04}' => "@",
+        '\u{0F05}' => "#",
+        '\u{0F06}' => "$",
+        '\u{0F07}' => "%",
+        '\u{0F08}' => "!",
+        '\u{0F0B}' => " ",
+        '\u{0F0C}' => "*",
+        '\u{0F0D}' => "/",
+        '\u{0F0E}' => "//",
+        '\u{0F0F}' => ";",
+        '\u{0F11}' => "|",
+        '\u{0F14}' => ":",
+        '\u{0F34}' => "=",
+        '\u{0F3A}' => "<",
+        '\u{0F3B}' => ">",
+        '\u{0F3C}' => "(",
+        '\u{0F3D}' => ")",
+        '\u{0F85}' => "&",
+        '\u{0F20}' => "0",
+        '\u{0F21}' => "1",
+        '\u{0F22}' => "2",
+        '\u{0F23}' => "3",
+        '\u{0F24}' => "4",
+        '\u{0F25}' => "5",
+        '\u{0F26}' => "6",
+        '\u{0F27}' => "7",
+        '\u{0F28}' => "8",
+        '\u{0F29}' => "9",
+        _ => return None,
+    })
+}
+
+fn is_shad_like(c: char) -> bool {
+    matches!(c, '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}')
+}
+
+/// Render the stacks of one syllable.
+fn render_syllable(stacks: &[Stack]) -> String {
+    if let Some(s) = render_tibetan(stacks) {
+        return s;
+    }
+    // Sanskrit: stack by stack, each with its vowel or the inherent a.
+    stacks.iter().map(|s| s.render(true)).collect()
+}
+
+/// The Tibetan reading of a syllable, when it fits the template.
+fn render_tibetan(stacks: &[Stack]) -> Option<String> {
+    let n = stacks.len();
+    if n == 0 {
+        return Some(String::new());
+    }
+    // A final a-chung with a vowel (`'i`, `'o`, `'u`) is a particle.
+    let particle = n >= 2
+        && stacks[n - 1].letters == ["'"]
+        && stacks[n - 1].has_vowel()
+        && !stacks[n - 1].long;
+    let body_len = if particle { n - 1 } else { n };
+    let body = &stacks[..body_len];
+    let root = if let Some(i) = body.iter().position(Stack::has_vowel) {
+        i
+    } else if let Some(i) = body.iter().position(|s| s.letters.len() > 1) {
+        i
+    } else {
+        let singles: Vec<&str> = body.iter().filter_map(Stack::single).collect();
+        if singles.len() != body.len() {
+            return None;
+        }
+        // With a particle, its a-chung counts as the suffix.
+        let mut letters = singles.clone();
+        if particle {
+            letters.push("'");
+        }
+        match letters.len() {
+            1 | 2 => 0,
+            3 => {
+                let (a, b, c) = (letters[0], letters[1], letters[2]);
+                if is_prefix_of(a, b) && SUFFIXES.contains(&c) && !(c == "s" && takes_post_suffix(b, c)) {
+                    1
+                } else {
+                    0
+                }
+            }
+            4 => 1,
+            _ => return None,
+        }
+    };
+    if root > 1 || body.iter().enumerate().any(|(i, s)| i != root && s.single().is_none()) {
+        return None;
+    }
+    let root_stack = &body[root];
+    if root_stack.a_base && root > 0 {
+        return None;
+    }
+    let root_consonants = root_stack.letters.concat();
+    let mut out = String::new();
+    if root == 1 {
+        let prefix = body[0].single()?;
+        if !is_prefix_of(prefix, &root_consonants) {
+            return None;
+        }
+        out.push_str(prefix);
+        let mut joined = vec![prefix];
+        joined.extend(root_stack.letters.iter().copied());
+        if is_standard_stack(&joined) && joined.len() > 1 {
+            out.push('.');
+        }
+    }
+    out.push_str(&root_stack.render(true));
+    let tail = &body[root + 1..];
+    match tail.len() {
+        0 => {}
+        1 => {
+            let s = tail[0].single()?;
+            if !SUFFIXES.contains(&s) {
+                return None;
+            }
+            out.push_str(s);
+        }
+        2 => {
+            let (s, p) = (tail[0].single()?, tail[1].single()?);
+            if s == "'" && matches!(p, "ng" | "m" | "s") {
+                // The particles 'ang, 'am and 'as: la'ang, la'am.
+                out.push_str("'a");
+                out.push_str(p);
+            } else if SUFFIXES.contains(&s) && takes_post_suffix(s, p) {
+                out.push_str(s);
+                out.push_str(p);
+            } else {
+                return None;
+            }
+        }
+        _ => return None,
+    }
+    if particle {
+        out.push_str(&stacks[n - 1].render(false));
+        if stacks[n - 1].letters == ["'"] && stacks[n - 1].vowel_part(false).is_empty() {
+            return None;
+        }
+    }
+    Some(out)
+}
+
+fn escape(c: char) -> String {
+    format!("\\u{:04X}", c as u32)
+}
+
+/// Convert Tibetan Unicode to EWTS. Text that is not Tibetan passes through.
+pub fn to_ewts(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
+    let mut out = String::with_capacity(text.len());
+    let mut i = 0;
+    let mut syllable: Vec<Stack> = Vec::new();
+    let flush = |syl: &mut Vec<Stack>, out: &mut String| {
+        if !syl.is_empty() {
+            out.push_str(&render_syllable(syl));
+            syl.clear();
+        }
+    };
+    while i < chars.len() {
+        let c = chars[i];
+        if let Some(letters) = base_letter(c) {
+            let mut stack = Stack {
+                letters: letters.to_vec(),
+                a_base: c == '\u{0F68}',
+                ..Stack::default()
+            };
+            i += 1;
+            while i < chars.len() {
+                let d = chars[i];
+                if let Some(sub) = sub_letter(d) {
+                    if stack.a_base && stack.letters == ["a"] {
+                        stack.letters.clear();
+                        stack.a_base = false;
+                        stack.letters.push("a");
+                        // ཨ with a subjoined letter is a real stack.
+                    }
+                    stack.letters.extend(sub.iter().copied());
+                } else if let Some((long, v)) = vowel_sign(d) {
+                    stack.long |= long;
+                    if v.is_some() {
+                        stack.vowel = v;
+                    }
+                } else if let Some(m) = mark(d) {
+                    stack.marks.push_str(m);
+                } else {
+                    break;
+                }
+                i += 1;
+            }
+            syllable.push(stack);
+            continue;
+        }
+        flush(&mut syllable, &mut out);
+        if c == ' ' {
+            // A space inside Tibetan text is `_`; after a shad it is a plain
+            // space (`/ /`); anywhere else the text is not Tibetan.
+            let tibetan = |c: &char| ('\u{0F00}'..='\u{0FFF}').contains(c);
+            let prev = if i > 0 { Some(chars[i - 1]) } else { None };
+            let next = chars.get(i + 1);
+            // At the end of the input (a chunk cut after a space) the space
+            // is taken as Tibetan, as it would be in the whole text.
+            let inside = prev.as_ref().is_some_and(tibetan) && next.is_none_or(tibetan);
+            out.push(if inside && !prev.is_some_and(is_shad_like) { '_' } else { ' ' });
+        } else if let Some(p) = punctuation(c) {
+            out.push_str(p);
+        } else if ('\u{0F00}'..='\u{0FFF}').contains(&c) {
+            out.push_str(&escape(c));
+        } else {
+            out.push(c);
+        }
+        i += 1;
+    }
+    flush(&mut syllable, &mut out);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+
+    #[rstest]
+    #[case("བསྒྲུབས", "bsgrubs")]
+    #[case("གཡག", "g.yag")]
+    #[case("གྱག", "gyag")]
+    #[case("དགའ", "dga'")]
+    #[case("དགའི", "dga'i")]
+    #[case("པདྨེ", "pad+me")]
+    #[case("ཨོཾ", "oM")]
+    #[case("ཧཱུྃ", "hU~M")]
+    #[case("ཎི", "Ni")]
+    #[case("མདའ", "mda'")]
+    #[case("བདག", "bdag")]
+    #[case("གནས", "gnas")]
+    #[case("ལགས", "lags")]
+    #[case("བཀྲ་ཤིས་བདེ་ལེགས།", "bkra shis bde legs/")]
+    #[case("༡༢༣", "123")]
+    #[case("ཀ། །ཁ", "ka/ /kha")]
+    #[case("ཤོག །", "shog_/")]
+    #[case("abc ཀ", "abc ka")]
+    #[case("ཀ་ཁ_x y", "ka kha_x y")]
+    #[case("ལའང", "la'ang")]
+    fn hard_cases(#[case] bo: &str, #[case] ewts: &str) {
+        assert_eq!(to_ewts(bo), ewts);
+    }
+}

@@ -1,0 +1,79 @@
+//! Golden tests of the EWTS transliteration, and a round trip of generated
+//! syllables through a Wylie → Unicode reader written for these tests.
+
+mod wylie_reader;
+
+use lotsawa_core::ewts::to_ewts;
+
+#[test]
+fn golden_file_matches() {
+    let data = include_str!("data/ewts_golden.tsv");
+    let mut failures = Vec::new();
+    let mut syllables = 0;
+    for line in data.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+        let (bo, want) = line.split_once('\t').expect("bo<TAB>ewts");
+        syllables += bo.split(['་', '།', ' ']).filter(|s| !s.is_empty()).count();
+        let got = to_ewts(bo);
+        if got != want {
+            failures.push(format!("{bo}\n  want {want}\n  got  {got}"));
+        }
+        // The test reader gives the Unicode back from the expected EWTS.
+        if bo.chars().any(|c| c.is_ascii_alphabetic()) {
+            continue;
+        }
+        let back = wylie_reader::canonical(&wylie_reader::to_unicode(want));
+        if back != wylie_reader::canonical(bo) {
+            failures.push(format!("reader: {want}\n  want {bo}\n  got  {back}"));
+        }
+    }
+    assert!(syllables >= 300, "only {syllables} syllables in the golden file");
+    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+}
+
+const ROOTS: &[&str] = &[
+    "k", "kh", "g", "ng", "c", "ch", "j", "ny", "t", "th", "d", "n", "p", "ph", "b", "m", "ts",
+    "tsh", "dz", "w", "zh", "z", "'", "y", "r", "l", "sh", "s", "h",
+];
+const PREFIXES: &[&str] = &["", "g", "d", "b", "m", "'"];
+const VOWELS: &[&str] = &["a", "i", "u", "e", "o"];
+const SUFFIXES: &[&str] = &["", "g", "ng", "d", "n", "b", "m", "'", "r", "l", "s"];
+
+/// Every syllable built from the Tibetan template (any prefix, root or
+/// standard stack, vowel, suffix and post-suffix), written in Unicode by the
+/// test reader, must come back to the same Unicode through `to_ewts`.
+#[test]
+fn every_template_syllable_round_trips() {
+    let mut roots: Vec<String> = ROOTS.iter().map(|s| s.to_string()).collect();
+    roots.extend(wylie_reader::standard_stacks().iter().map(|s| s.to_string()));
+    let mut checked = 0;
+    let mut failures = Vec::new();
+    for prefix in PREFIXES {
+        for root in &roots {
+            for vowel in VOWELS {
+                for suffix in SUFFIXES {
+                    for post in ["", "s", "d"] {
+                        if !post.is_empty() && suffix.is_empty() {
+                            continue;
+                        }
+                        let joined = format!("{prefix}{root}");
+                        let dot = !prefix.is_empty()
+                            && wylie_reader::standard_stacks().contains(&joined.as_str());
+                        let wylie = format!(
+                            "{prefix}{}{root}{vowel}{suffix}{post}",
+                            if dot { "." } else { "" }
+                        );
+                        let unicode = wylie_reader::to_unicode(&wylie);
+                        let ewts = to_ewts(&unicode);
+                        let back = wylie_reader::to_unicode(&ewts);
+                        checked += 1;
+                        if back != unicode && failures.len() < 30 {
+                            failures.push(format!("{wylie} -> {unicode} -> {ewts} -> {back}"));
+                        }
+                    }
+                }
+            }
+        }
+    }
+    assert!(checked > 50_000, "{checked}");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
