@@ -60,7 +60,7 @@ pub struct ServeConfig {
     /// Chunk retry policy (LOTSAWA_RETRY_BASE_MS, LOTSAWA_RETRY_MAX_ATTEMPTS).
     pub retry: RetryPolicy,
     /// Engines (LOTSAWA_ENGINE, OPENAI_BASE_URL, OPENAI_API_KEY, LOTSAWA_MODEL,
-    /// LOTSAWA_PROVIDER_TIMEOUT_MS).
+    /// LOTSAWA_PROVIDER_TIMEOUT_MS, LOTSAWA_GLOSSARY).
     pub engines: EngineSettings,
     /// Request body limit in bytes (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
@@ -150,6 +150,20 @@ impl ServeConfig {
             timeout: Duration::from_millis(timeout_ms),
         });
         let default_engine = flags.engine.or_else(|| env.var("LOTSAWA_ENGINE"));
+        let mut glossary = lotsawa_core::Glossary::default();
+        if let Some(paths) = env.var("LOTSAWA_GLOSSARY") {
+            for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+                let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+                    name: "LOTSAWA_GLOSSARY".into(),
+                    message: format!("cannot read {path}: {e}"),
+                })?;
+                let g = lotsawa_core::Glossary::parse_tsv(&text).map_err(|e| ConfigError {
+                    name: "LOTSAWA_GLOSSARY".into(),
+                    message: format!("{path}: {e}"),
+                })?;
+                glossary.extend(&g);
+            }
+        }
         Ok(Self {
             bind,
             db,
@@ -162,6 +176,7 @@ impl ServeConfig {
             engines: EngineSettings {
                 default_engine,
                 openai,
+                glossary,
             },
             body_limit,
             shutdown_grace: Duration::from_millis(grace_ms),
@@ -236,6 +251,32 @@ mod tests {
                 .expect_err(k);
             assert!(err.to_string().starts_with(k), "{err}");
         }
+    }
+
+    #[test]
+    fn glossary_files_load_and_bad_ones_are_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let good = dir.path().join("g.tsv");
+        std::fs::write(&good, "ཆོས\tphenomena\n").expect("write");
+        let bad = dir.path().join("b.tsv");
+        std::fs::write(&bad, "only one column\n").expect("write");
+        let good_s: &'static str = Box::leak(good.display().to_string().into_boxed_str());
+        let c = ServeConfig::load(
+            ServeFlags::default(),
+            &Map(HashMap::from([("LOTSAWA_GLOSSARY", good_s)])),
+        )
+        .expect("ok");
+        assert_eq!(c.engines.glossary.get("ཆོས"), Some("phenomena"));
+        let bad_s: &'static str = Box::leak(bad.display().to_string().into_boxed_str());
+        let err = ServeConfig::load(
+            ServeFlags::default(),
+            &Map(HashMap::from([("LOTSAWA_GLOSSARY", bad_s)])),
+        )
+        .expect_err("bad file");
+        assert!(
+            err.to_string().contains("LOTSAWA_GLOSSARY") && err.to_string().contains("line 1"),
+            "{err}"
+        );
     }
 
     #[test]

@@ -1,7 +1,13 @@
 //! [`FakeProvider`]: an OpenAI-compatible chat-completions server for tests.
 //!
-//! It translates a chunk `T` as `EN<T>` and counts calls per chunk text.
+//! It translates a chunk `T` as `EN<ewts(T)>` (plus the English of every
+//! glossary term given in the system message) and counts calls per chunk
+//! text. A reviewer call (system message starting "You review") answers a
+//! confidence of 0.95, or 0.3 for chunks marked `LOWCONF`.
 //! Markers in the chunk text choose a behaviour:
+//! - `TIBETAN_ONCE`: the first answer is the Tibetan text itself, then a good one;
+//! - `TIBETAN_ALWAYS`: every answer is the Tibetan text itself;
+//! - `IGNORE_GLOSSARY`: glossary terms are left out of the answer;
 //! - `FAIL503x2`: the first two calls answer 503 with `Retry-After: 0`, then success;
 //! - `ALWAYS503`: every call answers 503;
 //! - `FAIL400`: every call answers 400;
@@ -16,14 +22,24 @@ use serde_json::{Value, json};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, Request, Respond, ResponseTemplate};
 
-/// The deterministic translation of `chunk` (trimmed, as engines trim).
+/// The deterministic translation of `chunk` (trimmed, as engines trim),
+/// without glossary terms.
 pub fn fake_translation(chunk: &str) -> String {
-    format!("EN<{}>", chunk.trim())
+    format!("EN<{}>", lotsawa_core::ewts::to_ewts(chunk.trim()))
+}
+
+/// Glossary terms (`bo = en` lines) of a system message.
+fn glossary_terms(system: &str) -> Vec<String> {
+    system
+        .lines()
+        .filter_map(|l| l.split_once(" = ").map(|(_, en)| en.trim().to_owned()))
+        .collect()
 }
 
 #[derive(Clone, Default)]
 struct State {
     calls: Arc<Mutex<HashMap<String, u32>>>,
+    requests: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     delay_ms: Arc<AtomicU64>,
 }
 
@@ -36,13 +52,37 @@ impl Respond for State {
             .and_then(|m| m["content"].as_str())
             .unwrap_or("")
             .to_owned();
+        let system = body["messages"][0]["content"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        let answer = |content: String| {
+            ResponseTemplate::new(200)
+                .set_body_json(json!({
+                    "id": "chatcmpl-test",
+                    "object": "chat.completion",
+                    "choices": [{"index": 0, "message": {"role": "assistant",
+                        "content": content}, "finish_reason": "stop"}]
+                }))
+                .set_delay(delay)
+        };
+        if system.starts_with("You review") {
+            let low = text.contains("LOWCONF");
+            return answer(format!(
+                "{{\"confidence\": {}, \"issues\": []}}",
+                if low { 0.3 } else { 0.95 }
+            ));
+        }
+        if let Ok(mut r) = self.requests.lock() {
+            r.entry(text.clone()).or_default().push(body.clone());
+        }
         let n = {
             let mut calls = self.calls.lock().expect("lock");
             let n = calls.entry(text.clone()).or_insert(0);
             *n += 1;
             *n
         };
-        let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
         let failure = |status: u16, retry_after: Option<&str>| {
             let mut t = ResponseTemplate::new(status)
                 .set_body_json(json!({"error": {"message": format!("injected {status}")}}))
@@ -61,14 +101,17 @@ impl Respond for State {
         if text.contains("FAIL400") {
             return failure(400, None);
         }
-        ResponseTemplate::new(200)
-            .set_body_json(json!({
-                "id": "chatcmpl-test",
-                "object": "chat.completion",
-                "choices": [{"index": 0, "message": {"role": "assistant",
-                    "content": fake_translation(&text)}, "finish_reason": "stop"}]
-            }))
-            .set_delay(delay)
+        if text.contains("TIBETAN_ALWAYS") || (text.contains("TIBETAN_ONCE") && n <= 1) {
+            return answer(text.clone());
+        }
+        let mut content = fake_translation(&text);
+        if !text.contains("IGNORE_GLOSSARY") {
+            for en in glossary_terms(&system) {
+                content.push(' ');
+                content.push_str(&en);
+            }
+        }
+        answer(content)
     }
 }
 
@@ -108,6 +151,15 @@ impl FakeProvider {
             .lock()
             .map(|c| c.get(chunk).copied().unwrap_or(0))
             .unwrap_or(0)
+    }
+
+    /// The request bodies received for the chunk `chunk`, oldest first.
+    pub fn requests_for(&self, chunk: &str) -> Vec<Value> {
+        self.state
+            .requests
+            .lock()
+            .map(|r| r.get(chunk).cloned().unwrap_or_default())
+            .unwrap_or_default()
     }
 
     /// Every chunk text seen, with its call count.

@@ -4,6 +4,8 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+use crate::glossary::GlossaryEntry;
+
 /// Whether a failure is worth retrying.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ErrorClass {
@@ -64,7 +66,7 @@ pub struct ContextTurn {
 }
 
 /// One chunk to translate.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TranslateRequest {
     /// The chunk's exact text.
     pub text: String,
@@ -72,6 +74,53 @@ pub struct TranslateRequest {
     pub model: Option<String>,
     /// Earlier chunks, oldest first.
     pub context: Vec<ContextTurn>,
+    /// Glossary entries that occur in the chunk, job entries first.
+    pub glossary: Vec<GlossaryEntry>,
+    /// Why the previous answer was rejected, on a quality retry.
+    pub rejected_because: Option<String>,
+}
+
+/// What an engine produced for one chunk.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineOutput {
+    /// The output text.
+    pub text: String,
+    /// The engine's own confidence in 0..=1, when it has one.
+    pub confidence: Option<f64>,
+}
+
+impl EngineOutput {
+    /// Output without a confidence.
+    pub fn text(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            confidence: None,
+        }
+    }
+}
+
+/// What kind of engine it is: decides translation memory, context and
+/// quality checks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum EngineKind {
+    /// Deterministic and local (echo, EWTS, offline gloss): no memory, no
+    /// context, no quality checks.
+    Local,
+    /// A language model behind a provider: memory, context, quality checks.
+    Model,
+}
+
+/// A second opinion on a translation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReviewRequest {
+    /// The source chunk.
+    pub source: String,
+    /// The translation to review.
+    pub translation: String,
+    /// Glossary entries that occur in the source.
+    pub glossary: Vec<GlossaryEntry>,
+    /// Model.
+    pub model: Option<String>,
 }
 
 /// A translation engine.
@@ -81,6 +130,17 @@ pub trait Engine: Send + Sync {
     fn name(&self) -> &str;
     /// The model used when a job names none.
     fn default_model(&self) -> Option<&str>;
+    /// Local or model engine.
+    fn kind(&self) -> EngineKind {
+        EngineKind::Local
+    }
     /// Translate one chunk.
-    async fn translate(&self, req: &TranslateRequest) -> Result<String, EngineError>;
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError>;
+    /// Review a translation; returns a confidence in 0..=1.
+    async fn review(&self, _req: &ReviewRequest) -> Result<f64, EngineError> {
+        Err(EngineError::permanent(format!(
+            "engine '{}' cannot review translations",
+            self.name()
+        )))
+    }
 }

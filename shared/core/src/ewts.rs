@@ -84,19 +84,14 @@ fn sub_letter(c: char) -> Option<&'static [&'static str]> {
 const STANDARD_STACKS: &[&str] = &[
     // ra-mgo
     "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rb", "rm", "rts", "rdz", "rky", "rgy", "rmy",
-    "rgw", "rtsw",
-    // la-mgo
-    "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh",
-    // sa-mgo
+    "rgw", "rtsw", // la-mgo
+    "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh", // sa-mgo
     "sk", "sg", "sng", "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy", "sby",
-    "smy", "skr", "sgr", "snr", "spr", "sbr", "smr",
-    // ya-btags
-    "ky", "khy", "gy", "py", "phy", "by", "my",
-    // ra-btags
+    "smy", "skr", "sgr", "snr", "spr", "sbr", "smr", // ya-btags
+    "ky", "khy", "gy", "py", "phy", "by", "my", // ra-btags
     "kr", "khr", "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr",
     // la-btags
-    "kl", "gl", "bl", "zl", "rl", "sl",
-    // wa-zur
+    "kl", "gl", "bl", "zl", "rl", "sl", // wa-zur
     "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw", "shw", "sw",
     "hw", "grw", "drw", "phyw",
 ];
@@ -106,14 +101,38 @@ fn is_standard_stack(letters: &[&str]) -> bool {
 }
 
 const PREFIXES: &[(&str, &[&str])] = &[
-    ("g", &["c", "ny", "t", "d", "n", "ts", "zh", "z", "y", "sh", "s"]),
-    ("d", &["k", "g", "ng", "p", "b", "m", "ky", "gy", "py", "by", "my", "kr", "gr", "pr", "br"]),
-    ("b", &["k", "g", "c", "t", "d", "ts", "zh", "z", "sh", "s", "ky", "gy", "kr", "gr", "kl", "zl", "rl", "sl",
-        "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rts", "rdz", "lt", "sk", "sg", "sng", "sny", "st",
-        "sd", "sn", "sts", "rky", "rgy", "sky", "sgy", "skr", "sgr", "ld", "lc", "lj", "lng", "lk", "lg"]),
-    ("m", &["kh", "g", "ng", "ch", "j", "ny", "th", "d", "n", "tsh", "dz", "khy", "gy", "khr", "gr"]),
-    ("'", &["kh", "g", "ch", "j", "th", "d", "ph", "b", "tsh", "dz", "khy", "gy", "phy", "by", "khr", "gr",
-        "thr", "dr", "phr", "br"]),
+    (
+        "g",
+        &["c", "ny", "t", "d", "n", "ts", "zh", "z", "y", "sh", "s"],
+    ),
+    (
+        "d",
+        &[
+            "k", "g", "ng", "p", "b", "m", "ky", "gy", "py", "by", "my", "kr", "gr", "pr", "br",
+        ],
+    ),
+    (
+        "b",
+        &[
+            "k", "g", "c", "t", "d", "ts", "zh", "z", "sh", "s", "ky", "gy", "kr", "gr", "kl",
+            "zl", "rl", "sl", "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rts", "rdz", "lt",
+            "sk", "sg", "sng", "sny", "st", "sd", "sn", "sts", "rky", "rgy", "sky", "sgy", "skr",
+            "sgr", "ld", "lc", "lj", "lng", "lk", "lg",
+        ],
+    ),
+    (
+        "m",
+        &[
+            "kh", "g", "ng", "ch", "j", "ny", "th", "d", "n", "tsh", "dz", "khy", "gy", "khr", "gr",
+        ],
+    ),
+    (
+        "'",
+        &[
+            "kh", "g", "ch", "j", "th", "d", "ph", "b", "tsh", "dz", "khy", "gy", "phy", "by",
+            "khr", "gr", "thr", "dr", "phr", "br",
+        ],
+    ),
 ];
 
 const SUFFIXES: &[&str] = &["g", "ng", "d", "n", "b", "m", "'", "r", "l", "s"];
@@ -254,7 +273,10 @@ fn punctuation(c: char) -> Option<&'static str> {
 }
 
 fn is_shad_like(c: char) -> bool {
-    matches!(c, '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}')
+    matches!(
+        c,
+        '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}'
+    )
 }
 
 /// Render the stacks of one syllable.
@@ -297,7 +319,10 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
             1 | 2 => 0,
             3 => {
                 let (a, b, c) = (letters[0], letters[1], letters[2]);
-                if is_prefix_of(a, b) && SUFFIXES.contains(&c) && !(c == "s" && takes_post_suffix(b, c)) {
+                if is_prefix_of(a, b)
+                    && SUFFIXES.contains(&c)
+                    && !(c == "s" && takes_post_suffix(b, c))
+                {
                     1
                 } else {
                     0
@@ -307,7 +332,12 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
             _ => return None,
         }
     };
-    if root > 1 || body.iter().enumerate().any(|(i, s)| i != root && s.single().is_none()) {
+    if root > 1
+        || body
+            .iter()
+            .enumerate()
+            .any(|(i, s)| i != root && s.single().is_none())
+    {
         return None;
     }
     let root_stack = &body[root];
@@ -423,7 +453,11 @@ pub fn to_ewts(text: &str) -> String {
             // At the end of the input (a chunk cut after a space) the space
             // is taken as Tibetan, as it would be in the whole text.
             let inside = prev.as_ref().is_some_and(tibetan) && next.is_none_or(tibetan);
-            out.push(if inside && !prev.is_some_and(is_shad_like) { '_' } else { ' ' });
+            out.push(if inside && !prev.is_some_and(is_shad_like) {
+                '_'
+            } else {
+                ' '
+            });
         } else if let Some(p) = punctuation(c) {
             out.push_str(p);
         } else if ('\u{0F00}'..='\u{0FFF}').contains(&c) {

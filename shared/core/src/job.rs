@@ -56,15 +56,18 @@ impl FromStr for JobId {
 pub enum JobType {
     /// Tibetan to English translation through an engine.
     Translation,
+    /// Tibetan Unicode to Extended Wylie (EWTS).
+    Transliteration,
 }
 
 impl JobType {
     /// Every type this build accepts.
-    pub const ALL: &'static [JobType] = &[JobType::Translation];
+    pub const ALL: &'static [JobType] = &[JobType::Translation, JobType::Transliteration];
     /// The wire name.
     pub fn as_str(self) -> &'static str {
         match self {
             JobType::Translation => "translation",
+            JobType::Transliteration => "transliteration",
         }
     }
 }
@@ -83,7 +86,9 @@ impl FromStr for JobType {
             .copied()
             .find(|t| t.as_str() == s)
             .ok_or_else(|| {
-                ValidationError(format!("unknown job type '{s}' (supported: translation)"))
+                ValidationError(format!(
+                    "unknown job type '{s}' (supported: translation, transliteration)"
+                ))
             })
     }
 }
@@ -336,6 +341,9 @@ pub struct JobConfig {
     pub use_helper_ai: bool,
     /// Confidence below which a chunk is flagged (0..=1).
     pub quality_threshold: f64,
+    /// Terms this job must translate this way; they win over every other glossary.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub glossary: Vec<crate::glossary::GlossaryEntry>,
 }
 
 impl Default for JobConfig {
@@ -346,6 +354,7 @@ impl Default for JobConfig {
             chunk_size: ChunkSize::DEFAULT,
             use_helper_ai: false,
             quality_threshold: 0.8,
+            glossary: Vec::new(),
         }
     }
 }
@@ -375,6 +384,12 @@ pub struct JobResult {
     pub engine: String,
     /// Model, when the engine has one.
     pub model: Option<String>,
+    /// Chunks flagged by the quality checks, one message each.
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Chunks served from the translation memory instead of the provider.
+    #[serde(default)]
+    pub chunks_from_memory: u32,
 }
 
 /// A job as stored.

@@ -54,6 +54,14 @@ pub struct ChunkRecord {
     pub duration_ms: Option<u64>,
     /// The job run (its `attempts` value) in which it completed.
     pub run: u32,
+    /// The engine's confidence, when it has one.
+    pub confidence: Option<f64>,
+    /// Served from the translation memory.
+    pub from_memory: bool,
+    /// Context given to the engine (JSON), kept so a resumed job reuses it.
+    pub context: Option<String>,
+    /// What the quality checks flagged.
+    pub warning: Option<String>,
 }
 
 /// Split `s` into (leading whitespace, body, trailing whitespace).

@@ -7,14 +7,21 @@
 
 pub mod engine;
 pub mod ewts;
+pub mod glossary;
 pub mod job;
 pub mod ledger;
+pub mod memory;
 pub mod progress;
+pub mod quality;
 pub mod retry;
 pub mod segment;
 pub mod service;
 
-pub use engine::{ContextTurn, Engine, EngineError, ErrorClass, TranslateRequest};
+pub use engine::{
+    ContextTurn, Engine, EngineError, EngineKind, EngineOutput, ErrorClass, ReviewRequest,
+    TranslateRequest,
+};
+pub use glossary::{Glossary, GlossaryEntry};
 pub use job::{
     ChunkSize, EngineName, Job, JobConfig, JobId, JobResult, JobStatus, JobType, NewJob,
     SourceText, Transition, TransitionError, ValidationError,

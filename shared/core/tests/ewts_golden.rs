@@ -1,6 +1,7 @@
 //! Golden tests of the EWTS transliteration, and a round trip of generated
 //! syllables through a Wylie → Unicode reader written for these tests.
 
+#[path = "support/wylie_reader.rs"]
 mod wylie_reader;
 
 use lotsawa_core::ewts::to_ewts;
@@ -10,7 +11,10 @@ fn golden_file_matches() {
     let data = include_str!("data/ewts_golden.tsv");
     let mut failures = Vec::new();
     let mut syllables = 0;
-    for line in data.lines().filter(|l| !l.starts_with('#') && !l.trim().is_empty()) {
+    for line in data
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+    {
         let (bo, want) = line.split_once('\t').expect("bo<TAB>ewts");
         syllables += bo.split(['་', '།', ' ']).filter(|s| !s.is_empty()).count();
         let got = to_ewts(bo);
@@ -26,8 +30,16 @@ fn golden_file_matches() {
             failures.push(format!("reader: {want}\n  want {bo}\n  got  {back}"));
         }
     }
-    assert!(syllables >= 300, "only {syllables} syllables in the golden file");
-    assert!(failures.is_empty(), "{} mismatches:\n{}", failures.len(), failures.join("\n"));
+    assert!(
+        syllables >= 300,
+        "only {syllables} syllables in the golden file"
+    );
+    assert!(
+        failures.is_empty(),
+        "{} mismatches:\n{}",
+        failures.len(),
+        failures.join("\n")
+    );
 }
 
 const ROOTS: &[&str] = &[
@@ -44,7 +56,11 @@ const SUFFIXES: &[&str] = &["", "g", "ng", "d", "n", "b", "m", "'", "r", "l", "s
 #[test]
 fn every_template_syllable_round_trips() {
     let mut roots: Vec<String> = ROOTS.iter().map(|s| s.to_string()).collect();
-    roots.extend(wylie_reader::standard_stacks().iter().map(|s| s.to_string()));
+    roots.extend(
+        wylie_reader::standard_stacks()
+            .iter()
+            .map(|s| s.to_string()),
+    );
     let mut checked = 0;
     let mut failures = Vec::new();
     for prefix in PREFIXES {

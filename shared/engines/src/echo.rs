@@ -2,7 +2,7 @@
 //! of the job machinery; it translates nothing.
 
 use async_trait::async_trait;
-use lotsawa_core::{Engine, EngineError, TranslateRequest};
+use lotsawa_core::{Engine, EngineError, EngineOutput, TranslateRequest};
 
 /// Returns each chunk unchanged.
 #[derive(Debug, Clone, Copy, Default)]
@@ -16,7 +16,7 @@ impl Engine for EchoEngine {
     fn default_model(&self) -> Option<&str> {
         None
     }
-    async fn translate(&self, req: &TranslateRequest) -> Result<String, EngineError> {
-        Ok(req.text.clone())
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        Ok(EngineOutput::text(req.text.clone()))
     }
 }

@@ -10,10 +10,12 @@ use std::time::Duration;
 use lotsawa_core::Engine;
 
 mod echo;
+mod offline;
 mod openai;
 
 pub use echo::EchoEngine;
-pub use openai::{OpenAiEngine, OpenAiSettings, SYSTEM_PROMPT};
+pub use offline::{BUILTIN_GLOSSARY, EwtsEngine, OfflineEngine, builtin_glossary};
+pub use openai::{OpenAiEngine, OpenAiSettings, SYSTEM_PROMPT, parse_confidence, system_message};
 
 /// A misconfiguration found when building engines.
 #[derive(Debug, thiserror::Error)]
@@ -38,6 +40,8 @@ pub struct EngineSettings {
     pub default_engine: Option<String>,
     /// OpenAI-compatible endpoint; enables the `openai` engine.
     pub openai: Option<OpenAiSettings>,
+    /// Terms from the server's glossary files (LOTSAWA_GLOSSARY).
+    pub glossary: lotsawa_core::Glossary,
 }
 
 /// The engines a server offers, by name.
@@ -45,6 +49,7 @@ pub struct EngineSettings {
 pub struct EngineSet {
     engines: BTreeMap<String, Arc<dyn Engine>>,
     default: String,
+    glossary: Arc<lotsawa_core::Glossary>,
 }
 
 impl std::fmt::Debug for EngineSet {
@@ -63,7 +68,7 @@ pub enum DefaultChoice {
     Configured,
     /// `openai`, because an endpoint is configured.
     OpenAiConfigured,
-    /// `echo`, because nothing else is configured.
+    /// `offline`, because no provider is configured.
     Fallback,
 }
 
@@ -72,6 +77,11 @@ impl EngineSet {
     pub fn build(settings: &EngineSettings) -> Result<(Self, DefaultChoice), EngineConfigError> {
         let mut engines: BTreeMap<String, Arc<dyn Engine>> = BTreeMap::new();
         engines.insert("echo".into(), Arc::new(EchoEngine));
+        engines.insert("ewts".into(), Arc::new(EwtsEngine));
+        engines.insert(
+            "offline".into(),
+            Arc::new(OfflineEngine::new(&settings.glossary)),
+        );
         if let Some(o) = &settings.openai {
             engines.insert("openai".into(), Arc::new(OpenAiEngine::new(o.clone())?));
         }
@@ -80,7 +90,7 @@ impl EngineSet {
             None if engines.contains_key("openai") => {
                 ("openai".to_owned(), DefaultChoice::OpenAiConfigured)
             }
-            None => ("echo".to_owned(), DefaultChoice::Fallback),
+            None => ("offline".to_owned(), DefaultChoice::Fallback),
         };
         if !engines.contains_key(&default) {
             return Err(EngineConfigError::UnknownDefault {
@@ -88,7 +98,14 @@ impl EngineSet {
                 available: engines.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        Ok((Self { engines, default }, choice))
+        Ok((
+            Self {
+                engines,
+                default,
+                glossary: Arc::new(settings.glossary.clone()),
+            },
+            choice,
+        ))
     }
 
     /// A set from explicit engines (tests, embedding).
@@ -100,7 +117,13 @@ impl EngineSet {
         Self {
             engines,
             default: default.to_owned(),
+            glossary: Arc::new(lotsawa_core::Glossary::default()),
         }
+    }
+
+    /// The server's glossary (from its glossary files).
+    pub fn glossary(&self) -> &lotsawa_core::Glossary {
+        &self.glossary
     }
 
     /// The engine called `name`.

@@ -3,7 +3,9 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use lotsawa_core::{Engine, EngineError, TranslateRequest};
+use lotsawa_core::{
+    Engine, EngineError, EngineKind, EngineOutput, GlossaryEntry, ReviewRequest, TranslateRequest,
+};
 use reqwest::StatusCode;
 use serde::Deserialize;
 use serde_json::json;
@@ -13,6 +15,29 @@ pub const SYSTEM_PROMPT: &str = "You are an expert translator of classical and m
 Translate the Tibetan text in the last user message into clear, faithful English. \
 Keep the structure of verses and paragraphs. Reply with the English translation only, \
 with no notes, no transliteration and no commentary.";
+
+/// Instructions for the reviewer call of `useHelperAI`.
+pub const REVIEW_PROMPT: &str = "You review English translations of Tibetan. Given the Tibetan \
+source, a translation and glossary terms, rate how faithful and complete the translation is. \
+Reply with JSON only: {\"confidence\": <number from 0 to 1>, \"issues\": [<short strings>]}.";
+
+/// The system message: instructions, glossary terms, and the reason the
+/// previous answer was rejected, if any.
+pub fn system_message(glossary: &[GlossaryEntry], rejected_because: Option<&str>) -> String {
+    let mut s = SYSTEM_PROMPT.to_owned();
+    if !glossary.is_empty() {
+        s.push_str("\n\nUse these glossary terms exactly as given (Tibetan = English):");
+        for e in glossary {
+            s.push_str(&format!("\n{} = {}", e.bo, e.en));
+        }
+    }
+    if let Some(why) = rejected_because {
+        s.push_str(&format!(
+            "\n\nYour previous answer for this text was rejected because {why}. Answer again with the English translation only."
+        ));
+    }
+    s
+}
 
 /// Where and how to reach the endpoint.
 #[derive(Clone)]
@@ -118,17 +143,70 @@ impl Engine for OpenAiEngine {
         Some(&self.settings.model)
     }
 
+    fn kind(&self) -> EngineKind {
+        EngineKind::Model
+    }
+
     #[tracing::instrument(skip_all, fields(chars = req.text.chars().count()))]
-    async fn translate(&self, req: &TranslateRequest) -> Result<String, EngineError> {
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
         let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let mut messages = vec![json!({"role": "system", "content": SYSTEM_PROMPT})];
+        let system = system_message(&req.glossary, req.rejected_because.as_deref());
+        let mut messages = vec![json!({"role": "system", "content": system})];
         for turn in &req.context {
             messages.push(json!({"role": "user", "content": turn.source}));
             messages.push(json!({"role": "assistant", "content": turn.translation}));
         }
         messages.push(json!({"role": "user", "content": req.text}));
         let body = json!({"model": model, "messages": messages, "temperature": 0.2});
+        self.complete(body).await.map(EngineOutput::text)
+    }
 
+    async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
+        let model = req.model.as_deref().unwrap_or(&self.settings.model);
+        let terms: Vec<String> = req
+            .glossary
+            .iter()
+            .map(|e| format!("{} = {}", e.bo, e.en))
+            .collect();
+        let user = format!(
+            "Tibetan source:\n{}\n\nTranslation:\n{}\n\nGlossary:\n{}",
+            req.source,
+            req.translation,
+            if terms.is_empty() {
+                "(none)".to_owned()
+            } else {
+                terms.join("\n")
+            }
+        );
+        let body = json!({"model": model, "temperature": 0.0, "messages": [
+            {"role": "system", "content": REVIEW_PROMPT},
+            {"role": "user", "content": user},
+        ]});
+        let answer = self.complete(body).await?;
+        parse_confidence(&answer)
+    }
+}
+
+/// Read `{"confidence": x}` from a reviewer's answer (tolerating text or a
+/// code fence around the JSON).
+pub fn parse_confidence(answer: &str) -> Result<f64, EngineError> {
+    let start = answer.find('{');
+    let end = answer.rfind('}');
+    let json = match (start, end) {
+        (Some(s), Some(e)) if e > s => &answer[s..=e],
+        _ => answer,
+    };
+    let v: serde_json::Value = serde_json::from_str(json).map_err(|_| {
+        EngineError::permanent("the reviewer's answer is not JSON with a confidence")
+    })?;
+    v.get("confidence")
+        .and_then(serde_json::Value::as_f64)
+        .filter(|c| (0.0..=1.0).contains(c))
+        .ok_or_else(|| EngineError::permanent("the reviewer's answer has no confidence in 0..=1"))
+}
+
+impl OpenAiEngine {
+    async fn complete(&self, body: serde_json::Value) -> Result<String, EngineError> {
         let mut request = self.client.post(&self.url).json(&body);
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
@@ -214,8 +292,7 @@ mod tests {
     fn req(text: &str) -> TranslateRequest {
         TranslateRequest {
             text: text.into(),
-            model: None,
-            context: vec![],
+            ..Default::default()
         }
     }
 
@@ -240,7 +317,7 @@ mod tests {
             translation: "ka".into(),
         });
         let out = engine(&server, Some("sk-test")).translate(&r).await;
-        assert_eq!(out, Ok("Homage.".to_owned()));
+        assert_eq!(out.map(|o| o.text), Ok("Homage.".to_owned()));
         let received = server.received_requests().await.unwrap_or_default();
         let body: serde_json::Value = serde_json::from_slice(&received[0].body).expect("json");
         let messages = body["messages"].as_array().expect("messages");

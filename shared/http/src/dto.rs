@@ -33,6 +33,18 @@ pub struct SubmitConfig {
     pub use_helper_ai: Option<bool>,
     /// Confidence threshold in 0..=1 (default 0.8).
     pub quality_threshold: Option<f64>,
+    /// Terms this job must use: they win over every other glossary.
+    pub glossary: Option<Vec<GlossaryTermDto>>,
+}
+
+/// A glossary term.
+#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GlossaryTermDto {
+    /// Tibetan.
+    pub bo: String,
+    /// English.
+    pub en: String,
 }
 
 /// `202` answer to a submission.
@@ -71,6 +83,10 @@ pub struct ResultDto {
     pub engine: String,
     /// Model, when the engine has one.
     pub model: Option<String>,
+    /// Chunks flagged by the quality checks.
+    pub warnings: Vec<String>,
+    /// Chunks served from the translation memory.
+    pub chunks_from_memory: u32,
 }
 
 impl From<JobResult> for ResultDto {
@@ -81,6 +97,8 @@ impl From<JobResult> for ResultDto {
             processing_time: r.processing_time,
             engine: r.engine,
             model: r.model,
+            warnings: r.warnings,
+            chunks_from_memory: r.chunks_from_memory,
         }
     }
 }
@@ -91,7 +109,7 @@ impl From<JobResult> for ResultDto {
 pub struct JobDto {
     /// UUID.
     pub id: String,
-    /// `translation`.
+    /// `translation` or `transliteration`.
     #[serde(rename = "type")]
     pub kind: String,
     /// `pending`, `processing`, `completed`, `failed` or `cancelled`.

@@ -119,6 +119,24 @@ fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
     if let Some(h) = c.use_helper_ai {
         config.use_helper_ai = h;
     }
+    if let Some(terms) = c.glossary {
+        if terms.len() > 10_000 {
+            return Err(ApiError::bad_request(
+                "config.glossary holds at most 10000 terms",
+            ));
+        }
+        for (i, t) in terms.into_iter().enumerate() {
+            if lotsawa_core::glossary::normalize_term(&t.bo).is_empty() || t.en.trim().is_empty() {
+                return Err(ApiError::bad_request(format!(
+                    "config.glossary[{i}] needs a non-empty bo and en"
+                )));
+            }
+            config.glossary.push(lotsawa_core::GlossaryEntry {
+                bo: t.bo.trim().to_owned(),
+                en: t.en.trim().to_owned(),
+            });
+        }
+    }
     if let Some(q) = c.quality_threshold {
         if !(0.0..=1.0).contains(&q) {
             return Err(ApiError::bad_request(format!(
@@ -228,7 +246,7 @@ pub const MAX_PAGE: u32 = 100;
 #[utoipa::path(get, path = "/api/jobs",
     params(
         ("status" = Option<String>, Query, description = "pending, processing, completed, failed or cancelled"),
-        ("type" = Option<String>, Query, description = "translation"),
+        ("type" = Option<String>, Query, description = "translation or transliteration"),
         ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
     ),

@@ -69,11 +69,17 @@ async fn submit_get_list_and_finish() {
     let text = "༄༅། །བྱང་ཆུབ་སེམས་དཔའི་སྤྱོད་པ་ལ་འཇུག་པ། །\nཀ་ཁ་ག།";
     let res = app
         .clone()
-        .oneshot(post_json("/api/jobs", &json!({"sourceText": text, "config": {"chunkSize": 12}}).to_string()))
+        .oneshot(post_json(
+            "/api/jobs",
+            &json!({"sourceText": text, "config": {"chunkSize": 12}}).to_string(),
+        ))
         .await
         .expect("res");
     assert_eq!(res.status(), StatusCode::ACCEPTED);
-    let location = res.headers()[header::LOCATION].to_str().expect("ascii").to_owned();
+    let location = res.headers()[header::LOCATION]
+        .to_str()
+        .expect("ascii")
+        .to_owned();
     let bytes = res.into_body().collect().await.expect("body").to_bytes();
     let body: Value = serde_json::from_slice(&bytes).expect("json");
     let id = body["jobId"].as_str().expect("id").to_owned();
@@ -106,19 +112,45 @@ async fn submit_get_list_and_finish() {
 async fn bad_requests_are_problems() {
     let (_d, _b, app) = app(4096).await;
     let cases: Vec<(Request<Body>, StatusCode)> = vec![
-        (post_json("/api/jobs", r#"{"sourceText": " "}"#), StatusCode::BAD_REQUEST),
-        (post_json("/api/jobs", r#"{"sourceText": "ཀ", "extra": 1}"#), StatusCode::BAD_REQUEST),
-        (post_json("/api/jobs", r#"{"sourceText": "ཀ", "config": {"engine": "openai"}}"#), StatusCode::BAD_REQUEST),
-        (post_json("/api/jobs", &format!(r#"{{"sourceText": "{}"}}"#, "a".repeat(5000))), StatusCode::PAYLOAD_TOO_LARGE),
         (
-            Request::post("/api/jobs").body(Body::from("{}")).expect("req"),
+            post_json("/api/jobs", r#"{"sourceText": " "}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            post_json("/api/jobs", r#"{"sourceText": "ཀ", "extra": 1}"#),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            post_json(
+                "/api/jobs",
+                r#"{"sourceText": "ཀ", "config": {"engine": "openai"}}"#,
+            ),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            post_json(
+                "/api/jobs",
+                &format!(r#"{{"sourceText": "{}"}}"#, "a".repeat(5000)),
+            ),
+            StatusCode::PAYLOAD_TOO_LARGE,
+        ),
+        (
+            Request::post("/api/jobs")
+                .body(Body::from("{}"))
+                .expect("req"),
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
         ),
         (get("/api/jobs/xyz"), StatusCode::BAD_REQUEST),
-        (get("/api/jobs/6a1f2c3e-0000-4000-8000-000000000000"), StatusCode::NOT_FOUND),
+        (
+            get("/api/jobs/6a1f2c3e-0000-4000-8000-000000000000"),
+            StatusCode::NOT_FOUND,
+        ),
         (get("/api/jobs?cursor=AAAA"), StatusCode::BAD_REQUEST),
         (get("/api/jobs?sort=asc"), StatusCode::BAD_REQUEST),
-        (Request::put("/api/jobs").body(Body::empty()).expect("req"), StatusCode::METHOD_NOT_ALLOWED),
+        (
+            Request::put("/api/jobs").body(Body::empty()).expect("req"),
+            StatusCode::METHOD_NOT_ALLOWED,
+        ),
         (get("/nowhere"), StatusCode::NOT_FOUND),
     ];
     for (req, want) in cases {
@@ -127,7 +159,10 @@ async fn bad_requests_are_problems() {
         assert_eq!(status, want, "{what}: {body}");
         assert_eq!(ct, "application/problem+json", "{what}");
         assert_eq!(body["status"], want.as_u16(), "{what}");
-        assert!(body["detail"].as_str().is_some_and(|d| !d.is_empty()), "{what}");
+        assert!(
+            body["detail"].as_str().is_some_and(|d| !d.is_empty()),
+            "{what}"
+        );
     }
 }
 
@@ -140,9 +175,14 @@ async fn health_metrics_and_openapi() {
     let (status, ct, m) = call(&app, get("/metrics")).await;
     assert_eq!(status, StatusCode::OK);
     assert!(ct.starts_with("text/plain"));
-    assert!(m.as_str().is_some_and(|t| t.contains("lotsawa_jobs{status=\"pending\"} 0")));
+    assert!(
+        m.as_str()
+            .is_some_and(|t| t.contains("lotsawa_jobs{status=\"pending\"} 0"))
+    );
     let (status, _, doc) = call(&app, get("/openapi.json")).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(doc["openapi"], "3.1.0");
-    assert!(doc["components"]["schemas"]["JobDto"]["properties"]["estimatedTimeRemaining"].is_object());
+    assert!(
+        doc["components"]["schemas"]["JobDto"]["properties"]["estimatedTimeRemaining"].is_object()
+    );
 }

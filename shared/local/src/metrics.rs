@@ -17,6 +17,10 @@ pub struct Metrics {
     pub chunk_duration: HistogramVec,
     /// Jobs submitted since start.
     pub jobs_submitted: IntCounter,
+    /// Chunks served from the translation memory.
+    pub memory_hits: IntCounter,
+    /// Provider answers rejected by the quality checks and asked again.
+    pub quality_retries: IntCounter,
     jobs: IntGaugeVec,
     queue_depth: IntGaugeVec,
 }
@@ -59,6 +63,16 @@ impl Metrics {
         let jobs_submitted =
             IntCounter::new("lotsawa_jobs_submitted_total", "Jobs submitted since start")
                 .expect("valid metric");
+        let memory_hits = IntCounter::new(
+            "lotsawa_translation_memory_hits_total",
+            "Chunks served from the translation memory without a provider call",
+        )
+        .expect("valid metric");
+        let quality_retries = IntCounter::new(
+            "lotsawa_quality_retries_total",
+            "Provider answers rejected by the quality checks and asked again",
+        )
+        .expect("valid metric");
         let jobs = IntGaugeVec::new(Opts::new("lotsawa_jobs", "Jobs by status"), &["status"])
             .expect("valid metric");
         let queue_depth = IntGaugeVec::new(
@@ -70,6 +84,8 @@ impl Metrics {
             Box::new(chunk_attempts.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(chunk_duration.clone()),
             Box::new(jobs_submitted.clone()),
+            Box::new(memory_hits.clone()),
+            Box::new(quality_retries.clone()),
             Box::new(jobs.clone()),
             Box::new(queue_depth.clone()),
         ] {
@@ -83,6 +99,8 @@ impl Metrics {
             chunk_attempts,
             chunk_duration,
             jobs_submitted,
+            memory_hits,
+            quality_retries,
             jobs,
             queue_depth,
         }

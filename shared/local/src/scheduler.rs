@@ -7,10 +7,12 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use lotsawa_core::glossary::{entries_in, normalize_term};
 use lotsawa_core::ledger::assemble;
 use lotsawa_core::{
-    ChunkStatus, EngineError, ErrorClass, JobId, JobResult, RetryDecision, RetryPolicy, Transition,
-    TranslateRequest,
+    ChunkRecord, ChunkStatus, ContextTurn, Engine, EngineError, EngineKind, ErrorClass,
+    GlossaryEntry, JobConfig, JobId, JobResult, JobType, RetryDecision, RetryPolicy, ReviewRequest,
+    Transition, TranslateRequest, memory, quality,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::{Notify, broadcast};
@@ -18,7 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{ChunkFailure, Store, StoreError, StoredJob};
+use crate::store::{ChunkDone, ChunkFailure, Store, StoreError, StoredJob};
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -155,6 +157,55 @@ enum Stop {
     Draining,
 }
 
+/// How much of the previous chunk an engine sees as context.
+const CONTEXT_CHARS: usize = 600;
+
+fn tail(s: &str, max_chars: usize) -> String {
+    let n = s.chars().count();
+    s.chars().skip(n.saturating_sub(max_chars)).collect()
+}
+
+/// The context of a chunk: the tail of the previous chunk and its output.
+fn context_for(prev: Option<&ChunkRecord>) -> Vec<ContextTurn> {
+    match prev {
+        Some(p) if p.status == ChunkStatus::Completed => vec![ContextTurn {
+            source: tail(&p.source, CONTEXT_CHARS),
+            translation: tail(p.translation.as_deref().unwrap_or(""), CONTEXT_CHARS),
+        }],
+        _ => Vec::new(),
+    }
+}
+
+fn encode_context(turns: &[ContextTurn]) -> Option<String> {
+    if turns.is_empty() {
+        return None;
+    }
+    let v: Vec<serde_json::Value> = turns
+        .iter()
+        .map(|t| serde_json::json!({"source": t.source, "translation": t.translation}))
+        .collect();
+    Some(serde_json::Value::Array(v).to_string())
+}
+
+fn decode_context(s: &str) -> Option<Vec<ContextTurn>> {
+    let v: Vec<serde_json::Value> = serde_json::from_str(s).ok()?;
+    v.iter()
+        .map(|t| {
+            Some(ContextTurn {
+                source: t.get("source")?.as_str()?.to_owned(),
+                translation: t.get("translation")?.as_str()?.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// Outcome of translating one chunk.
+enum ChunkOutcome {
+    Done(ChunkDone),
+    Failed { attempts: u32, err: EngineError },
+    Stopped,
+}
+
 #[tracing::instrument(skip_all, fields(job_id = %job.job.id, run = job.job.attempts))]
 async fn run_job(
     shared: &Shared,
@@ -163,13 +214,16 @@ async fn run_job(
 ) -> Result<(), StoreError> {
     let run = job.job.attempts;
     let seq = job.seq;
-    let engine_name = job
-        .job
-        .config
-        .engine
-        .as_ref()
-        .map(|e| e.as_str().to_owned())
-        .unwrap_or_else(|| shared.engines.default_name().to_owned());
+    let engine_name = match job.job.kind {
+        JobType::Transliteration => "ewts".to_owned(),
+        JobType::Translation => job
+            .job
+            .config
+            .engine
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_else(|| shared.engines.default_name().to_owned()),
+    };
     let Some(engine) = shared.engines.get(&engine_name) else {
         let msg = format!(
             "engine '{engine_name}' is not configured on this server (available: {})",
@@ -184,111 +238,58 @@ async fn run_job(
         .model
         .clone()
         .or_else(|| engine.default_model().map(str::to_owned));
+    // Job terms first, then the server's glossary files.
+    let mut glossary: Vec<GlossaryEntry> = job.job.config.glossary.clone();
+    glossary.extend(shared.engines.glossary().entries());
 
     let chunks = shared.store.chunks(seq).await?;
-    for chunk in chunks.iter().filter(|c| c.status != ChunkStatus::Completed) {
+    for (i, chunk) in chunks.iter().enumerate() {
+        if chunk.status == ChunkStatus::Completed {
+            continue;
+        }
         if cancel.is_cancelled() || shared.draining.is_cancelled() {
             return Ok(());
         }
-        let request = TranslateRequest {
-            text: chunk.source.clone(),
-            model: model.clone(),
-            context: Vec::new(),
-        };
-        let mut attempt = 0u32;
-        loop {
-            attempt += 1;
-            let started = Instant::now();
-            let outcome = tokio::select! {
-                r = engine.translate(&request) => Ok(r),
-                _ = cancel.cancelled() => Err(Stop::Cancelled),
-                _ = shared.hard_stop.cancelled() => Err(Stop::Draining),
-            };
-            let result = match outcome {
-                Ok(r) => r,
-                Err(Stop::Cancelled) => {
-                    tracing::info!(chunk = chunk.index, "cancelled; in-flight call aborted");
+        let outcome = translate_chunk(
+            shared,
+            seq,
+            engine.as_ref(),
+            &job.job.config,
+            model.clone(),
+            &glossary,
+            chunk,
+            if i > 0 { chunks.get(i - 1) } else { None },
+            cancel,
+        )
+        .await?;
+        match outcome {
+            ChunkOutcome::Stopped => return Ok(()),
+            ChunkOutcome::Done(done) => {
+                let kept = shared.store.complete_chunk(seq, run, done).await?;
+                shared.publish(job.job.id);
+                if !kept {
+                    // Cancelled (or retried) while the call was in flight.
                     return Ok(());
                 }
-                Err(Stop::Draining) => return Ok(()),
-            };
-            match result {
-                Ok(translation) => {
-                    let elapsed = started.elapsed();
-                    shared
-                        .metrics
-                        .chunk_attempts
-                        .with_label_values(&["success"])
-                        .inc();
-                    shared
-                        .metrics
-                        .chunk_duration
-                        .with_label_values(&[engine.name()])
-                        .observe(elapsed.as_secs_f64());
-                    let kept = shared
-                        .store
-                        .complete_chunk(
-                            seq,
-                            run,
-                            chunk.index,
-                            translation,
-                            elapsed.as_millis() as u64,
-                            attempt,
-                        )
-                        .await?;
-                    shared.publish(job.job.id);
-                    if !kept {
-                        // Cancelled (or retried) while the call was in flight.
-                        return Ok(());
-                    }
-                    break;
-                }
-                Err(err) => {
-                    let label = match err.class {
-                        ErrorClass::Transient => "transient_error",
-                        ErrorClass::Permanent => "permanent_error",
-                    };
-                    shared
-                        .metrics
-                        .chunk_attempts
-                        .with_label_values(&[label])
-                        .inc();
-                    let jitter: f64 = rand::random();
-                    match shared.config.retry.decide(attempt, &err, jitter) {
-                        RetryDecision::RetryAfter(wait) => {
-                            tracing::warn!(chunk = chunk.index, attempt, error = %err.message,
-                                wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
-                            shared
-                                .store
-                                .note_chunk_error(seq, chunk.index, err.message.clone())
-                                .await?;
-                            tokio::select! {
-                                _ = tokio::time::sleep(wait) => {}
-                                _ = cancel.cancelled() => return Ok(()),
-                                _ = shared.draining.cancelled() => return Ok(()),
-                            }
-                        }
-                        RetryDecision::GiveUp => {
-                            let job_error = describe_failure(chunk.index, attempt, &err);
-                            tracing::warn!(chunk = chunk.index, attempt, error = %err.message, "chunk failed for good");
-                            shared
-                                .store
-                                .fail_chunk(
-                                    seq,
-                                    run,
-                                    ChunkFailure {
-                                        index: chunk.index,
-                                        attempts: attempt,
-                                        error: err.message.clone(),
-                                        job_error,
-                                    },
-                                    Utc::now(),
-                                )
-                                .await?;
-                            return Ok(());
-                        }
-                    }
-                }
+            }
+            ChunkOutcome::Failed { attempts, err } => {
+                let job_error = describe_failure(chunk.index, attempts, &err);
+                tracing::warn!(chunk = chunk.index, attempts, error = %err.message, "chunk failed for good");
+                shared
+                    .store
+                    .fail_chunk(
+                        seq,
+                        run,
+                        ChunkFailure {
+                            index: chunk.index,
+                            attempts,
+                            error: err.message.clone(),
+                            job_error,
+                        },
+                        Utc::now(),
+                    )
+                    .await?;
+                return Ok(());
             }
         }
     }
@@ -298,24 +299,236 @@ async fn run_job(
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
         return Ok(());
     }
-    let translation = assemble(
-        ledger
+    let translation = match job.job.kind {
+        // Transliteration is exact: the chunks' outputs, concatenated.
+        JobType::Transliteration => ledger
             .iter()
-            .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
-    );
+            .map(|c| c.translation.as_deref().unwrap_or(""))
+            .collect(),
+        JobType::Translation => assemble(
+            ledger
+                .iter()
+                .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
+        ),
+    };
     let processing_time = ledger.iter().filter_map(|c| c.duration_ms).sum();
+    let weighted: Vec<(f64, f64)> = ledger
+        .iter()
+        .filter_map(|c| {
+            c.confidence
+                .map(|v| (v, c.source.chars().count().max(1) as f64))
+        })
+        .collect();
+    let confidence = (!weighted.is_empty()).then(|| {
+        let w: f64 = weighted.iter().map(|(_, w)| w).sum();
+        let v = weighted.iter().map(|(v, w)| v * w).sum::<f64>() / w;
+        (v * 1000.0).round() / 1000.0
+    });
     let result = JobResult {
         translation,
-        confidence: None,
+        confidence,
         processing_time,
         engine: engine.name().to_owned(),
         model,
+        warnings: ledger.iter().filter_map(|c| c.warning.clone()).collect(),
+        chunks_from_memory: ledger.iter().filter(|c| c.from_memory).count() as u32,
     };
     shared
         .store
         .complete_job(seq, run, result, Utc::now())
         .await?;
     Ok(())
+}
+
+/// Translate one chunk: translation memory, transport retries with backoff,
+/// one quality retry, and the optional reviewer call.
+#[allow(clippy::too_many_arguments)]
+async fn translate_chunk(
+    shared: &Shared,
+    seq: i64,
+    engine: &dyn Engine,
+    config: &JobConfig,
+    model: Option<String>,
+    glossary: &[GlossaryEntry],
+    chunk: &ChunkRecord,
+    prev: Option<&ChunkRecord>,
+    cancel: &CancellationToken,
+) -> Result<ChunkOutcome, StoreError> {
+    let is_model = engine.kind() == EngineKind::Model;
+    let relevant: Vec<GlossaryEntry> = entries_in(glossary, &chunk.source)
+        .into_iter()
+        .cloned()
+        .collect();
+    // Keep the first occurrence of a term: job entries win.
+    let mut seen = std::collections::HashSet::new();
+    let relevant: Vec<GlossaryEntry> = relevant
+        .into_iter()
+        .filter(|e| seen.insert(normalize_term(&e.bo)))
+        .collect();
+    let memory_key =
+        is_model.then(|| memory::key(&chunk.source, engine.name(), model.as_deref(), &relevant));
+    if let Some(key) = &memory_key {
+        if let Some((translation, confidence)) = shared.store.memory_get(key.clone()).await? {
+            shared.metrics.memory_hits.inc();
+            return Ok(ChunkOutcome::Done(ChunkDone {
+                index: chunk.index,
+                translation,
+                duration_ms: None,
+                attempts: 0,
+                confidence,
+                from_memory: true,
+                context: None,
+                warning: None,
+            }));
+        }
+    }
+    let context = if is_model {
+        chunk
+            .context
+            .as_deref()
+            .and_then(decode_context)
+            .unwrap_or_else(|| context_for(prev))
+    } else {
+        Vec::new()
+    };
+    let mut request = TranslateRequest {
+        text: chunk.source.clone(),
+        model: model.clone(),
+        context: context.clone(),
+        glossary: relevant.clone(),
+        rejected_because: None,
+    };
+    let mut attempt = 0u32;
+    let mut quality_retried = false;
+    loop {
+        attempt += 1;
+        let started = Instant::now();
+        let outcome = tokio::select! {
+            r = engine.translate(&request) => Ok(r),
+            _ = cancel.cancelled() => Err(Stop::Cancelled),
+            _ = shared.hard_stop.cancelled() => Err(Stop::Draining),
+        };
+        let result = match outcome {
+            Ok(r) => r,
+            Err(Stop::Cancelled) => {
+                tracing::info!(chunk = chunk.index, "cancelled; in-flight call aborted");
+                return Ok(ChunkOutcome::Stopped);
+            }
+            Err(Stop::Draining) => return Ok(ChunkOutcome::Stopped),
+        };
+        let err = match result {
+            Ok(out) => {
+                let elapsed = started.elapsed();
+                let mut warning = None;
+                if is_model {
+                    if let Some(issue) = quality::check(&chunk.source, &out.text, &relevant) {
+                        if !quality_retried {
+                            quality_retried = true;
+                            shared.metrics.quality_retries.inc();
+                            tracing::warn!(chunk = chunk.index, %issue, "answer rejected; quality retry");
+                            request.rejected_because = Some(issue.to_string());
+                            attempt -= 1;
+                            continue;
+                        }
+                        if issue.is_unusable() {
+                            return Ok(ChunkOutcome::Failed {
+                                attempts: attempt,
+                                err: EngineError::permanent(format!(
+                                    "the provider's answer failed the quality check twice: {issue}"
+                                )),
+                            });
+                        }
+                        warning = Some(format!("chunk {}: {issue}", chunk.index));
+                    }
+                }
+                let mut confidence = out.confidence;
+                if is_model && config.use_helper_ai {
+                    let review = ReviewRequest {
+                        source: chunk.source.clone(),
+                        translation: out.text.clone(),
+                        glossary: relevant.clone(),
+                        model: model.clone(),
+                    };
+                    match engine.review(&review).await {
+                        Ok(c) => {
+                            confidence = Some(c);
+                            if c < config.quality_threshold && warning.is_none() {
+                                warning = Some(format!(
+                                    "chunk {}: reviewer confidence {c:.2} is below the threshold {:.2}",
+                                    chunk.index, config.quality_threshold
+                                ));
+                            }
+                        }
+                        Err(e) => {
+                            warning.get_or_insert(format!(
+                                "chunk {}: the review failed: {}",
+                                chunk.index, e.message
+                            ));
+                        }
+                    }
+                }
+                shared
+                    .metrics
+                    .chunk_attempts
+                    .with_label_values(&["success"])
+                    .inc();
+                shared
+                    .metrics
+                    .chunk_duration
+                    .with_label_values(&[engine.name()])
+                    .observe(elapsed.as_secs_f64());
+                if let (Some(key), None) = (&memory_key, &warning) {
+                    shared
+                        .store
+                        .memory_put(key.clone(), out.text.clone(), confidence, Utc::now())
+                        .await?;
+                }
+                return Ok(ChunkOutcome::Done(ChunkDone {
+                    index: chunk.index,
+                    translation: out.text,
+                    duration_ms: Some(elapsed.as_millis() as u64),
+                    attempts: attempt,
+                    confidence,
+                    from_memory: false,
+                    context: encode_context(&context),
+                    warning,
+                }));
+            }
+            Err(err) => err,
+        };
+        let label = match err.class {
+            ErrorClass::Transient => "transient_error",
+            ErrorClass::Permanent => "permanent_error",
+        };
+        shared
+            .metrics
+            .chunk_attempts
+            .with_label_values(&[label])
+            .inc();
+        let jitter: f64 = rand::random();
+        match shared.config.retry.decide(attempt, &err, jitter) {
+            RetryDecision::RetryAfter(wait) => {
+                tracing::warn!(chunk = chunk.index, attempt, error = %err.message,
+                    wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
+                shared
+                    .store
+                    .note_chunk_error(seq, chunk.index, err.message.clone())
+                    .await
+                    .ok();
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Ok(ChunkOutcome::Stopped),
+                    _ = shared.draining.cancelled() => return Ok(ChunkOutcome::Stopped),
+                }
+            }
+            RetryDecision::GiveUp => {
+                return Ok(ChunkOutcome::Failed {
+                    attempts: attempt,
+                    err,
+                });
+            }
+        }
+    }
 }
 
 fn describe_failure(index: u32, attempts: u32, err: &EngineError) -> String {

@@ -86,17 +86,49 @@ CREATE TABLE IF NOT EXISTS chunks (
     error TEXT,
     duration_ms INTEGER,
     run INTEGER NOT NULL DEFAULT 0,
+    confidence REAL,
+    from_memory INTEGER NOT NULL DEFAULT 0,
+    context TEXT,
+    warning TEXT,
     PRIMARY KEY (job_seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS memory (
+    key TEXT PRIMARY KEY,
+    translation TEXT NOT NULL,
+    confidence REAL,
+    created_at TEXT NOT NULL
 ) WITHOUT ROWID;
 "#;
 
+/// Columns added after the first schema, added to older databases at open.
+const ADDED_CHUNK_COLUMNS: &[(&str, &str)] = &[
+    ("confidence", "REAL"),
+    ("from_memory", "INTEGER NOT NULL DEFAULT 0"),
+    ("context", "TEXT"),
+    ("warning", "TEXT"),
+];
+
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, ty) in ADDED_CHUNK_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE chunks ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
 /// The claim statement: the oldest pending job, by the partial queue index
 /// (finished rows are not in it, so it stays fast however many there are).
-pub const CLAIM_NEXT_SQL: &str =
-    "SELECT seq FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT 1";
+pub const CLAIM_NEXT_SQL: &str = "SELECT seq FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT 1";
 /// The chunk checkpoint statement, by primary key.
-pub const CHECKPOINT_SQL: &str = "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
-    attempts = attempts + ?3, error = NULL, run = ?4
+pub const CHECKPOINT_SQL: &str =
+    "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
+    attempts = attempts + ?3, error = NULL, run = ?4, confidence = ?7, from_memory = ?8,
+    context = ?9, warning = ?10
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
 
 const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
@@ -213,6 +245,27 @@ fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
     })
 }
 
+/// A chunk's outcome, committed as it completes.
+#[derive(Debug, Clone, Default)]
+pub struct ChunkDone {
+    /// Chunk index.
+    pub index: u32,
+    /// Its output.
+    pub translation: String,
+    /// Time the successful call took; `None` when served from memory.
+    pub duration_ms: Option<u64>,
+    /// Provider calls made in this run.
+    pub attempts: u32,
+    /// Engine confidence.
+    pub confidence: Option<f64>,
+    /// Served from the translation memory.
+    pub from_memory: bool,
+    /// Context given to the engine (JSON).
+    pub context: Option<String>,
+    /// Quality warning.
+    pub warning: Option<String>,
+}
+
 /// A chunk that failed for good.
 #[derive(Debug, Clone)]
 pub struct ChunkFailure {
@@ -300,6 +353,7 @@ impl Store {
         let path = path.as_ref().to_path_buf();
         let conn = open_conn(&path, false)?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         let (tx, rx) = mpsc::channel::<Op>();
         thread::Builder::new()
             .name("lotsawa-sqlite-writer".into())
@@ -517,24 +571,36 @@ impl Store {
     pub async fn chunks(&self, seq: i64) -> Result<Vec<ChunkRecord>, StoreError> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(
-                "SELECT idx, source, status, attempts, translation, error, duration_ms, run
+                "SELECT idx, source, status, attempts, translation, error, duration_ms, run,
+                        confidence, from_memory, context, warning
                  FROM chunks WHERE job_seq = ?1 ORDER BY idx",
             )?;
             let rows = stmt.query_map([seq], |r| {
                 Ok((
-                    r.get::<_, u32>(0)?,
-                    r.get::<_, String>(1)?,
-                    r.get::<_, String>(2)?,
-                    r.get::<_, u32>(3)?,
-                    r.get::<_, Option<String>>(4)?,
-                    r.get::<_, Option<String>>(5)?,
-                    r.get::<_, Option<i64>>(6)?,
-                    r.get::<_, u32>(7)?,
+                    (
+                        r.get::<_, u32>(0)?,
+                        r.get::<_, String>(1)?,
+                        r.get::<_, String>(2)?,
+                        r.get::<_, u32>(3)?,
+                        r.get::<_, Option<String>>(4)?,
+                        r.get::<_, Option<String>>(5)?,
+                        r.get::<_, Option<i64>>(6)?,
+                        r.get::<_, u32>(7)?,
+                    ),
+                    (
+                        r.get::<_, Option<f64>>(8)?,
+                        r.get::<_, bool>(9)?,
+                        r.get::<_, Option<String>>(10)?,
+                        r.get::<_, Option<String>>(11)?,
+                    ),
                 ))
             })?;
             let mut out = Vec::new();
             for r in rows {
-                let (index, source, status, attempts, translation, error, duration, run) = r?;
+                let (
+                    (index, source, status, attempts, translation, error, duration, run),
+                    (confidence, from_memory, context, warning),
+                ) = r?;
                 out.push(ChunkRecord {
                     index,
                     source,
@@ -545,6 +611,10 @@ impl Store {
                     error,
                     duration_ms: duration.map(|d| d.max(0) as u64),
                     run,
+                    confidence,
+                    from_memory,
+                    context,
+                    warning,
                 });
             }
             Ok(out)
@@ -592,6 +662,7 @@ impl Store {
             let mut stmt = conn.prepare_cached(
                 "SELECT chars, duration_ms FROM chunks
                  WHERE job_seq = ?1 AND status = 'completed' AND run = ?2
+                   AND from_memory = 0 AND duration_ms IS NOT NULL
                  ORDER BY idx DESC LIMIT ?3",
             )?;
             let mut timings = stmt
@@ -615,11 +686,18 @@ impl Store {
         &self,
         seq: i64,
         run: u32,
-        index: u32,
-        translation: String,
-        duration_ms: u64,
-        attempts: u32,
+        done: ChunkDone,
     ) -> Result<bool, StoreError> {
+        let ChunkDone {
+            index,
+            translation,
+            duration_ms,
+            attempts,
+            confidence,
+            from_memory,
+            context,
+            warning,
+        } = done;
         self.write(move |conn| {
             let live: bool = conn.query_row(
                 "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
@@ -631,7 +709,18 @@ impl Store {
             }
             let n = conn.execute(
                 CHECKPOINT_SQL,
-                params![translation, duration_ms as i64, attempts, run, seq, index],
+                params![
+                    translation,
+                    duration_ms.map(|d| d as i64),
+                    attempts,
+                    run,
+                    seq,
+                    index,
+                    confidence,
+                    from_memory,
+                    context,
+                    warning
+                ],
             )?;
             if n == 1 {
                 conn.execute(
@@ -787,6 +876,41 @@ impl Store {
         .await
     }
 
+    /// A translation memory entry.
+    pub async fn memory_get(
+        &self,
+        key: String,
+    ) -> Result<Option<(String, Option<f64>)>, StoreError> {
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT translation, confidence FROM memory WHERE key = ?1",
+                    [key],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    /// Remember a translation (the first one stored for a key stays).
+    pub async fn memory_put(
+        &self,
+        key: String,
+        translation: String,
+        confidence: Option<f64>,
+        now: DateTime<Utc>,
+    ) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT OR IGNORE INTO memory (key, translation, confidence, created_at) VALUES (?1, ?2, ?3, ?4)",
+                params![key, translation, confidence, ts(now)],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
     /// Wait until every write queued so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.write(|_| Ok(())).await
@@ -798,7 +922,8 @@ impl Store {
             let mut stmt = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}"))?;
             // Parameters stay NULL: the plan does not depend on their values.
             let nulls = vec![rusqlite::types::Value::Null; stmt.parameter_count()];
-            let rows = stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?;
+            let rows =
+                stmt.query_map(rusqlite::params_from_iter(nulls), |r| r.get::<_, String>(3))?;
             Ok(rows.collect::<Result<Vec<_>, _>>()?.join("\n"))
         })
         .await

@@ -2,13 +2,13 @@
 //! transliteration can be checked by round trip.
 
 const STANDARD_STACKS: &[&str] = &[
-    "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rb", "rm", "rts", "rdz", "rky", "rgy", "rmy",
-    "rgw", "rtsw", "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh", "sk", "sg", "sng",
-    "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy", "sby", "smy", "skr",
-    "sgr", "snr", "spr", "sbr", "smr", "ky", "khy", "gy", "py", "phy", "by", "my", "kr", "khr",
-    "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr", "kl", "gl", "bl", "zl",
-    "rl", "sl", "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw",
-    "shw", "sw", "hw", "grw", "drw", "phyw",
+    "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rb", "rm", "rts", "rdz", "rky", "rgy",
+    "rmy", "rgw", "rtsw", "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh", "sk", "sg",
+    "sng", "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy", "sby", "smy",
+    "skr", "sgr", "snr", "spr", "sbr", "smr", "ky", "khy", "gy", "py", "phy", "by", "my", "kr",
+    "khr", "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr", "kl", "gl", "bl",
+    "zl", "rl", "sl", "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw",
+    "lw", "shw", "sw", "hw", "grw", "drw", "phyw",
 ];
 
 /// The standard stacks this reader knows.
@@ -17,40 +17,99 @@ pub fn standard_stacks() -> &'static [&'static str] {
 }
 
 const LETTERS: &[(&str, u32)] = &[
-    ("tsh", 0x0F5A), ("kh", 0x0F41), ("ng", 0x0F44), ("ch", 0x0F46), ("ny", 0x0F49),
-    ("Th", 0x0F4B), ("th", 0x0F50), ("ph", 0x0F55), ("ts", 0x0F59), ("dz", 0x0F5B),
-    ("zh", 0x0F5E), ("sh", 0x0F64), ("Sh", 0x0F65), ("k", 0x0F40), ("g", 0x0F42), ("c", 0x0F45),
-    ("j", 0x0F47), ("T", 0x0F4A), ("D", 0x0F4C), ("N", 0x0F4E), ("t", 0x0F4F), ("d", 0x0F51),
-    ("n", 0x0F53), ("p", 0x0F54), ("b", 0x0F56), ("m", 0x0F58), ("w", 0x0F5D), ("z", 0x0F5F),
-    ("'", 0x0F60), ("y", 0x0F61), ("r", 0x0F62), ("l", 0x0F63), ("s", 0x0F66), ("h", 0x0F67),
-    ("R", 0x0F6A), ("W", 0x0F5D), ("Y", 0x0F61),
+    ("tsh", 0x0F5A),
+    ("kh", 0x0F41),
+    ("ng", 0x0F44),
+    ("ch", 0x0F46),
+    ("ny", 0x0F49),
+    ("Th", 0x0F4B),
+    ("th", 0x0F50),
+    ("ph", 0x0F55),
+    ("ts", 0x0F59),
+    ("dz", 0x0F5B),
+    ("zh", 0x0F5E),
+    ("sh", 0x0F64),
+    ("Sh", 0x0F65),
+    ("k", 0x0F40),
+    ("g", 0x0F42),
+    ("c", 0x0F45),
+    ("j", 0x0F47),
+    ("T", 0x0F4A),
+    ("D", 0x0F4C),
+    ("N", 0x0F4E),
+    ("t", 0x0F4F),
+    ("d", 0x0F51),
+    ("n", 0x0F53),
+    ("p", 0x0F54),
+    ("b", 0x0F56),
+    ("m", 0x0F58),
+    ("w", 0x0F5D),
+    ("z", 0x0F5F),
+    ("'", 0x0F60),
+    ("y", 0x0F61),
+    ("r", 0x0F62),
+    ("l", 0x0F63),
+    ("s", 0x0F66),
+    ("h", 0x0F67),
+    ("R", 0x0F6A),
+    ("W", 0x0F5D),
+    ("Y", 0x0F61),
 ];
 
 const VOWELS: &[(&str, &str)] = &[
-    ("-I", "\u{0F71}\u{0F80}"), ("-i", "\u{0F80}"), ("ai", "\u{0F7B}"), ("au", "\u{0F7D}"),
-    ("A", "\u{0F71}"), ("I", "\u{0F71}\u{0F72}"), ("U", "\u{0F71}\u{0F74}"), ("a", ""),
-    ("i", "\u{0F72}"), ("u", "\u{0F74}"), ("e", "\u{0F7A}"), ("o", "\u{0F7C}"),
+    ("-I", "\u{0F71}\u{0F80}"),
+    ("-i", "\u{0F80}"),
+    ("ai", "\u{0F7B}"),
+    ("au", "\u{0F7D}"),
+    ("A", "\u{0F71}"),
+    ("I", "\u{0F71}\u{0F72}"),
+    ("U", "\u{0F71}\u{0F74}"),
+    ("a", ""),
+    ("i", "\u{0F72}"),
+    ("u", "\u{0F74}"),
+    ("e", "\u{0F7A}"),
+    ("o", "\u{0F7C}"),
 ];
 
 const MARKS: &[(&str, &str)] = &[
-    ("~M`", "\u{0F82}"), ("~M", "\u{0F83}"), ("M", "\u{0F7E}"), ("H", "\u{0F7F}"), ("?", "\u{0F84}"), ("^", "\u{0F39}"),
+    ("~M`", "\u{0F82}"),
+    ("~M", "\u{0F83}"),
+    ("M", "\u{0F7E}"),
+    ("H", "\u{0F7F}"),
+    ("?", "\u{0F84}"),
+    ("^", "\u{0F39}"),
 ];
 
 const PUNCT: &[(&str, char)] = &[
-    ("//", '\u{0F0E}'), ("/", '\u{0F0D}'), ("@", '\u{0F04}'), ("#", '\u{0F05}'), ("$", '\u{0F06}'),
-    ("%", '\u{0F07}'), ("!", '\u{0F08}'), ("*", '\u{0F0C}'), (";", '\u{0F0F}'), ("|", '\u{0F11}'),
-    (":", '\u{0F14}'), ("=", '\u{0F34}'), ("<", '\u{0F3A}'), (">", '\u{0F3B}'), ("(", '\u{0F3C}'),
-    (")", '\u{0F3D}'), ("&", '\u{0F85}'),
+    ("//", '\u{0F0E}'),
+    ("/", '\u{0F0D}'),
+    ("@", '\u{0F04}'),
+    ("#", '\u{0F05}'),
+    ("$", '\u{0F06}'),
+    ("%", '\u{0F07}'),
+    ("!", '\u{0F08}'),
+    ("*", '\u{0F0C}'),
+    (";", '\u{0F0F}'),
+    ("|", '\u{0F11}'),
+    (":", '\u{0F14}'),
+    ("=", '\u{0F34}'),
+    ("<", '\u{0F3A}'),
+    (">", '\u{0F3B}'),
+    ("(", '\u{0F3C}'),
+    (")", '\u{0F3D}'),
+    ("&", '\u{0F85}'),
 ];
 
 fn letter_at(s: &str) -> Option<(&'static str, u32)> {
-    LETTERS.iter().find(|(w, _)| s.starts_with(w)).map(|(w, c)| (*w, *c))
+    LETTERS
+        .iter()
+        .find(|(w, _)| s.starts_with(w))
+        .map(|(w, c)| (*w, *c))
 }
 
 fn base(code: u32) -> char {
     char::from_u32(code).unwrap_or('?')
 }
-
 
 fn sub(w: &str, code: u32) -> char {
     match w {
@@ -126,7 +185,10 @@ fn flush_tail(out: &mut String, letters: &mut Vec<(&'static str, u32)>, joins: &
 }
 
 fn is_shad(c: char) -> bool {
-    matches!(c, '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}')
+    matches!(
+        c,
+        '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}'
+    )
 }
 
 /// Convert EWTS to Tibetan Unicode.
@@ -177,7 +239,11 @@ pub fn to_unicode(ewts: &str) -> String {
         pending = Join::Plain;
         let c = rest.chars().next().unwrap_or(' ');
         if c == ' ' {
-            out.push(if out.chars().last().is_some_and(is_shad) { ' ' } else { '\u{0F0B}' });
+            out.push(if out.chars().last().is_some_and(is_shad) {
+                ' '
+            } else {
+                '\u{0F0B}'
+            });
             rest = &rest[1..];
         } else if c == '_' {
             out.push(' ');

@@ -1,0 +1,380 @@
+//! Glossaries: Tibetan terms with their English equivalents, longest-match
+//! lookup over syllables, and the word-by-word gloss of the offline engine.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ewts::to_ewts;
+use crate::segment::is_shad;
+
+/// One term.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct GlossaryEntry {
+    /// Tibetan.
+    pub bo: String,
+    /// English.
+    pub en: String,
+}
+
+/// Syllables of a Tibetan term: split at tshegs and spaces.
+fn syllables_of(s: &str) -> Vec<&str> {
+    s.split(['\u{0F0B}', '\u{0F0C}', ' '])
+        .map(|p| p.trim_matches(is_shad))
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The lookup key of a term: its syllables joined by tshegs.
+pub fn normalize_term(s: &str) -> String {
+    syllables_of(s.trim()).join("\u{0F0B}")
+}
+
+/// A term table with longest-match lookup.
+#[derive(Debug, Clone, Default)]
+pub struct Glossary {
+    terms: HashMap<String, String>,
+    longest: usize,
+}
+
+/// Why a glossary file did not load.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("line {line}: {message}")]
+pub struct GlossaryError {
+    /// 1-based line.
+    pub line: usize,
+    /// What is wrong.
+    pub message: String,
+}
+
+impl Glossary {
+    /// Parse TSV: `bo<TAB>en` or `bo<TAB>ewts<TAB>en`; `#` starts a comment.
+    pub fn parse_tsv(text: &str) -> Result<Self, GlossaryError> {
+        let mut g = Self::default();
+        for (i, line) in text.lines().enumerate() {
+            if line.trim().is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let cols: Vec<&str> = line.split('\t').collect();
+            let (bo, en) = match cols.as_slice() {
+                [bo, en] => (*bo, *en),
+                [bo, _ewts, en] => (*bo, *en),
+                _ => {
+                    return Err(GlossaryError {
+                        line: i + 1,
+                        message: "expected 2 or 3 tab-separated columns".into(),
+                    });
+                }
+            };
+            if normalize_term(bo).is_empty() {
+                return Err(GlossaryError {
+                    line: i + 1,
+                    message: "empty Tibetan term".into(),
+                });
+            }
+            g.insert(bo, en.trim());
+        }
+        Ok(g)
+    }
+
+    /// Add (or replace) a term.
+    pub fn insert(&mut self, bo: &str, en: &str) {
+        let key = normalize_term(bo);
+        let n = key.split('\u{0F0B}').count();
+        self.longest = self.longest.max(n);
+        self.terms.insert(key, en.to_owned());
+    }
+
+    /// Add every term of `other`, replacing ours.
+    pub fn extend(&mut self, other: &Glossary) {
+        for (k, v) in &other.terms {
+            self.insert(k, v);
+        }
+    }
+
+    /// Number of terms.
+    pub fn len(&self) -> usize {
+        self.terms.len()
+    }
+
+    /// True when empty.
+    pub fn is_empty(&self) -> bool {
+        self.terms.is_empty()
+    }
+
+    /// The English of a normalized key.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.terms.get(key).map(String::as_str)
+    }
+
+    /// Every term, as entries (unordered).
+    pub fn entries(&self) -> Vec<GlossaryEntry> {
+        self.terms
+            .iter()
+            .map(|(bo, en)| GlossaryEntry {
+                bo: bo.clone(),
+                en: en.clone(),
+            })
+            .collect()
+    }
+}
+
+/// Entries of `entries` whose Tibetan occurs in `text` (as whole syllables).
+pub fn entries_in<'a>(entries: &'a [GlossaryEntry], text: &str) -> Vec<&'a GlossaryEntry> {
+    let text_syl: Vec<&str> = syllables_of(text);
+    entries
+        .iter()
+        .filter(|e| {
+            let t = syllables_of(&e.bo);
+            !t.is_empty() && text_syl.windows(t.len()).any(|w| w == t.as_slice())
+        })
+        .collect()
+}
+
+/// A gloss and how much of it the glossary covered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Gloss {
+    /// The gloss text.
+    pub text: String,
+    /// Share of Tibetan syllables covered by the glossary; `None` without
+    /// Tibetan syllables.
+    pub coverage: Option<f64>,
+}
+
+#[derive(Debug)]
+enum Token<'a> {
+    Syllable(&'a str),
+    Other(&'a str),
+}
+
+fn is_tibetan_letter(c: char) -> bool {
+    ('\u{0F40}'..='\u{0FBC}').contains(&c)
+}
+
+fn tokenize(text: &str) -> Vec<Token<'_>> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut in_syl = false;
+    for (i, c) in text.char_indices() {
+        let letter = is_tibetan_letter(c);
+        if letter != in_syl {
+            if i > start {
+                out.push(if in_syl {
+                    Token::Syllable(&text[start..i])
+                } else {
+                    Token::Other(&text[start..i])
+                });
+            }
+            start = i;
+            in_syl = letter;
+        }
+    }
+    if start < text.len() {
+        out.push(if in_syl {
+            Token::Syllable(&text[start..])
+        } else {
+            Token::Other(&text[start..])
+        });
+    }
+    out
+}
+
+/// Particles written onto the syllable before them.
+const CLITICS: &[&str] = &[
+    "\u{0F60}\u{0F72}",
+    "\u{0F60}\u{0F44}",
+    "\u{0F60}\u{0F58}",
+    "\u{0F60}\u{0F7C}",
+];
+
+/// Gloss `text` word by word: the longest run of syllables found in `first`
+/// or else `base` gives its English; unknown syllables are given in EWTS in
+/// brackets; punctuation becomes `/`, layout and other scripts are kept.
+pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
+    let lookup = |key: &str| first.get(key).or_else(|| base.get(key));
+    let longest = first.longest.max(base.longest).max(1);
+    let tokens = tokenize(text);
+    let mut out = String::new();
+    let mut unknown: Vec<String> = Vec::new();
+    let (mut total, mut covered) = (0usize, 0usize);
+    let push_word = |out: &mut String, w: &str| {
+        if w.is_empty() {
+            return;
+        }
+        if !out.is_empty() && !out.ends_with([' ', '\n', '(', '[']) {
+            out.push(' ');
+        }
+        out.push_str(w);
+    };
+    let flush_unknown = |out: &mut String, unknown: &mut Vec<String>| {
+        if !unknown.is_empty() {
+            let w = format!("[{}]", unknown.join(" "));
+            push_word(out, &w);
+            unknown.clear();
+        }
+    };
+    let syl_positions: Vec<usize> = tokens
+        .iter()
+        .enumerate()
+        .filter_map(|(i, t)| matches!(t, Token::Syllable(_)).then_some(i))
+        .collect();
+    let mut i = 0;
+    while i < tokens.len() {
+        match tokens[i] {
+            Token::Other(s) => {
+                // Tshegs separate syllables; shads and line breaks are kept.
+                let mut kept = String::new();
+                for c in s.chars() {
+                    if is_shad(c) {
+                        if !kept.ends_with('/') {
+                            kept.push('/');
+                        }
+                    } else if c == '\n' {
+                        kept.push('\n');
+                    } else if c == '\u{0F0B}' || c == '\u{0F0C}' || c == ' ' {
+                    } else if ('\u{0F00}'..='\u{0FFF}').contains(&c) {
+                        // Head marks and other signs carry no meaning to gloss.
+                    } else {
+                        kept.push(c);
+                    }
+                }
+                let layout_only = kept.chars().all(|c| c == '\n');
+                if !kept.is_empty() {
+                    flush_unknown(&mut out, &mut unknown);
+                    if layout_only {
+                        out.push_str(&kept);
+                    } else {
+                        push_word(&mut out, kept.trim_start_matches('\n'));
+                        if kept.ends_with('\n') && !out.ends_with('\n') {
+                            out.push('\n');
+                        }
+                    }
+                }
+                i += 1;
+            }
+            Token::Syllable(_) => {
+                // Longest match over the following syllables, which must be
+                // separated only by tshegs.
+                let start = syl_positions.binary_search(&i).unwrap_or(0);
+                let mut best: Option<(usize, &str)> = None;
+                let mut key = String::new();
+                for n in 0..longest {
+                    let Some(&ti) = syl_positions.get(start + n) else {
+                        break;
+                    };
+                    if n > 0 {
+                        let sep_ok = matches!(tokens[ti - 1], Token::Other(s) if s == "\u{0F0B}");
+                        if !sep_ok || ti != syl_positions[start + n - 1] + 2 {
+                            break;
+                        }
+                        key.push('\u{0F0B}');
+                    }
+                    if let Token::Syllable(s) = tokens[ti] {
+                        key.push_str(s);
+                    }
+                    if let Some(en) = lookup(&key) {
+                        best = Some((n + 1, en));
+                    }
+                }
+                if let Some((n, en)) = best {
+                    flush_unknown(&mut out, &mut unknown);
+                    push_word(&mut out, en);
+                    total += n;
+                    covered += n;
+                    i = syl_positions[start + n - 1] + 1;
+                    continue;
+                }
+                let Token::Syllable(s) = tokens[i] else {
+                    unreachable!()
+                };
+                total += 1;
+                // A particle written onto its syllable: pa'i, la'ang.
+                let split = CLITICS.iter().find_map(|c| {
+                    s.strip_suffix(c)
+                        .filter(|stem| !stem.is_empty())
+                        .and_then(|stem| Some((lookup(stem)?, lookup(c)?)))
+                });
+                if let Some((stem, particle)) = split {
+                    flush_unknown(&mut out, &mut unknown);
+                    push_word(&mut out, stem);
+                    push_word(&mut out, particle);
+                    covered += 1;
+                } else {
+                    unknown.push(to_ewts(s));
+                }
+                i += 1;
+            }
+        }
+    }
+    flush_unknown(&mut out, &mut unknown);
+    Gloss {
+        text: out.trim().to_owned(),
+        coverage: (total > 0).then(|| covered as f64 / total as f64),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn g() -> Glossary {
+        Glossary::parse_tsv(
+            "སངས་རྒྱས\tBuddha\nསངས\tawake\nཆོས\tDharma\nལ\tto\nཕྱག་འཚལ་ལོ\tI pay homage\nཔ\t\nའི\tof\nསེམས\tmind\n",
+        )
+        .expect("parse")
+    }
+
+    #[test]
+    fn longest_match_wins() {
+        let out = gloss("སངས་རྒྱས་ལ་ཕྱག་འཚལ་ལོ།", &Glossary::default(), &g());
+        assert_eq!(out.text, "Buddha to I pay homage /");
+        assert_eq!(out.coverage, Some(1.0));
+    }
+
+    #[test]
+    fn unknown_syllables_are_bracketed_in_ewts() {
+        let out = gloss("བསྒྲུབས་པ་བཀྲ་ཤིས་ཆོས།", &Glossary::default(), &g());
+        assert_eq!(out.text, "[bsgrubs] [bkra shis] Dharma /");
+        assert_eq!(out.coverage, Some(2.0 / 5.0));
+    }
+
+    #[test]
+    fn first_glossary_overrides_and_particles_split() {
+        let mut job = Glossary::default();
+        job.insert("ཆོས", "phenomena");
+        let out = gloss("ཆོས་སེམས་པའི་ཆོས།\nabc", &job, &g());
+        assert_eq!(out.text, "phenomena mind of phenomena /\nabc");
+    }
+
+    #[test]
+    fn entries_in_matches_whole_syllables() {
+        let e = vec![
+            GlossaryEntry {
+                bo: "སེམས་ཅན".into(),
+                en: "sentient being".into(),
+            },
+            GlossaryEntry {
+                bo: "ཅན".into(),
+                en: "having".into(),
+            },
+            GlossaryEntry {
+                bo: "ཆོས".into(),
+                en: "Dharma".into(),
+            },
+        ];
+        let found = entries_in(&e, "སེམས་ཅན་ཐམས་ཅད།");
+        assert_eq!(found.len(), 2);
+        assert!(entries_in(&e, "ཆོསའི").is_empty());
+    }
+
+    #[test]
+    fn bad_tsv_lines_are_reported() {
+        assert_eq!(
+            Glossary::parse_tsv("ཆོས\n")
+                .map(|g| g.len())
+                .map_err(|e| e.line),
+            Err(1)
+        );
+        assert!(Glossary::parse_tsv("# c\n\n\tx\n").is_err());
+    }
+}

@@ -1,0 +1,66 @@
+//! Translation memory keys: content addresses of a chunk's translation.
+//!
+//! A key covers everything that decides the output: the normalized chunk
+//! text, the engine, the model, the prompt version and the glossary entries
+//! that apply to the chunk. The same key in any job means the same request,
+//! so its stored translation is served without calling the provider. The key
+//! is a hex SHA-256: a SQLite primary key locally, a DynamoDB partition key
+//! in the cloud.
+
+use sha2::{Digest, Sha256};
+
+use crate::glossary::GlossaryEntry;
+
+/// Bump when the prompt changes: old memory entries then stop matching.
+pub const PROMPT_VERSION: &str = "translate-v1";
+
+/// Normalize a chunk for the memory: Unicode whitespace runs become one
+/// space, and the ends are trimmed.
+pub fn normalize(text: &str) -> String {
+    text.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// The memory key of a request.
+pub fn key(text: &str, engine: &str, model: Option<&str>, glossary: &[GlossaryEntry]) -> String {
+    let mut h = Sha256::new();
+    for part in [
+        normalize(text).as_str(),
+        engine,
+        model.unwrap_or(""),
+        PROMPT_VERSION,
+    ] {
+        h.update(part.as_bytes());
+        h.update([0u8]);
+    }
+    let mut entries: Vec<(&str, &str)> = glossary
+        .iter()
+        .map(|e| (e.bo.as_str(), e.en.as_str()))
+        .collect();
+    entries.sort_unstable();
+    for (bo, en) in entries {
+        h.update(bo.as_bytes());
+        h.update([1u8]);
+        h.update(en.as_bytes());
+        h.update([2u8]);
+    }
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keys_depend_on_what_decides_the_output() {
+        let g = vec![GlossaryEntry {
+            bo: "ཆོས".into(),
+            en: "Dharma".into(),
+        }];
+        let base = key("ཆོས་ཀྱི། ", "openai", Some("m"), &[]);
+        assert_eq!(base.len(), 64);
+        assert_eq!(base, key("  ཆོས་ཀྱི།\n", "openai", Some("m"), &[]));
+        assert_ne!(base, key("ཆོས་ཀྱི།", "bedrock", Some("m"), &[]));
+        assert_ne!(base, key("ཆོས་ཀྱི།", "openai", Some("n"), &[]));
+        assert_ne!(base, key("ཆོས་ཀྱི།", "openai", Some("m"), &g));
+    }
+}

@@ -1,0 +1,140 @@
+//! The offline engines: `ewts` (exact transliteration, used by
+//! `transliteration` jobs) and `offline` (a word-by-word gloss from
+//! glossaries, the default when no provider is configured).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use lotsawa_core::ewts::to_ewts;
+use lotsawa_core::glossary::gloss;
+use lotsawa_core::{Engine, EngineError, EngineOutput, Glossary, TranslateRequest};
+
+/// The built-in glossary file (see its header for the source of the meanings).
+pub const BUILTIN_GLOSSARY: &str = include_str!("../data/glossary.tsv");
+
+/// The built-in glossary, parsed.
+pub fn builtin_glossary() -> Glossary {
+    // The file is part of the build and checked by a test.
+    Glossary::parse_tsv(BUILTIN_GLOSSARY).unwrap_or_default()
+}
+
+/// Tibetan Unicode to EWTS.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct EwtsEngine;
+
+#[async_trait]
+impl Engine for EwtsEngine {
+    fn name(&self) -> &str {
+        "ewts"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        Ok(EngineOutput::text(to_ewts(&req.text)))
+    }
+}
+
+/// Word-by-word gloss: job glossary first, then the server's glossary files,
+/// then the built-in glossary; unknown words in EWTS, in brackets. Its
+/// confidence is the share of syllables the glossaries covered.
+#[derive(Debug, Clone)]
+pub struct OfflineEngine {
+    glossary: Arc<Glossary>,
+}
+
+impl OfflineEngine {
+    /// An engine over `extra` (server glossary files) on top of the built-in one.
+    pub fn new(extra: &Glossary) -> Self {
+        let mut g = builtin_glossary();
+        g.extend(extra);
+        Self {
+            glossary: Arc::new(g),
+        }
+    }
+
+    /// Terms known to this engine.
+    pub fn len(&self) -> usize {
+        self.glossary.len()
+    }
+
+    /// True without terms.
+    pub fn is_empty(&self) -> bool {
+        self.glossary.is_empty()
+    }
+}
+
+#[async_trait]
+impl Engine for OfflineEngine {
+    fn name(&self) -> &str {
+        "offline"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        let mut job = Glossary::default();
+        for e in &req.glossary {
+            job.insert(&e.bo, &e.en);
+        }
+        let g = gloss(&req.text, &job, &self.glossary);
+        Ok(EngineOutput {
+            text: g.text,
+            confidence: g.coverage,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lotsawa_core::GlossaryEntry;
+
+    #[test]
+    fn builtin_glossary_loads_and_is_large() {
+        let g = Glossary::parse_tsv(BUILTIN_GLOSSARY).expect("valid file");
+        assert!(g.len() >= 400, "{}", g.len());
+    }
+
+    #[test]
+    fn builtin_glossary_ewts_column_matches_the_transliteration() {
+        for line in BUILTIN_GLOSSARY.lines().filter(|l| !l.starts_with('#')) {
+            let cols: Vec<&str> = line.split('\t').collect();
+            assert_eq!(cols.len(), 3, "{line}");
+            assert_eq!(to_ewts(cols[0]), cols[1], "{line}");
+        }
+    }
+
+    #[tokio::test]
+    async fn glosses_a_verse() {
+        let e = OfflineEngine::new(&Glossary::default());
+        let req = TranslateRequest {
+            text: "སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །".into(),
+            ..Default::default()
+        };
+        let out = e.translate(&req).await.expect("gloss");
+        assert_eq!(
+            out.text,
+            "Buddha Dharma and [tshogs] of supreme [rnams] to /"
+        );
+        let c = out.confidence.expect("confidence");
+        assert!((c - 7.0 / 9.0).abs() < 1e-9, "{c}");
+    }
+
+    #[tokio::test]
+    async fn job_glossary_wins() {
+        let e = OfflineEngine::new(&Glossary::default());
+        let req = TranslateRequest {
+            text: "ཚོགས་ཀྱི་མཆོག".into(),
+            glossary: vec![GlossaryEntry {
+                bo: "ཚོགས".into(),
+                en: "assembly".into(),
+            }],
+            ..Default::default()
+        };
+        assert_eq!(
+            e.translate(&req).await.expect("gloss").text,
+            "assembly of supreme"
+        );
+    }
+}
