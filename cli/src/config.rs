@@ -150,6 +150,10 @@ impl ServeConfig {
             timeout: Duration::from_millis(timeout_ms),
         });
         let default_engine = flags.engine.or_else(|| env.var("LOTSAWA_ENGINE"));
+        let bedrock_model = env.var("LOTSAWA_BEDROCK_MODEL").or_else(|| {
+            (default_engine.as_deref() == Some("bedrock"))
+                .then(|| lotsawa_engines::DEFAULT_BEDROCK_MODEL.to_owned())
+        });
         let mut glossary = lotsawa_core::Glossary::default();
         if let Some(paths) = env.var("LOTSAWA_GLOSSARY") {
             for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -177,6 +181,8 @@ impl ServeConfig {
                 default_engine,
                 openai,
                 glossary,
+                bedrock_model,
+                timeout: Duration::from_millis(timeout_ms),
             },
             body_limit,
             shutdown_grace: Duration::from_millis(grace_ms),

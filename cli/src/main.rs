@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod oneshot;
 mod serve;
 
 use std::path::PathBuf;
@@ -62,6 +63,35 @@ enum Command {
         model: Option<String>,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Translate a file ('-' for stdin) in-process, without a server
+    Translate {
+        /// File to translate
+        file: PathBuf,
+        /// Engine [env: LOTSAWA_ENGINE]
+        #[arg(long)]
+        engine: Option<String>,
+        /// Model
+        #[arg(long)]
+        model: Option<String>,
+        /// Target chunk size in characters
+        #[arg(long)]
+        chunk_size: Option<u32>,
+        /// SQLite database (default: a temporary one; give one to keep the
+        /// translation memory, but not one a running server uses)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// Print the job as JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Transliterate a file ('-' for stdin) to EWTS in-process
+    Transliterate {
+        /// File to transliterate
+        file: PathBuf,
+        /// Print the job as JSON
+        #[arg(long)]
+        json: bool,
     },
     /// Show a job
     Status {
@@ -136,6 +166,38 @@ fn main() -> ExitCode {
                 client::Client::new(client.server, client.json)
                     .submit(&file, follow, chunk_size, engine, model)
                     .await
+            }
+            Command::Translate {
+                file,
+                engine,
+                model,
+                chunk_size,
+                db,
+                json,
+            } => {
+                oneshot::run(
+                    &file,
+                    lotsawa_core::JobType::Translation,
+                    oneshot::OneShot {
+                        db,
+                        engine,
+                        model,
+                        chunk_size,
+                        json,
+                    },
+                )
+                .await
+            }
+            Command::Transliterate { file, json } => {
+                oneshot::run(
+                    &file,
+                    lotsawa_core::JobType::Transliteration,
+                    oneshot::OneShot {
+                        json,
+                        ..Default::default()
+                    },
+                )
+                .await
             }
             Command::Status { id, client } => {
                 client::Client::new(client.server, client.json)

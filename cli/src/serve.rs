@@ -58,7 +58,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let (engines, choice) = match EngineSet::build(&config.engines) {
+    let (engines, choice) = match EngineSet::build(&config.engines).await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");
@@ -67,9 +67,10 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     };
     match choice {
         DefaultChoice::Fallback => eprintln!(
-            "note: no translation provider is configured, so the default engine is 'echo' \
-             (it returns the text unchanged; for smoke runs and load tests).\n      \
-             Available engines: {}. Set OPENAI_BASE_URL (and OPENAI_API_KEY) for 'openai'.",
+            "note: no translation provider is configured, so the default engine is 'offline' \
+             (a word-by-word gloss from the built-in glossary).\n      \
+             Available engines: {}. Set OPENAI_BASE_URL (and OPENAI_API_KEY) for 'openai', \
+             or LOTSAWA_BEDROCK_MODEL for 'bedrock' (builds with --features bedrock).",
             engines.names().join(", ")
         ),
         _ => eprintln!(

@@ -395,3 +395,65 @@ async fn cli_submit_follow_prints_the_translation_and_reports_failure() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid job id"));
 }
+
+#[test]
+fn transliterate_and_translate_run_in_process_without_a_server() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("verse.txt");
+    std::fs::write(&file, "སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །\n").expect("write");
+    let bin = env!("CARGO_BIN_EXE_lotsawa");
+    let out = Command::new(bin)
+        .args(["transliterate", file.to_str().unwrap_or_default()])
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim_end(),
+        "sangs rgyas chos dang tshogs kyi mchog rnams la/ /"
+    );
+    let out = Command::new(bin)
+        .args(["translate", file.to_str().unwrap_or_default()])
+        .env_remove("OPENAI_BASE_URL")
+        .env_remove("OPENAI_API_KEY")
+        .env_remove("LOTSAWA_ENGINE")
+        .output()
+        .expect("run");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let gloss = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        gloss.contains("Buddha") && gloss.contains("[tshogs]"),
+        "{gloss}"
+    );
+
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "  \n").expect("write");
+    let out = Command::new(bin)
+        .args(["translate", empty.to_str().unwrap_or_default()])
+        .output()
+        .expect("run");
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("non-whitespace"));
+}
+
+#[cfg(not(feature = "bedrock"))]
+#[test]
+fn bedrock_without_the_feature_is_refused_at_start() {
+    let out = Command::new(env!("CARGO_BIN_EXE_lotsawa"))
+        .arg("serve")
+        .env("LOTSAWA_BIND", "127.0.0.1:0")
+        .env("LOTSAWA_ENGINE", "bedrock")
+        .output()
+        .expect("run");
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--features bedrock"));
+}

@@ -633,26 +633,35 @@ pub async fn health_metrics_openapi(api: &Api) -> Result<()> {
 pub async fn transliteration_and_offline(api: &Api) -> Result<()> {
     let text = "༄༅། །བྱང་ཆུབ་སེམས་དཔའི་སྤྱོད་པ་ལ་འཇུག་པ། །\nཨོཾ་མ་ཎི་པདྨེ་ཧཱུྃ།\n";
     let (status, body, _) = api
-        .post_job(&json!({"sourceText": text, "type": "transliteration", "config": {"chunkSize": 20}}))
+        .post_job(
+            &json!({"sourceText": text, "type": "transliteration", "config": {"chunkSize": 20}}),
+        )
         .await?;
     ensure!(status == 202, "{body}");
     let id = body["jobId"].as_str().unwrap_or_default().to_owned();
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
     ensure!(job["type"] == "transliteration", "{job}");
     ensure!(
-        job["result"]["translation"] == "@#/ /byang chub sems dpa'i spyod pa la 'jug pa/ /\noM ma Ni pad+me hU~M/\n",
+        job["result"]["translation"]
+            == "@#/ /byang chub sems dpa'i spyod pa la 'jug pa/ /\noM ma Ni pad+me hU~M/\n",
         "{job}"
     );
     ensure!(job["result"]["engine"] == "ewts", "{job}");
     ensure!(job["chunksTotal"].as_u64() > Some(1), "chunked: {job}");
 
     let id = api
-        .submit("སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །", json!({"engine": "offline"}))
+        .submit(
+            "སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །",
+            json!({"engine": "offline"}),
+        )
         .await?;
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
     ensure!(job["result"]["engine"] == "offline", "{job}");
     let t = job["result"]["translation"].as_str().unwrap_or_default();
-    ensure!(t.contains("Buddha") && t.contains("Dharma") && t.contains("[tshogs]"), "{job}");
+    ensure!(
+        t.contains("Buddha") && t.contains("Dharma") && t.contains("[tshogs]"),
+        "{job}"
+    );
     let c = job["result"]["confidence"].as_f64().unwrap_or(-1.0);
     ensure!(c > 0.5 && c < 1.0, "confidence: {job}");
     Ok(())
@@ -668,11 +677,18 @@ pub async fn translation_memory(api: &Api, provider: &FakeProvider) -> Result<()
     let second = api.submit(&text, config).await?;
     let b = api.wait_status(&second, "completed", JOB_TIMEOUT).await?;
     for c in &chunks {
-        ensure!(provider.calls_for(c) == 1, "chunk {c:?} called {} times", provider.calls_for(c));
+        ensure!(
+            provider.calls_for(c) == 1,
+            "chunk {c:?} called {} times",
+            provider.calls_for(c)
+        );
     }
     ensure!(a["result"]["chunksFromMemory"] == 0, "{a}");
     ensure!(b["result"]["chunksFromMemory"] == 3, "{b}");
-    ensure!(a["result"]["translation"] == b["result"]["translation"], "{a} {b}");
+    ensure!(
+        a["result"]["translation"] == b["result"]["translation"],
+        "{a} {b}"
+    );
     let (_, _, metrics) = api.request(Method::GET, "/metrics").await?;
     let hits = metrics
         .as_str()
@@ -695,35 +711,68 @@ pub async fn glossary_context_quality(api: &Api, provider: &FakeProvider) -> Res
     // Glossary and context.
     let (text, chunks, size) = numbered_text(&format!("{tag}g"), 2);
     let id = api
-        .submit(&text, json!({"engine": "openai", "chunkSize": size,
-            "glossary": [{"bo": "བྱང་ཆུབ་སེམས་དཔའ", "en": "awakening warrior"}]}))
+        .submit(
+            &text,
+            json!({"engine": "openai", "chunkSize": size,
+            "glossary": [{"bo": "བྱང་ཆུབ་སེམས་དཔའ", "en": "awakening warrior"}]}),
+        )
         .await?;
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
-    ensure!(job["result"]["warnings"].as_array().is_some_and(Vec::is_empty), "{job}");
-    let second = provider.requests_for(&chunks[1]);
-    let messages = second.first().map(|b| b["messages"].clone()).unwrap_or(Value::Null);
     ensure!(
-        messages[0]["content"].as_str().is_some_and(|s| s.contains("བྱང་ཆུབ་སེམས་དཔའ = awakening warrior")),
+        job["result"]["warnings"]
+            .as_array()
+            .is_some_and(Vec::is_empty),
+        "{job}"
+    );
+    let second = provider.requests_for(&chunks[1]);
+    let messages = second
+        .first()
+        .map(|b| b["messages"].clone())
+        .unwrap_or(Value::Null);
+    ensure!(
+        messages[0]["content"]
+            .as_str()
+            .is_some_and(|s| s.contains("བྱང་ཆུབ་སེམས་དཔའ = awakening warrior")),
         "glossary not in the system message: {messages}"
     );
-    ensure!(messages.as_array().map(Vec::len) == Some(4), "context turns: {messages}");
-    ensure!(messages[1]["content"] == chunks[0].as_str(), "context source: {messages}");
     ensure!(
-        messages[2]["content"].as_str().is_some_and(|s| s.starts_with(&fake_translation(&chunks[0]))),
+        messages.as_array().map(Vec::len) == Some(4),
+        "context turns: {messages}"
+    );
+    ensure!(
+        messages[1]["content"] == chunks[0].as_str(),
+        "context source: {messages}"
+    );
+    ensure!(
+        messages[2]["content"]
+            .as_str()
+            .is_some_and(|s| s.starts_with(&fake_translation(&chunks[0]))),
         "context translation: {messages}"
     );
-    ensure!(messages[3]["content"] == chunks[1].as_str(), "last message is the chunk: {messages}");
+    ensure!(
+        messages[3]["content"] == chunks[1].as_str(),
+        "last message is the chunk: {messages}"
+    );
 
     // A glossary the model ignores: one quality retry, then a warning.
     let ignored = format!("{tag} IGNORE_GLOSSARY བྱང་ཆུབ་སེམས་དཔའ།");
     let id = api
-        .submit(&ignored, json!({"engine": "openai",
-            "glossary": [{"bo": "བྱང་ཆུབ་སེམས་དཔའ", "en": "awakening warrior"}]}))
+        .submit(
+            &ignored,
+            json!({"engine": "openai",
+            "glossary": [{"bo": "བྱང་ཆུབ་སེམས་དཔའ", "en": "awakening warrior"}]}),
+        )
         .await?;
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
-    ensure!(provider.calls_for(&ignored) == 2, "quality retry: {} calls", provider.calls_for(&ignored));
     ensure!(
-        job["result"]["warnings"][0].as_str().is_some_and(|w| w.contains("awakening warrior")),
+        provider.calls_for(&ignored) == 2,
+        "quality retry: {} calls",
+        provider.calls_for(&ignored)
+    );
+    ensure!(
+        job["result"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("awakening warrior")),
         "{job}"
     );
 
@@ -731,21 +780,35 @@ pub async fn glossary_context_quality(api: &Api, provider: &FakeProvider) -> Res
     let once = format!("{tag} TIBETAN_ONCE ཀ་ཁ་ག་ང།");
     let id = api.submit(&once, json!({"engine": "openai"})).await?;
     api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
-    ensure!(provider.calls_for(&once) == 2, "{} calls", provider.calls_for(&once));
+    ensure!(
+        provider.calls_for(&once) == 2,
+        "{} calls",
+        provider.calls_for(&once)
+    );
     let always = format!("{tag} TIBETAN_ALWAYS ཀ་ཁ་ག་ང།");
     let id = api.submit(&always, json!({"engine": "openai"})).await?;
     let job = api.wait_status(&id, "failed", JOB_TIMEOUT).await?;
-    ensure!(job["error"].as_str().is_some_and(|e| e.contains("quality check")), "{job}");
+    ensure!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("quality check")),
+        "{job}"
+    );
 
     // The reviewer.
     let low = format!("{tag} LOWCONF ཀ་ཁ་ག་ང།");
     let id = api
-        .submit(&low, json!({"engine": "openai", "useHelperAI": true, "qualityThreshold": 0.8}))
+        .submit(
+            &low,
+            json!({"engine": "openai", "useHelperAI": true, "qualityThreshold": 0.8}),
+        )
         .await?;
     let job = api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
     ensure!(job["result"]["confidence"] == 0.3, "{job}");
     ensure!(
-        job["result"]["warnings"][0].as_str().is_some_and(|w| w.contains("reviewer confidence 0.30")),
+        job["result"]["warnings"][0]
+            .as_str()
+            .is_some_and(|w| w.contains("reviewer confidence 0.30")),
         "{job}"
     );
     Ok(())

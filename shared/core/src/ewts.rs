@@ -86,14 +86,14 @@ const STANDARD_STACKS: &[&str] = &[
     "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rb", "rm", "rts", "rdz", "rky", "rgy", "rmy",
     "rgw", "rtsw", // la-mgo
     "lk", "lg", "lng", "lc", "lj", "lt", "ld", "lp", "lb", "lh", // sa-mgo
-    "sk", "sg", "sng", "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy", "sby",
-    "smy", "skr", "sgr", "snr", "spr", "sbr", "smr", // ya-btags
+    "sk", "sg", "sng", "sny", "st", "sd", "sn", "sp", "sb", "sm", "sts", "sky", "sgy", "spy",
+    "sby", "smy", "skr", "sgr", "snr", "spr", "sbr", "smr", // ya-btags
     "ky", "khy", "gy", "py", "phy", "by", "my", // ra-btags
     "kr", "khr", "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr",
     // la-btags
     "kl", "gl", "bl", "zl", "rl", "sl", // wa-zur
-    "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw", "shw", "sw",
-    "hw", "grw", "drw", "phyw",
+    "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw", "shw",
+    "sw", "hw", "grw", "drw", "phyw",
 ];
 
 fn is_standard_stack(letters: &[&str]) -> bool {

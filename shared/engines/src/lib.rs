@@ -9,10 +9,14 @@ use std::time::Duration;
 
 use lotsawa_core::Engine;
 
+#[cfg(feature = "bedrock")]
+mod bedrock;
 mod echo;
 mod offline;
 mod openai;
 
+#[cfg(feature = "bedrock")]
+pub use bedrock::{BedrockEngine, BedrockSettings};
 pub use echo::EchoEngine;
 pub use offline::{BUILTIN_GLOSSARY, EwtsEngine, OfflineEngine, builtin_glossary};
 pub use openai::{OpenAiEngine, OpenAiSettings, SYSTEM_PROMPT, parse_confidence, system_message};
@@ -28,6 +32,11 @@ pub enum EngineConfigError {
         /// What exists.
         available: String,
     },
+    /// Bedrock was asked for, but this build does not include it.
+    #[error(
+        "the bedrock engine is configured but this build lacks it; build with `--features bedrock`"
+    )]
+    BedrockNotBuilt,
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -42,7 +51,15 @@ pub struct EngineSettings {
     pub openai: Option<OpenAiSettings>,
     /// Terms from the server's glossary files (LOTSAWA_GLOSSARY).
     pub glossary: lotsawa_core::Glossary,
+    /// Bedrock model id; enables the `bedrock` engine (builds with the
+    /// `bedrock` feature only).
+    pub bedrock_model: Option<String>,
+    /// Per-call provider timeout.
+    pub timeout: Duration,
 }
+
+/// The Bedrock model used when only `LOTSAWA_ENGINE=bedrock` is set.
+pub const DEFAULT_BEDROCK_MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
 
 /// The engines a server offers, by name.
 #[derive(Clone)]
@@ -66,7 +83,7 @@ impl std::fmt::Debug for EngineSet {
 pub enum DefaultChoice {
     /// Named by configuration.
     Configured,
-    /// `openai`, because an endpoint is configured.
+    /// A provider engine (`openai`, else `bedrock`), because one is configured.
     OpenAiConfigured,
     /// `offline`, because no provider is configured.
     Fallback,
@@ -74,8 +91,26 @@ pub enum DefaultChoice {
 
 impl EngineSet {
     /// Build every engine the settings allow.
-    pub fn build(settings: &EngineSettings) -> Result<(Self, DefaultChoice), EngineConfigError> {
+    pub async fn build(
+        settings: &EngineSettings,
+    ) -> Result<(Self, DefaultChoice), EngineConfigError> {
         let mut engines: BTreeMap<String, Arc<dyn Engine>> = BTreeMap::new();
+        if let Some(model) = &settings.bedrock_model {
+            #[cfg(feature = "bedrock")]
+            {
+                let e = BedrockEngine::from_env(BedrockSettings {
+                    model: model.clone(),
+                    timeout: settings.timeout,
+                })
+                .await;
+                engines.insert("bedrock".into(), Arc::new(e));
+            }
+            #[cfg(not(feature = "bedrock"))]
+            {
+                let _ = model;
+                return Err(EngineConfigError::BedrockNotBuilt);
+            }
+        }
         engines.insert("echo".into(), Arc::new(EchoEngine));
         engines.insert("ewts".into(), Arc::new(EwtsEngine));
         engines.insert(
@@ -89,6 +124,9 @@ impl EngineSet {
             Some(name) => (name.clone(), DefaultChoice::Configured),
             None if engines.contains_key("openai") => {
                 ("openai".to_owned(), DefaultChoice::OpenAiConfigured)
+            }
+            None if engines.contains_key("bedrock") => {
+                ("bedrock".to_owned(), DefaultChoice::OpenAiConfigured)
             }
             None => ("offline".to_owned(), DefaultChoice::Fallback),
         };
@@ -124,6 +162,20 @@ impl EngineSet {
     /// The server's glossary (from its glossary files).
     pub fn glossary(&self) -> &lotsawa_core::Glossary {
         &self.glossary
+    }
+
+    /// Add an engine built elsewhere (e.g. one that needs async set-up).
+    pub fn insert(&mut self, engine: Arc<dyn Engine>) {
+        self.engines.insert(engine.name().to_owned(), engine);
+    }
+
+    /// Make `name` the default engine, if it exists.
+    pub fn set_default(&mut self, name: &str) -> bool {
+        let ok = self.engines.contains_key(name);
+        if ok {
+            self.default = name.to_owned();
+        }
+        ok
     }
 
     /// The engine called `name`.

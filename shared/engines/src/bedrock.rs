@@ -1,0 +1,316 @@
+//! The `bedrock` engine: Amazon Bedrock's Converse API through the AWS SDK.
+//! Region and credentials come from the standard AWS chain; the SDK's own
+//! retries are off because the job system owns retry and backoff.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use aws_sdk_bedrockruntime::Client;
+use aws_sdk_bedrockruntime::error::{ProvideErrorMetadata, SdkError};
+use aws_sdk_bedrockruntime::operation::converse::ConverseError;
+use aws_sdk_bedrockruntime::types::{
+    ContentBlock, ConversationRole, ConverseOutput, InferenceConfiguration, Message,
+    SystemContentBlock,
+};
+use lotsawa_core::{
+    Engine, EngineError, EngineKind, EngineOutput, ReviewRequest, TranslateRequest,
+};
+
+use crate::openai::{REVIEW_PROMPT, parse_confidence, system_message};
+
+/// Bedrock settings.
+#[derive(Debug, Clone)]
+pub struct BedrockSettings {
+    /// Model id used when a job names none.
+    pub model: String,
+    /// Per-call timeout.
+    pub timeout: Duration,
+}
+
+/// Converse API client.
+#[derive(Debug, Clone)]
+pub struct BedrockEngine {
+    client: Client,
+    model: String,
+}
+
+impl BedrockEngine {
+    /// An engine from an SDK configuration (region, credentials, endpoint).
+    pub fn new(sdk: &aws_config::SdkConfig, settings: BedrockSettings) -> Self {
+        let conf = aws_sdk_bedrockruntime::config::Builder::from(sdk)
+            .retry_config(aws_config::retry::RetryConfig::disabled())
+            .timeout_config(
+                aws_config::timeout::TimeoutConfig::builder()
+                    .operation_timeout(settings.timeout)
+                    .connect_timeout(Duration::from_secs(10))
+                    .build(),
+            )
+            .build();
+        Self {
+            client: Client::from_conf(conf),
+            model: settings.model,
+        }
+    }
+
+    /// An engine on the standard AWS configuration chain.
+    pub async fn from_env(settings: BedrockSettings) -> Self {
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        Self::new(&sdk, settings)
+    }
+
+    async fn converse(
+        &self,
+        model: &str,
+        system: String,
+        messages: Vec<(ConversationRole, String)>,
+    ) -> Result<String, EngineError> {
+        let mut request = self
+            .client
+            .converse()
+            .model_id(model)
+            .system(SystemContentBlock::Text(system))
+            .inference_config(InferenceConfiguration::builder().temperature(0.2).build());
+        for (role, text) in messages {
+            let message = Message::builder()
+                .role(role)
+                .content(ContentBlock::Text(text))
+                .build()
+                .map_err(|e| EngineError::permanent(format!("invalid Bedrock request: {e}")))?;
+            request = request.messages(message);
+        }
+        let output = request.send().await.map_err(classify)?;
+        let text = match output.output() {
+            Some(ConverseOutput::Message(m)) => m
+                .content()
+                .iter()
+                .filter_map(|c| c.as_text().ok())
+                .cloned()
+                .collect::<Vec<_>>()
+                .join(""),
+            _ => String::new(),
+        };
+        let text = text.trim().to_owned();
+        if text.is_empty() {
+            return Err(EngineError::permanent(
+                "Bedrock sent an invalid response: no text in the output message",
+            ));
+        }
+        Ok(text)
+    }
+}
+
+/// Throttling, timeouts, 5xx and transport failures are transient; the
+/// rest (validation, access, unknown model) permanent.
+fn classify(err: SdkError<ConverseError>) -> EngineError {
+    match err {
+        SdkError::ServiceError(ctx) => {
+            let e = ctx.into_err();
+            let message = format!(
+                "Bedrock answered {}: {}",
+                e.code().unwrap_or("an error"),
+                e.message().unwrap_or("no message")
+            );
+            match e {
+                ConverseError::ThrottlingException(_)
+                | ConverseError::ModelTimeoutException(_)
+                | ConverseError::ServiceUnavailableException(_)
+                | ConverseError::InternalServerException(_)
+                | ConverseError::ModelNotReadyException(_) => EngineError::transient(message),
+                _ => EngineError::permanent(message),
+            }
+        }
+        SdkError::TimeoutError(_) => EngineError::transient("Bedrock request timed out"),
+        SdkError::DispatchFailure(_) => EngineError::transient("cannot connect to Bedrock"),
+        SdkError::ResponseError(_) => EngineError::transient("Bedrock sent an unreadable response"),
+        other => EngineError::permanent(format!("Bedrock request failed: {other}")),
+    }
+}
+
+#[async_trait]
+impl Engine for BedrockEngine {
+    fn name(&self) -> &str {
+        "bedrock"
+    }
+    fn default_model(&self) -> Option<&str> {
+        Some(&self.model)
+    }
+    fn kind(&self) -> EngineKind {
+        EngineKind::Model
+    }
+
+    #[tracing::instrument(skip_all, fields(chars = req.text.chars().count()))]
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        let mut messages = Vec::new();
+        for turn in &req.context {
+            messages.push((ConversationRole::User, turn.source.clone()));
+            messages.push((ConversationRole::Assistant, turn.translation.clone()));
+        }
+        messages.push((ConversationRole::User, req.text.clone()));
+        let system = system_message(&req.glossary, req.rejected_because.as_deref());
+        self.converse(model, system, messages)
+            .await
+            .map(EngineOutput::text)
+    }
+
+    async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
+        let model = req.model.as_deref().unwrap_or(&self.model);
+        let terms: Vec<String> = req
+            .glossary
+            .iter()
+            .map(|e| format!("{} = {}", e.bo, e.en))
+            .collect();
+        let user = format!(
+            "Tibetan source:\n{}\n\nTranslation:\n{}\n\nGlossary:\n{}",
+            req.source,
+            req.translation,
+            if terms.is_empty() {
+                "(none)".to_owned()
+            } else {
+                terms.join("\n")
+            }
+        );
+        let answer = self
+            .converse(
+                model,
+                REVIEW_PROMPT.to_owned(),
+                vec![(ConversationRole::User, user)],
+            )
+            .await?;
+        parse_confidence(&answer)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lotsawa_core::{ContextTurn, ErrorClass, GlossaryEntry};
+    use serde_json::json;
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const MODEL: &str = "anthropic.claude-3-haiku-20240307-v1:0";
+
+    fn engine(server: &MockServer) -> BedrockEngine {
+        let sdk = aws_config::SdkConfig::builder()
+            .behavior_version(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new("us-east-1"))
+            .endpoint_url(server.uri())
+            .credentials_provider(
+                aws_sdk_bedrockruntime::config::SharedCredentialsProvider::new(
+                    aws_sdk_bedrockruntime::config::Credentials::new(
+                        "AKIDTEST", "secret", None, None, "test",
+                    ),
+                ),
+            )
+            .build();
+        BedrockEngine::new(
+            &sdk,
+            BedrockSettings {
+                model: MODEL.into(),
+                timeout: Duration::from_secs(2),
+            },
+        )
+    }
+
+    fn converse_path() -> String {
+        format!("/model/{}/converse", MODEL.replace(':', "%3A"))
+    }
+
+    #[tokio::test]
+    async fn converse_sends_system_context_and_the_chunk_last() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(converse_path()))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "output": {"message": {"role": "assistant", "content": [{"text": " Homage. "}]}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 10, "outputTokens": 2, "totalTokens": 12},
+                "metrics": {"latencyMs": 5}
+            })))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let req = TranslateRequest {
+            text: "ཕྱག་འཚལ་ལོ།".into(),
+            context: vec![ContextTurn {
+                source: "ཀ".into(),
+                translation: "ka".into(),
+            }],
+            glossary: vec![GlossaryEntry {
+                bo: "ཕྱག".into(),
+                en: "homage".into(),
+            }],
+            ..Default::default()
+        };
+        let out = engine(&server).translate(&req).await.expect("ok");
+        assert_eq!(out.text, "Homage.");
+        let received = server.received_requests().await.unwrap_or_default();
+        let body: serde_json::Value = serde_json::from_slice(&received[0].body).expect("json");
+        assert!(
+            body["system"][0]["text"]
+                .as_str()
+                .is_some_and(|s| s.contains("ཕྱག = homage")),
+            "{body}"
+        );
+        let messages = body["messages"].as_array().expect("messages");
+        assert_eq!(messages.len(), 3);
+        assert_eq!(messages[1]["role"], "assistant");
+        assert_eq!(messages[2]["content"][0]["text"], "ཕྱག་འཚལ་ལོ།");
+        assert!(
+            received[0].headers.get("authorization").is_some(),
+            "requests are signed"
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_is_transient_and_validation_permanent() {
+        for (status, kind, class) in [
+            (429, "ThrottlingException", ErrorClass::Transient),
+            (503, "ServiceUnavailableException", ErrorClass::Transient),
+            (400, "ValidationException", ErrorClass::Permanent),
+            (403, "AccessDeniedException", ErrorClass::Permanent),
+        ] {
+            let server = MockServer::start().await;
+            Mock::given(method("POST"))
+                .respond_with(
+                    ResponseTemplate::new(status)
+                        .insert_header("x-amzn-errortype", kind)
+                        .set_body_json(json!({"message": format!("injected {kind}")})),
+                )
+                .mount(&server)
+                .await;
+            let err = engine(&server)
+                .translate(&TranslateRequest {
+                    text: "ཀ".into(),
+                    ..Default::default()
+                })
+                .await
+                .expect_err(kind);
+            assert_eq!(err.class, class, "{kind}: {}", err.message);
+            assert!(err.message.contains(kind), "{}", err.message);
+        }
+    }
+
+    #[tokio::test]
+    async fn empty_output_is_permanent() {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+                "output": {"message": {"role": "assistant", "content": []}},
+                "stopReason": "end_turn",
+                "usage": {"inputTokens": 1, "outputTokens": 0, "totalTokens": 1},
+                "metrics": {"latencyMs": 1}
+            })))
+            .mount(&server)
+            .await;
+        let err = engine(&server)
+            .translate(&TranslateRequest {
+                text: "ཀ".into(),
+                ..Default::default()
+            })
+            .await
+            .expect_err("empty");
+        assert_eq!(err.class, ErrorClass::Permanent);
+    }
+}
