@@ -3,8 +3,8 @@
 
 use std::time::Instant;
 
-use lotsawa_core::glossary::gloss;
 use lotsawa_core::Glossary;
+use lotsawa_core::glossary::gloss;
 
 fn main() {
     let base = lotsawa_engines::builtin_glossary();

@@ -7,12 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lotsawa_core::glossary::{entries_in, normalize_term};
 use lotsawa_core::ledger::assemble;
 use lotsawa_core::{
-    ChunkRecord, ChunkStatus, ContextTurn, Engine, EngineError, EngineKind, ErrorClass,
-    GlossaryEntry, JobConfig, JobId, JobResult, JobType, RetryDecision, RetryPolicy, ReviewRequest,
-    Transition, TranslateRequest, memory, quality,
+    ChunkRecord, ChunkStatus, Engine, EngineError, EngineKind, ErrorClass, GlossaryEntry,
+    JobConfig, JobId, JobResult, JobType, RetryDecision, RetryPolicy, Transition, memory, pipeline,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::{Notify, broadcast};
@@ -157,48 +155,6 @@ enum Stop {
     Draining,
 }
 
-/// How much of the previous chunk an engine sees as context.
-const CONTEXT_CHARS: usize = 600;
-
-fn tail(s: &str, max_chars: usize) -> String {
-    let n = s.chars().count();
-    s.chars().skip(n.saturating_sub(max_chars)).collect()
-}
-
-/// The context of a chunk: the tail of the previous chunk and its output.
-fn context_for(prev: Option<&ChunkRecord>) -> Vec<ContextTurn> {
-    match prev {
-        Some(p) if p.status == ChunkStatus::Completed => vec![ContextTurn {
-            source: tail(&p.source, CONTEXT_CHARS),
-            translation: tail(p.translation.as_deref().unwrap_or(""), CONTEXT_CHARS),
-        }],
-        _ => Vec::new(),
-    }
-}
-
-fn encode_context(turns: &[ContextTurn]) -> Option<String> {
-    if turns.is_empty() {
-        return None;
-    }
-    let v: Vec<serde_json::Value> = turns
-        .iter()
-        .map(|t| serde_json::json!({"source": t.source, "translation": t.translation}))
-        .collect();
-    Some(serde_json::Value::Array(v).to_string())
-}
-
-fn decode_context(s: &str) -> Option<Vec<ContextTurn>> {
-    let v: Vec<serde_json::Value> = serde_json::from_str(s).ok()?;
-    v.iter()
-        .map(|t| {
-            Some(ContextTurn {
-                source: t.get("source")?.as_str()?.to_owned(),
-                translation: t.get("translation")?.as_str()?.to_owned(),
-            })
-        })
-        .collect()
-}
-
 /// Outcome of translating one chunk.
 enum ChunkOutcome {
     Done(ChunkDone),
@@ -340,8 +296,9 @@ async fn run_job(
     Ok(())
 }
 
-/// Translate one chunk: translation memory, transport retries with backoff,
-/// one quality retry, and the optional reviewer call.
+/// Translate one chunk: translation memory, then attempts with backoff
+/// between transport failures (each attempt runs the shared pipeline: quality
+/// retry and reviewer included).
 #[allow(clippy::too_many_arguments)]
 async fn translate_chunk(
     shared: &Shared,
@@ -355,16 +312,7 @@ async fn translate_chunk(
     cancel: &CancellationToken,
 ) -> Result<ChunkOutcome, StoreError> {
     let is_model = engine.kind() == EngineKind::Model;
-    let relevant: Vec<GlossaryEntry> = entries_in(glossary, &chunk.source)
-        .into_iter()
-        .cloned()
-        .collect();
-    // Keep the first occurrence of a term: job entries win.
-    let mut seen = std::collections::HashSet::new();
-    let relevant: Vec<GlossaryEntry> = relevant
-        .into_iter()
-        .filter(|e| seen.insert(normalize_term(&e.bo)))
-        .collect();
+    let relevant = pipeline::relevant_glossary(glossary, &chunk.source);
     let memory_key =
         is_model.then(|| memory::key(&chunk.source, engine.name(), model.as_deref(), &relevant));
     if let Some(key) = &memory_key {
@@ -386,25 +334,30 @@ async fn translate_chunk(
         chunk
             .context
             .as_deref()
-            .and_then(decode_context)
-            .unwrap_or_else(|| context_for(prev))
+            .and_then(pipeline::decode_context)
+            .unwrap_or_else(|| {
+                pipeline::context_for(
+                    prev.filter(|p| p.status == ChunkStatus::Completed)
+                        .map(|p| (p.source.as_str(), p.translation.as_deref().unwrap_or(""))),
+                )
+            })
     } else {
         Vec::new()
     };
-    let mut request = TranslateRequest {
-        text: chunk.source.clone(),
+    let task = pipeline::ChunkTask {
+        index: chunk.index,
+        source: &chunk.source,
         model: model.clone(),
+        config,
+        glossary: relevant,
         context: context.clone(),
-        glossary: relevant.clone(),
-        rejected_because: None,
     };
     let mut attempt = 0u32;
-    let mut quality_retried = false;
     loop {
         attempt += 1;
         let started = Instant::now();
         let outcome = tokio::select! {
-            r = engine.translate(&request) => Ok(r),
+            r = pipeline::attempt(engine, &task) => Ok(r),
             _ = cancel.cancelled() => Err(Stop::Cancelled),
             _ = shared.hard_stop.cancelled() => Err(Stop::Draining),
         };
@@ -419,53 +372,8 @@ async fn translate_chunk(
         let err = match result {
             Ok(out) => {
                 let elapsed = started.elapsed();
-                let mut warning = None;
-                if is_model {
-                    if let Some(issue) = quality::check(&chunk.source, &out.text, &relevant) {
-                        if !quality_retried {
-                            quality_retried = true;
-                            shared.metrics.quality_retries.inc();
-                            tracing::warn!(chunk = chunk.index, %issue, "answer rejected; quality retry");
-                            request.rejected_because = Some(issue.to_string());
-                            attempt -= 1;
-                            continue;
-                        }
-                        if issue.is_unusable() {
-                            return Ok(ChunkOutcome::Failed {
-                                attempts: attempt,
-                                err: EngineError::permanent(format!(
-                                    "the provider's answer failed the quality check twice: {issue}"
-                                )),
-                            });
-                        }
-                        warning = Some(format!("chunk {}: {issue}", chunk.index));
-                    }
-                }
-                let mut confidence = out.confidence;
-                if is_model && config.use_helper_ai {
-                    let review = ReviewRequest {
-                        source: chunk.source.clone(),
-                        translation: out.text.clone(),
-                        glossary: relevant.clone(),
-                        model: model.clone(),
-                    };
-                    match engine.review(&review).await {
-                        Ok(c) => {
-                            confidence = Some(c);
-                            if c < config.quality_threshold && warning.is_none() {
-                                warning = Some(format!(
-                                    "chunk {}: reviewer confidence {c:.2} is below the threshold {:.2}",
-                                    chunk.index, config.quality_threshold
-                                ));
-                            }
-                        }
-                        Err(e) => {
-                            warning.get_or_insert(format!(
-                                "chunk {}: the review failed: {}",
-                                chunk.index, e.message
-                            ));
-                        }
-                    }
+                if out.quality_retried {
+                    shared.metrics.quality_retries.inc();
                 }
                 shared
                     .metrics
@@ -477,10 +385,10 @@ async fn translate_chunk(
                     .chunk_duration
                     .with_label_values(&[engine.name()])
                     .observe(elapsed.as_secs_f64());
-                if let (Some(key), None) = (&memory_key, &warning) {
+                if let (Some(key), None) = (&memory_key, &out.warning) {
                     shared
                         .store
-                        .memory_put(key.clone(), out.text.clone(), confidence, Utc::now())
+                        .memory_put(key.clone(), out.text.clone(), out.confidence, Utc::now())
                         .await?;
                 }
                 return Ok(ChunkOutcome::Done(ChunkDone {
@@ -488,10 +396,10 @@ async fn translate_chunk(
                     translation: out.text,
                     duration_ms: Some(elapsed.as_millis() as u64),
                     attempts: attempt,
-                    confidence,
+                    confidence: out.confidence,
                     from_memory: false,
-                    context: encode_context(&context),
-                    warning,
+                    context: pipeline::encode_context(&context),
+                    warning: out.warning,
                 }));
             }
             Err(err) => err,
