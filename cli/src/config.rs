@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use lotsawa_core::RetryPolicy;
-use lotsawa_engines::{EngineSettings, OpenAiSettings};
+use lotsawa_engines::EngineSettings;
 
 /// A configuration value that cannot be used.
 #[derive(Debug, thiserror::Error)]
@@ -115,10 +115,6 @@ impl ServeConfig {
             Some(v) => parse_num("LOTSAWA_RETRY_MAX_ATTEMPTS", &v, 1u32, 100)?,
             None => 3,
         };
-        let timeout_ms = match env.var("LOTSAWA_PROVIDER_TIMEOUT_MS") {
-            Some(v) => parse_num("LOTSAWA_PROVIDER_TIMEOUT_MS", &v, 1u64, 3_600_000)?,
-            None => 120_000,
-        };
         let body_limit = match env.var("LOTSAWA_BODY_LIMIT") {
             Some(v) => parse_num("LOTSAWA_BODY_LIMIT", &v, 1024usize, 1 << 30)?,
             None => lotsawa_http::DEFAULT_BODY_LIMIT,
@@ -127,33 +123,17 @@ impl ServeConfig {
             Some(v) => parse_num("LOTSAWA_SHUTDOWN_GRACE_MS", &v, 0u64, 3_600_000)?,
             None => 10_000,
         };
-        let api_key = env.var("OPENAI_API_KEY");
-        let base_url = env.var("OPENAI_BASE_URL").or_else(|| {
-            api_key
-                .as_ref()
-                .map(|_| "https://api.openai.com/v1".to_owned())
-        });
-        if let Some(u) = &base_url
-            && !(u.starts_with("http://") || u.starts_with("https://"))
-        {
-            return Err(ConfigError {
-                name: "OPENAI_BASE_URL".into(),
-                message: format!("expected an http:// or https:// URL, got '{u}'"),
-            });
-        }
-        let openai = base_url.map(|base_url| OpenAiSettings {
-            base_url,
-            api_key,
-            model: env
-                .var("LOTSAWA_MODEL")
-                .unwrap_or_else(|| "gpt-4o-mini".into()),
-            timeout: Duration::from_millis(timeout_ms),
-        });
-        let default_engine = flags.engine.or_else(|| env.var("LOTSAWA_ENGINE"));
-        let bedrock_model = env.var("LOTSAWA_BEDROCK_MODEL").or_else(|| {
-            (default_engine.as_deref() == Some("bedrock"))
-                .then(|| lotsawa_engines::DEFAULT_BEDROCK_MODEL.to_owned())
-        });
+        let mut engines =
+            EngineSettings::from_source(&|k| env.var(k), flags.engine).map_err(|e| match e {
+                lotsawa_engines::EngineConfigError::Invalid { name, message } => ConfigError {
+                    name: name.into(),
+                    message,
+                },
+                other => ConfigError {
+                    name: "engines".into(),
+                    message: other.to_string(),
+                },
+            })?;
         let mut glossary = lotsawa_core::Glossary::default();
         if let Some(paths) = env.var("LOTSAWA_GLOSSARY") {
             for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -168,6 +148,7 @@ impl ServeConfig {
                 glossary.extend(&g);
             }
         }
+        engines.glossary = glossary;
         Ok(Self {
             bind,
             db,
@@ -177,13 +158,7 @@ impl ServeConfig {
                 base_delay: Duration::from_millis(base_ms),
                 max_delay: Duration::from_secs(60),
             },
-            engines: EngineSettings {
-                default_engine,
-                openai,
-                glossary,
-                bedrock_model,
-                timeout: Duration::from_millis(timeout_ms),
-            },
+            engines,
             body_limit,
             shutdown_grace: Duration::from_millis(grace_ms),
         })

@@ -37,6 +37,14 @@ pub enum EngineConfigError {
         "the bedrock engine is configured but this build lacks it; build with `--features bedrock`"
     )]
     BedrockNotBuilt,
+    /// A setting has a bad value.
+    #[error("{name}: {message}")]
+    Invalid {
+        /// The variable.
+        name: &'static str,
+        /// What is wrong.
+        message: String,
+    },
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -56,6 +64,63 @@ pub struct EngineSettings {
     pub bedrock_model: Option<String>,
     /// Per-call provider timeout.
     pub timeout: Duration,
+}
+
+impl EngineSettings {
+    /// Read the engine variables (LOTSAWA_ENGINE, OPENAI_BASE_URL,
+    /// OPENAI_API_KEY, LOTSAWA_MODEL, LOTSAWA_BEDROCK_MODEL,
+    /// LOTSAWA_PROVIDER_TIMEOUT_MS) from `get`; `engine_flag` wins over
+    /// LOTSAWA_ENGINE. Glossary files are the caller's business.
+    pub fn from_source(
+        get: &dyn Fn(&str) -> Option<String>,
+        engine_flag: Option<String>,
+    ) -> Result<Self, EngineConfigError> {
+        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
+        let timeout_ms = match get("LOTSAWA_PROVIDER_TIMEOUT_MS") {
+            None => 120_000,
+            Some(v) => match v.trim().parse::<u64>() {
+                Ok(n) if (1..=3_600_000).contains(&n) => n,
+                _ => {
+                    return Err(EngineConfigError::Invalid {
+                        name: "LOTSAWA_PROVIDER_TIMEOUT_MS",
+                        message: format!("expected an integer between 1 and 3600000, got '{v}'"),
+                    });
+                }
+            },
+        };
+        let timeout = Duration::from_millis(timeout_ms);
+        let api_key = get("OPENAI_API_KEY");
+        let base_url = get("OPENAI_BASE_URL").or_else(|| {
+            api_key
+                .as_ref()
+                .map(|_| "https://api.openai.com/v1".to_owned())
+        });
+        if let Some(u) = &base_url {
+            if !(u.starts_with("http://") || u.starts_with("https://")) {
+                return Err(EngineConfigError::Invalid {
+                    name: "OPENAI_BASE_URL",
+                    message: format!("expected an http:// or https:// URL, got '{u}'"),
+                });
+            }
+        }
+        let openai = base_url.map(|base_url| OpenAiSettings {
+            base_url,
+            api_key,
+            model: get("LOTSAWA_MODEL").unwrap_or_else(|| "gpt-4o-mini".into()),
+            timeout,
+        });
+        let default_engine = engine_flag.or_else(|| get("LOTSAWA_ENGINE"));
+        let bedrock_model = get("LOTSAWA_BEDROCK_MODEL").or_else(|| {
+            (default_engine.as_deref() == Some("bedrock")).then(|| DEFAULT_BEDROCK_MODEL.to_owned())
+        });
+        Ok(Self {
+            default_engine,
+            openai,
+            glossary: lotsawa_core::Glossary::default(),
+            bedrock_model,
+            timeout,
+        })
+    }
 }
 
 /// The Bedrock model used when only `LOTSAWA_ENGINE=bedrock` is set.

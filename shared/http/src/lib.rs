@@ -11,12 +11,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
+use axum::Json;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use lotsawa_core::{
     ChunkSize, EngineName, JobConfig, JobId, JobService, JobStatus, JobType, ListQuery, NewJob,
     SourceText,
@@ -24,6 +24,7 @@ use lotsawa_core::{
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
+pub use axum::Router;
 pub use dto::*;
 pub use error::{ApiError, Problem};
 

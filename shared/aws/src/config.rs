@@ -1,0 +1,126 @@
+//! The cloud configuration, read once from the environment of a function.
+
+use std::time::Duration;
+
+/// A missing or invalid setting.
+#[derive(Debug, thiserror::Error)]
+#[error("{name}: {message}")]
+pub struct ConfigError {
+    /// The variable.
+    pub name: &'static str,
+    /// What is wrong.
+    pub message: String,
+}
+
+/// Settings shared by every function.
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    /// DynamoDB table (LOTSAWA_TABLE).
+    pub table: String,
+    /// FIFO job queue URL (LOTSAWA_JOB_QUEUE_URL).
+    pub job_queue_url: String,
+    /// State machine ARN (LOTSAWA_STATE_MACHINE_ARN).
+    pub state_machine_arn: String,
+    /// Bucket for large texts and ingest (LOTSAWA_BUCKET).
+    pub bucket: String,
+    /// Jobs processing at once, across the deployment (LOTSAWA_CONCURRENCY, default 3).
+    pub concurrency: u32,
+    /// Longest SSE response before the client is told to reconnect
+    /// (LOTSAWA_STREAM_MAX_SECS, default 840: under Lambda's 15 minutes).
+    pub stream_max: Duration,
+    /// Days a finished job is kept before DynamoDB's TTL removes it
+    /// (LOTSAWA_JOB_TTL_DAYS, default 30).
+    pub job_ttl_days: u32,
+    /// Request body limit (LOTSAWA_BODY_LIMIT, default 1 MiB).
+    pub body_limit: usize,
+}
+
+fn required(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+) -> Result<String, ConfigError> {
+    get(name)
+        .filter(|v| !v.trim().is_empty())
+        .ok_or(ConfigError {
+            name,
+            message: "must be set".into(),
+        })
+}
+
+fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
+    get: &dyn Fn(&str) -> Option<String>,
+    name: &'static str,
+    default: T,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError> {
+    match get(name) {
+        None => Ok(default),
+        Some(raw) => match raw.trim().parse::<T>() {
+            Ok(v) if v >= min && v <= max => Ok(v),
+            _ => Err(ConfigError {
+                name,
+                message: format!("expected a number between {min} and {max}, got '{raw}'"),
+            }),
+        },
+    }
+}
+
+impl CloudConfig {
+    /// Read from the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_source(&|name| std::env::var(name).ok())
+    }
+
+    /// Read from any source of variables.
+    pub fn from_source(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table: required(get, "LOTSAWA_TABLE")?,
+            job_queue_url: required(get, "LOTSAWA_JOB_QUEUE_URL")?,
+            state_machine_arn: required(get, "LOTSAWA_STATE_MACHINE_ARN")?,
+            bucket: required(get, "LOTSAWA_BUCKET")?,
+            concurrency: number(get, "LOTSAWA_CONCURRENCY", 3, 1, 1000)?,
+            stream_max: Duration::from_secs(number(get, "LOTSAWA_STREAM_MAX_SECS", 840, 1, 890)?),
+            job_ttl_days: number(get, "LOTSAWA_JOB_TTL_DAYS", 30, 1, 3650)?,
+            body_limit: number(
+                get,
+                "LOTSAWA_BODY_LIMIT",
+                1024 * 1024,
+                1024,
+                6 * 1024 * 1024,
+            )?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let m: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| m.get(k).cloned()
+    }
+
+    #[test]
+    fn required_values_are_named() {
+        let err = CloudConfig::from_source(&env(&[])).expect_err("missing");
+        assert_eq!(err.name, "LOTSAWA_TABLE");
+        let all = [
+            ("LOTSAWA_TABLE", "t"),
+            ("LOTSAWA_JOB_QUEUE_URL", "q"),
+            ("LOTSAWA_STATE_MACHINE_ARN", "arn"),
+            ("LOTSAWA_BUCKET", "b"),
+            ("LOTSAWA_CONCURRENCY", "zero"),
+        ];
+        let err = CloudConfig::from_source(&env(&all)).expect_err("bad");
+        assert_eq!(err.name, "LOTSAWA_CONCURRENCY");
+        let c = CloudConfig::from_source(&env(&all[..4])).expect("ok");
+        assert_eq!(c.concurrency, 3);
+        assert_eq!(c.stream_max, Duration::from_secs(840));
+    }
+}

@@ -1,0 +1,273 @@
+//! DynamoDB item mapping: how jobs and chunks are stored. The domain types
+//! know nothing of it.
+//!
+//! One table: `pk`/`sk`. A job is `JOB#<id>`/`JOB`; its chunks are
+//! `JOB#<id>`/`CHUNK#<index, 6 digits>`; the concurrency semaphore is
+//! `SEMAPHORE`/`SEMAPHORE`; memory entries are `MEM#<key>`/`MEM`. Three GSIs
+//! list jobs newest first: `gsi1` by status, `gsi2` all jobs, `gsi3` by type
+//! (sort key `createdAt#id`). `expiresAt` is the TTL attribute.
+
+use std::collections::HashMap;
+
+use aws_sdk_dynamodb::types::AttributeValue;
+use chrono::{DateTime, SecondsFormat, Utc};
+use lotsawa_core::{
+    ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType,
+};
+
+/// An item.
+pub type Item = HashMap<String, AttributeValue>;
+
+/// Partition key of a job.
+pub fn job_pk(id: JobId) -> String {
+    format!("JOB#{id}")
+}
+
+/// Sort key of a chunk.
+pub fn chunk_sk(index: u32) -> String {
+    format!("CHUNK#{index:06}")
+}
+
+/// RFC 3339 with milliseconds.
+pub fn ts(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::Millis, true)
+}
+
+/// A string attribute.
+pub fn s(v: impl Into<String>) -> AttributeValue {
+    AttributeValue::S(v.into())
+}
+
+/// A number attribute.
+pub fn n(v: impl ToString) -> AttributeValue {
+    AttributeValue::N(v.to_string())
+}
+
+/// Why an item could not be read.
+#[derive(Debug, thiserror::Error)]
+#[error("corrupt item: {0}")]
+pub struct Corrupt(pub String);
+
+fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
+    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+}
+
+fn req_s<'a>(item: &'a Item, k: &str) -> Result<&'a str, Corrupt> {
+    get_s(item, k).ok_or_else(|| Corrupt(format!("missing {k}")))
+}
+
+fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
+    item.get(k)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|v| v.parse().ok())
+}
+
+fn parse_ts(v: Option<&str>) -> Result<Option<DateTime<Utc>>, Corrupt> {
+    v.map(|s| {
+        DateTime::parse_from_rfc3339(s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| Corrupt(format!("timestamp {s}: {e}")))
+    })
+    .transpose()
+}
+
+/// Sort key of the listing indexes: newest first when read backwards.
+pub fn list_sk(created_at: &str, id: JobId) -> String {
+    format!("{created_at}#{id}")
+}
+
+/// The item of a new job. `source` is the text, or `None` when it went to S3
+/// under `source_key`.
+pub fn new_job_item(
+    job: &Job,
+    source: Option<&str>,
+    source_key: Option<&str>,
+) -> Result<Item, Corrupt> {
+    let created = ts(job.created_at);
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(job.id)));
+    item.insert("sk".into(), s("JOB"));
+    item.insert("id".into(), s(job.id.to_string()));
+    item.insert("kind".into(), s(job.kind.as_str()));
+    item.insert("status".into(), s(job.status.as_str()));
+    item.insert(
+        "config".into(),
+        s(serde_json::to_string(&job.config).map_err(|e| Corrupt(e.to_string()))?),
+    );
+    if let Some(src) = source {
+        item.insert("source".into(), s(src));
+    }
+    if let Some(key) = source_key {
+        item.insert("sourceKey".into(), s(key));
+    }
+    item.insert("chunksTotal".into(), n(job.chunks_total));
+    item.insert("chunksCompleted".into(), n(0));
+    item.insert("attempts".into(), n(0));
+    item.insert("createdAt".into(), s(created.clone()));
+    item.insert(
+        "gsi1pk".into(),
+        s(format!("STATUS#{}", job.status.as_str())),
+    );
+    item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
+    item.insert("gsi2pk".into(), s("ALL"));
+    item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
+    item.insert("gsi3pk".into(), s(format!("TYPE#{}", job.kind.as_str())));
+    item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
+    Ok(item)
+}
+
+/// A job item as read back, with the cloud-only attributes.
+#[derive(Debug, Clone)]
+pub struct JobItem {
+    /// The job (its result is filled in when inline).
+    pub job: Job,
+    /// S3 key of a large source.
+    pub source_key: Option<String>,
+    /// S3 key of a large result.
+    pub result_key: Option<String>,
+    /// Current execution.
+    pub execution_arn: Option<String>,
+    /// Run number holding a concurrency slot.
+    pub slot: Option<u32>,
+}
+
+/// Read a job item.
+pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
+    let id: JobId = req_s(item, "id")?
+        .parse()
+        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
+    let kind: JobType = req_s(item, "kind")?
+        .parse()
+        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
+    let status: JobStatus = req_s(item, "status")?
+        .parse()
+        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
+    let config: JobConfig = serde_json::from_str(req_s(item, "config")?)
+        .map_err(|e| Corrupt(format!("config: {e}")))?;
+    let result: Option<JobResult> = get_s(item, "result")
+        .map(serde_json::from_str)
+        .transpose()
+        .map_err(|e| Corrupt(format!("result: {e}")))?;
+    Ok(JobItem {
+        job: Job {
+            id,
+            kind,
+            status,
+            source: get_s(item, "source").unwrap_or("").to_owned(),
+            config,
+            result,
+            error: get_s(item, "error").map(str::to_owned),
+            chunks_completed: get_n(item, "chunksCompleted").unwrap_or(0),
+            chunks_total: get_n(item, "chunksTotal").unwrap_or(0),
+            created_at: parse_ts(Some(req_s(item, "createdAt")?))?.unwrap_or_default(),
+            started_at: parse_ts(get_s(item, "startedAt"))?,
+            completed_at: parse_ts(get_s(item, "completedAt"))?,
+            cancelled_at: parse_ts(get_s(item, "cancelledAt"))?,
+            attempts: get_n(item, "attempts").unwrap_or(0),
+        },
+        source_key: get_s(item, "sourceKey").map(str::to_owned),
+        result_key: get_s(item, "resultKey").map(str::to_owned),
+        execution_arn: get_s(item, "executionArn").map(str::to_owned),
+        slot: get_n(item, "slot"),
+    })
+}
+
+/// The item of a new chunk; a source over the inline limit goes to S3 and
+/// `source_key` points at it.
+pub fn new_chunk_item(
+    id: JobId,
+    index: u32,
+    source: Option<&str>,
+    chars: usize,
+    source_key: Option<&str>,
+) -> Item {
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(id)));
+    item.insert("sk".into(), s(chunk_sk(index)));
+    item.insert("idx".into(), n(index));
+    if let Some(src) = source {
+        item.insert("source".into(), s(src));
+    }
+    if let Some(k) = source_key {
+        item.insert("sourceKey".into(), s(k));
+    }
+    item.insert("chars".into(), n(chars));
+    item.insert("status".into(), s("pending"));
+    item.insert("attempts".into(), n(0));
+    item
+}
+
+/// A chunk item as read back.
+#[derive(Debug, Clone)]
+pub struct ChunkItem {
+    /// The ledger record (source empty when it lives in S3).
+    pub record: ChunkRecord,
+    /// S3 key of a large source.
+    pub source_key: Option<String>,
+    /// Characters in the source.
+    pub chars: u64,
+}
+
+/// Read a chunk item.
+pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
+    let status = req_s(item, "status")?;
+    Ok(ChunkItem {
+        record: ChunkRecord {
+            index: get_n(item, "idx").ok_or_else(|| Corrupt("missing idx".into()))?,
+            source: get_s(item, "source").unwrap_or("").to_owned(),
+            status: ChunkStatus::parse(status)
+                .ok_or_else(|| Corrupt(format!("chunk status {status}")))?,
+            attempts: get_n(item, "attempts").unwrap_or(0),
+            translation: get_s(item, "translation").map(str::to_owned),
+            error: get_s(item, "error").map(str::to_owned),
+            duration_ms: get_n(item, "durationMs"),
+            run: get_n(item, "run").unwrap_or(0),
+            confidence: get_n(item, "confidence"),
+            from_memory: item
+                .get("fromMemory")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(false),
+            context: get_s(item, "context").map(str::to_owned),
+            warning: get_s(item, "warning").map(str::to_owned),
+        },
+        source_key: get_s(item, "sourceKey").map(str::to_owned),
+        chars: get_n(item, "chars").unwrap_or(0),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn jobs_round_trip_through_items() {
+        let job = Job {
+            id: JobId::new(),
+            kind: JobType::Translation,
+            status: JobStatus::Pending,
+            source: "ཀ།".into(),
+            config: JobConfig::default(),
+            result: None,
+            error: None,
+            chunks_completed: 0,
+            chunks_total: 1,
+            created_at: Utc::now(),
+            started_at: None,
+            completed_at: None,
+            cancelled_at: None,
+            attempts: 0,
+        };
+        let item = new_job_item(&job, Some("ཀ།"), None).expect("item");
+        let back = job_from_item(&item).expect("job");
+        assert_eq!(back.job.id, job.id);
+        assert_eq!(back.job.source, "ཀ།");
+        assert_eq!(back.job.status, JobStatus::Pending);
+        assert_eq!(get_s(&item, "gsi1pk"), Some("STATUS#pending"));
+        let c = new_chunk_item(job.id, 7, Some("ཀ།"), 2, None);
+        assert_eq!(get_s(&c, "sk"), Some("CHUNK#000007"));
+        let back = chunk_from_item(&c).expect("chunk");
+        assert_eq!(back.record.index, 7);
+        assert_eq!(back.record.status, ChunkStatus::Pending);
+    }
+}

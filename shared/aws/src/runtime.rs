@@ -1,0 +1,196 @@
+//! Start-up shared by the function binaries: JSON logs, configuration,
+//! clients, engines, the job service and the Router, built once per
+//! instance. Event → command mapping for the queue-fed functions lives here
+//! too, so it is tested with JSON fixtures.
+
+use std::sync::Arc;
+
+use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
+use lotsawa_core::JobService;
+use lotsawa_engines::{EngineSet, EngineSettings};
+
+use crate::config::CloudConfig;
+use crate::dispatch::{Dispatched, JobMessage, dispatch, reap};
+use crate::ingest::{decode_key, ingest};
+use crate::service::CloudService;
+use crate::store::{Clients, DynamoStore};
+use crate::worker::{Task, Worker};
+
+/// JSON logs for CloudWatch (LOTSAWA_LOG sets the filter).
+pub fn init_logging() {
+    let filter = std::env::var("LOTSAWA_LOG").unwrap_or_else(|_| "info".into());
+    let _ = tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .without_time()
+        .try_init();
+}
+
+/// Everything a function needs, built once.
+#[derive(Clone)]
+pub struct App {
+    /// Settings.
+    pub config: CloudConfig,
+    /// Store.
+    pub store: DynamoStore,
+    /// Engines.
+    pub engines: EngineSet,
+    /// The job service.
+    pub service: Arc<CloudService>,
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App")
+            .field("config", &self.config)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A start-up failure (the message names the variable).
+pub type StartError = Box<dyn std::error::Error + Send + Sync>;
+
+impl App {
+    /// Read the configuration and build clients and engines.
+    pub async fn from_env() -> Result<Self, StartError> {
+        let config = CloudConfig::from_env()?;
+        let get = |k: &str| std::env::var(k).ok();
+        let settings = EngineSettings::from_source(&get, None)?;
+        let (engines, _) = EngineSet::build(&settings).await?;
+        let clients = Clients::from_env().await;
+        let store = DynamoStore::new(clients, config.clone());
+        let service = Arc::new(CloudService::new(
+            store.clone(),
+            engines.names(),
+            engines.default_name().to_owned(),
+        ));
+        Ok(Self {
+            config,
+            store,
+            engines,
+            service,
+        })
+    }
+
+    /// The one Router over the cloud service.
+    pub fn router(&self) -> lotsawa_http::Router {
+        lotsawa_http::router(
+            self.service.clone() as Arc<dyn JobService>,
+            lotsawa_http::ApiConfig {
+                body_limit: self.config.body_limit,
+                stream_max: self.config.stream_max,
+                shutdown: Default::default(),
+            },
+        )
+    }
+
+    /// Job-queue batch → dispatches; messages that found no free slot are
+    /// returned as failures so SQS delivers them again.
+    pub async fn on_job_messages(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        let mut blocked = false;
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            // FIFO: once one message waits, the ones behind it wait too.
+            if blocked {
+                response.batch_item_failures.push(failure(id));
+                continue;
+            }
+            let msg: Result<JobMessage, _> =
+                serde_json::from_str(record.body.as_deref().unwrap_or(""));
+            let Ok(msg) = msg else {
+                tracing::error!(message_id = %id, "dropping a malformed job message");
+                continue;
+            };
+            match dispatch(&self.store, &msg).await {
+                Ok(Dispatched::Started(arn)) => {
+                    tracing::info!(job_id = %msg.job_id, %arn, "execution started")
+                }
+                Ok(Dispatched::Dropped(why)) => {
+                    tracing::info!(job_id = %msg.job_id, why, "message dropped")
+                }
+                Ok(Dispatched::Full) => {
+                    blocked = true;
+                    response.batch_item_failures.push(failure(id));
+                }
+                Err(e) => {
+                    tracing::error!(job_id = %msg.job_id, error = %e, "dispatch failed");
+                    blocked = true;
+                    response.batch_item_failures.push(failure(id));
+                }
+            }
+        }
+        response
+    }
+
+    /// Execution status change (EventBridge) → release slots of ended runs.
+    pub async fn on_execution_event(&self) -> Result<u32, StartError> {
+        Ok(reap(&self.store).await?)
+    }
+
+    /// Worker-queue batch → tasks answered.
+    pub async fn on_tasks(&self, event: SqsEvent) -> SqsBatchResponse {
+        let worker = Worker {
+            store: self.store.clone(),
+            engines: self.engines.clone(),
+        };
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let task: Result<Task, _> = serde_json::from_str(record.body.as_deref().unwrap_or(""));
+            let Ok(task) = task else {
+                tracing::error!(message_id = %id, "dropping a malformed task");
+                continue;
+            };
+            if let Err(e) = worker.handle(&task).await {
+                tracing::error!(job_id = %task.job_id, error = %e, "task failed; SQS will deliver it again");
+                response.batch_item_failures.push(failure(id));
+            }
+        }
+        response
+    }
+
+    /// S3 notifications (through SQS) → jobs.
+    pub async fn on_uploads(&self, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let id = record.message_id.clone().unwrap_or_default();
+            let body: serde_json::Value =
+                serde_json::from_str(record.body.as_deref().unwrap_or("")).unwrap_or_default();
+            // S3 sends an s3:TestEvent first; it has no Records.
+            for r in body
+                .get("Records")
+                .and_then(|v| v.as_array())
+                .into_iter()
+                .flatten()
+            {
+                let bucket = r
+                    .pointer("/s3/bucket/name")
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("");
+                let key = decode_key(
+                    r.pointer("/s3/object/key")
+                        .and_then(|v| v.as_str())
+                        .unwrap_or(""),
+                );
+                match ingest(&self.store, self.service.as_ref(), bucket, &key).await {
+                    Ok(outcome) => tracing::info!(%key, ?outcome, "ingested"),
+                    Err(e) => {
+                        tracing::error!(%key, error = %e, "ingest failed");
+                        response.batch_item_failures.push(failure(id.clone()));
+                    }
+                }
+            }
+        }
+        response
+    }
+}
+
+fn failure(id: String) -> BatchItemFailure {
+    let mut f = BatchItemFailure::default();
+    f.item_identifier = id;
+    f
+}
