@@ -3,9 +3,20 @@
 
 #![recursion_limit = "256"]
 
+use axum::http::header::CONTENT_LENGTH;
+use axum::response::Response;
+
+/// A streamed response is sent chunked: a Content-Length header would
+/// contradict the transfer encoding (and the local emulator rejects it).
+async fn unsized_body(mut res: Response) -> Response {
+    res.headers_mut().remove(CONTENT_LENGTH);
+    res
+}
+
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    lambda_http::run_with_streaming_response(app.router()).await
+    let router = app.router().layer(axum::middleware::map_response(unsized_body));
+    lambda_http::run_with_streaming_response(router).await
 }

@@ -653,35 +653,50 @@ impl DynamoStore {
             .expression_attribute_values(":mem", AttributeValue::Bool(done.from_memory));
         let mut set = vec![
             "#st = :done",
-            "run = :run",
-            "attempts = attempts + :att",
-            "fromMemory = :mem",
+            "#run = :run",
+            "#att = #att + :att",
+            "#mem = :mem",
         ];
+        chunk = chunk
+            .expression_attribute_names("#run", "run")
+            .expression_attribute_names("#att", "attempts")
+            .expression_attribute_names("#mem", "fromMemory");
         if translation.len() > INLINE_LIMIT {
             let key = format!("chunks/{id}/{:06}.out.txt", done.index);
-            self.put_text(&key, &translation, "text/plain; charset=utf-8")
-                .await?;
-            chunk = chunk.expression_attribute_values(":tkey", s(key));
-            set.push("translationKey = :tkey");
+            self.put_text(&key, &translation, "text/plain; charset=utf-8").await?;
+            chunk = chunk
+                .expression_attribute_values(":tkey", s(key))
+                .expression_attribute_names("#tkey", "translationKey");
+            set.push("#tkey = :tkey");
         } else {
-            chunk = chunk.expression_attribute_values(":tr", s(translation));
-            set.push("translation = :tr");
+            chunk = chunk
+                .expression_attribute_values(":tr", s(translation))
+                .expression_attribute_names("#tr", "translation");
+            set.push("#tr = :tr");
         }
         if let Some(d) = done.duration_ms {
-            chunk = chunk.expression_attribute_values(":d", n(d));
-            set.push("durationMs = :d");
+            chunk = chunk
+                .expression_attribute_values(":d", n(d))
+                .expression_attribute_names("#dur", "durationMs");
+            set.push("#dur = :d");
         }
         if let Some(c) = done.confidence {
-            chunk = chunk.expression_attribute_values(":c", n(c));
-            set.push("confidence = :c");
+            chunk = chunk
+                .expression_attribute_values(":c", n(c))
+                .expression_attribute_names("#conf", "confidence");
+            set.push("#conf = :c");
         }
         if let Some(ctx) = &done.context {
-            chunk = chunk.expression_attribute_values(":ctx", s(ctx.clone()));
-            set.push("context = :ctx");
+            chunk = chunk
+                .expression_attribute_values(":ctx", s(ctx.clone()))
+                .expression_attribute_names("#ctx", "context");
+            set.push("#ctx = :ctx");
         }
         if let Some(w) = &done.warning {
-            chunk = chunk.expression_attribute_values(":w", s(w.clone()));
-            set.push("warning = :w");
+            chunk = chunk
+                .expression_attribute_values(":w", s(w.clone()))
+                .expression_attribute_names("#w", "warning");
+            set.push("#w = :w");
         }
         let chunk = chunk
             .update_expression(format!("SET {} REMOVE #err", set.join(", ")))
@@ -731,9 +746,10 @@ impl DynamoStore {
             .update_item()
             .table_name(&self.config.table)
             .set_key(Some(Self::key(job_pk(id), &chunk_sk(index))))
-            .update_expression("SET #err = :e, attempts = attempts + :one")
+            .update_expression("SET #err = :e, #att = #att + :one")
             .condition_expression("#st = :pending")
             .expression_attribute_names("#err", "error")
+            .expression_attribute_names("#att", "attempts")
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":e", s(error))
             .expression_attribute_values(":one", n(1))

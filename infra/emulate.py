@@ -1,0 +1,411 @@
+"""The emulated cloud (see infra/emulate): moto + cargo lambda watch + SQS pollers.
+
+Resources come from template.yaml itself (table schema, queues, dead-letter
+redrive, the bucket notification, the state machine file and its
+DefinitionSubstitutions), so the emulation and the deployment cannot drift.
+Only loopback addresses are used.
+"""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import boto3
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = Path(os.environ.get("LOTSAWA_VENV", ROOT / ".venv"))
+STATE_DIR = Path(os.environ.get("LOTSAWA_EMULATE_DIR", ROOT / ".emulate"))
+REGION = "us-east-1"
+FUNCTIONS = ["api", "stream", "dispatch", "worker", "ingest"]
+TABLE = "lotsawa-jobs"
+BUCKET = "lotsawa-texts"
+STATE_MACHINE = "lotsawa-jobs"
+
+
+def log(*args):
+    print("emulate:", *args, file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation tags (!Ref, !GetAtt, ...) as dicts."""
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    name = "Ref" if suffix == "Ref" else "Fn::" + suffix
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template():
+    with open(ROOT / "template.yaml", encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
+def clients(endpoint):
+    kw = dict(
+        endpoint_url=endpoint,
+        region_name=REGION,
+        aws_access_key_id="test",
+        aws_secret_access_key="test",
+    )
+    return {n: boto3.client(n, **kw) for n in ["dynamodb", "sqs", "stepfunctions", "s3"]}
+
+
+def wait_http(url, timeout, what):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=10) as r:
+                if r.status < 500:
+                    return
+        except urllib.error.HTTPError as e:
+            if e.code < 500:
+                return
+            last = e
+        except Exception as e:  # noqa: BLE001 - any failure means not ready yet
+            last = e
+        time.sleep(0.5)
+    raise SystemExit(f"emulate: {what} did not become ready in {timeout}s: {last}")
+
+
+def parameter_values(template):
+    """Template parameter defaults, overridable from the environment for tests."""
+    values = {k: str(v.get("Default", "")) for k, v in template.get("Parameters", {}).items()}
+    env = {
+        "Concurrency": "LOTSAWA_CONCURRENCY",
+        "MaxAttempts": "LOTSAWA_MAX_ATTEMPTS",
+        "ChunksPerExecution": "LOTSAWA_CHUNKS_PER_EXECUTION",
+    }
+    for param, var in env.items():
+        if os.environ.get(var):
+            values[param] = os.environ[var]
+    delays = os.environ.get("LOTSAWA_RETRY_DELAYS")
+    if delays:
+        for i, d in enumerate(delays.split(",")[:3], start=1):
+            values[f"RetryDelay{i}"] = d.strip()
+    return values
+
+
+def create_resources(c, template, params):
+    res = template["Resources"]
+    # DynamoDB: the table schema exactly as declared.
+    t = res["JobTable"]["Properties"]
+    c["dynamodb"].create_table(
+        TableName=TABLE,
+        AttributeDefinitions=t["AttributeDefinitions"],
+        KeySchema=t["KeySchema"],
+        GlobalSecondaryIndexes=t["GlobalSecondaryIndexes"],
+        BillingMode=t["BillingMode"],
+    )
+    ttl = t["TimeToLiveSpecification"]
+    c["dynamodb"].update_time_to_live(
+        TableName=TABLE,
+        TimeToLiveSpecification={"Enabled": ttl["Enabled"], "AttributeName": ttl["AttributeName"]},
+    )
+    # SQS: dead-letter queues first, then the queues that redrive to them.
+    queues = {k: v for k, v in res.items() if v["Type"] == "AWS::SQS::Queue"}
+    urls, arns = {}, {}
+
+    def create_queue(name):
+        props = queues[name].get("Properties", {})
+        attrs = {}
+        fifo = bool(props.get("FifoQueue"))
+        if fifo:
+            attrs["FifoQueue"] = "true"
+            attrs["ContentBasedDeduplication"] = str(bool(props.get("ContentBasedDeduplication"))).lower()
+        for key in ["VisibilityTimeout", "MessageRetentionPeriod"]:
+            if key in props:
+                attrs[key] = str(props[key])
+        redrive = props.get("RedrivePolicy")
+        if redrive:
+            target = redrive["deadLetterTargetArn"]["Fn::GetAtt"]
+            target = target[0] if isinstance(target, list) else target.split(".")[0]
+            if target not in arns:
+                create_queue(target)
+            attrs["RedrivePolicy"] = json.dumps(
+                {"deadLetterTargetArn": arns[target], "maxReceiveCount": redrive["maxReceiveCount"]}
+            )
+        qname = f"lotsawa-{name}" + (".fifo" if fifo else "")
+        url = c["sqs"].create_queue(QueueName=qname, Attributes=attrs)["QueueUrl"]
+        urls[name] = url
+        arns[name] = c["sqs"].get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    for name in queues:
+        if name not in urls:
+            create_queue(name)
+    # S3: the bucket and its notification to the ingest queue.
+    c["s3"].create_bucket(Bucket=BUCKET)
+    note = res["TextBucket"]["Properties"]["NotificationConfiguration"]["QueueConfigurations"][0]
+    queue_ref = note["Queue"]["Fn::GetAtt"]
+    queue_name = queue_ref[0] if isinstance(queue_ref, list) else queue_ref.split(".")[0]
+    c["s3"].put_bucket_notification_configuration(
+        Bucket=BUCKET,
+        NotificationConfiguration={
+            "QueueConfigurations": [
+                {
+                    "QueueArn": arns[queue_name],
+                    "Events": [note["Event"]],
+                    "Filter": {"Key": {"FilterRules": note["Filter"]["S3Key"]["Rules"]}},
+                }
+            ]
+        },
+    )
+    # Step Functions: the same definition file and substitutions.
+    sm = res["JobStateMachine"]["Properties"]
+    definition = (ROOT / sm["DefinitionUri"]).read_text(encoding="utf-8")
+    for key, value in sm["DefinitionSubstitutions"].items():
+        ref = value.get("Ref") if isinstance(value, dict) else None
+        if ref in urls:
+            value = urls[ref]
+        elif ref in params:
+            value = params[ref]
+        definition = definition.replace("${" + key + "}", str(value))
+    if "${" in definition:
+        raise SystemExit("emulate: unresolved substitution in the state machine definition")
+    arn = c["stepfunctions"].create_state_machine(
+        name=STATE_MACHINE,
+        definition=definition,
+        roleArn="arn:aws:iam::123456789012:role/lotsawa-states",
+        type=sm.get("Type", "STANDARD"),
+    )["stateMachineArn"]
+    return urls, arns, arn
+
+
+def start(cmd, log_file, env):
+    out = open(log_file, "ab")
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+def invoke(port, function, event, timeout=960):
+    req = urllib.request.Request(
+        f"http://127.0.0.1:{port}/2015-03-31/functions/{function}/invocations",
+        data=json.dumps(event).encode(),
+        headers={"content-type": "application/json"},
+        method="POST",
+    )
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        body = r.read().decode() or "{}"
+    result = json.loads(body)
+    if isinstance(result, dict) and result.get("errorType"):
+        raise RuntimeError(f"{function} failed: {result}")
+    return result
+
+
+def up():
+    STATE_DIR.mkdir(parents=True, exist_ok=True)
+    state_file = STATE_DIR / "state.json"
+    if state_file.exists():
+        log("already up; stopping the previous emulation first")
+        down()
+    template = load_template()
+    params = parameter_values(template)
+    moto_port, lambda_port = free_port(), free_port()
+    endpoint = f"http://127.0.0.1:{moto_port}"
+    base_env = dict(os.environ)
+    base_env["PATH"] = f"{VENV / 'bin'}:{base_env.get('PATH', '')}"
+    pids = []
+    state = {"pids": pids, "moto_port": moto_port, "lambda_port": lambda_port}
+
+    def save():
+        state_file.write_text(json.dumps(state))
+
+    moto_env = dict(base_env, MOTO_PORT=str(moto_port))
+    pids.append(start([str(VENV / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
+                      STATE_DIR / "moto.log", moto_env).pid)
+    save()
+    wait_http(f"{endpoint}/moto-api/", 60, "moto")
+    # Step Functions must execute for real; switched on before any resource exists.
+    urllib.request.urlopen(urllib.request.Request(
+        f"{endpoint}/moto-api/config",
+        data=json.dumps({"stepfunctions": {"execute_state_machine": True}, "lambda": {"use_docker": False}}).encode(),
+        method="POST"), timeout=10).read()
+    c = clients(endpoint)
+    urls, arns, sm_arn = create_resources(c, template, params)
+    log("resources created:", ", ".join(sorted(urls)), "state machine", sm_arn)
+
+    fn_env = dict(base_env)
+    fn_env.update({
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "test",
+        "AWS_SECRET_ACCESS_KEY": "test",
+        "AWS_REGION": REGION,
+        "AWS_DEFAULT_REGION": REGION,
+        "AWS_EC2_METADATA_DISABLED": "true",
+        "LOTSAWA_TABLE": TABLE,
+        "LOTSAWA_JOB_QUEUE_URL": urls["JobQueue"],
+        "LOTSAWA_STATE_MACHINE_ARN": sm_arn,
+        "LOTSAWA_BUCKET": BUCKET,
+        "LOTSAWA_CONCURRENCY": params["Concurrency"],
+    })
+    fn_env.setdefault("LOTSAWA_LOG", "info")
+    log("building the functions")
+    subprocess.run(["cargo", "build", "--quiet"] + [a for f in FUNCTIONS for a in ("-p", f"lotsawa-fn-{f}")],
+                   cwd=ROOT, env=fn_env, check=True)
+    pids.append(start(["cargo", "lambda", "watch", "--ignore-changes", "--timeout", "900", "-A", "127.0.0.1", "-P", str(lambda_port)],
+                      STATE_DIR / "lambda.log", fn_env).pid)
+    save()
+    base = f"http://127.0.0.1:{lambda_port}"
+    wait_http(f"{base}/lambda-url/api/healthz", 600, "the api function")
+    wait_http(f"{base}/lambda-url/stream/healthz", 300, "the stream function")
+    for f in ["dispatch", "worker", "ingest"]:
+        deadline = time.time() + 300
+        while True:
+            try:
+                invoke(lambda_port, f, {"Records": []}, timeout=300)
+                break
+            except Exception as e:  # noqa: BLE001
+                if time.time() > deadline:
+                    raise SystemExit(f"emulate: the {f} function did not start: {e}")
+                time.sleep(1)
+    poll_env = dict(base_env, LOTSAWA_EMULATE_ENDPOINT=endpoint, LOTSAWA_EMULATE_LAMBDA_PORT=str(lambda_port),
+                    LOTSAWA_EMULATE_QUEUES=json.dumps(urls))
+    pids.append(start([str(VENV / "bin" / "python"), str(ROOT / "infra" / "emulate.py"), "poll"],
+                      STATE_DIR / "poll.log", poll_env).pid)
+    state.update({
+        "endpoint": endpoint,
+        "queues": urls,
+        "state_machine_arn": sm_arn,
+        "table": TABLE,
+        "bucket": BUCKET,
+        "api_url": f"{base}/lambda-url/api",
+        "stream_url": f"{base}/lambda-url/stream",
+    })
+    save()
+    print(f"API_URL={state['api_url']}")
+    print(f"STREAM_URL={state['stream_url']}")
+    print(f"AWS_ENDPOINT_URL={endpoint}")
+    print(f"STATE_MACHINE_ARN={sm_arn}")
+    print(f"JOB_QUEUE_URL={urls['JobQueue']}")
+    print(f"BUCKET={BUCKET}")
+    sys.stdout.flush()
+
+
+def down():
+    state_file = STATE_DIR / "state.json"
+    if not state_file.exists():
+        log("nothing to stop")
+        return
+    state = json.loads(state_file.read_text())
+    for pid in reversed(state.get("pids", [])):
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(pid, sig)
+            except ProcessLookupError:
+                break
+            for _ in range(50):
+                try:
+                    os.kill(pid, 0)
+                except ProcessLookupError:
+                    break
+                try:
+                    os.waitpid(pid, os.WNOHANG)
+                except ChildProcessError:
+                    pass
+                time.sleep(0.1)
+    state_file.unlink()
+    log("stopped")
+
+
+def sqs_record(message, arn):
+    return {
+        "messageId": message["MessageId"],
+        "receiptHandle": message["ReceiptHandle"],
+        "body": message["Body"],
+        "attributes": message.get("Attributes", {}),
+        "messageAttributes": {},
+        "md5OfBody": message.get("MD5OfBody", ""),
+        "eventSource": "aws:sqs",
+        "eventSourceARN": arn,
+        "awsRegion": REGION,
+    }
+
+
+def poll():
+    """Event-source mappings: SQS → function, as Lambda would do on AWS."""
+    endpoint = os.environ["LOTSAWA_EMULATE_ENDPOINT"]
+    port = int(os.environ["LOTSAWA_EMULATE_LAMBDA_PORT"])
+    urls = json.loads(os.environ["LOTSAWA_EMULATE_QUEUES"])
+    sqs = clients(endpoint)["sqs"]
+
+    def arn_of(url):
+        return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+
+    def deliver(function, url, arn, message):
+        try:
+            result = invoke(port, function, {"Records": [sqs_record(message, arn)]})
+            failed = {f.get("itemIdentifier") for f in (result or {}).get("batchItemFailures", [])}
+        except Exception as e:  # noqa: BLE001 - the message goes back to the queue
+            log(f"{function} invocation failed: {e}")
+            failed = {message["MessageId"]}
+        if message["MessageId"] in failed:
+            sqs.change_message_visibility(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"], VisibilityTimeout=1)
+        else:
+            sqs.delete_message(QueueUrl=url, ReceiptHandle=message["ReceiptHandle"])
+
+    def loop(function, queue, parallel):
+        url = urls[queue]
+        arn = arn_of(url)
+        pool = ThreadPoolExecutor(max_workers=parallel)
+        while True:
+            try:
+                got = sqs.receive_message(QueueUrl=url, MaxNumberOfMessages=1 if parallel == 1 else 10,
+                                          WaitTimeSeconds=1, AttributeNames=["All"]).get("Messages", [])
+            except Exception as e:  # noqa: BLE001
+                log(f"receive from {queue} failed: {e}")
+                time.sleep(1)
+                continue
+            if parallel == 1:
+                for m in got:
+                    deliver(function, url, arn, m)
+            else:
+                for m in got:
+                    pool.submit(deliver, function, url, arn, m)
+
+    threads = [
+        threading.Thread(target=loop, args=("dispatch", "JobQueue", 1), daemon=True),
+        threading.Thread(target=loop, args=("worker", "WorkerQueue", 16), daemon=True),
+        threading.Thread(target=loop, args=("ingest", "IngestQueue", 1), daemon=True),
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+if __name__ == "__main__":
+    command = sys.argv[1] if len(sys.argv) > 1 else ""
+    if command == "up":
+        up()
+    elif command == "down":
+        down()
+    elif command == "poll":
+        poll()
+    else:
+        raise SystemExit("usage: infra/emulate up|down")
