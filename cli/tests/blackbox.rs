@@ -116,6 +116,15 @@ async fn api_suite_against_the_local_binary() {
     suite::cancel_and_retry(api, &provider, 3)
         .await
         .expect("cancel and retry");
+    suite::transliteration_and_offline(api)
+        .await
+        .expect("transliteration and offline");
+    suite::translation_memory(api, &provider, true)
+        .await
+        .expect("translation memory");
+    suite::glossary_context_quality(api, &provider)
+        .await
+        .expect("glossary, context, quality");
     suite::health_metrics_openapi(api)
         .await
         .expect("metrics after work");

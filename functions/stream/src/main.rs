@@ -17,6 +17,8 @@ async fn unsized_body(mut res: Response) -> Response {
 async fn main() -> Result<(), lambda_http::Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    let router = app.router().layer(axum::middleware::map_response(unsized_body));
+    let router = app
+        .router()
+        .layer(axum::middleware::map_response(unsized_body));
     lambda_http::run_with_streaming_response(router).await
 }

@@ -2,7 +2,8 @@
 //! job ends its result is written under `results/`: the translation text and
 //! a JSON record.
 
-use lotsawa_core::{JobConfig, JobId, JobService, JobStatus, JobType, NewJob, SourceText};
+use chrono::Utc;
+use lotsawa_core::{Job, JobConfig, JobId, JobService, JobStatus, JobType, NewJob, SourceText};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
@@ -41,7 +42,8 @@ pub enum Ingested {
     Ignored,
 }
 
-/// Create a job from `s3://bucket/key` (key already decoded).
+/// Create a job from `s3://bucket/key` (key already decoded). An object that
+/// is not usable text becomes a failed job with the reason.
 pub async fn ingest(
     store: &DynamoStore,
     service: &dyn JobService,
@@ -52,25 +54,35 @@ pub async fn ingest(
         return Ok(Ingested::Ignored);
     }
     let bytes = store.get_bytes(bucket, key).await?;
-    let reject = |why: String| async move {
-        let record =
-            json!({"source": format!("s3://{bucket}/{key}"), "status": "failed", "error": why});
-        store
-            .put_text(
-                &format!("{}.json", result_stem(key)),
-                &record.to_string(),
-                "application/json",
-            )
-            .await?;
-        Ok::<_, CloudError>(Ingested::Rejected(why))
+    let why = match String::from_utf8(bytes) {
+        Err(_) => Err("the object is not UTF-8 text".to_owned()),
+        Ok(text) => SourceText::parse(text).map_err(|e| e.0),
     };
-    let text = match String::from_utf8(bytes) {
-        Ok(t) => t,
-        Err(_) => return reject("the object is not UTF-8 text".into()).await,
-    };
-    let source = match SourceText::parse(text) {
-        Ok(s) => s,
-        Err(e) => return reject(e.0).await,
+    let source = match why {
+        Ok(source) => source,
+        Err(why) => {
+            let now = Utc::now();
+            let job = Job {
+                id: JobId::new(),
+                kind: JobType::Translation,
+                status: JobStatus::Failed,
+                source: String::new(),
+                config: JobConfig::default(),
+                result: None,
+                error: Some(format!("s3://{bucket}/{key}: {why}")),
+                chunks_completed: 0,
+                chunks_total: 0,
+                created_at: now,
+                started_at: None,
+                completed_at: Some(now),
+                cancelled_at: None,
+                attempts: 0,
+            };
+            store.put_failed_job(&job).await?;
+            store.set_ingest_key(job.id, key).await?;
+            write_result(store, key, job.id).await?;
+            return Ok(Ingested::Rejected(why));
+        }
     };
     let job = service
         .submit(NewJob {
@@ -80,29 +92,22 @@ pub async fn ingest(
         })
         .await
         .map_err(|e| CloudError::Build(e.to_string()))?;
-    // Remember where the result goes.
+    store.set_ingest_key(job.id, key).await?;
     store
         .put_text(
             &format!("{}.json", result_stem(key)),
-            &json!({"source": format!("s3://{bucket}/{key}"), "jobId": job.id.to_string(), "status": "pending"}).to_string(),
+            &json!({"source": format!("s3://{bucket}/{key}"), "jobId": job.id.to_string(), "status": "pending"})
+                .to_string(),
             "application/json",
         )
         .await?;
     Ok(Ingested::Job(job.id))
 }
 
-/// Write the result of a finished ingested job: `<stem>.txt` and `<stem>.json`.
-pub async fn write_result(
-    store: &DynamoStore,
-    service: &dyn JobService,
-    key: &str,
-    id: JobId,
-) -> Result<bool, CloudError> {
-    let view = service
-        .get(id)
-        .await
-        .map_err(|e| CloudError::Build(e.to_string()))?;
-    let j = view.job;
+/// Write the outcome of an ingested job: `<stem>.txt` (the translation, when
+/// completed) and `<stem>.json` (the record).
+pub async fn write_result(store: &DynamoStore, key: &str, id: JobId) -> Result<bool, CloudError> {
+    let j = store.get(id, true).await?.job;
     if !j.status.is_terminal() {
         return Ok(false);
     }
@@ -119,6 +124,7 @@ pub async fn write_result(
         }
     }
     let record = json!({
+        "source": format!("s3://{}/{key}", store.config.bucket),
         "jobId": j.id.to_string(),
         "status": j.status.as_str(),
         "error": j.error,

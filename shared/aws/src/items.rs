@@ -129,6 +129,8 @@ pub struct JobItem {
     pub execution_arn: Option<String>,
     /// Run number holding a concurrency slot.
     pub slot: Option<u32>,
+    /// The S3 key the job was ingested from.
+    pub ingest_key: Option<String>,
 }
 
 /// Read a job item.
@@ -169,6 +171,7 @@ pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
         result_key: get_s(item, "resultKey").map(str::to_owned),
         execution_arn: get_s(item, "executionArn").map(str::to_owned),
         slot: get_n(item, "slot"),
+        ingest_key: get_s(item, "ingestKey").map(str::to_owned),
     })
 }
 

@@ -262,6 +262,28 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Store a job that failed before it could start (e.g. an unusable upload).
+    pub async fn put_failed_job(&self, job: &lotsawa_core::Job) -> Result<(), CloudError> {
+        let mut item = new_job_item(job, Some(""), None)?;
+        if let Some(e) = &job.error {
+            item.insert("error".into(), s(e.clone()));
+        }
+        if let Some(t) = job.completed_at {
+            item.insert("completedAt".into(), s(ts(t)));
+            item.insert("expiresAt".into(), self.ttl(t));
+        }
+        self.clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(aws("dynamodb"))?;
+        Ok(())
+    }
+
     /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
         let body =
@@ -615,6 +637,21 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// Remember the S3 object a job was ingested from.
+    pub async fn set_ingest_key(&self, id: JobId, key: &str) -> Result<(), CloudError> {
+        self.clients
+            .ddb
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .update_expression("SET ingestKey = :k")
+            .expression_attribute_values(":k", s(key))
+            .send()
+            .await
+            .map_err(aws("dynamodb"))?;
+        Ok(())
+    }
+
     /// Record the execution of run `run`.
     pub async fn set_execution(&self, id: JobId, run: u32, arn: &str) -> Result<(), CloudError> {
         self.clients
@@ -663,7 +700,8 @@ impl DynamoStore {
             .expression_attribute_names("#mem", "fromMemory");
         if translation.len() > INLINE_LIMIT {
             let key = format!("chunks/{id}/{:06}.out.txt", done.index);
-            self.put_text(&key, &translation, "text/plain; charset=utf-8").await?;
+            self.put_text(&key, &translation, "text/plain; charset=utf-8")
+                .await?;
             chunk = chunk
                 .expression_attribute_values(":tkey", s(key))
                 .expression_attribute_names("#tkey", "translationKey");

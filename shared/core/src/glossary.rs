@@ -20,7 +20,7 @@ pub struct GlossaryEntry {
 /// Syllables of a Tibetan term: split at tshegs and spaces.
 fn syllables_of(s: &str) -> Vec<&str> {
     s.split(['\u{0F0B}', '\u{0F0C}', ' '])
-        .map(|p| p.trim_matches(is_shad))
+        .map(|p| p.trim_matches(|c: char| is_shad(c) || c.is_whitespace()))
         .filter(|p| !p.is_empty())
         .collect()
 }
@@ -364,6 +364,11 @@ mod tests {
         ];
         let found = entries_in(&e, "སེམས་ཅན་ཐམས་ཅད།");
         assert_eq!(found.len(), 2);
+        assert_eq!(
+            entries_in(&e, "x སེམས་ཅན།\n").len(),
+            2,
+            "a term before a shad and a line break"
+        );
         assert!(entries_in(&e, "ཆོསའི").is_empty());
     }
 

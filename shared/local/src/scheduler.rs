@@ -199,8 +199,14 @@ async fn run_job(
     glossary.extend(shared.engines.glossary().entries());
 
     let chunks = shared.store.chunks(seq).await?;
-    for (i, chunk) in chunks.iter().enumerate() {
+    // The previous chunk's source and output, for context.
+    let mut prev: Option<(String, String)> = None;
+    for chunk in chunks.iter() {
         if chunk.status == ChunkStatus::Completed {
+            prev = Some((
+                chunk.source.clone(),
+                chunk.translation.clone().unwrap_or_default(),
+            ));
             continue;
         }
         if cancel.is_cancelled() || shared.draining.is_cancelled() {
@@ -214,13 +220,14 @@ async fn run_job(
             model.clone(),
             &glossary,
             chunk,
-            if i > 0 { chunks.get(i - 1) } else { None },
+            prev.as_ref().map(|(s, t)| (s.as_str(), t.as_str())),
             cancel,
         )
         .await?;
         match outcome {
             ChunkOutcome::Stopped => return Ok(()),
             ChunkOutcome::Done(done) => {
+                prev = Some((chunk.source.clone(), done.translation.clone()));
                 let kept = shared.store.complete_chunk(seq, run, done).await?;
                 shared.publish(job.job.id);
                 if !kept {
@@ -308,7 +315,7 @@ async fn translate_chunk(
     model: Option<String>,
     glossary: &[GlossaryEntry],
     chunk: &ChunkRecord,
-    prev: Option<&ChunkRecord>,
+    prev: Option<(&str, &str)>,
     cancel: &CancellationToken,
 ) -> Result<ChunkOutcome, StoreError> {
     let is_model = engine.kind() == EngineKind::Model;
@@ -335,12 +342,7 @@ async fn translate_chunk(
             .context
             .as_deref()
             .and_then(pipeline::decode_context)
-            .unwrap_or_else(|| {
-                pipeline::context_for(
-                    prev.filter(|p| p.status == ChunkStatus::Completed)
-                        .map(|p| (p.source.as_str(), p.translation.as_deref().unwrap_or(""))),
-                )
-            })
+            .unwrap_or_else(|| pipeline::context_for(prev))
     } else {
         Vec::new()
     };

@@ -1,0 +1,311 @@
+//! The black-box API suite against the emulated cloud (`infra/emulate up`:
+//! moto with Step Functions executing, the real Lambda functions under
+//! `cargo lambda watch`), plus what only the cloud has: duplicate dispatch,
+//! retries visible in the execution history, the global concurrency limit
+//! and S3 ingest.
+//!
+//! One emulation serves every step, so it is one test.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use aws_config::BehaviorVersion;
+use lotsawa_apitests::suite::{self, JOB_TIMEOUT, numbered_text};
+use lotsawa_apitests::{Api, FakeProvider};
+use serde_json::json;
+
+struct Emulation {
+    dir: tempfile::TempDir,
+    vars: std::collections::HashMap<String, String>,
+}
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+impl Emulation {
+    fn up(provider: &FakeProvider) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let out = Command::new(root().join("infra/emulate"))
+            .arg("up")
+            .env("LOTSAWA_EMULATE_DIR", dir.path())
+            .env("OPENAI_BASE_URL", provider.base_url())
+            .env("LOTSAWA_ENGINE", "openai")
+            .env("LOTSAWA_MODEL", "fake-model")
+            .env("LOTSAWA_CONCURRENCY", "3")
+            .env("LOTSAWA_RETRY_DELAYS", "1,1,1")
+            .env("LOTSAWA_LOG", "warn")
+            .env_remove("OPENAI_API_KEY")
+            .output()
+            .expect("run infra/emulate up");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let em = Self {
+            vars: stdout
+                .lines()
+                .filter_map(|l| l.split_once('='))
+                .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                .collect(),
+            dir,
+        };
+        assert!(
+            out.status.success(),
+            "infra/emulate up failed:\n{}\n{}",
+            stdout,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        em
+    }
+
+    fn var(&self, k: &str) -> &str {
+        self.vars
+            .get(k)
+            .map(String::as_str)
+            .unwrap_or_else(|| panic!("no {k} from emulate"))
+    }
+
+    async fn sdk(&self) -> aws_config::SdkConfig {
+        aws_config::defaults(BehaviorVersion::latest())
+            .endpoint_url(self.var("AWS_ENDPOINT_URL"))
+            .region(aws_config::Region::new("us-east-1"))
+            .credentials_provider(aws_sdk_sfn::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .load()
+            .await
+    }
+}
+
+impl Drop for Emulation {
+    fn drop(&mut self) {
+        let _ = Command::new(root().join("infra/emulate"))
+            .arg("down")
+            .env("LOTSAWA_EMULATE_DIR", self.dir.path())
+            .status();
+    }
+}
+
+async fn executions_of(sfn: &aws_sdk_sfn::Client, arn: &str, job: &str) -> Vec<String> {
+    let out = sfn
+        .list_executions()
+        .state_machine_arn(arn)
+        .max_results(1000)
+        .send()
+        .await
+        .expect("list executions");
+    out.executions()
+        .iter()
+        .filter(|e| e.name().starts_with(job))
+        .map(|e| e.execution_arn().to_owned())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
+    let provider = FakeProvider::start().await;
+    let em = Emulation::up(&provider);
+    let api = Api::new(em.var("API_URL"), em.var("STREAM_URL"));
+    let sdk = em.sdk().await;
+    let sfn = aws_sdk_sfn::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(&sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    let sm = em.var("STATE_MACHINE_ARN").to_owned();
+
+    // The same API suite as the local binary.
+    suite::health_metrics_openapi(&api)
+        .await
+        .expect("health, metrics, openapi");
+    suite::bad_input(&api).await.expect("bad input");
+    suite::submit_stream_complete(&api, &provider)
+        .await
+        .expect("submit, stream, complete");
+    suite::retries_and_failures(&api, &provider)
+        .await
+        .expect("retries and failures");
+    suite::list_and_paginate(&api, &provider)
+        .await
+        .expect("list and paginate");
+    suite::cancel_and_retry(&api, &provider, 3)
+        .await
+        .expect("cancel and retry");
+    suite::transliteration_and_offline(&api)
+        .await
+        .expect("transliteration and offline");
+    suite::translation_memory(&api, &provider, false)
+        .await
+        .expect("translation memory");
+    suite::glossary_context_quality(&api, &provider)
+        .await
+        .expect("glossary, context, quality");
+
+    // A transient failure is retried by Step Functions: visible in the history.
+    provider.set_delay_ms(0);
+    let flaky = "cloud FAIL503x2 ཀ་ཁ་ག།";
+    let id = api
+        .submit(flaky, json!({"engine": "openai"}))
+        .await
+        .expect("submit");
+    api.wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    let execs = executions_of(&sfn, &sm, &id).await;
+    assert_eq!(execs.len(), 1, "{execs:?}");
+    let history = sfn
+        .get_execution_history()
+        .execution_arn(&execs[0])
+        .max_results(1000)
+        .send()
+        .await
+        .expect("history");
+    let failed = history
+        .events()
+        .iter()
+        .filter(|e| e.r#type().as_str() == "TaskFailed")
+        .count();
+    let waits = history
+        .events()
+        .iter()
+        .filter(|e| e.r#type().as_str() == "WaitStateEntered")
+        .count();
+    assert_eq!(
+        (failed, waits),
+        (2, 2),
+        "two failed attempts, two backoff waits"
+    );
+    eprintln!(
+        "execution history of a job with 2 transient failures: {failed} TaskFailed, {waits} waits"
+    );
+
+    // A duplicate dispatch message starts no second execution.
+    provider.set_delay_ms(300);
+    let (text, _, size) = numbered_text("dup-", 3);
+    let id = api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
+        .await
+        .expect("starts");
+    sqs.send_message()
+        .queue_url(em.var("JOB_QUEUE_URL"))
+        .message_body(json!({"jobId": id, "generation": 1, "segment": 0}).to_string())
+        .message_group_id("jobs")
+        .message_deduplication_id(format!("{id}-duplicate"))
+        .send()
+        .await
+        .expect("duplicate message");
+    api.wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        executions_of(&sfn, &sm, &id).await.len(),
+        1,
+        "one execution per job run"
+    );
+
+    // The concurrency limit holds across the deployment.
+    provider.set_delay_ms(250);
+    let mut ids = Vec::new();
+    for j in 0..6 {
+        let (text, _, size) = numbered_text(&format!("conc{j}-"), 2);
+        ids.push(
+            api.submit(&text, json!({"chunkSize": size}))
+                .await
+                .expect("submit"),
+        );
+    }
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let mut max_processing = 0;
+    loop {
+        let (_, _, page) = api
+            .request(
+                reqwest::Method::GET,
+                "/api/jobs?status=processing&limit=100",
+            )
+            .await
+            .expect("list");
+        max_processing = max_processing.max(page["jobs"].as_array().map(Vec::len).unwrap_or(0));
+        let mut done = 0;
+        for id in &ids {
+            if api.job(id).await.expect("job")["status"] == "completed" {
+                done += 1;
+            }
+        }
+        if done == ids.len() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "jobs did not finish");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        (1..=3).contains(&max_processing),
+        "{max_processing} jobs processing with a limit of 3"
+    );
+    eprintln!("concurrency: at most {max_processing} of 6 jobs processing (limit 3)");
+
+    // S3 ingest: a URL-encoded key under incoming/ becomes a job and its
+    // result lands under results/; a non-UTF-8 object becomes a failed job.
+    provider.set_delay_ms(0);
+    let bucket = em.var("BUCKET");
+    s3.put_object()
+        .bucket(bucket)
+        .key("incoming/my verse ཀ.txt")
+        .body("ingest ཀ་ཁ་ག་ང།".as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("upload");
+    s3.put_object()
+        .bucket(bucket)
+        .key("incoming/binary.bin")
+        .body(vec![0xff, 0xfe, 0x00].into())
+        .send()
+        .await
+        .expect("upload");
+    let read = |key: &'static str| {
+        let s3 = s3.clone();
+        let bucket = bucket.to_owned();
+        async move {
+            let out = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
+            let bytes = out.body.collect().await.ok()?.into_bytes();
+            String::from_utf8(bytes.to_vec()).ok()
+        }
+    };
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let text = loop {
+        if let Some(t) = read("results/my verse ཀ.txt").await {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no result for the upload");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert_eq!(
+        text,
+        lotsawa_apitests::provider::fake_translation("ingest ཀ་ཁ་ག་ང།")
+    );
+    let record: serde_json::Value =
+        serde_json::from_str(&read("results/my verse ཀ.json").await.expect("record"))
+            .expect("json");
+    assert_eq!(record["status"], "completed", "{record}");
+    let failed = loop {
+        if let Some(t) = read("results/binary.json").await {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no record for the binary upload");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let failed: serde_json::Value = serde_json::from_str(&failed).expect("json");
+    assert_eq!(failed["status"], "failed", "{failed}");
+    assert!(
+        failed["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not UTF-8")),
+        "{failed}"
+    );
+    let id = failed["jobId"].as_str().expect("job id");
+    assert_eq!(api.job(id).await.expect("job")["status"], "failed");
+}
