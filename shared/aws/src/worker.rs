@@ -317,7 +317,18 @@ impl Worker {
         self.store
             .finish(id, run, Ending::Completed(result), Utc::now())
             .await?;
+        self.write_ingest_result(id, job.ingest_key.as_deref())
+            .await;
         Ok(Answer::Success(json!({"state": "completed"})))
+    }
+
+    /// Jobs created from S3 uploads get their outcome written under results/.
+    async fn write_ingest_result(&self, id: JobId, key: Option<&str>) {
+        if let Some(key) = key {
+            if let Err(e) = crate::ingest::write_result(&self.store, key, id).await {
+                tracing::error!(job_id = %id, error = %e, "writing the ingest result failed");
+            }
+        }
     }
 
     async fn fail(&self, id: JobId, run: u32, reason: &str) -> Result<Answer, CloudError> {
@@ -341,6 +352,8 @@ impl Worker {
                 Utc::now(),
             )
             .await?;
+        self.write_ingest_result(id, job.ingest_key.as_deref())
+            .await;
         Ok(Answer::Success(json!({"state": "failed"})))
     }
 }
