@@ -180,12 +180,12 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
     }
     match j.status {
         JobStatus::Completed => {
-            if !opts.json {
-                if let Some(r) = &j.result {
-                    println!("{}", r.translation.trim_end());
-                    for w in &r.warnings {
-                        eprintln!("warning: {w}");
-                    }
+            if !opts.json
+                && let Some(r) = &j.result
+            {
+                println!("{}", r.translation.trim_end());
+                for w in &r.warnings {
+                    eprintln!("warning: {w}");
                 }
             }
             ExitCode::SUCCESS

@@ -453,16 +453,3 @@ fn transliterate_and_translate_run_in_process_without_a_server() {
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("non-whitespace"));
 }
-
-#[cfg(not(feature = "bedrock"))]
-#[test]
-fn bedrock_without_the_feature_is_refused_at_start() {
-    let out = Command::new(env!("CARGO_BIN_EXE_lotsawa"))
-        .arg("serve")
-        .env("LOTSAWA_BIND", "127.0.0.1:0")
-        .env("LOTSAWA_ENGINE", "bedrock")
-        .output()
-        .expect("run");
-    assert!(!out.status.success());
-    assert!(String::from_utf8_lossy(&out.stderr).contains("--features bedrock"));
-}

@@ -112,16 +112,16 @@ pub async fn write_result(store: &DynamoStore, key: &str, id: JobId) -> Result<b
         return Ok(false);
     }
     let stem = result_stem(key);
-    if j.status == JobStatus::Completed {
-        if let Some(r) = &j.result {
-            store
-                .put_text(
-                    &format!("{stem}.txt"),
-                    &r.translation,
-                    "text/plain; charset=utf-8",
-                )
-                .await?;
-        }
+    if j.status == JobStatus::Completed
+        && let Some(r) = &j.result
+    {
+        store
+            .put_text(
+                &format!("{stem}.txt"),
+                &r.translation,
+                "text/plain; charset=utf-8",
+            )
+            .await?;
     }
     let record = json!({
         "source": format!("s3://{}/{key}", store.config.bucket),

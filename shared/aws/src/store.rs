@@ -316,13 +316,10 @@ impl DynamoStore {
             .map_err(aws("dynamodb"))?;
         let item = out.item.ok_or(CloudError::NotFound(id))?;
         let mut job = job_from_item(&item)?;
-        if with_texts {
-            if let Some(k) = job.result_key.clone() {
-                let text = self.get_text(&k).await?;
-                job.job.result = Some(
-                    serde_json::from_str(&text).map_err(|e| CloudError::Build(e.to_string()))?,
-                );
-            }
+        if with_texts && let Some(k) = job.result_key.clone() {
+            let text = self.get_text(&k).await?;
+            job.job.result =
+                Some(serde_json::from_str(&text).map_err(|e| CloudError::Build(e.to_string()))?);
         }
         Ok(job)
     }
@@ -467,21 +464,19 @@ impl DynamoStore {
             },
             other => other,
         })?;
-        if let Some(arn) = &current.execution_arn {
-            if from == JobStatus::Processing {
-                if let Err(e) = self
-                    .clients
-                    .sfn
-                    .stop_execution()
-                    .execution_arn(arn)
-                    .error("Lotsawa.Cancelled")
-                    .cause("job cancelled")
-                    .send()
-                    .await
-                {
-                    tracing::warn!(job_id = %id, error = %DisplayErrorContext(&e), "stopping the execution failed");
-                }
-            }
+        if let Some(arn) = &current.execution_arn
+            && from == JobStatus::Processing
+            && let Err(e) = self
+                .clients
+                .sfn
+                .stop_execution()
+                .execution_arn(arn)
+                .error("Lotsawa.Cancelled")
+                .cause("job cancelled")
+                .send()
+                .await
+        {
+            tracing::warn!(job_id = %id, error = %DisplayErrorContext(&e), "stopping the execution failed");
         }
         self.get(id, false).await
     }

@@ -7,10 +7,9 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use lotsawa_core::ledger::assemble;
 use lotsawa_core::{
-    ChunkRecord, ChunkStatus, EngineKind, ErrorClass, GlossaryEntry, JobId, JobResult, JobStatus,
-    JobType, memory, pipeline,
+    ChunkRecord, ChunkStatus, EngineKind, ErrorClass, GlossaryEntry, JobId, JobStatus, memory,
+    pipeline,
 };
 use lotsawa_engines::EngineSet;
 use serde::Deserialize;
@@ -136,16 +135,7 @@ impl Worker {
             ));
         };
         let chunk = chunk.record;
-        let engine_name = match job.job.kind {
-            JobType::Transliteration => "ewts".to_owned(),
-            JobType::Translation => job
-                .job
-                .config
-                .engine
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_else(|| self.engines.default_name().to_owned()),
-        };
+        let engine_name = pipeline::engine_for(&job.job, self.engines.default_name());
         let Some(engine) = self.engines.get(&engine_name) else {
             return Ok(Answer::Failure(
                 "Lotsawa.Permanent",
@@ -171,21 +161,21 @@ impl Worker {
                 json!({"state": "more"})
             }
         };
-        if let Some(key) = &key {
-            if let Some((translation, confidence)) = self.store.memory_get(key).await? {
-                let record = ChunkRecord {
-                    translation: Some(translation),
-                    confidence,
-                    from_memory: true,
-                    attempts: 0,
-                    duration_ms: None,
-                    ..chunk.clone()
-                };
-                self.store
-                    .complete_chunk(id, task.generation, &record)
-                    .await?;
-                return Ok(Answer::Success(more(k + 1)));
-            }
+        if let Some(key) = &key
+            && let Some((translation, confidence)) = self.store.memory_get(key).await?
+        {
+            let record = ChunkRecord {
+                translation: Some(translation),
+                confidence,
+                from_memory: true,
+                attempts: 0,
+                duration_ms: None,
+                ..chunk.clone()
+            };
+            self.store
+                .complete_chunk(id, task.generation, &record)
+                .await?;
+            return Ok(Answer::Success(more(k + 1)));
         }
         let prev = if k > 0 {
             self.store.chunk(id, k - 1).await?.map(|c| c.record)
@@ -267,53 +257,13 @@ impl Worker {
         {
             return Ok(Answer::Success(json!({"state": "stopped"})));
         }
-        let engine_name = match job.job.kind {
-            JobType::Transliteration => "ewts".to_owned(),
-            JobType::Translation => job
-                .job
-                .config
-                .engine
-                .as_ref()
-                .map(|e| e.as_str().to_owned())
-                .unwrap_or_default(),
-        };
-        let translation = match job.job.kind {
-            JobType::Transliteration => ledger
-                .iter()
-                .map(|c| c.translation.as_deref().unwrap_or(""))
-                .collect(),
-            JobType::Translation => assemble(
-                ledger
-                    .iter()
-                    .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
-            ),
-        };
-        let weighted: Vec<(f64, f64)> = ledger
-            .iter()
-            .filter_map(|c| {
-                c.confidence
-                    .map(|v| (v, c.source.chars().count().max(1) as f64))
-            })
-            .collect();
-        let confidence = (!weighted.is_empty()).then(|| {
-            let w: f64 = weighted.iter().map(|(_, w)| w).sum();
-            let v = weighted.iter().map(|(v, w)| v * w).sum::<f64>() / w;
-            (v * 1000.0).round() / 1000.0
-        });
+        let engine_name = pipeline::engine_for(&job.job, self.engines.default_name());
         let model = job.job.config.model.clone().or_else(|| {
             self.engines
                 .get(&engine_name)
                 .and_then(|e| e.default_model().map(str::to_owned))
         });
-        let result = JobResult {
-            translation,
-            confidence,
-            processing_time: ledger.iter().filter_map(|c| c.duration_ms).sum(),
-            engine: engine_name,
-            model,
-            warnings: ledger.iter().filter_map(|c| c.warning.clone()).collect(),
-            chunks_from_memory: ledger.iter().filter(|c| c.from_memory).count() as u32,
-        };
+        let result = pipeline::job_result(job.job.kind, &ledger, &engine_name, model);
         self.store
             .finish(id, run, Ending::Completed(result), Utc::now())
             .await?;
@@ -324,10 +274,10 @@ impl Worker {
 
     /// Jobs created from S3 uploads get their outcome written under results/.
     async fn write_ingest_result(&self, id: JobId, key: Option<&str>) {
-        if let Some(key) = key {
-            if let Err(e) = crate::ingest::write_result(&self.store, key, id).await {
-                tracing::error!(job_id = %id, error = %e, "writing the ingest result failed");
-            }
+        if let Some(key) = key
+            && let Err(e) = crate::ingest::write_result(&self.store, key, id).await
+        {
+            tracing::error!(job_id = %id, error = %e, "writing the ingest result failed");
         }
     }
 

@@ -169,3 +169,145 @@ pub async fn attempt(
         quality_retried,
     })
 }
+
+/// A job's result, assembled from its completed ledger: translations are
+/// joined keeping the source layout, transliterations concatenated exactly;
+/// confidence is the mean of the chunks' confidences weighted by their size.
+pub fn job_result(
+    kind: crate::job::JobType,
+    ledger: &[crate::ledger::ChunkRecord],
+    engine: &str,
+    model: Option<String>,
+) -> crate::job::JobResult {
+    let translation = match kind {
+        crate::job::JobType::Transliteration => ledger
+            .iter()
+            .map(|c| c.translation.as_deref().unwrap_or(""))
+            .collect(),
+        crate::job::JobType::Translation => crate::ledger::assemble(
+            ledger
+                .iter()
+                .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
+        ),
+    };
+    let weighted: Vec<(f64, f64)> = ledger
+        .iter()
+        .filter_map(|c| {
+            c.confidence
+                .map(|v| (v, c.source.chars().count().max(1) as f64))
+        })
+        .collect();
+    let confidence = (!weighted.is_empty()).then(|| {
+        let w: f64 = weighted.iter().map(|(_, w)| w).sum();
+        let v = weighted.iter().map(|(v, w)| v * w).sum::<f64>() / w;
+        (v * 1000.0).round() / 1000.0
+    });
+    crate::job::JobResult {
+        translation,
+        confidence,
+        processing_time: ledger.iter().filter_map(|c| c.duration_ms).sum(),
+        engine: engine.to_owned(),
+        model,
+        warnings: ledger.iter().filter_map(|c| c.warning.clone()).collect(),
+        chunks_from_memory: ledger.iter().filter(|c| c.from_memory).count() as u32,
+    }
+}
+
+/// The engine a job runs on: `ewts` for transliteration, else its own or
+/// the default.
+pub fn engine_for(job: &crate::job::Job, default: &str) -> String {
+    match job.kind {
+        crate::job::JobType::Transliteration => "ewts".to_owned(),
+        crate::job::JobType::Translation => job
+            .config
+            .engine
+            .as_ref()
+            .map(|e| e.as_str().to_owned())
+            .unwrap_or_else(|| default.to_owned()),
+    }
+}
+
+/// A new pending job and its chunks, from a validated submission whose
+/// engine is already resolved.
+pub fn new_job(
+    new: crate::job::NewJob,
+    engine: crate::job::EngineName,
+    now: chrono::DateTime<chrono::Utc>,
+) -> (crate::job::Job, Vec<String>) {
+    let mut config = new.config;
+    config.engine = Some(engine);
+    let source = new.source.into_inner();
+    let chunks: Vec<String> = crate::segment::segment(&source, config.chunk_size.get())
+        .into_iter()
+        .map(str::to_owned)
+        .collect();
+    let job = crate::job::Job {
+        id: crate::job::JobId::new(),
+        kind: new.kind,
+        status: crate::job::JobStatus::Pending,
+        source,
+        config,
+        result: None,
+        error: None,
+        chunks_completed: 0,
+        chunks_total: chunks.len() as u32,
+        created_at: now,
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        attempts: 0,
+    };
+    (job, chunks)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobConfig, JobType, NewJob, SourceText};
+    use crate::ledger::{ChunkRecord, ChunkStatus};
+
+    fn rec(source: &str, out: &str, confidence: Option<f64>) -> ChunkRecord {
+        ChunkRecord {
+            index: 0,
+            source: source.into(),
+            status: ChunkStatus::Completed,
+            attempts: 1,
+            translation: Some(out.into()),
+            error: None,
+            duration_ms: Some(10),
+            run: 1,
+            confidence,
+            from_memory: false,
+            context: None,
+            warning: None,
+        }
+    }
+
+    #[test]
+    fn results_weight_confidence_by_size() {
+        let ledger = [rec("ཀཀཀ\n", "A", Some(1.0)), rec("ཀ", "B", Some(0.0))];
+        let r = job_result(JobType::Translation, &ledger, "offline", None);
+        assert_eq!(r.translation, "A\nB");
+        assert_eq!(r.confidence, Some(0.8));
+        assert_eq!(r.processing_time, 20);
+        let r = job_result(JobType::Transliteration, &ledger, "ewts", None);
+        assert_eq!(r.translation, "AB");
+    }
+
+    #[test]
+    fn new_jobs_are_segmented_pending_jobs() {
+        let new = NewJob {
+            kind: JobType::Translation,
+            source: SourceText::parse("ཀ། ཁ།".into()).expect("text"),
+            config: JobConfig::default(),
+        };
+        let engine = crate::job::EngineName::parse("offline").expect("name");
+        let (job, chunks) = new_job(new, engine, chrono::Utc::now());
+        assert_eq!(chunks.concat(), "ཀ། ཁ།");
+        assert_eq!(job.chunks_total as usize, chunks.len());
+        assert_eq!(
+            job.config.engine.map(|e| e.to_string()),
+            Some("offline".into())
+        );
+    }
+}

@@ -16,7 +16,7 @@ use lotsawa_core::{
     Engine, EngineError, EngineKind, EngineOutput, ReviewRequest, TranslateRequest,
 };
 
-use crate::openai::{REVIEW_PROMPT, parse_confidence, system_message};
+use crate::openai::{REVIEW_PROMPT, parse_confidence, review_message, system_message};
 
 /// Bedrock settings.
 #[derive(Debug, Clone)]
@@ -155,21 +155,7 @@ impl Engine for BedrockEngine {
 
     async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
-        let terms: Vec<String> = req
-            .glossary
-            .iter()
-            .map(|e| format!("{} = {}", e.bo, e.en))
-            .collect();
-        let user = format!(
-            "Tibetan source:\n{}\n\nTranslation:\n{}\n\nGlossary:\n{}",
-            req.source,
-            req.translation,
-            if terms.is_empty() {
-                "(none)".to_owned()
-            } else {
-                terms.join("\n")
-            }
-        );
+        let user = review_message(req);
         let answer = self
             .converse(
                 model,

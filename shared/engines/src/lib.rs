@@ -95,13 +95,13 @@ impl EngineSettings {
                 .as_ref()
                 .map(|_| "https://api.openai.com/v1".to_owned())
         });
-        if let Some(u) = &base_url {
-            if !(u.starts_with("http://") || u.starts_with("https://")) {
-                return Err(EngineConfigError::Invalid {
-                    name: "OPENAI_BASE_URL",
-                    message: format!("expected an http:// or https:// URL, got '{u}'"),
-                });
-            }
+        if let Some(u) = &base_url
+            && !(u.starts_with("http://") || u.starts_with("https://"))
+        {
+            return Err(EngineConfigError::Invalid {
+                name: "OPENAI_BASE_URL",
+                message: format!("expected an http:// or https:// URL, got '{u}'"),
+            });
         }
         let openai = base_url.map(|base_url| OpenAiSettings {
             base_url,
@@ -261,3 +261,57 @@ impl EngineSet {
 
 /// Default per-request timeout for provider calls.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn offline_is_the_default_without_a_provider() {
+        let (set, choice) = EngineSet::build(&EngineSettings::default())
+            .await
+            .expect("build");
+        assert_eq!(set.default_name(), "offline");
+        assert_eq!(choice, DefaultChoice::Fallback);
+        assert_eq!(set.names(), vec!["echo", "ewts", "offline"]);
+    }
+
+    #[tokio::test]
+    async fn an_unknown_default_engine_is_refused_with_the_list() {
+        let settings = EngineSettings {
+            default_engine: Some("babelfish".into()),
+            ..Default::default()
+        };
+        let err = EngineSet::build(&settings).await.expect_err("unknown");
+        assert!(err.to_string().contains("echo, ewts, offline"), "{err}");
+    }
+
+    #[cfg(not(feature = "bedrock"))]
+    #[tokio::test]
+    async fn bedrock_needs_the_feature() {
+        let settings = EngineSettings {
+            bedrock_model: Some(DEFAULT_BEDROCK_MODEL.into()),
+            ..Default::default()
+        };
+        let err = EngineSet::build(&settings).await.expect_err("not built");
+        assert!(err.to_string().contains("--features bedrock"), "{err}");
+    }
+
+    #[test]
+    fn settings_come_from_the_environment_with_named_errors() {
+        let env = |k: &str| match k {
+            "OPENAI_BASE_URL" => Some("http://127.0.0.1:1/v1".to_owned()),
+            "LOTSAWA_ENGINE" => Some("bedrock".to_owned()),
+            _ => None,
+        };
+        let s = EngineSettings::from_source(&env, None).expect("ok");
+        assert_eq!(s.bedrock_model.as_deref(), Some(DEFAULT_BEDROCK_MODEL));
+        assert!(s.openai.is_some());
+        let bad = |k: &str| (k == "LOTSAWA_PROVIDER_TIMEOUT_MS").then(|| "soon".to_owned());
+        let err = EngineSettings::from_source(&bad, None).expect_err("bad");
+        assert!(
+            err.to_string().starts_with("LOTSAWA_PROVIDER_TIMEOUT_MS"),
+            "{err}"
+        );
+    }
+}

@@ -163,21 +163,7 @@ impl Engine for OpenAiEngine {
 
     async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
         let model = req.model.as_deref().unwrap_or(&self.settings.model);
-        let terms: Vec<String> = req
-            .glossary
-            .iter()
-            .map(|e| format!("{} = {}", e.bo, e.en))
-            .collect();
-        let user = format!(
-            "Tibetan source:\n{}\n\nTranslation:\n{}\n\nGlossary:\n{}",
-            req.source,
-            req.translation,
-            if terms.is_empty() {
-                "(none)".to_owned()
-            } else {
-                terms.join("\n")
-            }
-        );
+        let user = review_message(req);
         let body = json!({"model": model, "temperature": 0.0, "messages": [
             {"role": "system", "content": REVIEW_PROMPT},
             {"role": "user", "content": user},
@@ -185,6 +171,25 @@ impl Engine for OpenAiEngine {
         let answer = self.complete(body).await?;
         parse_confidence(&answer)
     }
+}
+
+/// The user message of a review call: source, translation and glossary.
+pub fn review_message(req: &ReviewRequest) -> String {
+    let terms: Vec<String> = req
+        .glossary
+        .iter()
+        .map(|e| format!("{} = {}", e.bo, e.en))
+        .collect();
+    format!(
+        "Tibetan source:\n{}\n\nTranslation:\n{}\n\nGlossary:\n{}",
+        req.source,
+        req.translation,
+        if terms.is_empty() {
+            "(none)".to_owned()
+        } else {
+            terms.join("\n")
+        }
+    )
 }
 
 /// Read `{"confidence": x}` from a reviewer's answer (tolerating text or a

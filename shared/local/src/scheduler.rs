@@ -7,10 +7,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
-use lotsawa_core::ledger::assemble;
 use lotsawa_core::{
     ChunkRecord, ChunkStatus, Engine, EngineError, EngineKind, ErrorClass, GlossaryEntry,
-    JobConfig, JobId, JobResult, JobType, RetryDecision, RetryPolicy, Transition, memory, pipeline,
+    JobConfig, JobId, RetryDecision, RetryPolicy, Transition, memory, pipeline,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::{Notify, broadcast};
@@ -170,16 +169,7 @@ async fn run_job(
 ) -> Result<(), StoreError> {
     let run = job.job.attempts;
     let seq = job.seq;
-    let engine_name = match job.job.kind {
-        JobType::Transliteration => "ewts".to_owned(),
-        JobType::Translation => job
-            .job
-            .config
-            .engine
-            .as_ref()
-            .map(|e| e.as_str().to_owned())
-            .unwrap_or_else(|| shared.engines.default_name().to_owned()),
-    };
+    let engine_name = pipeline::engine_for(&job.job, shared.engines.default_name());
     let Some(engine) = shared.engines.get(&engine_name) else {
         let msg = format!(
             "engine '{engine_name}' is not configured on this server (available: {})",
@@ -262,40 +252,7 @@ async fn run_job(
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
         return Ok(());
     }
-    let translation = match job.job.kind {
-        // Transliteration is exact: the chunks' outputs, concatenated.
-        JobType::Transliteration => ledger
-            .iter()
-            .map(|c| c.translation.as_deref().unwrap_or(""))
-            .collect(),
-        JobType::Translation => assemble(
-            ledger
-                .iter()
-                .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
-        ),
-    };
-    let processing_time = ledger.iter().filter_map(|c| c.duration_ms).sum();
-    let weighted: Vec<(f64, f64)> = ledger
-        .iter()
-        .filter_map(|c| {
-            c.confidence
-                .map(|v| (v, c.source.chars().count().max(1) as f64))
-        })
-        .collect();
-    let confidence = (!weighted.is_empty()).then(|| {
-        let w: f64 = weighted.iter().map(|(_, w)| w).sum();
-        let v = weighted.iter().map(|(v, w)| v * w).sum::<f64>() / w;
-        (v * 1000.0).round() / 1000.0
-    });
-    let result = JobResult {
-        translation,
-        confidence,
-        processing_time,
-        engine: engine.name().to_owned(),
-        model,
-        warnings: ledger.iter().filter_map(|c| c.warning.clone()).collect(),
-        chunks_from_memory: ledger.iter().filter(|c| c.from_memory).count() as u32,
-    };
+    let result = pipeline::job_result(job.job.kind, &ledger, engine.name(), model);
     shared
         .store
         .complete_job(seq, run, result, Utc::now())
@@ -322,20 +279,20 @@ async fn translate_chunk(
     let relevant = pipeline::relevant_glossary(glossary, &chunk.source);
     let memory_key =
         is_model.then(|| memory::key(&chunk.source, engine.name(), model.as_deref(), &relevant));
-    if let Some(key) = &memory_key {
-        if let Some((translation, confidence)) = shared.store.memory_get(key.clone()).await? {
-            shared.metrics.memory_hits.inc();
-            return Ok(ChunkOutcome::Done(ChunkDone {
-                index: chunk.index,
-                translation,
-                duration_ms: None,
-                attempts: 0,
-                confidence,
-                from_memory: true,
-                context: None,
-                warning: None,
-            }));
-        }
+    if let Some(key) = &memory_key
+        && let Some((translation, confidence)) = shared.store.memory_get(key.clone()).await?
+    {
+        shared.metrics.memory_hits.inc();
+        return Ok(ChunkOutcome::Done(ChunkDone {
+            index: chunk.index,
+            translation,
+            duration_ms: None,
+            attempts: 0,
+            confidence,
+            from_memory: true,
+            context: None,
+            warning: None,
+        }));
     }
     let context = if is_model {
         chunk

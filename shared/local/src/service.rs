@@ -7,7 +7,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use chrono::Utc;
 use lotsawa_core::ledger::append_output;
-use lotsawa_core::segment::segment;
 use lotsawa_core::service::ChunkOutput;
 use lotsawa_core::{
     EngineName, Job, JobId, JobPage, JobService, JobStatus, JobView, ListQuery, NewJob, Progress,
@@ -99,29 +98,7 @@ impl JobService for LocalService {
                 engines.names().join(", ")
             )));
         }
-        let mut config = new.config;
-        config.engine = Some(engine);
-        let source = new.source.into_inner();
-        let chunks: Vec<String> = segment(&source, config.chunk_size.get())
-            .into_iter()
-            .map(str::to_owned)
-            .collect();
-        let job = Job {
-            id: JobId::new(),
-            kind: new.kind,
-            status: JobStatus::Pending,
-            source,
-            config,
-            result: None,
-            error: None,
-            chunks_completed: 0,
-            chunks_total: chunks.len() as u32,
-            created_at: Utc::now(),
-            started_at: None,
-            completed_at: None,
-            cancelled_at: None,
-            attempts: 0,
-        };
+        let (job, chunks) = lotsawa_core::pipeline::new_job(new, engine, Utc::now());
         self.shared.store.insert_job(job.clone(), chunks).await?;
         self.shared.metrics.jobs_submitted.inc();
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");
