@@ -108,6 +108,7 @@ impl Worker {
                     id,
                     task.generation,
                     task.reason.as_deref().unwrap_or("permanent"),
+                    task.attempt,
                 )
                 .await
             }
@@ -281,13 +282,22 @@ impl Worker {
         }
     }
 
-    async fn fail(&self, id: JobId, run: u32, reason: &str) -> Result<Answer, CloudError> {
+    async fn fail(
+        &self,
+        id: JobId,
+        run: u32,
+        reason: &str,
+        attempts: u32,
+    ) -> Result<Answer, CloudError> {
         let job = self.store.get(id, false).await?;
         let k = job.job.chunks_completed;
         let last = self.store.chunk(id, k).await?.and_then(|c| c.record.error);
         let detail = last.unwrap_or_else(|| "no error recorded".to_owned());
         let error = if reason == "transient" {
-            format!("chunk {k} failed after 3 attempts: {detail}")
+            format!(
+                "chunk {k} failed after {} attempts: {detail}",
+                attempts.max(1)
+            )
         } else {
             format!("chunk {k} failed: {detail}")
         };
