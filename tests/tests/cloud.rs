@@ -35,6 +35,9 @@ impl Emulation {
             .env("LOTSAWA_MODEL", "fake-model")
             .env("LOTSAWA_CONCURRENCY", "3")
             .env("LOTSAWA_RETRY_DELAYS", "1,1,1")
+            // Small segments: every job of more than 2 chunks hands its run
+            // over to new executions.
+            .env("LOTSAWA_CHUNKS_PER_EXECUTION", "2")
             .env("LOTSAWA_LOG", "warn")
             .env_remove("OPENAI_API_KEY")
             .output()
@@ -202,10 +205,17 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         .await
         .expect("completes");
     tokio::time::sleep(Duration::from_secs(2)).await;
+    let execs = executions_of(&sfn, &sm, &id).await;
+    let first = execs
+        .iter()
+        .filter(|a| a.ends_with(&format!("{id}-1-0")))
+        .count();
+    assert_eq!(first, 1, "one execution per run segment: {execs:?}");
+    // 3 chunks, 2 per execution: the run continued in a second execution.
+    assert_eq!(execs.len(), 2, "segments: {execs:?}");
     assert_eq!(
-        executions_of(&sfn, &sm, &id).await.len(),
-        1,
-        "one execution per job run"
+        api.job(&id).await.expect("job")["result"]["translation"],
+        suite::expected_translation(&numbered_text("dup-", 3).1).as_str()
     );
 
     // The concurrency limit holds across the deployment.
