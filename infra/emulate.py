@@ -388,7 +388,20 @@ def poll():
                 for m in got:
                     pool.submit(deliver, function, url, arn, m)
 
+    def execution_events():
+        # The template's EventBridge rule sends execution status changes to
+        # the dispatcher, which releases slots of runs that ended outside the
+        # worker. moto has no such rule: send the event every 2 seconds.
+        event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change", "detail": {}}
+        while True:
+            time.sleep(2)
+            try:
+                invoke(port, "dispatch", event, timeout=60)
+            except Exception as e:  # noqa: BLE001
+                log(f"execution-status event failed: {e}")
+
     threads = [
+        threading.Thread(target=execution_events, daemon=True),
         threading.Thread(target=loop, args=("dispatch", "JobQueue", 1), daemon=True),
         threading.Thread(target=loop, args=("worker", "WorkerQueue", 16), daemon=True),
         threading.Thread(target=loop, args=("ingest", "IngestQueue", 1), daemon=True),

@@ -258,6 +258,53 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     );
     eprintln!("concurrency: at most {max_processing} of 6 jobs processing (limit 3)");
 
+    // An execution that ends outside the worker (here: stopped behind the
+    // API's back, as a timeout would end it) fails its job and frees its slot.
+    provider.set_delay_ms(1500);
+    let (text, _, size) = numbered_text("reap-", 4);
+    let id = api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
+        .await
+        .expect("starts");
+    let arn = executions_of(&sfn, &sm, &id)
+        .await
+        .into_iter()
+        .next()
+        .expect("an execution");
+    sfn.stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("stop");
+    let job = api
+        .wait_status(&id, "failed", JOB_TIMEOUT)
+        .await
+        .expect("the job fails");
+    assert!(
+        job["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("execution ended as ABORTED")),
+        "{job}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, _, metrics) = api
+            .request(reqwest::Method::GET, "/metrics")
+            .await
+            .expect("metrics");
+        if metrics
+            .as_str()
+            .is_some_and(|m| m.contains("lotsawa_slots_in_use 0"))
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slots not released: {metrics}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+
     // S3 ingest: a URL-encoded key under incoming/ becomes a job and its
     // result lands under results/; a non-UTF-8 object becomes a failed job.
     provider.set_delay_ms(0);
