@@ -80,7 +80,8 @@ def wait_http(url, timeout, what):
     last = None
     while time.time() < deadline:
         try:
-            with urllib.request.urlopen(url, timeout=10) as r:
+            # One patient request: repeated ones would queue behind a cold start.
+            with urllib.request.urlopen(url, timeout=max(5, deadline - time.time())) as r:
                 if r.status < 500:
                     return
         except urllib.error.HTTPError as e:
@@ -266,8 +267,10 @@ def up():
     })
     fn_env.setdefault("LOTSAWA_LOG", "info")
     log("building the functions")
-    subprocess.run(["cargo", "build", "--quiet"] + [a for f in FUNCTIONS for a in ("-p", f"lotsawa-fn-{f}")],
-                   cwd=ROOT, env=fn_env, check=True)
+    # One build per binary, exactly as `cargo lambda watch` will run it
+    # (`cargo run --bin <name>`), so that the first invocation starts at once.
+    for f in FUNCTIONS:
+        subprocess.run(["cargo", "build", "--quiet", "--bin", f], cwd=ROOT, env=fn_env, check=True)
     pids.append(start(["cargo", "lambda", "watch", "--ignore-changes", "--timeout", "900", "-A", "127.0.0.1", "-P", str(lambda_port)],
                       STATE_DIR / "lambda.log", fn_env).pid)
     save()

@@ -176,14 +176,24 @@ impl Api {
         timeout: Duration,
         stop: impl Fn(&SseEvent) -> bool,
     ) -> Result<Vec<SseEvent>> {
-        let mut req = self
-            .http
-            .get(format!("{}/api/jobs/{id}/stream", self.stream_base))
-            .timeout(timeout);
-        if let Some(l) = last_event_id {
-            req = req.header("last-event-id", l);
-        }
-        let res = req.send().await?;
+        // Like an EventSource, open the stream again when the response does
+        // not start (a cold function instance can take a while).
+        let mut tries = 0;
+        let res = loop {
+            tries += 1;
+            let mut req = self
+                .http
+                .get(format!("{}/api/jobs/{id}/stream", self.stream_base))
+                .timeout(timeout);
+            if let Some(l) = last_event_id {
+                req = req.header("last-event-id", l);
+            }
+            match tokio::time::timeout(Duration::from_secs(20), req.send()).await {
+                Ok(r) => break r?,
+                Err(_) if tries < 3 => continue,
+                Err(_) => bail!("the stream of {id} did not start in 3 tries of 20 s"),
+            }
+        };
         let status = res.status();
         if !status.is_success() {
             bail!("stream answered {status}");

@@ -81,6 +81,18 @@ impl Emulation {
 
 impl Drop for Emulation {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            // The emulation's logs die with its temporary directory: show
+            // their ends so a failure in CI can be understood.
+            for log in ["lambda.log", "poll.log", "moto.log"] {
+                let text = std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
+                let lines: Vec<&str> = text.lines().collect();
+                eprintln!("---- last lines of {log} ----");
+                for l in &lines[lines.len().saturating_sub(60)..] {
+                    eprintln!("{}", l.chars().take(400).collect::<String>());
+                }
+            }
+        }
         let _ = Command::new(root().join("infra/emulate"))
             .arg("down")
             .env("LOTSAWA_EMULATE_DIR", self.dir.path())

@@ -137,10 +137,17 @@ pub async fn reap(store: &DynamoStore) -> Result<u32, CloudError> {
             }
         };
         let status = out.status;
-        if matches!(
-            status,
-            ExecutionStatus::Failed | ExecutionStatus::TimedOut | ExecutionStatus::Aborted
-        ) {
+        // Only executions that ended a while ago: an emulator may report a
+        // passing error state before its Catch runs.
+        let settled = out
+            .stop_date
+            .is_some_and(|d| Utc::now().timestamp() - d.secs() >= 5);
+        if settled
+            && matches!(
+                status,
+                ExecutionStatus::Failed | ExecutionStatus::TimedOut | ExecutionStatus::Aborted
+            )
+        {
             let error = format!("the job's execution ended as {}", status.as_str());
             if store
                 .finish(
