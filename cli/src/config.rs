@@ -165,6 +165,17 @@ impl ServeConfig {
     }
 }
 
+impl ServeConfig {
+    /// The scheduler settings of the embedded backend.
+    pub fn scheduler(&self) -> lotsawa_local::SchedulerConfig {
+        lotsawa_local::SchedulerConfig {
+            concurrency: self.concurrency,
+            retry: self.retry,
+            shutdown_grace: self.shutdown_grace,
+        }
+    }
+}
+
 /// The server URL for client commands (`--server`, then LOTSAWA_URL).
 pub fn server_url(flag: Option<String>, env: &dyn Source) -> String {
     flag.or_else(|| env.var("LOTSAWA_URL"))

@@ -11,7 +11,7 @@ use lotsawa_core::{
     ChunkSize, EngineName, JobConfig, JobService, JobStatus, JobType, NewJob, SourceText,
 };
 use lotsawa_engines::EngineSet;
-use lotsawa_local::{LocalBackend, SchedulerConfig};
+use lotsawa_local::LocalBackend;
 
 use crate::config::{ProcessEnv, ServeConfig, ServeFlags};
 
@@ -94,17 +94,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
         Ok(e) => e,
         Err(e) => return fail(e),
     };
-    let backend = match LocalBackend::start(
-        config.db.clone(),
-        engines,
-        SchedulerConfig {
-            concurrency: config.concurrency,
-            retry: config.retry,
-            shutdown_grace: config.shutdown_grace,
-        },
-    )
-    .await
-    {
+    let backend = match LocalBackend::start(config.db.clone(), engines, config.scheduler()).await {
         Ok(b) => b,
         Err(e) => {
             return fail(format!(

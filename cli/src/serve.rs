@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use lotsawa_engines::{DefaultChoice, EngineSet};
 use lotsawa_http::ApiConfig;
-use lotsawa_local::{LocalBackend, SchedulerConfig};
+use lotsawa_local::LocalBackend;
 use tracing_subscriber::EnvFilter;
 
 use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags};
@@ -79,17 +79,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             engines.default_name()
         ),
     }
-    let backend = match LocalBackend::start(
-        config.db.clone(),
-        engines,
-        SchedulerConfig {
-            concurrency: config.concurrency,
-            retry: config.retry,
-            shutdown_grace: config.shutdown_grace,
-        },
-    )
-    .await
-    {
+    let backend = match LocalBackend::start(config.db.clone(), engines, config.scheduler()).await {
         Ok(b) => b,
         Err(e) => {
             eprintln!(

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use lotsawa_core::ledger::append_output;
+use lotsawa_core::ledger::partial_output;
 use lotsawa_core::service::ChunkOutput;
 use lotsawa_core::{
     EngineName, Job, JobId, JobPage, JobService, JobStatus, JobView, ListQuery, NewJob, Progress,
@@ -60,12 +60,9 @@ impl CloudService {
             Progress::derive(job.chunks_completed, job.chunks_total, 0, finished, &[])
         };
         let partial = if with_partial && !finished && job.chunks_completed > 0 {
-            let chunks = self.store.chunks(job.id, 0, job.chunks_completed).await?;
-            let mut out = String::new();
-            for c in chunks.iter().take_while(|c| c.translation.is_some()) {
-                append_output(&mut out, &c.source, c.translation.as_deref().unwrap_or(""));
-            }
-            Some(out.trim_end().to_owned())
+            Some(partial_output(
+                &self.store.chunks(job.id, 0, job.chunks_completed).await?,
+            ))
         } else {
             None
         };

@@ -96,6 +96,16 @@ pub fn append_output(out: &mut String, source: &str, translation: &str) {
     }
 }
 
+/// The output of the chunks translated so far (the leading run of chunks
+/// that have a translation), for a job that is not completed.
+pub fn partial_output(ledger: &[ChunkRecord]) -> String {
+    let mut out = String::new();
+    for c in ledger.iter().take_while(|c| c.translation.is_some()) {
+        append_output(&mut out, &c.source, c.translation.as_deref().unwrap_or(""));
+    }
+    out.trim_end().to_owned()
+}
+
 /// Assemble the translations of `(source, translation)` pairs, in order.
 pub fn assemble<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> String {
     let mut out = String::new();

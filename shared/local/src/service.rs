@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use chrono::Utc;
-use lotsawa_core::ledger::append_output;
+use lotsawa_core::ledger::partial_output;
 use lotsawa_core::service::ChunkOutput;
 use lotsawa_core::{
     EngineName, Job, JobId, JobPage, JobService, JobStatus, JobView, ListQuery, NewJob, Progress,
@@ -60,12 +60,7 @@ impl LocalService {
             Progress::derive(job.chunks_completed, job.chunks_total, 0, finished, &[])
         };
         let partial = if with_partial && !finished && job.chunks_completed > 0 {
-            let ledger = self.shared.store.chunks(stored.seq).await?;
-            let mut out = String::new();
-            for c in ledger.iter().take_while(|c| c.translation.is_some()) {
-                append_output(&mut out, &c.source, c.translation.as_deref().unwrap_or(""));
-            }
-            Some(out.trim_end().to_owned())
+            Some(partial_output(&self.shared.store.chunks(stored.seq).await?))
         } else {
             None
         };
@@ -76,8 +71,27 @@ impl LocalService {
         })
     }
 
-    fn conflict(id: JobId, status: JobStatus, what: &str) -> ServiceError {
-        ServiceError::Conflict(format!("job {id} is {status}; {what}"))
+    /// Apply a client's transition; a status that does not allow it is a
+    /// conflict explained by `what`.
+    async fn transition(
+        &self,
+        id: JobId,
+        transition: Transition,
+        what: &str,
+    ) -> Result<Job, ServiceError> {
+        match self
+            .shared
+            .store
+            .transition(id, transition, None, Utc::now())
+            .await
+        {
+            Ok(job) => Ok(job),
+            Err(StoreError::Transition(t)) => Err(ServiceError::Conflict(format!(
+                "job {id} is {}; {what}",
+                t.from
+            ))),
+            Err(e) => Err(e.into()),
+        }
     }
 }
 
@@ -143,22 +157,13 @@ impl JobService for LocalService {
 
     #[tracing::instrument(skip_all, fields(job_id = %id))]
     async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
-        let job = match self
-            .shared
-            .store
-            .transition(id, Transition::Cancel, None, Utc::now())
-            .await
-        {
-            Ok(job) => job,
-            Err(StoreError::Transition(t)) => {
-                return Err(Self::conflict(
-                    id,
-                    t.from,
-                    "only pending or processing jobs can be cancelled",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let job = self
+            .transition(
+                id,
+                Transition::Cancel,
+                "only pending or processing jobs can be cancelled",
+            )
+            .await?;
         if let Ok(running) = self.shared.running.lock()
             && let Some((_, token)) = running.get(&id)
         {
@@ -171,22 +176,13 @@ impl JobService for LocalService {
 
     #[tracing::instrument(skip_all, fields(job_id = %id))]
     async fn retry(&self, id: JobId) -> Result<Job, ServiceError> {
-        let job = match self
-            .shared
-            .store
-            .transition(id, Transition::Retry, None, Utc::now())
-            .await
-        {
-            Ok(job) => job,
-            Err(StoreError::Transition(t)) => {
-                return Err(Self::conflict(
-                    id,
-                    t.from,
-                    "only failed or cancelled jobs can be retried",
-                ));
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let job = self
+            .transition(
+                id,
+                Transition::Retry,
+                "only failed or cancelled jobs can be retried",
+            )
+            .await?;
         tracing::info!("job queued again");
         self.shared.wake.notify_one();
         let _ = self.shared.changes.send(id);

@@ -748,20 +748,15 @@ impl Store {
             job_error,
         } = failure;
         self.write(move |conn| {
-            let to = JobStatus::Processing.apply(Transition::Fail)?;
-            let n = conn.execute(
-                "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
-                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
-                params![to.as_str(), job_error, ts(now), seq, run],
-            )?;
-            if n == 1 {
+            let failed = fail_run(conn, seq, run, &job_error, now)?;
+            if failed {
                 conn.execute(
                     "UPDATE chunks SET status = 'failed', error = ?1, attempts = attempts + ?2
                      WHERE job_seq = ?3 AND idx = ?4",
                     params![error, attempts, seq, index],
                 )?;
             }
-            Ok(n == 1)
+            Ok(failed)
         })
         .await
     }
@@ -774,16 +769,8 @@ impl Store {
         job_error: String,
         now: DateTime<Utc>,
     ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
-            let to = JobStatus::Processing.apply(Transition::Fail)?;
-            let n = conn.execute(
-                "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
-                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
-                params![to.as_str(), job_error, ts(now), seq, run],
-            )?;
-            Ok(n == 1)
-        })
-        .await
+        self.write(move |conn| fail_run(conn, seq, run, &job_error, now))
+            .await
     }
 
     /// Record a chunk's transient failure (attempts so far and the error).
@@ -928,6 +915,23 @@ impl Store {
         })
         .await
     }
+}
+
+/// Move run `run` of a processing job to failed (compare-and-set on both).
+fn fail_run(
+    conn: &Connection,
+    seq: i64,
+    run: u32,
+    job_error: &str,
+    now: DateTime<Utc>,
+) -> Result<bool, StoreError> {
+    let to = JobStatus::Processing.apply(Transition::Fail)?;
+    let n = conn.execute(
+        "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
+         WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
+        params![to.as_str(), job_error, ts(now), seq, run],
+    )?;
+    Ok(n == 1)
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
