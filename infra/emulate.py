@@ -271,8 +271,12 @@ def up():
     # (`cargo run --bin <name>`), so that the first invocation starts at once.
     for f in FUNCTIONS:
         subprocess.run(["cargo", "build", "--quiet", "--bin", f], cwd=ROOT, env=fn_env, check=True)
+    # The emulator's own debug log (where each invocation went) makes a
+    # failed run in CI understandable; the functions log by LOTSAWA_LOG.
+    watch_env = dict(fn_env)
+    watch_env.setdefault("RUST_LOG", "cargo_lambda_watch=debug")
     pids.append(start(["cargo", "lambda", "watch", "--ignore-changes", "--timeout", "900", "-A", "127.0.0.1", "-P", str(lambda_port)],
-                      STATE_DIR / "lambda.log", fn_env).pid)
+                      STATE_DIR / "lambda.log", watch_env).pid)
     save()
     base = f"http://127.0.0.1:{lambda_port}"
     wait_http(f"{base}/lambda-url/api/healthz", 600, "the api function")

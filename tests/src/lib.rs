@@ -52,6 +52,17 @@ impl SseEvent {
     }
 }
 
+/// Whether an answer is the local Lambda emulator's own failure
+/// (cargo-lambda answers with an `httpstatuses.com` problem type); the
+/// product's problems are `about:blank` or its own types.
+fn emulator_fault(status: u16, body: &Value) -> bool {
+    status == 500
+        && body
+            .get("type")
+            .and_then(Value::as_str)
+            .is_some_and(|t| t.starts_with("https://httpstatuses.com/"))
+}
+
 impl Api {
     /// A client for `base` (and `stream_base` for SSE).
     pub fn new(base: &str, stream_base: &str) -> Self {
@@ -103,21 +114,32 @@ impl Api {
         method: reqwest::Method,
         path: &str,
     ) -> Result<(u16, String, Value)> {
-        let res = self
-            .http
-            .request(method, format!("{}{path}", self.base))
-            .send()
-            .await?;
-        let status = res.status().as_u16();
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let text = res.text().await?;
-        let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
-        Ok((status, ct, body))
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let res = self
+                .http
+                .request(method.clone(), format!("{}{path}", self.base))
+                .send()
+                .await?;
+            let status = res.status().as_u16();
+            let ct = res
+                .headers()
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned();
+            let text = res.text().await?;
+            let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+            // A GET is safe to repeat when the local Lambda emulator itself
+            // (not the function) failed the invocation.
+            if method == reqwest::Method::GET && emulator_fault(status, &body) && tries < 3 {
+                eprintln!("emulator failed GET {path} ({body}); repeating it");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+            return Ok((status, ct, body));
+        }
     }
 
     /// `GET /api/jobs/{id}`.
@@ -189,15 +211,25 @@ impl Api {
                 req = req.header("last-event-id", l);
             }
             match tokio::time::timeout(Duration::from_secs(20), req.send()).await {
-                Ok(r) => break r?,
+                Ok(r) => {
+                    let r = r?;
+                    let status = r.status();
+                    if status.is_success() {
+                        break r;
+                    }
+                    let text = r.text().await.unwrap_or_default();
+                    let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
+                    if emulator_fault(status.as_u16(), &body) && tries < 3 {
+                        eprintln!("emulator failed the stream of {id} ({body}); opening it again");
+                        tokio::time::sleep(Duration::from_secs(1)).await;
+                        continue;
+                    }
+                    bail!("stream answered {status}: {body}");
+                }
                 Err(_) if tries < 3 => continue,
                 Err(_) => bail!("the stream of {id} did not start in 3 tries of 20 s"),
             }
         };
-        let status = res.status();
-        if !status.is_success() {
-            bail!("stream answered {status}");
-        }
         let ct = res
             .headers()
             .get("content-type")

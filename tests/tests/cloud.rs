@@ -87,8 +87,24 @@ impl Drop for Emulation {
             for log in ["lambda.log", "poll.log", "moto.log"] {
                 let text = std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
                 let lines: Vec<&str> = text.lines().collect();
+                let alarming: Vec<&&str> = lines
+                    .iter()
+                    .filter(|l| {
+                        let l = l.to_ascii_lowercase();
+                        (l.contains("error")
+                            || l.contains("warn")
+                            || l.contains("panicked")
+                            || l.contains("killed")
+                            || l.contains("exited"))
+                            && !l.contains("aws_lambda_max_concurrency")
+                    })
+                    .collect();
+                eprintln!("---- errors and warnings in {log} (last 30) ----");
+                for l in &alarming[alarming.len().saturating_sub(30)..] {
+                    eprintln!("{}", l.chars().take(400).collect::<String>());
+                }
                 eprintln!("---- last lines of {log} ----");
-                for l in &lines[lines.len().saturating_sub(60)..] {
+                for l in &lines[lines.len().saturating_sub(40)..] {
                     eprintln!("{}", l.chars().take(400).collect::<String>());
                 }
             }

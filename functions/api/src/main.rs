@@ -6,5 +6,6 @@
 async fn main() -> Result<(), lambda_http::Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    lambda_http::run(app.router()).await
+    let router = app.router();
+    lotsawa_aws::runtime::keep_running(|| lambda_http::run(router.clone())).await
 }

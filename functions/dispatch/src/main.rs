@@ -10,17 +10,19 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
-        let app = app.clone();
-        async move {
-            if event.payload.get("Records").is_some() {
-                let sqs = serde_json::from_value(event.payload)?;
-                Ok::<Value, Error>(serde_json::to_value(app.on_job_messages(sqs).await)?)
-            } else {
-                let released = app.on_execution_event().await?;
-                Ok(serde_json::json!({"released": released}))
+    lotsawa_aws::runtime::keep_running(|| {
+        lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
+            let app = app.clone();
+            async move {
+                if event.payload.get("Records").is_some() {
+                    let sqs = serde_json::from_value(event.payload)?;
+                    Ok::<Value, Error>(serde_json::to_value(app.on_job_messages(sqs).await)?)
+                } else {
+                    let released = app.on_execution_event().await?;
+                    Ok(serde_json::json!({"released": released}))
+                }
             }
-        }
-    }))
+        }))
+    })
     .await
 }

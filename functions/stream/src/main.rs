@@ -20,13 +20,6 @@ async fn main() -> Result<(), lambda_http::Error> {
     let router = app
         .router()
         .layer(axum::middleware::map_response(unsized_body));
-    // The runtime client can lose its connection to the Runtime API after a
-    // streamed response (seen under cargo-lambda as `IncompleteMessage`);
-    // poll for the next invocation again instead of ending the instance.
-    loop {
-        if let Err(e) = lambda_http::run_with_streaming_response(router.clone()).await {
-            tracing::warn!(error = %e, "the runtime loop ended; starting it again");
-            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        }
-    }
+    lotsawa_aws::runtime::keep_running(|| lambda_http::run_with_streaming_response(router.clone()))
+        .await
 }
