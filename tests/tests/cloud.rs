@@ -311,10 +311,13 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         .wait_status(&id, "failed", JOB_TIMEOUT)
         .await
         .expect("the job fails");
+    // AWS reports a stopped execution as ABORTED; moto's interpreter thread,
+    // when it ends after the stop (seen on a loaded machine), can record it
+    // as FAILED instead. Either way the job must fail with that status.
     assert!(
-        job["error"]
-            .as_str()
-            .is_some_and(|e| e.contains("execution ended as ABORTED")),
+        job["error"].as_str().is_some_and(|e| {
+            e.contains("execution ended as ABORTED") || e.contains("execution ended as FAILED")
+        }),
         "{job}"
     );
     let deadline = Instant::now() + Duration::from_secs(30);
