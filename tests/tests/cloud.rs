@@ -396,4 +396,29 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     );
     let id = failed["jobId"].as_str().expect("job id");
     assert_eq!(api.job(id).await.expect("job")["status"], "failed");
+
+    // The workers' counters reach /metrics: every kind of attempt the suite
+    // caused (successes, the injected 503s and 400, memory hits) is there.
+    let (_, _, metrics) = api
+        .request(reqwest::Method::GET, "/metrics")
+        .await
+        .expect("metrics");
+    let metrics = metrics.as_str().unwrap_or_default().to_owned();
+    let value = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in\n{metrics}"))
+    };
+    assert!(value("lotsawa_chunk_attempts_total{outcome=\"success\"}") >= 10.0);
+    assert!(value("lotsawa_chunk_attempts_total{outcome=\"transient_error\"}") >= 2.0);
+    assert!(value("lotsawa_chunk_attempts_total{outcome=\"permanent_error\"}") >= 1.0);
+    assert!(value("lotsawa_translation_memory_hits_total") >= 1.0);
+    let count = value("lotsawa_chunk_duration_seconds_count{engine=\"openai\"}");
+    assert_eq!(
+        value("lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"+Inf\"}"),
+        count
+    );
+    assert!(count >= 10.0, "{metrics}");
+    eprintln!("cloud metrics: {count} timed openai attempts");
 }

@@ -170,8 +170,7 @@ impl JobService for CloudService {
         ));
         out.push_str("# HELP lotsawa_slots_in_use Concurrency slots held\n# TYPE lotsawa_slots_in_use gauge\n");
         out.push_str(&format!("lotsawa_slots_in_use {slots}\n"));
-        out.push_str("# HELP lotsawa_chunk_attempts_total Provider calls are counted by the workers' logs and CloudWatch in the cloud\n# TYPE lotsawa_chunk_attempts_total counter\n");
-        out.push_str("# HELP lotsawa_chunk_duration_seconds Recorded by the workers in CloudWatch in the cloud\n# TYPE lotsawa_chunk_duration_seconds histogram\n");
+        out.push_str(&self.store.chunk_totals().await?.to_prometheus());
         Ok(out)
     }
 

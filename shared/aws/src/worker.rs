@@ -15,7 +15,7 @@ use lotsawa_engines::EngineSet;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::store::{CloudError, DynamoStore, Ending};
+use crate::store::{CloudError, Counted, DynamoStore, Ending};
 
 /// A task message from the state machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +176,7 @@ impl Worker {
             self.store
                 .complete_chunk(id, task.generation, &record)
                 .await?;
+            self.count(&Counted::MemoryHit).await;
             return Ok(Answer::Success(more(k + 1)));
         }
         let prev = if k > 0 {
@@ -209,6 +210,14 @@ impl Worker {
         let started = Instant::now();
         match pipeline::attempt(engine.as_ref(), &t).await {
             Ok(out) => {
+                let seconds = started.elapsed().as_secs_f64();
+                self.count(&Counted::Attempt {
+                    outcome: "success",
+                    engine: engine.name(),
+                    seconds: Some(seconds),
+                    quality_retried: out.quality_retried,
+                })
+                .await;
                 let record = ChunkRecord {
                     translation: Some(out.text.clone()),
                     confidence: out.confidence,
@@ -236,6 +245,16 @@ impl Worker {
                 Ok(Answer::Success(more(k + 1)))
             }
             Err(err) => {
+                self.count(&Counted::Attempt {
+                    outcome: match err.class {
+                        ErrorClass::Transient => "transient_error",
+                        ErrorClass::Permanent => "permanent_error",
+                    },
+                    engine: engine.name(),
+                    seconds: None,
+                    quality_retried: false,
+                })
+                .await;
                 self.store.note_chunk_error(id, k, &err.message).await?;
                 let name = err.class.error_name();
                 tracing::warn!(chunk = k, error = %err.message, class = name, "chunk attempt failed");
@@ -247,6 +266,14 @@ impl Worker {
                     err.message,
                 ))
             }
+        }
+    }
+
+    /// Add to the counters behind `/metrics`; a failure to count is logged,
+    /// never a reason to fail the chunk.
+    async fn count(&self, counted: &Counted<'_>) {
+        if let Err(e) = self.store.count(counted).await {
+            tracing::warn!(error = %e, "counting a chunk attempt failed");
         }
     }
 

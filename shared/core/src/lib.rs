@@ -11,6 +11,7 @@ pub mod glossary;
 pub mod job;
 pub mod ledger;
 pub mod memory;
+pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod quality;

@@ -54,9 +54,7 @@ impl Metrics {
                 "lotsawa_chunk_duration_seconds",
                 "Duration of successful chunk translations",
             )
-            .buckets(vec![
-                0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
-            ]),
+            .buckets(lotsawa_core::metrics::CHUNK_DURATION_BUCKETS.to_vec()),
             &["engine"],
         )
         .expect("valid metric");
@@ -91,7 +89,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        for outcome in ["success", "transient_error", "permanent_error"] {
+        for outcome in lotsawa_core::metrics::ATTEMPT_OUTCOMES {
             chunk_attempts.with_label_values(&[outcome]);
         }
         Self {

@@ -1,0 +1,155 @@
+//! Metric definitions both backends share: the chunk-duration buckets, the
+//! attempt outcomes, and the Prometheus text of counters kept as plain
+//! totals (the cloud keeps them in sharded DynamoDB items; the embedded
+//! backend uses the `prometheus` crate with the same names and buckets).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+
+/// Upper bounds (seconds) of `lotsawa_chunk_duration_seconds` buckets.
+pub const CHUNK_DURATION_BUCKETS: [f64; 14] = [
+    0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
+];
+
+/// Outcomes of a provider call, the `outcome` label of
+/// `lotsawa_chunk_attempts_total`.
+pub const ATTEMPT_OUTCOMES: [&str; 3] = ["success", "transient_error", "permanent_error"];
+
+/// Index of the first bucket whose bound holds `seconds`
+/// (`CHUNK_DURATION_BUCKETS.len()` for +Inf).
+pub fn bucket_index(seconds: f64) -> usize {
+    CHUNK_DURATION_BUCKETS
+        .iter()
+        .position(|b| seconds <= *b)
+        .unwrap_or(CHUNK_DURATION_BUCKETS.len())
+}
+
+/// One engine's duration histogram as plain totals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DurationTotals {
+    /// Count per bucket, not cumulative; the last entry is +Inf.
+    pub buckets: [u64; CHUNK_DURATION_BUCKETS.len() + 1],
+    /// Sum of observed seconds.
+    pub sum: f64,
+}
+
+impl DurationTotals {
+    /// Observations in all.
+    pub fn count(&self) -> u64 {
+        self.buckets.iter().sum()
+    }
+}
+
+/// Chunk counters as plain totals.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ChunkTotals {
+    /// Provider calls per outcome.
+    pub attempts: BTreeMap<String, u64>,
+    /// Successful call durations per engine.
+    pub durations: BTreeMap<String, DurationTotals>,
+    /// Chunks served from the translation memory.
+    pub memory_hits: u64,
+    /// Provider answers rejected by the quality checks and asked again.
+    pub quality_retries: u64,
+}
+
+impl ChunkTotals {
+    /// Prometheus text exposition of these totals, with the same names,
+    /// labels and buckets as the embedded backend's registry.
+    pub fn to_prometheus(&self) -> String {
+        let mut out = String::new();
+        out.push_str("# HELP lotsawa_chunk_attempts_total Provider calls made for chunks, by outcome\n# TYPE lotsawa_chunk_attempts_total counter\n");
+        for outcome in ATTEMPT_OUTCOMES {
+            let n = self.attempts.get(outcome).copied().unwrap_or(0);
+            let _ = writeln!(
+                out,
+                "lotsawa_chunk_attempts_total{{outcome=\"{outcome}\"}} {n}"
+            );
+        }
+        out.push_str("# HELP lotsawa_chunk_duration_seconds Duration of successful chunk translations\n# TYPE lotsawa_chunk_duration_seconds histogram\n");
+        for (engine, d) in &self.durations {
+            let mut cumulative = 0;
+            for (i, bound) in CHUNK_DURATION_BUCKETS.iter().enumerate() {
+                cumulative += d.buckets[i];
+                let _ = writeln!(
+                    out,
+                    "lotsawa_chunk_duration_seconds_bucket{{engine=\"{engine}\",le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(
+                out,
+                "lotsawa_chunk_duration_seconds_bucket{{engine=\"{engine}\",le=\"+Inf\"}} {}",
+                d.count()
+            );
+            let _ = writeln!(
+                out,
+                "lotsawa_chunk_duration_seconds_sum{{engine=\"{engine}\"}} {}",
+                d.sum
+            );
+            let _ = writeln!(
+                out,
+                "lotsawa_chunk_duration_seconds_count{{engine=\"{engine}\"}} {}",
+                d.count()
+            );
+        }
+        let _ = write!(
+            out,
+            "# HELP lotsawa_translation_memory_hits_total Chunks served from the translation memory without a provider call\n# TYPE lotsawa_translation_memory_hits_total counter\nlotsawa_translation_memory_hits_total {}\n",
+            self.memory_hits
+        );
+        let _ = write!(
+            out,
+            "# HELP lotsawa_quality_retries_total Provider answers rejected by the quality checks and asked again\n# TYPE lotsawa_quality_retries_total counter\nlotsawa_quality_retries_total {}\n",
+            self.quality_retries
+        );
+        out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn buckets_hold_their_upper_bound() {
+        assert_eq!(bucket_index(0.0), 0);
+        assert_eq!(bucket_index(0.001), 0);
+        assert_eq!(bucket_index(0.0011), 1);
+        assert_eq!(bucket_index(1.0), 7);
+        assert_eq!(bucket_index(120.0), 13);
+        assert_eq!(bucket_index(120.5), 14);
+    }
+
+    #[test]
+    fn histogram_text_is_cumulative_and_ends_with_inf() {
+        let mut d = DurationTotals::default();
+        d.buckets[bucket_index(0.02)] += 2; // le 0.05
+        d.buckets[bucket_index(3.0)] += 1; // le 5
+        d.buckets[bucket_index(500.0)] += 1; // +Inf
+        d.sum = 503.04;
+        let totals = ChunkTotals {
+            attempts: BTreeMap::from([("success".into(), 4), ("transient_error".into(), 2)]),
+            durations: BTreeMap::from([("openai".into(), d)]),
+            memory_hits: 3,
+            quality_retries: 1,
+        };
+        let text = totals.to_prometheus();
+        for line in [
+            "lotsawa_chunk_attempts_total{outcome=\"success\"} 4",
+            "lotsawa_chunk_attempts_total{outcome=\"transient_error\"} 2",
+            "lotsawa_chunk_attempts_total{outcome=\"permanent_error\"} 0",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"0.01\"} 0",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"0.05\"} 2",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"2.5\"} 2",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"5\"} 3",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"120\"} 3",
+            "lotsawa_chunk_duration_seconds_bucket{engine=\"openai\",le=\"+Inf\"} 4",
+            "lotsawa_chunk_duration_seconds_sum{engine=\"openai\"} 503.04",
+            "lotsawa_chunk_duration_seconds_count{engine=\"openai\"} 4",
+            "lotsawa_translation_memory_hits_total 3",
+            "lotsawa_quality_retries_total 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
+        }
+    }
+}
