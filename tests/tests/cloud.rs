@@ -397,6 +397,45 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     let id = failed["jobId"].as_str().expect("job id");
     assert_eq!(api.job(id).await.expect("job")["status"], "failed");
 
+    // Cancelling an uploaded job writes its record (status cancelled) and no
+    // translation under results/.
+    provider.set_delay_ms(1500);
+    let (text, _, _) = numbered_text("cancel-upload-", 200);
+    s3.put_object()
+        .bucket(bucket)
+        .key("incoming/cancel me.txt")
+        .body(text.into_bytes().into())
+        .send()
+        .await
+        .expect("put");
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let id = loop {
+        let (_, _, page) = api
+            .request(reqwest::Method::GET, "/api/jobs?status=processing&limit=10")
+            .await
+            .expect("list");
+        if let Some(id) = page["jobs"]
+            .as_array()
+            .and_then(|jobs| jobs.first())
+            .and_then(|j| j["id"].as_str())
+        {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the upload did not start");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let (status, _, body) = api
+        .request(reqwest::Method::DELETE, &format!("/api/jobs/{id}"))
+        .await
+        .expect("cancel");
+    assert_eq!(status, 200, "{body}");
+    let record: serde_json::Value =
+        serde_json::from_str(&read("results/cancel me.json").await.expect("record")).expect("json");
+    assert_eq!(record["status"], "cancelled", "{record}");
+    assert_eq!(record["jobId"], id.as_str(), "{record}");
+    assert!(read("results/cancel me.txt").await.is_none());
+    provider.set_delay_ms(0);
+
     // The workers' counters reach /metrics: every kind of attempt the suite
     // caused (successes, the injected 503s and 400, memory hits) is there.
     let (_, _, metrics) = api

@@ -119,7 +119,15 @@ impl JobService for CloudService {
 
     #[tracing::instrument(skip_all, fields(job_id = %id))]
     async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
-        Ok(self.store.cancel(id, Utc::now()).await?.job)
+        let item = self.store.cancel(id, Utc::now()).await?;
+        // A job created from an upload says how it ended under results/,
+        // so a pipeline waiting there learns of the cancel too.
+        if let Some(key) = item.ingest_key.as_deref()
+            && let Err(e) = crate::ingest::write_result(&self.store, key, id).await
+        {
+            tracing::error!(job_id = %id, error = %e, "writing the cancelled job's record failed");
+        }
+        Ok(item.job)
     }
 
     #[tracing::instrument(skip_all, fields(job_id = %id))]
