@@ -52,6 +52,15 @@ impl SseEvent {
     }
 }
 
+/// A response header as text ("" when absent or not text).
+pub fn header(res: &reqwest::Response, name: &str) -> String {
+    res.headers()
+        .get(name)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned()
+}
+
 /// Whether an answer is the local Lambda emulator's own failure
 /// (cargo-lambda answers with an `httpstatuses.com` problem type); the
 /// product's problems are `about:blank` or its own types.
@@ -85,11 +94,7 @@ impl Api {
             .send()
             .await?;
         let status = res.status().as_u16();
-        let location = res
-            .headers()
-            .get("location")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned);
+        let location = Some(header(&res, "location")).filter(|l| !l.is_empty());
         let body = res.json::<Value>().await.unwrap_or(Value::Null);
         Ok((status, body, location))
     }
@@ -123,12 +128,7 @@ impl Api {
                 .send()
                 .await?;
             let status = res.status().as_u16();
-            let ct = res
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let ct = header(&res, "content-type");
             let text = res.text().await?;
             let body = serde_json::from_str(&text).unwrap_or(Value::String(text));
             // A GET is safe to repeat when the local Lambda emulator itself
@@ -230,12 +230,7 @@ impl Api {
                 Err(_) => bail!("the stream of {id} did not start in 3 tries of 20 s"),
             }
         };
-        let ct = res
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
+        let ct = header(&res, "content-type");
         if !ct.starts_with("text/event-stream") {
             bail!("stream content type is {ct}");
         }

@@ -206,12 +206,7 @@ pub async fn bad_input(api: &Api) -> Result<()> {
             }
             let res = req.send().await?;
             let status = res.status().as_u16();
-            let ct = res
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok())
-                .unwrap_or("")
-                .to_owned();
+            let ct = crate::header(&res, "content-type");
             let body: Value = res.json().await.unwrap_or(Value::Null);
             anyhow::Ok((status, ct, body))
         }
