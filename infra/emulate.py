@@ -360,13 +360,18 @@ def poll():
     port = int(os.environ["LOTSAWA_EMULATE_LAMBDA_PORT"])
     urls = json.loads(os.environ["LOTSAWA_EMULATE_QUEUES"])
     sqs = clients(endpoint)["sqs"]
+    # Lambda's timeout, shortened: an invocation the local emulator loses
+    # (its runtime connection broke) would otherwise hold the message for
+    # the whole function timeout. A message whose invocation runs longer is
+    # delivered again, which SQS allows and the handlers tolerate.
+    invoke_timeout = float(os.environ.get("LOTSAWA_EMULATE_INVOKE_TIMEOUT", "120"))
 
     def arn_of(url):
         return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     def deliver(function, url, arn, message):
         try:
-            result = invoke(port, function, {"Records": [sqs_record(message, arn)]})
+            result = invoke(port, function, {"Records": [sqs_record(message, arn)]}, timeout=invoke_timeout)
             failed = {f.get("itemIdentifier") for f in (result or {}).get("batchItemFailures", [])}
         except Exception as e:  # noqa: BLE001 - the message goes back to the queue
             log(f"{function} invocation failed: {e}")

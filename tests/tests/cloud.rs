@@ -39,6 +39,8 @@ impl Emulation {
             // over to new executions.
             .env("LOTSAWA_CHUNKS_PER_EXECUTION", "2")
             .env("LOTSAWA_LOG", "warn")
+            // No invocation in this suite takes more than a few seconds.
+            .env("LOTSAWA_EMULATE_INVOKE_TIMEOUT", "30")
             .env_remove("OPENAI_API_KEY")
             .output()
             .expect("run infra/emulate up");
@@ -268,16 +270,24 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
             .await
             .expect("list");
         max_processing = max_processing.max(page["jobs"].as_array().map(Vec::len).unwrap_or(0));
-        let mut done = 0;
+        let mut unfinished = Vec::new();
         for id in &ids {
-            if api.job(id).await.expect("job")["status"] == "completed" {
-                done += 1;
+            let job = api.job(id).await.expect("job");
+            if job["status"] != "completed" {
+                unfinished.push(job);
             }
         }
-        if done == ids.len() {
+        if unfinished.is_empty() {
             break;
         }
-        assert!(Instant::now() < deadline, "jobs did not finish");
+        if Instant::now() >= deadline {
+            let mut execs = Vec::new();
+            for j in &unfinished {
+                let id = j["id"].as_str().unwrap_or_default();
+                execs.push(executions_of(&sfn, &sm, id).await);
+            }
+            panic!("jobs did not finish: {unfinished:?}\nexecutions: {execs:?}");
+        }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     assert!(
