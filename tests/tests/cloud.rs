@@ -83,6 +83,14 @@ impl Emulation {
 
 impl Drop for Emulation {
     fn drop(&mut self) {
+        // How often the emulator itself needed help (seen with --nocapture).
+        let read =
+            |log: &str| std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
+        eprintln!(
+            "emulation: {} SQS deliveries repeated after a failed or lost invocation, {} runtime loops restarted",
+            read("poll.log").matches("invocation failed").count(),
+            read("lambda.log").matches("the runtime loop ended").count(),
+        );
         if std::thread::panicking() {
             // The emulation's logs die with its temporary directory: show
             // their ends so a failure in CI can be understood.
