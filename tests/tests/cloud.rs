@@ -86,11 +86,24 @@ impl Drop for Emulation {
         // How often the emulator itself needed help (seen with --nocapture).
         let read =
             |log: &str| std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
+        let (poll, lambda) = (read("poll.log"), read("lambda.log"));
         eprintln!(
             "emulation: {} SQS deliveries repeated after a failed or lost invocation, {} runtime loops restarted",
-            read("poll.log").matches("invocation failed").count(),
-            read("lambda.log").matches("the runtime loop ended").count(),
+            poll.matches("invocation failed").count(),
+            lambda.matches("the runtime loop ended").count(),
         );
+        for line in poll
+            .lines()
+            .filter(|l| l.contains("invocation failed"))
+            .chain(
+                lambda
+                    .lines()
+                    .filter(|l| l.contains("the runtime loop ended")),
+            )
+            .take(10)
+        {
+            eprintln!("  {}", line.chars().take(400).collect::<String>());
+        }
         if std::thread::panicking() {
             // The emulation's logs die with its temporary directory: show
             // their ends so a failure in CI can be understood.

@@ -46,7 +46,8 @@ where
         match run().await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                tracing::warn!(error = %e, "the runtime loop ended; polling for the next invocation again");
+                let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
+                tracing::warn!(%function, error = %e, "the runtime loop ended; polling for the next invocation again");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(2));
             }
