@@ -81,34 +81,38 @@ impl Emulation {
     }
 }
 
+/// A log line cut to a readable length.
+fn clip(line: &str) -> String {
+    line.chars().take(400).collect()
+}
+
 impl Drop for Emulation {
     fn drop(&mut self) {
         // How often the emulator itself needed help (seen with --nocapture).
         let read =
             |log: &str| std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
-        let (poll, lambda) = (read("poll.log"), read("lambda.log"));
+        let lines_with = |log: &str, what: &str| -> Vec<String> {
+            read(log)
+                .lines()
+                .filter(|l| l.contains(what))
+                .map(clip)
+                .collect()
+        };
+        let repeated = lines_with("poll.log", "invocation failed");
+        let restarted = lines_with("lambda.log", "the runtime loop ended");
         eprintln!(
             "emulation: {} SQS deliveries repeated after a failed or lost invocation, {} runtime loops restarted",
-            poll.matches("invocation failed").count(),
-            lambda.matches("the runtime loop ended").count(),
+            repeated.len(),
+            restarted.len(),
         );
-        for line in poll
-            .lines()
-            .filter(|l| l.contains("invocation failed"))
-            .chain(
-                lambda
-                    .lines()
-                    .filter(|l| l.contains("the runtime loop ended")),
-            )
-            .take(10)
-        {
-            eprintln!("  {}", line.chars().take(400).collect::<String>());
+        for line in repeated.iter().chain(&restarted).take(10) {
+            eprintln!("  {line}");
         }
         if std::thread::panicking() {
             // The emulation's logs die with its temporary directory: show
             // their ends so a failure in CI can be understood.
             for log in ["lambda.log", "poll.log", "moto.log"] {
-                let text = std::fs::read_to_string(self.dir.path().join(log)).unwrap_or_default();
+                let text = read(log);
                 let lines: Vec<&str> = text.lines().collect();
                 let alarming: Vec<&&str> = lines
                     .iter()
@@ -124,11 +128,11 @@ impl Drop for Emulation {
                     .collect();
                 eprintln!("---- errors and warnings in {log} (last 30) ----");
                 for l in &alarming[alarming.len().saturating_sub(30)..] {
-                    eprintln!("{}", l.chars().take(400).collect::<String>());
+                    eprintln!("{}", clip(l));
                 }
                 eprintln!("---- last lines of {log} ----");
                 for l in &lines[lines.len().saturating_sub(40)..] {
-                    eprintln!("{}", l.chars().take(400).collect::<String>());
+                    eprintln!("{}", clip(l));
                 }
             }
         }
@@ -137,6 +141,19 @@ impl Drop for Emulation {
             .env("LOTSAWA_EMULATE_DIR", self.dir.path())
             .status();
     }
+}
+
+/// Submit `n` numbered one-line chunks and wait until the job is processing.
+async fn start_job(api: &Api, tag: &str, n: usize) -> String {
+    let (text, _, size) = numbered_text(tag, n);
+    let id = api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
+        .await
+        .expect("starts");
+    id
 }
 
 async fn executions_of(sfn: &aws_sdk_sfn::Client, arn: &str, job: &str) -> Vec<String> {
@@ -236,14 +253,7 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
 
     // A duplicate dispatch message starts no second execution.
     provider.set_delay_ms(300);
-    let (text, _, size) = numbered_text("dup-", 3);
-    let id = api
-        .submit(&text, json!({"chunkSize": size}))
-        .await
-        .expect("submit");
-    api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
-        .await
-        .expect("starts");
+    let id = start_job(&api, "dup-", 3).await;
     sqs.send_message()
         .queue_url(em.var("JOB_QUEUE_URL"))
         .message_body(json!({"jobId": id, "generation": 1, "segment": 0}).to_string())
@@ -320,14 +330,7 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     // An execution that ends outside the worker (here: stopped behind the
     // API's back, as a timeout would end it) fails its job and frees its slot.
     provider.set_delay_ms(1500);
-    let (text, _, size) = numbered_text("reap-", 4);
-    let id = api
-        .submit(&text, json!({"chunkSize": size}))
-        .await
-        .expect("submit");
-    api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
-        .await
-        .expect("starts");
+    let id = start_job(&api, "reap-", 4).await;
     let arn = executions_of(&sfn, &sm, &id)
         .await
         .into_iter()

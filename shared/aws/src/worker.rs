@@ -8,8 +8,7 @@ use std::time::Instant;
 
 use chrono::Utc;
 use lotsawa_core::{
-    ChunkRecord, ChunkStatus, EngineKind, ErrorClass, GlossaryEntry, JobId, JobStatus, memory,
-    pipeline,
+    ChunkRecord, ChunkStatus, EngineKind, GlossaryEntry, JobId, JobStatus, memory, pipeline,
 };
 use lotsawa_engines::EngineSet;
 use serde::Deserialize;
@@ -246,10 +245,7 @@ impl Worker {
             }
             Err(err) => {
                 self.count(&Counted::Attempt {
-                    outcome: match err.class {
-                        ErrorClass::Transient => "transient_error",
-                        ErrorClass::Permanent => "permanent_error",
-                    },
+                    outcome: err.class.outcome(),
                     engine: engine.name(),
                     seconds: None,
                     quality_retried: false,
@@ -258,13 +254,7 @@ impl Worker {
                 self.store.note_chunk_error(id, k, &err.message).await?;
                 let name = err.class.error_name();
                 tracing::warn!(chunk = k, error = %err.message, class = name, "chunk attempt failed");
-                Ok(Answer::Failure(
-                    match err.class {
-                        ErrorClass::Transient => "Lotsawa.Transient",
-                        ErrorClass::Permanent => "Lotsawa.Permanent",
-                    },
-                    err.message,
-                ))
+                Ok(Answer::Failure(name, err.message))
             }
         }
     }

@@ -23,6 +23,14 @@ impl ErrorClass {
             ErrorClass::Permanent => "Lotsawa.Permanent",
         }
     }
+
+    /// The `outcome` label of a failed attempt in `lotsawa_chunk_attempts_total`.
+    pub fn outcome(self) -> &'static str {
+        match self {
+            ErrorClass::Transient => "transient_error",
+            ErrorClass::Permanent => "permanent_error",
+        }
+    }
 }
 
 /// An engine failure with its class.

@@ -363,14 +363,10 @@ async fn translate_chunk(
             }
             Err(err) => err,
         };
-        let label = match err.class {
-            ErrorClass::Transient => "transient_error",
-            ErrorClass::Permanent => "permanent_error",
-        };
         shared
             .metrics
             .chunk_attempts
-            .with_label_values(&[label])
+            .with_label_values(&[err.class.outcome()])
             .inc();
         let jitter: f64 = rand::random();
         match shared.config.retry.decide(attempt, &err, jitter) {
