@@ -424,6 +424,75 @@ def poll():
         t.join()
 
 
+def serve_serialized(port):
+    """moto_server with one request at a time. DynamoDB runs transactions
+    serializably (a concurrent transaction on the same item is cancelled);
+    moto checks a transaction's conditions and writes them without a lock,
+    so two concurrent transactions on the semaphore item can both pass its
+    condition. Serializing requests restores the isolation AWS gives."""
+    from moto.moto_server.werkzeug_app import (
+        DomainDispatcherApplication,
+        MotoRequestHandler,
+        create_backend_app,
+    )
+    from werkzeug.serving import run_simple
+
+    app = DomainDispatcherApplication(create_backend_app)
+    lock = threading.Lock()
+
+    def serialized(environ, start_response):
+        with lock:
+            return list(app(environ, start_response))
+
+    run_simple("127.0.0.1", port, serialized, threaded=True, request_handler=MotoRequestHandler)
+
+
+def store(count):
+    """moto alone, with `count` job tables (the template's schema) and the
+    text bucket, for the store conformance suite: prints AWS_ENDPOINT_URL=,
+    TABLE_PREFIX=, BUCKET= and READY, then serves until its standard input
+    closes (the test process ended), and stops moto."""
+    template = load_template()
+    port = free_port()
+    endpoint = f"http://127.0.0.1:{port}"
+    env = dict(os.environ, MOTO_PORT=str(port))
+    log_file = Path(os.environ.get("LOTSAWA_EMULATE_LOG", os.devnull))
+    moto = start([str(VENV / "bin" / "python"), str(ROOT / "infra" / "emulate.py"), "moto-serialized", str(port)],
+                 log_file, env)
+    try:
+        wait_http(f"{endpoint}/moto-api/", 60, "moto")
+        c = clients(endpoint)
+        t = template["Resources"]["JobTable"]["Properties"]
+        prefix = "lotsawa-conformance-"
+        for i in range(count):
+            c["dynamodb"].create_table(
+                TableName=f"{prefix}{i}",
+                AttributeDefinitions=t["AttributeDefinitions"],
+                KeySchema=t["KeySchema"],
+                GlobalSecondaryIndexes=t["GlobalSecondaryIndexes"],
+                BillingMode=t["BillingMode"],
+            )
+        c["s3"].create_bucket(Bucket=BUCKET)
+        print(f"AWS_ENDPOINT_URL={endpoint}")
+        print(f"TABLE_PREFIX={prefix}")
+        print(f"TABLES={count}")
+        print(f"BUCKET={BUCKET}")
+        print("READY")
+        sys.stdout.flush()
+        sys.stdin.read()
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            try:
+                os.killpg(moto.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                moto.wait(timeout=5)
+                break
+            except subprocess.TimeoutExpired:
+                continue
+
+
 if __name__ == "__main__":
     command = sys.argv[1] if len(sys.argv) > 1 else ""
     if command == "up":
@@ -432,5 +501,9 @@ if __name__ == "__main__":
         down()
     elif command == "poll":
         poll()
+    elif command == "moto-serialized":
+        serve_serialized(int(sys.argv[2]))
+    elif command == "store":
+        store(int(sys.argv[2]) if len(sys.argv) > 2 else 32)
     else:
-        raise SystemExit("usage: infra/emulate up|down")
+        raise SystemExit("usage: infra/emulate up|down|store [tables]")

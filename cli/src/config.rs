@@ -56,7 +56,7 @@ pub struct ServeConfig {
     /// Database file (LOTSAWA_DB, default lotsawa.db).
     pub db: PathBuf,
     /// Jobs processing at once (LOTSAWA_CONCURRENCY, default 3).
-    pub concurrency: usize,
+    pub concurrency: u32,
     /// Chunk retry policy (LOTSAWA_RETRY_BASE_MS, LOTSAWA_RETRY_MAX_ATTEMPTS).
     pub retry: RetryPolicy,
     /// Engines (LOTSAWA_ENGINE, OPENAI_BASE_URL, OPENAI_API_KEY, LOTSAWA_MODEL,
@@ -101,9 +101,9 @@ impl ServeConfig {
             .or_else(|| env.var("LOTSAWA_DB").map(PathBuf::from))
             .unwrap_or_else(|| PathBuf::from("lotsawa.db"));
         let concurrency = match flags.concurrency {
-            Some(c) => parse_num("--concurrency", &c, 1usize, 256)?,
+            Some(c) => parse_num("--concurrency", &c, 1u32, 256)?,
             None => match env.var("LOTSAWA_CONCURRENCY") {
-                Some(c) => parse_num("LOTSAWA_CONCURRENCY", &c, 1usize, 256)?,
+                Some(c) => parse_num("LOTSAWA_CONCURRENCY", &c, 1u32, 256)?,
                 None => 3,
             },
         };

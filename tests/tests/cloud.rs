@@ -331,11 +331,16 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     // API's back, as a timeout would end it) fails its job and frees its slot.
     provider.set_delay_ms(1500);
     let id = start_job(&api, "reap-", 4).await;
-    let arn = executions_of(&sfn, &sm, &id)
-        .await
-        .into_iter()
-        .next()
-        .expect("an execution");
+    // The dispatcher claims the job (it shows `processing`) before it starts
+    // the execution.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let arn = loop {
+        if let Some(arn) = executions_of(&sfn, &sm, &id).await.into_iter().next() {
+            break arn;
+        }
+        assert!(Instant::now() < deadline, "no execution for job {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
     sfn.stop_execution()
         .execution_arn(&arn)
         .send()

@@ -13,10 +13,11 @@
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use chrono::Utc;
-use lotsawa_core::{JobId, JobStatus};
+use lotsawa_core::store::{Change, TransitionOutcome, transition, transition_by_id};
+use lotsawa_core::{JobId, JobStatus, StoreError};
 use serde::Deserialize;
 
-use crate::store::{CloudError, DynamoStore, Ending};
+use crate::store::{CloudError, DynamoStore, aws};
 
 /// A job-queue message.
 #[derive(Debug, Clone, Deserialize)]
@@ -53,22 +54,27 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
     let Ok(id) = msg.job_id.parse::<JobId>() else {
         return Ok(Dispatched::Dropped("malformed job id"));
     };
-    let job = match store.get(id, false).await {
+    let job = match store.item(id, false).await {
         Ok(j) => j,
-        Err(CloudError::NotFound(_)) => return Ok(Dispatched::Dropped("no such job")),
-        Err(e) => return Err(e),
+        Err(StoreError::NotFound(_)) => return Ok(Dispatched::Dropped("no such job")),
+        Err(e) => return Err(e.into()),
     };
     let run = msg.generation;
     match job.job.status {
         JobStatus::Pending if job.job.attempts + 1 == run => {
-            if !store.claim(id, run, Utc::now()).await? {
-                // Either no slot, or the job changed under us: look again.
-                let now = store.get(id, false).await?;
-                if now.job.status != JobStatus::Pending {
+            let start = Change::Start {
+                limit: store.config.concurrency,
+            };
+            match transition(store, &job.job, start, Utc::now()).await? {
+                TransitionOutcome::Applied(_) => {}
+                TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
+                    // Still pending: no slot was free.
+                    reap(store).await?;
+                    return Ok(Dispatched::Full);
+                }
+                TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => {
                     return Ok(Dispatched::Dropped("job changed while claiming"));
                 }
-                reap(store).await?;
-                return Ok(Dispatched::Full);
             }
         }
         JobStatus::Processing if job.job.attempts == run && job.slot == Some(run) => {
@@ -100,12 +106,7 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
                     .replace(":stateMachine:", ":execution:")
             )
         }
-        Err(e) => {
-            return Err(CloudError::Aws {
-                service: "states",
-                message: aws_sdk_sfn::error::DisplayErrorContext(&e).to_string(),
-            });
-        }
+        Err(e) => return Err(aws("states")(e)),
     };
     store.set_execution(id, run, &arn).await?;
     Ok(Dispatched::Started(arn))
@@ -149,14 +150,9 @@ pub async fn reap(store: &DynamoStore) -> Result<u32, CloudError> {
             )
         {
             let error = format!("the job's execution ended as {}", status.as_str());
-            if store
-                .finish(
-                    job.job.id,
-                    run,
-                    Ending::Failed { error, chunk: None },
-                    Utc::now(),
-                )
-                .await?
+            let fail = Change::Fail { error, chunk: None };
+            if let TransitionOutcome::Applied(_) =
+                transition_by_id(store, job.job.id, Some(run), fail, Utc::now()).await?
             {
                 released += 1;
                 tracing::warn!(job_id = %job.job.id, status = status.as_str(), "released the slot of an ended execution");

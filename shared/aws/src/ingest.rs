@@ -3,7 +3,9 @@
 //! a JSON record.
 
 use chrono::Utc;
-use lotsawa_core::{Job, JobConfig, JobId, JobService, JobStatus, JobType, NewJob, SourceText};
+use lotsawa_core::{
+    Job, JobConfig, JobId, JobService, JobStatus, JobStore, JobType, NewJob, SourceText,
+};
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
@@ -78,7 +80,7 @@ pub async fn ingest(
                 cancelled_at: None,
                 attempts: 0,
             };
-            store.put_failed_job(&job).await?;
+            store.create_failed(&job).await?;
             store.set_ingest_key(job.id, key).await?;
             write_result(store, key, job.id).await?;
             return Ok(Ingested::Rejected(why));
@@ -90,8 +92,7 @@ pub async fn ingest(
             source,
             config: JobConfig::default(),
         })
-        .await
-        .map_err(|e| CloudError::Build(e.to_string()))?;
+        .await?;
     store.set_ingest_key(job.id, key).await?;
     store
         .put_text(
@@ -107,7 +108,7 @@ pub async fn ingest(
 /// Write the outcome of an ingested job: `<stem>.txt` (the translation, when
 /// completed) and `<stem>.json` (the record).
 pub async fn write_result(store: &DynamoStore, key: &str, id: JobId) -> Result<bool, CloudError> {
-    let j = store.get(id, true).await?.job;
+    let j = store.get(id).await?;
     if !j.status.is_terminal() {
         return Ok(false);
     }

@@ -207,6 +207,8 @@ pub struct ChunkItem {
     pub record: ChunkRecord,
     /// S3 key of a large source.
     pub source_key: Option<String>,
+    /// S3 key of a large translation.
+    pub translation_key: Option<String>,
     /// Characters in the source.
     pub chars: u64,
 }
@@ -235,6 +237,7 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
             warning: get_s(item, "warning").map(str::to_owned),
         },
         source_key: get_s(item, "sourceKey").map(str::to_owned),
+        translation_key: get_s(item, "translationKey").map(str::to_owned),
         chars: get_n(item, "chars").unwrap_or(0),
     })
 }

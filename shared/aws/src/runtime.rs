@@ -88,7 +88,7 @@ impl App {
         let (engines, _) = EngineSet::build(&settings).await?;
         let clients = Clients::from_env().await;
         let store = DynamoStore::new(clients, config.clone());
-        let service = Arc::new(CloudService::new(
+        let service = Arc::new(crate::service::cloud_service(
             store.clone(),
             engines.names(),
             engines.default_name().to_owned(),

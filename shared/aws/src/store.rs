@@ -5,15 +5,20 @@
 
 use std::collections::HashMap;
 
-use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata};
+use async_trait::async_trait;
+use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
+use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
     AttributeValue, PutRequest, Select, TransactWriteItem, Update, WriteRequest,
 };
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use lotsawa_core::metrics::ChunkTotals;
-use lotsawa_core::{ChunkRecord, JobId, JobResult, JobStatus, JobType, Transition};
+use lotsawa_core::progress::ChunkTiming;
+use lotsawa_core::store::{
+    Applied, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest,
+    SlotChange, StoreError, StorePage,
+};
+use lotsawa_core::{ChunkRecord, Job, JobId, JobStatus};
 
 use crate::config::CloudConfig;
 use crate::items::{
@@ -24,47 +29,127 @@ use crate::items::{
 /// Texts larger than this many bytes go to S3 instead of the item.
 pub const INLINE_LIMIT: usize = 100_000;
 
-/// A cloud backend failure.
+/// A cloud backend failure outside the job store (SQS, Step Functions, S3).
 #[derive(Debug, thiserror::Error)]
 pub enum CloudError {
-    /// An AWS call failed.
-    #[error("{service}: {message}")]
+    /// An AWS call failed; the SDK error is the source.
+    #[error("{service} call failed")]
     Aws {
         /// Which service.
         service: &'static str,
-        /// The SDK's full error context.
-        message: String,
+        /// The SDK's error.
+        #[source]
+        source: lotsawa_core::store::BoxError,
     },
-    /// A stored item did not parse.
+    /// The job store failed.
     #[error(transparent)]
-    Corrupt(#[from] crate::items::Corrupt),
-    /// No such job.
-    #[error("job {0} not found")]
-    NotFound(JobId),
-    /// The job's status does not allow the change.
-    #[error("job {id} is {status}; {what}")]
-    Conflict {
-        /// Job.
-        id: JobId,
-        /// Its status.
-        status: JobStatus,
-        /// What was refused.
-        what: &'static str,
-    },
-    /// A request could not be built.
+    Store(#[from] StoreError),
+    /// The job service refused a request.
+    #[error(transparent)]
+    Service(#[from] lotsawa_core::ServiceError),
+    /// A request could not be built or a stored text did not parse.
     #[error("invalid request: {0}")]
     Build(String),
 }
 
-fn aws<E: std::error::Error + 'static>(service: &'static str) -> impl Fn(E) -> CloudError {
-    move |e| CloudError::Aws {
-        service,
-        message: DisplayErrorContext(&e).to_string(),
+impl From<crate::items::Corrupt> for StoreError {
+    fn from(e: crate::items::Corrupt) -> Self {
+        StoreError::Corrupt(e.0)
     }
 }
 
-fn build<E: std::fmt::Display>(e: E) -> CloudError {
-    CloudError::Build(e.to_string())
+impl From<CloudError> for lotsawa_core::ServiceError {
+    fn from(e: CloudError) -> Self {
+        match e {
+            CloudError::Store(s) => s.into(),
+            CloudError::Service(s) => s,
+            other => lotsawa_core::ServiceError::Internal(Box::new(other)),
+        }
+    }
+}
+
+/// An AWS error outside the store, kept as the source.
+pub fn aws<E: std::error::Error + Send + Sync + 'static>(
+    service: &'static str,
+) -> impl Fn(E) -> CloudError {
+    move |e| CloudError::Aws {
+        service,
+        source: Box::new(e),
+    }
+}
+
+fn build<E: std::fmt::Display>(e: E) -> StoreError {
+    StoreError::Corrupt(format!("request: {e}"))
+}
+
+/// Error codes DynamoDB uses for load shedding.
+const THROTTLING: &[&str] = &[
+    "ProvisionedThroughputExceededException",
+    "ThrottlingException",
+    "RequestLimitExceeded",
+    "ThrottlingError",
+];
+
+/// A DynamoDB error by kind: throttling and transaction conflicts are told
+/// apart from everything else; the SDK error stays the source.
+fn ddb<E, R>(what: &'static str) -> impl Fn(SdkError<E, R>) -> StoreError
+where
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
+{
+    move |e| {
+        let code = e.code().map(str::to_owned);
+        match code.as_deref() {
+            Some(c) if THROTTLING.contains(&c) => StoreError::Throttled(Box::new(e)),
+            Some("TransactionConflictException") => StoreError::TransactionConflict(Box::new(e)),
+            Some("ConditionalCheckFailedException") => {
+                StoreError::ConditionFailed(DisplayErrorContext(&e).to_string())
+            }
+            _ => StoreError::backend(what, e),
+        }
+    }
+}
+
+/// How a write transaction ended.
+enum Tx {
+    /// Written.
+    Done,
+    /// A condition did not hold (and nothing else went wrong).
+    ConditionFailed,
+}
+
+/// Read a transaction's outcome from its cancellation reasons: only
+/// `ConditionalCheckFailed` means that a condition did not hold; a conflict
+/// with another transaction or throttling is an error of its own kind.
+fn tx_outcome(
+    r: Result<
+        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsOutput,
+        SdkError<TransactWriteItemsError, aws_sdk_dynamodb::config::http::HttpResponse>,
+    >,
+) -> Result<Tx, StoreError> {
+    let e = match r {
+        Ok(_) => return Ok(Tx::Done),
+        Err(e) => e,
+    };
+    let codes: Vec<String> = match e.as_service_error() {
+        Some(TransactWriteItemsError::TransactionCanceledException(t)) => t
+            .cancellation_reasons()
+            .iter()
+            .filter_map(|r| r.code().map(str::to_owned))
+            .filter(|c| c != "None")
+            .collect(),
+        _ => return Err(ddb("a DynamoDB transaction")(e)),
+    };
+    if codes.iter().any(|c| c == "TransactionConflict") {
+        return Err(StoreError::TransactionConflict(Box::new(e)));
+    }
+    if codes.iter().any(|c| THROTTLING.contains(&c.as_str())) {
+        return Err(StoreError::Throttled(Box::new(e)));
+    }
+    if codes.is_empty() || codes.iter().all(|c| c == "ConditionalCheckFailed") {
+        return Ok(Tx::ConditionFailed);
+    }
+    Err(StoreError::backend("a DynamoDB transaction", e))
 }
 
 /// The AWS clients, built once per function instance.
@@ -102,29 +187,6 @@ impl Clients {
     }
 }
 
-/// A page of jobs.
-#[derive(Debug, Clone)]
-pub struct ItemPage {
-    /// Jobs, newest first.
-    pub jobs: Vec<JobItem>,
-    /// Cursor of the next page.
-    pub next: Option<String>,
-}
-
-/// How a job run ends.
-#[derive(Debug, Clone)]
-pub enum Ending {
-    /// With its result.
-    Completed(JobResult),
-    /// With an error, blaming a chunk when there is one.
-    Failed {
-        /// The job's error.
-        error: String,
-        /// The chunk that failed.
-        chunk: Option<u32>,
-    },
-}
-
 /// The job store.
 #[derive(Debug, Clone)]
 pub struct DynamoStore {
@@ -156,7 +218,7 @@ impl DynamoStore {
         key: &str,
         text: &str,
         content_type: &str,
-    ) -> Result<(), CloudError> {
+    ) -> Result<(), StoreError> {
         self.clients
             .s3
             .put_object()
@@ -166,12 +228,12 @@ impl DynamoStore {
             .body(text.as_bytes().to_vec().into())
             .send()
             .await
-            .map_err(aws("s3"))?;
+            .map_err(|e| StoreError::backend("S3 PutObject", e))?;
         Ok(())
     }
 
     /// Read an S3 object as bytes.
-    pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, CloudError> {
+    pub async fn get_bytes(&self, bucket: &str, key: &str) -> Result<Vec<u8>, StoreError> {
         let out = self
             .clients
             .s3
@@ -180,45 +242,450 @@ impl DynamoStore {
             .key(key)
             .send()
             .await
-            .map_err(aws("s3"))?;
-        let bytes = out.body.collect().await.map_err(|e| CloudError::Aws {
-            service: "s3",
-            message: e.to_string(),
-        })?;
+            .map_err(|e| StoreError::backend("S3 GetObject", e))?;
+        let bytes = out
+            .body
+            .collect()
+            .await
+            .map_err(|e| StoreError::backend("reading an S3 object", e))?;
         Ok(bytes.into_bytes().to_vec())
     }
 
-    async fn get_text(&self, key: &str) -> Result<String, CloudError> {
+    async fn get_text(&self, key: &str) -> Result<String, StoreError> {
         let bytes = self.get_bytes(&self.config.bucket, key).await?;
-        String::from_utf8(bytes)
-            .map_err(|_| CloudError::Build(format!("s3 object {key} is not UTF-8")))
+        String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("s3 object {key} is not UTF-8")))
     }
 
-    /// Store a new pending job and its chunks.
-    pub async fn put_new_job(
+    /// Store a text inline when small, else in S3 under `key`; the value
+    /// for the item, or the S3 key.
+    async fn place_text<'a>(
         &self,
-        job: &lotsawa_core::Job,
-        chunks: &[String],
-    ) -> Result<(), CloudError> {
-        let (inline, key) = if job.source.len() > INLINE_LIMIT {
-            let key = format!("sources/{}.txt", job.id);
-            self.put_text(&key, &job.source, "text/plain; charset=utf-8")
-                .await?;
-            (None, Some(key))
+        text: &'a str,
+        key: impl FnOnce() -> String,
+    ) -> Result<(Option<&'a str>, Option<String>), StoreError> {
+        if text.len() > INLINE_LIMIT {
+            let k = key();
+            self.put_text(&k, text, "text/plain; charset=utf-8").await?;
+            Ok((None, Some(k)))
         } else {
-            (Some(job.source.as_str()), None)
-        };
+            Ok((Some(text), None))
+        }
+    }
+
+    async fn put_job_item(&self, item: Item) -> Result<(), StoreError> {
+        self.clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"))?;
+        Ok(())
+    }
+
+    /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
+    pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
+        let body =
+            serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.config.job_queue_url)
+            .message_body(body.to_string())
+            .message_group_id("jobs")
+            .message_deduplication_id(format!("{id}-{run}-{segment}"))
+            .send()
+            .await
+            .map_err(aws("sqs"))?;
+        Ok(())
+    }
+
+    /// A job item (strongly consistent), with the cloud-only attributes;
+    /// its large source and result read from S3 when `with_texts`.
+    pub async fn item(&self, id: JobId, with_texts: bool) -> Result<JobItem, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let item = out.item.ok_or(StoreError::NotFound(id))?;
+        let mut job = job_from_item(&item)?;
+        if with_texts {
+            if let Some(k) = job.result_key.clone() {
+                let text = self.get_text(&k).await?;
+                job.job.result = Some(
+                    serde_json::from_str(&text)
+                        .map_err(|e| StoreError::Corrupt(format!("result {k}: {e}")))?,
+                );
+            }
+            if let Some(k) = job.source_key.clone() {
+                job.job.source = self.get_text(&k).await?;
+            }
+        }
+        Ok(job)
+    }
+
+    /// One chunk, with its texts read from S3 when large.
+    pub async fn chunk(&self, id: JobId, index: u32) -> Result<Option<ChunkRecord>, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), &chunk_sk(index))))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        match out.item {
+            Some(item) => Ok(Some(self.chunk_texts(chunk_from_item(&item)?).await?)),
+            None => Ok(None),
+        }
+    }
+
+    async fn chunk_texts(&self, mut c: ChunkItem) -> Result<ChunkRecord, StoreError> {
+        if let Some(k) = c.source_key.take() {
+            c.record.source = self.get_text(&k).await?;
+        }
+        if let Some(k) = c.translation_key.take() {
+            c.record.translation = Some(self.get_text(&k).await?);
+        }
+        Ok(c.record)
+    }
+
+    /// Run every page of a query.
+    async fn query_all(
+        &self,
+        query: aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut out = Vec::new();
+        let mut start: Option<Item> = None;
+        loop {
+            let page = query
+                .clone()
+                .set_exclusive_start_key(start)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB Query"))?;
+            out.extend(page.items.unwrap_or_default());
+            match page.last_evaluated_key {
+                Some(k) if !k.is_empty() => start = Some(k),
+                _ => break,
+            }
+        }
+        Ok(out)
+    }
+
+    /// Chunks with index in `from..to`, in order.
+    pub async fn chunk_range(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":a", s(chunk_sk(from)))
+            .expression_attribute_values(":b", s(chunk_sk(to - 1)))
+            .consistent_read(true);
+        let mut out = Vec::new();
+        for item in self.query_all(query).await? {
+            out.push(self.chunk_texts(chunk_from_item(&item)?).await?);
+        }
+        Ok(out)
+    }
+
+    fn release_item(&self) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.config.table)
+                    .set_key(Some(Self::key(SEMAPHORE.into(), SEMAPHORE)))
+                    .update_expression("SET #c = #c - :one")
+                    .condition_expression("#c > :zero")
+                    .expression_attribute_names("#c", "count")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":zero", n(0))
+                    .build()
+                    .map_err(build)?,
+            )
+            .build())
+    }
+
+    fn take_item(&self, limit: u32) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.config.table)
+                    .set_key(Some(Self::key(SEMAPHORE.into(), SEMAPHORE)))
+                    .update_expression("SET #c = if_not_exists(#c, :zero) + :one")
+                    .condition_expression("attribute_not_exists(#c) OR #c < :limit")
+                    .expression_attribute_names("#c", "count")
+                    .expression_attribute_values(":one", n(1))
+                    .expression_attribute_values(":zero", n(0))
+                    .expression_attribute_values(":limit", n(limit))
+                    .build()
+                    .map_err(build)?,
+            )
+            .build())
+    }
+
+    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Tx, StoreError> {
+        tx_outcome(
+            self.clients
+                .ddb
+                .transact_write_items()
+                .set_transact_items(Some(items))
+                .send()
+                .await,
+        )
+    }
+
+    /// The job update of a planned patch: what it sets and removes, under
+    /// the compare-and-set on status and run.
+    async fn patch_update(
+        &self,
+        id: JobId,
+        patch: &JobPatch,
+        now: DateTime<Utc>,
+    ) -> Result<aws_sdk_dynamodb::types::builders::UpdateBuilder, StoreError> {
+        let mut sets = vec![
+            "#st = :to".to_owned(),
+            "attempts = :att".to_owned(),
+            "gsi1pk = :g1".to_owned(),
+        ];
+        let mut removes: Vec<&str> = Vec::new();
+        let mut u = Update::builder()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .expression_attribute_names("#st", "status")
+            .expression_attribute_values(":to", s(patch.to.as_str()))
+            .expression_attribute_values(":att", n(patch.attempts))
+            .expression_attribute_values(":g1", s(format!("STATUS#{}", patch.to.as_str())))
+            .expression_attribute_values(":from", s(patch.from.as_str()))
+            .expression_attribute_values(":run", n(patch.run));
+        let mut condition = "#st = :from AND attempts = :run".to_owned();
+        for (name, field) in [
+            ("startedAt", &patch.started_at),
+            ("completedAt", &patch.completed_at),
+            ("cancelledAt", &patch.cancelled_at),
+        ] {
+            match field {
+                Field::Keep => {}
+                Field::Clear => removes.push(name),
+                Field::Set(t) => {
+                    let v = format!(":{name}");
+                    u = u.expression_attribute_values(&v, s(ts(*t)));
+                    sets.push(format!("{name} = {v}"));
+                }
+            }
+        }
+        match &patch.error {
+            Field::Keep => {}
+            Field::Clear => removes.push("#err"),
+            Field::Set(e) => {
+                u = u.expression_attribute_values(":err", s(e.clone()));
+                sets.push("#err = :err".into());
+            }
+        }
+        if !matches!(patch.error, Field::Keep) {
+            u = u.expression_attribute_names("#err", "error");
+        }
+        match &patch.result {
+            Field::Keep => {}
+            Field::Clear => {
+                removes.push("#res");
+                removes.push("resultKey");
+            }
+            Field::Set(r) => {
+                let text = serde_json::to_string(r).map_err(build)?;
+                if text.len() > INLINE_LIMIT {
+                    let key = format!("job-results/{id}.json");
+                    self.put_text(&key, &text, "application/json").await?;
+                    u = u.expression_attribute_values(":rk", s(key));
+                    sets.push("resultKey = :rk".into());
+                    removes.push("#res");
+                } else {
+                    u = u.expression_attribute_values(":res", s(text));
+                    sets.push("#res = :res".into());
+                    removes.push("resultKey");
+                }
+            }
+        }
+        if !matches!(patch.result, Field::Keep) {
+            u = u.expression_attribute_names("#res", "result");
+        }
+        match patch.slot {
+            SlotChange::Take { .. } => sets.push("slot = :att".into()),
+            SlotChange::Release => {
+                removes.push("slot");
+                condition.push_str(" AND slot = :run");
+            }
+            SlotChange::Keep => {}
+        }
+        if patch.to.is_terminal() {
+            u = u.expression_attribute_values(":ttl", self.ttl(now));
+            sets.push("expiresAt = :ttl".into());
+        } else {
+            removes.push("expiresAt");
+        }
+        if matches!(patch.to, JobStatus::Pending) || matches!(patch.slot, SlotChange::Take { .. })
+        {
+            // A new run gets a new execution.
+            removes.push("executionArn");
+        }
+        if patch.requires_all_chunks {
+            condition.push_str(" AND chunksCompleted = chunksTotal");
+        }
+        let mut expr = format!("SET {}", sets.join(", "));
+        if !removes.is_empty() {
+            expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
+        }
+        Ok(u.update_expression(expr).condition_expression(condition))
+    }
+
+    /// Remember the S3 object a job was ingested from.
+    pub async fn set_ingest_key(&self, id: JobId, key: &str) -> Result<(), StoreError> {
+        self.clients
+            .ddb
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .update_expression("SET ingestKey = :k")
+            .condition_expression("attribute_exists(pk)")
+            .expression_attribute_values(":k", s(key))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    /// Record the execution of run `run`.
+    pub async fn set_execution(&self, id: JobId, run: u32, arn: &str) -> Result<(), StoreError> {
+        self.clients
+            .ddb
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .update_expression("SET executionArn = :arn")
+            .condition_expression("attempts = :run")
+            .expression_attribute_values(":arn", s(arn))
+            .expression_attribute_values(":run", n(run))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    /// Jobs holding slots, for reconciliation.
+    pub async fn processing(&self) -> Result<Vec<JobItem>, StoreError> {
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s("STATUS#processing"));
+        let mut out = Vec::new();
+        for item in self.query_all(query).await? {
+            out.push(job_from_item(&item)?);
+        }
+        Ok(out)
+    }
+
+    /// Add a chunk attempt (or a translation-memory hit) to the counters
+    /// behind `/metrics`. The counters are spread over [`METRIC_SHARDS`]
+    /// items so that no one item takes every worker's writes.
+    pub async fn count(&self, counted: &Counted<'_>) -> Result<(), StoreError> {
+        let shard = rand::random::<u32>() % METRIC_SHARDS;
+        let (expr, names, values) = counter_update(counted);
+        self.clients
+            .ddb
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(format!("METRICS#{shard}"), "METRICS")))
+            .update_expression(expr)
+            .set_expression_attribute_names(Some(names))
+            .set_expression_attribute_values(Some(values))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB UpdateItem"))?;
+        Ok(())
+    }
+
+    /// The counters of every shard, summed.
+    pub async fn chunk_totals(&self) -> Result<ChunkTotals, StoreError> {
+        let mut keys: Vec<Item> = (0..METRIC_SHARDS)
+            .map(|i| Self::key(format!("METRICS#{i}"), "METRICS"))
+            .collect();
+        let mut items = Vec::new();
+        for _ in 0..5 {
+            if keys.is_empty() {
+                break;
+            }
+            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(&mut keys)))
+                .build()
+                .map_err(build)?;
+            let out = self
+                .clients
+                .ddb
+                .batch_get_item()
+                .request_items(&self.config.table, request)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB BatchGetItem"))?;
+            if let Some(found) = out.responses.and_then(|mut r| r.remove(&self.config.table)) {
+                items.extend(found);
+            }
+            if let Some(rest) = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.config.table))
+            {
+                keys = rest.keys;
+            }
+        }
+        Ok(totals_from_items(&items))
+    }
+}
+
+/// The list position of a job: its listing sort key (`createdAt#id`).
+fn position_key(pos: &str) -> Option<JobId> {
+    let (created, id) = pos.rsplit_once('#')?;
+    DateTime::parse_from_rfc3339(created).ok()?;
+    id.parse().ok()
+}
+
+#[async_trait]
+impl JobStore for DynamoStore {
+    async fn create(&self, job: &Job, chunks: &[String]) -> Result<(), StoreError> {
+        let (inline, key) = self
+            .place_text(&job.source, || format!("sources/{}.txt", job.id))
+            .await?;
         // Chunks first: a job item is only visible once its ledger is whole.
         let mut requests = Vec::with_capacity(chunks.len());
         for (i, c) in chunks.iter().enumerate() {
             let index = i as u32;
-            let item = if c.len() > INLINE_LIMIT {
-                let key = format!("chunks/{}/{index:06}.txt", job.id);
-                self.put_text(&key, c, "text/plain; charset=utf-8").await?;
-                new_chunk_item(job.id, index, None, c.chars().count(), Some(&key))
-            } else {
-                new_chunk_item(job.id, index, Some(c), c.chars().count(), None)
-            };
+            let (text, key) = self
+                .place_text(c, || format!("chunks/{}/{index:06}.txt", job.id))
+                .await?;
+            let item = new_chunk_item(job.id, index, text, c.chars().count(), key.as_deref());
             requests.push(
                 WriteRequest::builder()
                     .put_request(
@@ -240,9 +707,14 @@ impl DynamoStore {
                     .set_request_items(Some(pending))
                     .send()
                     .await
-                    .map_err(aws("dynamodb"))?;
+                    .map_err(ddb("DynamoDB BatchWriteItem"))?;
                 match out.unprocessed_items {
                     Some(u) if !u.is_empty() => {
+                        if round == 9 {
+                            return Err(StoreError::Throttled(
+                                "chunk items stayed unprocessed after 10 rounds".into(),
+                            ));
+                        }
                         pending = u;
                         tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
                     }
@@ -250,21 +722,11 @@ impl DynamoStore {
                 }
             }
         }
-        let item = new_job_item(job, inline, key.as_deref())?;
-        self.clients
-            .ddb
-            .put_item()
-            .table_name(&self.config.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
+        self.put_job_item(new_job_item(job, inline, key.as_deref())?)
             .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
     }
 
-    /// Store a job that failed before it could start (e.g. an unusable upload).
-    pub async fn put_failed_job(&self, job: &lotsawa_core::Job) -> Result<(), CloudError> {
+    async fn create_failed(&self, job: &Job) -> Result<(), StoreError> {
         let mut item = new_job_item(job, Some(""), None)?;
         if let Some(e) = &job.error {
             item.insert("error".into(), s(e.clone()));
@@ -273,407 +735,163 @@ impl DynamoStore {
             item.insert("completedAt".into(), s(ts(t)));
             item.insert("expiresAt".into(), self.ttl(t));
         }
-        self.clients
-            .ddb
-            .put_item()
-            .table_name(&self.config.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
+        self.put_job_item(item).await
     }
 
-    /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
-    pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
-        let body =
-            serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(&self.config.job_queue_url)
-            .message_body(body.to_string())
-            .message_group_id("jobs")
-            .message_deduplication_id(format!("{id}-{run}-{segment}"))
-            .send()
-            .await
-            .map_err(aws("sqs"))?;
-        Ok(())
+    async fn get(&self, id: JobId) -> Result<Job, StoreError> {
+        Ok(self.item(id, true).await?.job)
     }
 
-    /// A job (strongly consistent), with its large source or result read
-    /// from S3 when `with_texts`.
-    pub async fn get(&self, id: JobId, with_texts: bool) -> Result<JobItem, CloudError> {
-        let out = self
-            .clients
-            .ddb
-            .get_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        let item = out.item.ok_or(CloudError::NotFound(id))?;
-        let mut job = job_from_item(&item)?;
-        if with_texts && let Some(k) = job.result_key.clone() {
-            let text = self.get_text(&k).await?;
-            job.job.result =
-                Some(serde_json::from_str(&text).map_err(|e| CloudError::Build(e.to_string()))?);
-        }
-        Ok(job)
-    }
-
-    /// One chunk, with its source read from S3 when large.
-    pub async fn chunk(&self, id: JobId, index: u32) -> Result<Option<ChunkItem>, CloudError> {
-        let out = self
-            .clients
-            .ddb
-            .get_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), &chunk_sk(index))))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        let Some(item) = out.item else {
-            return Ok(None);
+    async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError> {
+        let (index, pk_name, sk_name, pk) = match (page.filter.status, page.filter.kind) {
+            (Some(st), _) => (
+                "gsi1",
+                "gsi1pk",
+                "gsi1sk",
+                format!("STATUS#{}", st.as_str()),
+            ),
+            (None, Some(k)) => ("gsi3", "gsi3pk", "gsi3sk", format!("TYPE#{}", k.as_str())),
+            (None, None) => ("gsi2", "gsi2pk", "gsi2sk", "ALL".to_owned()),
         };
-        let mut c = chunk_from_item(&item)?;
-        if let Some(k) = c.source_key.clone() {
-            c.record.source = self.get_text(&k).await?;
-        }
-        Ok(Some(c))
-    }
-
-    /// Chunks with index in `from..to`, in order.
-    pub async fn chunks(
-        &self,
-        id: JobId,
-        from: u32,
-        to: u32,
-    ) -> Result<Vec<ChunkRecord>, CloudError> {
-        if from >= to {
-            return Ok(Vec::new());
-        }
-        let mut out = Vec::new();
-        let mut start: Option<HashMap<String, AttributeValue>> = None;
+        let mut start = match &page.after {
+            Some(pos) => {
+                let id =
+                    position_key(pos).ok_or_else(|| StoreError::InvalidCursor(pos.clone()))?;
+                Some(HashMap::from([
+                    ("pk".to_owned(), s(job_pk(id))),
+                    ("sk".to_owned(), s("JOB")),
+                    (pk_name.to_owned(), s(pk.clone())),
+                    (sk_name.to_owned(), s(pos.clone())),
+                ]))
+            }
+            None => None,
+        };
+        // One more than asked tells whether there is a next page.
+        let want = page.limit as usize + 1;
+        let mut jobs = Vec::new();
         loop {
-            let page = self
+            let out = self
                 .clients
                 .ddb
                 .query()
                 .table_name(&self.config.table)
-                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-                .expression_attribute_values(":pk", s(job_pk(id)))
-                .expression_attribute_values(":a", s(chunk_sk(from)))
-                .expression_attribute_values(":b", s(chunk_sk(to - 1)))
-                .consistent_read(true)
-                .set_exclusive_start_key(start)
+                .index_name(index)
+                .key_condition_expression(format!("{pk_name} = :pk"))
+                .expression_attribute_values(":pk", s(pk.clone()))
+                .scan_index_forward(false)
+                .limit((want - jobs.len()).min(200) as i32)
+                .set_exclusive_start_key(start.take())
                 .send()
                 .await
-                .map_err(aws("dynamodb"))?;
-            for item in page.items() {
-                let mut c = chunk_from_item(item)?;
-                if let Some(k) = c.source_key.clone() {
-                    c.record.source = self.get_text(&k).await?;
+                .map_err(ddb("DynamoDB Query"))?;
+            for item in out.items() {
+                let j = job_from_item(item)?.job;
+                if page.filter.status.is_some() && page.filter.kind.is_some_and(|k| k != j.kind) {
+                    continue;
                 }
-                out.push(c.record);
+                jobs.push(j);
             }
-            match page.last_evaluated_key {
-                Some(k) if !k.is_empty() => start = Some(k),
+            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
+                Some(k) if jobs.len() < want => start = Some(k),
                 _ => break,
             }
         }
-        Ok(out)
-    }
-
-    /// Characters left and timings of recent chunks of run `run`.
-    pub async fn progress_inputs(
-        &self,
-        job: &lotsawa_core::Job,
-    ) -> Result<(u64, Vec<lotsawa_core::progress::ChunkTiming>), CloudError> {
-        let k = job.chunks_completed;
-        let from = k.saturating_sub(lotsawa_core::progress::WINDOW as u32);
-        let recent = self.chunks(job.id, from, k).await?;
-        let timings = recent
-            .iter()
-            .filter(|c| c.run == job.attempts && !c.from_memory)
-            .filter_map(|c| {
-                c.duration_ms.map(|d| lotsawa_core::progress::ChunkTiming {
-                    chars: c.source.chars().count() as u64,
-                    duration_ms: d,
-                })
-            })
-            .collect::<Vec<_>>();
-        // Remaining characters: estimated from the average chunk size so far.
-        let left = u64::from(job.chunks_total.saturating_sub(k));
-        let avg = if timings.is_empty() {
-            0
+        let more = jobs.len() > page.limit as usize;
+        jobs.truncate(page.limit as usize);
+        let next = if more {
+            jobs.last()
+                .map(|j| crate::items::list_sk(&ts(j.created_at), j.id))
         } else {
-            timings.iter().map(|t| t.chars).sum::<u64>() / timings.len() as u64
+            None
         };
-        Ok((left * avg, timings))
+        for j in &mut jobs {
+            // Lists carry no texts.
+            j.source.clear();
+            j.result = None;
+        }
+        Ok(StorePage { jobs, next })
     }
 
-    /// Cancel a pending or processing job; a processing job's slot is
-    /// released in the same transaction and its execution stopped.
-    pub async fn cancel(&self, id: JobId, now: DateTime<Utc>) -> Result<JobItem, CloudError> {
-        let current = self.get(id, false).await?;
-        let from = current.job.status;
-        let to = from
-            .apply(Transition::Cancel)
-            .map_err(|_| CloudError::Conflict {
-                id,
-                status: from,
-                what: "only pending or processing jobs can be cancelled",
-            })?;
-        let run = current.job.attempts;
-        let mut job_update = Update::builder()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .update_expression(
-                "SET #st = :to, cancelledAt = :now, gsi1pk = :g1, expiresAt = :ttl REMOVE slot",
-            )
-            .condition_expression("#st = :from AND attempts = :run")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(":now", s(ts(now)))
-            .expression_attribute_values(":g1", s(format!("STATUS#{}", to.as_str())))
-            .expression_attribute_values(":ttl", self.ttl(now))
-            .expression_attribute_values(":run", n(run));
-        let holds_slot = current.slot == Some(run) && from == JobStatus::Processing;
-        if holds_slot {
-            job_update =
-                job_update.condition_expression("#st = :from AND attempts = :run AND slot = :run");
-        }
+    async fn apply(&self, id: JobId, patch: &JobPatch) -> Result<Applied, StoreError> {
+        let now = Utc::now();
+        let job = self.patch_update(id, patch, now).await?;
         let mut items = vec![
             TransactWriteItem::builder()
-                .update(job_update.build().map_err(build)?)
+                .update(job.build().map_err(build)?)
                 .build(),
         ];
-        if holds_slot {
-            items.push(self.release_item()?);
+        match patch.slot {
+            SlotChange::Take { limit } => items.push(self.take_item(limit)?),
+            SlotChange::Release => items.push(self.release_item()?),
+            SlotChange::Keep => {}
         }
-        self.transact(items).await.map_err(|e| match e {
-            CloudError::Aws { .. } => CloudError::Conflict {
-                id,
-                status: from,
-                what: "it changed while being cancelled; try again",
-            },
-            other => other,
-        })?;
-        if let Some(arn) = &current.execution_arn
-            && from == JobStatus::Processing
-            && let Err(e) = self
-                .clients
-                .sfn
-                .stop_execution()
-                .execution_arn(arn)
-                .error("Lotsawa.Cancelled")
-                .cause("job cancelled")
-                .send()
-                .await
-        {
-            tracing::warn!(job_id = %id, error = %DisplayErrorContext(&e), "stopping the execution failed");
-        }
-        self.get(id, false).await
-    }
-
-    fn release_item(&self) -> Result<TransactWriteItem, CloudError> {
-        Ok(TransactWriteItem::builder()
-            .update(
+        let chunk = match &patch.chunks {
+            ChunkChange::None => None,
+            ChunkChange::Fail { index } => Some(
                 Update::builder()
                     .table_name(&self.config.table)
-                    .set_key(Some(Self::key(SEMAPHORE.into(), SEMAPHORE)))
-                    .update_expression("SET #c = #c - :one")
-                    .condition_expression("#c > :zero")
-                    .expression_attribute_names("#c", "count")
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":zero", n(0))
-                    .build()
-                    .map_err(build)?,
-            )
-            .build())
-    }
-
-    async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<(), CloudError> {
-        self.clients
-            .ddb
-            .transact_write_items()
-            .set_transact_items(Some(items))
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
-    }
-
-    /// Queue a failed or cancelled job again: only unfinished chunks run.
-    pub async fn retry(&self, id: JobId) -> Result<JobItem, CloudError> {
-        let current = self.get(id, false).await?;
-        let from = current.job.status;
-        let to = from
-            .apply(Transition::Retry)
-            .map_err(|_| CloudError::Conflict {
-                id,
-                status: from,
-                what: "only failed or cancelled jobs can be retried",
-            })?;
-        self.clients
-            .ddb
-            .update_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .update_expression(
-                "SET #st = :to, gsi1pk = :g1 REMOVE #err, completedAt, cancelledAt, startedAt, #res, resultKey, expiresAt, executionArn",
-            )
-            .condition_expression("#st = :from AND attempts = :run")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_names("#err", "error")
-            .expression_attribute_names("#res", "result")
-            .expression_attribute_values(":to", s(to.as_str()))
-            .expression_attribute_values(":from", s(from.as_str()))
-            .expression_attribute_values(":g1", s(format!("STATUS#{}", to.as_str())))
-            .expression_attribute_values(":run", n(current.job.attempts))
-            .send()
-            .await
-            .map_err(|_| CloudError::Conflict {
-                id,
-                status: from,
-                what: "it changed while being retried; try again",
-            })?;
-        // The chunk that failed (the first unfinished one) runs again.
-        let k = current.job.chunks_completed;
-        let _ = self
-            .clients
-            .ddb
-            .update_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), &chunk_sk(k))))
-            .update_expression("SET #st = :p")
-            .condition_expression("#st = :f")
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":p", s("pending"))
-            .expression_attribute_values(":f", s("failed"))
-            .send()
-            .await;
-        self.enqueue(id, current.job.attempts + 1, 0).await?;
-        self.get(id, false).await
-    }
-
-    /// Take a concurrency slot and start run `run` of a pending job, in one
-    /// transaction. `Ok(false)`: no slot free, or the job is not pending.
-    pub async fn claim(&self, id: JobId, run: u32, now: DateTime<Utc>) -> Result<bool, CloudError> {
-        let take = TransactWriteItem::builder()
-            .update(
-                Update::builder()
-                    .table_name(&self.config.table)
-                    .set_key(Some(Self::key(SEMAPHORE.into(), SEMAPHORE)))
-                    .update_expression("SET #c = if_not_exists(#c, :zero) + :one")
-                    .condition_expression("attribute_not_exists(#c) OR #c < :limit")
-                    .expression_attribute_names("#c", "count")
-                    .expression_attribute_values(":one", n(1))
-                    .expression_attribute_values(":zero", n(0))
-                    .expression_attribute_values(":limit", n(self.config.concurrency))
-                    .build()
-                    .map_err(build)?,
-            )
-            .build();
-        let start = TransactWriteItem::builder()
-            .update(
-                Update::builder()
-                    .table_name(&self.config.table)
-                    .set_key(Some(Self::key(job_pk(id), "JOB")))
-                    .update_expression(
-                        "SET #st = :to, attempts = :run, startedAt = :now, slot = :run, gsi1pk = :g1 REMOVE completedAt, executionArn",
-                    )
-                    .condition_expression("#st = :pending AND attempts = :prev")
+                    .set_key(Some(Self::key(job_pk(id), &chunk_sk(*index))))
+                    .update_expression("SET #st = :failed")
+                    .condition_expression("#st = :pending")
                     .expression_attribute_names("#st", "status")
-                    .expression_attribute_values(":to", s("processing"))
+                    .expression_attribute_values(":failed", s("failed"))
+                    .expression_attribute_values(":pending", s("pending")),
+            ),
+            // Chunks complete in order: the failed chunk, if any, is the
+            // first unfinished one.
+            ChunkChange::ResetFailed { first_unfinished } => first_unfinished.map(|index| {
+                Update::builder()
+                    .table_name(&self.config.table)
+                    .set_key(Some(Self::key(job_pk(id), &chunk_sk(index))))
+                    .update_expression("SET #st = :pending REMOVE #err")
+                    .condition_expression("attribute_exists(pk) AND #st <> :done")
+                    .expression_attribute_names("#st", "status")
+                    .expression_attribute_names("#err", "error")
                     .expression_attribute_values(":pending", s("pending"))
-                    .expression_attribute_values(":run", n(run))
-                    .expression_attribute_values(":prev", n(run.saturating_sub(1)))
-                    .expression_attribute_values(":now", s(ts(now)))
-                    .expression_attribute_values(":g1", s("STATUS#processing"))
-                    .build()
-                    .map_err(build)?,
-            )
-            .build();
-        match self
+                    .expression_attribute_values(":done", s("completed"))
+            }),
+        };
+        if let Some(c) = chunk {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(c.build().map_err(build)?)
+                    .build(),
+            );
+        }
+        match self.transact(items).await? {
+            Tx::Done => Ok(Applied::Done(self.get(id).await?)),
+            Tx::ConditionFailed => Ok(Applied::Lost),
+        }
+    }
+
+    /// Pending jobs in creation order (the cloud's own queue order is the
+    /// SQS FIFO's; this serves [`JobStore::claim_next`]).
+    async fn next_pending(&self, n: u32) -> Result<Vec<JobId>, StoreError> {
+        let out = self
             .clients
             .ddb
-            .transact_write_items()
-            .transact_items(take)
-            .transact_items(start)
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Ok(false),
-            Err(e) => Err(aws("dynamodb")(e)),
-        }
-    }
-
-    /// Jobs holding slots, for reconciliation.
-    pub async fn processing(&self) -> Result<Vec<JobItem>, CloudError> {
-        let mut out = Vec::new();
-        let mut cursor = None;
-        loop {
-            let page = self
-                .list(Some(JobStatus::Processing), None, 100, cursor)
-                .await?;
-            out.extend(page.jobs);
-            match page.next {
-                Some(c) => cursor = Some(c),
-                None => break,
-            }
-        }
-        Ok(out)
-    }
-
-    /// Remember the S3 object a job was ingested from.
-    pub async fn set_ingest_key(&self, id: JobId, key: &str) -> Result<(), CloudError> {
-        self.clients
-            .ddb
-            .update_item()
+            .query()
             .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .update_expression("SET ingestKey = :k")
-            .expression_attribute_values(":k", s(key))
+            .index_name("gsi1")
+            .key_condition_expression("gsi1pk = :pk")
+            .expression_attribute_values(":pk", s("STATUS#pending"))
+            .scan_index_forward(true)
+            .limit(n.max(1) as i32)
             .send()
             .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
+            .map_err(ddb("DynamoDB Query"))?;
+        out.items()
+            .iter()
+            .map(|i| Ok(job_from_item(i)?.job.id))
+            .collect()
     }
 
-    /// Record the execution of run `run`.
-    pub async fn set_execution(&self, id: JobId, run: u32, arn: &str) -> Result<(), CloudError> {
-        self.clients
-            .ddb
-            .update_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .update_expression("SET executionArn = :arn")
-            .condition_expression("attempts = :run")
-            .expression_attribute_values(":arn", s(arn))
-            .expression_attribute_values(":run", n(run))
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
-    }
-
-    /// Commit a chunk's outcome and count it, if the job still runs `run`.
-    /// `Ok(false)` when the job moved on or the chunk was already done.
-    pub async fn complete_chunk(
+    async fn checkpoint(
         &self,
         id: JobId,
         run: u32,
-        done: &lotsawa_core::ChunkRecord,
-    ) -> Result<bool, CloudError> {
-        let translation = done.translation.clone().unwrap_or_default();
+        done: &ChunkDone,
+    ) -> Result<Checkpoint, StoreError> {
         let mut chunk = Update::builder()
             .table_name(&self.config.table)
             .set_key(Some(Self::key(job_pk(id), &chunk_sk(done.index))))
@@ -694,17 +912,20 @@ impl DynamoStore {
             .expression_attribute_names("#run", "run")
             .expression_attribute_names("#att", "attempts")
             .expression_attribute_names("#mem", "fromMemory");
-        if translation.len() > INLINE_LIMIT {
-            let key = format!("chunks/{id}/{:06}.out.txt", done.index);
-            self.put_text(&key, &translation, "text/plain; charset=utf-8")
-                .await?;
+        let (inline, key) = self
+            .place_text(&done.translation, || {
+                format!("chunks/{id}/{:06}.out.txt", done.index)
+            })
+            .await?;
+        if let Some(key) = key {
             chunk = chunk
                 .expression_attribute_values(":tkey", s(key))
                 .expression_attribute_names("#tkey", "translationKey");
             set.push("#tkey = :tkey");
-        } else {
+        }
+        if let Some(text) = inline {
             chunk = chunk
-                .expression_attribute_values(":tr", s(translation))
+                .expression_attribute_values(":tr", s(text))
                 .expression_attribute_names("#tr", "translation");
             set.push("#tr = :tr");
         }
@@ -744,38 +965,32 @@ impl DynamoStore {
             .expression_attribute_values(":one", n(1))
             .expression_attribute_values(":processing", s("processing"))
             .expression_attribute_values(":run", n(run));
-        match self
-            .clients
-            .ddb
-            .transact_write_items()
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(chunk.build().map_err(build)?)
-                    .build(),
-            )
-            .transact_items(
-                TransactWriteItem::builder()
-                    .update(job.build().map_err(build)?)
-                    .build(),
-            )
-            .send()
-            .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Ok(false),
-            Err(e) => Err(aws("dynamodb")(e)),
+        let items = vec![
+            TransactWriteItem::builder()
+                .update(chunk.build().map_err(build)?)
+                .build(),
+            TransactWriteItem::builder()
+                .update(job.build().map_err(build)?)
+                .build(),
+        ];
+        match self.transact(items).await? {
+            Tx::Done => Ok(Checkpoint::Recorded),
+            Tx::ConditionFailed => {
+                let now = self.item(id, false).await?.job;
+                if now.status == JobStatus::Processing && now.attempts == run {
+                    Ok(Checkpoint::AlreadyDone)
+                } else {
+                    Ok(Checkpoint::RunEnded)
+                }
+            }
         }
     }
 
-    /// Note a chunk's failed attempt (Step Functions drops failure causes on
-    /// some emulators, so the message is kept here too).
-    pub async fn note_chunk_error(
-        &self,
-        id: JobId,
-        index: u32,
-        error: &str,
-    ) -> Result<(), CloudError> {
-        self.clients
+    /// Step Functions drops failure causes on some emulators, so the message
+    /// is kept here too.
+    async fn note_chunk_error(&self, id: JobId, index: u32, error: &str) -> Result<(), StoreError> {
+        let r = self
+            .clients
             .ddb
             .update_item()
             .table_name(&self.config.table)
@@ -790,184 +1005,96 @@ impl DynamoStore {
             .expression_attribute_values(":pending", s("pending"))
             .send()
             .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
+            .map_err(ddb("DynamoDB UpdateItem"));
+        match r {
+            Ok(_) => Ok(()),
+            // The chunk is no longer pending: nothing to note.
+            Err(StoreError::ConditionFailed(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// End run `run` of a processing job and release its slot, atomically.
-    /// `Ok(false)` when the job was no longer processing that run.
-    pub async fn finish(
-        &self,
-        id: JobId,
-        run: u32,
-        ending: Ending,
-        now: DateTime<Utc>,
-    ) -> Result<bool, CloudError> {
-        let current = self.get(id, false).await?;
-        if current.job.status != JobStatus::Processing || current.job.attempts != run {
-            return Ok(false);
-        }
-        let mut job = Update::builder()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .expression_attribute_names("#st", "status")
-            .expression_attribute_values(":processing", s("processing"))
-            .expression_attribute_values(":run", n(run))
-            .expression_attribute_values(":now", s(ts(now)))
-            .expression_attribute_values(":ttl", self.ttl(now));
-        let mut chunk_update = None;
-        match &ending {
-            Ending::Completed(result) => {
-                let text = serde_json::to_string(result).map_err(build)?;
-                let to = JobStatus::Processing
-                    .apply(Transition::Complete)
-                    .map_err(build)?;
-                job = job
-                    .expression_attribute_values(":to", s(to.as_str()))
-                    .expression_attribute_values(":g1", s(format!("STATUS#{}", to.as_str())));
-                if text.len() > INLINE_LIMIT {
-                    let key = format!("job-results/{id}.json");
-                    self.put_text(&key, &text, "application/json").await?;
-                    job = job
-                        .expression_attribute_values(":rk", s(key))
-                        .update_expression("SET #st = :to, gsi1pk = :g1, completedAt = :now, expiresAt = :ttl, resultKey = :rk REMOVE slot");
-                } else {
-                    job = job
-                        .expression_attribute_values(":res", s(text))
-                        .update_expression("SET #st = :to, gsi1pk = :g1, completedAt = :now, expiresAt = :ttl, #res = :res REMOVE slot")
-                        .expression_attribute_names("#res", "result");
-                }
-                job = job.condition_expression(
-                    "#st = :processing AND attempts = :run AND chunksCompleted = chunksTotal",
-                );
-            }
-            Ending::Failed { error, chunk } => {
-                let to = JobStatus::Processing
-                    .apply(Transition::Fail)
-                    .map_err(build)?;
-                job = job
-                    .expression_attribute_values(":to", s(to.as_str()))
-                    .expression_attribute_values(":g1", s(format!("STATUS#{}", to.as_str())))
-                    .expression_attribute_values(":err", s(error.clone()))
-                    .expression_attribute_names("#err", "error")
-                    .update_expression("SET #st = :to, gsi1pk = :g1, completedAt = :now, expiresAt = :ttl, #err = :err REMOVE slot")
-                    .condition_expression("#st = :processing AND attempts = :run");
-                if let Some(index) = chunk {
-                    chunk_update = Some(
-                        Update::builder()
-                            .table_name(&self.config.table)
-                            .set_key(Some(Self::key(job_pk(id), &chunk_sk(*index))))
-                            .update_expression("SET #st = :failed")
-                            .condition_expression("#st = :pending")
-                            .expression_attribute_names("#st", "status")
-                            .expression_attribute_values(":failed", s("failed"))
-                            .expression_attribute_values(":pending", s("pending"))
-                            .build()
-                            .map_err(build)?,
-                    );
-                }
-            }
-        }
-        let mut items = vec![
-            TransactWriteItem::builder()
-                .update(job.build().map_err(build)?)
-                .build(),
-        ];
-        if current.slot == Some(run) {
-            items.push(self.release_item()?);
-        }
-        if let Some(c) = chunk_update {
-            items.push(TransactWriteItem::builder().update(c).build());
-        }
-        match self
+    async fn chunks(&self, id: JobId, from: u32) -> Result<Vec<ChunkRecord>, StoreError> {
+        let job = self.item(id, false).await?.job;
+        self.chunk_range(id, from, job.chunks_total).await
+    }
+
+    async fn progress_inputs(&self, job: &Job) -> Result<(u64, Vec<ChunkTiming>), StoreError> {
+        let k = job.chunks_completed;
+        let from = k.saturating_sub(lotsawa_core::progress::WINDOW as u32);
+        let recent = self.chunk_range(job.id, from, k).await?;
+        let timings = recent
+            .iter()
+            .filter(|c| c.run == job.attempts && !c.from_memory)
+            .filter_map(|c| {
+                c.duration_ms.map(|d| ChunkTiming {
+                    chars: c.source.chars().count() as u64,
+                    duration_ms: d,
+                })
+            })
+            .collect::<Vec<_>>();
+        // Remaining characters: estimated from the average chunk size so far.
+        let left = u64::from(job.chunks_total.saturating_sub(k));
+        let avg = if timings.is_empty() {
+            0
+        } else {
+            timings.iter().map(|t| t.chars).sum::<u64>() / timings.len() as u64
+        };
+        Ok((left * avg, timings))
+    }
+
+    async fn memory_get(&self, key: &str) -> Result<Option<(String, Option<f64>)>, StoreError> {
+        let out = self
             .clients
             .ddb
-            .transact_write_items()
-            .set_transact_items(Some(items))
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(format!("MEM#{key}"), "MEM")))
             .send()
             .await
-        {
-            Ok(_) => Ok(true),
-            Err(e) if e.code() == Some("TransactionCanceledException") => Ok(false),
-            Err(e) => Err(aws("dynamodb")(e)),
-        }
+            .map_err(ddb("DynamoDB GetItem"))?;
+        Ok(out.item.and_then(|i| {
+            let t = i.get("translation")?.as_s().ok()?.clone();
+            let c = i
+                .get("confidence")
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse().ok());
+            Some((t, c))
+        }))
     }
 
-    /// Jobs newest first, by status or type, with an opaque cursor.
-    pub async fn list(
+    async fn memory_put(
         &self,
-        status: Option<JobStatus>,
-        kind: Option<JobType>,
-        limit: u32,
-        cursor: Option<String>,
-    ) -> Result<ItemPage, CloudError> {
-        let (index, pk_name, sk_name, pk) = match (status, kind) {
-            (Some(st), _) => (
-                "gsi1",
-                "gsi1pk",
-                "gsi1sk",
-                format!("STATUS#{}", st.as_str()),
-            ),
-            (None, Some(k)) => ("gsi3", "gsi3pk", "gsi3sk", format!("TYPE#{}", k.as_str())),
-            (None, None) => ("gsi2", "gsi2pk", "gsi2sk", "ALL".to_owned()),
-        };
-        let mut start =
-            match cursor {
-                Some(c) => Some(decode_cursor(&c).ok_or_else(|| {
-                    CloudError::Build(format!("cursor '{c}' is not a valid cursor"))
-                })?),
-                None => None,
-            };
-        // One more than asked tells whether there is a next page.
-        let want = limit as usize + 1;
-        let mut jobs = Vec::new();
-        loop {
-            let page = self
-                .clients
-                .ddb
-                .query()
-                .table_name(&self.config.table)
-                .index_name(index)
-                .key_condition_expression(format!("{pk_name} = :pk"))
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .scan_index_forward(false)
-                .limit((want - jobs.len()).min(200) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(aws("dynamodb"))?;
-            for item in page.items() {
-                let j = job_from_item(item)?;
-                if status.is_some() && kind.is_some_and(|k| k != j.job.kind) {
-                    continue;
-                }
-                jobs.push(j);
-            }
-            match page.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) if jobs.len() < want => start = Some(k),
-                _ => break,
-            }
+        key: &str,
+        translation: &str,
+        confidence: Option<f64>,
+    ) -> Result<(), StoreError> {
+        if translation.len() > INLINE_LIMIT {
+            // Too large for an item; the memory is a cache, not a record.
+            return Ok(());
         }
-        let more = jobs.len() > limit as usize;
-        jobs.truncate(limit as usize);
-        let next = if more {
-            jobs.last().map(|j| {
-                let sk = crate::items::list_sk(&ts(j.job.created_at), j.job.id);
-                encode_cursor(&[
-                    ("pk", job_pk(j.job.id)),
-                    ("sk", "JOB".to_owned()),
-                    (pk_name, pk.clone()),
-                    (sk_name, sk),
-                ])
-            })
-        } else {
-            None
-        };
-        Ok(ItemPage { jobs, next })
+        let mut item: Item = Self::key(format!("MEM#{key}"), "MEM");
+        item.insert("translation".into(), s(translation));
+        if let Some(c) = confidence {
+            item.insert("confidence".into(), n(c));
+        }
+        let r = self
+            .clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"));
+        match r {
+            Ok(_) | Err(StoreError::ConditionFailed(_)) => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 
-    /// Jobs in each status.
-    pub async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, CloudError> {
+    async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
         let mut out = Vec::new();
         for st in JobStatus::ALL {
             let mut total = 0u64;
@@ -985,7 +1112,7 @@ impl DynamoStore {
                     .set_exclusive_start_key(start)
                     .send()
                     .await
-                    .map_err(aws("dynamodb"))?;
+                    .map_err(ddb("DynamoDB Query"))?;
                 total += page.count.max(0) as u64;
                 match page.last_evaluated_key {
                     Some(k) if !k.is_empty() => start = Some(k),
@@ -997,8 +1124,7 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// Slots in use.
-    pub async fn slots_in_use(&self) -> Result<u32, CloudError> {
+    async fn slots_in_use(&self) -> Result<u32, StoreError> {
         let out = self
             .clients
             .ddb
@@ -1008,7 +1134,7 @@ impl DynamoStore {
             .consistent_read(true)
             .send()
             .await
-            .map_err(aws("dynamodb"))?;
+            .map_err(ddb("DynamoDB GetItem"))?;
         Ok(out
             .item
             .and_then(|i| {
@@ -1017,118 +1143,6 @@ impl DynamoStore {
                     .and_then(|v| v.parse().ok())
             })
             .unwrap_or(0))
-    }
-
-    /// A translation memory entry.
-    pub async fn memory_get(&self, key: &str) -> Result<Option<(String, Option<f64>)>, CloudError> {
-        let out = self
-            .clients
-            .ddb
-            .get_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(format!("MEM#{key}"), "MEM")))
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        Ok(out.item.and_then(|i| {
-            let t = i.get("translation")?.as_s().ok()?.clone();
-            let c = i
-                .get("confidence")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok());
-            Some((t, c))
-        }))
-    }
-
-    /// Remember a translation (the first stays).
-    pub async fn memory_put(
-        &self,
-        key: &str,
-        translation: &str,
-        confidence: Option<f64>,
-    ) -> Result<(), CloudError> {
-        if translation.len() > INLINE_LIMIT {
-            return Ok(());
-        }
-        let mut item: Item = Self::key(format!("MEM#{key}"), "MEM");
-        item.insert("translation".into(), s(translation));
-        if let Some(c) = confidence {
-            item.insert("confidence".into(), n(c));
-        }
-        let r = self
-            .clients
-            .ddb
-            .put_item()
-            .table_name(&self.config.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await;
-        match r {
-            Ok(_) => Ok(()),
-            Err(e) if e.code() == Some("ConditionalCheckFailedException") => Ok(()),
-            Err(e) => Err(aws("dynamodb")(e)),
-        }
-    }
-
-    /// Add a chunk attempt (or a translation-memory hit) to the counters
-    /// behind `/metrics`. The counters are spread over [`METRIC_SHARDS`]
-    /// items so that no one item takes every worker's writes.
-    pub async fn count(&self, counted: &Counted<'_>) -> Result<(), CloudError> {
-        let shard = rand::random::<u32>() % METRIC_SHARDS;
-        let (expr, names, values) = counter_update(counted);
-        self.clients
-            .ddb
-            .update_item()
-            .table_name(&self.config.table)
-            .set_key(Some(Self::key(format!("METRICS#{shard}"), "METRICS")))
-            .update_expression(expr)
-            .set_expression_attribute_names(Some(names))
-            .set_expression_attribute_values(Some(values))
-            .send()
-            .await
-            .map_err(aws("dynamodb"))?;
-        Ok(())
-    }
-
-    /// The counters of every shard, summed.
-    pub async fn chunk_totals(&self) -> Result<ChunkTotals, CloudError> {
-        let mut keys: Vec<Item> = (0..METRIC_SHARDS)
-            .map(|i| Self::key(format!("METRICS#{i}"), "METRICS"))
-            .collect();
-        let mut items = Vec::new();
-        for _ in 0..5 {
-            if keys.is_empty() {
-                break;
-            }
-            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut keys)))
-                .build()
-                .map_err(build)?;
-            let out = self
-                .clients
-                .ddb
-                .batch_get_item()
-                .request_items(&self.config.table, request)
-                .send()
-                .await
-                .map_err(aws("dynamodb"))?;
-            if let Some(found) = out.responses.and_then(|mut r| r.remove(&self.config.table)) {
-                items.extend(found);
-            }
-            if let Some(rest) = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.config.table))
-            {
-                keys = rest.keys;
-            }
-        }
-        Ok(totals_from_items(&items))
-    }
-
-    /// The job item after an update, for callers that need the new state.
-    pub async fn refresh(&self, id: JobId) -> Result<JobItem, CloudError> {
-        self.get(id, true).await
     }
 }
 
@@ -1228,28 +1242,6 @@ pub fn totals_from_items(items: &[Item]) -> ChunkTotals {
         }
     }
     t
-}
-
-/// Encode a listing position as an opaque cursor.
-pub fn encode_cursor(parts: &[(&str, String)]) -> String {
-    let map: serde_json::Map<String, serde_json::Value> = parts
-        .iter()
-        .map(|(k, v)| ((*k).to_owned(), serde_json::Value::String(v.clone())))
-        .collect();
-    URL_SAFE_NO_PAD.encode(serde_json::Value::Object(map).to_string())
-}
-
-/// Decode a cursor into DynamoDB's ExclusiveStartKey.
-pub fn decode_cursor(cursor: &str) -> Option<HashMap<String, AttributeValue>> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
-    let map = v.as_object()?;
-    if !map.contains_key("pk") || map.len() != 4 {
-        return None;
-    }
-    map.iter()
-        .map(|(k, v)| Some((k.clone(), s(v.as_str()?))))
-        .collect()
 }
 
 #[cfg(test)]

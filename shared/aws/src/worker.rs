@@ -7,14 +7,13 @@
 use std::time::Instant;
 
 use chrono::Utc;
-use lotsawa_core::{
-    ChunkRecord, ChunkStatus, EngineKind, GlossaryEntry, JobId, JobStatus, memory, pipeline,
-};
+use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
+use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
 use lotsawa_engines::EngineSet;
 use serde::Deserialize;
 use serde_json::json;
 
-use crate::store::{CloudError, Counted, DynamoStore, Ending};
+use crate::store::{CloudError, Counted, DynamoStore};
 
 /// A task message from the state machine.
 #[derive(Debug, Clone, Deserialize)]
@@ -95,7 +94,7 @@ impl Worker {
     pub async fn answer(&self, task: &Task) -> Result<Answer, CloudError> {
         let Ok(id) = task.job_id.parse::<JobId>() else {
             return Ok(Answer::Failure(
-                "Lotsawa.Permanent",
+                ErrorClass::Permanent.error_name(),
                 format!("malformed job id {}", task.job_id),
             ));
         };
@@ -103,13 +102,11 @@ impl Worker {
             "chunk" => self.chunk(id, task).await,
             "complete" => self.complete(id, task.generation).await,
             "fail" => {
-                self.fail(
-                    id,
-                    task.generation,
-                    task.reason.as_deref().unwrap_or("permanent"),
-                    task.attempt,
-                )
-                .await
+                let class = match task.reason.as_deref() {
+                    Some("transient") => ErrorClass::Transient,
+                    _ => ErrorClass::Permanent,
+                };
+                self.fail(id, task.generation, class, task.attempt).await
             }
             other => Ok(Answer::Failure(
                 "Lotsawa.Permanent",
@@ -120,127 +117,65 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(job_id = %id, run = task.generation, attempt = task.attempt))]
     async fn chunk(&self, id: JobId, task: &Task) -> Result<Answer, CloudError> {
-        let job = self.store.get(id, false).await?;
-        if job.job.status != JobStatus::Processing || job.job.attempts != task.generation {
+        let job = self.store.get(id).await?;
+        if job.status != JobStatus::Processing || job.attempts != task.generation {
             return Ok(Answer::Success(json!({"state": "stopped"})));
         }
-        let k = job.job.chunks_completed;
-        if k >= job.job.chunks_total {
+        let k = job.chunks_completed;
+        if k >= job.chunks_total {
             return Ok(Answer::Success(json!({"state": "done"})));
         }
         let Some(chunk) = self.store.chunk(id, k).await? else {
             return Ok(Answer::Failure(
-                "Lotsawa.Permanent",
+                ErrorClass::Permanent.error_name(),
                 format!("chunk {k} is missing"),
             ));
         };
-        let chunk = chunk.record;
-        let engine_name = pipeline::engine_for(&job.job, self.engines.default_name());
-        let Some(engine) = self.engines.get(&engine_name) else {
-            return Ok(Answer::Failure(
-                "Lotsawa.Permanent",
-                format!("engine '{engine_name}' is not configured on this deployment"),
-            ));
+        let prev = match k {
+            0 => None,
+            _ => self.store.chunk(id, k - 1).await?,
         };
-        let model = job
-            .job
-            .config
-            .model
-            .clone()
-            .or_else(|| engine.default_model().map(str::to_owned));
-        let mut glossary: Vec<GlossaryEntry> = job.job.config.glossary.clone();
-        glossary.extend(self.engines.glossary().entries());
-        let relevant = pipeline::relevant_glossary(&glossary, &chunk.source);
-        let is_model = engine.kind() == EngineKind::Model;
-        let key = is_model
-            .then(|| memory::key(&chunk.source, engine.name(), model.as_deref(), &relevant));
+        let plan = match ChunkPlan::new(&job, &chunk, prev.as_ref(), &self.engines) {
+            Ok(p) => p,
+            Err(why) => return Ok(Answer::Failure(ErrorClass::Permanent.error_name(), why)),
+        };
         let more = |done: u32| {
-            if done >= job.job.chunks_total {
+            if done >= job.chunks_total {
                 json!({"state": "done"})
             } else {
                 json!({"state": "more"})
             }
         };
-        if let Some(key) = &key
+        if let Some(key) = &plan.memory_key
             && let Some((translation, confidence)) = self.store.memory_get(key).await?
         {
-            let record = ChunkRecord {
-                translation: Some(translation),
-                confidence,
-                from_memory: true,
-                attempts: 0,
-                duration_ms: None,
-                ..chunk.clone()
-            };
-            self.store
-                .complete_chunk(id, task.generation, &record)
-                .await?;
+            let done = ChunkPlan::from_memory(k, translation, confidence);
+            self.store.checkpoint(id, task.generation, &done).await?;
             self.count(&Counted::MemoryHit).await;
             return Ok(Answer::Success(more(k + 1)));
         }
-        let prev = if k > 0 {
-            self.store.chunk(id, k - 1).await?.map(|c| c.record)
-        } else {
-            None
-        };
-        let context = if is_model {
-            chunk
-                .context
-                .as_deref()
-                .and_then(pipeline::decode_context)
-                .unwrap_or_else(|| {
-                    pipeline::context_for(
-                        prev.as_ref()
-                            .filter(|p| p.status == ChunkStatus::Completed)
-                            .map(|p| (p.source.as_str(), p.translation.as_deref().unwrap_or(""))),
-                    )
-                })
-        } else {
-            Vec::new()
-        };
-        let t = pipeline::ChunkTask {
-            index: k,
-            source: &chunk.source,
-            model: model.clone(),
-            config: &job.job.config,
-            glossary: relevant,
-            context: context.clone(),
-        };
+        let engine = plan.engine.as_ref();
         let started = Instant::now();
-        match pipeline::attempt(engine.as_ref(), &t).await {
+        match pipeline::attempt(engine, &plan.task(&chunk, &job.config)).await {
             Ok(out) => {
-                let seconds = started.elapsed().as_secs_f64();
+                let elapsed = started.elapsed();
                 self.count(&Counted::Attempt {
                     outcome: "success",
                     engine: engine.name(),
-                    seconds: Some(seconds),
+                    seconds: Some(elapsed.as_secs_f64()),
                     quality_retried: out.quality_retried,
                 })
                 .await;
-                let record = ChunkRecord {
-                    translation: Some(out.text.clone()),
-                    confidence: out.confidence,
-                    from_memory: false,
-                    attempts: 1,
-                    duration_ms: Some(started.elapsed().as_millis() as u64),
-                    context: pipeline::encode_context(&context),
-                    warning: out.warning.clone(),
-                    ..chunk.clone()
-                };
-                let kept = self
-                    .store
-                    .complete_chunk(id, task.generation, &record)
-                    .await?;
-                if let (Some(key), None, true) = (&key, &out.warning, kept) {
+                let done = plan.done(k, &out, elapsed.as_millis() as u64);
+                let kept = self.store.checkpoint(id, task.generation, &done).await?;
+                if kept == lotsawa_core::Checkpoint::Recorded
+                    && let Some(key) = plan.memory_entry(&out)
+                {
                     self.store
                         .memory_put(key, &out.text, out.confidence)
                         .await?;
                 }
-                tracing::info!(
-                    chunk = k,
-                    ms = started.elapsed().as_millis() as u64,
-                    "chunk translated"
-                );
+                tracing::info!(chunk = k, ms = elapsed.as_millis() as u64, "chunk translated");
                 Ok(Answer::Success(more(k + 1)))
             }
             Err(err) => {
@@ -268,24 +203,28 @@ impl Worker {
     }
 
     async fn complete(&self, id: JobId, run: u32) -> Result<Answer, CloudError> {
-        let job = self.store.get(id, false).await?;
-        let ledger = self.store.chunks(id, 0, job.job.chunks_total).await?;
+        let item = self.store.item(id, false).await?;
+        let job = item.job;
+        let ledger = self.store.chunk_range(id, 0, job.chunks_total).await?;
         if ledger.iter().any(|c| c.status != ChunkStatus::Completed)
-            || job.job.status != JobStatus::Processing
+            || job.status != JobStatus::Processing
         {
             return Ok(Answer::Success(json!({"state": "stopped"})));
         }
-        let engine_name = pipeline::engine_for(&job.job, self.engines.default_name());
-        let model = job.job.config.model.clone().or_else(|| {
+        let engine_name = pipeline::engine_for(&job, self.engines.default_name());
+        let model = job.config.model.clone().or_else(|| {
             self.engines
                 .get(&engine_name)
                 .and_then(|e| e.default_model().map(str::to_owned))
         });
-        let result = pipeline::job_result(job.job.kind, &ledger, &engine_name, model);
-        self.store
-            .finish(id, run, Ending::Completed(result), Utc::now())
-            .await?;
-        self.write_ingest_result(id, job.ingest_key.as_deref())
+        let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
+        let outcome =
+            transition_by_id(&self.store, id, Some(run), Change::Complete(result), Utc::now())
+                .await?;
+        if !matches!(outcome, TransitionOutcome::Applied(_)) {
+            tracing::info!(?outcome, "the run ended elsewhere");
+        }
+        self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(Answer::Success(json!({"state": "completed"})))
     }
@@ -303,33 +242,23 @@ impl Worker {
         &self,
         id: JobId,
         run: u32,
-        reason: &str,
+        class: ErrorClass,
         attempts: u32,
     ) -> Result<Answer, CloudError> {
-        let job = self.store.get(id, false).await?;
-        let k = job.job.chunks_completed;
-        let last = self.store.chunk(id, k).await?.and_then(|c| c.record.error);
+        let item = self.store.item(id, false).await?;
+        let k = item.job.chunks_completed;
+        let last = self.store.chunk(id, k).await?.and_then(|c| c.error);
         let detail = last.unwrap_or_else(|| "no error recorded".to_owned());
-        let error = if reason == "transient" {
-            format!(
-                "chunk {k} failed after {} attempts: {detail}",
-                attempts.max(1)
-            )
-        } else {
-            format!("chunk {k} failed: {detail}")
+        let error = pipeline::describe_failure(k, attempts, class, &detail);
+        let change = Change::Fail {
+            error,
+            chunk: (k < item.job.chunks_total).then_some(k),
         };
-        self.store
-            .finish(
-                id,
-                run,
-                Ending::Failed {
-                    error,
-                    chunk: Some(k),
-                },
-                Utc::now(),
-            )
-            .await?;
-        self.write_ingest_result(id, job.ingest_key.as_deref())
+        let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
+        if !matches!(outcome, TransitionOutcome::Applied(_)) {
+            tracing::info!(?outcome, "the run ended elsewhere");
+        }
+        self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(Answer::Success(json!({"state": "failed"})))
     }

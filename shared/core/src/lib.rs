@@ -18,6 +18,7 @@ pub mod quality;
 pub mod retry;
 pub mod segment;
 pub mod service;
+pub mod store;
 
 pub use engine::{
     ContextTurn, Engine, EngineError, EngineKind, EngineOutput, ErrorClass, ReviewRequest,
@@ -31,4 +32,12 @@ pub use job::{
 pub use ledger::{ChunkRecord, ChunkStatus};
 pub use progress::Progress;
 pub use retry::{RetryDecision, RetryPolicy};
-pub use service::{ChunkOutput, JobPage, JobService, JobView, ListQuery, ServiceError};
+pub use pipeline::{ChunkPlan, EngineCatalog};
+pub use service::{
+    ChunkOutput, EngineChoice, JobPage, JobService, JobView, ListQuery, Runner, Service,
+    ServiceError,
+};
+pub use store::{
+    Applied, Change, Checkpoint, ChunkDone, JobPatch, JobStore, ListFilter, PageRequest,
+    StoreError, StorePage, TransitionOutcome,
+};

@@ -67,6 +67,178 @@ pub fn relevant_glossary(all: &[GlossaryEntry], source: &str) -> Vec<GlossaryEnt
         .collect()
 }
 
+/// The engines a backend offers, as the chunk plan needs them.
+pub trait EngineCatalog: Send + Sync {
+    /// The engine called `name`.
+    fn engine(&self, name: &str) -> Option<std::sync::Arc<dyn Engine>>;
+    /// The default engine's name.
+    fn default_engine(&self) -> &str;
+    /// Every engine's name.
+    fn engine_names(&self) -> Vec<String>;
+    /// The server's glossary entries (after the job's own).
+    fn server_glossary(&self) -> Vec<GlossaryEntry>;
+}
+
+/// Everything one chunk needs before its first attempt.
+#[derive(Clone)]
+pub struct ChunkPlan {
+    /// The engine.
+    pub engine: std::sync::Arc<dyn Engine>,
+    /// The model asked for (the job's, else the engine's default).
+    pub model: Option<String>,
+    /// Glossary entries that occur in the chunk, job terms winning.
+    pub glossary: Vec<GlossaryEntry>,
+    /// The translation memory key (model engines only).
+    pub memory_key: Option<String>,
+    /// Context from the previous chunk (model engines only): the one stored
+    /// with the chunk when it was tried before, so a resumed chunk sees the
+    /// same context.
+    pub context: Vec<ContextTurn>,
+}
+
+impl std::fmt::Debug for ChunkPlan {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ChunkPlan")
+            .field("engine", &self.engine.name())
+            .field("model", &self.model)
+            .field("glossary", &self.glossary.len())
+            .field("memory_key", &self.memory_key)
+            .finish_non_exhaustive()
+    }
+}
+
+impl ChunkPlan {
+    /// Plan `chunk` of `job`, given the chunk before it (when there is one).
+    /// `Err` is the job's failure text: the job names an engine this
+    /// backend does not have.
+    pub fn new(
+        job: &crate::job::Job,
+        chunk: &crate::ledger::ChunkRecord,
+        prev: Option<&crate::ledger::ChunkRecord>,
+        engines: &dyn EngineCatalog,
+    ) -> Result<Self, String> {
+        let name = engine_for(job, engines.default_engine());
+        let engine = engines.engine(&name).ok_or_else(|| {
+            format!(
+                "engine '{name}' is not configured here (available: {})",
+                engines.engine_names().join(", ")
+            )
+        })?;
+        let model = job
+            .config
+            .model
+            .clone()
+            .or_else(|| engine.default_model().map(str::to_owned));
+        let mut all = job.config.glossary.clone();
+        all.extend(engines.server_glossary());
+        let glossary = relevant_glossary(&all, &chunk.source);
+        let is_model = engine.kind() == EngineKind::Model;
+        let memory_key = is_model.then(|| {
+            crate::memory::key(&chunk.source, engine.name(), model.as_deref(), &glossary)
+        });
+        let context = if is_model {
+            chunk
+                .context
+                .as_deref()
+                .and_then(decode_context)
+                .unwrap_or_else(|| {
+                    context_for(
+                        prev.filter(|p| p.status == crate::ledger::ChunkStatus::Completed)
+                            .map(|p| (p.source.as_str(), p.translation.as_deref().unwrap_or(""))),
+                    )
+                })
+        } else {
+            Vec::new()
+        };
+        Ok(Self {
+            engine,
+            model,
+            glossary,
+            memory_key,
+            context,
+        })
+    }
+
+    /// The task of one attempt.
+    pub fn task<'a>(
+        &self,
+        chunk: &'a crate::ledger::ChunkRecord,
+        config: &'a JobConfig,
+    ) -> ChunkTask<'a> {
+        ChunkTask {
+            index: chunk.index,
+            source: &chunk.source,
+            model: self.model.clone(),
+            config,
+            glossary: self.glossary.clone(),
+            context: self.context.clone(),
+        }
+    }
+
+    /// The checkpoint of a chunk served from the translation memory.
+    pub fn from_memory(
+        index: u32,
+        translation: String,
+        confidence: Option<f64>,
+    ) -> crate::store::ChunkDone {
+        crate::store::ChunkDone {
+            index,
+            translation,
+            duration_ms: None,
+            attempts: 0,
+            confidence,
+            from_memory: true,
+            context: None,
+            warning: None,
+        }
+    }
+
+    /// The checkpoint of a successful attempt that took `duration_ms`.
+    pub fn done(
+        &self,
+        index: u32,
+        out: &AttemptOutput,
+        duration_ms: u64,
+    ) -> crate::store::ChunkDone {
+        crate::store::ChunkDone {
+            index,
+            translation: out.text.clone(),
+            duration_ms: Some(duration_ms),
+            attempts: 1,
+            confidence: out.confidence,
+            from_memory: false,
+            context: encode_context(&self.context),
+            warning: out.warning.clone(),
+        }
+    }
+
+    /// Whether this answer may go into the translation memory: model
+    /// engines only, and only answers the checks did not flag.
+    pub fn memory_entry<'a>(&'a self, out: &AttemptOutput) -> Option<&'a str> {
+        match (&self.memory_key, &out.warning) {
+            (Some(key), None) => Some(key.as_str()),
+            _ => None,
+        }
+    }
+}
+
+/// The job's error when chunk `index` failed for good after `attempts`
+/// provider calls.
+pub fn describe_failure(
+    index: u32,
+    attempts: u32,
+    class: crate::engine::ErrorClass,
+    message: &str,
+) -> String {
+    match class {
+        crate::engine::ErrorClass::Permanent => format!("chunk {index} failed: {message}"),
+        crate::engine::ErrorClass::Transient => format!(
+            "chunk {index} failed after {} attempts: {message}",
+            attempts.max(1)
+        ),
+    }
+}
+
 /// What one successful attempt produced.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AttemptOutput {

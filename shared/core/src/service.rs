@@ -1,12 +1,21 @@
-//! The job service port: everything the HTTP API needs from a backend. The
-//! embedded (SQLite) backend and the cloud (DynamoDB) backend implement it.
+//! The job service: everything the HTTP API needs from a backend, written
+//! once over the [`JobStore`] port. A backend supplies only a [`Runner`]:
+//! how work is started and stopped, how a watcher learns of a change, and
+//! the metrics only it has.
 
+use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+use chrono::Utc;
 
-use crate::job::{Job, JobId, JobStatus, JobType, NewJob};
+use crate::job::{EngineName, Job, JobId, JobStatus, JobType, NewJob, TransitionError};
+use crate::ledger::{ChunkStatus, partial_output};
 use crate::progress::Progress;
+use crate::store::{
+    Change, Cursor, JobStore, ListFilter, PageRequest, StoreError, TransitionOutcome,
+};
 
 /// A backend failure, classified for the API.
 #[derive(Debug, thiserror::Error)]
@@ -15,17 +24,49 @@ pub enum ServiceError {
     #[error("job {0} not found")]
     NotFound(JobId),
     /// The job's status does not allow the request.
-    #[error("{0}")]
-    Conflict(String),
+    #[error("job {id} is {}; {}", .error.from, conflict_hint(.error))]
+    Conflict {
+        /// The job.
+        id: JobId,
+        /// The refused transition.
+        error: TransitionError,
+    },
     /// The request is malformed in a way only the backend can tell.
     #[error("{0}")]
     Invalid(String),
     /// The backend is shutting down or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// A store failure; the source is logged, not shown.
+    #[error(transparent)]
+    Store(StoreError),
     /// Anything else; the source is logged, not shown.
     #[error(transparent)]
-    Internal(#[from] Box<dyn std::error::Error + Send + Sync>),
+    Internal(Box<dyn std::error::Error + Send + Sync>),
+}
+
+fn conflict_hint(e: &TransitionError) -> &'static str {
+    match e.transition {
+        crate::job::Transition::Cancel => "only pending or processing jobs can be cancelled",
+        crate::job::Transition::Retry => "only failed or cancelled jobs can be retried",
+        _ => "the job changed; try again",
+    }
+}
+
+impl From<StoreError> for ServiceError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound(id) => ServiceError::NotFound(id),
+            StoreError::InvalidCursor(c) => {
+                ServiceError::Invalid(format!("cursor '{c}' is not a valid cursor for this list"))
+            }
+            StoreError::Closed => ServiceError::Unavailable("the server is shutting down".into()),
+            StoreError::Throttled(_) | StoreError::TransactionConflict(_) => {
+                ServiceError::Unavailable("the job store is busy; try again".into())
+            }
+            other => ServiceError::Store(other),
+        }
+    }
 }
 
 /// A job with its derived progress and, while it runs, its partial output.
@@ -93,4 +134,252 @@ pub trait JobService: Send + Sync {
     async fn metrics(&self) -> Result<String, ServiceError>;
     /// True while the backend can take work.
     async fn healthy(&self) -> Result<(), ServiceError>;
+}
+
+/// What differs between backends: how work starts and stops.
+#[async_trait]
+pub trait Runner: Send + Sync {
+    /// A job was stored pending (new or retried): get it started.
+    async fn queued(&self, job: &Job) -> Result<(), ServiceError>;
+    /// A job was cancelled (it was `was`): stop what runs it.
+    async fn cancelled(&self, job: &Job, was: JobStatus);
+    /// Return when the job may have changed, or after `max_wait`.
+    async fn wait_for_change(&self, id: JobId, max_wait: Duration);
+    /// Metrics only this backend has (chunk counters), Prometheus text.
+    async fn extra_metrics(&self) -> Result<String, ServiceError>;
+    /// `Err` while the backend cannot take work (shutting down).
+    fn ready(&self) -> Result<(), ServiceError>;
+}
+
+/// The engines a deployment offers.
+#[derive(Debug, Clone)]
+pub struct EngineChoice {
+    /// Names a job may ask for.
+    pub names: Vec<String>,
+    /// The one used when a job names none.
+    pub default: String,
+    /// Where they run, for messages ("server", "deployment").
+    pub place: &'static str,
+}
+
+impl EngineChoice {
+    /// The engine a submission runs on, or why it cannot.
+    pub fn resolve(&self, asked: Option<&EngineName>) -> Result<EngineName, ServiceError> {
+        let engine = match asked {
+            Some(e) => e.clone(),
+            None => EngineName::parse(&self.default).map_err(|e| ServiceError::Invalid(e.0))?,
+        };
+        if !self.names.iter().any(|n| n == engine.as_str()) {
+            return Err(ServiceError::Invalid(format!(
+                "engine '{engine}' is not available on this {} (available: {})",
+                self.place,
+                self.names.join(", ")
+            )));
+        }
+        Ok(engine)
+    }
+}
+
+/// The one job service, over a store and a runner.
+#[derive(Clone)]
+pub struct Service {
+    store: Arc<dyn JobStore>,
+    runner: Arc<dyn Runner>,
+    engines: EngineChoice,
+}
+
+impl std::fmt::Debug for Service {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Service")
+            .field("store", &self.store)
+            .field("engines", &self.engines)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Service {
+    /// A service.
+    pub fn new(store: Arc<dyn JobStore>, runner: Arc<dyn Runner>, engines: EngineChoice) -> Self {
+        Self {
+            store,
+            runner,
+            engines,
+        }
+    }
+
+    /// The store underneath.
+    pub fn store(&self) -> &Arc<dyn JobStore> {
+        &self.store
+    }
+
+    /// A job with its progress; its partial output when asked.
+    pub async fn view(&self, job: Job, with_partial: bool) -> Result<JobView, ServiceError> {
+        let finished = job.status == JobStatus::Completed;
+        let progress = if job.status == JobStatus::Processing {
+            let (remaining, recent) = self.store.progress_inputs(&job).await?;
+            Progress::derive(
+                job.chunks_completed,
+                job.chunks_total,
+                remaining,
+                false,
+                &recent,
+            )
+        } else {
+            Progress::derive(job.chunks_completed, job.chunks_total, 0, finished, &[])
+        };
+        let partial = if with_partial && !finished && job.chunks_completed > 0 {
+            Some(partial_output(&self.store.chunks(job.id, 0).await?))
+        } else {
+            None
+        };
+        Ok(JobView {
+            job,
+            progress,
+            partial,
+        })
+    }
+
+    /// Store a validated submission and queue it; the new job.
+    pub async fn create(&self, new: NewJob) -> Result<Job, ServiceError> {
+        let engine = self.engines.resolve(new.config.engine.as_ref())?;
+        let (job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
+        self.store.create(&job, &chunks).await?;
+        self.runner.queued(&job).await?;
+        Ok(job)
+    }
+
+    /// A client's change: planned on the job as it is, written with a
+    /// compare-and-set; a race with a worker is planned again on the new
+    /// state, a few times.
+    async fn client_change(&self, id: JobId, change: Change) -> Result<(Job, Job), ServiceError> {
+        for _ in 0..5 {
+            let before = self.store.get(id).await?;
+            match crate::store::transition(&*self.store, &before, change.clone(), Utc::now())
+                .await?
+            {
+                TransitionOutcome::Applied(after) => return Ok((before, after)),
+                TransitionOutcome::NotAllowed(error) => {
+                    return Err(ServiceError::Conflict { id, error });
+                }
+                TransitionOutcome::LostRace(_) => continue,
+            }
+        }
+        Err(ServiceError::Unavailable(format!(
+            "job {id} keeps changing; try again"
+        )))
+    }
+
+    /// The job gauges, from the store: jobs by status, queue depth, slots.
+    pub async fn gauges(&self) -> Result<String, ServiceError> {
+        let counts = self.store.counts().await?;
+        let slots = self.store.slots_in_use().await?;
+        Ok(render_gauges(&counts, slots))
+    }
+}
+
+/// Prometheus text of the job gauges.
+pub fn render_gauges(counts: &[(JobStatus, u64)], slots: u32) -> String {
+    let mut out = String::from("# HELP lotsawa_jobs Jobs by status\n# TYPE lotsawa_jobs gauge\n");
+    for (st, n) in counts {
+        let _ = writeln!(out, "lotsawa_jobs{{status=\"{}\"}} {n}", st.as_str());
+    }
+    let pending = counts
+        .iter()
+        .find(|(s, _)| *s == JobStatus::Pending)
+        .map_or(0, |(_, n)| *n);
+    out.push_str(
+        "# HELP lotsawa_queue_depth Jobs waiting to start\n# TYPE lotsawa_queue_depth gauge\n",
+    );
+    let _ = writeln!(out, "lotsawa_queue_depth{{queue=\"default\"}} {pending}");
+    out.push_str(
+        "# HELP lotsawa_slots_in_use Concurrency slots held\n# TYPE lotsawa_slots_in_use gauge\n",
+    );
+    let _ = writeln!(out, "lotsawa_slots_in_use {slots}");
+    out
+}
+
+#[async_trait]
+impl JobService for Service {
+    async fn submit(&self, new: NewJob) -> Result<Job, ServiceError> {
+        self.create(new).await
+    }
+
+    async fn get(&self, id: JobId) -> Result<JobView, ServiceError> {
+        let job = self.store.get(id).await?;
+        self.view(job, true).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<JobPage, ServiceError> {
+        let filter = ListFilter {
+            status: query.status,
+            kind: query.kind,
+        };
+        let after = query
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(&filter, c))
+            .transpose()?;
+        let page = self
+            .store
+            .list(&PageRequest {
+                filter,
+                limit: query.limit,
+                after,
+            })
+            .await?;
+        let mut jobs = Vec::with_capacity(page.jobs.len());
+        for j in page.jobs {
+            jobs.push(self.view(j, false).await?);
+        }
+        Ok(JobPage {
+            jobs,
+            next_cursor: page.next.map(|p| Cursor::encode(&filter, &p)),
+        })
+    }
+
+    async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
+        let (before, after) = self.client_change(id, Change::Cancel).await?;
+        self.runner.cancelled(&after, before.status).await;
+        Ok(after)
+    }
+
+    async fn retry(&self, id: JobId) -> Result<Job, ServiceError> {
+        let (_, after) = self.client_change(id, Change::Retry).await?;
+        self.runner.queued(&after).await?;
+        Ok(after)
+    }
+
+    async fn chunks_from(&self, id: JobId, from: u32) -> Result<Vec<ChunkOutput>, ServiceError> {
+        Ok(self
+            .store
+            .chunks(id, from)
+            .await?
+            .into_iter()
+            .filter(|c| c.status == ChunkStatus::Completed)
+            .map(|c| ChunkOutput {
+                index: c.index,
+                translation: c.translation.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn wait_for_change(&self, id: JobId, max_wait: Duration) {
+        self.runner.wait_for_change(id, max_wait).await;
+    }
+
+    fn engines(&self) -> Vec<String> {
+        self.engines.names.clone()
+    }
+
+    async fn metrics(&self) -> Result<String, ServiceError> {
+        let mut out = self.gauges().await?;
+        out.push_str(&self.runner.extra_metrics().await?);
+        Ok(out)
+    }
+
+    async fn healthy(&self) -> Result<(), ServiceError> {
+        self.runner.ready()?;
+        self.store.slots_in_use().await?;
+        Ok(())
+    }
 }

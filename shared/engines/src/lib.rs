@@ -315,3 +315,18 @@ mod tests {
         );
     }
 }
+
+impl lotsawa_core::EngineCatalog for EngineSet {
+    fn engine(&self, name: &str) -> Option<Arc<dyn Engine>> {
+        self.get(name)
+    }
+    fn default_engine(&self) -> &str {
+        self.default_name()
+    }
+    fn engine_names(&self) -> Vec<String> {
+        self.names()
+    }
+    fn server_glossary(&self) -> Vec<lotsawa_core::GlossaryEntry> {
+        self.glossary.entries()
+    }
+}

@@ -55,9 +55,16 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound(id) => Self::not_found(format!("no job with id {id}")),
-            ServiceError::Conflict(m) => Self::new(StatusCode::CONFLICT, m),
+            c @ ServiceError::Conflict { .. } => Self::new(StatusCode::CONFLICT, c.to_string()),
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            ServiceError::Store(source) => {
+                tracing::error!(error = %source, source = ?source, "store error");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "an internal error occurred; the server log has the details",
+                )
+            }
             ServiceError::Internal(source) => {
                 tracing::error!(error = %source, source = ?source, "internal error");
                 Self::new(

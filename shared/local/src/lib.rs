@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use scheduler::SchedulerConfig;
-pub use service::LocalService;
+pub use service::{LocalRunner, LocalService};
 pub use store::{Store, StoreError};
 
 use crate::metrics::Metrics;
@@ -71,8 +71,18 @@ impl LocalBackend {
             hard_stop: CancellationToken::new(),
         };
         let scheduler = tokio::spawn(scheduler::run(shared.clone()));
+        let choice = lotsawa_core::EngineChoice {
+            names: shared.engines.names(),
+            default: shared.engines.default_name().to_owned(),
+            place: "server",
+        };
+        let service = lotsawa_core::Service::new(
+            Arc::new(store.clone()),
+            Arc::new(LocalRunner { shared }),
+            choice,
+        );
         Ok(Self {
-            service: Arc::new(LocalService { shared }),
+            service: Arc::new(service),
             scheduler,
             draining,
             store,

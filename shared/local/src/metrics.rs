@@ -1,13 +1,11 @@
 //! Prometheus metrics of the embedded backend.
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
 
-use crate::store::StatusCounts;
-
-/// Counters and histograms kept in memory; job counts come from the store.
+/// Counters and histograms kept in memory; the job gauges come from the
+/// store through the shared service.
 #[derive(Clone)]
 pub struct Metrics {
     registry: Registry,
@@ -21,8 +19,6 @@ pub struct Metrics {
     pub memory_hits: IntCounter,
     /// Provider answers rejected by the quality checks and asked again.
     pub quality_retries: IntCounter,
-    jobs: IntGaugeVec,
-    queue_depth: IntGaugeVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -71,21 +67,12 @@ impl Metrics {
             "Provider answers rejected by the quality checks and asked again",
         )
         .expect("valid metric");
-        let jobs = IntGaugeVec::new(Opts::new("lotsawa_jobs", "Jobs by status"), &["status"])
-            .expect("valid metric");
-        let queue_depth = IntGaugeVec::new(
-            Opts::new("lotsawa_queue_depth", "Jobs waiting to start"),
-            &["queue"],
-        )
-        .expect("valid metric");
         for c in [
             Box::new(chunk_attempts.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(chunk_duration.clone()),
             Box::new(jobs_submitted.clone()),
             Box::new(memory_hits.clone()),
             Box::new(quality_retries.clone()),
-            Box::new(jobs.clone()),
-            Box::new(queue_depth.clone()),
         ] {
             registry.register(c).expect("unique metric");
         }
@@ -99,23 +86,11 @@ impl Metrics {
             jobs_submitted,
             memory_hits,
             quality_retries,
-            jobs,
-            queue_depth,
         }
     }
 
-    /// The text exposition, with job gauges set from `counts`.
-    pub fn render(&self, counts: &StatusCounts) -> String {
-        for (status, n) in &counts.by_status {
-            self.jobs
-                .with_label_values(&[status.as_str()])
-                .set(*n as i64);
-            if *status == lotsawa_core::JobStatus::Pending {
-                self.queue_depth
-                    .with_label_values(&["default"])
-                    .set(*n as i64);
-            }
-        }
+    /// The text exposition of the counters.
+    pub fn render(&self) -> String {
         let mut buf = Vec::new();
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut buf);
         String::from_utf8(buf).unwrap_or_default()

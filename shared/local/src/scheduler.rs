@@ -7,9 +7,10 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use chrono::Utc;
+use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
-    ChunkRecord, ChunkStatus, Engine, EngineError, EngineKind, ErrorClass, GlossaryEntry,
-    JobConfig, JobId, RetryDecision, RetryPolicy, Transition, memory, pipeline,
+    ChunkPlan, ChunkRecord, ChunkStatus, EngineError, Job, JobId, JobStore, RetryDecision,
+    RetryPolicy, StoreError, pipeline,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::{Notify, broadcast};
@@ -17,7 +18,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{ChunkDone, ChunkFailure, Store, StoreError, StoredJob};
+use crate::store::Store;
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -26,7 +27,7 @@ pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
 #[derive(Debug, Clone)]
 pub struct SchedulerConfig {
     /// Most jobs processing at once.
-    pub concurrency: usize,
+    pub concurrency: u32,
     /// Per-chunk retry policy.
     pub retry: RetryPolicy,
     /// How long in-flight chunk calls may run after a shutdown request.
@@ -64,18 +65,16 @@ pub(crate) async fn run(shared: Shared) {
     match shared.store.processing_jobs().await {
         Ok(jobs) => {
             for (i, job) in jobs.into_iter().enumerate() {
-                if i < shared.config.concurrency {
-                    tracing::info!(job_id = %job.job.id, done = job.job.chunks_completed,
-                        total = job.job.chunks_total, "resuming job");
+                if i < shared.config.concurrency as usize {
+                    tracing::info!(job_id = %job.id, done = job.chunks_completed,
+                        total = job.chunks_total, "resuming job");
                     spawn_runner(&shared, &mut tasks, job);
                 } else {
-                    let id = job.job.id;
-                    if let Err(e) = shared
-                        .store
-                        .transition(id, Transition::Requeue, Some(job.job.attempts), Utc::now())
-                        .await
-                    {
-                        tracing::error!(job_id = %id, error = %e, "cannot requeue job");
+                    let id = job.id;
+                    match transition(&shared.store, &job, Change::Requeue, Utc::now()).await {
+                        Ok(TransitionOutcome::Applied(_)) => {}
+                        Ok(other) => tracing::warn!(job_id = %id, outcome = ?other, "job moved before it was requeued"),
+                        Err(e) => tracing::error!(job_id = %id, error = %e, "cannot requeue job"),
                     }
                 }
             }
@@ -84,10 +83,14 @@ pub(crate) async fn run(shared: Shared) {
     }
 
     loop {
-        while tasks.len() < shared.config.concurrency && !shared.draining.is_cancelled() {
-            match shared.store.claim_next(Utc::now()).await {
+        while tasks.len() < shared.config.concurrency as usize && !shared.draining.is_cancelled() {
+            match shared
+                .store
+                .claim_next(shared.config.concurrency, Utc::now())
+                .await
+            {
                 Ok(Some(job)) => {
-                    shared.publish(job.job.id);
+                    shared.publish(job.id);
                     spawn_runner(&shared, &mut tasks, job);
                 }
                 Ok(None) => break,
@@ -131,9 +134,9 @@ pub(crate) async fn run(shared: Shared) {
     }
 }
 
-fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: StoredJob) {
-    let id = job.job.id;
-    let run = job.job.attempts;
+fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
+    let id = job.id;
+    let run = job.attempts;
     let token = CancellationToken::new();
     if let Ok(mut r) = shared.running.lock() {
         r.insert(id, (run, token.clone()));
@@ -161,156 +164,108 @@ enum ChunkOutcome {
     Stopped,
 }
 
-#[tracing::instrument(skip_all, fields(job_id = %job.job.id, run = job.job.attempts))]
-async fn run_job(
-    shared: &Shared,
-    job: &StoredJob,
-    cancel: &CancellationToken,
-) -> Result<(), StoreError> {
-    let run = job.job.attempts;
-    let seq = job.seq;
-    let engine_name = pipeline::engine_for(&job.job, shared.engines.default_name());
-    let Some(engine) = shared.engines.get(&engine_name) else {
-        let msg = format!(
-            "engine '{engine_name}' is not configured on this server (available: {})",
-            shared.engines.names().join(", ")
-        );
-        shared.store.fail_job(seq, run, msg, Utc::now()).await?;
-        return Ok(());
-    };
-    let model = job
-        .job
-        .config
-        .model
-        .clone()
-        .or_else(|| engine.default_model().map(str::to_owned));
-    // Job terms first, then the server's glossary files.
-    let mut glossary: Vec<GlossaryEntry> = job.job.config.glossary.clone();
-    glossary.extend(shared.engines.glossary().entries());
+/// End the run with `change`; a run that moved on meanwhile is left alone.
+async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), StoreError> {
+    match transition(&shared.store, job, change, Utc::now()).await? {
+        TransitionOutcome::Applied(_) => {}
+        other => tracing::info!(outcome = ?other, "the run ended elsewhere"),
+    }
+    Ok(())
+}
 
-    let chunks = shared.store.chunks(seq).await?;
-    // The previous chunk's source and output, for context.
-    let mut prev: Option<(String, String)> = None;
+#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
+async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Result<(), StoreError> {
+    let run = job.attempts;
+    let chunks = shared.store.chunks(job.id, 0).await?;
+    let mut prev: Option<ChunkRecord> = None;
+    let mut engine_name = pipeline::engine_for(job, shared.engines.default_name());
+    let mut model = None;
     for chunk in chunks.iter() {
         if chunk.status == ChunkStatus::Completed {
-            prev = Some((
-                chunk.source.clone(),
-                chunk.translation.clone().unwrap_or_default(),
-            ));
+            prev = Some(chunk.clone());
             continue;
         }
         if cancel.is_cancelled() || shared.draining.is_cancelled() {
             return Ok(());
         }
-        let outcome = translate_chunk(
-            shared,
-            seq,
-            engine.as_ref(),
-            &job.job.config,
-            model.clone(),
-            &glossary,
-            chunk,
-            prev.as_ref().map(|(s, t)| (s.as_str(), t.as_str())),
-            cancel,
-        )
-        .await?;
-        match outcome {
+        let plan = match ChunkPlan::new(job, chunk, prev.as_ref(), &shared.engines) {
+            Ok(p) => p,
+            Err(error) => {
+                return end_run(shared, job, Change::Fail { error, chunk: None }).await;
+            }
+        };
+        engine_name = plan.engine.name().to_owned();
+        model = plan.model.clone();
+        match translate_chunk(shared, job, &plan, chunk, cancel).await? {
             ChunkOutcome::Stopped => return Ok(()),
             ChunkOutcome::Done(done) => {
-                prev = Some((chunk.source.clone(), done.translation.clone()));
-                let kept = shared.store.complete_chunk(seq, run, done).await?;
-                shared.publish(job.job.id);
-                if !kept {
+                let mut finished = chunk.clone();
+                finished.status = ChunkStatus::Completed;
+                finished.translation = Some(done.translation.clone());
+                prev = Some(finished);
+                let kept = shared.store.checkpoint(job.id, run, &done).await?;
+                shared.publish(job.id);
+                if kept == Checkpoint::RunEnded {
                     // Cancelled (or retried) while the call was in flight.
                     return Ok(());
                 }
             }
             ChunkOutcome::Failed { attempts, err } => {
-                let job_error = describe_failure(chunk.index, attempts, &err);
+                let error =
+                    pipeline::describe_failure(chunk.index, attempts, err.class, &err.message);
                 tracing::warn!(chunk = chunk.index, attempts, error = %err.message, "chunk failed for good");
-                shared
-                    .store
-                    .fail_chunk(
-                        seq,
-                        run,
-                        ChunkFailure {
-                            index: chunk.index,
-                            attempts,
-                            error: err.message.clone(),
-                            job_error,
-                        },
-                        Utc::now(),
-                    )
-                    .await?;
-                return Ok(());
+                return end_run(
+                    shared,
+                    job,
+                    Change::Fail {
+                        error,
+                        chunk: Some(chunk.index),
+                    },
+                )
+                .await;
             }
         }
     }
 
     // Every chunk is done: assemble from the committed ledger.
-    let ledger = shared.store.chunks(seq).await?;
+    let ledger = shared.store.chunks(job.id, 0).await?;
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
         return Ok(());
     }
-    let result = pipeline::job_result(job.job.kind, &ledger, engine.name(), model);
-    shared
-        .store
-        .complete_job(seq, run, result, Utc::now())
-        .await?;
-    Ok(())
+    if model.is_none() {
+        model = job.config.model.clone().or_else(|| {
+            shared
+                .engines
+                .get(&engine_name)
+                .and_then(|e| e.default_model().map(str::to_owned))
+        });
+    }
+    let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
+    end_run(shared, job, Change::Complete(result)).await
 }
 
 /// Translate one chunk: translation memory, then attempts with backoff
 /// between transport failures (each attempt runs the shared pipeline: quality
 /// retry and reviewer included).
-#[allow(clippy::too_many_arguments)]
 async fn translate_chunk(
     shared: &Shared,
-    seq: i64,
-    engine: &dyn Engine,
-    config: &JobConfig,
-    model: Option<String>,
-    glossary: &[GlossaryEntry],
+    job: &Job,
+    plan: &ChunkPlan,
     chunk: &ChunkRecord,
-    prev: Option<(&str, &str)>,
     cancel: &CancellationToken,
 ) -> Result<ChunkOutcome, StoreError> {
-    let is_model = engine.kind() == EngineKind::Model;
-    let relevant = pipeline::relevant_glossary(glossary, &chunk.source);
-    let memory_key =
-        is_model.then(|| memory::key(&chunk.source, engine.name(), model.as_deref(), &relevant));
-    if let Some(key) = &memory_key
-        && let Some((translation, confidence)) = shared.store.memory_get(key.clone()).await?
+    if let Some(key) = &plan.memory_key
+        && let Some((translation, confidence)) = shared.store.memory_get(key).await?
     {
         shared.metrics.memory_hits.inc();
-        return Ok(ChunkOutcome::Done(ChunkDone {
-            index: chunk.index,
+        return Ok(ChunkOutcome::Done(ChunkPlan::from_memory(
+            chunk.index,
             translation,
-            duration_ms: None,
-            attempts: 0,
             confidence,
-            from_memory: true,
-            context: None,
-            warning: None,
-        }));
+        )));
     }
-    let context = if is_model {
-        chunk
-            .context
-            .as_deref()
-            .and_then(pipeline::decode_context)
-            .unwrap_or_else(|| pipeline::context_for(prev))
-    } else {
-        Vec::new()
-    };
-    let task = pipeline::ChunkTask {
-        index: chunk.index,
-        source: &chunk.source,
-        model: model.clone(),
-        config,
-        glossary: relevant,
-        context: context.clone(),
-    };
+    let task = plan.task(chunk, &job.config);
+    let engine = plan.engine.as_ref();
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -344,22 +299,17 @@ async fn translate_chunk(
                     .chunk_duration
                     .with_label_values(&[engine.name()])
                     .observe(elapsed.as_secs_f64());
-                if let (Some(key), None) = (&memory_key, &out.warning) {
+                if let Some(key) = plan.memory_entry(&out) {
                     shared
                         .store
-                        .memory_put(key.clone(), out.text.clone(), out.confidence, Utc::now())
+                        .memory_put(key, &out.text, out.confidence)
                         .await?;
                 }
-                return Ok(ChunkOutcome::Done(ChunkDone {
-                    index: chunk.index,
-                    translation: out.text,
-                    duration_ms: Some(elapsed.as_millis() as u64),
-                    attempts: attempt,
-                    confidence: out.confidence,
-                    from_memory: false,
-                    context: pipeline::encode_context(&context),
-                    warning: out.warning,
-                }));
+                return Ok(ChunkOutcome::Done(plan.done(
+                    chunk.index,
+                    &out,
+                    elapsed.as_millis() as u64,
+                )));
             }
             Err(err) => err,
         };
@@ -368,16 +318,15 @@ async fn translate_chunk(
             .chunk_attempts
             .with_label_values(&[err.class.outcome()])
             .inc();
+        shared
+            .store
+            .note_chunk_error(job.id, chunk.index, &err.message)
+            .await?;
         let jitter: f64 = rand::random();
         match shared.config.retry.decide(attempt, &err, jitter) {
             RetryDecision::RetryAfter(wait) => {
                 tracing::warn!(chunk = chunk.index, attempt, error = %err.message,
                     wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
-                shared
-                    .store
-                    .note_chunk_error(seq, chunk.index, err.message.clone())
-                    .await
-                    .ok();
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = cancel.cancelled() => return Ok(ChunkOutcome::Stopped),
@@ -391,15 +340,5 @@ async fn translate_chunk(
                 });
             }
         }
-    }
-}
-
-fn describe_failure(index: u32, attempts: u32, err: &EngineError) -> String {
-    match err.class {
-        ErrorClass::Permanent => format!("chunk {index} failed: {}", err.message),
-        ErrorClass::Transient => format!(
-            "chunk {index} failed after {attempts} attempts: {}",
-            err.message
-        ),
     }
 }

@@ -10,15 +10,14 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, mpsc};
 use std::thread;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lotsawa_core::progress::ChunkTiming;
-use lotsawa_core::service::ChunkOutput;
-use lotsawa_core::{
-    ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType, Transition,
-    TransitionError,
+use lotsawa_core::store::{
+    Applied, Change, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest,
+    QueuePlace, SlotChange, StorePage,
 };
+use lotsawa_core::{ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
@@ -40,13 +39,38 @@ pub enum StoreError {
     /// No such job.
     #[error("job {0} not found")]
     NotFound(JobId),
-    /// The job's status does not allow the change.
-    #[error(transparent)]
-    Transition(#[from] TransitionError),
+    /// A list position that is not one of ours.
+    #[error("'{0}' is not a valid list position")]
+    InvalidCursor(String),
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Join(String),
 }
+
+impl From<StoreError> for lotsawa_core::StoreError {
+    fn from(e: StoreError) -> Self {
+        use lotsawa_core::StoreError as Port;
+        match e {
+            StoreError::NotFound(id) => Port::NotFound(id),
+            StoreError::InvalidCursor(c) => Port::InvalidCursor(c),
+            StoreError::Closed => Port::Closed,
+            StoreError::Corrupt(m) => Port::Corrupt(m),
+            StoreError::Sqlite(e)
+                if matches!(
+                    e.sqlite_error_code(),
+                    Some(rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+                ) =>
+            {
+                Port::Throttled(Box::new(e))
+            }
+            other @ (StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Join(_)) => {
+                Port::backend("sqlite", other)
+            }
+        }
+    }
+}
+
+type PortResult<T> = Result<T, lotsawa_core::StoreError>;
 
 type Reply = Box<dyn FnOnce(Option<String>) + Send>;
 /// A queued write: run on the writer's connection, or told why it cannot run.
@@ -245,73 +269,6 @@ fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
     })
 }
 
-/// A chunk's outcome, committed as it completes.
-#[derive(Debug, Clone, Default)]
-pub struct ChunkDone {
-    /// Chunk index.
-    pub index: u32,
-    /// Its output.
-    pub translation: String,
-    /// Time the successful call took; `None` when served from memory.
-    pub duration_ms: Option<u64>,
-    /// Provider calls made in this run.
-    pub attempts: u32,
-    /// Engine confidence.
-    pub confidence: Option<f64>,
-    /// Served from the translation memory.
-    pub from_memory: bool,
-    /// Context given to the engine (JSON).
-    pub context: Option<String>,
-    /// Quality warning.
-    pub warning: Option<String>,
-}
-
-/// A chunk that failed for good.
-#[derive(Debug, Clone)]
-pub struct ChunkFailure {
-    /// Chunk index.
-    pub index: u32,
-    /// Provider calls made for it in this run.
-    pub attempts: u32,
-    /// The chunk's last error.
-    pub error: String,
-    /// The job's error message.
-    pub job_error: String,
-}
-
-/// Status counts and queue depth, for metrics.
-#[derive(Debug, Clone, Default)]
-pub struct StatusCounts {
-    /// (status, number of jobs).
-    pub by_status: Vec<(JobStatus, u64)>,
-}
-
-/// The filter of a list call.
-#[derive(Debug, Clone, Default)]
-pub struct ListFilter {
-    /// Only this status.
-    pub status: Option<JobStatus>,
-    /// Only this type.
-    pub kind: Option<JobType>,
-    /// Page size.
-    pub limit: u32,
-    /// Jobs with `seq` below this.
-    pub before_seq: Option<i64>,
-}
-
-/// Encode a list cursor.
-pub fn encode_cursor(seq: i64) -> String {
-    URL_SAFE_NO_PAD.encode(format!("v1:{seq}"))
-}
-
-/// Decode a list cursor; `None` when it is not one of ours.
-pub fn decode_cursor(cursor: &str) -> Option<i64> {
-    let bytes = URL_SAFE_NO_PAD.decode(cursor).ok()?;
-    let s = String::from_utf8(bytes).ok()?;
-    let seq: i64 = s.strip_prefix("v1:")?.parse().ok()?;
-    (seq > 0).then_some(seq)
-}
-
 /// The SQLite store.
 #[derive(Clone)]
 pub struct Store {
@@ -417,487 +374,6 @@ impl Store {
         .map_err(|e| StoreError::Join(e.to_string()))?
     }
 
-    /// Insert a new pending job and its chunk ledger, at the end of the queue.
-    pub async fn insert_job(&self, job: Job, chunks: Vec<String>) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            let config = serde_json::to_string(&job.config)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            conn.execute(
-                "INSERT INTO jobs (id, kind, status, source, config, chunks_total, queue_pos, created_at, attempts)
-                 VALUES (?1, ?2, 'pending', ?3, ?4, ?5,
-                         (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'),
-                         ?6, 0)",
-                params![
-                    job.id.to_string(),
-                    job.kind.as_str(),
-                    job.source,
-                    config,
-                    chunks.len() as i64,
-                    ts(job.created_at)
-                ],
-            )?;
-            let seq = conn.last_insert_rowid();
-            let mut stmt = conn.prepare_cached(
-                "INSERT INTO chunks (job_seq, idx, source, chars, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
-            )?;
-            for (i, c) in chunks.iter().enumerate() {
-                stmt.execute(params![seq, i as i64, c, c.chars().count() as i64])?;
-            }
-            Ok(())
-        })
-        .await
-    }
-
-    /// A job by id.
-    pub async fn get(&self, id: JobId) -> Result<StoredJob, StoreError> {
-        self.read(move |conn| load_job(conn, id)).await
-    }
-
-    /// Apply `transition` to a job with a compare-and-set on its current
-    /// status. `expected_run` additionally pins the run number (attempts).
-    pub async fn transition(
-        &self,
-        id: JobId,
-        transition: Transition,
-        expected_run: Option<u32>,
-        now: DateTime<Utc>,
-    ) -> Result<Job, StoreError> {
-        self.write(move |conn| {
-            let stored = load_job(conn, id)?;
-            if let Some(run) = expected_run
-                && stored.job.attempts != run {
-                    return Err(TransitionError {
-                        from: stored.job.status,
-                        transition,
-                    }
-                    .into());
-                }
-            let from = stored.job.status;
-            let to = from.apply(transition)?;
-            let now = ts(now);
-            let changed = match transition {
-                Transition::Start => conn.execute(
-                    "UPDATE jobs SET status = ?1, started_at = ?2, completed_at = NULL, attempts = attempts + 1
-                     WHERE seq = ?3 AND status = ?4",
-                    params![to.as_str(), now, stored.seq, from.as_str()],
-                )?,
-                Transition::Cancel => conn.execute(
-                    "UPDATE jobs SET status = ?1, cancelled_at = ?2 WHERE seq = ?3 AND status = ?4",
-                    params![to.as_str(), now, stored.seq, from.as_str()],
-                )?,
-                Transition::Retry => {
-                    conn.execute(
-                        "UPDATE chunks SET status = 'pending', error = NULL
-                         WHERE job_seq = ?1 AND status = 'failed'",
-                        [stored.seq],
-                    )?;
-                    conn.execute(
-                        "UPDATE jobs SET status = ?1, error = NULL, result = NULL, started_at = NULL,
-                            completed_at = NULL, cancelled_at = NULL,
-                            queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')
-                         WHERE seq = ?2 AND status = ?3",
-                        params![to.as_str(), stored.seq, from.as_str()],
-                    )?
-                }
-                Transition::Requeue => conn.execute(
-                    "UPDATE jobs SET status = ?1,
-                        queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')
-                     WHERE seq = ?2 AND status = ?3",
-                    params![to.as_str(), stored.seq, from.as_str()],
-                )?,
-                Transition::Complete | Transition::Fail => {
-                    return Err(StoreError::Corrupt(
-                        "complete and fail go through finish_job".into(),
-                    ));
-                }
-            };
-            if changed != 1 {
-                return Err(TransitionError { from, transition }.into());
-            }
-            Ok(load_job(conn, id)?.job)
-        })
-        .await
-    }
-
-    /// Claim the oldest pending job (FIFO) and mark it processing.
-    pub async fn claim_next(&self, now: DateTime<Utc>) -> Result<Option<StoredJob>, StoreError> {
-        self.write(move |conn| {
-            let seq: Option<i64> = conn
-                .query_row(
-                    CLAIM_NEXT_SQL,
-                    [],
-                    |r| r.get(0),
-                )
-                .optional()?;
-            let Some(seq) = seq else { return Ok(None) };
-            let to = JobStatus::Pending.apply(Transition::Start)?;
-            conn.execute(
-                "UPDATE jobs SET status = ?1, started_at = ?2, completed_at = NULL, attempts = attempts + 1
-                 WHERE seq = ?3 AND status = 'pending'",
-                params![to.as_str(), ts(now), seq],
-            )?;
-            let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1");
-            let (seq, raw) = conn.query_row(&sql, [seq], job_from_row)?;
-            Ok(Some(StoredJob {
-                seq,
-                job: raw.into_job()?,
-            }))
-        })
-        .await
-    }
-
-    /// Jobs left `processing` (by a crash or a shutdown), oldest first.
-    pub async fn processing_jobs(&self) -> Result<Vec<StoredJob>, StoreError> {
-        self.write(move |conn| {
-            let sql = format!(
-                "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'processing' ORDER BY queue_pos"
-            );
-            let mut stmt = conn.prepare(&sql)?;
-            let rows = stmt.query_map([], job_from_row)?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (seq, raw) = r?;
-                out.push(StoredJob {
-                    seq,
-                    job: raw.into_job()?,
-                });
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// The whole chunk ledger of a job.
-    pub async fn chunks(&self, seq: i64) -> Result<Vec<ChunkRecord>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT idx, source, status, attempts, translation, error, duration_ms, run,
-                        confidence, from_memory, context, warning
-                 FROM chunks WHERE job_seq = ?1 ORDER BY idx",
-            )?;
-            let rows = stmt.query_map([seq], |r| {
-                Ok((
-                    (
-                        r.get::<_, u32>(0)?,
-                        r.get::<_, String>(1)?,
-                        r.get::<_, String>(2)?,
-                        r.get::<_, u32>(3)?,
-                        r.get::<_, Option<String>>(4)?,
-                        r.get::<_, Option<String>>(5)?,
-                        r.get::<_, Option<i64>>(6)?,
-                        r.get::<_, u32>(7)?,
-                    ),
-                    (
-                        r.get::<_, Option<f64>>(8)?,
-                        r.get::<_, bool>(9)?,
-                        r.get::<_, Option<String>>(10)?,
-                        r.get::<_, Option<String>>(11)?,
-                    ),
-                ))
-            })?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (
-                    (index, source, status, attempts, translation, error, duration, run),
-                    (confidence, from_memory, context, warning),
-                ) = r?;
-                out.push(ChunkRecord {
-                    index,
-                    source,
-                    status: ChunkStatus::parse(&status)
-                        .ok_or_else(|| StoreError::Corrupt(format!("chunk status '{status}'")))?,
-                    attempts,
-                    translation,
-                    error,
-                    duration_ms: duration.map(|d| d.max(0) as u64),
-                    run,
-                    confidence,
-                    from_memory,
-                    context,
-                    warning,
-                });
-            }
-            Ok(out)
-        })
-        .await
-    }
-
-    /// Completed chunks of a job with index >= `from`, in order.
-    pub async fn completed_chunks_from(
-        &self,
-        seq: i64,
-        from: u32,
-    ) -> Result<Vec<ChunkOutput>, StoreError> {
-        self.read(move |conn| {
-            let mut stmt = conn.prepare_cached(
-                "SELECT idx, translation FROM chunks
-                 WHERE job_seq = ?1 AND idx >= ?2 AND status = 'completed' ORDER BY idx",
-            )?;
-            let rows = stmt.query_map(params![seq, from], |r| {
-                Ok(ChunkOutput {
-                    index: r.get(0)?,
-                    translation: r.get::<_, Option<String>>(1)?.unwrap_or_default(),
-                })
-            })?;
-            Ok(rows.collect::<Result<Vec<_>, _>>()?)
-        })
-        .await
-    }
-
-    /// What progress needs: characters left, and the timings of chunks that
-    /// completed in run `run`, oldest first (the last [`progress::WINDOW`]).
-    ///
-    /// [`progress::WINDOW`]: lotsawa_core::progress::WINDOW
-    pub async fn progress_inputs(
-        &self,
-        seq: i64,
-        run: u32,
-    ) -> Result<(u64, Vec<ChunkTiming>), StoreError> {
-        self.read(move |conn| {
-            let remaining: i64 = conn.query_row(
-                "SELECT COALESCE(SUM(chars), 0) FROM chunks WHERE job_seq = ?1 AND status != 'completed'",
-                [seq],
-                |r| r.get(0),
-            )?;
-            let mut stmt = conn.prepare_cached(
-                "SELECT chars, duration_ms FROM chunks
-                 WHERE job_seq = ?1 AND status = 'completed' AND run = ?2
-                   AND from_memory = 0 AND duration_ms IS NOT NULL
-                 ORDER BY idx DESC LIMIT ?3",
-            )?;
-            let mut timings = stmt
-                .query_map(params![seq, run, lotsawa_core::progress::WINDOW as i64], |r| {
-                    Ok(ChunkTiming {
-                        chars: r.get::<_, i64>(0)?.max(0) as u64,
-                        duration_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
-                    })
-                })?
-                .collect::<Result<Vec<_>, _>>()?;
-            timings.reverse();
-            Ok((remaining.max(0) as u64, timings))
-        })
-        .await
-    }
-
-    /// Commit one chunk's translation, if the job is still processing run
-    /// `run`. Returns false when the job moved on (cancelled, retried):
-    /// the translation is then discarded.
-    pub async fn complete_chunk(
-        &self,
-        seq: i64,
-        run: u32,
-        done: ChunkDone,
-    ) -> Result<bool, StoreError> {
-        let ChunkDone {
-            index,
-            translation,
-            duration_ms,
-            attempts,
-            confidence,
-            from_memory,
-            context,
-            warning,
-        } = done;
-        self.write(move |conn| {
-            let live: bool = conn.query_row(
-                "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
-                params![seq, run],
-                |r| r.get(0),
-            )?;
-            if !live {
-                return Ok(false);
-            }
-            let n = conn.execute(
-                CHECKPOINT_SQL,
-                params![
-                    translation,
-                    duration_ms.map(|d| d as i64),
-                    attempts,
-                    run,
-                    seq,
-                    index,
-                    confidence,
-                    from_memory,
-                    context,
-                    warning
-                ],
-            )?;
-            if n == 1 {
-                conn.execute(
-                    "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
-                    [seq],
-                )?;
-            }
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// Mark a chunk failed and its job failed, if still processing run `run`.
-    pub async fn fail_chunk(
-        &self,
-        seq: i64,
-        run: u32,
-        failure: ChunkFailure,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        let ChunkFailure {
-            index,
-            attempts,
-            error,
-            job_error,
-        } = failure;
-        self.write(move |conn| {
-            let failed = fail_run(conn, seq, run, &job_error, now)?;
-            if failed {
-                conn.execute(
-                    "UPDATE chunks SET status = 'failed', error = ?1, attempts = attempts + ?2
-                     WHERE job_seq = ?3 AND idx = ?4",
-                    params![error, attempts, seq, index],
-                )?;
-            }
-            Ok(failed)
-        })
-        .await
-    }
-
-    /// Mark a job failed without a chunk to blame (e.g. its engine is gone).
-    pub async fn fail_job(
-        &self,
-        seq: i64,
-        run: u32,
-        job_error: String,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| fail_run(conn, seq, run, &job_error, now))
-            .await
-    }
-
-    /// Record a chunk's transient failure (attempts so far and the error).
-    pub async fn note_chunk_error(
-        &self,
-        seq: i64,
-        index: u32,
-        error: String,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            conn.execute(
-                "UPDATE chunks SET error = ?1 WHERE job_seq = ?2 AND idx = ?3 AND status = 'pending'",
-                params![error, seq, index],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
-    /// Complete a job with its result, if still processing run `run`.
-    pub async fn complete_job(
-        &self,
-        seq: i64,
-        run: u32,
-        result: JobResult,
-        now: DateTime<Utc>,
-    ) -> Result<bool, StoreError> {
-        self.write(move |conn| {
-            let to = JobStatus::Processing.apply(Transition::Complete)?;
-            let result =
-                serde_json::to_string(&result).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            let n = conn.execute(
-                "UPDATE jobs SET status = ?1, result = ?2, completed_at = ?3, error = NULL
-                 WHERE seq = ?4 AND status = 'processing' AND attempts = ?5
-                   AND chunks_completed = chunks_total",
-                params![to.as_str(), result, ts(now), seq, run],
-            )?;
-            Ok(n == 1)
-        })
-        .await
-    }
-
-    /// A page of jobs, newest first, without source or result text.
-    pub async fn list(&self, filter: ListFilter) -> Result<(Vec<StoredJob>, bool), StoreError> {
-        self.read(move |conn| {
-            let mut sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE 1 = 1");
-            let mut args: Vec<rusqlite::types::Value> = Vec::new();
-            if let Some(s) = filter.status {
-                sql.push_str(" AND status = ?");
-                args.push(s.as_str().to_owned().into());
-            }
-            if let Some(k) = filter.kind {
-                sql.push_str(" AND kind = ?");
-                args.push(k.as_str().to_owned().into());
-            }
-            if let Some(before) = filter.before_seq {
-                sql.push_str(" AND seq < ?");
-                args.push(before.into());
-            }
-            sql.push_str(" ORDER BY seq DESC LIMIT ?");
-            args.push((i64::from(filter.limit) + 1).into());
-            let mut stmt = conn.prepare_cached(&sql)?;
-            let rows = stmt.query_map(rusqlite::params_from_iter(args), job_from_row)?;
-            let mut out = Vec::new();
-            for r in rows {
-                let (seq, raw) = r?;
-                out.push(StoredJob {
-                    seq,
-                    job: raw.into_job()?,
-                });
-            }
-            let more = out.len() > filter.limit as usize;
-            out.truncate(filter.limit as usize);
-            Ok((out, more))
-        })
-        .await
-    }
-
-    /// Number of jobs in each status.
-    pub async fn counts(&self) -> Result<StatusCounts, StoreError> {
-        self.read(move |conn| {
-            let mut by_status = Vec::new();
-            let mut stmt = conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
-            for s in JobStatus::ALL {
-                let n: i64 = stmt.query_row([s.as_str()], |r| r.get(0))?;
-                by_status.push((*s, n.max(0) as u64));
-            }
-            Ok(StatusCounts { by_status })
-        })
-        .await
-    }
-
-    /// A translation memory entry.
-    pub async fn memory_get(
-        &self,
-        key: String,
-    ) -> Result<Option<(String, Option<f64>)>, StoreError> {
-        self.read(move |conn| {
-            Ok(conn
-                .query_row(
-                    "SELECT translation, confidence FROM memory WHERE key = ?1",
-                    [key],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
-                )
-                .optional()?)
-        })
-        .await
-    }
-
-    /// Remember a translation (the first one stored for a key stays).
-    pub async fn memory_put(
-        &self,
-        key: String,
-        translation: String,
-        confidence: Option<f64>,
-        now: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
-        self.write(move |conn| {
-            conn.execute(
-                "INSERT OR IGNORE INTO memory (key, translation, confidence, created_at) VALUES (?1, ?2, ?3, ?4)",
-                params![key, translation, confidence, ts(now)],
-            )?;
-            Ok(())
-        })
-        .await
-    }
-
     /// Wait until every write queued so far is committed.
     pub async fn flush(&self) -> Result<(), StoreError> {
         self.write(|_| Ok(())).await
@@ -915,23 +391,476 @@ impl Store {
         })
         .await
     }
+
+    /// Jobs left `processing` (by a crash or a shutdown), oldest first.
+    pub async fn processing_jobs(&self) -> Result<Vec<Job>, StoreError> {
+        self.write(move |conn| {
+            let sql = format!(
+                "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_running WHERE status = 'processing' ORDER BY queue_pos"
+            );
+            let mut stmt = conn.prepare(&sql)?;
+            let rows = stmt.query_map([], job_from_row)?;
+            let mut out = Vec::new();
+            for r in rows {
+                let (_, raw) = r?;
+                out.push(raw.into_job()?);
+            }
+            Ok(out)
+        })
+        .await
+    }
 }
 
-/// Move run `run` of a processing job to failed (compare-and-set on both).
-fn fail_run(
-    conn: &Connection,
-    seq: i64,
-    run: u32,
-    job_error: &str,
-    now: DateTime<Utc>,
-) -> Result<bool, StoreError> {
-    let to = JobStatus::Processing.apply(Transition::Fail)?;
-    let n = conn.execute(
-        "UPDATE jobs SET status = ?1, error = ?2, completed_at = ?3
-         WHERE seq = ?4 AND status = 'processing' AND attempts = ?5",
-        params![to.as_str(), job_error, ts(now), seq, run],
+fn seq_of(conn: &Connection, id: JobId) -> Result<i64, StoreError> {
+    conn.query_row("SELECT seq FROM jobs WHERE id = ?1", [id.to_string()], |r| {
+        r.get(0)
+    })
+    .optional()?
+    .ok_or(StoreError::NotFound(id))
+}
+
+fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), StoreError> {
+    let config =
+        serde_json::to_string(&job.config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+    conn.execute(
+        "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
+                           created_at, completed_at, attempts)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
+                 (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'),
+                 ?8, ?9, ?10)",
+        params![
+            job.id.to_string(),
+            job.kind.as_str(),
+            job.status.as_str(),
+            job.source,
+            config,
+            job.error,
+            chunks.len() as i64,
+            ts(job.created_at),
+            job.completed_at.map(ts),
+            job.attempts
+        ],
     )?;
-    Ok(n == 1)
+    let seq = conn.last_insert_rowid();
+    let mut stmt = conn.prepare_cached(
+        "INSERT INTO chunks (job_seq, idx, source, chars, status) VALUES (?1, ?2, ?3, ?4, 'pending')",
+    )?;
+    for (i, c) in chunks.iter().enumerate() {
+        stmt.execute(params![seq, i as i64, c, c.chars().count() as i64])?;
+    }
+    Ok(())
+}
+
+/// Push `field`'s SQL for `column` onto `sets`.
+fn set_field<T>(
+    sets: &mut Vec<String>,
+    args: &mut Vec<rusqlite::types::Value>,
+    column: &str,
+    field: &Field<T>,
+    to_sql: impl Fn(&T) -> Result<rusqlite::types::Value, StoreError>,
+) -> Result<(), StoreError> {
+    match field {
+        Field::Keep => {}
+        Field::Clear => sets.push(format!("{column} = NULL")),
+        Field::Set(v) => {
+            args.push(to_sql(v)?);
+            sets.push(format!("{column} = ?{}", args.len()));
+        }
+    }
+    Ok(())
+}
+
+/// Write a planned patch with a compare-and-set on status and run.
+fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, StoreError> {
+    if let SlotChange::Take { limit } = patch.slot {
+        let held: i64 = conn.query_row(RUNNING_SQL, [], |r| r.get(0))?;
+        if held >= i64::from(limit) {
+            return Ok(false);
+        }
+    }
+    let text = |s: &String| Ok(rusqlite::types::Value::Text(s.clone()));
+    let time = |t: &DateTime<Utc>| Ok(rusqlite::types::Value::Text(ts(*t)));
+    let mut args: Vec<rusqlite::types::Value> = vec![
+        patch.to.as_str().to_owned().into(),
+        i64::from(patch.attempts).into(),
+    ];
+    let mut sets = vec!["status = ?1".to_owned(), "attempts = ?2".to_owned()];
+    set_field(&mut sets, &mut args, "started_at", &patch.started_at, time)?;
+    set_field(&mut sets, &mut args, "completed_at", &patch.completed_at, time)?;
+    set_field(&mut sets, &mut args, "cancelled_at", &patch.cancelled_at, time)?;
+    set_field(&mut sets, &mut args, "error", &patch.error, text)?;
+    set_field(&mut sets, &mut args, "result", &patch.result, |r| {
+        serde_json::to_string(r)
+            .map(rusqlite::types::Value::Text)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    })?;
+    match patch.queue {
+        QueuePlace::Back => sets.push(
+            "queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')".into(),
+        ),
+        QueuePlace::Front => sets.push(
+            "queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')".into(),
+        ),
+        QueuePlace::Keep => {}
+    }
+    args.push(seq.into());
+    let n_seq = args.len();
+    args.push(patch.from.as_str().to_owned().into());
+    let n_from = args.len();
+    args.push(i64::from(patch.run).into());
+    let n_run = args.len();
+    let mut sql = format!(
+        "UPDATE jobs SET {} WHERE seq = ?{n_seq} AND status = ?{n_from} AND attempts = ?{n_run}",
+        sets.join(", ")
+    );
+    if patch.requires_all_chunks {
+        sql.push_str(" AND chunks_completed = chunks_total");
+    }
+    if conn.execute(&sql, rusqlite::params_from_iter(args))? != 1 {
+        return Ok(false);
+    }
+    match patch.chunks {
+        ChunkChange::None => {}
+        ChunkChange::ResetFailed { .. } => {
+            conn.execute(
+                "UPDATE chunks SET status = 'pending', error = NULL
+                 WHERE job_seq = ?1 AND status = 'failed'",
+                [seq],
+            )?;
+        }
+        ChunkChange::Fail { index } => {
+            conn.execute(
+                "UPDATE chunks SET status = 'failed' WHERE job_seq = ?1 AND idx = ?2 AND status = 'pending'",
+                params![seq, index],
+            )?;
+        }
+    }
+    Ok(true)
+}
+
+/// Slots in use: jobs processing, by the partial index of running jobs.
+const RUNNING_SQL: &str =
+    "SELECT COUNT(*) FROM jobs INDEXED BY jobs_running WHERE status = 'processing'";
+
+fn read_chunks(conn: &Connection, seq: i64, from: u32) -> Result<Vec<ChunkRecord>, StoreError> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT idx, source, status, attempts, translation, error, duration_ms, run,
+                confidence, from_memory, context, warning
+         FROM chunks WHERE job_seq = ?1 AND idx >= ?2 ORDER BY idx",
+    )?;
+    let rows = stmt.query_map(params![seq, from], |r| {
+        Ok((
+            (
+                r.get::<_, u32>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, String>(2)?,
+                r.get::<_, u32>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+                r.get::<_, Option<i64>>(6)?,
+                r.get::<_, u32>(7)?,
+            ),
+            (
+                r.get::<_, Option<f64>>(8)?,
+                r.get::<_, bool>(9)?,
+                r.get::<_, Option<String>>(10)?,
+                r.get::<_, Option<String>>(11)?,
+            ),
+        ))
+    })?;
+    let mut out = Vec::new();
+    for r in rows {
+        let (
+            (index, source, status, attempts, translation, error, duration, run),
+            (confidence, from_memory, context, warning),
+        ) = r?;
+        out.push(ChunkRecord {
+            index,
+            source,
+            status: ChunkStatus::parse(&status)
+                .ok_or_else(|| StoreError::Corrupt(format!("chunk status '{status}'")))?,
+            attempts,
+            translation,
+            error,
+            duration_ms: duration.map(|d| d.max(0) as u64),
+            run,
+            confidence,
+            from_memory,
+            context,
+            warning,
+        });
+    }
+    Ok(out)
+}
+
+#[async_trait]
+impl JobStore for Store {
+    async fn create(&self, job: &Job, chunks: &[String]) -> PortResult<()> {
+        let job = job.clone();
+        let chunks = chunks.to_vec();
+        Ok(self.write(move |conn| insert_job(conn, &job, &chunks)).await?)
+    }
+
+    async fn create_failed(&self, job: &Job) -> PortResult<()> {
+        let job = job.clone();
+        Ok(self.write(move |conn| insert_job(conn, &job, &[])).await?)
+    }
+
+    async fn get(&self, id: JobId) -> PortResult<Job> {
+        Ok(self.read(move |conn| load_job(conn, id)).await?.job)
+    }
+
+    async fn list(&self, page: &PageRequest) -> PortResult<StorePage> {
+        let page = page.clone();
+        Ok(self
+            .read(move |conn| {
+                let mut sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE 1 = 1");
+                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                if let Some(s) = page.filter.status {
+                    sql.push_str(" AND status = ?");
+                    args.push(s.as_str().to_owned().into());
+                }
+                if let Some(k) = page.filter.kind {
+                    sql.push_str(" AND kind = ?");
+                    args.push(k.as_str().to_owned().into());
+                }
+                if let Some(after) = &page.after {
+                    let before: i64 = after
+                        .parse()
+                        .ok()
+                        .filter(|s| *s > 0)
+                        .ok_or_else(|| StoreError::InvalidCursor(after.clone()))?;
+                    sql.push_str(" AND seq < ?");
+                    args.push(before.into());
+                }
+                sql.push_str(" ORDER BY seq DESC LIMIT ?");
+                args.push((i64::from(page.limit) + 1).into());
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let rows = stmt.query_map(rusqlite::params_from_iter(args), job_from_row)?;
+                let mut out = Vec::new();
+                for r in rows {
+                    let (seq, raw) = r?;
+                    out.push((seq, raw.into_job()?));
+                }
+                let more = out.len() > page.limit as usize;
+                out.truncate(page.limit as usize);
+                let next = if more {
+                    out.last().map(|(seq, _)| seq.to_string())
+                } else {
+                    None
+                };
+                Ok(StorePage {
+                    jobs: out.into_iter().map(|(_, j)| j).collect(),
+                    next,
+                })
+            })
+            .await?)
+    }
+
+    async fn apply(&self, id: JobId, patch: &JobPatch) -> PortResult<Applied> {
+        let patch = patch.clone();
+        Ok(self
+            .write(move |conn| {
+                let seq = seq_of(conn, id)?;
+                if apply_patch(conn, seq, &patch)? {
+                    Ok(Applied::Done(load_job(conn, id)?.job))
+                } else {
+                    Ok(Applied::Lost)
+                }
+            })
+            .await?)
+    }
+
+    async fn next_pending(&self, n: u32) -> PortResult<Vec<JobId>> {
+        Ok(self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT ?1",
+                )?;
+                let rows = stmt.query_map([n], |r| r.get::<_, String>(0))?;
+                let mut out = Vec::new();
+                for r in rows {
+                    let id = r?;
+                    out.push(
+                        id.parse()
+                            .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?,
+                    );
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    /// One write: the oldest pending job by the queue index, started with
+    /// the patch core plans, under the limit.
+    async fn claim_next(&self, limit: u32, now: DateTime<Utc>) -> PortResult<Option<Job>> {
+        Ok(self
+            .write(move |conn| {
+                let seq: Option<i64> = conn
+                    .query_row(CLAIM_NEXT_SQL, [], |r| r.get(0))
+                    .optional()?;
+                let Some(seq) = seq else { return Ok(None) };
+                let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1");
+                let (_, raw) = conn.query_row(&sql, [seq], job_from_row)?;
+                let job = raw.into_job()?;
+                let Ok(patch) = JobPatch::plan(&job, Change::Start { limit }, now) else {
+                    return Ok(None);
+                };
+                if apply_patch(conn, seq, &patch)? {
+                    Ok(Some(patch.applied_to(&job)))
+                } else {
+                    Ok(None)
+                }
+            })
+            .await?)
+    }
+
+    async fn checkpoint(&self, id: JobId, run: u32, done: &ChunkDone) -> PortResult<Checkpoint> {
+        let done = done.clone();
+        Ok(self
+            .write(move |conn| {
+                let seq = seq_of(conn, id)?;
+                let live: bool = conn.query_row(
+                    "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
+                    params![seq, run],
+                    |r| r.get(0),
+                )?;
+                if !live {
+                    return Ok(Checkpoint::RunEnded);
+                }
+                let n = conn.execute(
+                    CHECKPOINT_SQL,
+                    params![
+                        done.translation,
+                        done.duration_ms.map(|d| d as i64),
+                        done.attempts,
+                        run,
+                        seq,
+                        done.index,
+                        done.confidence,
+                        done.from_memory,
+                        done.context,
+                        done.warning
+                    ],
+                )?;
+                if n != 1 {
+                    return Ok(Checkpoint::AlreadyDone);
+                }
+                conn.execute(
+                    "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
+                    [seq],
+                )?;
+                Ok(Checkpoint::Recorded)
+            })
+            .await?)
+    }
+
+    async fn note_chunk_error(&self, id: JobId, index: u32, error: &str) -> PortResult<()> {
+        let error = error.to_owned();
+        Ok(self
+            .write(move |conn| {
+                let seq = seq_of(conn, id)?;
+                conn.execute(
+                    "UPDATE chunks SET error = ?1, attempts = attempts + 1
+                     WHERE job_seq = ?2 AND idx = ?3 AND status = 'pending'",
+                    params![error, seq, index],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn chunks(&self, id: JobId, from: u32) -> PortResult<Vec<ChunkRecord>> {
+        Ok(self
+            .read(move |conn| read_chunks(conn, seq_of(conn, id)?, from))
+            .await?)
+    }
+
+    async fn progress_inputs(&self, job: &Job) -> PortResult<(u64, Vec<ChunkTiming>)> {
+        let (id, run) = (job.id, job.attempts);
+        Ok(self
+            .read(move |conn| {
+                let seq = seq_of(conn, id)?;
+                let remaining: i64 = conn.query_row(
+                    "SELECT COALESCE(SUM(chars), 0) FROM chunks WHERE job_seq = ?1 AND status != 'completed'",
+                    [seq],
+                    |r| r.get(0),
+                )?;
+                let mut stmt = conn.prepare_cached(
+                    "SELECT chars, duration_ms FROM chunks
+                     WHERE job_seq = ?1 AND status = 'completed' AND run = ?2
+                       AND from_memory = 0 AND duration_ms IS NOT NULL
+                     ORDER BY idx DESC LIMIT ?3",
+                )?;
+                let mut timings = stmt
+                    .query_map(params![seq, run, lotsawa_core::progress::WINDOW as i64], |r| {
+                        Ok(ChunkTiming {
+                            chars: r.get::<_, i64>(0)?.max(0) as u64,
+                            duration_ms: r.get::<_, Option<i64>>(1)?.unwrap_or(0).max(0) as u64,
+                        })
+                    })?
+                    .collect::<Result<Vec<_>, _>>()?;
+                timings.reverse();
+                Ok((remaining.max(0) as u64, timings))
+            })
+            .await?)
+    }
+
+    async fn memory_get(&self, key: &str) -> PortResult<Option<(String, Option<f64>)>> {
+        let key = key.to_owned();
+        Ok(self
+            .read(move |conn| {
+                Ok(conn
+                    .query_row(
+                        "SELECT translation, confidence FROM memory WHERE key = ?1",
+                        [key],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?)
+            })
+            .await?)
+    }
+
+    async fn memory_put(
+        &self,
+        key: &str,
+        translation: &str,
+        confidence: Option<f64>,
+    ) -> PortResult<()> {
+        let (key, translation) = (key.to_owned(), translation.to_owned());
+        Ok(self
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT OR IGNORE INTO memory (key, translation, confidence, created_at) VALUES (?1, ?2, ?3, ?4)",
+                    params![key, translation, confidence, ts(Utc::now())],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn counts(&self) -> PortResult<Vec<(JobStatus, u64)>> {
+        Ok(self
+            .read(move |conn| {
+                let mut out = Vec::new();
+                let mut stmt = conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
+                for s in JobStatus::ALL {
+                    let n: i64 = stmt.query_row([s.as_str()], |r| r.get(0))?;
+                    out.push((*s, n.max(0) as u64));
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    async fn slots_in_use(&self) -> PortResult<u32> {
+        Ok(self
+            .read(move |conn| {
+                let n: i64 = conn.query_row(RUNNING_SQL, [], |r| r.get(0))?;
+                Ok(n.max(0) as u32)
+            })
+            .await?)
+    }
 }
 
 fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {

@@ -1,0 +1,625 @@
+//! The cases. Each takes an empty store and panics with a message on the
+//! first behaviour that differs from the port's contract.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::time::Duration;
+
+use chrono::{DateTime, TimeZone, Utc};
+use lotsawa_core::store::{
+    Change, Checkpoint, ChunkDone, JobPatch, TransitionOutcome, transition, transition_by_id,
+};
+use lotsawa_core::{
+    Applied, ChunkStatus, EngineChoice, Job, JobConfig, JobId, JobResult, JobService, JobStatus,
+    JobStore, JobType, ListQuery, Runner, Service, ServiceError, StoreError,
+};
+
+type Store = Arc<dyn JobStore>;
+
+/// Creation times strictly increase, so "newest first" is well defined on
+/// every store (DynamoDB sorts by `createdAt`, in milliseconds).
+fn created_at() -> DateTime<Utc> {
+    static LAST: AtomicI64 = AtomicI64::new(0);
+    let now = Utc::now().timestamp_millis();
+    let mut prev = LAST.load(Ordering::SeqCst);
+    loop {
+        let next = now.max(prev + 1);
+        match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
+            Ok(_) => return Utc.timestamp_millis_opt(next).single().unwrap_or_else(Utc::now),
+            Err(p) => prev = p,
+        }
+    }
+}
+
+fn job_of(chunks: &[String]) -> Job {
+    Job {
+        id: JobId::new(),
+        kind: JobType::Translation,
+        status: JobStatus::Pending,
+        source: chunks.concat(),
+        config: JobConfig::default(),
+        result: None,
+        error: None,
+        chunks_completed: 0,
+        chunks_total: chunks.len() as u32,
+        created_at: created_at(),
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        attempts: 0,
+    }
+}
+
+async fn create_with(store: &Store, chunks: &[String]) -> Job {
+    let job = job_of(chunks);
+    store.create(&job, chunks).await.expect("create a job");
+    job
+}
+
+async fn create(store: &Store, n: usize) -> Job {
+    let chunks: Vec<String> = (0..n).map(|i| format!("ཀ་ཁ་{i}། ")).collect();
+    create_with(store, &chunks).await
+}
+
+fn applied(outcome: TransitionOutcome, what: &str) -> Job {
+    match outcome {
+        TransitionOutcome::Applied(j) => j,
+        other => panic!("{what}: expected the change to apply, got {other:?}"),
+    }
+}
+
+async fn change(store: &Store, job: &Job, c: Change) -> TransitionOutcome {
+    transition(&**store, job, c, Utc::now())
+        .await
+        .expect("store call")
+}
+
+async fn start(store: &Store, job: &Job) -> Job {
+    applied(change(store, job, Change::Start { limit: 100 }).await, "start")
+}
+
+fn done(index: u32, text: &str) -> ChunkDone {
+    ChunkDone {
+        index,
+        translation: text.to_owned(),
+        duration_ms: Some(5),
+        attempts: 1,
+        confidence: Some(0.5),
+        from_memory: false,
+        context: None,
+        warning: None,
+    }
+}
+
+fn result(text: &str) -> JobResult {
+    JobResult {
+        translation: text.to_owned(),
+        confidence: Some(0.5),
+        processing_time: 5,
+        engine: "echo".into(),
+        model: None,
+        warnings: vec![],
+        chunks_from_memory: 0,
+    }
+}
+
+async fn checkpoint_all(store: &Store, job: &Job) {
+    for i in 0..job.chunks_total {
+        let c = store
+            .checkpoint(job.id, job.attempts, &done(i, &format!("out {i}")))
+            .await
+            .expect("checkpoint");
+        assert_eq!(c, Checkpoint::Recorded, "checkpoint of chunk {i}");
+    }
+}
+
+/// A fresh one-chunk job brought to `status` by legal changes only.
+async fn job_in(store: &Store, status: JobStatus) -> Job {
+    let job = create(store, 1).await;
+    match status {
+        JobStatus::Pending => job,
+        JobStatus::Processing => start(store, &job).await,
+        JobStatus::Completed => {
+            let j = start(store, &job).await;
+            checkpoint_all(store, &j).await;
+            let j = store.get(j.id).await.expect("get");
+            applied(
+                change(store, &j, Change::Complete(result("out 0"))).await,
+                "complete",
+            )
+        }
+        JobStatus::Failed => {
+            let j = start(store, &job).await;
+            let fail = Change::Fail {
+                error: "chunk 0 failed: no".into(),
+                chunk: Some(0),
+            };
+            applied(change(store, &j, fail).await, "fail")
+        }
+        JobStatus::Cancelled => applied(change(store, &job, Change::Cancel).await, "cancel"),
+    }
+}
+
+fn every_change() -> Vec<Change> {
+    vec![
+        Change::Start { limit: 100 },
+        Change::Complete(result("x")),
+        Change::Fail {
+            error: "failed".into(),
+            chunk: None,
+        },
+        Change::Cancel,
+        Change::Retry,
+        Change::Requeue,
+    ]
+}
+
+/// Every status × every change: allowed ones apply and give the status
+/// `JobStatus::apply` names; refused ones write nothing.
+pub async fn every_transition_is_checked_and_compare_and_set(store: Store) {
+    for from in JobStatus::ALL {
+        for c in every_change() {
+            let job = job_in(&store, *from).await;
+            let mut job = store.get(job.id).await.expect("get");
+            let t = c.transition();
+            if matches!(c, Change::Complete(_)) && *from == JobStatus::Processing {
+                // A completion needs every chunk done.
+                checkpoint_all(&store, &job).await;
+                job = store.get(job.id).await.expect("get");
+            }
+            let expected = from.apply(t);
+            let out = change(&store, &job, c.clone()).await;
+            let after = store.get(job.id).await.expect("get");
+            match (expected, out) {
+                (Ok(to), TransitionOutcome::Applied(j)) => {
+                    assert_eq!(j.status, to, "{from} --{t:?}--> returned status");
+                    assert_eq!(after.status, to, "{from} --{t:?}--> stored status");
+                }
+                (Err(_), TransitionOutcome::NotAllowed(e)) => {
+                    assert_eq!(e.from, *from);
+                    assert_eq!(after, job, "{from} --{t:?}--> refused but wrote");
+                }
+                (e, o) => panic!("{from} --{t:?}-->: expected {e:?}, got {o:?}"),
+            }
+            // Leave nothing holding a slot for the next case.
+            if after.status == JobStatus::Processing {
+                let fail = Change::Fail {
+                    error: "cleanup".into(),
+                    chunk: None,
+                };
+                applied(change(&store, &after, fail).await, "cleanup");
+            }
+        }
+    }
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+}
+
+/// A worker of an old run can neither end, checkpoint nor patch the new run.
+pub async fn a_stale_run_cannot_write(store: Store) {
+    let job = create(&store, 2).await;
+    let run1 = start(&store, &job).await;
+    assert_eq!(run1.attempts, 1);
+    let cancelled = applied(change(&store, &run1, Change::Cancel).await, "cancel");
+    let pending = applied(change(&store, &cancelled, Change::Retry).await, "retry");
+    let run2 = start(&store, &pending).await;
+    assert_eq!(run2.attempts, 2);
+
+    let c = store
+        .checkpoint(job.id, 1, &done(0, "stale"))
+        .await
+        .expect("checkpoint");
+    assert_eq!(c, Checkpoint::RunEnded);
+    let fail = Change::Fail {
+        error: "stale".into(),
+        chunk: Some(0),
+    };
+    let out = transition_by_id(&*store, job.id, Some(1), fail.clone(), Utc::now())
+        .await
+        .expect("store call");
+    assert!(
+        matches!(out, TransitionOutcome::LostRace(ref j) if j.status == JobStatus::Processing),
+        "run 1 ended run 2: {out:?}"
+    );
+    // A patch planned on the run-1 snapshot loses the compare-and-set.
+    let stale = JobPatch::plan(&run1, fail, Utc::now()).expect("plan");
+    assert_eq!(
+        store.apply(job.id, &stale).await.expect("apply"),
+        Applied::Lost
+    );
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!(
+        (now.status, now.attempts, now.chunks_completed),
+        (JobStatus::Processing, 2, 0)
+    );
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert!(chunks.iter().all(|c| c.translation.is_none()));
+}
+
+/// Jobs are claimed oldest first, each once.
+pub async fn claims_are_fifo(store: Store) {
+    let ids = [
+        create(&store, 1).await.id,
+        create(&store, 1).await.id,
+        create(&store, 1).await.id,
+    ];
+    for id in ids {
+        let got = store
+            .claim_next(10, Utc::now())
+            .await
+            .expect("claim")
+            .expect("a pending job");
+        assert_eq!(got.id, id);
+        assert_eq!(got.status, JobStatus::Processing);
+        assert_eq!(got.attempts, 1);
+        assert!(got.started_at.is_some());
+    }
+    assert!(
+        store
+            .claim_next(10, Utc::now())
+            .await
+            .expect("claim")
+            .is_none()
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 3);
+}
+
+/// With one slot and two claimers at once, exactly one wins; the slot comes
+/// back when its job ends.
+pub async fn two_claimers_respect_the_concurrency_limit(store: Store) {
+    let a = create(&store, 1).await;
+    let b = create(&store, 1).await;
+    let (s1, s2) = (store.clone(), store.clone());
+    let (r1, r2) = tokio::join!(
+        async move { s1.claim_next(1, Utc::now()).await },
+        async move { s2.claim_next(1, Utc::now()).await },
+    );
+    let won: Vec<Job> = [r1.expect("claim"), r2.expect("claim")]
+        .into_iter()
+        .flatten()
+        .collect();
+    assert_eq!(won.len(), 1, "both claimers won: {won:?}");
+    assert_eq!(won[0].id, a.id);
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+    assert!(
+        store
+            .claim_next(1, Utc::now())
+            .await
+            .expect("claim")
+            .is_none(),
+        "a second job started beyond the limit"
+    );
+    let fail = Change::Fail {
+        error: "done".into(),
+        chunk: None,
+    };
+    applied(change(&store, &won[0], fail).await, "fail");
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    let next = store
+        .claim_next(1, Utc::now())
+        .await
+        .expect("claim")
+        .expect("the second job");
+    assert_eq!(next.id, b.id);
+}
+
+/// The same chunk completed twice is written and counted once.
+pub async fn checkpoints_are_idempotent(store: Store) {
+    let job = start(&store, &create(&store, 2).await).await;
+    let first = store
+        .checkpoint(job.id, 1, &done(0, "first"))
+        .await
+        .expect("checkpoint");
+    let again = store
+        .checkpoint(job.id, 1, &done(0, "second"))
+        .await
+        .expect("checkpoint");
+    assert_eq!((first, again), (Checkpoint::Recorded, Checkpoint::AlreadyDone));
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!(now.chunks_completed, 1);
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert_eq!(chunks[0].translation.as_deref(), Some("first"));
+    assert_eq!(chunks[0].status, ChunkStatus::Completed);
+    assert_eq!(chunks[0].run, 1);
+    assert_eq!(chunks[1].status, ChunkStatus::Pending);
+    // From index 1 on: only the second chunk.
+    let from1 = store.chunks(job.id, 1).await.expect("chunks");
+    assert_eq!(from1.len(), 1);
+    assert_eq!(from1[0].index, 1);
+}
+
+/// Cancelling a pending job holds no slot; cancelling a processing job
+/// gives its slot back; neither can be cancelled twice.
+pub async fn cancel_of_pending_and_processing(store: Store) {
+    let pending = create(&store, 1).await;
+    let running = start(&store, &create(&store, 1).await).await;
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+    let c1 = applied(change(&store, &pending, Change::Cancel).await, "cancel");
+    assert_eq!(c1.status, JobStatus::Cancelled);
+    assert!(c1.cancelled_at.is_some());
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+    let c2 = applied(change(&store, &running, Change::Cancel).await, "cancel");
+    assert_eq!(c2.status, JobStatus::Cancelled);
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    assert!(matches!(
+        change(&store, &c2, Change::Cancel).await,
+        TransitionOutcome::NotAllowed(_)
+    ));
+    // Nothing is left to claim.
+    assert!(
+        store
+            .claim_next(5, Utc::now())
+            .await
+            .expect("claim")
+            .is_none()
+    );
+}
+
+/// Retry keeps completed chunks and makes the failed one pending again.
+pub async fn retry_resets_only_unfinished_chunks(store: Store) {
+    let job = start(&store, &create(&store, 3).await).await;
+    store
+        .checkpoint(job.id, 1, &done(0, "kept"))
+        .await
+        .expect("checkpoint");
+    store
+        .note_chunk_error(job.id, 1, "503 from the provider")
+        .await
+        .expect("note");
+    store
+        .note_chunk_error(job.id, 1, "503 again")
+        .await
+        .expect("note");
+    let job = store.get(job.id).await.expect("get");
+    let fail = Change::Fail {
+        error: "chunk 1 failed after 2 attempts: 503 again".into(),
+        chunk: Some(1),
+    };
+    let failed = applied(change(&store, &job, fail).await, "fail");
+    assert_eq!(failed.status, JobStatus::Failed);
+    assert!(failed.completed_at.is_some());
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    let st: Vec<ChunkStatus> = chunks.iter().map(|c| c.status).collect();
+    assert_eq!(
+        st,
+        [
+            ChunkStatus::Completed,
+            ChunkStatus::Failed,
+            ChunkStatus::Pending
+        ]
+    );
+    assert_eq!(chunks[1].attempts, 2);
+    assert_eq!(chunks[1].error.as_deref(), Some("503 again"));
+
+    let retried = applied(change(&store, &failed, Change::Retry).await, "retry");
+    assert_eq!(retried.status, JobStatus::Pending);
+    assert_eq!(retried.error, None);
+    assert_eq!(retried.completed_at, None);
+    assert_eq!(retried.started_at, None);
+    assert_eq!(retried.chunks_completed, 1);
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert_eq!(chunks[0].status, ChunkStatus::Completed);
+    assert_eq!(chunks[0].translation.as_deref(), Some("kept"));
+    assert_eq!(chunks[1].status, ChunkStatus::Pending);
+    assert_eq!(chunks[1].error, None);
+    assert_eq!(chunks[2].status, ChunkStatus::Pending);
+    let run2 = start(&store, &retried).await;
+    assert_eq!(run2.attempts, 2);
+}
+
+/// A service over the store, with a runner that starts nothing.
+fn service(store: &Store) -> Service {
+    struct Idle;
+    #[async_trait::async_trait]
+    impl Runner for Idle {
+        async fn queued(&self, _: &Job) -> Result<(), ServiceError> {
+            Ok(())
+        }
+        async fn cancelled(&self, _: &Job, _: JobStatus) {}
+        async fn wait_for_change(&self, _: JobId, max_wait: Duration) {
+            tokio::time::sleep(max_wait).await;
+        }
+        async fn extra_metrics(&self) -> Result<String, ServiceError> {
+            Ok(String::new())
+        }
+        fn ready(&self) -> Result<(), ServiceError> {
+            Ok(())
+        }
+    }
+    Service::new(
+        store.clone(),
+        Arc::new(Idle),
+        EngineChoice {
+            names: vec!["echo".into()],
+            default: "echo".into(),
+            place: "test",
+        },
+    )
+}
+
+async fn page(svc: &Service, q: ListQuery) -> (Vec<JobId>, Option<String>) {
+    let p = svc.list(q).await.expect("list");
+    (p.jobs.iter().map(|v| v.job.id).collect(), p.next_cursor)
+}
+
+/// Newest first; a cursor keeps its place while newer jobs arrive; filters
+/// by status and type.
+pub async fn lists_are_newest_first_with_stable_cursors(store: Store) {
+    let svc = service(&store);
+    let mut ids = Vec::new();
+    for _ in 0..5 {
+        ids.push(create(&store, 1).await.id);
+    }
+    let q = |cursor: Option<String>| ListQuery {
+        status: None,
+        kind: None,
+        limit: 2,
+        cursor,
+    };
+    let (p1, c1) = page(&svc, q(None)).await;
+    assert_eq!(p1, [ids[4], ids[3]]);
+    // Newer jobs arrive between pages.
+    create(&store, 1).await;
+    create(&store, 1).await;
+    let (p2, c2) = page(&svc, q(c1)).await;
+    assert_eq!(p2, [ids[2], ids[1]]);
+    let (p3, c3) = page(&svc, q(c2)).await;
+    assert_eq!(p3, [ids[0]]);
+    assert_eq!(c3, None);
+
+    // By status: the two cancelled ones, newest first, over two pages.
+    let a = store.get(ids[1]).await.expect("get");
+    let b = store.get(ids[3]).await.expect("get");
+    applied(change(&store, &a, Change::Cancel).await, "cancel");
+    applied(change(&store, &b, Change::Cancel).await, "cancel");
+    let cancelled = |cursor| ListQuery {
+        status: Some(JobStatus::Cancelled),
+        kind: None,
+        limit: 1,
+        cursor,
+    };
+    let (s1, sc) = page(&svc, cancelled(None)).await;
+    assert_eq!(s1, [ids[3]]);
+    let (s2, sc2) = page(&svc, cancelled(sc)).await;
+    assert_eq!(s2, [ids[1]]);
+    assert_eq!(sc2, None);
+    let translit = ListQuery {
+        status: None,
+        kind: Some(JobType::Transliteration),
+        limit: 10,
+        cursor: None,
+    };
+    assert!(page(&svc, translit).await.0.is_empty());
+    let listed = svc.list(q(None)).await.expect("list");
+    assert!(
+        listed.jobs.iter().all(|v| v.job.source.is_empty()),
+        "list items carry no source text"
+    );
+}
+
+/// A cursor issued for another filter, or one we never issued, is invalid
+/// input, not a server error.
+pub async fn foreign_and_forged_cursors_are_invalid_input(store: Store) {
+    let svc = service(&store);
+    for _ in 0..3 {
+        create(&store, 1).await;
+    }
+    let (_, cursor) = page(
+        &svc,
+        ListQuery {
+            status: Some(JobStatus::Pending),
+            kind: None,
+            limit: 1,
+            cursor: None,
+        },
+    )
+    .await;
+    let cursor = cursor.expect("a next page");
+    let forged_position = lotsawa_core::store::Cursor::encode(
+        &lotsawa_core::ListFilter::default(),
+        "not-a-position",
+    );
+    for bad in [cursor, "garbage!".to_owned(), forged_position] {
+        let r = svc
+            .list(ListQuery {
+                status: None,
+                kind: None,
+                limit: 1,
+                cursor: Some(bad.clone()),
+            })
+            .await;
+        assert!(
+            matches!(r, Err(ServiceError::Invalid(_))),
+            "cursor {bad}: {r:?}"
+        );
+    }
+}
+
+/// The memory answers what was put, and keeps the first entry of a key.
+pub async fn translation_memory_keeps_the_first_entry(store: Store) {
+    let key = format!("{}-key", JobId::new());
+    assert_eq!(store.memory_get(&key).await.expect("get"), None);
+    store
+        .memory_put(&key, "first", Some(0.9))
+        .await
+        .expect("put");
+    store.memory_put(&key, "second", None).await.expect("put");
+    assert_eq!(
+        store.memory_get(&key).await.expect("get"),
+        Some(("first".to_owned(), Some(0.9)))
+    );
+}
+
+/// Source, chunk translation and result over 100 KB come back exactly.
+pub async fn large_texts_round_trip_byte_for_byte(store: Store) {
+    let big = |seed: &str| -> String {
+        let mut s = String::new();
+        let mut i = 0u32;
+        while s.len() < 130_000 {
+            s.push_str(&format!("{seed}་ཀ་ཁ་ག་{i}། "));
+            i += 1;
+        }
+        s
+    };
+    let chunks = vec![big("བོད"), "ཁ།".to_owned()];
+    let job = create_with(&store, &chunks).await;
+    let stored = store.get(job.id).await.expect("get");
+    assert_eq!(stored.source, chunks.concat(), "source");
+    let run = start(&store, &stored).await;
+    let out0 = big("tr");
+    store
+        .checkpoint(job.id, run.attempts, &done(0, &out0))
+        .await
+        .expect("checkpoint");
+    store
+        .checkpoint(job.id, run.attempts, &done(1, "small"))
+        .await
+        .expect("checkpoint");
+    let ledger = store.chunks(job.id, 0).await.expect("chunks");
+    assert_eq!(ledger[0].source, chunks[0], "chunk source");
+    assert_eq!(ledger[0].translation.as_deref(), Some(out0.as_str()));
+    let whole = big("result");
+    let run = store.get(job.id).await.expect("get");
+    let done_job = applied(
+        change(&store, &run, Change::Complete(result(&whole))).await,
+        "complete",
+    );
+    assert_eq!(done_job.status, JobStatus::Completed);
+    let back = store.get(job.id).await.expect("get");
+    assert_eq!(back.result.map(|r| r.translation), Some(whole));
+    assert_eq!(back.source, chunks.concat());
+}
+
+/// Counts follow the jobs through their changes.
+pub async fn counts_by_status(store: Store) {
+    job_in(&store, JobStatus::Pending).await;
+    job_in(&store, JobStatus::Pending).await;
+    job_in(&store, JobStatus::Processing).await;
+    job_in(&store, JobStatus::Completed).await;
+    job_in(&store, JobStatus::Failed).await;
+    job_in(&store, JobStatus::Cancelled).await;
+    let counts = store.counts().await.expect("counts");
+    let of = |s: JobStatus| {
+        counts
+            .iter()
+            .find(|(st, _)| *st == s)
+            .map_or(0, |(_, n)| *n)
+    };
+    assert_eq!(of(JobStatus::Pending), 2);
+    assert_eq!(of(JobStatus::Processing), 1);
+    assert_eq!(of(JobStatus::Completed), 1);
+    assert_eq!(of(JobStatus::Failed), 1);
+    assert_eq!(of(JobStatus::Cancelled), 1);
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+}
+
+/// An unknown id is `NotFound` everywhere a job is read.
+pub async fn unknown_jobs_are_not_found(store: Store) {
+    let id = JobId::new();
+    assert!(matches!(store.get(id).await, Err(StoreError::NotFound(x)) if x == id));
+    assert!(matches!(
+        store.chunks(id, 0).await,
+        Err(StoreError::NotFound(_))
+    ));
+    let r = service(&store).get(id).await;
+    assert!(matches!(r, Err(ServiceError::NotFound(_))), "{r:?}");
+}

@@ -1,0 +1,53 @@
+//! The job store conformance suite: one set of cases every
+//! [`JobStore`](lotsawa_core::JobStore) must pass, instantiated per store
+//! with [`conformance_tests!`] (one `#[tokio::test]` per case, so a failure
+//! never hides the cases after it).
+//!
+//! A store under test comes from a factory: an async function returning a
+//! [`Fixture`] whose store is empty and used by one case only.
+
+pub mod cases;
+
+use std::sync::Arc;
+
+use lotsawa_core::JobStore;
+
+/// An empty store for one case, and whatever keeps it alive.
+pub struct Fixture {
+    /// The store.
+    pub store: Arc<dyn JobStore>,
+    /// Dropped after the case (a temporary directory, say).
+    pub guard: Box<dyn std::any::Any + Send>,
+}
+
+/// Every case's name, in the order they are generated.
+#[macro_export]
+macro_rules! conformance_tests {
+    ($factory:path) => {
+        $crate::conformance_tests!(@cases $factory;
+            every_transition_is_checked_and_compare_and_set,
+            a_stale_run_cannot_write,
+            claims_are_fifo,
+            two_claimers_respect_the_concurrency_limit,
+            checkpoints_are_idempotent,
+            cancel_of_pending_and_processing,
+            retry_resets_only_unfinished_chunks,
+            lists_are_newest_first_with_stable_cursors,
+            foreign_and_forged_cursors_are_invalid_input,
+            translation_memory_keeps_the_first_entry,
+            large_texts_round_trip_byte_for_byte,
+            counts_by_status,
+            unknown_jobs_are_not_found
+        );
+    };
+    (@cases $factory:path; $($case:ident),* $(,)?) => {
+        $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let fixture: $crate::Fixture = $factory().await;
+                $crate::cases::$case(fixture.store.clone()).await;
+                drop(fixture);
+            }
+        )*
+    };
+}

@@ -1,0 +1,18 @@
+//! The job store conformance suite on the SQLite store (a fresh database
+//! file per case).
+
+use std::sync::Arc;
+
+use lotsawa_conformance::Fixture;
+use lotsawa_local::Store;
+
+async fn sqlite() -> Fixture {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = Store::open(dir.path().join("jobs.db")).expect("open the store");
+    Fixture {
+        store: Arc::new(store),
+        guard: Box::new(dir),
+    }
+}
+
+lotsawa_conformance::conformance_tests!(sqlite);
