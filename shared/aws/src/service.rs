@@ -7,9 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_sdk_sfn::error::DisplayErrorContext;
-use lotsawa_core::{
-    EngineChoice, Job, JobId, JobStatus, Runner, Service, ServiceError,
-};
+use lotsawa_core::{EngineChoice, Job, JobId, JobStatus, Runner, Service, ServiceError};
 
 use crate::store::DynamoStore;
 

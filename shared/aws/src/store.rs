@@ -253,7 +253,8 @@ impl DynamoStore {
 
     async fn get_text(&self, key: &str) -> Result<String, StoreError> {
         let bytes = self.get_bytes(&self.config.bucket, key).await?;
-        String::from_utf8(bytes).map_err(|_| StoreError::Corrupt(format!("s3 object {key} is not UTF-8")))
+        String::from_utf8(bytes)
+            .map_err(|_| StoreError::Corrupt(format!("s3 object {key} is not UTF-8")))
     }
 
     /// Store a text inline when small, else in S3 under `key`; the value
@@ -544,8 +545,7 @@ impl DynamoStore {
         } else {
             removes.push("expiresAt");
         }
-        if matches!(patch.to, JobStatus::Pending) || matches!(patch.slot, SlotChange::Take { .. })
-        {
+        if matches!(patch.to, JobStatus::Pending) || matches!(patch.slot, SlotChange::Take { .. }) {
             // A new run gets a new execution.
             removes.push("executionArn");
         }
@@ -755,8 +755,7 @@ impl JobStore for DynamoStore {
         };
         let mut start = match &page.after {
             Some(pos) => {
-                let id =
-                    position_key(pos).ok_or_else(|| StoreError::InvalidCursor(pos.clone()))?;
+                let id = position_key(pos).ok_or_else(|| StoreError::InvalidCursor(pos.clone()))?;
                 Some(HashMap::from([
                     ("pk".to_owned(), s(job_pk(id))),
                     ("sk".to_owned(), s("JOB")),
@@ -859,7 +858,7 @@ impl JobStore for DynamoStore {
             );
         }
         match self.transact(items).await? {
-            Tx::Done => Ok(Applied::Done(self.get(id).await?)),
+            Tx::Done => Ok(Applied::Done(Box::new(self.get(id).await?))),
             Tx::ConditionFailed => Ok(Applied::Lost),
         }
     }

@@ -175,7 +175,11 @@ impl Worker {
                         .memory_put(key, &out.text, out.confidence)
                         .await?;
                 }
-                tracing::info!(chunk = k, ms = elapsed.as_millis() as u64, "chunk translated");
+                tracing::info!(
+                    chunk = k,
+                    ms = elapsed.as_millis() as u64,
+                    "chunk translated"
+                );
                 Ok(Answer::Success(more(k + 1)))
             }
             Err(err) => {
@@ -218,9 +222,14 @@ impl Worker {
                 .and_then(|e| e.default_model().map(str::to_owned))
         });
         let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
-        let outcome =
-            transition_by_id(&self.store, id, Some(run), Change::Complete(result), Utc::now())
-                .await?;
+        let outcome = transition_by_id(
+            &self.store,
+            id,
+            Some(run),
+            Change::Complete(result),
+            Utc::now(),
+        )
+        .await?;
         if !matches!(outcome, TransitionOutcome::Applied(_)) {
             tracing::info!(?outcome, "the run ended elsewhere");
         }

@@ -25,7 +25,12 @@ fn created_at() -> DateTime<Utc> {
     loop {
         let next = now.max(prev + 1);
         match LAST.compare_exchange(prev, next, Ordering::SeqCst, Ordering::SeqCst) {
-            Ok(_) => return Utc.timestamp_millis_opt(next).single().unwrap_or_else(Utc::now),
+            Ok(_) => {
+                return Utc
+                    .timestamp_millis_opt(next)
+                    .single()
+                    .unwrap_or_else(Utc::now);
+            }
             Err(p) => prev = p,
         }
     }
@@ -75,7 +80,10 @@ async fn change(store: &Store, job: &Job, c: Change) -> TransitionOutcome {
 }
 
 async fn start(store: &Store, job: &Job) -> Job {
-    applied(change(store, job, Change::Start { limit: 100 }).await, "start")
+    applied(
+        change(store, job, Change::Start { limit: 100 }).await,
+        "start",
+    )
 }
 
 fn done(index: u32, text: &str) -> ChunkDone {
@@ -313,7 +321,10 @@ pub async fn checkpoints_are_idempotent(store: Store) {
         .checkpoint(job.id, 1, &done(0, "second"))
         .await
         .expect("checkpoint");
-    assert_eq!((first, again), (Checkpoint::Recorded, Checkpoint::AlreadyDone));
+    assert_eq!(
+        (first, again),
+        (Checkpoint::Recorded, Checkpoint::AlreadyDone)
+    );
     let now = store.get(job.id).await.expect("get");
     assert_eq!(now.chunks_completed, 1);
     let chunks = store.chunks(job.id, 0).await.expect("chunks");
@@ -514,10 +525,8 @@ pub async fn foreign_and_forged_cursors_are_invalid_input(store: Store) {
     )
     .await;
     let cursor = cursor.expect("a next page");
-    let forged_position = lotsawa_core::store::Cursor::encode(
-        &lotsawa_core::ListFilter::default(),
-        "not-a-position",
-    );
+    let forged_position =
+        lotsawa_core::store::Cursor::encode(&lotsawa_core::ListFilter::default(), "not-a-position");
     for bad in [cursor, "garbage!".to_owned(), forged_position] {
         let r = svc
             .list(ListQuery {

@@ -30,9 +30,9 @@ pub use job::{
     SourceText, Transition, TransitionError, ValidationError,
 };
 pub use ledger::{ChunkRecord, ChunkStatus};
+pub use pipeline::{ChunkPlan, EngineCatalog};
 pub use progress::Progress;
 pub use retry::{RetryDecision, RetryPolicy};
-pub use pipeline::{ChunkPlan, EngineCatalog};
 pub use service::{
     ChunkOutput, EngineChoice, JobPage, JobService, JobView, ListQuery, Runner, Service,
     ServiceError,

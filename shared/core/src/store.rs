@@ -307,7 +307,7 @@ impl JobPatch {
 #[derive(Debug, Clone, PartialEq)]
 pub enum Applied {
     /// Written; the job as it is now.
-    Done(Job),
+    Done(Box<Job>),
     /// The job was no longer in the patch's status and run (or, for a
     /// start, no slot was free; for a completion, a chunk was unfinished).
     Lost,
@@ -467,8 +467,7 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     ) -> Result<Checkpoint, StoreError>;
 
     /// Count a failed provider call on a pending chunk and keep its error.
-    async fn note_chunk_error(&self, id: JobId, index: u32, error: &str)
-    -> Result<(), StoreError>;
+    async fn note_chunk_error(&self, id: JobId, index: u32, error: &str) -> Result<(), StoreError>;
 
     /// Chunks with index `from` and later, in order, with their sources.
     async fn chunks(&self, id: JobId, from: u32) -> Result<Vec<ChunkRecord>, StoreError>;
@@ -531,7 +530,7 @@ pub async fn transition<S: JobStore + ?Sized>(
         Err(e) => return Ok(TransitionOutcome::NotAllowed(e)),
     };
     match store.apply(job.id, &patch).await? {
-        Applied::Done(j) => Ok(TransitionOutcome::Applied(j)),
+        Applied::Done(j) => Ok(TransitionOutcome::Applied(*j)),
         Applied::Lost => Ok(TransitionOutcome::LostRace(store.get(job.id).await?)),
     }
 }
@@ -581,7 +580,10 @@ mod tests {
     fn start_takes_a_slot_and_opens_a_new_run() {
         let now = Utc::now();
         let p = JobPatch::plan(&job(Pending, 2), Change::Start { limit: 3 }, now).expect("plan");
-        assert_eq!((p.from, p.run, p.to, p.attempts), (Pending, 2, Processing, 3));
+        assert_eq!(
+            (p.from, p.run, p.to, p.attempts),
+            (Pending, 2, Processing, 3)
+        );
         assert_eq!(p.slot, SlotChange::Take { limit: 3 });
         assert_eq!(p.started_at, Field::Set(now));
         assert_eq!(p.completed_at, Field::Clear);

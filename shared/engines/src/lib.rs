@@ -262,6 +262,21 @@ impl EngineSet {
 /// Default per-request timeout for provider calls.
 pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(120);
 
+impl lotsawa_core::EngineCatalog for EngineSet {
+    fn engine(&self, name: &str) -> Option<Arc<dyn Engine>> {
+        self.get(name)
+    }
+    fn default_engine(&self) -> &str {
+        self.default_name()
+    }
+    fn engine_names(&self) -> Vec<String> {
+        self.names()
+    }
+    fn server_glossary(&self) -> Vec<lotsawa_core::GlossaryEntry> {
+        self.glossary.entries()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,20 +328,5 @@ mod tests {
             err.to_string().starts_with("LOTSAWA_PROVIDER_TIMEOUT_MS"),
             "{err}"
         );
-    }
-}
-
-impl lotsawa_core::EngineCatalog for EngineSet {
-    fn engine(&self, name: &str) -> Option<Arc<dyn Engine>> {
-        self.get(name)
-    }
-    fn default_engine(&self) -> &str {
-        self.default_name()
-    }
-    fn engine_names(&self) -> Vec<String> {
-        self.names()
-    }
-    fn server_glossary(&self) -> Vec<lotsawa_core::GlossaryEntry> {
-        self.glossary.entries()
     }
 }

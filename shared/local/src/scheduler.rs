@@ -73,7 +73,9 @@ pub(crate) async fn run(shared: Shared) {
                     let id = job.id;
                     match transition(&shared.store, &job, Change::Requeue, Utc::now()).await {
                         Ok(TransitionOutcome::Applied(_)) => {}
-                        Ok(other) => tracing::warn!(job_id = %id, outcome = ?other, "job moved before it was requeued"),
+                        Ok(other) => {
+                            tracing::warn!(job_id = %id, outcome = ?other, "job moved before it was requeued")
+                        }
                         Err(e) => tracing::error!(job_id = %id, error = %e, "cannot requeue job"),
                     }
                 }

@@ -412,9 +412,11 @@ impl Store {
 }
 
 fn seq_of(conn: &Connection, id: JobId) -> Result<i64, StoreError> {
-    conn.query_row("SELECT seq FROM jobs WHERE id = ?1", [id.to_string()], |r| {
-        r.get(0)
-    })
+    conn.query_row(
+        "SELECT seq FROM jobs WHERE id = ?1",
+        [id.to_string()],
+        |r| r.get(0),
+    )
     .optional()?
     .ok_or(StoreError::NotFound(id))
 }
@@ -486,8 +488,20 @@ fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, St
     ];
     let mut sets = vec!["status = ?1".to_owned(), "attempts = ?2".to_owned()];
     set_field(&mut sets, &mut args, "started_at", &patch.started_at, time)?;
-    set_field(&mut sets, &mut args, "completed_at", &patch.completed_at, time)?;
-    set_field(&mut sets, &mut args, "cancelled_at", &patch.cancelled_at, time)?;
+    set_field(
+        &mut sets,
+        &mut args,
+        "completed_at",
+        &patch.completed_at,
+        time,
+    )?;
+    set_field(
+        &mut sets,
+        &mut args,
+        "cancelled_at",
+        &patch.cancelled_at,
+        time,
+    )?;
     set_field(&mut sets, &mut args, "error", &patch.error, text)?;
     set_field(&mut sets, &mut args, "result", &patch.result, |r| {
         serde_json::to_string(r)
@@ -598,7 +612,9 @@ impl JobStore for Store {
     async fn create(&self, job: &Job, chunks: &[String]) -> PortResult<()> {
         let job = job.clone();
         let chunks = chunks.to_vec();
-        Ok(self.write(move |conn| insert_job(conn, &job, &chunks)).await?)
+        Ok(self
+            .write(move |conn| insert_job(conn, &job, &chunks))
+            .await?)
     }
 
     async fn create_failed(&self, job: &Job) -> PortResult<()> {
@@ -663,7 +679,7 @@ impl JobStore for Store {
             .write(move |conn| {
                 let seq = seq_of(conn, id)?;
                 if apply_patch(conn, seq, &patch)? {
-                    Ok(Applied::Done(load_job(conn, id)?.job))
+                    Ok(Applied::Done(Box::new(load_job(conn, id)?.job)))
                 } else {
                     Ok(Applied::Lost)
                 }
@@ -843,7 +859,8 @@ impl JobStore for Store {
         Ok(self
             .read(move |conn| {
                 let mut out = Vec::new();
-                let mut stmt = conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
+                let mut stmt =
+                    conn.prepare_cached("SELECT COUNT(*) FROM jobs WHERE status = ?1")?;
                 for s in JobStatus::ALL {
                     let n: i64 = stmt.query_row([s.as_str()], |r| r.get(0))?;
                     out.push((*s, n.max(0) as u64));

@@ -70,7 +70,11 @@ async fn retry_goes_to_the_end_of_the_queue_and_requeue_to_the_head() {
     assert_eq!(claim(&store).await, b);
     // b goes back to the head: it is claimed before a and c.
     change(&store, b, Change::Requeue).await;
-    let order = [claim(&store).await, claim(&store).await, claim(&store).await];
+    let order = [
+        claim(&store).await,
+        claim(&store).await,
+        claim(&store).await,
+    ];
     assert_eq!(order, [b, a, c]);
 }
 
