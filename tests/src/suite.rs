@@ -149,7 +149,10 @@ pub async fn submit_stream_complete(api: &Api, provider: &FakeProvider) -> Resul
     );
     ensure!(result["engine"] == "openai", "{job}");
     ensure!(
-        result.get("confidence").is_some() && result["processingTime"].is_u64(),
+        result["confidence"]
+            .as_f64()
+            .is_some_and(|c| (0.0..=1.0).contains(&c))
+            && result["processingTime"].is_u64(),
         "{job}"
     );
     for c in &chunks {

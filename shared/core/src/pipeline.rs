@@ -306,7 +306,14 @@ pub async fn attempt(
             Some(issue) => break (out, Some(format!("chunk {}: {issue}", task.index))),
         }
     };
-    let mut confidence = out.confidence;
+    // Every translation gets a number: the reviewer's below, else the
+    // engine's own (token probabilities, offline coverage) weighed by the
+    // quality checks, else the checks alone.
+    let checked = is_model.then(|| quality::score(task.source, &out.text, &task.glossary));
+    let mut confidence = match (out.confidence, checked) {
+        (Some(c), Some(q)) => Some(((c * q) * 1000.0).round() / 1000.0),
+        (c, q) => c.or(q),
+    };
     let mut warning = warning;
     if is_model && task.config.use_helper_ai {
         let review = ReviewRequest {

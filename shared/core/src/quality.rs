@@ -92,6 +92,48 @@ pub fn check(source: &str, translation: &str, glossary: &[GlossaryEntry]) -> Opt
     None
 }
 
+/// A score in 0..=1 from the same checks, for answers without a model's
+/// own confidence: the share of the answer that is not Tibetan script,
+/// halved for an implausible length ratio, and scaled by the share of the
+/// chunk's glossary terms the answer renders (half weight).
+pub fn score(source: &str, translation: &str, glossary: &[GlossaryEntry]) -> f64 {
+    let t = translation.trim();
+    if t.is_empty() {
+        return 0.0;
+    }
+    let letters = |s: &str| {
+        s.chars()
+            .filter(|c| c.is_alphanumeric() || ('\u{0F00}'..='\u{0FFF}').contains(c))
+            .count()
+    };
+    let tibetan = t
+        .chars()
+        .filter(|c| ('\u{0F40}'..='\u{0FBC}').contains(c))
+        .count();
+    let total = letters(t).max(1);
+    let mut score = 1.0 - (tibetan as f64 / total as f64).min(1.0);
+    let src = letters(source);
+    if src >= 20 {
+        let ratio = total as f64 / src as f64;
+        if !(MIN_RATIO..=MAX_RATIO).contains(&ratio) {
+            score *= 0.5;
+        }
+    }
+    let terms: Vec<&GlossaryEntry> = glossary
+        .iter()
+        .filter(|e| !e.en.trim().is_empty())
+        .collect();
+    if !terms.is_empty() {
+        let lower = t.to_lowercase();
+        let honoured = terms
+            .iter()
+            .filter(|e| lower.contains(&e.en.trim().to_lowercase()))
+            .count();
+        score *= 0.5 + 0.5 * honoured as f64 / terms.len() as f64;
+    }
+    (score * 1000.0).round() / 1000.0
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -141,5 +183,19 @@ mod tests {
             matches!(issue, Some(QualityIssue::GlossaryIgnored { .. })),
             "{issue:?}"
         );
+    }
+
+    #[test]
+    fn scores_follow_the_checks() {
+        let g = [GlossaryEntry {
+            bo: "བྱང་ཆུབ".into(),
+            en: "awakening".into(),
+        }];
+        let good = "Entering the conduct of the bodhisattvas of awakening";
+        assert_eq!(score(SRC, good, &g), 1.0);
+        let missed = "Entering the conduct of the bodhisattvas";
+        assert_eq!(score(SRC, missed, &g), 0.5);
+        assert_eq!(score(SRC, "", &g), 0.0);
+        assert!(score(SRC, SRC, &[]) < 0.5);
     }
 }

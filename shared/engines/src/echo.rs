@@ -17,6 +17,10 @@ impl Engine for EchoEngine {
         None
     }
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        Ok(EngineOutput::text(req.text.clone()))
+        // Nothing was translated: the honest confidence is zero.
+        Ok(EngineOutput {
+            text: req.text.clone(),
+            confidence: Some(0.0),
+        })
     }
 }

@@ -31,7 +31,11 @@ impl Engine for EwtsEngine {
         None
     }
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        Ok(EngineOutput::text(to_ewts(&req.text)))
+        // An exact, rule-based conversion.
+        Ok(EngineOutput {
+            text: to_ewts(&req.text),
+            confidence: Some(1.0),
+        })
     }
 }
 

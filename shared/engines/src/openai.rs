@@ -98,6 +98,35 @@ struct ChatResponse {
 #[derive(Deserialize)]
 struct Choice {
     message: Message,
+    #[serde(default)]
+    logprobs: Option<Logprobs>,
+}
+
+/// Token log-probabilities, when the endpoint returns them.
+#[derive(Deserialize)]
+struct Logprobs {
+    #[serde(default)]
+    content: Option<Vec<TokenLogprob>>,
+}
+
+#[derive(Deserialize)]
+struct TokenLogprob {
+    logprob: f64,
+}
+
+/// The geometric mean of the answer's token probabilities, in 0..=1.
+fn token_confidence(lp: Option<Logprobs>) -> Option<f64> {
+    let tokens = lp?.content?;
+    let finite: Vec<f64> = tokens
+        .iter()
+        .map(|t| t.logprob)
+        .filter(|l| l.is_finite())
+        .collect();
+    if finite.is_empty() {
+        return None;
+    }
+    let mean = finite.iter().sum::<f64>() / finite.len() as f64;
+    Some(mean.exp().clamp(0.0, 1.0))
 }
 
 #[derive(Deserialize)]
@@ -158,7 +187,8 @@ impl Engine for OpenAiEngine {
         }
         messages.push(json!({"role": "user", "content": req.text}));
         let body = json!({"model": model, "messages": messages, "temperature": 0.2});
-        self.complete(body).await.map(EngineOutput::text)
+        let (text, confidence) = self.complete_scored(body).await?;
+        Ok(EngineOutput { text, confidence })
     }
 
     async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
@@ -212,6 +242,15 @@ pub fn parse_confidence(answer: &str) -> Result<f64, EngineError> {
 
 impl OpenAiEngine {
     async fn complete(&self, body: serde_json::Value) -> Result<String, EngineError> {
+        self.complete_scored(body).await.map(|(text, _)| text)
+    }
+
+    /// The answer, and its token confidence when the endpoint sent
+    /// log-probabilities.
+    async fn complete_scored(
+        &self,
+        body: serde_json::Value,
+    ) -> Result<(String, Option<f64>), EngineError> {
         let mut request = self.client.post(&self.url).json(&body);
         if let Some(key) = &self.settings.api_key {
             request = request.bearer_auth(key);
@@ -261,19 +300,17 @@ impl OpenAiEngine {
         let parsed: ChatResponse = serde_json::from_str(&text).map_err(|e| {
             EngineError::permanent(format!("provider sent an invalid response: {e}"))
         })?;
-        let content = parsed
-            .choices
-            .into_iter()
-            .next()
-            .and_then(|c| c.message.content)
-            .map(|c| c.trim().to_owned())
-            .unwrap_or_default();
+        let (content, logprobs) = match parsed.choices.into_iter().next() {
+            Some(c) => (c.message.content, c.logprobs),
+            None => (None, None),
+        };
+        let content = content.map(|c| c.trim().to_owned()).unwrap_or_default();
         if content.is_empty() {
             return Err(EngineError::permanent(
                 "provider sent an invalid response: no translation in choices[0].message.content",
             ));
         }
-        Ok(content)
+        Ok((content, token_confidence(logprobs)))
     }
 }
 
@@ -347,6 +384,33 @@ mod tests {
             .expect("ok");
         let received = server.received_requests().await.unwrap_or_default();
         assert!(received[0].headers.get("authorization").is_none());
+    }
+
+    #[tokio::test]
+    async fn token_log_probabilities_become_the_confidence() {
+        let server = MockServer::start().await;
+        let body = json!({"choices": [{
+            "message": {"role": "assistant", "content": "Homage"},
+            "logprobs": {"content": [{"token": "Hom", "logprob": -0.2}, {"token": "age", "logprob": -0.4}]}
+        }]});
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(body))
+            .mount(&server)
+            .await;
+        let out = engine(&server, None)
+            .translate(&req("ཀ"))
+            .await
+            .expect("ok");
+        let c = out.confidence.expect("a confidence");
+        assert!((c - (-0.3f64).exp()).abs() < 1e-9, "{c}");
+        // Without log-probabilities the engine has no number of its own.
+        let plain = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(200).set_body_json(ok_body("x")))
+            .mount(&plain)
+            .await;
+        let out = engine(&plain, None).translate(&req("ཀ")).await.expect("ok");
+        assert_eq!(out.confidence, None);
     }
 
     #[tokio::test]
