@@ -340,6 +340,25 @@ def down():
     log("stopped")
 
 
+def as_aws_sends(body):
+    """moto's S3 notification records lack fields AWS always sends
+    (userIdentity, requestParameters, responseElements); add them, so the
+    ingest function parses exactly what it gets on AWS."""
+    try:
+        event = json.loads(body)
+    except ValueError:
+        return body
+    records = event.get("Records") if isinstance(event, dict) else None
+    if not isinstance(records, list):
+        return body
+    for r in records:
+        if isinstance(r, dict):
+            r.setdefault("userIdentity", {"principalId": "AWS:EMULATED"})
+            r.setdefault("requestParameters", {"sourceIPAddress": "127.0.0.1"})
+            r.setdefault("responseElements", {})
+    return json.dumps(event)
+
+
 def sqs_record(message, arn):
     return {
         "messageId": message["MessageId"],
@@ -370,6 +389,8 @@ def poll():
         return sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
 
     def deliver(function, url, arn, message):
+        if function == "ingest":
+            message = dict(message, Body=as_aws_sends(message.get("Body", "")))
         try:
             result = invoke(port, function, {"Records": [sqs_record(message, arn)]}, timeout=invoke_timeout)
             failed = {f.get("itemIdentifier") for f in (result or {}).get("batchItemFailures", [])}

@@ -24,7 +24,7 @@ use crate::store::{CloudError, DynamoStore, aws};
 #[serde(rename_all = "camelCase")]
 pub struct JobMessage {
     /// The job.
-    pub job_id: String,
+    pub job_id: JobId,
     /// The run (the job's `attempts` once started).
     pub generation: u32,
     /// Which execution of the run (0 first).
@@ -51,9 +51,7 @@ pub fn execution_name(id: JobId, run: u32, segment: u32) -> String {
 /// Handle one message.
 #[tracing::instrument(skip_all, fields(job_id = %msg.job_id, run = msg.generation))]
 pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatched, CloudError> {
-    let Ok(id) = msg.job_id.parse::<JobId>() else {
-        return Ok(Dispatched::Dropped("malformed job id"));
-    };
+    let id = msg.job_id;
     let job = match store.item(id, false).await {
         Ok(j) => j,
         Err(StoreError::NotFound(_)) => return Ok(Dispatched::Dropped("no such job")),

@@ -5,6 +5,7 @@
 
 use std::sync::Arc;
 
+use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lotsawa_core::JobService;
 use lotsawa_engines::{EngineSet, EngineSettings};
@@ -166,10 +167,13 @@ impl App {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let task: Result<Task, _> = serde_json::from_str(record.body.as_deref().unwrap_or(""));
-            let Ok(task) = task else {
-                tracing::error!(message_id = %id, "dropping a malformed task");
-                continue;
+            let task = match Task::parse(record.body.as_deref().unwrap_or("")) {
+                Ok(t) => t,
+                Err(bad) => {
+                    tracing::error!(message_id = %id, why = %bad.why, "answering a malformed task with a failure");
+                    worker.reject(&bad).await;
+                    continue;
+                }
             };
             if let Err(e) = worker.handle(&task).await {
                 tracing::error!(job_id = %task.job_id, error = %e, "task failed; SQS will deliver it again");
@@ -184,25 +188,21 @@ impl App {
         let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let body: serde_json::Value =
-                serde_json::from_str(record.body.as_deref().unwrap_or("")).unwrap_or_default();
-            // S3 sends an s3:TestEvent first; it has no Records.
-            for r in body
-                .get("Records")
-                .and_then(|v| v.as_array())
-                .into_iter()
-                .flatten()
-            {
-                let bucket = r
-                    .pointer("/s3/bucket/name")
-                    .and_then(|v| v.as_str())
-                    .unwrap_or("");
-                let key = decode_key(
-                    r.pointer("/s3/object/key")
-                        .and_then(|v| v.as_str())
-                        .unwrap_or(""),
-                );
-                match ingest(&self.store, self.service.as_ref(), bucket, &key).await {
+            let body = record.body.as_deref().unwrap_or("");
+            let event: S3Event = match serde_json::from_str(body) {
+                Ok(e) => e,
+                Err(e) => {
+                    // S3 sends an s3:TestEvent first; it has no Records.
+                    if !is_test_event(body) {
+                        tracing::error!(message_id = %id, error = %e, "dropping a malformed S3 notification");
+                    }
+                    continue;
+                }
+            };
+            for r in event.records {
+                let bucket = r.s3.bucket.name.unwrap_or_default();
+                let key = decode_key(r.s3.object.key.as_deref().unwrap_or(""));
+                match ingest(&self.store, self.service.as_ref(), &bucket, &key).await {
                     Ok(outcome) => tracing::info!(%key, ?outcome, "ingested"),
                     Err(e) => {
                         tracing::error!(%key, error = %e, "ingest failed");
@@ -215,8 +215,46 @@ impl App {
     }
 }
 
+/// True for the `s3:TestEvent` S3 sends when a notification is set up.
+fn is_test_event(body: &str) -> bool {
+    #[derive(serde::Deserialize)]
+    struct TestEvent {
+        #[serde(rename = "Event")]
+        event: String,
+    }
+    serde_json::from_str::<TestEvent>(body).is_ok_and(|t| t.event == "s3:TestEvent")
+}
+
 fn failure(id: String) -> BatchItemFailure {
     let mut f = BatchItemFailure::default();
     f.item_identifier = id;
     f
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An S3 → SQS notification body as AWS sends it.
+    const UPLOAD: &str = r#"{"Records":[{"eventVersion":"2.1","eventSource":"aws:s3",
+        "awsRegion":"us-east-1","eventTime":"2026-12-01T00:00:00.000Z","eventName":"ObjectCreated:Put",
+        "userIdentity":{"principalId":"AWS:AIDAEXAMPLE"},"requestParameters":{"sourceIPAddress":"10.0.0.1"},
+        "responseElements":{"x-amz-request-id":"r","x-amz-id-2":"i"},
+        "s3":{"s3SchemaVersion":"1.0","configurationId":"ingest","bucket":{"name":"lotsawa-texts",
+        "arn":"arn:aws:s3:::lotsawa-texts"},"object":{"key":"incoming/my+text%20%E0%BD%80.txt","size":12}}}]}"#;
+
+    #[test]
+    fn upload_notifications_parse_with_the_event_types() {
+        let event: S3Event = serde_json::from_str(UPLOAD).expect("an S3 event");
+        let r = &event.records[0];
+        assert_eq!(r.s3.bucket.name.as_deref(), Some("lotsawa-texts"));
+        assert_eq!(
+            decode_key(r.s3.object.key.as_deref().unwrap_or("")),
+            "incoming/my text ཀ.txt"
+        );
+        assert!(!is_test_event(UPLOAD));
+        let test = r#"{"Service":"Amazon S3","Event":"s3:TestEvent","Bucket":"lotsawa-texts"}"#;
+        assert!(is_test_event(test));
+        assert!(serde_json::from_str::<S3Event>(test).is_err());
+    }
 }

@@ -15,24 +15,63 @@ use serde_json::json;
 
 use crate::store::{CloudError, Counted, DynamoStore};
 
+/// One step of a job run, as the state machine asks for it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "action", rename_all = "lowercase")]
+pub enum Step {
+    /// Translate the next chunk (one attempt).
+    Chunk {
+        /// Zero-based attempt of the chunk.
+        #[serde(default)]
+        attempt: u32,
+    },
+    /// Assemble the result and complete the job.
+    Complete,
+    /// Fail the run.
+    Fail {
+        /// What kind of error ended it.
+        reason: ErrorClass,
+        /// Zero-based attempt at which it ended (transient failures).
+        #[serde(default)]
+        attempt: u32,
+    },
+}
+
 /// A task message from the state machine.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Task {
-    /// `chunk`, `complete` or `fail`.
-    pub action: String,
     /// The callback token.
     pub task_token: String,
     /// The job.
-    pub job_id: String,
+    pub job_id: JobId,
     /// The run.
     pub generation: u32,
-    /// Zero-based attempt of the current chunk (chunk tasks).
-    #[serde(default)]
-    pub attempt: u32,
-    /// Why the run fails (fail tasks): `transient` or `permanent`.
-    #[serde(default)]
-    pub reason: Option<String>,
+    /// What to do.
+    #[serde(flatten)]
+    pub step: Step,
+}
+
+/// A task message that does not parse: its token, when it has one, so the
+/// execution is answered (failed) instead of waiting for its timeout.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MalformedTask {
+    /// The callback token, if the message had one.
+    pub task_token: Option<String>,
+    /// Why it does not parse.
+    pub why: String,
+}
+
+impl Task {
+    /// Parse a task message body.
+    pub fn parse(body: &str) -> Result<Self, MalformedTask> {
+        serde_json::from_str(body).map_err(|e| MalformedTask {
+            task_token: serde_json::from_str::<serde_json::Value>(body)
+                .ok()
+                .and_then(|v| v.get("taskToken")?.as_str().map(str::to_owned)),
+            why: format!("malformed task: {e}"),
+        })
+    }
 }
 
 /// The answer to a task.
@@ -63,11 +102,24 @@ impl Worker {
     /// Handle a task and answer its token.
     pub async fn handle(&self, task: &Task) -> Result<Answer, CloudError> {
         let answer = self.answer(task).await?;
+        self.send(&task.task_token, &answer).await;
+        Ok(answer)
+    }
+
+    /// Answer a malformed task with a permanent failure, when it has a token.
+    pub async fn reject(&self, task: &MalformedTask) {
+        if let Some(token) = &task.task_token {
+            let answer = Answer::Failure(ErrorClass::Permanent.error_name(), task.why.clone());
+            self.send(token, &answer).await;
+        }
+    }
+
+    async fn send(&self, task_token: &str, answer: &Answer) {
         let sfn = &self.store.clients.sfn;
-        let sent = match &answer {
+        let sent = match answer {
             Answer::Success(out) => sfn
                 .send_task_success()
-                .task_token(&task.task_token)
+                .task_token(task_token)
                 .output(out.to_string())
                 .send()
                 .await
@@ -75,7 +127,7 @@ impl Worker {
                 .map_err(|e| aws_sdk_sfn::error::DisplayErrorContext(&e).to_string()),
             Answer::Failure(name, cause) => sfn
                 .send_task_failure()
-                .task_token(&task.task_token)
+                .task_token(task_token)
                 .error(*name)
                 .cause(cause.chars().take(32_000).collect::<String>())
                 .send()
@@ -85,40 +137,24 @@ impl Worker {
         };
         if let Err(e) = sent {
             // A stopped execution (cancel) no longer takes answers.
-            tracing::warn!(job_id = %task.job_id, error = %e, "answering the task failed");
+            tracing::warn!(error = %e, "answering the task failed");
         }
-        Ok(answer)
     }
 
     /// Work out the answer to a task (no callback).
     pub async fn answer(&self, task: &Task) -> Result<Answer, CloudError> {
-        let Ok(id) = task.job_id.parse::<JobId>() else {
-            return Ok(Answer::Failure(
-                ErrorClass::Permanent.error_name(),
-                format!("malformed job id {}", task.job_id),
-            ));
-        };
-        match task.action.as_str() {
-            "chunk" => self.chunk(id, task).await,
-            "complete" => self.complete(id, task.generation).await,
-            "fail" => {
-                let class = match task.reason.as_deref() {
-                    Some("transient") => ErrorClass::Transient,
-                    _ => ErrorClass::Permanent,
-                };
-                self.fail(id, task.generation, class, task.attempt).await
-            }
-            other => Ok(Answer::Failure(
-                "Lotsawa.Permanent",
-                format!("unknown action {other}"),
-            )),
+        let id = task.job_id;
+        match task.step {
+            Step::Chunk { attempt } => self.chunk(id, task.generation, attempt).await,
+            Step::Complete => self.complete(id, task.generation).await,
+            Step::Fail { reason, attempt } => self.fail(id, task.generation, reason, attempt).await,
         }
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %id, run = task.generation, attempt = task.attempt))]
-    async fn chunk(&self, id: JobId, task: &Task) -> Result<Answer, CloudError> {
+    #[tracing::instrument(skip_all, fields(job_id = %id, run = run, attempt = attempt))]
+    async fn chunk(&self, id: JobId, run: u32, attempt: u32) -> Result<Answer, CloudError> {
         let job = self.store.get(id).await?;
-        if job.status != JobStatus::Processing || job.attempts != task.generation {
+        if job.status != JobStatus::Processing || job.attempts != run {
             return Ok(Answer::Success(json!({"state": "stopped"})));
         }
         let k = job.chunks_completed;
@@ -150,7 +186,7 @@ impl Worker {
             && let Some((translation, confidence)) = self.store.memory_get(key).await?
         {
             let done = ChunkPlan::from_memory(k, translation, confidence);
-            self.store.checkpoint(id, task.generation, &done).await?;
+            self.store.checkpoint(id, run, &done).await?;
             self.count(&Counted::MemoryHit).await;
             return Ok(Answer::Success(more(k + 1)));
         }
@@ -167,7 +203,7 @@ impl Worker {
                 })
                 .await;
                 let done = plan.done(k, &out, elapsed.as_millis() as u64);
-                let kept = self.store.checkpoint(id, task.generation, &done).await?;
+                let kept = self.store.checkpoint(id, run, &done).await?;
                 if kept == lotsawa_core::Checkpoint::Recorded
                     && let Some(key) = plan.memory_entry(&out)
                 {
@@ -270,5 +306,53 @@ impl Worker {
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(Answer::Success(json!({"state": "failed"})))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The three messages the state machine sends (as in job.asl.json).
+    #[test]
+    fn state_machine_messages_parse_into_steps() {
+        let id = JobId::new();
+        let chunk = format!(
+            r#"{{"action":"chunk","taskToken":"t1","jobId":"{id}","generation":2,"attempt":1}}"#
+        );
+        let t = Task::parse(&chunk).expect("chunk task");
+        assert_eq!(
+            (t.job_id, t.generation, t.step),
+            (id, 2, Step::Chunk { attempt: 1 })
+        );
+        let complete =
+            format!(r#"{{"action":"complete","taskToken":"t2","jobId":"{id}","generation":1}}"#);
+        assert_eq!(
+            Task::parse(&complete).expect("complete").step,
+            Step::Complete
+        );
+        let fail = format!(
+            r#"{{"action":"fail","taskToken":"t3","jobId":"{id}","generation":1,"reason":"transient","attempt":2}}"#
+        );
+        assert_eq!(
+            Task::parse(&fail).expect("fail").step,
+            Step::Fail {
+                reason: ErrorClass::Transient,
+                attempt: 2
+            }
+        );
+    }
+
+    #[test]
+    fn malformed_tasks_keep_their_token_for_the_answer() {
+        let bad = r#"{"action":"explode","taskToken":"tok","jobId":"nope","generation":1}"#;
+        let e = Task::parse(bad).expect_err("malformed");
+        assert_eq!(e.task_token.as_deref(), Some("tok"));
+        let id = JobId::new();
+        let bad_reason = format!(
+            r#"{{"action":"fail","taskToken":"t","jobId":"{id}","generation":1,"reason":"maybe"}}"#
+        );
+        assert!(Task::parse(&bad_reason).is_err());
+        assert_eq!(Task::parse("not json").expect_err("bad").task_token, None);
     }
 }

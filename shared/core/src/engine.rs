@@ -7,7 +7,8 @@ use async_trait::async_trait;
 use crate::glossary::GlossaryEntry;
 
 /// Whether a failure is worth retrying.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum ErrorClass {
     /// Timeouts, connection errors, HTTP 429 and 5xx.
     Transient,

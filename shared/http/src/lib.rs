@@ -7,7 +7,7 @@ pub mod dto;
 pub mod error;
 mod sse;
 
-use std::collections::HashMap;
+use serde::Deserialize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -243,6 +243,54 @@ async fn retry_job(
 /// Most jobs one page may hold.
 pub const MAX_PAGE: u32 = 100;
 
+/// The query of a list request, parsed at the edge: a bad value or an
+/// unknown parameter is a 400 problem naming it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListParams {
+    /// Only jobs in this status.
+    #[serde(default, deserialize_with = "parsed")]
+    pub status: Option<JobStatus>,
+    /// Only jobs of this type.
+    #[serde(default, rename = "type", deserialize_with = "parsed")]
+    pub kind: Option<JobType>,
+    /// Page size.
+    #[serde(default, deserialize_with = "parsed")]
+    pub limit: Option<PageLimit>,
+    /// Opaque cursor from a previous page.
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+/// A page size in 1..=[`MAX_PAGE`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PageLimit(pub u32);
+
+impl std::str::FromStr for PageLimit {
+    type Err = lotsawa_core::ValidationError;
+    fn from_str(l: &str) -> Result<Self, Self::Err> {
+        match l.parse::<u32>() {
+            Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Self(n)),
+            _ => Err(lotsawa_core::ValidationError(format!(
+                "limit must be an integer between 1 and {MAX_PAGE}, got '{l}'"
+            ))),
+        }
+    }
+}
+
+/// A query value through its type's own parser, so the message is the
+/// domain's.
+fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: std::str::FromStr<Err = lotsawa_core::ValidationError>,
+{
+    let raw = String::deserialize(d)?;
+    raw.parse()
+        .map(Some)
+        .map_err(|e: lotsawa_core::ValidationError| <D::Error as serde::de::Error>::custom(e.0))
+}
+
 /// Jobs, newest first, with cursor pagination.
 #[utoipa::path(get, path = "/api/jobs",
     params(
@@ -257,39 +305,15 @@ pub const MAX_PAGE: u32 = 100;
     ))]
 async fn list_jobs(
     State(state): State<AppState>,
-    query: Result<Query<HashMap<String, String>>, axum::extract::rejection::QueryRejection>,
+    query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobListDto>, ApiError> {
-    let Query(q) = query?;
-    if let Some(unknown) = q
-        .keys()
-        .find(|k| !matches!(k.as_str(), "status" | "type" | "limit" | "cursor"))
-    {
-        return Err(ApiError::bad_request(format!(
-            "unknown query parameter '{unknown}' (accepted: status, type, limit, cursor)"
-        )));
-    }
-    let status = q
-        .get("status")
-        .map(|s| s.parse::<JobStatus>())
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.0))?;
-    let kind = q
-        .get("type")
-        .map(|s| s.parse::<JobType>())
-        .transpose()
-        .map_err(|e| ApiError::bad_request(e.0))?;
-    let limit = match q.get("limit") {
-        None => 20,
-        Some(l) => match l.parse::<u32>() {
-            Ok(n) if (1..=MAX_PAGE).contains(&n) => n,
-            _ => {
-                return Err(ApiError::bad_request(format!(
-                    "limit must be an integer between 1 and {MAX_PAGE}, got '{l}'"
-                )));
-            }
-        },
-    };
-    let cursor = q.get("cursor").cloned();
+    let Query(ListParams {
+        status,
+        kind,
+        limit,
+        cursor,
+    }) = query?;
+    let limit = limit.map_or(20, |l| l.0);
     let page = state
         .service
         .list(ListQuery {

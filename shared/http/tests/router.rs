@@ -186,3 +186,35 @@ async fn health_metrics_and_openapi() {
         doc["components"]["schemas"]["JobDto"]["properties"]["estimatedTimeRemaining"].is_object()
     );
 }
+
+#[tokio::test]
+async fn list_parameters_are_parsed_at_the_edge() {
+    let (_d, _b, app) = app(1 << 20).await;
+    let get = |uri: &str| Request::get(uri).body(Body::empty()).expect("request");
+    for (uri, says) in [
+        (
+            "/api/jobs?limit=0",
+            "limit must be an integer between 1 and 100",
+        ),
+        (
+            "/api/jobs?limit=abc",
+            "limit must be an integer between 1 and 100",
+        ),
+        ("/api/jobs?status=done", "unknown status 'done'"),
+        ("/api/jobs?type=poetry", "unknown job type 'poetry'"),
+        ("/api/jobs?colour=red", "unknown field `colour`"),
+        ("/api/jobs?cursor=forged", "not a valid cursor"),
+    ] {
+        let (status, ct, body) = call(&app, get(uri)).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{uri}: {body}");
+        assert_eq!(ct, "application/problem+json", "{uri}");
+        let detail = body["detail"].as_str().unwrap_or("");
+        assert!(detail.contains(says), "{uri}: {detail}");
+    }
+    let (status, _, body) = call(
+        &app,
+        get("/api/jobs?status=pending&type=translation&limit=5"),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+}
