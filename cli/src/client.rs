@@ -9,6 +9,10 @@ use std::time::Duration;
 use eventsource_stream::Eventsource;
 use futures::StreamExt;
 use indicatif::{ProgressBar, ProgressStyle};
+use lotsawa_http::dto::{ActionResponse, JobDto, JobListDto, ProgressEvent, SubmitResponse};
+use lotsawa_http::error::Problem;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::config::{self, ProcessEnv};
@@ -29,11 +33,25 @@ pub struct Client {
 }
 
 fn problem_detail(status: reqwest::StatusCode, body: &str) -> String {
-    let detail = serde_json::from_str::<Value>(body)
-        .ok()
-        .and_then(|v| v.get("detail").and_then(Value::as_str).map(str::to_owned))
-        .unwrap_or_else(|| body.trim().chars().take(300).collect());
+    let detail = serde_json::from_str::<Problem>(body)
+        .map(|p| p.detail)
+        .unwrap_or_else(|_| body.trim().chars().take(300).collect());
     format!("{detail} (HTTP {})", status.as_u16())
+}
+
+/// The `type` of an SSE event's data.
+#[derive(serde::Deserialize)]
+struct EventKind {
+    #[serde(rename = "type")]
+    kind: String,
+}
+
+/// Print a DTO as the JSON the server sent.
+fn print_json<T: Serialize>(v: &T) {
+    match serde_json::to_string(v) {
+        Ok(s) => println!("{s}"),
+        Err(e) => eprintln!("error: cannot print the answer: {e}"),
+    }
 }
 
 fn fmt_ms(ms: u64) -> String {
@@ -57,12 +75,12 @@ impl Client {
         }
     }
 
-    async fn call(
+    async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
-    ) -> Result<Value, Failure> {
+    ) -> Result<T, Failure> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -83,8 +101,11 @@ impl Client {
         if !status.is_success() {
             return Err(Failure(problem_detail(status, &text)));
         }
-        serde_json::from_str(&text)
-            .map_err(|e| Failure(format!("the server sent invalid JSON: {e}")))
+        serde_json::from_str(&text).map_err(|e| {
+            Failure(format!(
+                "the server sent an answer this client does not understand: {e}"
+            ))
+        })
     }
 
     fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
@@ -97,31 +118,27 @@ impl Client {
         }
     }
 
-    fn print_job(&self, job: &Value) {
+    fn print_job(&self, job: &JobDto) {
         if self.json {
-            println!("{job}");
+            print_json(job);
             return;
         }
-        let s = |k: &str| job.get(k).and_then(Value::as_str).unwrap_or("-").to_owned();
-        let n = |k: &str| job.get(k).and_then(Value::as_u64).unwrap_or(0);
-        println!("id:        {}", s("id"));
-        println!("status:    {}", s("status"));
+        println!("id:        {}", job.id);
+        println!("status:    {}", job.status);
         println!(
             "progress:  {}% ({}/{} chunks)",
-            n("progress"),
-            n("chunksCompleted"),
-            n("chunksTotal")
+            job.progress, job.chunks_completed, job.chunks_total
         );
-        if let Some(eta) = job.get("estimatedTimeRemaining").and_then(Value::as_u64) {
+        if let Some(eta) = job.estimated_time_remaining {
             println!("eta:       {}", fmt_ms(eta));
         }
-        println!("created:   {}", s("createdAt"));
-        println!("attempts:  {}", n("attempts"));
-        if let Some(e) = job.get("error").and_then(Value::as_str) {
+        println!("created:   {}", job.created_at);
+        println!("attempts:  {}", job.attempts);
+        if let Some(e) = &job.error {
             println!("error:     {e}");
         }
-        if let Some(t) = job.pointer("/result/translation").and_then(Value::as_str) {
-            println!("\n{t}");
+        if let Some(r) = &job.result {
+            println!("\n{}", r.translation);
         }
     }
 
@@ -171,17 +188,13 @@ impl Client {
             config.insert("model".into(), json!(m));
         }
         let body = json!({"sourceText": text, "type": "translation", "config": config});
-        let created = self
+        let created: SubmitResponse = self
             .call(reqwest::Method::POST, "/api/jobs", Some(body))
             .await?;
-        let id = created
-            .get("jobId")
-            .and_then(Value::as_str)
-            .ok_or_else(|| Failure("the server's answer has no jobId".into()))?
-            .to_owned();
+        let id = created.job_id.clone();
         if !follow {
             if self.json {
-                println!("{created}");
+                print_json(&created);
             } else {
                 println!("{id}");
             }
@@ -240,29 +253,23 @@ impl Client {
                 if ev.event == "close" {
                     break;
                 }
-                let Ok(data) = serde_json::from_str::<Value>(&ev.data) else {
+                let Ok(EventKind { kind }) = serde_json::from_str(&ev.data) else {
                     continue;
                 };
-                match data.get("type").and_then(Value::as_str) {
-                    Some("progress") => {
-                        let total = data.get("chunksTotal").and_then(Value::as_u64).unwrap_or(0);
-                        let done = data
-                            .get("chunksCompleted")
-                            .and_then(Value::as_u64)
-                            .unwrap_or(0);
-                        bar.set_length(total);
-                        bar.set_position(done);
-                        let status = data.get("status").and_then(Value::as_str).unwrap_or("");
-                        let eta = data
-                            .get("estimatedTimeRemaining")
-                            .and_then(Value::as_u64)
+                match kind.as_str() {
+                    "progress" => {
+                        let Ok(p) = serde_json::from_str::<ProgressEvent>(&ev.data) else {
+                            continue;
+                        };
+                        bar.set_length(u64::from(p.chunks_total));
+                        bar.set_position(u64::from(p.chunks_completed));
+                        let eta = p
+                            .estimated_time_remaining
                             .map(|ms| format!(" ETA {}", fmt_ms(ms)))
                             .unwrap_or_default();
-                        bar.set_message(format!("{status}{eta}"));
+                        bar.set_message(format!("{}{eta}", p.status));
                     }
-                    Some(t @ ("completed" | "failed" | "cancelled")) => {
-                        terminal = Some(t.to_owned())
-                    }
+                    "completed" | "failed" | "cancelled" => terminal = Some(kind),
                     _ => {}
                 }
             }
@@ -272,32 +279,29 @@ impl Client {
             // The stream ended without a terminal event: reconnect and resume.
         };
         bar.finish_and_clear();
-        let job = self
+        let job: JobDto = self
             .call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
             .await?;
         match outcome.as_str() {
             "completed" => {
                 if self.json {
-                    println!("{job}");
-                } else if let Some(t) = job.pointer("/result/translation").and_then(Value::as_str) {
-                    println!("{t}");
+                    print_json(&job);
+                } else if let Some(r) = &job.result {
+                    println!("{}", r.translation);
                 }
                 Ok(ExitCode::SUCCESS)
             }
             "failed" => {
                 if self.json {
-                    println!("{job}");
+                    print_json(&job);
                 }
-                let e = job
-                    .get("error")
-                    .and_then(Value::as_str)
-                    .unwrap_or("unknown error");
+                let e = job.error.as_deref().unwrap_or("unknown error");
                 eprintln!("job {id} failed: {e}");
                 Ok(ExitCode::from(EXIT_JOB_FAILED))
             }
             _ => {
                 if self.json {
-                    println!("{job}");
+                    print_json(&job);
                 }
                 eprintln!("job {id} was cancelled");
                 Ok(ExitCode::from(EXIT_JOB_CANCELLED))
@@ -308,7 +312,7 @@ impl Client {
     /// `lotsawa status`.
     pub async fn status(&self, id: &str) -> ExitCode {
         Self::finish(
-            self.call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
+            self.call::<JobDto>(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
                 .await
                 .map(|job| {
                     self.print_job(&job);
@@ -324,33 +328,24 @@ impl Client {
             path.push_str(&format!("&status={s}"));
         }
         Self::finish(
-            self.call(reqwest::Method::GET, &path, None)
+            self.call::<JobListDto>(reqwest::Method::GET, &path, None)
                 .await
                 .map(|page| {
                     if self.json {
-                        println!("{page}");
+                        print_json(&page);
                     } else {
                         println!(
                             "{:<36}  {:<10}  {:>4}  {:>11}  created",
                             "id", "status", "%", "chunks"
                         );
-                        for j in page
-                            .get("jobs")
-                            .and_then(Value::as_array)
-                            .into_iter()
-                            .flatten()
-                        {
-                            let s = |k: &str| {
-                                j.get(k).and_then(Value::as_str).unwrap_or("-").to_owned()
-                            };
-                            let n = |k: &str| j.get(k).and_then(Value::as_u64).unwrap_or(0);
+                        for j in &page.jobs {
                             println!(
                                 "{:<36}  {:<10}  {:>4}  {:>11}  {}",
-                                s("id"),
-                                s("status"),
-                                n("progress"),
-                                format!("{}/{}", n("chunksCompleted"), n("chunksTotal")),
-                                s("createdAt")
+                                j.id,
+                                j.status,
+                                j.progress,
+                                format!("{}/{}", j.chunks_completed, j.chunks_total),
+                                j.created_at
                             );
                         }
                     }
@@ -372,16 +367,17 @@ impl Client {
     }
 
     async fn action(&self, method: reqwest::Method, path: &str) -> ExitCode {
-        Self::finish(self.call(method, path, None).await.map(|v| {
-            if self.json {
-                println!("{v}");
-            } else {
-                println!(
-                    "{}",
-                    v.get("message").and_then(Value::as_str).unwrap_or("done")
-                );
-            }
-            ExitCode::SUCCESS
-        }))
+        Self::finish(
+            self.call::<ActionResponse>(method, path, None)
+                .await
+                .map(|v| {
+                    if self.json {
+                        print_json(&v);
+                    } else {
+                        println!("{}", v.message);
+                    }
+                    ExitCode::SUCCESS
+                }),
+        )
     }
 }
