@@ -264,6 +264,8 @@ def up():
         "LOTSAWA_STATE_MACHINE_ARN": sm_arn,
         "LOTSAWA_BUCKET": BUCKET,
         "LOTSAWA_CONCURRENCY": params["Concurrency"],
+        # The accommodations only the local emulators need (see infra/README.md).
+        "LOTSAWA_EMULATOR": "1",
     })
     fn_env.setdefault("LOTSAWA_LOG", "info")
     log("building the functions")

@@ -10,7 +10,7 @@ use serde_json::Value;
 async fn main() -> Result<(), Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    lotsawa_aws::runtime::keep_running(|| {
+    lotsawa_aws::runtime::keep_running(app.config.emulator, || {
         lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| {
             let app = app.clone();
             async move {

@@ -9,7 +9,7 @@ use lambda_runtime::{Error, LambdaEvent, service_fn};
 async fn main() -> Result<(), Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
-    lotsawa_aws::runtime::keep_running(|| {
+    lotsawa_aws::runtime::keep_running(app.config.emulator, || {
         lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| {
             let app = app.clone();
             async move { Ok::<_, Error>(app.on_uploads(event.payload).await) }

@@ -33,6 +33,11 @@ pub struct CloudConfig {
     pub job_ttl_days: u32,
     /// Request body limit (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
+    /// Running under the local emulators (`LOTSAWA_EMULATOR=1`): turns on
+    /// the accommodations only they need (runtime-loop restarts, a settle
+    /// time before reaping, no Content-Length on streamed responses). Off on
+    /// AWS.
+    pub emulator: bool,
 }
 
 fn required(
@@ -89,6 +94,16 @@ impl CloudConfig {
                 1024,
                 6 * 1024 * 1024,
             )?,
+            emulator: match get("LOTSAWA_EMULATOR").as_deref().map(str::trim) {
+                None | Some("" | "0" | "false") => false,
+                Some("1" | "true") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "LOTSAWA_EMULATOR",
+                        message: format!("expected 1, true, 0 or false, got '{other}'"),
+                    });
+                }
+            },
         })
     }
 }
@@ -122,5 +137,10 @@ mod tests {
         let c = CloudConfig::from_source(&env(&all[..4])).expect("ok");
         assert_eq!(c.concurrency, 3);
         assert_eq!(c.stream_max, Duration::from_secs(840));
+        assert!(!c.emulator, "emulator accommodations are off by default");
+        let mut with = all[..4].to_vec();
+        with.push(("LOTSAWA_EMULATOR", "maybe"));
+        let err = CloudConfig::from_source(&env(&with)).expect_err("bad");
+        assert_eq!(err.name, "LOTSAWA_EMULATOR");
     }
 }

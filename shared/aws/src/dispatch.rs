@@ -136,11 +136,13 @@ pub async fn reap(store: &DynamoStore) -> Result<u32, CloudError> {
             }
         };
         let status = out.status;
-        // Only executions that ended a while ago: an emulator may report a
-        // passing error state before its Catch runs.
+        // Under the emulator, only executions that ended a while ago: moto
+        // may report a passing error state before its Catch runs. On AWS the
+        // status event arrives once, after the end: act on it at once.
+        let settle = if store.config.emulator { 5 } else { 0 };
         let settled = out
             .stop_date
-            .is_some_and(|d| Utc::now().timestamp() - d.secs() >= 5);
+            .is_some_and(|d| Utc::now().timestamp() - d.secs() >= settle);
         if settled
             && matches!(
                 status,

@@ -30,25 +30,26 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Run a function's runtime loop for the life of the instance: when the
-/// loop ends with an error (its connection to the Runtime API broke: seen
-/// under the local emulator as `IncompleteMessage`), poll for the next
-/// invocation again instead of ending the process. An ended process would
-/// leave the emulator queueing requests for an instance that no longer
-/// exists; on AWS it would cost a cold start.
-pub async fn keep_running<F, Fut, E>(mut run: F) -> Result<(), E>
+/// Run a function's runtime loop. On AWS an ended loop ends the process
+/// (Lambda starts a new one). Under the local Lambda emulator
+/// (`LOTSAWA_EMULATOR`), whose Runtime API connection breaks now and then
+/// (`IncompleteMessage`) and which never replaces an exited instance, the
+/// loop polls for the next invocation again instead.
+pub async fn keep_running<F, Fut, E>(emulator: bool, mut run: F) -> Result<(), E>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::fmt::Display,
 {
+    if !emulator {
+        return run().await;
+    }
     let mut pause = std::time::Duration::from_millis(50);
     loop {
         match run().await {
             Ok(()) => return Ok(()),
             Err(e) => {
-                let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-                tracing::warn!(%function, error = %e, "the runtime loop ended; polling for the next invocation again");
+                tracing::warn!(error = %e, "the runtime loop ended; polling for the next invocation again (emulator)");
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(std::time::Duration::from_secs(2));
             }

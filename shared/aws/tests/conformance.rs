@@ -83,6 +83,7 @@ async fn dynamodb() -> Fixture {
         stream_max: Duration::from_secs(60),
         job_ttl_days: 30,
         body_limit: 1024 * 1024,
+        emulator: false,
     };
     Fixture {
         store: Arc::new(DynamoStore::new(Clients::from_sdk(&sdk), config)),
