@@ -1,134 +1,16 @@
 //! Black-box tests of the real `lotsawa` binary: start it on a free port with
 //! a temporary database and a fake provider, talk HTTP, kill it, restart it.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lotsawa_apitests::suite::{self, JOB_TIMEOUT, expected_translation, numbered_text};
-use lotsawa_apitests::{Api, FakeProvider};
+use lotsawa_apitests::FakeProvider;
+use lotsawa_apitests::suite::{JOB_TIMEOUT, expected_translation, numbered_text};
 use serde_json::{Value, json};
 
-struct Server {
-    child: Child,
-    api: Api,
-}
+mod support;
 
-impl Server {
-    fn start(
-        db: &Path,
-        provider: &FakeProvider,
-        concurrency: usize,
-        extra: &[(&str, &str)],
-    ) -> Self {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_lotsawa"));
-        cmd.arg("serve")
-            .env("LOTSAWA_BIND", "127.0.0.1:0")
-            .env("LOTSAWA_DB", db)
-            .env("LOTSAWA_CONCURRENCY", concurrency.to_string())
-            .env("LOTSAWA_RETRY_BASE_MS", "20")
-            .env("LOTSAWA_ENGINE", "openai")
-            .env("OPENAI_BASE_URL", provider.base_url())
-            .env("LOTSAWA_MODEL", "fake-model")
-            .env("LOTSAWA_LOG", "warn")
-            .env_remove("OPENAI_API_KEY")
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit());
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().expect("start lotsawa");
-        let stdout = child.stdout.take().expect("stdout");
-        let mut line = String::new();
-        BufReader::new(stdout)
-            .read_line(&mut line)
-            .expect("read the listening line");
-        let url = line
-            .split_whitespace()
-            .find(|w| w.starts_with("http://"))
-            .unwrap_or_else(|| panic!("no URL in {line:?}"))
-            .to_owned();
-        Self {
-            child,
-            api: Api::new(&url, &url),
-        }
-    }
-
-    fn kill9(mut self) {
-        self.child.kill().expect("SIGKILL");
-        let _ = self.child.wait();
-    }
-
-    fn sigterm(mut self) -> std::process::ExitStatus {
-        let pid = self.child.id().to_string();
-        let ok = Command::new("kill")
-            .args(["-TERM", &pid])
-            .status()
-            .expect("kill");
-        assert!(ok.success());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Some(status) = self.child.try_wait().expect("wait") {
-                return status;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "server did not exit after SIGTERM"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-fn temp_db() -> (tempfile::TempDir, PathBuf) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let db = dir.path().join("lotsawa.db");
-    (dir, db)
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_suite_against_the_local_binary() {
-    let provider = FakeProvider::start().await;
-    let (_dir, db) = temp_db();
-    let server = Server::start(&db, &provider, 3, &[]);
-    let api = &server.api;
-    suite::health_metrics_openapi(api)
-        .await
-        .expect("health, metrics, openapi");
-    suite::bad_input(api).await.expect("bad input");
-    suite::submit_stream_complete(api, &provider)
-        .await
-        .expect("submit, stream, complete");
-    suite::retries_and_failures(api, &provider)
-        .await
-        .expect("retries and failures");
-    suite::list_and_paginate(api, &provider)
-        .await
-        .expect("list and paginate");
-    suite::cancel_and_retry(api, &provider, 3)
-        .await
-        .expect("cancel and retry");
-    suite::transliteration_and_offline(api)
-        .await
-        .expect("transliteration and offline");
-    suite::translation_memory(api, &provider, true)
-        .await
-        .expect("translation memory");
-    suite::glossary_context_quality(api, &provider)
-        .await
-        .expect("glossary, context, quality");
-    suite::health_metrics_openapi(api)
-        .await
-        .expect("metrics after work");
-}
+use support::{Server, temp_db};
 
 /// Chunks of `chunks` with index < `done` must have been translated once.
 fn assert_no_completed_chunk_retranslated(

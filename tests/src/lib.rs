@@ -3,6 +3,7 @@
 //! cloud, plus [`FakeProvider`], an OpenAI-compatible HTTP server that
 //! translates deterministically and injects latency and failures.
 
+pub mod harness;
 pub mod provider;
 pub mod suite;
 

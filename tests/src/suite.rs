@@ -821,3 +821,79 @@ pub async fn glossary_context_quality(api: &Api, provider: &FakeProvider) -> Res
     );
     Ok(())
 }
+
+/// Which deployment the suite runs against.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// The `lotsawa serve` binary.
+    Local,
+    /// The emulated cloud.
+    Cloud,
+}
+
+/// What every case gets: the deployment, the fake provider behind it, and
+/// which deployment it is.
+pub struct Ctx {
+    /// The API.
+    pub api: Api,
+    /// The provider the `openai` engine talks to.
+    pub provider: FakeProvider,
+    /// Local or cloud.
+    pub target: Target,
+    /// The deployment's concurrency limit.
+    pub concurrency: usize,
+}
+
+/// A case's future.
+pub type CaseFuture<'a> = std::pin::Pin<Box<dyn std::future::Future<Output = Result<()>> + 'a>>;
+
+/// One case of the suite.
+pub type Case = for<'a> fn(&'a Ctx) -> CaseFuture<'a>;
+
+fn case_health(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(health_metrics_openapi(&c.api))
+}
+fn case_bad_input(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(bad_input(&c.api))
+}
+fn case_submit(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(submit_stream_complete(&c.api, &c.provider))
+}
+fn case_retries(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(retries_and_failures(&c.api, &c.provider))
+}
+fn case_list(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(list_and_paginate(&c.api, &c.provider))
+}
+fn case_cancel(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(cancel_and_retry(&c.api, &c.provider, c.concurrency))
+}
+fn case_transliteration(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(transliteration_and_offline(&c.api))
+}
+fn case_memory(c: &Ctx) -> CaseFuture<'_> {
+    // The cloud's memory-hit counter is checked with its other counters.
+    Box::pin(translation_memory(
+        &c.api,
+        &c.provider,
+        c.target == Target::Local,
+    ))
+}
+fn case_glossary(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(glossary_context_quality(&c.api, &c.provider))
+}
+
+/// The suite, in the order it runs against every deployment (one test per
+/// case: a failure does not hide the cases after it).
+pub const CASES: &[(&str, Case)] = &[
+    ("api::health_metrics_openapi", case_health),
+    ("api::bad_input", case_bad_input),
+    ("api::submit_stream_complete", case_submit),
+    ("api::retries_and_failures", case_retries),
+    ("api::list_and_paginate", case_list),
+    ("api::cancel_and_retry", case_cancel),
+    ("api::transliteration_and_offline", case_transliteration),
+    ("api::translation_memory", case_memory),
+    ("api::glossary_context_quality", case_glossary),
+    ("api::metrics_after_work", case_health),
+];

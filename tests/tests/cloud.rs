@@ -2,22 +2,24 @@
 //! moto with Step Functions executing, the real Lambda functions under
 //! `cargo lambda watch`), plus what only the cloud has: duplicate dispatch,
 //! retries visible in the execution history, the global concurrency limit
-//! and S3 ingest.
-//!
-//! One emulation serves every step, so it is one test.
+//! and S3 ingest. One emulation serves every case; each case is a test of
+//! its own (libtest-mimic), so a failure does not hide the cases after it.
 
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Command, ExitCode};
 use std::time::{Duration, Instant};
 
 use aws_config::BehaviorVersion;
-use lotsawa_apitests::suite::{self, JOB_TIMEOUT, numbered_text};
+use lotsawa_apitests::harness::{self, Deployment};
+use lotsawa_apitests::suite::{self, Ctx, JOB_TIMEOUT, Target, numbered_text};
 use lotsawa_apitests::{Api, FakeProvider};
 use serde_json::json;
 
 struct Emulation {
     dir: tempfile::TempDir,
     vars: std::collections::HashMap<String, String>,
+    /// A case failed: the logs are shown when the emulation stops.
+    failed: bool,
 }
 
 fn root() -> PathBuf {
@@ -52,6 +54,7 @@ impl Emulation {
                 .map(|(k, v)| (k.to_owned(), v.to_owned()))
                 .collect(),
             dir,
+            failed: false,
         };
         assert!(
             out.status.success(),
@@ -108,7 +111,7 @@ impl Drop for Emulation {
         for line in repeated.iter().chain(&restarted).take(10) {
             eprintln!("  {line}");
         }
-        if std::thread::panicking() {
+        if self.failed || std::thread::panicking() {
             // The emulation's logs die with its temporary directory: show
             // their ends so a failure in CI can be understood.
             for log in ["lambda.log", "poll.log", "moto.log"] {
@@ -171,49 +174,72 @@ async fn executions_of(sfn: &aws_sdk_sfn::Client, arn: &str, job: &str) -> Vec<S
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
-    let provider = FakeProvider::start().await;
+/// The emulated cloud under test, and the clients the cloud-only cases use.
+struct Cloud {
+    ctx: Ctx,
+    em: Emulation,
+    sfn: aws_sdk_sfn::Client,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    sm: String,
+}
+
+impl Deployment for Cloud {
+    fn ctx(&self) -> &Ctx {
+        &self.ctx
+    }
+    fn finish(self: Box<Self>, failed: bool) {
+        let mut em = self.em;
+        em.failed = failed;
+        drop(em);
+    }
+}
+
+fn setup(rt: &tokio::runtime::Runtime) -> Cloud {
+    let provider = rt.block_on(FakeProvider::start());
     let em = Emulation::up(&provider);
     let api = Api::new(em.var("API_URL"), em.var("STREAM_URL"));
-    let sdk = em.sdk().await;
-    let sfn = aws_sdk_sfn::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let sdk = rt.block_on(em.sdk());
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
             .force_path_style(true)
             .build(),
     );
-    let sm = em.var("STATE_MACHINE_ARN").to_owned();
+    Cloud {
+        sfn: aws_sdk_sfn::Client::new(&sdk),
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        s3,
+        sm: em.var("STATE_MACHINE_ARN").to_owned(),
+        ctx: Ctx {
+            api,
+            provider,
+            target: Target::Cloud,
+            concurrency: 3,
+        },
+        em,
+    }
+}
 
-    // The same API suite as the local binary.
-    suite::health_metrics_openapi(&api)
-        .await
-        .expect("health, metrics, openapi");
-    suite::bad_input(&api).await.expect("bad input");
-    suite::submit_stream_complete(&api, &provider)
-        .await
-        .expect("submit, stream, complete");
-    suite::retries_and_failures(&api, &provider)
-        .await
-        .expect("retries and failures");
-    suite::list_and_paginate(&api, &provider)
-        .await
-        .expect("list and paginate");
-    suite::cancel_and_retry(&api, &provider, 3)
-        .await
-        .expect("cancel and retry");
-    suite::transliteration_and_offline(&api)
-        .await
-        .expect("transliteration and offline");
-    suite::translation_memory(&api, &provider, false)
-        .await
-        .expect("translation memory");
-    suite::glossary_context_quality(&api, &provider)
-        .await
-        .expect("glossary, context, quality");
+/// An object under results/, when it is there.
+async fn read_result(c: &Cloud, key: &str) -> Option<String> {
+    let bucket = c.em.var("BUCKET");
+    let out =
+        c.s3.get_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .ok()?;
+    let bytes = out.body.collect().await.ok()?.into_bytes();
+    String::from_utf8(bytes.to_vec()).ok()
+}
 
-    // A transient failure is retried by Step Functions: visible in the history.
+/// A transient failure is retried by Step Functions: visible in the history.
+async fn retries_visible_in_the_execution_history(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let sfn = &c.sfn;
+    let sm = c.sm.as_str();
     provider.set_delay_ms(0);
     let flaky = "cloud FAIL503x2 ཀ་ཁ་ག།";
     let id = api
@@ -223,7 +249,7 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     api.wait_status(&id, "completed", JOB_TIMEOUT)
         .await
         .expect("completes");
-    let execs = executions_of(&sfn, &sm, &id).await;
+    let execs = executions_of(sfn, sm, &id).await;
     assert_eq!(execs.len(), 1, "{execs:?}");
     let history = sfn
         .get_execution_history()
@@ -250,12 +276,18 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     eprintln!(
         "execution history of a job with 2 transient failures: {failed} TaskFailed, {waits} waits"
     );
-
-    // A duplicate dispatch message starts no second execution.
+}
+/// A duplicate dispatch message starts no second execution; a long run continues in segments.
+async fn a_duplicate_dispatch_starts_no_second_execution(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let sfn = &c.sfn;
+    let sqs = &c.sqs;
+    let sm = c.sm.as_str();
     provider.set_delay_ms(300);
-    let id = start_job(&api, "dup-", 3).await;
+    let id = start_job(api, "dup-", 3).await;
     sqs.send_message()
-        .queue_url(em.var("JOB_QUEUE_URL"))
+        .queue_url(c.em.var("JOB_QUEUE_URL"))
         .message_body(json!({"jobId": id, "generation": 1, "segment": 0}).to_string())
         .message_group_id("jobs")
         .message_deduplication_id(format!("{id}-duplicate"))
@@ -266,7 +298,7 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         .await
         .expect("completes");
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let execs = executions_of(&sfn, &sm, &id).await;
+    let execs = executions_of(sfn, sm, &id).await;
     let first = execs
         .iter()
         .filter(|a| a.ends_with(&format!("{id}-1-0")))
@@ -278,8 +310,13 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         api.job(&id).await.expect("job")["result"]["translation"],
         suite::expected_translation(&numbered_text("dup-", 3).1).as_str()
     );
-
-    // The concurrency limit holds across the deployment.
+}
+/// The concurrency limit holds across the deployment.
+async fn the_concurrency_limit_holds(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let sfn = &c.sfn;
+    let sm = c.sm.as_str();
     provider.set_delay_ms(250);
     let mut ids = Vec::new();
     for j in 0..6 {
@@ -315,7 +352,7 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
             let mut execs = Vec::new();
             for j in &unfinished {
                 let id = j["id"].as_str().unwrap_or_default();
-                execs.push(executions_of(&sfn, &sm, id).await);
+                execs.push(executions_of(sfn, sm, id).await);
             }
             panic!("jobs did not finish: {unfinished:?}\nexecutions: {execs:?}");
         }
@@ -326,16 +363,22 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         "{max_processing} jobs processing with a limit of 3"
     );
     eprintln!("concurrency: at most {max_processing} of 6 jobs processing (limit 3)");
-
+}
+/// An execution ended outside the worker fails its job and frees its slot.
+async fn an_ended_execution_fails_its_job_and_frees_its_slot(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let sfn = &c.sfn;
+    let sm = c.sm.as_str();
     // An execution that ends outside the worker (here: stopped behind the
     // API's back, as a timeout would end it) fails its job and frees its slot.
     provider.set_delay_ms(1500);
-    let id = start_job(&api, "reap-", 4).await;
+    let id = start_job(api, "reap-", 4).await;
     // The dispatcher claims the job (it shows `processing`) before it starts
     // the execution.
     let deadline = Instant::now() + Duration::from_secs(30);
     let arn = loop {
-        if let Some(arn) = executions_of(&sfn, &sm, &id).await.into_iter().next() {
+        if let Some(arn) = executions_of(sfn, sm, &id).await.into_iter().next() {
             break arn;
         }
         assert!(Instant::now() < deadline, "no execution for job {id}");
@@ -374,11 +417,16 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         assert!(Instant::now() < deadline, "slots not released: {metrics}");
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-
+}
+/// S3 ingest: uploads become jobs, results land under results/.
+async fn uploads_become_jobs_and_results(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let s3 = &c.s3;
     // S3 ingest: a URL-encoded key under incoming/ becomes a job and its
     // result lands under results/; a non-UTF-8 object becomes a failed job.
     provider.set_delay_ms(0);
-    let bucket = em.var("BUCKET");
+    let bucket = c.em.var("BUCKET");
     s3.put_object()
         .bucket(bucket)
         .key("incoming/my verse ཀ.txt")
@@ -393,18 +441,9 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         .send()
         .await
         .expect("upload");
-    let read = |key: &'static str| {
-        let s3 = s3.clone();
-        let bucket = bucket.to_owned();
-        async move {
-            let out = s3.get_object().bucket(bucket).key(key).send().await.ok()?;
-            let bytes = out.body.collect().await.ok()?.into_bytes();
-            String::from_utf8(bytes.to_vec()).ok()
-        }
-    };
     let deadline = Instant::now() + Duration::from_secs(90);
     let text = loop {
-        if let Some(t) = read("results/my verse ཀ.txt").await {
+        if let Some(t) = read_result(c, "results/my verse ཀ.txt").await {
             break t;
         }
         assert!(Instant::now() < deadline, "no result for the upload");
@@ -414,12 +453,15 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         text,
         lotsawa_apitests::provider::fake_translation("ingest ཀ་ཁ་ག་ང།")
     );
-    let record: serde_json::Value =
-        serde_json::from_str(&read("results/my verse ཀ.json").await.expect("record"))
-            .expect("json");
+    let record: serde_json::Value = serde_json::from_str(
+        &read_result(c, "results/my verse ཀ.json")
+            .await
+            .expect("record"),
+    )
+    .expect("json");
     assert_eq!(record["status"], "completed", "{record}");
     let failed = loop {
-        if let Some(t) = read("results/binary.json").await {
+        if let Some(t) = read_result(c, "results/binary.json").await {
             break t;
         }
         assert!(Instant::now() < deadline, "no record for the binary upload");
@@ -435,9 +477,15 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     );
     let id = failed["jobId"].as_str().expect("job id");
     assert_eq!(api.job(id).await.expect("job")["status"], "failed");
-
+}
+/// Cancelling an uploaded job writes its record.
+async fn cancelling_an_upload_writes_its_record(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let s3 = &c.s3;
     // Cancelling an uploaded job writes its record (status cancelled) and no
     // translation under results/.
+    let bucket = c.em.var("BUCKET");
     provider.set_delay_ms(1500);
     let (text, _, _) = numbered_text("cancel-upload-", 200);
     s3.put_object()
@@ -468,13 +516,20 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
         .await
         .expect("cancel");
     assert_eq!(status, 200, "{body}");
-    let record: serde_json::Value =
-        serde_json::from_str(&read("results/cancel me.json").await.expect("record")).expect("json");
+    let record: serde_json::Value = serde_json::from_str(
+        &read_result(c, "results/cancel me.json")
+            .await
+            .expect("record"),
+    )
+    .expect("json");
     assert_eq!(record["status"], "cancelled", "{record}");
     assert_eq!(record["jobId"], id.as_str(), "{record}");
-    assert!(read("results/cancel me.txt").await.is_none());
+    assert!(read_result(c, "results/cancel me.txt").await.is_none());
     provider.set_delay_ms(0);
-
+}
+/// The workers' counters reach /metrics.
+async fn worker_counters_reach_metrics(c: &Cloud) {
+    let api = &c.ctx.api;
     // The workers' counters reach /metrics: every kind of attempt the suite
     // caused (successes, the injected 503s and 400, memory hits) is there.
     let (_, _, metrics) = api
@@ -499,4 +554,36 @@ async fn api_suite_and_cloud_behaviour_on_the_emulated_cloud() {
     );
     assert!(count >= 10.0, "{metrics}");
     eprintln!("cloud metrics: {count} timed openai attempts");
+}
+
+type Step = lotsawa_apitests::harness::Extra<Cloud>;
+
+const CLOUD_CASES: &[Step] = &[
+    ("cloud::retries_visible_in_the_execution_history", |c| {
+        Box::pin(retries_visible_in_the_execution_history(c))
+    }),
+    (
+        "cloud::a_duplicate_dispatch_starts_no_second_execution",
+        |c| Box::pin(a_duplicate_dispatch_starts_no_second_execution(c)),
+    ),
+    ("cloud::the_concurrency_limit_holds", |c| {
+        Box::pin(the_concurrency_limit_holds(c))
+    }),
+    (
+        "cloud::an_ended_execution_fails_its_job_and_frees_its_slot",
+        |c| Box::pin(an_ended_execution_fails_its_job_and_frees_its_slot(c)),
+    ),
+    ("cloud::uploads_become_jobs_and_results", |c| {
+        Box::pin(uploads_become_jobs_and_results(c))
+    }),
+    ("cloud::cancelling_an_upload_writes_its_record", |c| {
+        Box::pin(cancelling_an_upload_writes_its_record(c))
+    }),
+    ("cloud::worker_counters_reach_metrics", |c| {
+        Box::pin(worker_counters_reach_metrics(c))
+    }),
+];
+
+fn main() -> ExitCode {
+    harness::run(setup, CLOUD_CASES)
 }
