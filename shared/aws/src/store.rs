@@ -592,16 +592,23 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// Jobs holding slots, for reconciliation.
-    pub async fn processing(&self) -> Result<Vec<JobItem>, StoreError> {
-        let query = self
-            .clients
+    /// A query of the jobs in `status` (index `gsi1`, oldest first).
+    fn by_status(
+        &self,
+        status: JobStatus,
+    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
+        self.clients
             .ddb
             .query()
             .table_name(&self.config.table)
             .index_name("gsi1")
             .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s("STATUS#processing"));
+            .expression_attribute_values(":pk", s(format!("STATUS#{}", status.as_str())))
+    }
+
+    /// Jobs holding slots, for reconciliation.
+    pub async fn processing(&self) -> Result<Vec<JobItem>, StoreError> {
+        let query = self.by_status(JobStatus::Processing);
         let mut out = Vec::new();
         for item in self.query_all(query).await? {
             out.push(job_from_item(&item)?);
@@ -867,13 +874,7 @@ impl JobStore for DynamoStore {
     /// SQS FIFO's; this serves [`JobStore::claim_next`]).
     async fn next_pending(&self, n: u32) -> Result<Vec<JobId>, StoreError> {
         let out = self
-            .clients
-            .ddb
-            .query()
-            .table_name(&self.config.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s("STATUS#pending"))
+            .by_status(JobStatus::Pending)
             .scan_index_forward(true)
             .limit(n.max(1) as i32)
             .send()
@@ -1100,13 +1101,7 @@ impl JobStore for DynamoStore {
             let mut start = None;
             loop {
                 let page = self
-                    .clients
-                    .ddb
-                    .query()
-                    .table_name(&self.config.table)
-                    .index_name("gsi1")
-                    .key_condition_expression("gsi1pk = :pk")
-                    .expression_attribute_values(":pk", s(format!("STATUS#{}", st.as_str())))
+                    .by_status(*st)
                     .select(Select::Count)
                     .set_exclusive_start_key(start)
                     .send()

@@ -59,26 +59,14 @@ pub fn check(source: &str, translation: &str, glossary: &[GlossaryEntry]) -> Opt
     if t.is_empty() {
         return Some(QualityIssue::Empty);
     }
-    let letters = |s: &str| {
-        s.chars()
-            .filter(|c| c.is_alphanumeric() || ('\u{0F00}'..='\u{0FFF}').contains(c))
-            .count()
-    };
-    let tibetan = t
-        .chars()
-        .filter(|c| ('\u{0F40}'..='\u{0FBC}').contains(c))
-        .count();
-    let total = letters(t).max(1);
-    let share = tibetan as f64 / total as f64;
+    let (share, total) = tibetan_share(t);
     if share > 0.5 {
         return Some(QualityIssue::StillTibetan(share));
     }
-    let src = letters(source);
-    if src >= 20 {
-        let ratio = total as f64 / src as f64;
-        if !(MIN_RATIO..=MAX_RATIO).contains(&ratio) {
-            return Some(QualityIssue::LengthRatio(ratio));
-        }
+    if let Some(ratio) = length_ratio(source, total)
+        && !(MIN_RATIO..=MAX_RATIO).contains(&ratio)
+    {
+        return Some(QualityIssue::LengthRatio(ratio));
     }
     let lower = t.to_lowercase();
     for e in glossary {
@@ -92,6 +80,30 @@ pub fn check(source: &str, translation: &str, glossary: &[GlossaryEntry]) -> Opt
     None
 }
 
+/// Letters (alphanumerics and Tibetan-block characters) in `s`.
+fn letters(s: &str) -> usize {
+    s.chars()
+        .filter(|c| c.is_alphanumeric() || ('\u{0F00}'..='\u{0FFF}').contains(c))
+        .count()
+}
+
+/// The share of an answer's letters that are Tibetan letters, and its
+/// letter count (at least 1).
+fn tibetan_share(t: &str) -> (f64, usize) {
+    let tibetan = t
+        .chars()
+        .filter(|c| ('\u{0F40}'..='\u{0FBC}').contains(c))
+        .count();
+    let total = letters(t).max(1);
+    (tibetan as f64 / total as f64, total)
+}
+
+/// Answer letters per source letter, for sources long enough to judge.
+fn length_ratio(source: &str, answer_letters: usize) -> Option<f64> {
+    let src = letters(source);
+    (src >= 20).then(|| answer_letters as f64 / src as f64)
+}
+
 /// A score in 0..=1 from the same checks, for answers without a model's
 /// own confidence: the share of the answer that is not Tibetan script,
 /// halved for an implausible length ratio, and scaled by the share of the
@@ -101,23 +113,10 @@ pub fn score(source: &str, translation: &str, glossary: &[GlossaryEntry]) -> f64
     if t.is_empty() {
         return 0.0;
     }
-    let letters = |s: &str| {
-        s.chars()
-            .filter(|c| c.is_alphanumeric() || ('\u{0F00}'..='\u{0FFF}').contains(c))
-            .count()
-    };
-    let tibetan = t
-        .chars()
-        .filter(|c| ('\u{0F40}'..='\u{0FBC}').contains(c))
-        .count();
-    let total = letters(t).max(1);
-    let mut score = 1.0 - (tibetan as f64 / total as f64).min(1.0);
-    let src = letters(source);
-    if src >= 20 {
-        let ratio = total as f64 / src as f64;
-        if !(MIN_RATIO..=MAX_RATIO).contains(&ratio) {
-            score *= 0.5;
-        }
+    let (share, total) = tibetan_share(t);
+    let mut score = 1.0 - share.min(1.0);
+    if length_ratio(source, total).is_some_and(|r| !(MIN_RATIO..=MAX_RATIO).contains(&r)) {
+        score *= 0.5;
     }
     let terms: Vec<&GlossaryEntry> = glossary
         .iter()
