@@ -4,7 +4,7 @@
 
 use chrono::Utc;
 use lotsawa_core::{
-    Job, JobConfig, JobId, JobService, JobStatus, JobStore, JobType, NewJob, SourceText,
+    JobConfig, JobId, JobService, JobStatus, JobStore, JobType, NewJob, SourceText,
 };
 use percent_encoding::percent_decode_str;
 use serde_json::json;
@@ -63,23 +63,14 @@ pub async fn ingest(
     let source = match why {
         Ok(source) => source,
         Err(why) => {
-            let now = Utc::now();
-            let job = Job {
-                id: JobId::new(),
-                kind: JobType::Translation,
-                status: JobStatus::Failed,
-                source: String::new(),
-                config: JobConfig::default(),
-                result: None,
-                error: Some(format!("s3://{bucket}/{key}: {why}")),
-                chunks_completed: 0,
-                chunks_total: 0,
-                created_at: now,
-                started_at: None,
-                completed_at: Some(now),
-                cancelled_at: None,
-                attempts: 0,
-            };
+            let error = format!("s3://{bucket}/{key}: {why}");
+            let job = lotsawa_core::pipeline::rejected_job(
+                JobType::Translation,
+                JobConfig::default(),
+                error,
+                Utc::now(),
+            )
+            .map_err(|e| CloudError::Build(e.to_string()))?;
             store.create_failed(&job).await?;
             store.set_ingest_key(job.id, key).await?;
             write_result(store, key, job.id).await?;

@@ -438,10 +438,57 @@ pub fn new_job(
     (job, chunks)
 }
 
+/// A job that could not start (an unusable upload): a pending job with no
+/// chunks whose one run is started and failed at once, through the
+/// transition table like every other job.
+pub fn rejected_job(
+    kind: crate::job::JobType,
+    config: JobConfig,
+    error: String,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<crate::job::Job, crate::job::TransitionError> {
+    use crate::store::{Change, JobPatch};
+    let pending = crate::job::Job {
+        id: crate::job::JobId::new(),
+        kind,
+        status: crate::job::JobStatus::Pending,
+        source: String::new(),
+        config,
+        result: None,
+        error: None,
+        chunks_completed: 0,
+        chunks_total: 0,
+        created_at: now,
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        attempts: 0,
+    };
+    let started =
+        JobPatch::plan(&pending, Change::Start { limit: u32::MAX }, now)?.applied_to(&pending);
+    let fail = Change::Fail { error, chunk: None };
+    Ok(JobPatch::plan(&started, fail, now)?.applied_to(&started))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::job::{JobConfig, JobType, NewJob, SourceText};
+
+    #[test]
+    fn rejected_jobs_are_failed_runs() {
+        let now = chrono::Utc::now();
+        let j = rejected_job(
+            JobType::Translation,
+            JobConfig::default(),
+            "bad".into(),
+            now,
+        )
+        .expect("a failed job");
+        assert_eq!(j.status, crate::job::JobStatus::Failed);
+        assert_eq!(j.error.as_deref(), Some("bad"));
+        assert_eq!((j.attempts, j.completed_at), (1, Some(now)));
+    }
     use crate::ledger::{ChunkRecord, ChunkStatus};
 
     fn rec(source: &str, out: &str, confidence: Option<f64>) -> ChunkRecord {

@@ -899,20 +899,43 @@ fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
             }
             continue;
         }
+        // A write runs inside its own savepoint, so a failing write leaves
+        // nothing behind and the rest of the batch commits. If the savepoint
+        // itself cannot be set, undone or released, the batch is abandoned:
+        // nothing of it is committed and every caller hears why.
+        let mut abandoned: Option<String> = None;
         for op in batch {
-            let sp = conn.execute_batch("SAVEPOINT op");
-            let (ok, reply) = op(Ok(&conn));
-            if sp.is_ok() {
-                if !ok {
-                    let _ = conn.execute_batch("ROLLBACK TO op");
-                }
-                let _ = conn.execute_batch("RELEASE op");
+            if let Some(why) = &abandoned {
+                let (_, reply) = op(Err(why.clone()));
+                replies.push(reply);
+                continue;
             }
+            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+                abandoned = Some(format!("savepoint: {e}"));
+                let (_, reply) = op(Err(format!("savepoint: {e}")));
+                replies.push(reply);
+                continue;
+            }
+            let (ok, reply) = op(Ok(&conn));
             replies.push(reply);
+            let undo = if ok {
+                Ok(())
+            } else {
+                conn.execute_batch("ROLLBACK TO op")
+            };
+            if let Err(e) = undo.and_then(|()| conn.execute_batch("RELEASE op")) {
+                abandoned = Some(format!("savepoint: {e}"));
+            }
         }
-        let commit = conn.execute_batch("COMMIT").err().map(|e| e.to_string());
-        if commit.is_some() {
-            let _ = conn.execute_batch("ROLLBACK");
+        let commit = match abandoned {
+            Some(why) => Some(why),
+            None => conn.execute_batch("COMMIT").err().map(|e| e.to_string()),
+        };
+        if commit.is_some()
+            && !conn.is_autocommit()
+            && let Err(e) = conn.execute_batch("ROLLBACK")
+        {
+            tracing::error!(error = %e, "rolling back an abandoned batch failed");
         }
         for r in replies {
             r(commit.clone());
