@@ -92,14 +92,19 @@ const THROTTLING: &[&str] = &[
 
 /// A DynamoDB error by kind: throttling and transaction conflicts are told
 /// apart from everything else; the SDK error stays the source.
-fn ddb<E, R>(what: &'static str) -> impl Fn(SdkError<E, R>) -> StoreError
+fn ddb<E>(
+    what: &'static str,
+) -> impl Fn(SdkError<E, aws_sdk_dynamodb::config::http::HttpResponse>) -> StoreError
 where
     E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
-    R: std::fmt::Debug + Send + Sync + 'static,
 {
     move |e| {
         let code = e.code().map(str::to_owned);
+        let server_error = e
+            .raw_response()
+            .is_some_and(|r| r.status().is_server_error());
         match code.as_deref() {
+            _ if server_error => StoreError::ServerError(Box::new(e)),
             Some(c) if THROTTLING.contains(&c) => StoreError::Throttled(Box::new(e)),
             Some("TransactionConflictException") => StoreError::TransactionConflict(Box::new(e)),
             Some("ConditionalCheckFailedException") => {
@@ -109,6 +114,12 @@ where
         }
     }
 }
+
+/// Tries of one transaction (conflicts, throttling, server errors).
+const TX_ATTEMPTS: u32 = 6;
+/// Base and most delay between tries, in milliseconds.
+const TX_BASE_DELAY_MS: u64 = 25;
+const TX_MAX_DELAY_MS: u64 = 1_000;
 
 /// How a write transaction ended.
 enum Tx {
@@ -138,13 +149,18 @@ fn tx_outcome(
             .filter_map(|r| r.code().map(str::to_owned))
             .filter(|c| c != "None")
             .collect(),
-        _ => return Err(ddb("a DynamoDB transaction")(e)),
+        _ => return Err(ddb("DynamoDB TransactWriteItems")(e)),
     };
     if codes.iter().any(|c| c == "TransactionConflict") {
         return Err(StoreError::TransactionConflict(Box::new(e)));
     }
     if codes.iter().any(|c| THROTTLING.contains(&c.as_str())) {
         return Err(StoreError::Throttled(Box::new(e)));
+    }
+    if e.raw_response()
+        .is_some_and(|r| r.status().is_server_error())
+    {
+        return Err(StoreError::ServerError(Box::new(e)));
     }
     if codes.is_empty() || codes.iter().all(|c| c == "ConditionalCheckFailed") {
         return Ok(Tx::ConditionFailed);
@@ -446,15 +462,38 @@ impl DynamoStore {
             .build())
     }
 
+    /// Write items in one transaction. A conflict with another transaction,
+    /// throttling and server errors that outlast the SDK's own retries are
+    /// tried again with full-jitter exponential backoff, under one client
+    /// request token, so a transaction that did commit before its answer
+    /// was lost is not applied twice (DynamoDB answers a repeated token with
+    /// the first outcome for 10 minutes); what still fails is returned.
     async fn transact(&self, items: Vec<TransactWriteItem>) -> Result<Tx, StoreError> {
-        tx_outcome(
-            self.clients
-                .ddb
-                .transact_write_items()
-                .set_transact_items(Some(items))
-                .send()
-                .await,
-        )
+        let token = uuid::Uuid::new_v4().to_string();
+        let mut attempt = 0u32;
+        loop {
+            let out = tx_outcome(
+                self.clients
+                    .ddb
+                    .transact_write_items()
+                    .set_transact_items(Some(items.clone()))
+                    .client_request_token(&token)
+                    .send()
+                    .await,
+            );
+            match out {
+                Err(e) if e.is_retryable() && attempt + 1 < TX_ATTEMPTS => {
+                    attempt += 1;
+                    let cap = TX_BASE_DELAY_MS
+                        .saturating_mul(1 << attempt)
+                        .min(TX_MAX_DELAY_MS);
+                    let wait = (rand::random::<f64>() * cap as f64) as u64;
+                    tracing::warn!(attempt, wait_ms = wait, error = %e, "transaction not written; trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                }
+                other => return other,
+            }
+        }
     }
 
     /// The job update of a planned patch: what it sets and removes, under

@@ -61,7 +61,9 @@ impl From<StoreError> for ServiceError {
                 ServiceError::Invalid(format!("cursor '{c}' is not a valid cursor for this list"))
             }
             StoreError::Closed => ServiceError::Unavailable("the server is shutting down".into()),
-            StoreError::Throttled(_) | StoreError::TransactionConflict(_) => {
+            StoreError::Throttled(_)
+            | StoreError::TransactionConflict(_)
+            | StoreError::ServerError(_) => {
                 ServiceError::Unavailable("the job store is busy; try again".into())
             }
             other => ServiceError::Store(other),

@@ -41,6 +41,9 @@ pub enum StoreError {
     /// The store refused the request for load; retrying later may succeed.
     #[error("the store is throttling requests")]
     Throttled(#[source] BoxError),
+    /// The store answered with a server error (5xx); retrying may succeed.
+    #[error("the store answered with a server error")]
+    ServerError(#[source] BoxError),
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
@@ -71,7 +74,9 @@ impl StoreError {
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            StoreError::TransactionConflict(_) | StoreError::Throttled(_)
+            StoreError::TransactionConflict(_)
+                | StoreError::Throttled(_)
+                | StoreError::ServerError(_)
         )
     }
 }

@@ -1,0 +1,300 @@
+//! What moto never does but DynamoDB does: cancel a transaction for a
+//! conflict with another one, throttle, answer 500. An interceptor on the
+//! SDK client makes chosen calls fail that way (the request is turned into
+//! one moto refuses, so nothing is written, and its answer replaced); after
+//! every scenario each job must be terminal and no concurrency slot held.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
+
+use aws_sdk_dynamodb::config::interceptors::{
+    BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
+};
+use aws_sdk_dynamodb::config::{ConfigBag, Intercept, RuntimeComponents};
+use aws_sdk_dynamodb::error::BoxError;
+use aws_smithy_types::body::SdkBody;
+use aws_smithy_types::config_bag::{Storable, StoreReplace};
+use chrono::Utc;
+use lotsawa_aws::{Clients, DynamoStore};
+use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
+use lotsawa_core::{Job, JobConfig, JobId, JobResult, JobStatus, JobStore, JobType, StoreError};
+
+mod support;
+
+/// A failure DynamoDB can answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// `TransactionCanceledException`, reason `TransactionConflict`.
+    Conflict,
+    /// `ProvisionedThroughputExceededException`.
+    Throttled,
+    /// HTTP 500 `InternalServerError`.
+    ServerError,
+}
+
+impl Fault {
+    fn answer(self) -> (u16, String) {
+        let ty = |t: &str| format!("com.amazonaws.dynamodb.v20120810#{t}");
+        match self {
+            Fault::Conflict => (
+                400,
+                serde_json::json!({
+                    "__type": ty("TransactionCanceledException"),
+                    "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [TransactionConflict, None]",
+                    "CancellationReasons": [
+                        {"Code": "TransactionConflict", "Message": "Transaction is ongoing for the item"},
+                        {"Code": "None"}
+                    ]
+                })
+                .to_string(),
+            ),
+            Fault::Throttled => (
+                400,
+                serde_json::json!({
+                    "__type": ty("ProvisionedThroughputExceededException"),
+                    "message": "The level of configured provisioned throughput for the table was exceeded"
+                })
+                .to_string(),
+            ),
+            Fault::ServerError => (
+                500,
+                serde_json::json!({"__type": ty("InternalServerError"), "message": "injected"})
+                    .to_string(),
+            ),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Injected(Fault);
+
+impl Storable for Injected {
+    type Storer = StoreReplace<Self>;
+}
+
+/// Fails the next queued calls of one operation.
+#[derive(Debug, Clone, Default)]
+struct Faults {
+    queue: Arc<Mutex<VecDeque<Fault>>>,
+    operation: &'static str,
+    injected: Arc<Mutex<Vec<Fault>>>,
+}
+
+impl Faults {
+    fn push(&self, fault: Fault, times: usize) {
+        let mut q = self.queue.lock().expect("lock");
+        q.extend(std::iter::repeat_n(fault, times));
+    }
+    fn clear(&self) {
+        self.queue.lock().expect("lock").clear();
+    }
+    fn injected(&self) -> usize {
+        self.injected.lock().expect("lock").len()
+    }
+}
+
+impl Intercept for Faults {
+    fn name(&self) -> &'static str {
+        "lotsawa-test-faults"
+    }
+
+    fn modify_before_transmit(
+        &self,
+        ctx: &mut BeforeTransmitInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        let target = ctx
+            .request()
+            .headers()
+            .get("x-amz-target")
+            .unwrap_or_default()
+            .to_owned();
+        let fault = if target.ends_with(self.operation) {
+            self.queue.lock().expect("lock").pop_front()
+        } else {
+            None
+        };
+        match fault {
+            Some(f) => {
+                // An operation moto does not know: it writes nothing.
+                ctx.request_mut()
+                    .headers_mut()
+                    .insert("x-amz-target", "DynamoDB_20120810.LotsawaInjectedFault");
+                self.injected.lock().expect("lock").push(f);
+                cfg.interceptor_state().store_put(Injected(f));
+            }
+            None => {
+                cfg.interceptor_state().unset::<Injected>();
+            }
+        }
+        Ok(())
+    }
+
+    fn modify_before_deserialization(
+        &self,
+        ctx: &mut BeforeDeserializationInterceptorContextMut<'_>,
+        _rc: &RuntimeComponents,
+        cfg: &mut ConfigBag,
+    ) -> Result<(), BoxError> {
+        if let Some(Injected(f)) = cfg.load::<Injected>().cloned() {
+            let (status, body) = f.answer();
+            let res = ctx.response_mut();
+            *res.status_mut() = status.try_into()?;
+            res.headers_mut()
+                .insert("content-type", "application/x-amz-json-1.0");
+            res.headers_mut().remove("content-length");
+            *res.body_mut() = SdkBody::from(body);
+        }
+        Ok(())
+    }
+}
+
+async fn store_with_faults() -> (DynamoStore, Faults) {
+    let sdk = support::sdk().await;
+    let faults = Faults {
+        operation: "TransactWriteItems",
+        ..Faults::default()
+    };
+    let ddb = aws_sdk_dynamodb::config::Builder::from(&sdk)
+        .interceptor(faults.clone())
+        .build();
+    let mut clients = Clients::from_sdk(&sdk);
+    clients.ddb = aws_sdk_dynamodb::Client::from_conf(ddb);
+    (DynamoStore::new(clients, support::fresh_config()), faults)
+}
+
+async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
+    let texts: Vec<String> = (0..chunks).map(|i| format!("ཀ་{i}། ")).collect();
+    let job = Job {
+        id: JobId::new(),
+        kind: JobType::Translation,
+        status: JobStatus::Pending,
+        source: texts.concat(),
+        config: JobConfig::default(),
+        result: None,
+        error: None,
+        chunks_completed: 0,
+        chunks_total: chunks as u32,
+        created_at: Utc::now(),
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        attempts: 0,
+    };
+    store.create(&job, &texts).await.expect("create");
+    job
+}
+
+async fn change(
+    store: &DynamoStore,
+    id: JobId,
+    c: Change,
+) -> Result<TransitionOutcome, StoreError> {
+    let job = store.get(id).await?;
+    transition(store, &job, c, Utc::now()).await
+}
+
+fn done(index: u32) -> ChunkDone {
+    ChunkDone {
+        index,
+        translation: format!("out {index}"),
+        duration_ms: Some(1),
+        attempts: 1,
+        ..ChunkDone::default()
+    }
+}
+
+/// A whole run with `fault` injected twice before each transactional write
+/// (claim, every checkpoint, completion): each is retried and the job
+/// completes with its slot released.
+async fn a_run_survives(fault: Fault) {
+    let (store, faults) = store_with_faults().await;
+    let job = new_job(&store, 2).await;
+    faults.push(fault, 2);
+    let started = change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("claim despite the faults");
+    assert!(
+        matches!(started, TransitionOutcome::Applied(_)),
+        "{started:?}"
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+    for i in 0..2 {
+        faults.push(fault, 2);
+        let c = store
+            .checkpoint(job.id, 1, &done(i))
+            .await
+            .expect("checkpoint");
+        assert_eq!(c, Checkpoint::Recorded);
+    }
+    faults.push(fault, 2);
+    let result = JobResult {
+        translation: "out 0 out 1".into(),
+        confidence: Some(1.0),
+        processing_time: 2,
+        engine: "echo".into(),
+        model: None,
+        warnings: vec![],
+        chunks_from_memory: 0,
+    };
+    let end = change(&store, job.id, Change::Complete(result))
+        .await
+        .expect("complete despite the faults");
+    assert!(
+        matches!(end, TransitionOutcome::Applied(ref j) if j.status == JobStatus::Completed),
+        "{end:?}"
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    assert!(
+        faults.injected() >= 8,
+        "faults injected: {}",
+        faults.injected()
+    );
+}
+
+#[tokio::test]
+async fn transaction_conflicts_are_retried() {
+    a_run_survives(Fault::Conflict).await;
+}
+
+#[tokio::test]
+async fn throttled_transactions_are_retried() {
+    a_run_survives(Fault::Throttled).await;
+}
+
+#[tokio::test]
+async fn server_errors_are_retried() {
+    a_run_survives(Fault::ServerError).await;
+}
+
+/// A conflict that does not go away is an error of its own kind, not "the
+/// job moved on": nothing was written, and once the conflicts stop the job
+/// can still be started, cancelled, and leaves no slot held.
+#[tokio::test]
+async fn a_lasting_conflict_is_an_error_and_writes_nothing() {
+    let (store, faults) = store_with_faults().await;
+    let job = new_job(&store, 1).await;
+    faults.push(Fault::Conflict, 100);
+    let out = change(&store, job.id, Change::Start { limit: 3 }).await;
+    assert!(
+        matches!(out, Err(StoreError::TransactionConflict(_))),
+        "{out:?}"
+    );
+    faults.clear();
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!((now.status, now.attempts), (JobStatus::Pending, 0));
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    let started = change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start");
+    assert!(matches!(started, TransitionOutcome::Applied(_)));
+    faults.push(Fault::Throttled, 2);
+    let cancelled = change(&store, job.id, Change::Cancel)
+        .await
+        .expect("cancel");
+    assert!(
+        matches!(cancelled, TransitionOutcome::Applied(ref j) if j.status == JobStatus::Cancelled)
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+}
