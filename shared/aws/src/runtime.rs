@@ -165,7 +165,7 @@ impl App {
             store: self.store.clone(),
             engines: self.engines.clone(),
         };
-        let mut response = SqsBatchResponse::default();
+        let response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
             let task = match Task::parse(record.body.as_deref().unwrap_or("")) {
@@ -176,10 +176,9 @@ impl App {
                     continue;
                 }
             };
-            if let Err(e) = worker.handle(&task).await {
-                tracing::error!(job_id = %task.job_id, error = %e, "task failed; SQS will deliver it again");
-                response.batch_item_failures.push(failure(id));
-            }
+            // Every task is answered (a failed step as transient), so the
+            // message is done with either way.
+            worker.handle(&task).await;
         }
         response
     }

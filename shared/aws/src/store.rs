@@ -1199,6 +1199,9 @@ pub enum Counted<'a> {
     },
     /// A chunk served from the translation memory.
     MemoryHit,
+    /// An answer to the state machine that Step Functions refused for a
+    /// reason other than the execution having ended.
+    AnswerFailed,
 }
 
 /// The `ADD` update of a counter item. Attribute names: `attempts#<outcome>`,
@@ -1230,6 +1233,7 @@ fn counter_update(
             }
         }
         Counted::MemoryHit => adds.push(("memory_hits".to_owned(), n(1))),
+        Counted::AnswerFailed => adds.push(("answer_failures".to_owned(), n(1))),
     }
     let mut names = HashMap::new();
     let mut values = HashMap::new();
@@ -1271,6 +1275,8 @@ pub fn totals_from_items(items: &[Item]) -> ChunkTotals {
                 t.memory_hits += count;
             } else if k == "quality_retries" {
                 t.quality_retries += count;
+            } else if k == "answer_failures" {
+                t.answer_failures += count;
             }
         }
     }

@@ -6,6 +6,7 @@
 
 use std::time::Instant;
 
+use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::Utc;
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
@@ -74,6 +75,9 @@ impl Task {
     }
 }
 
+/// `SendTask*` errors that only mean the execution no longer waits.
+const EXPECTED_ANSWER_ERRORS: &[&str] = &["TaskTimedOut", "InvalidToken", "TaskDoesNotExist"];
+
 /// The answer to a task.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Answer {
@@ -100,10 +104,24 @@ impl std::fmt::Debug for Worker {
 
 impl Worker {
     /// Handle a task and answer its token.
-    pub async fn handle(&self, task: &Task) -> Result<Answer, CloudError> {
-        let answer = self.answer(task).await?;
+    /// A step that fails on the store or an AWS call is answered with
+    /// `Lotsawa.Transient` at once (the state machine backs off and tries
+    /// again with a fresh token), instead of returning the message to SQS,
+    /// where it would wait out its visibility timeout and come back with a
+    /// dead token.
+    pub async fn handle(&self, task: &Task) -> Answer {
+        let answer = match self.answer(task).await {
+            Ok(a) => a,
+            Err(e) => {
+                tracing::error!(job_id = %task.job_id, error = %e, source = ?std::error::Error::source(&e), "task step failed; answering it as transient");
+                Answer::Failure(
+                    ErrorClass::Transient.error_name(),
+                    format!("the worker could not finish the step: {e}"),
+                )
+            }
+        };
         self.send(&task.task_token, &answer).await;
-        Ok(answer)
+        answer
     }
 
     /// Answer a malformed task with a permanent failure, when it has a token.
@@ -124,7 +142,12 @@ impl Worker {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sfn::error::DisplayErrorContext(&e).to_string()),
+                .map_err(|e| {
+                    (
+                        e.code().map(str::to_owned),
+                        DisplayErrorContext(&e).to_string(),
+                    )
+                }),
             Answer::Failure(name, cause) => sfn
                 .send_task_failure()
                 .task_token(task_token)
@@ -133,11 +156,24 @@ impl Worker {
                 .send()
                 .await
                 .map(|_| ())
-                .map_err(|e| aws_sdk_sfn::error::DisplayErrorContext(&e).to_string()),
+                .map_err(|e| {
+                    (
+                        e.code().map(str::to_owned),
+                        DisplayErrorContext(&e).to_string(),
+                    )
+                }),
         };
-        if let Err(e) = sent {
-            // A stopped execution (cancel) no longer takes answers.
-            tracing::warn!(error = %e, "answering the task failed");
+        match sent {
+            Ok(()) => {}
+            // The execution was stopped (a cancel) or the task timed out: no
+            // one waits for this answer any more.
+            Err((Some(code), e)) if EXPECTED_ANSWER_ERRORS.contains(&code.as_str()) => {
+                tracing::info!(%code, error = %e, "the task no longer takes an answer");
+            }
+            Err((code, e)) => {
+                tracing::error!(code = code.as_deref().unwrap_or("-"), error = %e, "answering the task failed");
+                self.count(&Counted::AnswerFailed).await;
+            }
         }
     }
 
@@ -246,10 +282,15 @@ impl Worker {
         let item = self.store.item(id, false).await?;
         let job = item.job;
         let ledger = self.store.chunk_range(id, 0, job.chunks_total).await?;
-        if ledger.iter().any(|c| c.status != ChunkStatus::Completed)
-            || job.status != JobStatus::Processing
-        {
+        if job.status != JobStatus::Processing || job.attempts != run {
+            // Cancelled, or ended by a repeated task: nothing to complete.
             return Ok(Answer::Success(json!({"state": "stopped"})));
+        }
+        if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
+            return Ok(Answer::Failure(
+                ErrorClass::Permanent.error_name(),
+                "the job is still running this run but its chunks are not all done".into(),
+            ));
         }
         let engine_name = pipeline::engine_for(&job, self.engines.default_name());
         let model = job.config.model.clone().or_else(|| {
@@ -266,12 +307,22 @@ impl Worker {
             Utc::now(),
         )
         .await?;
-        if !matches!(outcome, TransitionOutcome::Applied(_)) {
-            tracing::info!(?outcome, "the run ended elsewhere");
-        }
+        let state = if outcome_job_moved_on(&outcome, run) {
+            // Someone finished or stopped the run first (a repeated task, a
+            // cancel): the job already is what it will be.
+            tracing::info!(status = %now_status(&outcome), "the run ended elsewhere");
+            "stopped"
+        } else if matches!(outcome, TransitionOutcome::Applied(_)) {
+            "completed"
+        } else {
+            return Ok(Answer::Failure(
+                ErrorClass::Permanent.error_name(),
+                "the job is still running this run but its chunks are not all done".into(),
+            ));
+        };
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
-        Ok(Answer::Success(json!({"state": "completed"})))
+        Ok(Answer::Success(json!({ "state": state })))
     }
 
     /// Jobs created from S3 uploads get their outcome written under results/.
@@ -300,12 +351,37 @@ impl Worker {
             chunk: (k < item.job.chunks_total).then_some(k),
         };
         let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
-        if !matches!(outcome, TransitionOutcome::Applied(_)) {
-            tracing::info!(?outcome, "the run ended elsewhere");
-        }
+        let state = match &outcome {
+            TransitionOutcome::Applied(_) => "failed",
+            _ => {
+                // Cancelled, reaped or ended by a repeated task first.
+                tracing::info!(status = %now_status(&outcome), "the run ended elsewhere");
+                "stopped"
+            }
+        };
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
-        Ok(Answer::Success(json!({"state": "failed"})))
+        Ok(Answer::Success(json!({ "state": state })))
+    }
+}
+
+/// True when a refused or lost end of run `run` found the job no longer in
+/// that run (finished, cancelled, retried).
+fn outcome_job_moved_on(outcome: &TransitionOutcome, run: u32) -> bool {
+    match outcome {
+        TransitionOutcome::Applied(_) => false,
+        TransitionOutcome::LostRace(now) => {
+            now.status != JobStatus::Processing || now.attempts != run
+        }
+        TransitionOutcome::NotAllowed(e) => e.from != JobStatus::Processing,
+    }
+}
+
+/// The status a lost or refused change found, for logs.
+fn now_status(outcome: &TransitionOutcome) -> String {
+    match outcome {
+        TransitionOutcome::Applied(j) | TransitionOutcome::LostRace(j) => j.status.to_string(),
+        TransitionOutcome::NotAllowed(e) => e.from.to_string(),
     }
 }
 

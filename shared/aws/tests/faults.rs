@@ -151,9 +151,13 @@ impl Intercept for Faults {
 }
 
 async fn store_with_faults() -> (DynamoStore, Faults) {
+    faulty_store("TransactWriteItems").await
+}
+
+async fn faulty_store(operation: &'static str) -> (DynamoStore, Faults) {
     let sdk = support::sdk().await;
     let faults = Faults {
-        operation: "TransactWriteItems",
+        operation,
         ..Faults::default()
     };
     let ddb = aws_sdk_dynamodb::config::Builder::from(&sdk)
@@ -297,4 +301,41 @@ async fn a_lasting_conflict_is_an_error_and_writes_nothing() {
         matches!(cancelled, TransitionOutcome::Applied(ref j) if j.status == JobStatus::Cancelled)
     );
     assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+}
+
+/// A worker step that fails on the store is answered `Lotsawa.Transient`
+/// (the state machine backs off and asks again with a fresh token); it is
+/// not left to SQS to deliver again with a dead token.
+#[tokio::test]
+async fn a_failed_worker_step_is_answered_as_transient() {
+    let (store, faults) = faulty_store("GetItem").await;
+    let job = new_job(&store, 1).await;
+    change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start");
+    faults.push(Fault::ServerError, 1000);
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        ),
+    };
+    let body = format!(
+        r#"{{"action":"chunk","taskToken":"dead-token","jobId":"{}","generation":1,"attempt":0}}"#,
+        job.id
+    );
+    let task = lotsawa_aws::worker::Task::parse(&body).expect("task");
+    let answer = worker.handle(&task).await;
+    match answer {
+        lotsawa_aws::worker::Answer::Failure(name, _) => assert_eq!(name, "Lotsawa.Transient"),
+        other => panic!("expected a transient failure, got {other:?}"),
+    }
+    assert!(faults.injected() >= 1);
+    faults.clear();
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!(
+        (now.status, now.chunks_completed),
+        (JobStatus::Processing, 0)
+    );
 }

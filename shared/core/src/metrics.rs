@@ -51,6 +51,9 @@ pub struct ChunkTotals {
     pub memory_hits: u64,
     /// Provider answers rejected by the quality checks and asked again.
     pub quality_retries: u64,
+    /// Answers to the cloud's state machine that Step Functions refused
+    /// (other than for an ended execution).
+    pub answer_failures: u64,
 }
 
 impl ChunkTotals {
@@ -102,6 +105,11 @@ impl ChunkTotals {
             "# HELP lotsawa_quality_retries_total Provider answers rejected by the quality checks and asked again\n# TYPE lotsawa_quality_retries_total counter\nlotsawa_quality_retries_total {}\n",
             self.quality_retries
         );
+        let _ = write!(
+            out,
+            "# HELP lotsawa_task_answer_failures_total Answers to the state machine that Step Functions refused\n# TYPE lotsawa_task_answer_failures_total counter\nlotsawa_task_answer_failures_total {}\n",
+            self.answer_failures
+        );
         out
     }
 }
@@ -132,6 +140,7 @@ mod tests {
             durations: BTreeMap::from([("openai".into(), d)]),
             memory_hits: 3,
             quality_retries: 1,
+            answer_failures: 0,
         };
         let text = totals.to_prometheus();
         for line in [
