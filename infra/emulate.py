@@ -424,16 +424,51 @@ def poll():
                     pool.submit(deliver, function, url, arn, m)
 
     def execution_events():
-        # The template's EventBridge rule sends execution status changes to
-        # the dispatcher, which releases slots of runs that ended outside the
-        # worker. moto has no such rule: send the event every 2 seconds.
-        event = {"source": "aws.states", "detail-type": "Step Functions Execution Status Change", "detail": {}}
+        # The template's EventBridge rule sends one event per ended execution
+        # of the job state machine, about a second after it ends, once. moto
+        # has no EventBridge rule: list the executions and send each ended
+        # one's event once. An execution is announced when it has shown the
+        # same ended status for 2 s (moto has been seen reporting a passing
+        # error state before its Catch ran).
+        sfn = boto3.client("stepfunctions", endpoint_url=endpoint, region_name=REGION,
+                           aws_access_key_id="test", aws_secret_access_key="test")
+        announced, seen = set(), {}
         while True:
-            time.sleep(2)
+            time.sleep(1)
             try:
-                invoke(port, "dispatch", event, timeout=60)
+                machines = sfn.list_state_machines()["stateMachines"]
+                for m in machines:
+                    if m["name"] != STATE_MACHINE:
+                        continue
+                    pages = sfn.get_paginator("list_executions").paginate(stateMachineArn=m["stateMachineArn"])
+                    for page in pages:
+                        for e in page["executions"]:
+                            arn, status = e["executionArn"], e["status"]
+                            if arn in announced or status == "RUNNING":
+                                seen.pop(arn, None)
+                                continue
+                            first = seen.get(arn)
+                            if first is None or first[0] != status:
+                                seen[arn] = (status, time.time())
+                                continue
+                            if time.time() - first[1] < 2:
+                                continue
+                            event = {"version": "0", "id": arn, "source": "aws.states",
+                                     "detail-type": "Step Functions Execution Status Change",
+                                     "account": "123456789012", "region": REGION,
+                                     "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                     "resources": [arn],
+                                     "detail": {"executionArn": arn, "stateMachineArn": m["stateMachineArn"],
+                                                "name": e["name"], "status": status}}
+                            announced.add(arn)
+                            seen.pop(arn, None)
+                            try:
+                                invoke(port, "dispatch", event, timeout=60)
+                            except Exception as err:  # noqa: BLE001 - EventBridge would retry; so do we
+                                announced.discard(arn)
+                                log(f"execution-status event failed: {err}")
             except Exception as e:  # noqa: BLE001
-                log(f"execution-status event failed: {e}")
+                log(f"listing executions failed: {e}")
 
     threads = [
         threading.Thread(target=execution_events, daemon=True),

@@ -556,9 +556,159 @@ async fn worker_counters_reach_metrics(c: &Cloud) {
     eprintln!("cloud metrics: {count} timed openai attempts");
 }
 
+/// Run the state machine with `max_attempts`, its worker tasks answered by
+/// this test on a queue of its own: every chunk attempt fails transiently.
+/// The chunk must be tried exactly `max_attempts` times and the run end in
+/// the fail task and `Lotsawa.JobFailed` (never `States.Runtime`).
+async fn max_attempts_are_honoured(c: &Cloud, max_attempts: u32) {
+    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let queue = c
+        .sqs
+        .create_queue()
+        .queue_name(format!("lotsawa-test-attempts-{max_attempts}"))
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("queue url");
+    let mut definition =
+        std::fs::read_to_string(root.join("infra/statemachine/job.asl.json")).expect("asl");
+    for (k, v) in [
+        ("WorkerQueueUrl", queue.as_str()),
+        ("JobQueueUrl", queue.as_str()),
+        ("MaxAttempts", &max_attempts.to_string()),
+        ("RetryDelay1", "1"),
+        ("RetryDelay2", "1"),
+        ("RetryDelay3", "1"),
+        ("ChunksPerExecution", "1000"),
+    ] {
+        definition = definition.replace(&format!("${{{k}}}"), v);
+    }
+    assert!(!definition.contains("${"), "unsubstituted: {definition}");
+    let sm = c
+        .sfn
+        .create_state_machine()
+        .name(format!("lotsawa-test-attempts-{max_attempts}"))
+        .definition(definition)
+        .role_arn("arn:aws:iam::123456789012:role/lotsawa-states")
+        .send()
+        .await
+        .expect("state machine")
+        .state_machine_arn;
+    let job = uuid_like(max_attempts);
+    let exec = c
+        .sfn
+        .start_execution()
+        .state_machine_arn(&sm)
+        .name(format!("attempts-{max_attempts}"))
+        .input(json!({"jobId": job, "generation": 1, "segment": 0}).to_string())
+        .send()
+        .await
+        .expect("start")
+        .execution_arn;
+    let (mut chunk_tasks, mut fail_tasks) = (0u32, Vec::new());
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let status = c
+            .sfn
+            .describe_execution()
+            .execution_arn(&exec)
+            .send()
+            .await
+            .expect("describe")
+            .status;
+        if status.as_str() != "RUNNING" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the execution did not end");
+        let got = c
+            .sqs
+            .receive_message()
+            .queue_url(&queue)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive");
+        for m in got.messages() {
+            let body: serde_json::Value =
+                serde_json::from_str(m.body().unwrap_or("{}")).expect("task json");
+            let token = body["taskToken"].as_str().expect("token").to_owned();
+            match body["action"].as_str() {
+                Some("chunk") => {
+                    chunk_tasks += 1;
+                    c.sfn
+                        .send_task_failure()
+                        .task_token(&token)
+                        .error("Lotsawa.Transient")
+                        .cause("injected")
+                        .send()
+                        .await
+                        .expect("answer");
+                }
+                Some(other) => {
+                    fail_tasks.push((other.to_owned(), body["reason"].clone()));
+                    c.sfn
+                        .send_task_success()
+                        .task_token(&token)
+                        .output(json!({"state": "failed"}).to_string())
+                        .send()
+                        .await
+                        .expect("answer");
+                }
+                None => panic!("task without an action: {body}"),
+            }
+            if let Some(h) = m.receipt_handle() {
+                c.sqs
+                    .delete_message()
+                    .queue_url(&queue)
+                    .receipt_handle(h)
+                    .send()
+                    .await
+                    .expect("delete");
+            }
+        }
+    }
+    let history = c
+        .sfn
+        .get_execution_history()
+        .execution_arn(&exec)
+        .max_results(1000)
+        .send()
+        .await
+        .expect("history");
+    let failure = history
+        .events()
+        .iter()
+        .find_map(|e| e.execution_failed_event_details())
+        .and_then(|d| d.error().map(str::to_owned));
+    assert_eq!(chunk_tasks, max_attempts, "chunk attempts");
+    assert_eq!(
+        fail_tasks,
+        vec![("fail".to_owned(), json!("transient"))],
+        "the run ends in the transient fail task"
+    );
+    assert_eq!(failure.as_deref(), Some("Lotsawa.JobFailed"));
+    eprintln!("MaxAttempts {max_attempts}: {chunk_tasks} attempts, then the fail task");
+}
+
+/// A job id for a state-machine-only run.
+fn uuid_like(n: u32) -> String {
+    format!("00000000-0000-4000-8000-{n:012}")
+}
+
+async fn one_attempt(c: &Cloud) {
+    max_attempts_are_honoured(c, 1).await;
+}
+
+async fn five_attempts(c: &Cloud) {
+    max_attempts_are_honoured(c, 5).await;
+}
+
 type Step = lotsawa_apitests::harness::Extra<Cloud>;
 
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::max_attempts_1", |c| Box::pin(one_attempt(c))),
+    ("cloud::max_attempts_5", |c| Box::pin(five_attempts(c))),
     ("cloud::retries_visible_in_the_execution_history", |c| {
         Box::pin(retries_visible_in_the_execution_history(c))
     }),

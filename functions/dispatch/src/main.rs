@@ -18,7 +18,7 @@ async fn main() -> Result<(), Error> {
                     let sqs = serde_json::from_value(event.payload)?;
                     Ok::<Value, Error>(serde_json::to_value(app.on_job_messages(sqs).await)?)
                 } else {
-                    let released = app.on_execution_event().await?;
+                    let released = app.on_execution_event(event.payload).await?;
                     Ok(serde_json::json!({"released": released}))
                 }
             }

@@ -19,6 +19,10 @@ use serde::Deserialize;
 
 use crate::store::{CloudError, DynamoStore, aws};
 
+/// How long an execution must have ended before a sweep settles it (its own
+/// status event normally does it first).
+pub const REAP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
+
 /// A job-queue message.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,8 +70,9 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
             match transition(store, &job.job, start, Utc::now()).await? {
                 TransitionOutcome::Applied(_) => {}
                 TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
-                    // Still pending: no slot was free.
-                    reap(store).await?;
+                    // Still pending: no slot was free. Runs whose status
+                    // event was lost may hold slots: sweep them.
+                    reap(store, REAP_MIN_AGE).await?;
                     return Ok(Dispatched::Full);
                 }
                 TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => {
@@ -110,17 +115,94 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
     Ok(Dispatched::Started(arn))
 }
 
-/// Release the slots of runs whose execution ended without releasing them
-/// (timed out, failed or aborted outside the worker): the job fails with the
-/// execution's status. Runs when the semaphore is full, and from the
-/// execution-status EventBridge rule on AWS.
-pub async fn reap(store: &DynamoStore) -> Result<u32, CloudError> {
+/// An execution status change, as EventBridge delivers it
+/// (`detail` of a "Step Functions Execution Status Change" event).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ExecutionChange {
+    /// The execution.
+    pub execution_arn: String,
+    /// `RUNNING`, `SUCCEEDED`, `FAILED`, `TIMED_OUT` or `ABORTED`.
+    pub status: String,
+}
+
+/// The job and run an execution name (`<job>-<run>-<segment>`) belongs to.
+pub fn run_of_execution(arn: &str) -> Option<(JobId, u32)> {
+    let name = arn.rsplit(':').next()?;
+    let mut parts = name.rsplitn(3, '-');
+    let _segment: u32 = parts.next()?.parse().ok()?;
+    let run: u32 = parts.next()?.parse().ok()?;
+    let id: JobId = parts.next()?.parse().ok()?;
+    Some((id, run))
+}
+
+/// Act on one ended execution: a run it leaves `processing` (its worker
+/// never finished it: a timeout, a failure outside the worker, a stop, or a
+/// success that lost its completion) fails and releases its slot. A success
+/// that handed the run to its next segment, and any execution that is not
+/// the run's current one, change nothing. True when a run was ended here.
+pub async fn settle_execution(
+    store: &DynamoStore,
+    change: &ExecutionChange,
+) -> Result<bool, CloudError> {
+    let Some((id, run)) = run_of_execution(&change.execution_arn) else {
+        tracing::warn!(arn = %change.execution_arn, "an execution that is not a job run");
+        return Ok(false);
+    };
+    let job = match store.item(id, false).await {
+        Ok(j) => j,
+        Err(StoreError::NotFound(_)) => return Ok(false),
+        Err(e) => return Err(e.into()),
+    };
+    let current = job
+        .execution_arn
+        .as_deref()
+        .is_none_or(|a| a == change.execution_arn);
+    if job.job.status != JobStatus::Processing || job.job.attempts != run || !current {
+        return Ok(false);
+    }
+    let error = match change.status.as_str() {
+        "FAILED" | "TIMED_OUT" | "ABORTED" => {
+            format!("the job's execution ended as {}", change.status)
+        }
+        "SUCCEEDED" => {
+            let out = store
+                .clients
+                .sfn
+                .describe_execution()
+                .execution_arn(&change.execution_arn)
+                .send()
+                .await
+                .map_err(aws("states"))?;
+            if out.output().is_some_and(|o| o.contains("\"handedOff\"")) {
+                // The run goes on in its next segment.
+                return Ok(false);
+            }
+            "the job's execution ended as SUCCEEDED without finishing the job".to_owned()
+        }
+        _ => return Ok(false),
+    };
+    let fail = Change::Fail { error, chunk: None };
+    let ended = matches!(
+        transition_by_id(store, id, Some(run), fail, Utc::now()).await?,
+        TransitionOutcome::Applied(_)
+    );
+    if ended {
+        tracing::warn!(job_id = %id, status = %change.status, "ended the run of an execution that ended without finishing it");
+    }
+    Ok(ended)
+}
+
+/// The sweep for status events that never came: every run still holding a
+/// slot whose execution ended at least `min_age` ago is settled as its
+/// event would have settled it. Runs on a schedule, and when the semaphore
+/// is full.
+pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u32, CloudError> {
     let mut released = 0;
     for job in store.processing().await? {
         let Some(arn) = &job.execution_arn else {
             continue;
         };
-        let Some(run) = job.slot else { continue };
         let out = match store
             .clients
             .sfn
@@ -135,29 +217,50 @@ pub async fn reap(store: &DynamoStore) -> Result<u32, CloudError> {
                 continue;
             }
         };
-        let status = out.status;
-        // Under the emulator, only executions that ended a while ago: moto
-        // may report a passing error state before its Catch runs. On AWS the
-        // status event arrives once, after the end: act on it at once.
-        let settle = if store.config.emulator { 5 } else { 0 };
-        let settled = out
+        let old_enough = out
             .stop_date
-            .is_some_and(|d| Utc::now().timestamp() - d.secs() >= settle);
-        if settled
-            && matches!(
-                status,
-                ExecutionStatus::Failed | ExecutionStatus::TimedOut | ExecutionStatus::Aborted
-            )
-        {
-            let error = format!("the job's execution ended as {}", status.as_str());
-            let fail = Change::Fail { error, chunk: None };
-            if let TransitionOutcome::Applied(_) =
-                transition_by_id(store, job.job.id, Some(run), fail, Utc::now()).await?
-            {
+            .is_some_and(|d| Utc::now().timestamp() - d.secs() >= min_age.as_secs() as i64);
+        if out.status != ExecutionStatus::Running && old_enough {
+            let change = ExecutionChange {
+                execution_arn: arn.clone(),
+                status: out.status.as_str().to_owned(),
+            };
+            if settle_execution(store, &change).await? {
                 released += 1;
-                tracing::warn!(job_id = %job.job.id, status = status.as_str(), "released the slot of an ended execution");
             }
         }
     }
     Ok(released)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execution_names_name_their_run() {
+        let id = JobId::new();
+        let arn = format!(
+            "arn:aws:states:us-east-1:123456789012:execution:lotsawa-jobs:{}",
+            execution_name(id, 3, 1)
+        );
+        assert_eq!(run_of_execution(&arn), Some((id, 3)));
+        assert_eq!(
+            run_of_execution("arn:aws:states:x:execution:sm:manual-run"),
+            None
+        );
+    }
+
+    #[test]
+    fn status_events_parse_from_their_detail() {
+        let event = r#"{"version":"0","id":"e","detail-type":"Step Functions Execution Status Change",
+            "source":"aws.states","account":"123456789012","time":"2026-12-01T00:00:00Z","region":"us-east-1",
+            "resources":["arn:aws:states:us-east-1:123456789012:execution:sm:x"],
+            "detail":{"executionArn":"arn:aws:states:us-east-1:123456789012:execution:sm:x",
+            "stateMachineArn":"arn:aws:states:us-east-1:123456789012:stateMachine:sm","name":"x",
+            "status":"TIMED_OUT","startDate":1,"stopDate":2,"input":"{}","output":null}}"#;
+        let e: aws_lambda_events::eventbridge::EventBridgeEvent<ExecutionChange> =
+            serde_json::from_str(event).expect("event");
+        assert_eq!(e.detail.status, "TIMED_OUT");
+    }
 }

@@ -5,13 +5,16 @@
 
 use std::sync::Arc;
 
+use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use lotsawa_core::JobService;
 use lotsawa_engines::{EngineSet, EngineSettings};
 
 use crate::config::CloudConfig;
-use crate::dispatch::{Dispatched, JobMessage, dispatch, reap};
+use crate::dispatch::{
+    Dispatched, ExecutionChange, JobMessage, REAP_MIN_AGE, dispatch, reap, settle_execution,
+};
 use crate::ingest::{decode_key, ingest};
 use crate::service::CloudService;
 use crate::store::{Clients, DynamoStore};
@@ -154,9 +157,19 @@ impl App {
         response
     }
 
-    /// Execution status change (EventBridge) → release slots of ended runs.
-    pub async fn on_execution_event(&self) -> Result<u32, StartError> {
-        Ok(reap(&self.store).await?)
+    /// An execution status change (EventBridge) → settle that run; the
+    /// scheduled sweep (any other event) → settle runs whose event was lost.
+    pub async fn on_execution_event(&self, event: serde_json::Value) -> Result<u32, StartError> {
+        if event
+            .get("detail")
+            .is_some_and(|d| d.get("executionArn").is_some())
+        {
+            let event: EventBridgeEvent<ExecutionChange> = serde_json::from_value(event)?;
+            return Ok(u32::from(
+                settle_execution(&self.store, &event.detail).await?,
+            ));
+        }
+        Ok(reap(&self.store, REAP_MIN_AGE).await?)
     }
 
     /// Worker-queue batch → tasks answered.
