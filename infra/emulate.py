@@ -312,6 +312,7 @@ def up():
     print(f"AWS_ENDPOINT_URL={endpoint}")
     print(f"STATE_MACHINE_ARN={sm_arn}")
     print(f"JOB_QUEUE_URL={urls['JobQueue']}")
+    print(f"INGEST_QUEUE_URL={urls['IngestQueue']}")
     print(f"BUCKET={BUCKET}")
     sys.stdout.flush()
 

@@ -443,7 +443,7 @@ async fn uploads_become_jobs_and_results(c: &Cloud) {
         .expect("upload");
     let deadline = Instant::now() + Duration::from_secs(90);
     let text = loop {
-        if let Some(t) = read_result(c, "results/my verse ཀ.txt").await {
+        if let Some(t) = read_result(c, "results/my verse ཀ.txt.en.txt").await {
             break t;
         }
         assert!(Instant::now() < deadline, "no result for the upload");
@@ -454,14 +454,14 @@ async fn uploads_become_jobs_and_results(c: &Cloud) {
         lotsawa_apitests::provider::fake_translation("ingest ཀ་ཁ་ག་ང།")
     );
     let record: serde_json::Value = serde_json::from_str(
-        &read_result(c, "results/my verse ཀ.json")
+        &read_result(c, "results/my verse ཀ.txt.json")
             .await
             .expect("record"),
     )
     .expect("json");
     assert_eq!(record["status"], "completed", "{record}");
     let failed = loop {
-        if let Some(t) = read_result(c, "results/binary.json").await {
+        if let Some(t) = read_result(c, "results/binary.bin.json").await {
             break t;
         }
         assert!(Instant::now() < deadline, "no record for the binary upload");
@@ -517,14 +517,18 @@ async fn cancelling_an_upload_writes_its_record(c: &Cloud) {
         .expect("cancel");
     assert_eq!(status, 200, "{body}");
     let record: serde_json::Value = serde_json::from_str(
-        &read_result(c, "results/cancel me.json")
+        &read_result(c, "results/cancel me.txt.json")
             .await
             .expect("record"),
     )
     .expect("json");
     assert_eq!(record["status"], "cancelled", "{record}");
     assert_eq!(record["jobId"], id.as_str(), "{record}");
-    assert!(read_result(c, "results/cancel me.txt").await.is_none());
+    assert!(
+        read_result(c, "results/cancel me.txt.en.txt")
+            .await
+            .is_none()
+    );
     provider.set_delay_ms(0);
 }
 /// The workers' counters reach /metrics.
@@ -691,6 +695,96 @@ async fn max_attempts_are_honoured(c: &Cloud, max_attempts: u32) {
     eprintln!("MaxAttempts {max_attempts}: {chunk_tasks} attempts, then the fail task");
 }
 
+/// S3 and SQS deliver at least once: the same upload event delivered twice
+/// makes one job; an object over the size limit becomes a failed job that
+/// says so; two uploads that differ only in their extension keep separate
+/// results.
+async fn repeated_upload_events_make_one_job(c: &Cloud) {
+    let (api, s3, sqs) = (&c.ctx.api, &c.s3, &c.sqs);
+    let bucket = c.em.var("BUCKET");
+    let key = "incoming/twice.txt";
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body("twice ཀ་ཁ།".as_bytes().to_vec().into())
+        .send()
+        .await
+        .expect("upload");
+    // Wait for the upload's own event to be handled.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    while read_result(c, "results/twice.txt.en.txt").await.is_none() {
+        assert!(Instant::now() < deadline, "no result for the upload");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let newest =
+        |page: &serde_json::Value, i: usize| page["jobs"][i]["id"].as_str().map(str::to_owned);
+    let (_, _, before) = api
+        .request(reqwest::Method::GET, "/api/jobs?limit=5")
+        .await
+        .expect("list");
+    // The same event, delivered twice more.
+    let event = json!({"Records": [{
+        "eventVersion": "2.1", "eventSource": "aws:s3", "awsRegion": "us-east-1",
+        "eventTime": "2026-12-01T00:00:00.000Z", "eventName": "ObjectCreated:Put",
+        "userIdentity": {"principalId": "AWS:TEST"}, "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+        "responseElements": {},
+        "s3": {"s3SchemaVersion": "1.0", "bucket": {"name": bucket},
+               "object": {"key": "incoming/twice.txt", "size": 17, "sequencer": "00TESTSEQ"}}
+    }]});
+    for _ in 0..2 {
+        sqs.send_message()
+            .queue_url(c.em.var("INGEST_QUEUE_URL"))
+            .message_body(event.to_string())
+            .send()
+            .await
+            .expect("redeliver");
+    }
+    let id = lotsawa_core::JobId::derived(&format!("s3://{bucket}/{key}@00TESTSEQ")).to_string();
+    let job = api
+        .wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("the redelivered event's job completes");
+    assert_eq!(job["id"], id.as_str());
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, _, after) = api
+        .request(reqwest::Method::GET, "/api/jobs?limit=5")
+        .await
+        .expect("list");
+    // One new job, the event's; the one before it is the newest from before.
+    assert_eq!(newest(&after, 0).as_deref(), Some(id.as_str()), "{after}");
+    assert_eq!(
+        newest(&after, 1),
+        newest(&before, 0),
+        "two deliveries made one job: {after}"
+    );
+
+    // Too large: a failed job that says why, without reading the object.
+    let big = vec![b'a'; 1024 * 1024 + 1];
+    s3.put_object()
+        .bucket(bucket)
+        .key("incoming/big.txt")
+        .body(big.into())
+        .send()
+        .await
+        .expect("upload");
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let record = loop {
+        if let Some(t) = read_result(c, "results/big.txt.json").await {
+            break t;
+        }
+        assert!(Instant::now() < deadline, "no record for the large upload");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    let record: serde_json::Value = serde_json::from_str(&record).expect("json");
+    assert_eq!(record["status"], "failed", "{record}");
+    assert!(
+        record["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("uploads may be at most")),
+        "{record}"
+    );
+}
+
 /// A job id for a state-machine-only run.
 fn uuid_like(n: u32) -> String {
     format!("00000000-0000-4000-8000-{n:012}")
@@ -707,6 +801,9 @@ async fn five_attempts(c: &Cloud) {
 type Step = lotsawa_apitests::harness::Extra<Cloud>;
 
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::repeated_upload_events_make_one_job", |c| {
+        Box::pin(repeated_upload_events_make_one_job(c))
+    }),
     ("cloud::max_attempts_1", |c| Box::pin(one_attempt(c))),
     ("cloud::max_attempts_5", |c| Box::pin(five_attempts(c))),
     ("cloud::retries_visible_in_the_execution_history", |c| {

@@ -31,6 +31,8 @@ pub struct CloudConfig {
     /// Days a finished job is kept before DynamoDB's TTL removes it
     /// (LOTSAWA_JOB_TTL_DAYS, default 30).
     pub job_ttl_days: u32,
+    /// Days a translation memory entry is kept (`LOTSAWA_MEMORY_TTL_DAYS`).
+    pub memory_ttl_days: u32,
     /// Request body limit (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
     /// Running under the local emulators (`LOTSAWA_EMULATOR=1`): turns on
@@ -87,6 +89,7 @@ impl CloudConfig {
             concurrency: number(get, "LOTSAWA_CONCURRENCY", 3, 1, 1000)?,
             stream_max: Duration::from_secs(number(get, "LOTSAWA_STREAM_MAX_SECS", 840, 1, 890)?),
             job_ttl_days: number(get, "LOTSAWA_JOB_TTL_DAYS", 30, 1, 3650)?,
+            memory_ttl_days: number(get, "LOTSAWA_MEMORY_TTL_DAYS", 90, 1, 3650)?,
             body_limit: number(
                 get,
                 "LOTSAWA_BODY_LIMIT",

@@ -1,10 +1,15 @@
 //! S3 ingest: an object created under `incoming/` becomes a job; when the
-//! job ends its result is written under `results/`: the translation text and
-//! a JSON record.
+//! job ends its result is written under `results/`: `<name>.json` (the
+//! record) and `<name>.en.txt` (the translation), where `<name>` is the
+//! whole key after `incoming/`, so no two uploads share a result.
+//!
+//! S3 and SQS deliver at least once: the job id is derived from the bucket,
+//! key and the event's version (or sequencer), so a repeated event finds its
+//! job instead of making a second one.
 
 use chrono::Utc;
 use lotsawa_core::{
-    JobConfig, JobId, JobService, JobStatus, JobStore, JobType, NewJob, SourceText,
+    JobConfig, JobId, JobStatus, JobStore, JobType, NewJob, Service, SourceText, StoreError,
 };
 use percent_encoding::percent_decode_str;
 use serde_json::json;
@@ -22,15 +27,35 @@ pub fn decode_key(raw: &str) -> String {
     percent_decode_str(&plus).decode_utf8_lossy().into_owned()
 }
 
-/// The results key stem for an incoming key: `incoming/a/b.txt` → `results/a/b`.
+/// Where an upload's outcome goes: `incoming/a/b.txt` → `results/a/b.txt`
+/// (the record is `<that>.json`, the translation `<that>.en.txt`).
 pub fn result_stem(key: &str) -> String {
     let rest = key.strip_prefix(INCOMING).unwrap_or(key);
-    let stem = rest
-        .rsplit_once('.')
-        .map(|(s, _)| s)
-        .filter(|s| !s.is_empty())
-        .unwrap_or(rest);
-    format!("{RESULTS}{stem}")
+    format!("{RESULTS}{rest}")
+}
+
+/// One uploaded object, from its S3 event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Upload {
+    /// Bucket.
+    pub bucket: String,
+    /// Key, decoded.
+    pub key: String,
+    /// What tells this upload of the key from another: the version id, else
+    /// the event sequencer, else the ETag.
+    pub version: String,
+    /// Size in bytes, as the event reports it.
+    pub size: Option<i64>,
+}
+
+impl Upload {
+    /// The job this upload becomes, the same for every delivery of its event.
+    pub fn job_id(&self) -> JobId {
+        JobId::derived(&format!(
+            "s3://{}/{}@{}",
+            self.bucket, self.key, self.version
+        ))
+    }
 }
 
 /// What ingest did with an object.
@@ -38,66 +63,106 @@ pub fn result_stem(key: &str) -> String {
 pub enum Ingested {
     /// A job was created.
     Job(JobId),
+    /// The event was seen before: its job exists.
+    Duplicate(JobId),
     /// The object could not be a job: a failed record was written.
     Rejected(String),
     /// Not under `incoming/`.
     Ignored,
 }
 
-/// Create a job from `s3://bucket/key` (key already decoded). An object that
-/// is not usable text becomes a failed job with the reason.
+/// Create a job from an upload. An object that is too large or not usable
+/// text becomes a failed job with the reason.
 pub async fn ingest(
     store: &DynamoStore,
-    service: &dyn JobService,
-    bucket: &str,
-    key: &str,
+    service: &Service,
+    upload: &Upload,
 ) -> Result<Ingested, CloudError> {
+    let (bucket, key) = (upload.bucket.as_str(), upload.key.as_str());
     if !key.starts_with(INCOMING) || key.ends_with('/') {
         return Ok(Ingested::Ignored);
     }
-    let bytes = store.get_bytes(bucket, key).await?;
-    let why = match String::from_utf8(bytes) {
-        Err(_) => Err("the object is not UTF-8 text".to_owned()),
-        Ok(text) => SourceText::parse(text).map_err(|e| e.0),
+    let id = upload.job_id();
+    match store.item(id, false).await {
+        Ok(existing) => {
+            // Created by an earlier delivery; one that stopped before
+            // queueing it is finished here (queueing is idempotent).
+            if existing.job.status == JobStatus::Pending && existing.job.attempts == 0 {
+                if existing.ingest_key.is_none() {
+                    store.set_ingest_key(id, key).await?;
+                }
+                service.queue(&existing.job).await?;
+            }
+            return Ok(Ingested::Duplicate(id));
+        }
+        Err(StoreError::NotFound(_)) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let limit = store.config.body_limit as u64;
+    let size = match upload.size {
+        Some(n) => n.max(0) as u64,
+        None => store.object_size(bucket, key).await?,
+    };
+    let why = if size > limit {
+        Err(format!(
+            "the object is {size} bytes; uploads may be at most {limit} bytes (LOTSAWA_BODY_LIMIT)"
+        ))
+    } else {
+        match String::from_utf8(store.get_bytes(bucket, key).await?) {
+            Err(_) => Err("the object is not UTF-8 text".to_owned()),
+            Ok(text) => SourceText::parse(text).map_err(|e| e.0),
+        }
     };
     let source = match why {
         Ok(source) => source,
         Err(why) => {
             let error = format!("s3://{bucket}/{key}: {why}");
-            let job = lotsawa_core::pipeline::rejected_job(
+            let mut job = lotsawa_core::pipeline::rejected_job(
                 JobType::Translation,
                 JobConfig::default(),
                 error,
                 Utc::now(),
             )
             .map_err(|e| CloudError::Build(e.to_string()))?;
-            store.create_failed(&job).await?;
-            store.set_ingest_key(job.id, key).await?;
-            write_result(store, key, job.id).await?;
+            job.id = id;
+            match store.create_failed(&job).await {
+                Ok(()) => {}
+                Err(StoreError::ConditionFailed(_)) => return Ok(Ingested::Duplicate(id)),
+                Err(e) => return Err(e.into()),
+            }
+            store.set_ingest_key(id, key).await?;
+            write_result(store, key, id).await?;
             return Ok(Ingested::Rejected(why));
         }
     };
-    let job = service
-        .submit(NewJob {
-            kind: JobType::Translation,
-            source,
-            config: JobConfig::default(),
-        })
-        .await?;
-    store.set_ingest_key(job.id, key).await?;
+    let new = NewJob {
+        kind: JobType::Translation,
+        source,
+        config: JobConfig::default(),
+    };
+    let job = match service.create_as(id, new).await {
+        Ok(j) => j,
+        Err(lotsawa_core::ServiceError::Store(StoreError::ConditionFailed(_))) => {
+            return Ok(Ingested::Duplicate(id));
+        }
+        Err(e) => return Err(e.into()),
+    };
+    // The key is on the job before it can run, so its end always finds it.
+    store.set_ingest_key(id, key).await?;
     store
         .put_text(
             &format!("{}.json", result_stem(key)),
-            &json!({"source": format!("s3://{bucket}/{key}"), "jobId": job.id.to_string(), "status": "pending"})
+            &json!({"source": format!("s3://{bucket}/{key}"), "jobId": id.to_string(), "status": "pending"})
                 .to_string(),
             "application/json",
         )
         .await?;
-    Ok(Ingested::Job(job.id))
+    service.queue(&job).await?;
+    Ok(Ingested::Job(id))
 }
 
-/// Write the outcome of an ingested job: `<stem>.txt` (the translation, when
-/// completed) and `<stem>.json` (the record).
+/// Write the outcome of an ingested job: `<stem>.en.txt` (the translation,
+/// when completed) and `<stem>.json` (the record).
 pub async fn write_result(store: &DynamoStore, key: &str, id: JobId) -> Result<bool, CloudError> {
     let j = store.get(id).await?;
     if !j.status.is_terminal() {
@@ -109,7 +174,7 @@ pub async fn write_result(store: &DynamoStore, key: &str, id: JobId) -> Result<b
     {
         store
             .put_text(
-                &format!("{stem}.txt"),
+                &format!("{stem}.en.txt"),
                 &r.translation,
                 "text/plain; charset=utf-8",
             )
@@ -142,7 +207,27 @@ mod tests {
             decode_key("incoming/my+text%20%E0%BD%80.txt"),
             "incoming/my text ཀ.txt"
         );
-        assert_eq!(result_stem("incoming/a/b.txt"), "results/a/b");
+        assert_eq!(result_stem("incoming/a/b.txt"), "results/a/b.txt");
         assert_eq!(result_stem("incoming/noext"), "results/noext");
+        // Two uploads that differ only in their extension keep their results apart.
+        assert_ne!(result_stem("incoming/a.txt"), result_stem("incoming/a.md"));
+    }
+
+    #[test]
+    fn repeated_events_name_the_same_job() {
+        let up = |version: &str| Upload {
+            bucket: "b".into(),
+            key: "incoming/a.txt".into(),
+            version: version.into(),
+            size: Some(3),
+        };
+        assert_eq!(
+            up("0055AED6DCD90281E5").job_id(),
+            up("0055AED6DCD90281E5").job_id()
+        );
+        assert_ne!(
+            up("0055AED6DCD90281E5").job_id(),
+            up("0055AED6DCD90281E6").job_id()
+        );
     }
 }

@@ -183,6 +183,7 @@ pub fn new_chunk_item(
     source: Option<&str>,
     chars: usize,
     source_key: Option<&str>,
+    expires_at: i64,
 ) -> Item {
     let mut item = Item::new();
     item.insert("pk".into(), s(job_pk(id)));
@@ -197,6 +198,7 @@ pub fn new_chunk_item(
     item.insert("chars".into(), n(chars));
     item.insert("status".into(), s("pending"));
     item.insert("attempts".into(), n(0));
+    item.insert("expiresAt".into(), n(expires_at));
     item
 }
 
@@ -270,7 +272,7 @@ mod tests {
         assert_eq!(back.job.source, "ཀ།");
         assert_eq!(back.job.status, JobStatus::Pending);
         assert_eq!(get_s(&item, "gsi1pk"), Some("STATUS#pending"));
-        let c = new_chunk_item(job.id, 7, Some("ཀ།"), 2, None);
+        let c = new_chunk_item(job.id, 7, Some("ཀ།"), 2, None, 1);
         assert_eq!(get_s(&c, "sk"), Some("CHUNK#000007"));
         let back = chunk_from_item(&c).expect("chunk");
         assert_eq!(back.record.index, 7);

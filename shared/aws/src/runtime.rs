@@ -15,7 +15,7 @@ use crate::config::CloudConfig;
 use crate::dispatch::{
     Dispatched, ExecutionChange, JobMessage, REAP_MIN_AGE, dispatch, reap, settle_execution,
 };
-use crate::ingest::{decode_key, ingest};
+use crate::ingest::{Upload, decode_key, ingest};
 use crate::service::CloudService;
 use crate::store::{Clients, DynamoStore};
 use crate::worker::{Task, Worker};
@@ -213,12 +213,22 @@ impl App {
                 }
             };
             for r in event.records {
-                let bucket = r.s3.bucket.name.unwrap_or_default();
-                let key = decode_key(r.s3.object.key.as_deref().unwrap_or(""));
-                match ingest(&self.store, self.service.as_ref(), &bucket, &key).await {
-                    Ok(outcome) => tracing::info!(%key, ?outcome, "ingested"),
+                let object = &r.s3.object;
+                let upload = Upload {
+                    bucket: r.s3.bucket.name.clone().unwrap_or_default(),
+                    key: decode_key(object.key.as_deref().unwrap_or("")),
+                    version: object
+                        .version_id
+                        .clone()
+                        .or_else(|| object.sequencer.clone())
+                        .or_else(|| object.e_tag.clone())
+                        .unwrap_or_default(),
+                    size: object.size,
+                };
+                match ingest(&self.store, &self.service, &upload).await {
+                    Ok(outcome) => tracing::info!(key = %upload.key, ?outcome, "ingested"),
                     Err(e) => {
-                        tracing::error!(%key, error = %e, "ingest failed");
+                        tracing::error!(key = %upload.key, error = %e, "ingest failed");
                         response.batch_item_failures.push(failure(id.clone()));
                     }
                 }

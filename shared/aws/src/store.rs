@@ -115,6 +115,9 @@ where
     }
 }
 
+/// Days a chunk item outlives its job's TTL, counted from the job's creation.
+pub const CHUNK_TTL_MARGIN_DAYS: i64 = 365;
+
 /// Tries of one transaction (conflicts, throttling, server errors).
 const TX_ATTEMPTS: u32 = 6;
 /// Base and most delay between tries, in milliseconds.
@@ -228,6 +231,14 @@ impl DynamoStore {
         n(now.timestamp() + i64::from(self.config.job_ttl_days) * 86_400)
     }
 
+    /// When a chunk item expires: its job's time to live after the job ends
+    /// is not known when the chunk is written, so a chunk outlives its job's
+    /// creation by the job TTL plus [`CHUNK_TTL_MARGIN_DAYS`] (a job running
+    /// or retried that long loses chunks it has not translated).
+    fn chunk_expiry(&self, created: DateTime<Utc>) -> i64 {
+        created.timestamp() + (i64::from(self.config.job_ttl_days) + CHUNK_TTL_MARGIN_DAYS) * 86_400
+    }
+
     /// Store a text in S3.
     pub async fn put_text(
         &self,
@@ -265,6 +276,20 @@ impl DynamoStore {
             .await
             .map_err(|e| StoreError::backend("reading an S3 object", e))?;
         Ok(bytes.into_bytes().to_vec())
+    }
+
+    /// The size of an S3 object in bytes.
+    pub async fn object_size(&self, bucket: &str, key: &str) -> Result<u64, StoreError> {
+        let out = self
+            .clients
+            .s3
+            .head_object()
+            .bucket(bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| StoreError::backend("S3 HeadObject", e))?;
+        Ok(out.content_length.unwrap_or(0).max(0) as u64)
     }
 
     async fn get_text(&self, key: &str) -> Result<String, StoreError> {
@@ -731,7 +756,14 @@ impl JobStore for DynamoStore {
             let (text, key) = self
                 .place_text(c, || format!("chunks/{}/{index:06}.txt", job.id))
                 .await?;
-            let item = new_chunk_item(job.id, index, text, c.chars().count(), key.as_deref());
+            let item = new_chunk_item(
+                job.id,
+                index,
+                text,
+                c.chars().count(),
+                key.as_deref(),
+                self.chunk_expiry(job.created_at),
+            );
             requests.push(
                 WriteRequest::builder()
                     .put_request(
@@ -1114,6 +1146,10 @@ impl JobStore for DynamoStore {
         }
         let mut item: Item = Self::key(format!("MEM#{key}"), "MEM");
         item.insert("translation".into(), s(translation));
+        item.insert(
+            "expiresAt".into(),
+            n(Utc::now().timestamp() + i64::from(self.config.memory_ttl_days) * 86_400),
+        );
         if let Some(c) = confidence {
             item.insert("confidence".into(), n(c));
         }

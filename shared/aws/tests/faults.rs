@@ -339,3 +339,52 @@ async fn a_failed_worker_step_is_answered_as_transient() {
         (JobStatus::Processing, 0)
     );
 }
+
+/// Chunk and memory items expire like job items (DynamoDB TTL), so nothing
+/// is kept forever by accident.
+#[tokio::test]
+async fn chunk_and_memory_items_carry_a_time_to_live() {
+    let (store, _faults) = store_with_faults().await;
+    let job = new_job(&store, 1).await;
+    store
+        .memory_put("ttl-key", "kept a while", None)
+        .await
+        .expect("memory");
+    let expires = |pk: String, sk: &str| {
+        let store = store.clone();
+        let sk = sk.to_owned();
+        async move {
+            let out = store
+                .clients
+                .ddb
+                .get_item()
+                .table_name(&store.config.table)
+                .key("pk", aws_sdk_dynamodb::types::AttributeValue::S(pk))
+                .key("sk", aws_sdk_dynamodb::types::AttributeValue::S(sk))
+                .send()
+                .await
+                .expect("get item");
+            out.item
+                .and_then(|i| i.get("expiresAt").cloned())
+                .and_then(|v| v.as_n().ok().and_then(|n| n.parse::<i64>().ok()))
+        }
+    };
+    let now = Utc::now().timestamp();
+    let chunk = expires(format!("JOB#{}", job.id), "CHUNK#000000")
+        .await
+        .expect("a chunk TTL");
+    let memory = expires("MEM#ttl-key".into(), "MEM")
+        .await
+        .expect("a memory TTL");
+    let days = |t: i64| (t - now) / 86_400;
+    assert!(
+        (390..=396).contains(&days(chunk)),
+        "chunk TTL in {} days",
+        days(chunk)
+    );
+    assert!(
+        (89..=90).contains(&days(memory)),
+        "memory TTL in {} days",
+        days(memory)
+    );
+}

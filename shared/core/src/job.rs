@@ -27,6 +27,12 @@ impl JobId {
     pub fn as_uuid(&self) -> &Uuid {
         &self.0
     }
+    /// The same identifier every time for the same `name` (a UUID v5), for
+    /// jobs created from events that may be delivered more than once.
+    pub fn derived(name: &str) -> Self {
+        const NAMESPACE: Uuid = Uuid::from_u128(0x6c6f_7473_6177_4000_8000_6a6f_6273_0001);
+        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+    }
 }
 
 impl Default for JobId {
@@ -487,6 +493,8 @@ mod tests {
         let id = JobId::new();
         assert_eq!(id.to_string().parse::<JobId>(), Ok(id));
         assert!("nope".parse::<JobId>().is_err());
+        assert_eq!(JobId::derived("s3://b/k@1"), JobId::derived("s3://b/k@1"));
+        assert_ne!(JobId::derived("s3://b/k@1"), JobId::derived("s3://b/k@2"));
         assert!("translation".parse::<JobType>().is_ok());
         assert!("poetry".parse::<JobType>().is_err());
         assert!("cancelled".parse::<JobStatus>().is_ok());

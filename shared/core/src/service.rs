@@ -253,6 +253,21 @@ impl Service {
     /// A client's change: planned on the job as it is, written with a
     /// compare-and-set; a race with a worker is planned again on the new
     /// state, a few times.
+    /// Store a validated submission under `id` without queueing it, for a
+    /// caller that records something first (then [`Service::queue`]).
+    pub async fn create_as(&self, id: JobId, new: NewJob) -> Result<Job, ServiceError> {
+        let engine = self.engines.resolve(new.config.engine.as_ref())?;
+        let (mut job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
+        job.id = id;
+        self.store.create(&job, &chunks).await?;
+        Ok(job)
+    }
+
+    /// Queue a stored pending job (again: queueing is idempotent per run).
+    pub async fn queue(&self, job: &Job) -> Result<(), ServiceError> {
+        self.runner.queued(job).await
+    }
+
     async fn client_change(&self, id: JobId, change: Change) -> Result<(Job, Job), ServiceError> {
         for _ in 0..5 {
             let before = self.store.get(id).await?;

@@ -86,6 +86,7 @@ pub fn fresh_config() -> CloudConfig {
         concurrency: 3,
         stream_max: Duration::from_secs(60),
         job_ttl_days: 30,
+        memory_ttl_days: 90,
         body_limit: 1024 * 1024,
         emulator: false,
     }
