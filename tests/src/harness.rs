@@ -26,7 +26,8 @@ pub type Extra<D> = (
     for<'a> fn(&'a D) -> Pin<Box<dyn Future<Output = ()> + 'a>>,
 );
 
-type Shared<D> = Arc<Mutex<Option<Box<D>>>>;
+/// The deployment once set up, or why setting it up failed.
+type Shared<D> = Arc<Mutex<Option<Result<Box<D>, String>>>>;
 
 /// Run the shared cases, then `extra`, one test each, on the deployment
 /// `setup` builds (lazily: a filtered run that selects no case sets
@@ -58,11 +59,22 @@ where
         Arc::new(move |f: &mut dyn FnMut(&D, &tokio::runtime::Runtime)| {
             let mut guard = shared.lock().unwrap_or_else(|p| p.into_inner());
             if guard.is_none() {
-                *guard = Some(Box::new(setup(&rt)));
+                // A failed set-up is reported once and not tried again.
+                let made = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| setup(&rt)));
+                *guard = Some(made.map(Box::new).map_err(|p| {
+                    p.downcast_ref::<String>()
+                        .cloned()
+                        .or_else(|| p.downcast_ref::<&str>().map(|s| (*s).to_owned()))
+                        .unwrap_or_else(|| "the deployment could not be set up".to_owned())
+                }));
             }
-            if let Some(d) = guard.as_deref() {
-                d.ctx().provider.set_delay_ms(0);
-                f(d, &rt);
+            match guard.as_ref() {
+                Some(Ok(d)) => {
+                    d.ctx().provider.set_delay_ms(0);
+                    f(d, &rt);
+                }
+                Some(Err(why)) => panic!("the deployment could not be set up: {why}"),
+                None => {}
             }
         })
     };
@@ -91,7 +103,7 @@ where
     let conclusion = libtest_mimic::run(&args, trials);
     drop(with);
     let deployment = shared.lock().unwrap_or_else(|p| p.into_inner()).take();
-    if let Some(d) = deployment {
+    if let Some(Ok(d)) = deployment {
         d.finish(conclusion.has_failed());
     }
     conclusion.exit_code()

@@ -19,10 +19,10 @@ async fn main() -> Result<(), lambda_http::Error> {
     lotsawa_aws::runtime::init_logging();
     let app = lotsawa_aws::runtime::App::from_env().await?;
     let router = if app.config.emulator {
-        app.router()
+        app.stream_router()
             .layer(axum::middleware::map_response(unsized_body))
     } else {
-        app.router()
+        app.stream_router()
     };
     lotsawa_aws::runtime::keep_running(app.config.emulator, || {
         lambda_http::run_with_streaming_response(router.clone())

@@ -81,6 +81,10 @@ impl std::fmt::Debug for App {
     }
 }
 
+/// Longest SSE response the `api` function serves (API Gateway HTTP APIs
+/// end a response at 30 s).
+pub const API_STREAM_MAX: std::time::Duration = std::time::Duration::from_secs(25);
+
 /// A start-up failure (the message names the variable).
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
@@ -106,9 +110,24 @@ impl App {
         })
     }
 
-    /// The one Router over the cloud service.
+    /// The one Router over the cloud service, for the `api` function behind
+    /// API Gateway, which ends a response after 30 s: a stream opened there
+    /// ends within [`API_STREAM_MAX`] with a `reconnect` event (clients are
+    /// meant to use the stream function's URL).
     pub fn router(&self) -> lotsawa_http::Router {
         lotsawa_http::router(
+            self.service.clone() as Arc<dyn JobService>,
+            lotsawa_http::ApiConfig {
+                body_limit: self.config.body_limit,
+                stream_max: self.config.stream_max.min(API_STREAM_MAX),
+                shutdown: Default::default(),
+            },
+        )
+    }
+
+    /// The stream function's Router: the SSE route (and health) only.
+    pub fn stream_router(&self) -> lotsawa_http::Router {
+        lotsawa_http::stream_router(
             self.service.clone() as Arc<dyn JobService>,
             lotsawa_http::ApiConfig {
                 body_limit: self.config.body_limit,

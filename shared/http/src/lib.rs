@@ -64,14 +64,35 @@ pub struct AppState {
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
     let limit = config.body_limit;
     let state = AppState { service, config };
-    Router::new()
-        .route("/api/jobs", post(submit_job).get(list_jobs))
-        .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
-        .route("/api/jobs/{id}/retry", post(retry_job))
-        .route("/api/jobs/{id}/stream", get(sse::stream_job))
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+    with_fallbacks(
+        Router::new()
+            .route("/api/jobs", post(submit_job).get(list_jobs))
+            .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
+            .route("/api/jobs/{id}/retry", post(retry_job))
+            .route("/api/jobs/{id}/stream", get(sse::stream_job))
+            .route("/healthz", get(healthz))
+            .route("/metrics", get(metrics))
+            .route("/openapi.json", get(openapi)),
+    )
+    .layer(DefaultBodyLimit::max(limit))
+    .with_state(state)
+}
+
+/// Only the SSE route (and health), for a deployment that serves streams
+/// from a function of their own with read-only rights.
+pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
+    let state = AppState { service, config };
+    with_fallbacks(
+        Router::new()
+            .route("/api/jobs/{id}/stream", get(sse::stream_job))
+            .route("/healthz", get(healthz)),
+    )
+    .layer(DefaultBodyLimit::max(1024))
+    .with_state(state)
+}
+
+fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
+    routes
         .fallback(|| async { ApiError::not_found("no such endpoint") })
         .method_not_allowed_fallback(|| async {
             ApiError::new(
@@ -79,8 +100,6 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
                 "method not allowed on this endpoint",
             )
         })
-        .layer(DefaultBodyLimit::max(limit))
-        .with_state(state)
 }
 
 fn parse_id(raw: &str) -> Result<JobId, ApiError> {
