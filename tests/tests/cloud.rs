@@ -740,6 +740,22 @@ async fn repeated_upload_events_make_one_job(c: &Cloud) {
             .expect("redeliver");
     }
     let id = lotsawa_core::JobId::derived(&format!("s3://{bucket}/{key}@00TESTSEQ")).to_string();
+    // The ingest queue is polled: the job appears once the event is handled.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let (status, _, _) = api
+            .request(reqwest::Method::GET, &format!("/api/jobs/{id}"))
+            .await
+            .expect("get");
+        if status == 200 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the redelivered event made no job"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
     let job = api
         .wait_status(&id, "completed", JOB_TIMEOUT)
         .await
