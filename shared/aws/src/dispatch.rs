@@ -1,20 +1,22 @@
-//! The dispatcher: one job-queue message → at most one Step Functions
-//! execution, under the global concurrency limit.
+//! The dispatcher: job-queue messages → Step Functions executions, under
+//! the global concurrency limit.
 //!
-//! A message names a job run (`generation`) and a segment (a long job
-//! continues in a new execution every `ChunksPerExecution` chunks). The slot
-//! is taken in the same DynamoDB transaction that moves the job from pending
-//! to processing; the execution is named `<job>-<run>-<segment>`, so a
-//! duplicate delivery is refused by Step Functions itself
-//! (`ExecutionAlreadyExists`). When no slot is free the message is returned
-//! to the queue (a batch item failure) and, because the queue is FIFO with one
-//! message group, nothing behind it starts first.
+//! The table is the queue: a pending job waits as a pending item, and a
+//! job-queue message is a wake-up. On one, the dispatcher claims the oldest
+//! pending jobs into the free slots (each slot taken in the same DynamoDB
+//! transaction that moves its job to processing) and starts their
+//! executions, named `<job>-<run>-<segment>` so a repeated start is refused
+//! by Step Functions itself (`ExecutionAlreadyExists`). A job that finds no
+//! slot costs no further receives: whatever frees a slot (a run's end, a
+//! cancel, a settled execution, the sweep) sends a wake-up again
+//! ([`kick`]). A long job continues in a new execution every
+//! `ChunksPerExecution` chunks (a message naming the next segment).
 
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use chrono::Utc;
 use lotsawa_core::store::{Change, TransitionOutcome, transition, transition_by_id};
-use lotsawa_core::{JobId, JobStatus, StoreError};
+use lotsawa_core::{JobId, JobStatus, JobStore, StoreError};
 use serde::Deserialize;
 
 use crate::store::{CloudError, DynamoStore, aws};
@@ -43,8 +45,10 @@ pub enum Dispatched {
     Started(String),
     /// Nothing to do: the job is finished, cancelled or in another run.
     Dropped(&'static str),
-    /// No slot free: try the message again later.
-    Full,
+    /// No slot free: the job stays pending in the table, and the message
+    /// is done with; the run that frees a slot sends it again
+    /// ([`kick`]), so waiting costs no receives and never reaches the DLQ.
+    Waiting,
 }
 
 /// The execution name of a run's segment.
@@ -52,7 +56,12 @@ pub fn execution_name(id: JobId, run: u32, segment: u32) -> String {
     format!("{id}-{run}-{segment}")
 }
 
-/// Handle one message.
+/// Handle one message. A message for a segment after the first continues
+/// its run. Any other message is a wake-up: the oldest pending jobs are
+/// started into the free slots (first come, first served across the
+/// deployment), then the message's own job if it is still pending (the
+/// listing index may not show a job created a moment ago). A job that
+/// finds no slot waits in the table; the run that frees one kicks it.
 #[tracing::instrument(skip_all, fields(job_id = %msg.job_id, run = msg.generation))]
 pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatched, CloudError> {
     let id = msg.job_id;
@@ -63,31 +72,63 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
     };
     let run = msg.generation;
     match job.job.status {
-        JobStatus::Pending if job.job.attempts + 1 == run => {
-            let start = Change::Start {
-                limit: store.config.concurrency,
-            };
-            match transition(store, &job.job, start, Utc::now()).await? {
-                TransitionOutcome::Applied(_) => {}
-                TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
-                    // Still pending: no slot was free. Runs whose status
-                    // event was lost may hold slots: sweep them.
-                    reap(store, REAP_MIN_AGE).await?;
-                    return Ok(Dispatched::Full);
-                }
-                TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => {
-                    return Ok(Dispatched::Dropped("job changed while claiming"));
-                }
-            }
-        }
+        JobStatus::Pending if job.job.attempts + 1 == run => {}
         JobStatus::Processing if job.job.attempts == run && job.slot == Some(run) => {
-            // A redelivery after a crash before the start, or the next segment.
+            // A redelivery after a crash before the start, or the next
+            // segment; a repeated message for a segment already started
+            // changes nothing (it must not point the job at an older one).
+            let started = job
+                .execution_arn
+                .as_deref()
+                .and_then(segment_of_execution)
+                .is_some_and(|current| current >= msg.segment);
+            if started {
+                return Ok(Dispatched::Dropped("segment already started"));
+            }
+            let arn = start_run(store, id, run, msg.segment).await?;
+            return Ok(Dispatched::Started(arn));
         }
         _ => return Ok(Dispatched::Dropped("job is not waiting for this run")),
     }
-    let name = execution_name(id, run, msg.segment);
-    let input =
-        serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": msg.segment});
+    let limit = store.config.concurrency;
+    // The oldest waiting jobs first, while slots are free.
+    for _ in 0..limit {
+        let Some(oldest) = store.claim_next(limit, Utc::now()).await? else {
+            break;
+        };
+        let arn = start_run(store, oldest.id, oldest.attempts, 0).await?;
+        if oldest.id == id {
+            return Ok(Dispatched::Started(arn));
+        }
+    }
+    match transition(store, &job.job, Change::Start { limit }, Utc::now()).await? {
+        TransitionOutcome::Applied(j) => Ok(Dispatched::Started(
+            start_run(store, id, j.attempts, 0).await?,
+        )),
+        TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
+            // No slot free. Runs whose status event was lost may hold
+            // slots: sweep them (the sweep kicks waiting jobs into slots it
+            // frees).
+            reap(store, REAP_MIN_AGE).await?;
+            Ok(Dispatched::Waiting)
+        }
+        TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => {
+            Ok(Dispatched::Dropped("job changed while claiming"))
+        }
+    }
+}
+
+/// Start the execution of a claimed run's segment (named
+/// `<job>-<run>-<segment>`: a repeated start is refused by Step Functions)
+/// and record it on the job.
+async fn start_run(
+    store: &DynamoStore,
+    id: JobId,
+    run: u32,
+    segment: u32,
+) -> Result<String, CloudError> {
+    let name = execution_name(id, run, segment);
+    let input = serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
     let arn = match store
         .clients
         .sfn
@@ -112,7 +153,8 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
         Err(e) => return Err(aws("states")(e)),
     };
     store.set_execution(id, run, &arn).await?;
-    Ok(Dispatched::Started(arn))
+    tracing::info!(job_id = %id, run, segment, %arn, "execution started");
+    Ok(arn)
 }
 
 /// An execution status change, as EventBridge delivers it
@@ -126,14 +168,54 @@ pub struct ExecutionChange {
     pub status: String,
 }
 
-/// The job and run an execution name (`<job>-<run>-<segment>`) belongs to.
-pub fn run_of_execution(arn: &str) -> Option<(JobId, u32)> {
+/// The job, run and segment an execution name (`<job>-<run>-<segment>`)
+/// belongs to.
+fn parse_execution(arn: &str) -> Option<(JobId, u32, u32)> {
     let name = arn.rsplit(':').next()?;
     let mut parts = name.rsplitn(3, '-');
-    let _segment: u32 = parts.next()?.parse().ok()?;
+    let segment: u32 = parts.next()?.parse().ok()?;
     let run: u32 = parts.next()?.parse().ok()?;
     let id: JobId = parts.next()?.parse().ok()?;
-    Some((id, run))
+    Some((id, run, segment))
+}
+
+/// The job and run an execution belongs to.
+pub fn run_of_execution(arn: &str) -> Option<(JobId, u32)> {
+    parse_execution(arn).map(|(id, run, _)| (id, run))
+}
+
+/// The segment an execution runs.
+pub fn segment_of_execution(arn: &str) -> Option<u32> {
+    parse_execution(arn).map(|(_, _, segment)| segment)
+}
+
+/// Send the oldest pending jobs the run messages that start them, as many
+/// as slots are free. Called by whatever frees a slot (a run that ends, a
+/// cancel, a settled execution, the sweep): jobs that found no slot wait in
+/// the table, not in the queue. A kick is its own message (its own
+/// deduplication id); a job it starts twice is started once (claim
+/// compare-and-set, execution names). Pending jobs go by creation time.
+pub async fn kick(store: &DynamoStore) -> Result<u32, CloudError> {
+    let free = store
+        .config
+        .concurrency
+        .saturating_sub(store.slots_in_use().await?);
+    if free == 0 {
+        return Ok(0);
+    }
+    let mut sent = 0;
+    for id in store.next_pending(free).await? {
+        let job = match store.item(id, false).await {
+            Ok(j) => j.job,
+            Err(StoreError::NotFound(_)) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        if job.status == JobStatus::Pending {
+            store.enqueue_kick(id, job.attempts + 1).await?;
+            sent += 1;
+        }
+    }
+    Ok(sent)
 }
 
 /// Act on one ended execution: a run it leaves `processing` (its worker
@@ -189,6 +271,7 @@ pub async fn settle_execution(
     );
     if ended {
         tracing::warn!(job_id = %id, status = %change.status, "ended the run of an execution that ended without finishing it");
+        kick(store).await?;
     }
     Ok(ended)
 }
@@ -230,6 +313,8 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
             }
         }
     }
+    // Waiting jobs whose kick was lost start here.
+    kick(store).await?;
     Ok(released)
 }
 
@@ -245,6 +330,7 @@ mod tests {
             execution_name(id, 3, 1)
         );
         assert_eq!(run_of_execution(&arn), Some((id, 3)));
+        assert_eq!(segment_of_execution(&arn), Some(1));
         assert_eq!(
             run_of_execution("arn:aws:states:x:execution:sm:manual-run"),
             None

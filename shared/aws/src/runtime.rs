@@ -162,9 +162,8 @@ impl App {
                 Ok(Dispatched::Dropped(why)) => {
                     tracing::info!(job_id = %msg.job_id, why, "message dropped")
                 }
-                Ok(Dispatched::Full) => {
-                    blocked = true;
-                    response.batch_item_failures.push(failure(id));
+                Ok(Dispatched::Waiting) => {
+                    tracing::info!(job_id = %msg.job_id, "no slot free; the job waits for one to be released")
                 }
                 Err(e) => {
                     tracing::error!(job_id = %msg.job_id, error = %e, "dispatch failed");

@@ -344,6 +344,23 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Queue run `run` of a waiting job again, as a message of its own (a
+    /// kick may repeat a run's message; the dispatcher starts a run once).
+    pub async fn enqueue_kick(&self, id: JobId, run: u32) -> Result<(), CloudError> {
+        let body = serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": 0});
+        self.clients
+            .sqs
+            .send_message()
+            .queue_url(&self.config.job_queue_url)
+            .message_body(body.to_string())
+            .message_group_id("jobs")
+            .message_deduplication_id(format!("{id}-{run}-kick-{}", uuid::Uuid::new_v4().simple()))
+            .send()
+            .await
+            .map_err(aws("sqs"))?;
+        Ok(())
+    }
+
     /// A job item (strongly consistent), with the cloud-only attributes;
     /// its large source and result read from S3 when `with_texts`.
     pub async fn item(&self, id: JobId, with_texts: bool) -> Result<JobItem, StoreError> {

@@ -320,9 +320,20 @@ impl Worker {
                 "the job is still running this run but its chunks are not all done".into(),
             ));
         };
+        if state == "completed" {
+            self.kick().await;
+        }
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(Answer::Success(json!({ "state": state })))
+    }
+
+    /// A slot was released: start the jobs waiting for one. A failed kick
+    /// is logged; the sweep starts them later.
+    async fn kick(&self) {
+        if let Err(e) = crate::dispatch::kick(&self.store).await {
+            tracing::warn!(error = %e, "starting waiting jobs failed; the sweep will");
+        }
     }
 
     /// Jobs created from S3 uploads get their outcome written under results/.
@@ -352,7 +363,10 @@ impl Worker {
         };
         let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
         let state = match &outcome {
-            TransitionOutcome::Applied(_) => "failed",
+            TransitionOutcome::Applied(_) => {
+                self.kick().await;
+                "failed"
+            }
             _ => {
                 // Cancelled, reaped or ended by a repeated task first.
                 tracing::info!(status = %now_status(&outcome), "the run ended elsewhere");
