@@ -180,7 +180,7 @@ pub struct Clients {
     pub sqs: aws_sdk_sqs::Client,
     /// Step Functions.
     pub sfn: aws_sdk_sfn::Client,
-    /// S3 (path-style addressing, which works on AWS and on emulators).
+    /// S3 (path-style addressing against an emulator endpoint).
     pub s3: aws_sdk_s3::Client,
 }
 
@@ -192,10 +192,12 @@ impl Clients {
         Self::from_sdk(&sdk)
     }
 
-    /// Clients from an SDK configuration.
+    /// Clients from an SDK configuration. Path-style S3 addressing only
+    /// against an explicit endpoint (an emulator); on AWS the default
+    /// virtual-hosted style.
     pub fn from_sdk(sdk: &aws_config::SdkConfig) -> Self {
         let s3 = aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(true)
+            .force_path_style(sdk.endpoint_url().is_some())
             .build();
         Self {
             ddb: aws_sdk_dynamodb::Client::new(sdk),
