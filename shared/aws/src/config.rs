@@ -35,6 +35,10 @@ pub struct CloudConfig {
     pub memory_ttl_days: u32,
     /// Request body limit (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
+    /// Bedrock models jobs may name (`LOTSAWA_BEDROCK_MODELS`, comma
+    /// separated; the template's allowlist, which the worker's policy
+    /// covers). Empty: only the default model.
+    pub bedrock_models: Vec<String>,
     /// Running under the local emulators (`LOTSAWA_EMULATOR=1`): turns on
     /// the accommodations only they need (runtime-loop restarts, a settle
     /// time before reaping, no Content-Length on streamed responses). Off on
@@ -97,6 +101,13 @@ impl CloudConfig {
                 1024,
                 6 * 1024 * 1024,
             )?,
+            bedrock_models: get("LOTSAWA_BEDROCK_MODELS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|m| !m.is_empty())
+                .map(str::to_owned)
+                .collect(),
             emulator: match get("LOTSAWA_EMULATOR").as_deref().map(str::trim) {
                 None | Some("" | "0" | "false") => false,
                 Some("1" | "true") => true,
@@ -141,6 +152,11 @@ mod tests {
         assert_eq!(c.concurrency, 3);
         assert_eq!(c.stream_max, Duration::from_secs(840));
         assert!(!c.emulator, "emulator accommodations are off by default");
+        assert!(c.bedrock_models.is_empty());
+        let mut listed = all[..4].to_vec();
+        listed.push(("LOTSAWA_BEDROCK_MODELS", " a.model-v1 , us.a.model-v1,, "));
+        let c = CloudConfig::from_source(&env(&listed)).expect("ok");
+        assert_eq!(c.bedrock_models, ["a.model-v1", "us.a.model-v1"]);
         let mut with = all[..4].to_vec();
         with.push(("LOTSAWA_EMULATOR", "maybe"));
         let err = CloudConfig::from_source(&env(&with)).expect_err("bad");

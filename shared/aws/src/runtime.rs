@@ -97,10 +97,22 @@ impl App {
         let (engines, _) = EngineSet::build(&settings).await?;
         let clients = Clients::from_env().await;
         let store = DynamoStore::new(clients, config.clone());
+        // The worker's IAM policy covers only the template's Bedrock models.
+        let bedrock_models = match engines.get("bedrock") {
+            Some(_) if !config.bedrock_models.is_empty() => {
+                vec![("bedrock".to_owned(), config.bedrock_models.clone())]
+            }
+            Some(e) => vec![(
+                "bedrock".to_owned(),
+                e.default_model().map(str::to_owned).into_iter().collect(),
+            )],
+            None => Vec::new(),
+        };
         let service = Arc::new(crate::service::cloud_service(
             store.clone(),
             engines.names(),
             engines.default_name().to_owned(),
+            bedrock_models,
         ));
         Ok(Self {
             config,

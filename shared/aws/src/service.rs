@@ -20,9 +20,14 @@ pub struct CloudRunner {
 /// The cloud job service: the one service over DynamoDB and this runner.
 pub type CloudService = Service;
 
-/// The cloud job service over `store`; `engines` are the names jobs may ask
-/// for.
-pub fn cloud_service(store: DynamoStore, engines: Vec<String>, default_engine: String) -> Service {
+/// The cloud job service over `store`: `engines` are the names jobs may ask
+/// for; `models`, per engine, the models the deployment's rights cover.
+pub fn cloud_service(
+    store: DynamoStore,
+    engines: Vec<String>,
+    default_engine: String,
+    models: Vec<(String, Vec<String>)>,
+) -> Service {
     Service::new(
         Arc::new(store.clone()),
         Arc::new(CloudRunner { store }),
@@ -30,6 +35,7 @@ pub fn cloud_service(store: DynamoStore, engines: Vec<String>, default_engine: S
             names: engines,
             default: default_engine,
             place: "deployment",
+            models,
         },
     )
 }

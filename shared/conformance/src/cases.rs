@@ -443,6 +443,7 @@ fn service(store: &Store) -> Service {
             names: vec!["echo".into()],
             default: "echo".into(),
             place: "test",
+            models: Vec::new(),
         },
     )
 }

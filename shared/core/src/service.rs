@@ -162,6 +162,9 @@ pub struct EngineChoice {
     pub default: String,
     /// Where they run, for messages ("server", "deployment").
     pub place: &'static str,
+    /// Models an engine accepts (a deployment's rights may cover only
+    /// these); an engine not listed takes any model.
+    pub models: Vec<(String, Vec<String>)>,
 }
 
 impl EngineChoice {
@@ -179,6 +182,26 @@ impl EngineChoice {
             )));
         }
         Ok(engine)
+    }
+
+    /// Whether `engine` accepts `model` (a job without a model uses the
+    /// engine's default, which is always allowed).
+    pub fn check_model(
+        &self,
+        engine: &EngineName,
+        model: Option<&str>,
+    ) -> Result<(), ServiceError> {
+        let Some(model) = model else { return Ok(()) };
+        match self.models.iter().find(|(e, _)| e == engine.as_str()) {
+            Some((_, allowed)) if !allowed.iter().any(|m| m == model) => {
+                Err(ServiceError::Invalid(format!(
+                    "model '{model}' is not allowed for engine '{engine}' on this {} (allowed: {})",
+                    self.place,
+                    allowed.join(", ")
+                )))
+            }
+            _ => Ok(()),
+        }
     }
 }
 
@@ -244,6 +267,8 @@ impl Service {
     /// Store a validated submission and queue it; the new job.
     pub async fn create(&self, new: NewJob) -> Result<Job, ServiceError> {
         let engine = self.engines.resolve(new.config.engine.as_ref())?;
+        self.engines
+            .check_model(&engine, new.config.model.as_deref())?;
         let (job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
         self.store.create(&job, &chunks).await?;
         self.runner.queued(&job).await?;
@@ -257,6 +282,8 @@ impl Service {
     /// caller that records something first (then [`Service::queue`]).
     pub async fn create_as(&self, id: JobId, new: NewJob) -> Result<Job, ServiceError> {
         let engine = self.engines.resolve(new.config.engine.as_ref())?;
+        self.engines
+            .check_model(&engine, new.config.model.as_deref())?;
         let (mut job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
         job.id = id;
         self.store.create(&job, &chunks).await?;
@@ -398,5 +425,37 @@ impl JobService for Service {
         self.runner.ready()?;
         self.store.slots_in_use().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn models_are_checked_against_the_engine_allowlist() {
+        let choice = EngineChoice {
+            names: vec!["bedrock".into(), "openai".into()],
+            default: "bedrock".into(),
+            place: "deployment",
+            models: vec![("bedrock".into(), vec!["anthropic.claude-3-haiku".into()])],
+        };
+        let bedrock = EngineName::parse("bedrock").expect("name");
+        let openai = EngineName::parse("openai").expect("name");
+        assert!(choice.check_model(&bedrock, None).is_ok());
+        assert!(
+            choice
+                .check_model(&bedrock, Some("anthropic.claude-3-haiku"))
+                .is_ok()
+        );
+        let err = choice
+            .check_model(&bedrock, Some("anthropic.claude-3-opus"))
+            .expect_err("not allowed");
+        assert!(
+            err.to_string()
+                .contains("allowed: anthropic.claude-3-haiku"),
+            "{err}"
+        );
+        assert!(choice.check_model(&openai, Some("anything")).is_ok());
     }
 }

@@ -75,6 +75,7 @@ impl LocalBackend {
             names: shared.engines.names(),
             default: shared.engines.default_name().to_owned(),
             place: "server",
+            models: Vec::new(),
         };
         let service = lotsawa_core::Service::new(
             Arc::new(store.clone()),
