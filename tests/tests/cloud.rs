@@ -220,6 +220,17 @@ fn setup(rt: &tokio::runtime::Runtime) -> Cloud {
     }
 }
 
+/// An object under results/, waited for until `deadline`.
+async fn wait_result(c: &Cloud, key: &str, deadline: Instant) -> String {
+    loop {
+        if let Some(t) = read_result(c, key).await {
+            return t;
+        }
+        assert!(Instant::now() < deadline, "no {key} in time");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+}
+
 /// An object under results/, when it is there.
 async fn read_result(c: &Cloud, key: &str) -> Option<String> {
     let bucket = c.em.var("BUCKET");
@@ -442,13 +453,7 @@ async fn uploads_become_jobs_and_results(c: &Cloud) {
         .await
         .expect("upload");
     let deadline = Instant::now() + Duration::from_secs(90);
-    let text = loop {
-        if let Some(t) = read_result(c, "results/my verse ཀ.txt.en.txt").await {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "no result for the upload");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let text = wait_result(c, "results/my verse ཀ.txt.en.txt", deadline).await;
     assert_eq!(
         text,
         lotsawa_apitests::provider::fake_translation("ingest ཀ་ཁ་ག་ང།")
@@ -460,13 +465,7 @@ async fn uploads_become_jobs_and_results(c: &Cloud) {
     )
     .expect("json");
     assert_eq!(record["status"], "completed", "{record}");
-    let failed = loop {
-        if let Some(t) = read_result(c, "results/binary.bin.json").await {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "no record for the binary upload");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let failed = wait_result(c, "results/binary.bin.json", deadline).await;
     let failed: serde_json::Value = serde_json::from_str(&failed).expect("json");
     assert_eq!(failed["status"], "failed", "{failed}");
     assert!(
@@ -712,10 +711,7 @@ async fn repeated_upload_events_make_one_job(c: &Cloud) {
         .expect("upload");
     // Wait for the upload's own event to be handled.
     let deadline = Instant::now() + Duration::from_secs(90);
-    while read_result(c, "results/twice.txt.en.txt").await.is_none() {
-        assert!(Instant::now() < deadline, "no result for the upload");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    }
+    wait_result(c, "results/twice.txt.en.txt", deadline).await;
     let newest =
         |page: &serde_json::Value, i: usize| page["jobs"][i]["id"].as_str().map(str::to_owned);
     let (_, _, before) = api
@@ -784,13 +780,7 @@ async fn repeated_upload_events_make_one_job(c: &Cloud) {
         .await
         .expect("upload");
     let deadline = Instant::now() + Duration::from_secs(90);
-    let record = loop {
-        if let Some(t) = read_result(c, "results/big.txt.json").await {
-            break t;
-        }
-        assert!(Instant::now() < deadline, "no record for the large upload");
-        tokio::time::sleep(Duration::from_millis(300)).await;
-    };
+    let record = wait_result(c, "results/big.txt.json", deadline).await;
     let record: serde_json::Value = serde_json::from_str(&record).expect("json");
     assert_eq!(record["status"], "failed", "{record}");
     assert!(

@@ -218,6 +218,14 @@ pub async fn kick(store: &DynamoStore) -> Result<u32, CloudError> {
     Ok(sent)
 }
 
+/// [`kick`] for a caller that has already freed its slot: a failure is
+/// logged, and the sweep starts the waiting jobs later.
+pub async fn kick_or_log(store: &DynamoStore) {
+    if let Err(e) = kick(store).await {
+        tracing::warn!(error = %e, "starting waiting jobs failed; the sweep will");
+    }
+}
+
 /// Act on one ended execution: a run it leaves `processing` (its worker
 /// never finished it: a timeout, a failure outside the worker, a stop, or a
 /// success that lost its completion) fails and releases its slot. A success

@@ -72,10 +72,8 @@ impl Runner for CloudRunner {
         {
             tracing::warn!(job_id = %job.id, error = %DisplayErrorContext(&e), "stopping the execution failed");
         }
-        if was == JobStatus::Processing
-            && let Err(e) = crate::dispatch::kick(&self.store).await
-        {
-            tracing::warn!(error = %e, "starting waiting jobs failed; the sweep will");
+        if was == JobStatus::Processing {
+            crate::dispatch::kick_or_log(&self.store).await;
         }
         // A job created from an upload says how it ended under results/,
         // so a pipeline waiting there learns of the cancel too.

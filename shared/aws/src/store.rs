@@ -115,6 +115,9 @@ where
     }
 }
 
+/// Chunk sort keys have six digits: no job has more chunks than this.
+const MAX_CHUNKS: u32 = 1_000_000;
+
 /// Days a chunk item outlives its job's TTL, counted from the job's creation.
 pub const CHUNK_TTL_MARGIN_DAYS: i64 = 365;
 
@@ -331,6 +334,24 @@ impl DynamoStore {
 
     /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
+        self.send_run(id, run, segment, format!("{id}-{run}-{segment}"))
+            .await
+    }
+
+    /// Queue run `run` of a waiting job again, as a message of its own (a
+    /// kick may repeat a run's message; the dispatcher starts a run once).
+    pub async fn enqueue_kick(&self, id: JobId, run: u32) -> Result<(), CloudError> {
+        let dedup = format!("{id}-{run}-kick-{}", uuid::Uuid::new_v4().simple());
+        self.send_run(id, run, 0, dedup).await
+    }
+
+    async fn send_run(
+        &self,
+        id: JobId,
+        run: u32,
+        segment: u32,
+        dedup: String,
+    ) -> Result<(), CloudError> {
         let body =
             serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
         self.clients
@@ -339,24 +360,7 @@ impl DynamoStore {
             .queue_url(&self.config.job_queue_url)
             .message_body(body.to_string())
             .message_group_id("jobs")
-            .message_deduplication_id(format!("{id}-{run}-{segment}"))
-            .send()
-            .await
-            .map_err(aws("sqs"))?;
-        Ok(())
-    }
-
-    /// Queue run `run` of a waiting job again, as a message of its own (a
-    /// kick may repeat a run's message; the dispatcher starts a run once).
-    pub async fn enqueue_kick(&self, id: JobId, run: u32) -> Result<(), CloudError> {
-        let body = serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": 0});
-        self.clients
-            .sqs
-            .send_message()
-            .queue_url(&self.config.job_queue_url)
-            .message_body(body.to_string())
-            .message_group_id("jobs")
-            .message_deduplication_id(format!("{id}-{run}-kick-{}", uuid::Uuid::new_v4().simple()))
+            .message_deduplication_id(dedup)
             .send()
             .await
             .map_err(aws("sqs"))?;
@@ -1104,9 +1108,14 @@ impl JobStore for DynamoStore {
         }
     }
 
+    /// One query from `from` to the last possible chunk key; the job item
+    /// is read only when that finds nothing (to tell an unknown job).
     async fn chunks(&self, id: JobId, from: u32) -> Result<Vec<ChunkRecord>, StoreError> {
-        let job = self.item(id, false).await?.job;
-        self.chunk_range(id, from, job.chunks_total).await
+        let chunks = self.chunk_range(id, from, MAX_CHUNKS).await?;
+        if chunks.is_empty() {
+            self.item(id, false).await?;
+        }
+        Ok(chunks)
     }
 
     async fn progress_inputs(&self, job: &Job) -> Result<(u64, Vec<ChunkTiming>), StoreError> {

@@ -189,7 +189,8 @@ impl Worker {
 
     #[tracing::instrument(skip_all, fields(job_id = %id, run = run, attempt = attempt))]
     async fn chunk(&self, id: JobId, run: u32, attempt: u32) -> Result<Answer, CloudError> {
-        let job = self.store.get(id).await?;
+        // The job's settings, not its texts: a large source stays in S3.
+        let job = self.store.item(id, false).await?.job;
         if job.status != JobStatus::Processing || job.attempts != run {
             return Ok(Answer::Success(json!({"state": "stopped"})));
         }
@@ -292,12 +293,7 @@ impl Worker {
                 "the job is still running this run but its chunks are not all done".into(),
             ));
         }
-        let engine_name = pipeline::engine_for(&job, self.engines.default_name());
-        let model = job.config.model.clone().or_else(|| {
-            self.engines
-                .get(&engine_name)
-                .and_then(|e| e.default_model().map(str::to_owned))
-        });
+        let (engine_name, model) = pipeline::engine_and_model(&job, &self.engines);
         let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
         let outcome = transition_by_id(
             &self.store,
@@ -321,19 +317,11 @@ impl Worker {
             ));
         };
         if state == "completed" {
-            self.kick().await;
+            crate::dispatch::kick_or_log(&self.store).await;
         }
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(Answer::Success(json!({ "state": state })))
-    }
-
-    /// A slot was released: start the jobs waiting for one. A failed kick
-    /// is logged; the sweep starts them later.
-    async fn kick(&self) {
-        if let Err(e) = crate::dispatch::kick(&self.store).await {
-            tracing::warn!(error = %e, "starting waiting jobs failed; the sweep will");
-        }
     }
 
     /// Jobs created from S3 uploads get their outcome written under results/.
@@ -364,7 +352,7 @@ impl Worker {
         let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
         let state = match &outcome {
             TransitionOutcome::Applied(_) => {
-                self.kick().await;
+                crate::dispatch::kick_or_log(&self.store).await;
                 "failed"
             }
             _ => {

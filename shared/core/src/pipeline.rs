@@ -79,6 +79,21 @@ pub trait EngineCatalog: Send + Sync {
     fn server_glossary(&self) -> Vec<GlossaryEntry>;
 }
 
+/// The engine a job runs on and the model it asks for: the job's own
+/// model, else the engine's default (none when the engine is missing).
+pub fn engine_and_model(
+    job: &crate::job::Job,
+    engines: &dyn EngineCatalog,
+) -> (String, Option<String>) {
+    let name = engine_for(job, engines.default_engine());
+    let model = job.config.model.clone().or_else(|| {
+        engines
+            .engine(&name)
+            .and_then(|e| e.default_model().map(str::to_owned))
+    });
+    (name, model)
+}
+
 /// Everything one chunk needs before its first attempt.
 #[derive(Clone)]
 pub struct ChunkPlan {
@@ -117,18 +132,13 @@ impl ChunkPlan {
         prev: Option<&crate::ledger::ChunkRecord>,
         engines: &dyn EngineCatalog,
     ) -> Result<Self, String> {
-        let name = engine_for(job, engines.default_engine());
+        let (name, model) = engine_and_model(job, engines);
         let engine = engines.engine(&name).ok_or_else(|| {
             format!(
                 "engine '{name}' is not configured here (available: {})",
                 engines.engine_names().join(", ")
             )
         })?;
-        let model = job
-            .config
-            .model
-            .clone()
-            .or_else(|| engine.default_model().map(str::to_owned));
         let mut all = job.config.glossary.clone();
         all.extend(engines.server_glossary());
         let glossary = relevant_glossary(&all, &chunk.source);

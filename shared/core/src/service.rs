@@ -266,11 +266,7 @@ impl Service {
 
     /// Store a validated submission and queue it; the new job.
     pub async fn create(&self, new: NewJob) -> Result<Job, ServiceError> {
-        let engine = self.engines.resolve(new.config.engine.as_ref())?;
-        self.engines
-            .check_model(&engine, new.config.model.as_deref())?;
-        let (job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
-        self.store.create(&job, &chunks).await?;
+        let job = self.create_as(JobId::new(), new).await?;
         self.runner.queued(&job).await?;
         Ok(job)
     }

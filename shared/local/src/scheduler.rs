@@ -180,8 +180,6 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
     let run = job.attempts;
     let chunks = shared.store.chunks(job.id, 0).await?;
     let mut prev: Option<ChunkRecord> = None;
-    let mut engine_name = pipeline::engine_for(job, shared.engines.default_name());
-    let mut model = None;
     for chunk in chunks.iter() {
         if chunk.status == ChunkStatus::Completed {
             prev = Some(chunk.clone());
@@ -196,8 +194,6 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
                 return end_run(shared, job, Change::Fail { error, chunk: None }).await;
             }
         };
-        engine_name = plan.engine.name().to_owned();
-        model = plan.model.clone();
         match translate_chunk(shared, job, &plan, chunk, cancel).await? {
             ChunkOutcome::Stopped => return Ok(()),
             ChunkOutcome::Done(done) => {
@@ -234,14 +230,7 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
         return Ok(());
     }
-    if model.is_none() {
-        model = job.config.model.clone().or_else(|| {
-            shared
-                .engines
-                .get(&engine_name)
-                .and_then(|e| e.default_model().map(str::to_owned))
-        });
-    }
+    let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
     let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
     end_run(shared, job, Change::Complete(result)).await
 }
