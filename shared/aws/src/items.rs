@@ -1,11 +1,21 @@
 //! DynamoDB item mapping: how jobs and chunks are stored. The domain types
 //! know nothing of it.
 //!
-//! One table: `pk`/`sk`. A job is `JOB#<id>`/`JOB`; its chunks are
-//! `JOB#<id>`/`CHUNK#<index, 6 digits>`; the concurrency semaphore is
-//! `SEMAPHORE`/`SEMAPHORE`; memory entries are `MEM#<key>`/`MEM`. Three GSIs
-//! list jobs newest first: `gsi1` by status, `gsi2` all jobs, `gsi3` by type
-//! (sort key `createdAt#id`). `expiresAt` is the TTL attribute.
+//! One table: `pk`/`sk`. A job is three items under `JOB#<id>`: `JOB` (small:
+//! status, counters, timestamps, error, slot and execution, the listing
+//! keys), `JOB#CONFIG` (its settings, read with `JOB` by every chunk step)
+//! and `JOB#TEXT` (its source and result, or their S3 keys, read only by a
+//! whole-job read). A chunk commit thus rewrites a few hundred bytes, not
+//! the source. Its chunks are `JOB#<id>`/`CHUNK#<index, 6 digits>`; the
+//! concurrency semaphore is `SEMAPHORE`/`SEMAPHORE`; memory entries are
+//! `MEM#<key>`/`MEM`; jobs per status are counted in `COUNTS#<shard>`/`COUNTS`.
+//!
+//! Three GSIs list jobs newest first, projecting keys only (a list reads
+//! the small job items of one page): `gsi1` by status, `gsi2` all jobs,
+//! `gsi3` by type, sort key `createdAt#id`. Each index key is spread over
+//! [`LIST_SHARDS`] partitions by the job id (`STATUS#processing#2`), so no
+//! one index partition takes every job's writes; a list merges the shards.
+//! `expiresAt` is the TTL attribute.
 
 use std::collections::HashMap;
 
@@ -76,44 +86,100 @@ pub fn list_sk(created_at: &str, id: JobId) -> String {
     format!("{created_at}#{id}")
 }
 
-/// The item of a new job. `source` is the text, or `None` when it went to S3
-/// under `source_key`.
-pub fn new_job_item(
-    job: &Job,
-    source: Option<&str>,
-    source_key: Option<&str>,
-) -> Result<Item, Corrupt> {
+/// Partitions of each listing index key and of the status counters.
+pub const LIST_SHARDS: u32 = 4;
+
+/// Sort key of a job's settings item.
+pub const CONFIG_SK: &str = "JOB#CONFIG";
+
+/// Sort key of a job's result item.
+pub const RESULT_SK: &str = "JOB#RESULT";
+
+/// Sort key of a job's source item (the last of a job's own items).
+pub const TEXT_SK: &str = "JOB#TEXT";
+
+/// The shard of a job: fixed by its id.
+pub fn shard_of(id: JobId) -> u32 {
+    let s = id.to_string();
+    let last = s.as_bytes()[s.len() - 1];
+    (last as char).to_digit(16).unwrap_or(0) % LIST_SHARDS
+}
+
+/// Partition key of the status index for `status` in `shard`.
+pub fn status_pk(status: JobStatus, shard: u32) -> String {
+    format!("STATUS#{}#{shard}", status.as_str())
+}
+
+/// Partition key of the all-jobs index in `shard`.
+pub fn all_pk(shard: u32) -> String {
+    format!("ALL#{shard}")
+}
+
+/// Partition key of the type index for `kind` in `shard`.
+pub fn type_pk(kind: JobType, shard: u32) -> String {
+    format!("TYPE#{}#{shard}", kind.as_str())
+}
+
+/// Partition key of the status counters of `shard`.
+pub fn counts_pk(shard: u32) -> String {
+    format!("COUNTS#{shard}")
+}
+
+/// The job item of a new job (no texts, no settings).
+pub fn new_job_item(job: &Job) -> Item {
     let created = ts(job.created_at);
+    let shard = shard_of(job.id);
     let mut item = Item::new();
     item.insert("pk".into(), s(job_pk(job.id)));
     item.insert("sk".into(), s("JOB"));
     item.insert("id".into(), s(job.id.to_string()));
     item.insert("kind".into(), s(job.kind.as_str()));
     item.insert("status".into(), s(job.status.as_str()));
+    item.insert("chunksTotal".into(), n(job.chunks_total));
+    item.insert("chunksCompleted".into(), n(0));
+    item.insert("attempts".into(), n(0));
+    item.insert("createdAt".into(), s(created.clone()));
+    item.insert("gsi1pk".into(), s(status_pk(job.status, shard)));
+    item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
+    item.insert("gsi2pk".into(), s(all_pk(shard)));
+    item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
+    item.insert("gsi3pk".into(), s(type_pk(job.kind, shard)));
+    item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
+    item
+}
+
+/// The settings item of a new job.
+pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(job.id)));
+    item.insert("sk".into(), s(CONFIG_SK));
     item.insert(
         "config".into(),
         s(serde_json::to_string(&job.config).map_err(|e| Corrupt(e.to_string()))?),
     );
+    item.insert("expiresAt".into(), n(expires_at));
+    Ok(item)
+}
+
+/// The texts item of a new job: `source` is the text, or `None` when it
+/// went to S3 under `source_key`.
+pub fn new_text_item(
+    id: JobId,
+    source: Option<&str>,
+    source_key: Option<&str>,
+    expires_at: i64,
+) -> Item {
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(id)));
+    item.insert("sk".into(), s(TEXT_SK));
     if let Some(src) = source {
         item.insert("source".into(), s(src));
     }
     if let Some(key) = source_key {
         item.insert("sourceKey".into(), s(key));
     }
-    item.insert("chunksTotal".into(), n(job.chunks_total));
-    item.insert("chunksCompleted".into(), n(0));
-    item.insert("attempts".into(), n(0));
-    item.insert("createdAt".into(), s(created.clone()));
-    item.insert(
-        "gsi1pk".into(),
-        s(format!("STATUS#{}", job.status.as_str())),
-    );
-    item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi2pk".into(), s("ALL"));
-    item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi3pk".into(), s(format!("TYPE#{}", job.kind.as_str())));
-    item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
-    Ok(item)
+    item.insert("expiresAt".into(), n(expires_at));
+    item
 }
 
 /// A job item as read back, with the cloud-only attributes.
@@ -133,8 +199,15 @@ pub struct JobItem {
     pub ingest_key: Option<String>,
 }
 
-/// Read a job item.
-pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
+/// Read a job from its items: the job item, its settings item and, when
+/// read, its source and result items (large texts stay as S3 keys in the
+/// answer).
+pub fn job_from_items(
+    item: &Item,
+    config: Option<&Item>,
+    text: Option<&Item>,
+    result: Option<&Item>,
+) -> Result<JobItem, Corrupt> {
     let id: JobId = req_s(item, "id")?
         .parse()
         .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
@@ -144,9 +217,14 @@ pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
     let status: JobStatus = req_s(item, "status")?
         .parse()
         .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
-    let config: JobConfig = serde_json::from_str(req_s(item, "config")?)
-        .map_err(|e| Corrupt(format!("config: {e}")))?;
-    let result: Option<JobResult> = get_s(item, "result")
+    let config: JobConfig = match config {
+        Some(c) => serde_json::from_str(req_s(c, "config")?)
+            .map_err(|e| Corrupt(format!("config: {e}")))?,
+        None => JobConfig::default(),
+    };
+    let text_s = |k: &str| text.and_then(|t| get_s(t, k));
+    let result_s = |k: &str| result.and_then(|t| get_s(t, k));
+    let result: Option<JobResult> = result_s("result")
         .map(serde_json::from_str)
         .transpose()
         .map_err(|e| Corrupt(format!("result: {e}")))?;
@@ -155,7 +233,7 @@ pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
             id,
             kind,
             status,
-            source: get_s(item, "source").unwrap_or("").to_owned(),
+            source: text_s("source").unwrap_or("").to_owned(),
             config,
             result,
             error: get_s(item, "error").map(str::to_owned),
@@ -167,8 +245,8 @@ pub fn job_from_item(item: &Item) -> Result<JobItem, Corrupt> {
             cancelled_at: parse_ts(get_s(item, "cancelledAt"))?,
             attempts: get_n(item, "attempts").unwrap_or(0),
         },
-        source_key: get_s(item, "sourceKey").map(str::to_owned),
-        result_key: get_s(item, "resultKey").map(str::to_owned),
+        source_key: text_s("sourceKey").map(str::to_owned),
+        result_key: result_s("resultKey").map(str::to_owned),
         execution_arn: get_s(item, "executionArn").map(str::to_owned),
         slot: get_n(item, "slot"),
         ingest_key: get_s(item, "ingestKey").map(str::to_owned),
@@ -266,12 +344,23 @@ mod tests {
             cancelled_at: None,
             attempts: 0,
         };
-        let item = new_job_item(&job, Some("ཀ།"), None).expect("item");
-        let back = job_from_item(&item).expect("job");
+        let item = new_job_item(&job);
+        let config = new_config_item(&job, 1).expect("config");
+        let text = new_text_item(job.id, Some("ཀ།"), None, 1);
+        let back = job_from_items(&item, Some(&config), Some(&text), None).expect("job");
         assert_eq!(back.job.id, job.id);
         assert_eq!(back.job.source, "ཀ།");
+        assert_eq!(back.job.config, job.config);
         assert_eq!(back.job.status, JobStatus::Pending);
-        assert_eq!(get_s(&item, "gsi1pk"), Some("STATUS#pending"));
+        let shard = shard_of(job.id);
+        assert!(shard < LIST_SHARDS);
+        assert_eq!(
+            get_s(&item, "gsi1pk").map(str::to_owned),
+            Some(format!("STATUS#pending#{shard}"))
+        );
+        assert!(!item.contains_key("source") && !item.contains_key("config"));
+        let brief = job_from_items(&item, Some(&config), None, None).expect("brief");
+        assert_eq!(brief.job.source, "");
         let c = new_chunk_item(job.id, 7, Some("ཀ།"), 2, None, 1);
         assert_eq!(get_s(&c, "sk"), Some("CHUNK#000007"));
         let back = chunk_from_item(&c).expect("chunk");

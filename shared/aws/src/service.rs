@@ -85,8 +85,8 @@ impl Runner for CloudRunner {
     }
 
     async fn wait_for_change(&self, _id: JobId, max_wait: Duration) {
-        // No change feed here: the stream polls the table.
-        tokio::time::sleep(max_wait.min(Duration::from_millis(500))).await;
+        // No change feed here: the stream polls the job's pulse once a second.
+        tokio::time::sleep(max_wait.min(Duration::from_secs(1))).await;
     }
 
     async fn extra_metrics(&self) -> Result<String, ServiceError> {

@@ -9,21 +9,22 @@ use async_trait::async_trait;
 use aws_sdk_dynamodb::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError;
 use aws_sdk_dynamodb::types::{
-    AttributeValue, PutRequest, Select, TransactWriteItem, Update, WriteRequest,
+    AttributeValue, KeysAndAttributes, Put, PutRequest, TransactWriteItem, Update, WriteRequest,
 };
 use chrono::{DateTime, Utc};
 use lotsawa_core::metrics::ChunkTotals;
 use lotsawa_core::progress::ChunkTiming;
 use lotsawa_core::store::{
-    Applied, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest,
+    Applied, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest, Pulse,
     SlotChange, StoreError, StorePage,
 };
-use lotsawa_core::{ChunkRecord, Job, JobId, JobStatus};
+use lotsawa_core::{ChunkRecord, Job, JobId, JobStatus, JobType};
 
 use crate::config::CloudConfig;
 use crate::items::{
-    ChunkItem, Item, JobItem, chunk_from_item, chunk_sk, job_from_item, job_pk, n, new_chunk_item,
-    new_job_item, s, ts,
+    CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, all_pk, chunk_from_item,
+    chunk_sk, counts_pk, job_from_items, job_pk, n, new_chunk_item, new_config_item, new_job_item,
+    new_text_item, s, shard_of, status_pk, ts, type_pk,
 };
 
 /// Texts larger than this many bytes go to S3 instead of the item.
@@ -319,19 +320,6 @@ impl DynamoStore {
         }
     }
 
-    async fn put_job_item(&self, item: Item) -> Result<(), StoreError> {
-        self.clients
-            .ddb
-            .put_item()
-            .table_name(&self.config.table)
-            .set_item(Some(item))
-            .condition_expression("attribute_not_exists(pk)")
-            .send()
-            .await
-            .map_err(ddb("DynamoDB PutItem"))?;
-        Ok(())
-    }
-
     /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
         self.send_run(id, run, segment, format!("{id}-{run}-{segment}"))
@@ -367,21 +355,32 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// A job item (strongly consistent), with the cloud-only attributes;
-    /// its large source and result read from S3 when `with_texts`.
+    /// A job (strongly consistent), with the cloud-only attributes: its job
+    /// and settings items in one query; with `with_texts` its texts item
+    /// too, and a large source or result read from S3.
     pub async fn item(&self, id: JobId, with_texts: bool) -> Result<JobItem, StoreError> {
+        let last = if with_texts { TEXT_SK } else { CONFIG_SK };
         let out = self
             .clients
             .ddb
-            .get_item()
+            .query()
             .table_name(&self.config.table)
-            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+            .expression_attribute_values(":pk", s(job_pk(id)))
+            .expression_attribute_values(":a", s("JOB"))
+            .expression_attribute_values(":b", s(last))
             .consistent_read(true)
             .send()
             .await
-            .map_err(ddb("DynamoDB GetItem"))?;
-        let item = out.item.ok_or(StoreError::NotFound(id))?;
-        let mut job = job_from_item(&item)?;
+            .map_err(ddb("DynamoDB Query"))?;
+        let items = out.items.unwrap_or_default();
+        let find = |sk: &'static str| {
+            items
+                .iter()
+                .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk))
+        };
+        let job_item = find("JOB").ok_or(StoreError::NotFound(id))?;
+        let mut job = job_from_items(job_item, find(CONFIG_SK), find(TEXT_SK), find(RESULT_SK))?;
         if with_texts {
             if let Some(k) = job.result_key.clone() {
                 let text = self.get_text(&k).await?;
@@ -395,6 +394,172 @@ impl DynamoStore {
             }
         }
         Ok(job)
+    }
+
+    /// Job items by id (no settings, no texts), in the order asked;
+    /// strongly consistent, unprocessed keys asked again with backoff.
+    async fn job_items(&self, ids: &[JobId]) -> Result<Vec<JobItem>, StoreError> {
+        let mut found: HashMap<String, Item> = HashMap::new();
+        for part in ids.chunks(100) {
+            let mut keys: Vec<Item> = part
+                .iter()
+                .map(|id| Self::key(job_pk(*id), "JOB"))
+                .collect();
+            found.extend(
+                self.batch_get(&mut keys, true)
+                    .await?
+                    .into_iter()
+                    .filter_map(|i| {
+                        let pk = i.get("pk")?.as_s().ok()?.clone();
+                        Some((pk, i))
+                    }),
+            );
+        }
+        ids.iter()
+            .filter_map(|id| found.get(&job_pk(*id)))
+            .map(|i| Ok(job_from_items(i, None, None, None)?))
+            .collect()
+    }
+
+    /// Read `keys` (at most 100) with BatchGetItem until none is left
+    /// unprocessed (ten rounds with backoff, then an error).
+    async fn batch_get(
+        &self,
+        keys: &mut Vec<Item>,
+        consistent: bool,
+    ) -> Result<Vec<Item>, StoreError> {
+        let mut items = Vec::new();
+        for round in 0..10u32 {
+            if keys.is_empty() {
+                return Ok(items);
+            }
+            if round > 0 {
+                tokio::time::sleep(std::time::Duration::from_millis(25 << round)).await;
+            }
+            let request = KeysAndAttributes::builder()
+                .set_keys(Some(std::mem::take(keys)))
+                .consistent_read(consistent)
+                .build()
+                .map_err(build)?;
+            let out = self
+                .clients
+                .ddb
+                .batch_get_item()
+                .request_items(&self.config.table, request)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB BatchGetItem"))?;
+            if let Some(got) = out.responses.and_then(|mut r| r.remove(&self.config.table)) {
+                items.extend(got);
+            }
+            if let Some(rest) = out
+                .unprocessed_keys
+                .and_then(|mut u| u.remove(&self.config.table))
+            {
+                *keys = rest.keys;
+            }
+        }
+        if keys.is_empty() {
+            Ok(items)
+        } else {
+            Err(StoreError::Throttled(
+                "items stayed unprocessed after 10 rounds of BatchGetItem".into(),
+            ))
+        }
+    }
+
+    /// Jobs from one listing index, merged over its shards: newest first
+    /// (oldest first with `forward`), strictly after the position `after`,
+    /// keeping those `keep` accepts, until `want` are found or the index
+    /// ends. Each shard is read a page at a time, keys only; the job items
+    /// of each round are then read in one batch.
+    async fn read_index(
+        &self,
+        index: &str,
+        pks: Vec<String>,
+        after: Option<&str>,
+        forward: bool,
+        want: usize,
+        keep: impl Fn(&JobItem) -> bool,
+    ) -> Result<Vec<JobItem>, StoreError> {
+        struct Shard {
+            pk: String,
+            start: Option<Item>,
+            buf: std::collections::VecDeque<(String, JobId)>,
+            ended: bool,
+        }
+        let (pk_name, sk_name) = (format!("{index}pk"), format!("{index}sk"));
+        let mut shards: Vec<Shard> = pks
+            .into_iter()
+            .map(|pk| Shard {
+                pk,
+                start: None,
+                buf: Default::default(),
+                ended: false,
+            })
+            .collect();
+        let mut out = Vec::new();
+        loop {
+            let need = want - out.len();
+            for sh in shards.iter_mut().filter(|s| s.buf.is_empty() && !s.ended) {
+                let mut q = self
+                    .clients
+                    .ddb
+                    .query()
+                    .table_name(&self.config.table)
+                    .index_name(index)
+                    .expression_attribute_values(":pk", s(sh.pk.clone()))
+                    .scan_index_forward(forward)
+                    .limit(need.clamp(1, 200) as i32)
+                    .set_exclusive_start_key(sh.start.take());
+                q = match after {
+                    Some(pos) => q
+                        .key_condition_expression(format!(
+                            "{pk_name} = :pk AND {sk_name} {} :after",
+                            if forward { ">" } else { "<" }
+                        ))
+                        .expression_attribute_values(":after", s(pos)),
+                    None => q.key_condition_expression(format!("{pk_name} = :pk")),
+                };
+                let page = q.send().await.map_err(ddb("DynamoDB Query"))?;
+                for item in page.items() {
+                    let sk = item
+                        .get(&sk_name)
+                        .and_then(|v| v.as_s().ok())
+                        .cloned()
+                        .unwrap_or_default();
+                    let id = position_key(&sk)
+                        .ok_or_else(|| StoreError::Corrupt(format!("index key {sk}")))?;
+                    sh.buf.push_back((sk, id));
+                }
+                match page.last_evaluated_key.filter(|k| !k.is_empty()) {
+                    Some(k) => sh.start = Some(k),
+                    None => sh.ended = true,
+                }
+            }
+            // The next `need` positions over every shard, in order; a shard
+            // whose read part is used up stops the merge (its next page may
+            // hold earlier positions) until it is read again.
+            let mut ids = Vec::new();
+            while ids.len() < need && !shards.iter().any(|sh| sh.buf.is_empty() && !sh.ended) {
+                let best = shards
+                    .iter()
+                    .enumerate()
+                    .filter_map(|(i, sh)| sh.buf.front().map(|(sk, _)| (i, sk)))
+                    .reduce(|a, b| if (b.1 < a.1) == forward { b } else { a })
+                    .map(|(i, _)| i);
+                let Some(i) = best else { break };
+                if let Some((_, id)) = shards[i].buf.pop_front() {
+                    ids.push(id);
+                }
+            }
+            out.extend(self.job_items(&ids).await?.into_iter().filter(&keep));
+            let exhausted = shards.iter().all(|sh| sh.ended && sh.buf.is_empty());
+            if out.len() >= want || exhausted {
+                out.truncate(want);
+                return Ok(out);
+            }
+        }
     }
 
     /// One chunk, with its texts read from S3 when large.
@@ -448,12 +613,22 @@ impl DynamoStore {
         Ok(out)
     }
 
-    /// Chunks with index in `from..to`, in order.
+    /// Chunks with index in `from..to`, in order (strongly consistent).
     pub async fn chunk_range(
         &self,
         id: JobId,
         from: u32,
         to: u32,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        self.chunk_query(id, from, to, true).await
+    }
+
+    async fn chunk_query(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+        consistent: bool,
     ) -> Result<Vec<ChunkRecord>, StoreError> {
         if from >= to {
             return Ok(Vec::new());
@@ -466,8 +641,8 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
             .expression_attribute_values(":pk", s(job_pk(id)))
             .expression_attribute_values(":a", s(chunk_sk(from)))
-            .expression_attribute_values(":b", s(chunk_sk(to - 1)))
-            .consistent_read(true);
+            .expression_attribute_values(":b", s(chunk_sk(to.min(MAX_CHUNKS) - 1)))
+            .consistent_read(consistent);
         let mut out = Vec::new();
         for item in self.query_all(query).await? {
             out.push(self.chunk_texts(chunk_from_item(&item)?).await?);
@@ -551,7 +726,13 @@ impl DynamoStore {
         id: JobId,
         patch: &JobPatch,
         now: DateTime<Utc>,
-    ) -> Result<aws_sdk_dynamodb::types::builders::UpdateBuilder, StoreError> {
+    ) -> Result<
+        (
+            aws_sdk_dynamodb::types::builders::UpdateBuilder,
+            Option<aws_sdk_dynamodb::types::builders::UpdateBuilder>,
+        ),
+        StoreError,
+    > {
         let mut sets = vec![
             "#st = :to".to_owned(),
             "attempts = :att".to_owned(),
@@ -564,7 +745,7 @@ impl DynamoStore {
             .expression_attribute_names("#st", "status")
             .expression_attribute_values(":to", s(patch.to.as_str()))
             .expression_attribute_values(":att", n(patch.attempts))
-            .expression_attribute_values(":g1", s(format!("STATUS#{}", patch.to.as_str())))
+            .expression_attribute_values(":g1", s(status_pk(patch.to, shard_of(id))))
             .expression_attribute_values(":from", s(patch.from.as_str()))
             .expression_attribute_values(":run", n(patch.run));
         let mut condition = "#st = :from AND attempts = :run".to_owned();
@@ -594,30 +775,42 @@ impl DynamoStore {
         if !matches!(patch.error, Field::Keep) {
             u = u.expression_attribute_names("#err", "error");
         }
-        match &patch.result {
-            Field::Keep => {}
-            Field::Clear => {
-                removes.push("#res");
-                removes.push("resultKey");
-            }
+        // The result has an item of its own, written in the same
+        // transaction: a completion writes the result, not the source.
+        let text = match &patch.result {
+            Field::Keep => None,
+            Field::Clear => Some(
+                Update::builder()
+                    .update_expression("SET expiresAt = :exp REMOVE #res, resultKey")
+                    .expression_attribute_names("#res", "result"),
+            ),
             Field::Set(r) => {
                 let text = serde_json::to_string(r).map_err(build)?;
-                if text.len() > INLINE_LIMIT {
+                Some(if text.len() > INLINE_LIMIT {
                     let key = format!("job-results/{id}.json");
                     self.put_text(&key, &text, "application/json").await?;
-                    u = u.expression_attribute_values(":rk", s(key));
-                    sets.push("resultKey = :rk".into());
-                    removes.push("#res");
+                    Update::builder()
+                        .update_expression("SET expiresAt = :exp, resultKey = :rk REMOVE #res")
+                        .expression_attribute_values(":rk", s(key))
+                        .expression_attribute_names("#res", "result")
                 } else {
-                    u = u.expression_attribute_values(":res", s(text));
-                    sets.push("#res = :res".into());
-                    removes.push("resultKey");
-                }
+                    Update::builder()
+                        .update_expression("SET expiresAt = :exp, #res = :res REMOVE resultKey")
+                        .expression_attribute_values(":res", s(text))
+                        .expression_attribute_names("#res", "result")
+                })
             }
         }
-        if !matches!(patch.result, Field::Keep) {
-            u = u.expression_attribute_names("#res", "result");
-        }
+        .map(|u| {
+            // A result outlives its job item by the chunk margin at most.
+            u.table_name(&self.config.table)
+                .set_key(Some(Self::key(job_pk(id), RESULT_SK)))
+                .expression_attribute_values(
+                    ":exp",
+                    n(now.timestamp()
+                        + (i64::from(self.config.job_ttl_days) + CHUNK_TTL_MARGIN_DAYS) * 86_400),
+                )
+        });
         match patch.slot {
             SlotChange::Take { .. } => sets.push("slot = :att".into()),
             SlotChange::Release => {
@@ -643,7 +836,10 @@ impl DynamoStore {
         if !removes.is_empty() {
             expr.push_str(&format!(" REMOVE {}", removes.join(", ")));
         }
-        Ok(u.update_expression(expr).condition_expression(condition))
+        Ok((
+            u.update_expression(expr).condition_expression(condition),
+            text,
+        ))
     }
 
     /// Remember the S3 object a job was ingested from.
@@ -679,28 +875,13 @@ impl DynamoStore {
         Ok(())
     }
 
-    /// A query of the jobs in `status` (index `gsi1`, oldest first).
-    fn by_status(
-        &self,
-        status: JobStatus,
-    ) -> aws_sdk_dynamodb::operation::query::builders::QueryFluentBuilder {
-        self.clients
-            .ddb
-            .query()
-            .table_name(&self.config.table)
-            .index_name("gsi1")
-            .key_condition_expression("gsi1pk = :pk")
-            .expression_attribute_values(":pk", s(format!("STATUS#{}", status.as_str())))
-    }
-
     /// Jobs holding slots, for reconciliation.
     pub async fn processing(&self) -> Result<Vec<JobItem>, StoreError> {
-        let query = self.by_status(JobStatus::Processing);
-        let mut out = Vec::new();
-        for item in self.query_all(query).await? {
-            out.push(job_from_item(&item)?);
-        }
-        Ok(out)
+        let pks = (0..LIST_SHARDS)
+            .map(|i| status_pk(JobStatus::Processing, i))
+            .collect();
+        self.read_index("gsi1", pks, None, true, usize::MAX, |_| true)
+            .await
     }
 
     /// Add a chunk attempt (or a translation-memory hit) to the counters
@@ -728,34 +909,64 @@ impl DynamoStore {
         let mut keys: Vec<Item> = (0..METRIC_SHARDS)
             .map(|i| Self::key(format!("METRICS#{i}"), "METRICS"))
             .collect();
-        let mut items = Vec::new();
-        for _ in 0..5 {
-            if keys.is_empty() {
-                break;
-            }
-            let request = aws_sdk_dynamodb::types::KeysAndAttributes::builder()
-                .set_keys(Some(std::mem::take(&mut keys)))
-                .build()
-                .map_err(build)?;
-            let out = self
-                .clients
-                .ddb
-                .batch_get_item()
-                .request_items(&self.config.table, request)
-                .send()
-                .await
-                .map_err(ddb("DynamoDB BatchGetItem"))?;
-            if let Some(found) = out.responses.and_then(|mut r| r.remove(&self.config.table)) {
-                items.extend(found);
-            }
-            if let Some(rest) = out
-                .unprocessed_keys
-                .and_then(|mut u| u.remove(&self.config.table))
-            {
-                keys = rest.keys;
-            }
-        }
+        let items = self.batch_get(&mut keys, false).await?;
         Ok(totals_from_items(&items))
+    }
+
+    /// The `ADD` of one job to (`by` 1) or from (`by` -1) a status count.
+    fn count_update(
+        &self,
+        id: JobId,
+        adds: &[(JobStatus, i64)],
+    ) -> Result<TransactWriteItem, StoreError> {
+        let mut u = Update::builder()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(counts_pk(shard_of(id)), "COUNTS")));
+        let mut parts = Vec::new();
+        for (i, (st, by)) in adds.iter().enumerate() {
+            u = u
+                .expression_attribute_names(format!("#s{i}"), st.as_str())
+                .expression_attribute_values(format!(":v{i}"), n(by));
+            parts.push(format!("#s{i} :v{i}"));
+        }
+        Ok(TransactWriteItem::builder()
+            .update(
+                u.update_expression(format!("ADD {}", parts.join(", ")))
+                    .build()
+                    .map_err(build)?,
+            )
+            .build())
+    }
+
+    /// Write a new job's items, and count it, in one transaction; a job
+    /// item already there is `ConditionFailed` (nothing written).
+    async fn put_job(&self, job: &Job, job_item: Item, text: Item) -> Result<(), StoreError> {
+        let expires = self.chunk_expiry(job.created_at);
+        let put = |item: Item, condition: Option<&str>| -> Result<TransactWriteItem, StoreError> {
+            Ok(TransactWriteItem::builder()
+                .put(
+                    Put::builder()
+                        .table_name(&self.config.table)
+                        .set_item(Some(item))
+                        .set_condition_expression(condition.map(str::to_owned))
+                        .build()
+                        .map_err(build)?,
+                )
+                .build())
+        };
+        let items = vec![
+            put(job_item, Some("attribute_not_exists(pk)"))?,
+            put(new_config_item(job, expires)?, None)?,
+            put(text, None)?,
+            self.count_update(job.id, &[(job.status, 1)])?,
+        ];
+        match self.transact(items).await? {
+            Tx::Done => Ok(()),
+            Tx::ConditionFailed => Err(StoreError::ConditionFailed(format!(
+                "job {} exists already",
+                job.id
+            ))),
+        }
     }
 }
 
@@ -823,12 +1034,13 @@ impl JobStore for DynamoStore {
                 }
             }
         }
-        self.put_job_item(new_job_item(job, inline, key.as_deref())?)
-            .await
+        let expires = self.chunk_expiry(job.created_at);
+        let text = new_text_item(job.id, inline, key.as_deref(), expires);
+        self.put_job(job, new_job_item(job), text).await
     }
 
     async fn create_failed(&self, job: &Job) -> Result<(), StoreError> {
-        let mut item = new_job_item(job, Some(""), None)?;
+        let mut item = new_job_item(job);
         if let Some(e) = &job.error {
             item.insert("error".into(), s(e.clone()));
         }
@@ -836,7 +1048,8 @@ impl JobStore for DynamoStore {
             item.insert("completedAt".into(), s(ts(t)));
             item.insert("expiresAt".into(), self.ttl(t));
         }
-        self.put_job_item(item).await
+        let text = new_text_item(job.id, Some(""), None, self.chunk_expiry(job.created_at));
+        self.put_job(job, item, text).await
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
@@ -844,58 +1057,39 @@ impl JobStore for DynamoStore {
     }
 
     async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError> {
-        let (index, pk_name, sk_name, pk) = match (page.filter.status, page.filter.kind) {
-            (Some(st), _) => (
-                "gsi1",
-                "gsi1pk",
-                "gsi1sk",
-                format!("STATUS#{}", st.as_str()),
-            ),
-            (None, Some(k)) => ("gsi3", "gsi3pk", "gsi3sk", format!("TYPE#{}", k.as_str())),
-            (None, None) => ("gsi2", "gsi2pk", "gsi2sk", "ALL".to_owned()),
-        };
-        let mut start = match &page.after {
-            Some(pos) => {
-                let id = position_key(pos).ok_or_else(|| StoreError::InvalidCursor(pos.clone()))?;
-                Some(HashMap::from([
-                    ("pk".to_owned(), s(job_pk(id))),
-                    ("sk".to_owned(), s("JOB")),
-                    (pk_name.to_owned(), s(pk.clone())),
-                    (sk_name.to_owned(), s(pos.clone())),
-                ]))
+        let (index, pk): (&str, fn(u32) -> String) = match (page.filter.status, page.filter.kind) {
+            (Some(JobStatus::Pending), _) => ("gsi1", |i| status_pk(JobStatus::Pending, i)),
+            (Some(JobStatus::Processing), _) => ("gsi1", |i| status_pk(JobStatus::Processing, i)),
+            (Some(JobStatus::Completed), _) => ("gsi1", |i| status_pk(JobStatus::Completed, i)),
+            (Some(JobStatus::Failed), _) => ("gsi1", |i| status_pk(JobStatus::Failed, i)),
+            (Some(JobStatus::Cancelled), _) => ("gsi1", |i| status_pk(JobStatus::Cancelled, i)),
+            (None, Some(JobType::Translation)) => ("gsi3", |i| type_pk(JobType::Translation, i)),
+            (None, Some(JobType::Transliteration)) => {
+                ("gsi3", |i| type_pk(JobType::Transliteration, i))
             }
-            None => None,
+            (None, None) => ("gsi2", all_pk),
         };
+        if let Some(pos) = &page.after
+            && position_key(pos).is_none()
+        {
+            return Err(StoreError::InvalidCursor(pos.clone()));
+        }
         // One more than asked tells whether there is a next page.
         let want = page.limit as usize + 1;
-        let mut jobs = Vec::new();
-        loop {
-            let out = self
-                .clients
-                .ddb
-                .query()
-                .table_name(&self.config.table)
-                .index_name(index)
-                .key_condition_expression(format!("{pk_name} = :pk"))
-                .expression_attribute_values(":pk", s(pk.clone()))
-                .scan_index_forward(false)
-                .limit((want - jobs.len()).min(200) as i32)
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(ddb("DynamoDB Query"))?;
-            for item in out.items() {
-                let j = job_from_item(item)?.job;
-                if page.filter.status.is_some() && page.filter.kind.is_some_and(|k| k != j.kind) {
-                    continue;
-                }
-                jobs.push(j);
-            }
-            match out.last_evaluated_key.filter(|k| !k.is_empty()) {
-                Some(k) if jobs.len() < want => start = Some(k),
-                _ => break,
-            }
-        }
+        let kind = page.filter.kind;
+        let mut jobs: Vec<Job> = self
+            .read_index(
+                index,
+                (0..LIST_SHARDS).map(pk).collect(),
+                page.after.as_deref(),
+                false,
+                want,
+                |j| kind.is_none_or(|k| j.job.kind == k),
+            )
+            .await?
+            .into_iter()
+            .map(|j| j.job)
+            .collect();
         let more = jobs.len() > page.limit as usize;
         jobs.truncate(page.limit as usize);
         let next = if more {
@@ -904,22 +1098,27 @@ impl JobStore for DynamoStore {
         } else {
             None
         };
-        for j in &mut jobs {
-            // Lists carry no texts.
-            j.source.clear();
-            j.result = None;
-        }
         Ok(StorePage { jobs, next })
     }
 
     async fn apply(&self, id: JobId, patch: &JobPatch) -> Result<Applied, StoreError> {
         let now = Utc::now();
-        let job = self.patch_update(id, patch, now).await?;
+        let (job, text) = self.patch_update(id, patch, now).await?;
         let mut items = vec![
             TransactWriteItem::builder()
                 .update(job.build().map_err(build)?)
                 .build(),
         ];
+        if let Some(t) = text {
+            items.push(
+                TransactWriteItem::builder()
+                    .update(t.build().map_err(build)?)
+                    .build(),
+            );
+        }
+        if patch.from != patch.to {
+            items.push(self.count_update(id, &[(patch.from, -1), (patch.to, 1)])?);
+        }
         match patch.slot {
             SlotChange::Take { limit } => items.push(self.take_item(limit)?),
             SlotChange::Release => items.push(self.release_item()?),
@@ -967,17 +1166,15 @@ impl JobStore for DynamoStore {
     /// Pending jobs in creation order (the cloud's own queue order is the
     /// SQS FIFO's; this serves [`JobStore::claim_next`]).
     async fn next_pending(&self, n: u32) -> Result<Vec<JobId>, StoreError> {
-        let out = self
-            .by_status(JobStatus::Pending)
-            .scan_index_forward(true)
-            .limit(n.max(1) as i32)
-            .send()
-            .await
-            .map_err(ddb("DynamoDB Query"))?;
-        out.items()
-            .iter()
-            .map(|i| Ok(job_from_item(i)?.job.id))
-            .collect()
+        let pks = (0..LIST_SHARDS)
+            .map(|i| status_pk(JobStatus::Pending, i))
+            .collect();
+        Ok(self
+            .read_index("gsi1", pks, None, true, n.max(1) as usize, |_| true)
+            .await?
+            .into_iter()
+            .map(|j| j.job.id)
+            .collect())
     }
 
     async fn checkpoint(
@@ -1111,17 +1308,46 @@ impl JobStore for DynamoStore {
     /// One query from `from` to the last possible chunk key; the job item
     /// is read only when that finds nothing (to tell an unknown job).
     async fn chunks(&self, id: JobId, from: u32) -> Result<Vec<ChunkRecord>, StoreError> {
-        let chunks = self.chunk_range(id, from, MAX_CHUNKS).await?;
+        self.chunks_between(id, from, MAX_CHUNKS).await
+    }
+
+    async fn chunks_between(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        let chunks = self.chunk_range(id, from, to).await?;
         if chunks.is_empty() {
             self.item(id, false).await?;
         }
         Ok(chunks)
     }
 
+    async fn get_brief(&self, id: JobId) -> Result<Job, StoreError> {
+        Ok(self.item(id, false).await?.job)
+    }
+
+    /// The job item alone, eventually consistent: half a read unit.
+    async fn pulse(&self, id: JobId) -> Result<Pulse, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let item = out.item.ok_or(StoreError::NotFound(id))?;
+        Ok(Pulse::of(&job_from_items(&item, None, None, None)?.job))
+    }
+
     async fn progress_inputs(&self, job: &Job) -> Result<(u64, Vec<ChunkTiming>), StoreError> {
         let k = job.chunks_completed;
         let from = k.saturating_sub(lotsawa_core::progress::WINDOW as u32);
-        let recent = self.chunk_range(job.id, from, k).await?;
+        // Statistics: an eventually consistent read is enough.
+        let recent = self.chunk_query(job.id, from, k, false).await?;
         let timings = recent
             .iter()
             .filter(|c| c.run == job.attempts && !c.from_memory)
@@ -1197,28 +1423,23 @@ impl JobStore for DynamoStore {
         }
     }
 
+    /// The status counters, kept in the transactions that create jobs and
+    /// change their status, summed over their shards.
     async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, StoreError> {
-        let mut out = Vec::new();
-        for st in JobStatus::ALL {
-            let mut total = 0u64;
-            let mut start = None;
-            loop {
-                let page = self
-                    .by_status(*st)
-                    .select(Select::Count)
-                    .set_exclusive_start_key(start)
-                    .send()
-                    .await
-                    .map_err(ddb("DynamoDB Query"))?;
-                total += page.count.max(0) as u64;
-                match page.last_evaluated_key {
-                    Some(k) if !k.is_empty() => start = Some(k),
-                    _ => break,
-                }
-            }
-            out.push((*st, total));
-        }
-        Ok(out)
+        let mut keys: Vec<Item> = (0..LIST_SHARDS)
+            .map(|i| Self::key(counts_pk(i), "COUNTS"))
+            .collect();
+        let items = self.batch_get(&mut keys, true).await?;
+        Ok(JobStatus::ALL
+            .iter()
+            .map(|st| {
+                let total: i64 = items
+                    .iter()
+                    .filter_map(|i| i.get(st.as_str())?.as_n().ok()?.parse::<i64>().ok())
+                    .sum();
+                (*st, total.max(0) as u64)
+            })
+            .collect())
     }
 
     async fn slots_in_use(&self) -> Result<u32, StoreError> {

@@ -198,16 +198,18 @@ impl Worker {
         if k >= job.chunks_total {
             return Ok(Answer::Success(json!({"state": "done"})));
         }
-        let Some(chunk) = self.store.chunk(id, k).await? else {
+        // The chunk and the one before it (its context) in one query.
+        let mut pair = self
+            .store
+            .chunk_range(id, k.saturating_sub(1), k + 1)
+            .await?;
+        let Some(chunk) = pair.pop().filter(|c| c.index == k) else {
             return Ok(Answer::Failure(
                 ErrorClass::Permanent.error_name(),
                 format!("chunk {k} is missing"),
             ));
         };
-        let prev = match k {
-            0 => None,
-            _ => self.store.chunk(id, k - 1).await?,
-        };
+        let prev = pair.pop().filter(|c| k > 0 && c.index == k - 1);
         let plan = match ChunkPlan::new(&job, &chunk, prev.as_ref(), &self.engines) {
             Ok(p) => p,
             Err(why) => return Ok(Answer::Failure(ErrorClass::Permanent.error_name(), why)),

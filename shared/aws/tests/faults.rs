@@ -308,7 +308,7 @@ async fn a_lasting_conflict_is_an_error_and_writes_nothing() {
 /// not left to SQS to deliver again with a dead token.
 #[tokio::test]
 async fn a_failed_worker_step_is_answered_as_transient() {
-    let (store, faults) = faulty_store("GetItem").await;
+    let (store, faults) = faulty_store("Query").await;
     let job = new_job(&store, 1).await;
     change(&store, job.id, Change::Start { limit: 3 })
         .await

@@ -630,6 +630,85 @@ pub async fn unknown_jobs_are_not_found(store: Store) {
         store.chunks(id, 0).await,
         Err(StoreError::NotFound(_))
     ));
+    assert!(matches!(
+        store.pulse(id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.get_brief(id).await,
+        Err(StoreError::NotFound(_))
+    ));
+    assert!(matches!(
+        store.chunks_between(id, 0, 5).await,
+        Err(StoreError::NotFound(_))
+    ));
     let r = service(&store).get(id).await;
     assert!(matches!(r, Err(ServiceError::NotFound(_))), "{r:?}");
+}
+
+/// What a watcher reads: a pulse that follows status, run and completed
+/// chunks; a brief job without texts (the whole job keeps them); chunks of
+/// a range only; and, through the service, a watch view that carries the
+/// result once the job is completed.
+pub async fn watchers_read_pulses_briefs_and_chunk_ranges(store: Store) {
+    let job = create(&store, 3).await;
+    let pulse = |status, attempts, chunks_completed| lotsawa_core::store::Pulse {
+        status,
+        attempts,
+        chunks_completed,
+    };
+    assert_eq!(
+        store.pulse(job.id).await.expect("pulse"),
+        pulse(JobStatus::Pending, 0, 0)
+    );
+    let brief = store.get_brief(job.id).await.expect("brief");
+    assert_eq!((brief.status, brief.chunks_total), (JobStatus::Pending, 3));
+    assert_eq!(brief.source, "", "a brief job carries no source");
+    assert!(!store.get(job.id).await.expect("get").source.is_empty());
+
+    let job = start(&store, &job).await;
+    store
+        .checkpoint(job.id, 1, &done(0, "first"))
+        .await
+        .expect("checkpoint");
+    assert_eq!(
+        store.pulse(job.id).await.expect("pulse"),
+        pulse(JobStatus::Processing, 1, 1)
+    );
+    let first = store.chunks_between(job.id, 0, 1).await.expect("range");
+    assert_eq!(first.iter().map(|c| c.index).collect::<Vec<_>>(), vec![0]);
+    assert_eq!(first[0].translation.as_deref(), Some("first"));
+    let rest = store.chunks_between(job.id, 1, 3).await.expect("range");
+    assert_eq!(rest.iter().map(|c| c.index).collect::<Vec<_>>(), vec![1, 2]);
+    assert!(
+        store
+            .chunks_between(job.id, 3, 9)
+            .await
+            .expect("range")
+            .is_empty()
+    );
+
+    for i in 1..3 {
+        store
+            .checkpoint(job.id, 1, &done(i, &format!("out {i}")))
+            .await
+            .expect("checkpoint");
+    }
+    let now = store.get(job.id).await.expect("get");
+    applied(
+        change(&store, &now, Change::Complete(result("first out 1 out 2"))).await,
+        "complete",
+    );
+    let brief = store.get_brief(job.id).await.expect("brief");
+    assert_eq!(brief.status, JobStatus::Completed);
+    assert!(brief.result.is_none(), "a brief job carries no result");
+    let svc = service(&store);
+    let view = svc.watch(job.id).await.expect("watch");
+    assert_eq!(
+        view.job.result.map(|r| r.translation).as_deref(),
+        Some("first out 1 out 2")
+    );
+    assert!(view.partial.is_none());
+    let out = svc.chunks_from(job.id, 1, 2).await.expect("chunks");
+    assert_eq!(out.iter().map(|c| c.index).collect::<Vec<_>>(), vec![1]);
 }

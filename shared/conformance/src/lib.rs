@@ -37,7 +37,8 @@ macro_rules! conformance_tests {
             translation_memory_keeps_the_first_entry,
             large_texts_round_trip_byte_for_byte,
             counts_by_status,
-            unknown_jobs_are_not_found
+            unknown_jobs_are_not_found,
+            watchers_read_pulses_briefs_and_chunk_ranges
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -126,8 +126,18 @@ pub trait JobService: Send + Sync {
     async fn cancel(&self, id: JobId) -> Result<Job, ServiceError>;
     /// Queue a failed or cancelled job again.
     async fn retry(&self, id: JobId) -> Result<Job, ServiceError>;
-    /// Translations of completed chunks with index >= `from`, in order.
-    async fn chunks_from(&self, id: JobId, from: u32) -> Result<Vec<ChunkOutput>, ServiceError>;
+    /// Translations of completed chunks with index in `from..to`, in order.
+    async fn chunks_from(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkOutput>, ServiceError>;
+    /// What a watcher polls; it may lag a write by a moment.
+    async fn pulse(&self, id: JobId) -> Result<crate::store::Pulse, ServiceError>;
+    /// A job with its progress, for a watcher: no source text, no partial
+    /// output; the result once completed.
+    async fn watch(&self, id: JobId) -> Result<JobView, ServiceError>;
     /// Return when the job may have changed, or after `max_wait`.
     async fn wait_for_change(&self, id: JobId, max_wait: Duration);
     /// Engines a job may name.
@@ -389,10 +399,15 @@ impl JobService for Service {
         Ok(after)
     }
 
-    async fn chunks_from(&self, id: JobId, from: u32) -> Result<Vec<ChunkOutput>, ServiceError> {
+    async fn chunks_from(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkOutput>, ServiceError> {
         Ok(self
             .store
-            .chunks(id, from)
+            .chunks_between(id, from, to)
             .await?
             .into_iter()
             .filter(|c| c.status == ChunkStatus::Completed)
@@ -401,6 +416,19 @@ impl JobService for Service {
                 translation: c.translation.unwrap_or_default(),
             })
             .collect())
+    }
+
+    async fn pulse(&self, id: JobId) -> Result<crate::store::Pulse, ServiceError> {
+        Ok(self.store.pulse(id).await?)
+    }
+
+    async fn watch(&self, id: JobId) -> Result<JobView, ServiceError> {
+        let brief = self.store.get_brief(id).await?;
+        let job = match brief.status {
+            JobStatus::Completed => self.store.get(id).await?,
+            _ => brief,
+        };
+        self.view(job, false).await
     }
 
     async fn wait_for_change(&self, id: JobId, max_wait: Duration) {

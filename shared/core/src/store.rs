@@ -438,6 +438,29 @@ impl Cursor {
     }
 }
 
+/// What changes while a job runs: a watcher reads the whole job again only
+/// when this does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Pulse {
+    /// Status.
+    pub status: JobStatus,
+    /// Run number.
+    pub attempts: u32,
+    /// Chunks completed.
+    pub chunks_completed: u32,
+}
+
+impl Pulse {
+    /// The pulse of a job.
+    pub fn of(job: &Job) -> Self {
+        Self {
+            status: job.status,
+            attempts: job.attempts,
+            chunks_completed: job.chunks_completed,
+        }
+    }
+}
+
 /// The job store port. Every status change goes through [`JobStore::apply`]
 /// with a patch planned by [`JobPatch::plan`].
 #[async_trait]
@@ -450,6 +473,21 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// A job, with its source and result.
     async fn get(&self, id: JobId) -> Result<Job, StoreError>;
+
+    /// A job without its source and result texts (both left empty): what
+    /// a progress view needs.
+    async fn get_brief(&self, id: JobId) -> Result<Job, StoreError> {
+        let mut job = self.get(id).await?;
+        job.source.clear();
+        job.result = None;
+        Ok(job)
+    }
+
+    /// What a watcher polls: status, run and completed chunks. It may lag a
+    /// write by a moment (a store may read it eventually consistent).
+    async fn pulse(&self, id: JobId) -> Result<Pulse, StoreError> {
+        Ok(Pulse::of(&self.get_brief(id).await?))
+    }
 
     /// A page of jobs, newest first.
     async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError>;
@@ -476,6 +514,18 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// Chunks with index `from` and later, in order, with their sources.
     async fn chunks(&self, id: JobId, from: u32) -> Result<Vec<ChunkRecord>, StoreError>;
+
+    /// Chunks with index in `from..to`, in order, with their sources.
+    async fn chunks_between(
+        &self,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkRecord>, StoreError> {
+        let mut chunks = self.chunks(id, from).await?;
+        chunks.retain(|c| c.index < to);
+        Ok(chunks)
+    }
 
     /// What progress needs for a processing job: characters left, and the
     /// timings of recent chunks of its current run (oldest first).

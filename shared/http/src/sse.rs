@@ -12,6 +12,7 @@ use axum::extract::{Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use lotsawa_core::store::Pulse;
 use lotsawa_core::{JobId, JobStatus, JobView};
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -84,7 +85,7 @@ pub(crate) async fn stream_job(
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let first = state.service.get(id).await?;
+    let first = state.service.watch(id).await?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
@@ -123,11 +124,16 @@ async fn pump(
         let _ = tx.send(Ok(close_event(first.job.status, seen))).await;
         return;
     }
+    let mut pulse = Pulse::of(&first.job);
     let mut view = first;
     let mut last_progress: Option<(ProgressEvent, Instant)> = None;
     loop {
         if view.job.chunks_completed > seen {
-            match state.service.chunks_from(id, seen).await {
+            match state
+                .service
+                .chunks_from(id, seen, view.job.chunks_completed)
+                .await
+            {
                 Ok(chunks) => {
                     for c in chunks {
                         if c.index < seen {
@@ -180,8 +186,18 @@ async fn pump(
             _ = state.config.shutdown.cancelled() => {}
             _ = tx.closed() => return,
         }
-        match state.service.get(id).await {
-            Ok(v) => view = v,
+        // The small pulse each time; the whole view only when it moved.
+        let read = match state.service.pulse(id).await {
+            Ok(p) if p == pulse => Ok(None),
+            Ok(_) => state.service.watch(id).await.map(Some),
+            Err(e) => Err(e),
+        };
+        match read {
+            Ok(Some(v)) => {
+                pulse = Pulse::of(&v.job);
+                view = v;
+            }
+            Ok(None) => {}
             Err(e) => {
                 tracing::warn!(job_id = %id, error = %e, "reading a job for a stream failed");
                 tokio::time::sleep(HEARTBEAT).await;
