@@ -39,6 +39,10 @@ pub struct CloudConfig {
     /// separated; the template's allowlist, which the worker's policy
     /// covers). Empty: only the default model.
     pub bedrock_models: Vec<String>,
+    /// Secrets Manager secret holding the OpenAI-compatible endpoint's API
+    /// key (`OPENAI_API_KEY_SECRET_ARN`; set on the worker only), read once
+    /// at start so the key is in no function's configuration.
+    pub openai_key_secret: Option<String>,
     /// Running under the local emulators (`LOTSAWA_EMULATOR=1`): turns on
     /// the accommodations only they need (runtime-loop restarts, a settle
     /// time before reaping, no Content-Length on streamed responses). Off on
@@ -108,6 +112,9 @@ impl CloudConfig {
                 .filter(|m| !m.is_empty())
                 .map(str::to_owned)
                 .collect(),
+            openai_key_secret: get("OPENAI_API_KEY_SECRET_ARN")
+                .map(|v| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
             emulator: match get("LOTSAWA_EMULATOR").as_deref().map(str::trim) {
                 None | Some("" | "0" | "false") => false,
                 Some("1" | "true") => true,

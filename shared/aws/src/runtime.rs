@@ -88,14 +88,59 @@ pub const API_STREAM_MAX: std::time::Duration = std::time::Duration::from_secs(2
 /// A start-up failure (the message names the variable).
 pub type StartError = Box<dyn std::error::Error + Send + Sync>;
 
+/// The API key in a Secrets Manager secret: its string, or the `apiKey`
+/// field when the string is a JSON object. The key itself is never logged.
+pub async fn openai_key_from_secret(
+    client: &aws_sdk_secretsmanager::Client,
+    arn: String,
+) -> Result<String, StartError> {
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "OPENAI_API_KEY_SECRET_ARN: reading the secret failed: {}",
+                aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+            )
+        })?;
+    let raw = out.secret_string().unwrap_or_default();
+    key_of_secret(raw).ok_or_else(|| {
+        "OPENAI_API_KEY_SECRET_ARN: the secret holds no key (a string, or JSON with \"apiKey\")"
+            .into()
+    })
+}
+
+/// The key in a secret's string.
+pub fn key_of_secret(raw: &str) -> Option<String> {
+    let raw = raw.trim();
+    let key = match serde_json::from_str::<serde_json::Value>(raw) {
+        Ok(serde_json::Value::Object(m)) => m.get("apiKey")?.as_str()?.trim().to_owned(),
+        _ => raw.to_owned(),
+    };
+    (!key.is_empty()).then_some(key)
+}
+
 impl App {
     /// Read the configuration and build clients and engines.
     pub async fn from_env() -> Result<Self, StartError> {
         let config = CloudConfig::from_env()?;
-        let get = |k: &str| std::env::var(k).ok();
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let secret_key = match &config.openai_key_secret {
+            Some(arn) => Some(
+                openai_key_from_secret(&aws_sdk_secretsmanager::Client::new(&sdk), arn.clone())
+                    .await?,
+            ),
+            None => None,
+        };
+        let get = |k: &str| match (k, &secret_key) {
+            ("OPENAI_API_KEY", Some(key)) => Some(key.clone()),
+            _ => std::env::var(k).ok(),
+        };
         let settings = EngineSettings::from_source(&get, None)?;
         let (engines, _) = EngineSet::build(&settings).await?;
-        let clients = Clients::from_env().await;
+        let clients = Clients::from_sdk(&sdk);
         let store = DynamoStore::new(clients, config.clone());
         // The worker's IAM policy covers only the template's Bedrock models.
         let bedrock_models = match engines.get("bedrock") {
@@ -295,6 +340,17 @@ mod tests {
         "responseElements":{"x-amz-request-id":"r","x-amz-id-2":"i"},
         "s3":{"s3SchemaVersion":"1.0","configurationId":"ingest","bucket":{"name":"lotsawa-texts",
         "arn":"arn:aws:s3:::lotsawa-texts"},"object":{"key":"incoming/my+text%20%E0%BD%80.txt","size":12}}}]}"#;
+
+    #[test]
+    fn a_secret_holds_the_key_as_text_or_as_json() {
+        assert_eq!(key_of_secret(" sk-abc \n").as_deref(), Some("sk-abc"));
+        assert_eq!(
+            key_of_secret(r#"{"apiKey": "sk-json"}"#).as_deref(),
+            Some("sk-json")
+        );
+        assert_eq!(key_of_secret(r#"{"other": "x"}"#), None);
+        assert_eq!(key_of_secret("  "), None);
+    }
 
     #[test]
     fn upload_notifications_parse_with_the_event_types() {

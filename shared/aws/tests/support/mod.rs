@@ -89,6 +89,7 @@ pub fn fresh_config() -> CloudConfig {
         memory_ttl_days: 90,
         body_limit: 1024 * 1024,
         bedrock_models: Vec::new(),
+        openai_key_secret: None,
         emulator: false,
     }
 }
