@@ -3,6 +3,8 @@
 
 use lotsawa_aws::runtime::openai_key_from_secret;
 
+// Only the emulator and its SDK configuration are used here.
+#[allow(dead_code)]
 mod support;
 
 #[tokio::test]
