@@ -253,31 +253,57 @@ pub fn job_from_items(
     })
 }
 
-/// The item of a new chunk; a source over the inline limit goes to S3 and
-/// `source_key` points at it.
-pub fn new_chunk_item(
+/// Sort key of a chunk's source item: right after its ledger item, so one
+/// key range reads both.
+pub fn chunk_source_sk(index: u32) -> String {
+    format!("CHUNK#{index:06}#S")
+}
+
+/// The ledger item of a new chunk: status, attempts and (once done) the
+/// output. Its source is an item of its own, so a commit rewrites only this.
+pub fn new_chunk_item(id: JobId, index: u32, chars: usize, expires_at: i64) -> Item {
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(id)));
+    item.insert("sk".into(), s(chunk_sk(index)));
+    item.insert("idx".into(), n(index));
+    item.insert("chars".into(), n(chars));
+    item.insert("status".into(), s("pending"));
+    item.insert("attempts".into(), n(0));
+    item.insert("expiresAt".into(), n(expires_at));
+    item
+}
+
+/// The source item of a new chunk: the text, or (`source` `None`) the S3
+/// key of a source over the inline limit.
+pub fn new_chunk_source_item(
     id: JobId,
     index: u32,
     source: Option<&str>,
-    chars: usize,
     source_key: Option<&str>,
     expires_at: i64,
 ) -> Item {
     let mut item = Item::new();
     item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(chunk_sk(index)));
-    item.insert("idx".into(), n(index));
+    item.insert("sk".into(), s(chunk_source_sk(index)));
     if let Some(src) = source {
         item.insert("source".into(), s(src));
     }
     if let Some(k) = source_key {
         item.insert("sourceKey".into(), s(k));
     }
-    item.insert("chars".into(), n(chars));
-    item.insert("status".into(), s("pending"));
-    item.insert("attempts".into(), n(0));
     item.insert("expiresAt".into(), n(expires_at));
     item
+}
+
+/// Whether an item is a chunk's source item.
+pub fn is_chunk_source(item: &Item) -> bool {
+    get_s(item, "sk").is_some_and(|k| k.starts_with("CHUNK#") && k.ends_with("#S"))
+}
+
+/// Put a source item's text (or S3 key) on its chunk.
+pub fn add_chunk_source(chunk: &mut ChunkItem, item: &Item) {
+    chunk.record.source = get_s(item, "source").unwrap_or("").to_owned();
+    chunk.source_key = get_s(item, "sourceKey").map(str::to_owned);
 }
 
 /// A chunk item as read back.
@@ -361,9 +387,15 @@ mod tests {
         assert!(!item.contains_key("source") && !item.contains_key("config"));
         let brief = job_from_items(&item, Some(&config), None, None).expect("brief");
         assert_eq!(brief.job.source, "");
-        let c = new_chunk_item(job.id, 7, Some("ཀ།"), 2, None, 1);
+        let c = new_chunk_item(job.id, 7, 2, 1);
         assert_eq!(get_s(&c, "sk"), Some("CHUNK#000007"));
-        let back = chunk_from_item(&c).expect("chunk");
+        let src = new_chunk_source_item(job.id, 7, Some("ཀ།"), None, 1);
+        assert!(is_chunk_source(&src) && !is_chunk_source(&c));
+        // The source item sorts between its chunk and the next one.
+        assert!(chunk_sk(7) < chunk_source_sk(7) && chunk_source_sk(7) < chunk_sk(8));
+        let mut back = chunk_from_item(&c).expect("chunk");
+        add_chunk_source(&mut back, &src);
+        assert_eq!(back.record.source, "ཀ།");
         assert_eq!(back.record.index, 7);
         assert_eq!(back.record.status, ChunkStatus::Pending);
     }

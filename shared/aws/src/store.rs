@@ -22,9 +22,10 @@ use lotsawa_core::{ChunkRecord, Job, JobId, JobStatus, JobType};
 
 use crate::config::CloudConfig;
 use crate::items::{
-    CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, all_pk, chunk_from_item,
-    chunk_sk, counts_pk, job_from_items, job_pk, n, new_chunk_item, new_config_item, new_job_item,
-    new_text_item, s, shard_of, status_pk, ts, type_pk,
+    CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, add_chunk_source, all_pk,
+    chunk_from_item, chunk_sk, chunk_source_sk, counts_pk, is_chunk_source, job_from_items, job_pk,
+    n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item, new_text_item, s,
+    shard_of, status_pk, ts, type_pk,
 };
 
 /// Texts larger than this many bytes go to S3 instead of the item.
@@ -562,7 +563,8 @@ impl DynamoStore {
         }
     }
 
-    /// One chunk, with its texts read from S3 when large.
+    /// One chunk's ledger record (its source left empty), its translation
+    /// read from S3 when large.
     pub async fn chunk(&self, id: JobId, index: u32) -> Result<Option<ChunkRecord>, StoreError> {
         let out = self
             .clients
@@ -641,11 +643,22 @@ impl DynamoStore {
             .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
             .expression_attribute_values(":pk", s(job_pk(id)))
             .expression_attribute_values(":a", s(chunk_sk(from)))
-            .expression_attribute_values(":b", s(chunk_sk(to.min(MAX_CHUNKS) - 1)))
+            .expression_attribute_values(":b", s(chunk_source_sk(to.min(MAX_CHUNKS) - 1)))
             .consistent_read(consistent);
-        let mut out = Vec::new();
+        // Ledger items, each followed by its source item.
+        let mut items: Vec<ChunkItem> = Vec::new();
         for item in self.query_all(query).await? {
-            out.push(self.chunk_texts(chunk_from_item(&item)?).await?);
+            if is_chunk_source(&item) {
+                if let Some(last) = items.last_mut() {
+                    add_chunk_source(last, &item);
+                }
+            } else {
+                items.push(chunk_from_item(&item)?);
+            }
+        }
+        let mut out = Vec::with_capacity(items.len());
+        for c in items {
+            out.push(self.chunk_texts(c).await?);
         }
         Ok(out)
     }
@@ -990,24 +1003,22 @@ impl JobStore for DynamoStore {
             let (text, key) = self
                 .place_text(c, || format!("chunks/{}/{index:06}.txt", job.id))
                 .await?;
-            let item = new_chunk_item(
-                job.id,
-                index,
-                text,
-                c.chars().count(),
-                key.as_deref(),
-                self.chunk_expiry(job.created_at),
-            );
-            requests.push(
-                WriteRequest::builder()
-                    .put_request(
-                        PutRequest::builder()
-                            .set_item(Some(item))
-                            .build()
-                            .map_err(build)?,
-                    )
-                    .build(),
-            );
+            let expires = self.chunk_expiry(job.created_at);
+            for item in [
+                new_chunk_item(job.id, index, c.chars().count(), expires),
+                new_chunk_source_item(job.id, index, text, key.as_deref(), expires),
+            ] {
+                requests.push(
+                    WriteRequest::builder()
+                        .put_request(
+                            PutRequest::builder()
+                                .set_item(Some(item))
+                                .build()
+                                .map_err(build)?,
+                        )
+                        .build(),
+                );
+            }
         }
         for batch in requests.chunks(25) {
             let mut pending = HashMap::from([(self.config.table.clone(), batch.to_vec())]);
