@@ -6,7 +6,9 @@
 //! keys), `JOB#CONFIG` (its settings, read with `JOB` by every chunk step)
 //! and `JOB#TEXT` (its source and result, or their S3 keys, read only by a
 //! whole-job read). A chunk commit thus rewrites a few hundred bytes, not
-//! the source. Its chunks are `JOB#<id>`/`CHUNK#<index, 6 digits>`; the
+//! the source. Its chunks are `JOB#<id>`/`CHUNK#<index, 6 digits>` (the
+//! ledger: status, attempts, output) each followed by `CHUNK#<index>#S` (its
+//! source), so a chunk commit rewrites only the ledger item; the
 //! concurrency semaphore is `SEMAPHORE`/`SEMAPHORE`; memory entries are
 //! `MEM#<key>`/`MEM`; jobs per status are counted in `COUNTS#<shard>`/`COUNTS`.
 //!

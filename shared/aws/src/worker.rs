@@ -35,7 +35,22 @@ pub enum Step {
         /// Zero-based attempt at which it ended (transient failures).
         #[serde(default)]
         attempt: u32,
+        /// The error a `Catch` caught, when a step other than a chunk
+        /// failed (the completion).
+        #[serde(default)]
+        caught: Option<Caught>,
     },
+}
+
+/// An error as a state machine `Catch` passes it on.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Deserialize)]
+pub struct Caught {
+    /// Error name.
+    #[serde(rename = "Error", default)]
+    pub error: Option<String>,
+    /// Its cause (some emulators drop it).
+    #[serde(rename = "Cause", default)]
+    pub cause: Option<String>,
 }
 
 /// A task message from the state machine.
@@ -183,7 +198,14 @@ impl Worker {
         match task.step {
             Step::Chunk { attempt } => self.chunk(id, task.generation, attempt).await,
             Step::Complete => self.complete(id, task.generation).await,
-            Step::Fail { reason, attempt } => self.fail(id, task.generation, reason, attempt).await,
+            Step::Fail {
+                reason,
+                attempt,
+                ref caught,
+            } => {
+                self.fail(id, task.generation, reason, attempt, caught.as_ref())
+                    .await
+            }
         }
     }
 
@@ -341,12 +363,26 @@ impl Worker {
         run: u32,
         class: ErrorClass,
         attempts: u32,
+        caught: Option<&Caught>,
     ) -> Result<Answer, CloudError> {
         let item = self.store.item(id, false).await?;
         let k = item.job.chunks_completed;
-        let last = self.store.chunk(id, k).await?.and_then(|c| c.error);
-        let detail = last.unwrap_or_else(|| "no error recorded".to_owned());
-        let error = pipeline::describe_failure(k, attempts, class, &detail);
+        let error = if k >= item.job.chunks_total {
+            // Every chunk is done: the completion step itself failed.
+            let why = caught
+                .and_then(|c| {
+                    c.cause
+                        .clone()
+                        .filter(|c| !c.is_empty())
+                        .or(c.error.clone())
+                })
+                .unwrap_or_else(|| "the completion step failed".to_owned());
+            format!("assembling the result failed: {why}")
+        } else {
+            let last = self.store.chunk(id, k).await?.and_then(|c| c.error);
+            let detail = last.unwrap_or_else(|| "no error recorded".to_owned());
+            pipeline::describe_failure(k, attempts, class, &detail)
+        };
         let change = Change::Fail {
             error,
             chunk: (k < item.job.chunks_total).then_some(k),
@@ -418,7 +454,24 @@ mod tests {
             Task::parse(&fail).expect("fail").step,
             Step::Fail {
                 reason: ErrorClass::Transient,
-                attempt: 2
+                attempt: 2,
+                caught: None,
+            }
+        );
+        // The completion's Catch passes the caught error on (its cause may
+        // be null on emulators).
+        let caught = format!(
+            r#"{{"action":"fail","taskToken":"t4","jobId":"{id}","generation":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#
+        );
+        assert_eq!(
+            Task::parse(&caught).expect("fail after completion").step,
+            Step::Fail {
+                reason: ErrorClass::Transient,
+                attempt: 0,
+                caught: Some(Caught {
+                    error: Some("States.Timeout".into()),
+                    cause: None,
+                }),
             }
         );
     }

@@ -388,3 +388,50 @@ async fn chunk_and_memory_items_carry_a_time_to_live() {
         days(memory)
     );
 }
+
+/// A completion step that failed (its `Catch` sends the run to the fail
+/// step with the caught error) fails the job with that reason and frees its
+/// slot; the job can then be retried.
+#[tokio::test]
+async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
+    let (store, _faults) = store_with_faults().await;
+    let job = new_job(&store, 2).await;
+    change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start");
+    for i in 0..2 {
+        store
+            .checkpoint(job.id, 1, &done(i))
+            .await
+            .expect("checkpoint");
+    }
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        ),
+    };
+    let body = format!(
+        r#"{{"action":"fail","taskToken":"t","jobId":"{}","generation":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#,
+        job.id
+    );
+    let task = lotsawa_aws::worker::Task::parse(&body).expect("task");
+    let answer = worker.answer(&task).await.expect("answer");
+    assert_eq!(
+        answer,
+        lotsawa_aws::worker::Answer::Success(serde_json::json!({"state": "failed"}))
+    );
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!(now.status, JobStatus::Failed);
+    assert_eq!(
+        now.error.as_deref(),
+        Some("assembling the result failed: States.Timeout")
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    let retried = change(&store, job.id, Change::Retry).await.expect("retry");
+    assert!(
+        matches!(retried, TransitionOutcome::Applied(ref j) if j.status == JobStatus::Pending),
+        "{retried:?}"
+    );
+}
