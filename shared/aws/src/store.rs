@@ -357,31 +357,56 @@ impl DynamoStore {
     }
 
     /// A job (strongly consistent), with the cloud-only attributes: its job
-    /// and settings items in one query; with `with_texts` its texts item
-    /// too, and a large source or result read from S3.
+    /// and settings items in one query; with `with_texts` its source and
+    /// result items too, and a large source or result read from S3.
+    ///
+    /// A query is isolated from a transaction item by item only (read
+    /// committed): while a creation or a completion commits, it can see the
+    /// job item without its settings or its result. Such a read is made
+    /// again, with backoff, until the items agree.
     pub async fn item(&self, id: JobId, with_texts: bool) -> Result<JobItem, StoreError> {
         let last = if with_texts { TEXT_SK } else { CONFIG_SK };
-        let out = self
-            .clients
-            .ddb
-            .query()
-            .table_name(&self.config.table)
-            .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
-            .expression_attribute_values(":pk", s(job_pk(id)))
-            .expression_attribute_values(":a", s("JOB"))
-            .expression_attribute_values(":b", s(last))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(ddb("DynamoDB Query"))?;
-        let items = out.items.unwrap_or_default();
-        let find = |sk: &'static str| {
-            items
-                .iter()
-                .find(|i| i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk))
+        let mut round = 0u32;
+        let mut job = loop {
+            let out = self
+                .clients
+                .ddb
+                .query()
+                .table_name(&self.config.table)
+                .key_condition_expression("pk = :pk AND sk BETWEEN :a AND :b")
+                .expression_attribute_values(":pk", s(job_pk(id)))
+                .expression_attribute_values(":a", s("JOB"))
+                .expression_attribute_values(":b", s(last))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB Query"))?;
+            let items = out.items.unwrap_or_default();
+            let has = |sk: &str| {
+                items.iter().any(|i| {
+                    i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk)
+                })
+            };
+            let whole = !has("JOB")
+                || (has(CONFIG_SK)
+                    && (!with_texts || (has(TEXT_SK) && (has(RESULT_SK) || !completed(&items)))));
+            if whole {
+                let find = |sk: &'static str| {
+                    items.iter().find(|i| {
+                        i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk)
+                    })
+                };
+                let job_item = find("JOB").ok_or(StoreError::NotFound(id))?;
+                break job_from_items(job_item, find(CONFIG_SK), find(TEXT_SK), find(RESULT_SK))?;
+            }
+            round += 1;
+            if round >= 8 {
+                return Err(StoreError::Corrupt(format!(
+                    "job {id}: its items stayed incomplete over 8 reads"
+                )));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(10 << round)).await;
         };
-        let job_item = find("JOB").ok_or(StoreError::NotFound(id))?;
-        let mut job = job_from_items(job_item, find(CONFIG_SK), find(TEXT_SK), find(RESULT_SK))?;
         if with_texts {
             if let Some(k) = job.result_key.clone() {
                 let text = self.get_text(&k).await?;
@@ -981,6 +1006,17 @@ impl DynamoStore {
             ))),
         }
     }
+}
+
+/// Whether the job item among `items` says the job is completed.
+fn completed(items: &[Item]) -> bool {
+    items.iter().any(|i| {
+        i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("JOB")
+            && i.get("status")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some(JobStatus::Completed.as_str())
+    })
 }
 
 /// The list position of a job: its listing sort key (`createdAt#id`).
