@@ -68,10 +68,20 @@ fn fmt_ms(ms: u64) -> String {
 impl Client {
     /// A client for `--server` or LOTSAWA_URL.
     pub fn new(server: Option<String>, json: bool) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        if let Some(key) = config::api_key(&ProcessEnv)
+            && let Ok(mut v) = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+        {
+            v.set_sensitive(true);
+            headers.insert(reqwest::header::AUTHORIZATION, v);
+        }
         Self {
             base: config::server_url(server, &ProcessEnv),
             json,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()
+                .unwrap_or_default(),
         }
     }
 

@@ -46,6 +46,8 @@ pub struct ServeFlags {
     pub concurrency: Option<String>,
     /// `--engine`.
     pub engine: Option<String>,
+    /// `--require-auth`.
+    pub require_auth: bool,
 }
 
 /// Everything `lotsawa serve` needs.
@@ -66,6 +68,8 @@ pub struct ServeConfig {
     pub body_limit: usize,
     /// Grace period for in-flight chunks at shutdown (LOTSAWA_SHUTDOWN_GRACE_MS, default 10000).
     pub shutdown_grace: Duration,
+    /// API keys required (`--require-auth`, LOTSAWA_REQUIRE_AUTH=1).
+    pub require_auth: bool,
 }
 
 fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
@@ -119,6 +123,17 @@ impl ServeConfig {
             Some(v) => parse_num("LOTSAWA_BODY_LIMIT", &v, 1024usize, 1 << 30)?,
             None => lotsawa_http::DEFAULT_BODY_LIMIT,
         };
+        let require_auth = flags.require_auth
+            || match env.var("LOTSAWA_REQUIRE_AUTH").as_deref().map(str::trim) {
+                None | Some("" | "0" | "false") => false,
+                Some("1" | "true") => true,
+                Some(other) => {
+                    return Err(ConfigError {
+                        name: "LOTSAWA_REQUIRE_AUTH".into(),
+                        message: format!("expected 1, true, 0 or false, got '{other}'"),
+                    });
+                }
+            };
         let grace_ms = match env.var("LOTSAWA_SHUTDOWN_GRACE_MS") {
             Some(v) => parse_num("LOTSAWA_SHUTDOWN_GRACE_MS", &v, 0u64, 3_600_000)?,
             None => 10_000,
@@ -161,6 +176,7 @@ impl ServeConfig {
             engines,
             body_limit,
             shutdown_grace: Duration::from_millis(grace_ms),
+            require_auth,
         })
     }
 }
@@ -174,6 +190,14 @@ impl ServeConfig {
             shutdown_grace: self.shutdown_grace,
         }
     }
+}
+
+/// The API key client commands send (LOTSAWA_API_KEY; an environment
+/// variable, not a flag, so it shows in no process list).
+pub fn api_key(env: &dyn Source) -> Option<String> {
+    env.var("LOTSAWA_API_KEY")
+        .map(|k| k.trim().to_owned())
+        .filter(|k| !k.is_empty())
 }
 
 /// The server URL for client commands (`--server`, then LOTSAWA_URL).

@@ -2,6 +2,7 @@
 
 mod client;
 mod config;
+mod keys;
 mod oneshot;
 mod serve;
 
@@ -44,6 +45,18 @@ enum Command {
         /// Default engine [env: LOTSAWA_ENGINE]
         #[arg(long)]
         engine: Option<String>,
+        /// Require an API key on every /api request and /metrics; jobs then
+        /// belong to the key's tenant [env: LOTSAWA_REQUIRE_AUTH=1]
+        #[arg(long)]
+        require_auth: bool,
+    },
+    /// Manage API keys in the server's database
+    Keys {
+        #[command(subcommand)]
+        action: KeysCommand,
+        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        #[arg(long, global = true)]
+        db: Option<PathBuf>,
     },
     /// Submit a text file ('-' for stdin) as a job
     Submit {
@@ -127,6 +140,23 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum KeysCommand {
+    /// Make a key for a tenant and print it (once)
+    Create {
+        /// Whose jobs the key's requests make and see
+        #[arg(long)]
+        tenant: String,
+    },
+    /// List keys (ids, tenants, dates; never the keys)
+    List,
+    /// Revoke a key by its id
+    Revoke {
+        /// The key's id (`lts_<id>_…`)
+        key_id: String,
+    },
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
@@ -146,14 +176,24 @@ fn main() -> ExitCode {
                 db,
                 concurrency,
                 engine,
+                require_auth,
             } => {
                 serve::run(config::ServeFlags {
                     bind,
                     db,
                     concurrency,
                     engine,
+                    require_auth,
                 })
                 .await
+            }
+            Command::Keys { action, db } => {
+                let action = match action {
+                    KeysCommand::Create { tenant } => keys::Action::Create { tenant },
+                    KeysCommand::List => keys::Action::List,
+                    KeysCommand::Revoke { key_id } => keys::Action::Revoke { id: key_id },
+                };
+                keys::run(action, db).await
             }
             Command::Submit {
                 file,

@@ -106,6 +106,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
     let service: Arc<dyn JobService> = backend.service();
     let job = match service
         .submit(NewJob {
+            tenant: lotsawa_core::Tenant::default(),
             kind,
             source,
             config: job_config,
@@ -125,7 +126,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
             .progress_chars("=> "),
     );
     let outcome = loop {
-        let view = match service.get(job.id).await {
+        let view = match service.get(&lotsawa_core::Tenant::default(), job.id).await {
             Ok(v) => v,
             Err(e) => break Err(e.to_string()),
         };
@@ -139,7 +140,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
         tokio::select! {
             _ = service.wait_for_change(job.id, Duration::from_secs(1)) => {}
             _ = tokio::signal::ctrl_c() => {
-                let _ = service.cancel(job.id).await;
+                let _ = service.cancel(&lotsawa_core::Tenant::default(), job.id).await;
                 bar.finish_and_clear();
                 let _ = backend.shutdown().await;
                 eprintln!("cancelled");

@@ -111,6 +111,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             body_limit: config.body_limit,
             stream_max: Duration::from_secs(24 * 3600),
             shutdown: draining.clone(),
+            require_auth: config.require_auth,
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -43,6 +43,9 @@ pub struct CloudConfig {
     /// key (`OPENAI_API_KEY_SECRET_ARN`; set on the worker only), read once
     /// at start so the key is in no function's configuration.
     pub openai_key_secret: Option<String>,
+    /// API keys required on every `/api` request (`LOTSAWA_REQUIRE_AUTH=1`):
+    /// the same keys as locally, hashed in the table.
+    pub require_auth: bool,
     /// Running under the local emulators (`LOTSAWA_EMULATOR=1`): turns on
     /// the accommodations only they need (runtime-loop restarts, a settle
     /// time before reaping, no Content-Length on streamed responses). Off on
@@ -81,6 +84,17 @@ fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
     }
 }
 
+fn flag(get: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
+    match get(name).as_deref().map(str::trim) {
+        None | Some("" | "0" | "false") => Ok(false),
+        Some("1" | "true") => Ok(true),
+        Some(other) => Err(ConfigError {
+            name,
+            message: format!("expected 1, true, 0 or false, got '{other}'"),
+        }),
+    }
+}
+
 impl CloudConfig {
     /// Read from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
@@ -115,16 +129,8 @@ impl CloudConfig {
             openai_key_secret: get("OPENAI_API_KEY_SECRET_ARN")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
-            emulator: match get("LOTSAWA_EMULATOR").as_deref().map(str::trim) {
-                None | Some("" | "0" | "false") => false,
-                Some("1" | "true") => true,
-                Some(other) => {
-                    return Err(ConfigError {
-                        name: "LOTSAWA_EMULATOR",
-                        message: format!("expected 1, true, 0 or false, got '{other}'"),
-                    });
-                }
-            },
+            require_auth: flag(get, "LOTSAWA_REQUIRE_AUTH")?,
+            emulator: flag(get, "LOTSAWA_EMULATOR")?,
         })
     }
 }

@@ -24,7 +24,8 @@ use std::collections::HashMap;
 use aws_sdk_dynamodb::types::AttributeValue;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lotsawa_core::{
-    ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType,
+    ApiKeyRecord, ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType,
+    Tenant,
 };
 
 /// An item.
@@ -112,14 +113,46 @@ pub fn status_pk(status: JobStatus, shard: u32) -> String {
     format!("STATUS#{}#{shard}", status.as_str())
 }
 
-/// Partition key of the all-jobs index in `shard`.
-pub fn all_pk(shard: u32) -> String {
-    format!("ALL#{shard}")
+/// Partition key of a tenant's all-jobs index in `shard`.
+pub fn all_pk(tenant: &Tenant, shard: u32) -> String {
+    format!("ALL#{tenant}#{shard}")
 }
 
-/// Partition key of the type index for `kind` in `shard`.
-pub fn type_pk(kind: JobType, shard: u32) -> String {
-    format!("TYPE#{}#{shard}", kind.as_str())
+/// Partition key of a tenant's type index for `kind` in `shard`.
+pub fn type_pk(tenant: &Tenant, kind: JobType, shard: u32) -> String {
+    format!("TYPE#{tenant}#{}#{shard}", kind.as_str())
+}
+
+/// Partition key of an API key item (by the key's hash).
+pub fn key_pk(hash: &str) -> String {
+    format!("KEY#{hash}")
+}
+
+/// The item of a new API key; listed through `gsi2` under `KEYS`.
+pub fn new_key_item(record: &ApiKeyRecord, hash: &str) -> Item {
+    let created = ts(record.created_at);
+    let mut item = Item::new();
+    item.insert("pk".into(), s(key_pk(hash)));
+    item.insert("sk".into(), s("KEY"));
+    item.insert("id".into(), s(record.id.clone()));
+    item.insert("tenant".into(), s(record.tenant.as_str()));
+    item.insert("createdAt".into(), s(created.clone()));
+    if let Some(t) = record.revoked_at {
+        item.insert("revokedAt".into(), s(ts(t)));
+    }
+    item.insert("gsi2pk".into(), s("KEYS"));
+    item.insert("gsi2sk".into(), s(format!("{created}#{}", record.id)));
+    item
+}
+
+/// Read an API key item.
+pub fn key_from_item(item: &Item) -> Result<ApiKeyRecord, Corrupt> {
+    Ok(ApiKeyRecord {
+        id: req_s(item, "id")?.to_owned(),
+        tenant: Tenant::parse(req_s(item, "tenant")?).map_err(|e| Corrupt(e.0))?,
+        created_at: parse_ts(Some(req_s(item, "createdAt")?))?.unwrap_or_default(),
+        revoked_at: parse_ts(get_s(item, "revokedAt"))?,
+    })
 }
 
 /// Partition key of the status counters of `shard`.
@@ -135,6 +168,7 @@ pub fn new_job_item(job: &Job) -> Item {
     item.insert("pk".into(), s(job_pk(job.id)));
     item.insert("sk".into(), s("JOB"));
     item.insert("id".into(), s(job.id.to_string()));
+    item.insert("tenant".into(), s(job.tenant.as_str()));
     item.insert("kind".into(), s(job.kind.as_str()));
     item.insert("status".into(), s(job.status.as_str()));
     item.insert("chunksTotal".into(), n(job.chunks_total));
@@ -143,9 +177,9 @@ pub fn new_job_item(job: &Job) -> Item {
     item.insert("createdAt".into(), s(created.clone()));
     item.insert("gsi1pk".into(), s(status_pk(job.status, shard)));
     item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi2pk".into(), s(all_pk(shard)));
+    item.insert("gsi2pk".into(), s(all_pk(&job.tenant, shard)));
     item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi3pk".into(), s(type_pk(job.kind, shard)));
+    item.insert("gsi3pk".into(), s(type_pk(&job.tenant, job.kind, shard)));
     item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
     item
 }
@@ -230,9 +264,14 @@ pub fn job_from_items(
         .map(serde_json::from_str)
         .transpose()
         .map_err(|e| Corrupt(format!("result: {e}")))?;
+    let tenant = match get_s(item, "tenant") {
+        Some(t) => Tenant::parse(t).map_err(|e| Corrupt(e.0))?,
+        None => Tenant::default(),
+    };
     Ok(JobItem {
         job: Job {
             id,
+            tenant,
             kind,
             status,
             source: text_s("source").unwrap_or("").to_owned(),
@@ -358,6 +397,7 @@ mod tests {
     fn jobs_round_trip_through_items() {
         let job = Job {
             id: JobId::new(),
+            tenant: Tenant::default(),
             kind: JobType::Translation,
             status: JobStatus::Pending,
             source: "ཀ།".into(),

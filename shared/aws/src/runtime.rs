@@ -178,6 +178,7 @@ impl App {
                 body_limit: self.config.body_limit,
                 stream_max: self.config.stream_max.min(API_STREAM_MAX),
                 shutdown: Default::default(),
+                require_auth: self.config.require_auth,
             },
         )
     }
@@ -190,6 +191,7 @@ impl App {
                 body_limit: self.config.body_limit,
                 stream_max: self.config.stream_max,
                 shutdown: Default::default(),
+                require_auth: self.config.require_auth,
             },
         )
     }

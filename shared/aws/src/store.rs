@@ -18,14 +18,14 @@ use lotsawa_core::store::{
     Applied, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest, Pulse,
     SlotChange, StoreError, StorePage,
 };
-use lotsawa_core::{ChunkRecord, Job, JobId, JobStatus, JobType};
+use lotsawa_core::{ApiKeyRecord, ChunkRecord, Job, JobId, JobStatus};
 
 use crate::config::CloudConfig;
 use crate::items::{
     CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, add_chunk_source, all_pk,
     chunk_from_item, chunk_sk, chunk_source_sk, counts_pk, is_chunk_source, job_from_items, job_pk,
-    n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item, new_text_item, s,
-    shard_of, status_pk, ts, type_pk,
+    key_from_item, key_pk, n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item,
+    new_key_item, new_text_item, s, shard_of, status_pk, ts, type_pk,
 };
 
 /// Texts larger than this many bytes go to S3 instead of the item.
@@ -1104,17 +1104,20 @@ impl JobStore for DynamoStore {
     }
 
     async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError> {
-        let (index, pk): (&str, fn(u32) -> String) = match (page.filter.status, page.filter.kind) {
-            (Some(JobStatus::Pending), _) => ("gsi1", |i| status_pk(JobStatus::Pending, i)),
-            (Some(JobStatus::Processing), _) => ("gsi1", |i| status_pk(JobStatus::Processing, i)),
-            (Some(JobStatus::Completed), _) => ("gsi1", |i| status_pk(JobStatus::Completed, i)),
-            (Some(JobStatus::Failed), _) => ("gsi1", |i| status_pk(JobStatus::Failed, i)),
-            (Some(JobStatus::Cancelled), _) => ("gsi1", |i| status_pk(JobStatus::Cancelled, i)),
-            (None, Some(JobType::Translation)) => ("gsi3", |i| type_pk(JobType::Translation, i)),
-            (None, Some(JobType::Transliteration)) => {
-                ("gsi3", |i| type_pk(JobType::Transliteration, i))
-            }
-            (None, None) => ("gsi2", all_pk),
+        // Status lists read the status index (shared by every tenant, it is
+        // the dispatcher's queue) and keep the caller's jobs; the others
+        // read the tenant's own index partitions.
+        let tenant = page.filter.tenant.clone();
+        let (index, pks): (&str, Vec<String>) = match (page.filter.status, page.filter.kind) {
+            (Some(st), _) => ("gsi1", (0..LIST_SHARDS).map(|i| status_pk(st, i)).collect()),
+            (None, Some(k)) => (
+                "gsi3",
+                (0..LIST_SHARDS).map(|i| type_pk(&tenant, k, i)).collect(),
+            ),
+            (None, None) => (
+                "gsi2",
+                (0..LIST_SHARDS).map(|i| all_pk(&tenant, i)).collect(),
+            ),
         };
         if let Some(pos) = &page.after
             && position_key(pos).is_none()
@@ -1125,14 +1128,9 @@ impl JobStore for DynamoStore {
         let want = page.limit as usize + 1;
         let kind = page.filter.kind;
         let mut jobs: Vec<Job> = self
-            .read_index(
-                index,
-                (0..LIST_SHARDS).map(pk).collect(),
-                page.after.as_deref(),
-                false,
-                want,
-                |j| kind.is_none_or(|k| j.job.kind == k),
-            )
+            .read_index(index, pks, page.after.as_deref(), false, want, |j| {
+                j.job.tenant == tenant && kind.is_none_or(|k| j.job.kind == k)
+            })
             .await?
             .into_iter()
             .map(|j| j.job)
@@ -1487,6 +1485,96 @@ impl JobStore for DynamoStore {
                 (*st, total.max(0) as u64)
             })
             .collect())
+    }
+
+    async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> Result<(), StoreError> {
+        self.clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(new_key_item(record, hash)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"))?;
+        Ok(())
+    }
+
+    async fn key_find(&self, hash: &str) -> Result<Option<ApiKeyRecord>, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(key_pk(hash), "KEY")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        Ok(out.item.map(|i| key_from_item(&i)).transpose()?)
+    }
+
+    /// The `KEYS` partition of `gsi2`, then the key items.
+    async fn keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s("KEYS"));
+        let keys: Vec<Item> = self
+            .query_all(query)
+            .await?
+            .into_iter()
+            .filter_map(|i| {
+                Some(Self::key(
+                    i.get("pk")?.as_s().ok()?.clone(),
+                    i.get("sk")?.as_s().ok()?,
+                ))
+            })
+            .collect();
+        let mut out = Vec::new();
+        for part in keys.chunks(100) {
+            for item in self.batch_get(&mut part.to_vec(), true).await? {
+                out.push(key_from_item(&item)?);
+            }
+        }
+        out.sort_by(|a, b| (a.created_at, &a.id).cmp(&(b.created_at, &b.id)));
+        Ok(out)
+    }
+
+    async fn key_revoke(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s("KEYS"));
+        let suffix = format!("#{id}");
+        let Some(pk) = self.query_all(query).await?.into_iter().find_map(|i| {
+            i.get("gsi2sk")?
+                .as_s()
+                .ok()?
+                .ends_with(&suffix)
+                .then(|| i.get("pk")?.as_s().ok().cloned())?
+        }) else {
+            return Ok(false);
+        };
+        self.clients
+            .ddb
+            .update_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(pk, "KEY")))
+            .update_expression("SET revokedAt = if_not_exists(revokedAt, :at)")
+            .expression_attribute_values(":at", s(ts(at)))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB UpdateItem"))?;
+        Ok(true)
     }
 
     async fn slots_in_use(&self) -> Result<u32, StoreError> {

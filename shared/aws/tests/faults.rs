@@ -171,6 +171,7 @@ async fn faulty_store(operation: &'static str) -> (DynamoStore, Faults) {
 async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
     let texts: Vec<String> = (0..chunks).map(|i| format!("ཀ་{i}། ")).collect();
     let job = Job {
+        tenant: lotsawa_core::Tenant::default(),
         id: JobId::new(),
         kind: JobType::Translation,
         status: JobStatus::Pending,

@@ -11,7 +11,7 @@ use lotsawa_core::store::{
 };
 use lotsawa_core::{
     Applied, ChunkStatus, EngineChoice, Job, JobConfig, JobId, JobResult, JobService, JobStatus,
-    JobStore, JobType, ListQuery, Runner, Service, ServiceError, StoreError,
+    JobStore, JobType, ListQuery, Runner, Service, ServiceError, StoreError, Tenant,
 };
 
 type Store = Arc<dyn JobStore>;
@@ -38,6 +38,7 @@ fn created_at() -> DateTime<Utc> {
 
 fn job_of(chunks: &[String]) -> Job {
     Job {
+        tenant: Tenant::default(),
         id: JobId::new(),
         kind: JobType::Translation,
         status: JobStatus::Pending,
@@ -462,6 +463,7 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Store) {
         ids.push(create(&store, 1).await.id);
     }
     let q = |cursor: Option<String>| ListQuery {
+        tenant: Tenant::default(),
         status: None,
         kind: None,
         limit: 2,
@@ -484,6 +486,7 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Store) {
     applied(change(&store, &a, Change::Cancel).await, "cancel");
     applied(change(&store, &b, Change::Cancel).await, "cancel");
     let cancelled = |cursor| ListQuery {
+        tenant: Tenant::default(),
         status: Some(JobStatus::Cancelled),
         kind: None,
         limit: 1,
@@ -495,6 +498,7 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Store) {
     assert_eq!(s2, [ids[1]]);
     assert_eq!(sc2, None);
     let translit = ListQuery {
+        tenant: Tenant::default(),
         status: None,
         kind: Some(JobType::Transliteration),
         limit: 10,
@@ -518,6 +522,7 @@ pub async fn foreign_and_forged_cursors_are_invalid_input(store: Store) {
     let (_, cursor) = page(
         &svc,
         ListQuery {
+            tenant: Tenant::default(),
             status: Some(JobStatus::Pending),
             kind: None,
             limit: 1,
@@ -531,6 +536,7 @@ pub async fn foreign_and_forged_cursors_are_invalid_input(store: Store) {
     for bad in [cursor, "garbage!".to_owned(), forged_position] {
         let r = svc
             .list(ListQuery {
+                tenant: Tenant::default(),
                 status: None,
                 kind: None,
                 limit: 1,
@@ -642,7 +648,7 @@ pub async fn unknown_jobs_are_not_found(store: Store) {
         store.chunks_between(id, 0, 5).await,
         Err(StoreError::NotFound(_))
     ));
-    let r = service(&store).get(id).await;
+    let r = service(&store).get(&Tenant::default(), id).await;
     assert!(matches!(r, Err(ServiceError::NotFound(_))), "{r:?}");
 }
 
@@ -653,6 +659,7 @@ pub async fn unknown_jobs_are_not_found(store: Store) {
 pub async fn watchers_read_pulses_briefs_and_chunk_ranges(store: Store) {
     let job = create(&store, 3).await;
     let pulse = |status, attempts, chunks_completed| lotsawa_core::store::Pulse {
+        tenant: Tenant::default(),
         status,
         attempts,
         chunks_completed,
@@ -703,12 +710,153 @@ pub async fn watchers_read_pulses_briefs_and_chunk_ranges(store: Store) {
     assert_eq!(brief.status, JobStatus::Completed);
     assert!(brief.result.is_none(), "a brief job carries no result");
     let svc = service(&store);
-    let view = svc.watch(job.id).await.expect("watch");
+    let view = svc.watch(&Tenant::default(), job.id).await.expect("watch");
     assert_eq!(
         view.job.result.map(|r| r.translation).as_deref(),
         Some("first out 1 out 2")
     );
     assert!(view.partial.is_none());
-    let out = svc.chunks_from(job.id, 1, 2).await.expect("chunks");
+    let out = svc
+        .chunks_from(&Tenant::default(), job.id, 1, 2)
+        .await
+        .expect("chunks");
     assert_eq!(out.iter().map(|c| c.index).collect::<Vec<_>>(), vec![1]);
+}
+
+async fn create_for(store: &Store, tenant: &Tenant, kind: JobType) -> Job {
+    let chunks = vec!["ཀ་ཁ། ".to_owned()];
+    let mut job = job_of(&chunks);
+    job.tenant = tenant.clone();
+    job.kind = kind;
+    store.create(&job, &chunks).await.expect("create a job");
+    job
+}
+
+/// Every job belongs to a tenant: another tenant's job does not exist for a
+/// caller (get, watch, pulse, chunks, cancel, retry all answer NotFound and
+/// change nothing), lists and their filters hold only the caller's jobs,
+/// and a cursor from one tenant's list is refused in another's.
+pub async fn tenants_see_only_their_own_jobs(store: Store) {
+    let a = Tenant::parse("tenant-a").expect("tenant");
+    let b = Tenant::parse("tenant-b").expect("tenant");
+    let a1 = create_for(&store, &a, JobType::Translation).await;
+    let a2 = create_for(&store, &a, JobType::Transliteration).await;
+    let a3 = create_for(&store, &a, JobType::Translation).await;
+    let b1 = create_for(&store, &b, JobType::Translation).await;
+    assert_eq!(store.get(a1.id).await.expect("get").tenant, a);
+    let svc = service(&store);
+    let not_found = |r: Result<(), ServiceError>, what: &str| {
+        assert!(matches!(r, Err(ServiceError::NotFound(_))), "{what}: {r:?}");
+    };
+    not_found(svc.get(&b, a1.id).await.map(drop), "get");
+    not_found(svc.watch(&b, a1.id).await.map(drop), "watch");
+    not_found(svc.pulse(&b, a1.id).await.map(drop), "pulse");
+    not_found(svc.chunks_from(&b, a1.id, 0, 1).await.map(drop), "chunks");
+    not_found(svc.cancel(&b, a1.id).await.map(drop), "cancel");
+    assert_eq!(
+        store.get(a1.id).await.expect("get").status,
+        JobStatus::Pending,
+        "another tenant's cancel changed nothing"
+    );
+    let cancelled = svc.cancel(&a, a1.id).await.expect("own cancel");
+    assert_eq!(cancelled.status, JobStatus::Cancelled);
+    not_found(svc.retry(&b, a1.id).await.map(drop), "retry");
+    assert_eq!(
+        store.get(a1.id).await.expect("get").status,
+        JobStatus::Cancelled
+    );
+    assert!(svc.get(&a, a1.id).await.is_ok());
+
+    let ids = |page: lotsawa_core::JobPage| page.jobs.iter().map(|v| v.job.id).collect::<Vec<_>>();
+    let q = |tenant: &Tenant, status, kind, limit, cursor| ListQuery {
+        tenant: tenant.clone(),
+        status,
+        kind,
+        limit,
+        cursor,
+    };
+    let all_a = ids(svc.list(q(&a, None, None, 10, None)).await.expect("list"));
+    assert_eq!(all_a, vec![a3.id, a2.id, a1.id]);
+    let all_b = ids(svc.list(q(&b, None, None, 10, None)).await.expect("list"));
+    assert_eq!(all_b, vec![b1.id]);
+    let pending_b = ids(svc
+        .list(q(&b, Some(JobStatus::Pending), None, 10, None))
+        .await
+        .expect("list"));
+    assert_eq!(pending_b, vec![b1.id]);
+    let pending_a = ids(svc
+        .list(q(&a, Some(JobStatus::Pending), None, 10, None))
+        .await
+        .expect("list"));
+    assert_eq!(pending_a, vec![a3.id, a2.id]);
+    let translit_b = ids(svc
+        .list(q(&b, None, Some(JobType::Transliteration), 10, None))
+        .await
+        .expect("list"));
+    assert!(translit_b.is_empty());
+    let first = svc.list(q(&a, None, None, 1, None)).await.expect("list");
+    let cursor = first.next_cursor.clone().expect("a next page");
+    let r = svc.list(q(&b, None, None, 1, Some(cursor))).await;
+    assert!(matches!(r, Err(ServiceError::Invalid(_))), "{r:?}");
+}
+
+/// API keys: stored by hash, found by hash, listed oldest first, revoked
+/// by id; the service authenticates a key to its tenant and refuses an
+/// unknown, malformed or revoked one.
+pub async fn api_keys_are_found_by_hash_and_revoked(store: Store) {
+    use lotsawa_core::auth::{key_hash, new_key};
+    let acme = Tenant::parse("acme").expect("tenant");
+    let (k1, r1) = new_key(acme.clone(), created_at());
+    let (k2, r2) = new_key(Tenant::parse("other").expect("tenant"), created_at());
+    store.key_put(&r1, &key_hash(&k1)).await.expect("put");
+    store.key_put(&r2, &key_hash(&k2)).await.expect("put");
+    assert_eq!(
+        store.key_find(&key_hash(&k1)).await.expect("find"),
+        Some(r1.clone())
+    );
+    assert_eq!(store.key_find(&key_hash("nope")).await.expect("find"), None);
+    let listed = store.keys().await.expect("keys");
+    assert_eq!(
+        listed.iter().map(|k| k.id.clone()).collect::<Vec<_>>(),
+        vec![r1.id.clone(), r2.id.clone()]
+    );
+    let svc = service(&store);
+    assert_eq!(svc.authenticate(&k1).await.expect("auth"), acme);
+    // The same shape, one digit different.
+    let last = if k1.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &k1[..k1.len() - 1]);
+    for bad in ["", "lts_x", &wrong, &format!("{k1}0")] {
+        let r = svc.authenticate(bad).await;
+        assert!(
+            matches!(r, Err(ServiceError::Unauthorized(_))),
+            "{bad}: {r:?}"
+        );
+    }
+    assert!(
+        store
+            .key_revoke(&r1.id, created_at())
+            .await
+            .expect("revoke")
+    );
+    assert!(
+        !store
+            .key_revoke("000000000000", created_at())
+            .await
+            .expect("revoke")
+    );
+    let revoked = store
+        .key_find(&key_hash(&k1))
+        .await
+        .expect("find")
+        .expect("kept");
+    assert!(revoked.revoked_at.is_some());
+    let r = svc.authenticate(&k1).await;
+    assert!(matches!(r, Err(ServiceError::Unauthorized(_))), "{r:?}");
+    assert_eq!(
+        svc.authenticate(&k2)
+            .await
+            .expect("the other key still works")
+            .as_str(),
+        "other"
+    );
 }

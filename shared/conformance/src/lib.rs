@@ -38,7 +38,9 @@ macro_rules! conformance_tests {
             large_texts_round_trip_byte_for_byte,
             counts_by_status,
             unknown_jobs_are_not_found,
-            watchers_read_pulses_briefs_and_chunk_ranges
+            watchers_read_pulses_briefs_and_chunk_ranges,
+            tenants_see_only_their_own_jobs,
+            api_keys_are_found_by_hash_and_revoked
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

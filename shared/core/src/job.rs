@@ -368,6 +368,8 @@ impl Default for JobConfig {
 /// A validated submission.
 #[derive(Debug, Clone)]
 pub struct NewJob {
+    /// Whose job it is (the caller's tenant).
+    pub tenant: crate::auth::Tenant,
     /// What to produce.
     pub kind: JobType,
     /// The text.
@@ -403,6 +405,8 @@ pub struct JobResult {
 pub struct Job {
     /// Identifier.
     pub id: JobId,
+    /// Whose job it is.
+    pub tenant: crate::auth::Tenant,
     /// Type.
     pub kind: JobType,
     /// Status.

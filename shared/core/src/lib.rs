@@ -5,6 +5,7 @@
 //! This crate performs no I/O: it has no async runtime, database, HTTP or AWS
 //! dependency, so everything here is testable as plain functions.
 
+pub mod auth;
 pub mod engine;
 pub mod ewts;
 pub mod glossary;
@@ -20,6 +21,7 @@ pub mod segment;
 pub mod service;
 pub mod store;
 
+pub use auth::{ApiKeyRecord, Tenant};
 pub use engine::{
     ContextTurn, Engine, EngineError, EngineKind, EngineOutput, ErrorClass, ReviewRequest,
     TranslateRequest,

@@ -431,6 +431,7 @@ pub fn new_job(
         .collect();
     let job = crate::job::Job {
         id: crate::job::JobId::new(),
+        tenant: new.tenant,
         kind: new.kind,
         status: crate::job::JobStatus::Pending,
         source,
@@ -452,6 +453,7 @@ pub fn new_job(
 /// chunks whose one run is started and failed at once, through the
 /// transition table like every other job.
 pub fn rejected_job(
+    tenant: crate::auth::Tenant,
     kind: crate::job::JobType,
     config: JobConfig,
     error: String,
@@ -460,6 +462,7 @@ pub fn rejected_job(
     use crate::store::{Change, JobPatch};
     let pending = crate::job::Job {
         id: crate::job::JobId::new(),
+        tenant,
         kind,
         status: crate::job::JobStatus::Pending,
         source: String::new(),
@@ -489,6 +492,7 @@ mod tests {
     fn rejected_jobs_are_failed_runs() {
         let now = chrono::Utc::now();
         let j = rejected_job(
+            crate::auth::Tenant::default(),
             JobType::Translation,
             JobConfig::default(),
             "bad".into(),
@@ -532,6 +536,7 @@ mod tests {
     #[test]
     fn new_jobs_are_segmented_pending_jobs() {
         let new = NewJob {
+            tenant: crate::auth::Tenant::default(),
             kind: JobType::Translation,
             source: SourceText::parse("ཀ། ཁ།".into()).expect("text"),
             config: JobConfig::default(),

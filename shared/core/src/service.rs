@@ -8,6 +8,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
+
+use crate::auth::Tenant;
 use chrono::Utc;
 
 use crate::job::{EngineName, Job, JobId, JobStatus, JobType, NewJob, TransitionError};
@@ -37,6 +39,9 @@ pub enum ServiceError {
     /// The backend is shutting down or overloaded.
     #[error("{0}")]
     Unavailable(String),
+    /// No key, or a key that is unknown or revoked.
+    #[error("{0}")]
+    Unauthorized(String),
     /// A store failure; the source is logged, not shown.
     #[error(transparent)]
     Store(StoreError),
@@ -85,6 +90,8 @@ pub struct JobView {
 /// A list request.
 #[derive(Debug, Clone, Default)]
 pub struct ListQuery {
+    /// Whose jobs (the caller's tenant).
+    pub tenant: crate::auth::Tenant,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
@@ -118,26 +125,30 @@ pub struct ChunkOutput {
 pub trait JobService: Send + Sync {
     /// Store a new job and queue it (FIFO).
     async fn submit(&self, job: NewJob) -> Result<Job, ServiceError>;
-    /// A job with its progress.
-    async fn get(&self, id: JobId) -> Result<JobView, ServiceError>;
-    /// Jobs, newest first, with cursor pagination.
+    /// The caller's job with its progress; another tenant's job is
+    /// `NotFound`, as is every job-reading method below for one.
+    async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
+    /// The caller's jobs (`query.tenant`), newest first, with cursor pagination.
     async fn list(&self, query: ListQuery) -> Result<JobPage, ServiceError>;
     /// Cancel a pending or processing job.
-    async fn cancel(&self, id: JobId) -> Result<Job, ServiceError>;
+    async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError>;
     /// Queue a failed or cancelled job again.
-    async fn retry(&self, id: JobId) -> Result<Job, ServiceError>;
+    async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError>;
     /// Translations of completed chunks with index in `from..to`, in order.
     async fn chunks_from(
         &self,
+        tenant: &Tenant,
         id: JobId,
         from: u32,
         to: u32,
     ) -> Result<Vec<ChunkOutput>, ServiceError>;
     /// What a watcher polls; it may lag a write by a moment.
-    async fn pulse(&self, id: JobId) -> Result<crate::store::Pulse, ServiceError>;
+    async fn pulse(&self, tenant: &Tenant, id: JobId) -> Result<crate::store::Pulse, ServiceError>;
     /// A job with its progress, for a watcher: no source text, no partial
     /// output; the result once completed.
-    async fn watch(&self, id: JobId) -> Result<JobView, ServiceError>;
+    async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
+    /// The tenant of an API key; `Unauthorized` for an unknown or revoked key.
+    async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError>;
     /// Return when the job may have changed, or after `max_wait`.
     async fn wait_for_change(&self, id: JobId, max_wait: Duration);
     /// Engines a job may name.
@@ -301,9 +312,14 @@ impl Service {
         self.runner.queued(job).await
     }
 
-    async fn client_change(&self, id: JobId, change: Change) -> Result<(Job, Job), ServiceError> {
+    async fn client_change(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        change: Change,
+    ) -> Result<(Job, Job), ServiceError> {
         for _ in 0..5 {
-            let before = self.store.get(id).await?;
+            let before = owned(tenant, self.store.get(id).await?)?;
             match crate::store::transition(&*self.store, &before, change.clone(), Utc::now())
                 .await?
             {
@@ -348,19 +364,29 @@ pub fn render_gauges(counts: &[(JobStatus, u64)], slots: u32) -> String {
     out
 }
 
+/// The job if `tenant` owns it; another tenant's job does not exist for it.
+fn owned(tenant: &Tenant, job: Job) -> Result<Job, ServiceError> {
+    if job.tenant == *tenant {
+        Ok(job)
+    } else {
+        Err(ServiceError::NotFound(job.id))
+    }
+}
+
 #[async_trait]
 impl JobService for Service {
     async fn submit(&self, new: NewJob) -> Result<Job, ServiceError> {
         self.create(new).await
     }
 
-    async fn get(&self, id: JobId) -> Result<JobView, ServiceError> {
-        let job = self.store.get(id).await?;
+    async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
+        let job = owned(tenant, self.store.get(id).await?)?;
         self.view(job, true).await
     }
 
     async fn list(&self, query: ListQuery) -> Result<JobPage, ServiceError> {
         let filter = ListFilter {
+            tenant: query.tenant.clone(),
             status: query.status,
             kind: query.kind,
         };
@@ -372,7 +398,7 @@ impl JobService for Service {
         let page = self
             .store
             .list(&PageRequest {
-                filter,
+                filter: filter.clone(),
                 limit: query.limit,
                 after,
             })
@@ -387,24 +413,26 @@ impl JobService for Service {
         })
     }
 
-    async fn cancel(&self, id: JobId) -> Result<Job, ServiceError> {
-        let (before, after) = self.client_change(id, Change::Cancel).await?;
+    async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        let (before, after) = self.client_change(tenant, id, Change::Cancel).await?;
         self.runner.cancelled(&after, before.status).await;
         Ok(after)
     }
 
-    async fn retry(&self, id: JobId) -> Result<Job, ServiceError> {
-        let (_, after) = self.client_change(id, Change::Retry).await?;
+    async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        let (_, after) = self.client_change(tenant, id, Change::Retry).await?;
         self.runner.queued(&after).await?;
         Ok(after)
     }
 
     async fn chunks_from(
         &self,
+        tenant: &Tenant,
         id: JobId,
         from: u32,
         to: u32,
     ) -> Result<Vec<ChunkOutput>, ServiceError> {
+        self.pulse(tenant, id).await?;
         Ok(self
             .store
             .chunks_between(id, from, to)
@@ -418,17 +446,32 @@ impl JobService for Service {
             .collect())
     }
 
-    async fn pulse(&self, id: JobId) -> Result<crate::store::Pulse, ServiceError> {
-        Ok(self.store.pulse(id).await?)
+    async fn pulse(&self, tenant: &Tenant, id: JobId) -> Result<crate::store::Pulse, ServiceError> {
+        let pulse = self.store.pulse(id).await?;
+        if pulse.tenant != *tenant {
+            return Err(ServiceError::NotFound(id));
+        }
+        Ok(pulse)
     }
 
-    async fn watch(&self, id: JobId) -> Result<JobView, ServiceError> {
-        let brief = self.store.get_brief(id).await?;
+    async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
+        let brief = owned(tenant, self.store.get_brief(id).await?)?;
         let job = match brief.status {
             JobStatus::Completed => self.store.get(id).await?,
             _ => brief,
         };
         self.view(job, false).await
+    }
+
+    async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError> {
+        let refused = || ServiceError::Unauthorized("unknown or revoked API key".into());
+        if !crate::auth::looks_like_key(key) {
+            return Err(refused());
+        }
+        match self.store.key_find(&crate::auth::key_hash(key)).await? {
+            Some(k) if k.revoked_at.is_none() => Ok(k.tenant),
+            _ => Err(refused()),
+        }
     }
 
     async fn wait_for_change(&self, id: JobId, max_wait: Duration) {

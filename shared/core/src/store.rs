@@ -363,8 +363,10 @@ pub enum Checkpoint {
 }
 
 /// A list filter.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ListFilter {
+    /// Whose jobs: a list never mixes tenants.
+    pub tenant: crate::auth::Tenant,
     /// Only jobs in this status.
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
@@ -374,7 +376,8 @@ pub struct ListFilter {
 impl ListFilter {
     fn tag(&self) -> String {
         format!(
-            "{}/{}",
+            "{}/{}/{}",
+            self.tenant.as_str(),
             self.status.map_or("*", JobStatus::as_str),
             self.kind.map_or("*", JobType::as_str)
         )
@@ -440,8 +443,10 @@ impl Cursor {
 
 /// What changes while a job runs: a watcher reads the whole job again only
 /// when this does.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Pulse {
+    /// Whose job it is.
+    pub tenant: crate::auth::Tenant,
     /// Status.
     pub status: JobStatus,
     /// Run number.
@@ -454,6 +459,7 @@ impl Pulse {
     /// The pulse of a job.
     pub fn of(job: &Job) -> Self {
         Self {
+            tenant: job.tenant.clone(),
             status: job.status,
             attempts: job.attempts,
             chunks_completed: job.chunks_completed,
@@ -548,6 +554,22 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// Concurrency slots held now.
     async fn slots_in_use(&self) -> Result<u32, StoreError>;
 
+    /// Store a new API key by the hash of the key.
+    async fn key_put(
+        &self,
+        record: &crate::auth::ApiKeyRecord,
+        hash: &str,
+    ) -> Result<(), StoreError>;
+
+    /// The key with this hash, revoked or not.
+    async fn key_find(&self, hash: &str) -> Result<Option<crate::auth::ApiKeyRecord>, StoreError>;
+
+    /// Every key, oldest first.
+    async fn keys(&self) -> Result<Vec<crate::auth::ApiKeyRecord>, StoreError>;
+
+    /// Revoke the key named `id`; false when there is no such key.
+    async fn key_revoke(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError>;
+
     /// Claim the oldest pending job under the concurrency limit: pending →
     /// processing with a slot. `None` when nothing is pending or no slot is
     /// free.
@@ -614,6 +636,7 @@ mod tests {
 
     fn job(status: JobStatus, attempts: u32) -> Job {
         Job {
+            tenant: crate::auth::Tenant::default(),
             id: JobId::new(),
             kind: JobType::Translation,
             status,
@@ -709,6 +732,7 @@ mod tests {
     fn cursors_are_bound_to_their_filter() {
         let all = ListFilter::default();
         let pending = ListFilter {
+            tenant: crate::auth::Tenant::default(),
             status: Some(Pending),
             kind: None,
         };

@@ -58,6 +58,7 @@ impl From<ServiceError> for ApiError {
             c @ ServiceError::Conflict { .. } => Self::new(StatusCode::CONFLICT, c.to_string()),
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
+            ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, m),
             ServiceError::Store(source) => {
                 tracing::error!(error = %source, source = ?source, "store error");
                 Self::new(
@@ -110,11 +111,16 @@ impl IntoResponse for ApiError {
             status: self.status.as_u16(),
             detail: self.detail,
         };
-        let mut res = (self.status, Json(problem)).into_response();
+        let status = self.status;
+        let mut res = (status, Json(problem)).into_response();
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
+        if status == StatusCode::UNAUTHORIZED {
+            res.headers_mut()
+                .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+        }
         res
     }
 }

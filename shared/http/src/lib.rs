@@ -13,13 +13,14 @@ use std::time::Duration;
 
 use axum::Json;
 use axum::extract::rejection::JsonRejection;
-use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lotsawa_core::{
     ChunkSize, EngineName, JobConfig, JobId, JobService, JobStatus, JobType, ListQuery, NewJob,
-    SourceText,
+    SourceText, Tenant,
 };
 use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
@@ -41,6 +42,10 @@ pub struct ApiConfig {
     pub stream_max: Duration,
     /// Cancelled when the server shuts down: open SSE streams end.
     pub shutdown: CancellationToken,
+    /// Every `/api` request (and `/metrics`) needs `Authorization: Bearer
+    /// <key>`; jobs belong to the key's tenant. Off: everything is the
+    /// default tenant's.
+    pub require_auth: bool,
 }
 
 impl Default for ApiConfig {
@@ -49,6 +54,7 @@ impl Default for ApiConfig {
             body_limit: DEFAULT_BODY_LIMIT,
             stream_max: Duration::from_secs(24 * 3600),
             shutdown: CancellationToken::new(),
+            require_auth: false,
         }
     }
 }
@@ -64,15 +70,18 @@ pub struct AppState {
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
     let limit = config.body_limit;
     let state = AppState { service, config };
-    with_fallbacks(
-        Router::new()
-            .route("/api/jobs", post(submit_job).get(list_jobs))
-            .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
-            .route("/api/jobs/{id}/retry", post(retry_job))
-            .route("/api/jobs/{id}/stream", get(sse::stream_job))
-            .route("/healthz", get(healthz))
-            .route("/metrics", get(metrics))
-            .route("/openapi.json", get(openapi)),
+    with_auth(
+        state.clone(),
+        with_fallbacks(
+            Router::new()
+                .route("/api/jobs", post(submit_job).get(list_jobs))
+                .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
+                .route("/api/jobs/{id}/retry", post(retry_job))
+                .route("/api/jobs/{id}/stream", get(sse::stream_job))
+                .route("/healthz", get(healthz))
+                .route("/metrics", get(metrics))
+                .route("/openapi.json", get(openapi)),
+        ),
     )
     .layer(DefaultBodyLimit::max(limit))
     .with_state(state)
@@ -82,13 +91,66 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
 /// from a function of their own with read-only rights.
 pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
     let state = AppState { service, config };
-    with_fallbacks(
-        Router::new()
-            .route("/api/jobs/{id}/stream", get(sse::stream_job))
-            .route("/healthz", get(healthz)),
+    with_auth(
+        state.clone(),
+        with_fallbacks(
+            Router::new()
+                .route("/api/jobs/{id}/stream", get(sse::stream_job))
+                .route("/healthz", get(healthz)),
+        ),
     )
     .layer(DefaultBodyLimit::max(1024))
     .with_state(state)
+}
+
+/// The caller's tenant on every request (the default tenant when keys are
+/// off); with keys on, a request other than `/healthz` and `/openapi.json`
+/// without a valid key is answered 401.
+fn with_auth(state: AppState, routes: Router<AppState>) -> Router<AppState> {
+    routes.layer(axum::middleware::from_fn_with_state(state, authenticate))
+}
+
+async fn authenticate(
+    State(state): State<AppState>,
+    mut req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    let path = req.uri().path();
+    let open = matches!(path, "/healthz" | "/openapi.json");
+    let tenant = if !state.config.require_auth || open {
+        Tenant::default()
+    } else {
+        let key = bearer(req.headers()).or_else(|| {
+            // Browsers' EventSource cannot set headers: the stream route
+            // alone takes the key as a query parameter.
+            let stream = path.starts_with("/api/jobs/") && path.ends_with("/stream");
+            stream.then(|| access_token(req.uri().query())).flatten()
+        });
+        let Some(key) = key else {
+            return Err(ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "this server needs an API key: send Authorization: Bearer <key>",
+            ));
+        };
+        state.service.authenticate(&key).await?
+    };
+    req.extensions_mut().insert(tenant);
+    Ok(next.run(req).await)
+}
+
+fn bearer(headers: &HeaderMap) -> Option<String> {
+    let v = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    let (scheme, key) = v.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| key.trim().to_owned())
+}
+
+fn access_token(query: Option<&str>) -> Option<String> {
+    query?.split('&').find_map(|pair| {
+        let (k, v) = pair.split_once('=')?;
+        (k == "access_token").then(|| v.to_owned())
+    })
 }
 
 fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
@@ -106,7 +168,7 @@ fn parse_id(raw: &str) -> Result<JobId, ApiError> {
     raw.parse::<JobId>().map_err(|e| ApiError::bad_request(e.0))
 }
 
-fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
+fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, ApiError> {
     let source = SourceText::parse(req.source_text).map_err(|e| ApiError::bad_request(e.0))?;
     let kind = match req.kind.as_deref() {
         None => JobType::Translation,
@@ -166,6 +228,7 @@ fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
         config.quality_threshold = q;
     }
     Ok(NewJob {
+        tenant,
         kind,
         source,
         config,
@@ -183,10 +246,11 @@ fn to_new_job(req: SubmitRequest) -> Result<NewJob, ApiError> {
     ))]
 async fn submit_job(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
     let Json(req) = body?;
-    let new = to_new_job(req)?;
+    let new = to_new_job(tenant, req)?;
     let job = state.service.submit(new).await?;
     let id = job.id.to_string();
     let location = format!("/api/jobs/{id}");
@@ -214,10 +278,11 @@ async fn submit_job(
     ))]
 async fn get_job(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<JobDto>, ApiError> {
     let id = parse_id(&id)?;
-    let view = state.service.get(id).await?;
+    let view = state.service.get(&tenant, id).await?;
     Ok(Json(JobDto::from_view(view, true)))
 }
 
@@ -230,10 +295,11 @@ async fn get_job(
     ))]
 async fn cancel_job(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<ActionResponse>, ApiError> {
     let id = parse_id(&id)?;
-    state.service.cancel(id).await?;
+    state.service.cancel(&tenant, id).await?;
     Ok(Json(ActionResponse {
         message: "Job cancelled successfully".into(),
         job_id: id.to_string(),
@@ -249,10 +315,11 @@ async fn cancel_job(
     ))]
 async fn retry_job(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
 ) -> Result<Json<ActionResponse>, ApiError> {
     let id = parse_id(&id)?;
-    state.service.retry(id).await?;
+    state.service.retry(&tenant, id).await?;
     Ok(Json(ActionResponse {
         message: "Job retry initiated".into(),
         job_id: id.to_string(),
@@ -324,6 +391,7 @@ where
     ))]
 async fn list_jobs(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     query: Result<Query<ListParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<JobListDto>, ApiError> {
     let Query(ListParams {
@@ -336,6 +404,7 @@ async fn list_jobs(
     let page = state
         .service
         .list(ListQuery {
+            tenant,
             status,
             kind,
             limit,

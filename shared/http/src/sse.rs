@@ -8,12 +8,12 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Path, State};
+use axum::extract::{Extension, Path, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::store::Pulse;
-use lotsawa_core::{JobId, JobStatus, JobView};
+use lotsawa_core::{JobId, JobStatus, JobView, Tenant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -81,17 +81,18 @@ fn close_event(status: JobStatus, id: u32) -> Event {
     ))]
 pub(crate) async fn stream_job(
     State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
     Path(id): Path<String>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
-    let first = state.service.watch(id).await?;
+    let first = state.service.watch(&tenant, id).await?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(pump(state, id, first, last_seen, tx));
+    tokio::spawn(pump(state, tenant, id, first, last_seen, tx));
     let events =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
     Ok(Sse::new(events)
@@ -105,6 +106,7 @@ pub(crate) async fn stream_job(
 
 async fn pump(
     state: AppState,
+    tenant: Tenant,
     id: JobId,
     first: JobView,
     last_seen: Option<u32>,
@@ -131,7 +133,7 @@ async fn pump(
         if view.job.chunks_completed > seen {
             match state
                 .service
-                .chunks_from(id, seen, view.job.chunks_completed)
+                .chunks_from(&tenant, id, seen, view.job.chunks_completed)
                 .await
             {
                 Ok(chunks) => {
@@ -187,9 +189,9 @@ async fn pump(
             _ = tx.closed() => return,
         }
         // The small pulse each time; the whole view only when it moved.
-        let read = match state.service.pulse(id).await {
+        let read = match state.service.pulse(&tenant, id).await {
             Ok(p) if p == pulse => Ok(None),
-            Ok(_) => state.service.watch(id).await.map(Some),
+            Ok(_) => state.service.watch(&tenant, id).await.map(Some),
             Err(e) => Err(e),
         };
         match read {

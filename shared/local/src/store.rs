@@ -17,7 +17,9 @@ use lotsawa_core::store::{
     Applied, Change, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest,
     QueuePlace, SlotChange, StorePage,
 };
-use lotsawa_core::{ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus};
+use lotsawa_core::{
+    ApiKeyRecord, ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, Tenant,
+};
 use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 use tokio::sync::oneshot;
 
@@ -99,6 +101,13 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue_pos) WHERE status = 'pending
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs(queue_pos) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
 CREATE TABLE IF NOT EXISTS chunks (
     job_seq INTEGER NOT NULL REFERENCES jobs(seq),
     idx INTEGER NOT NULL,
@@ -133,6 +142,15 @@ const ADDED_CHUNK_COLUMNS: &[(&str, &str)] = &[
 ];
 
 fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Jobs from before tenants belong to the default tenant.
+    let job_columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('jobs')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !job_columns.iter().any(|c| c == "tenant") {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")?;
+    }
+    conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq)")?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
     let have: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
@@ -156,9 +174,10 @@ pub const CHECKPOINT_SQL: &str =
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
 
 const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
-    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts";
+    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant";
 const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
-    chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts";
+    chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, \
+    tenant";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -200,6 +219,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             completed_at: row.get(12)?,
             cancelled_at: row.get(13)?,
             attempts: row.get(14)?,
+            tenant: row.get(15)?,
         },
     ))
 }
@@ -219,6 +239,7 @@ struct RawJob {
     completed_at: Option<String>,
     cancelled_at: Option<String>,
     attempts: u32,
+    tenant: String,
 }
 
 impl RawJob {
@@ -229,6 +250,7 @@ impl RawJob {
                 .id
                 .parse()
                 .map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            tenant: Tenant::parse(&self.tenant).map_err(|e| corrupt(e.0))?,
             kind: self
                 .kind
                 .parse()
@@ -426,10 +448,10 @@ fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), Sto
         serde_json::to_string(&job.config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
     conn.execute(
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
-                           created_at, completed_at, attempts)
+                           created_at, completed_at, attempts, tenant)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
                  (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'),
-                 ?8, ?9, ?10)",
+                 ?8, ?9, ?10, ?11)",
         params![
             job.id.to_string(),
             job.kind.as_str(),
@@ -440,7 +462,8 @@ fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), Sto
             chunks.len() as i64,
             ts(job.created_at),
             job.completed_at.map(ts),
-            job.attempts
+            job.attempts,
+            job.tenant.as_str()
         ],
     )?;
     let seq = conn.last_insert_rowid();
@@ -630,8 +653,9 @@ impl JobStore for Store {
         let page = page.clone();
         Ok(self
             .read(move |conn| {
-                let mut sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE 1 = 1");
-                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                let mut sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE tenant = ?");
+                let mut args: Vec<rusqlite::types::Value> =
+                    vec![page.filter.tenant.as_str().to_owned().into()];
                 if let Some(s) = page.filter.status {
                     sql.push_str(" AND status = ?");
                     args.push(s.as_str().to_owned().into());
@@ -877,6 +901,87 @@ impl JobStore for Store {
                 Ok(n.max(0) as u32)
             })
             .await?)
+    }
+
+    async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> PortResult<()> {
+        let (r, hash) = (record.clone(), hash.to_owned());
+        Ok(self
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO api_keys (id, hash, tenant, created_at, revoked_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5)",
+                    params![
+                        r.id,
+                        hash,
+                        r.tenant.as_str(),
+                        ts(r.created_at),
+                        r.revoked_at.map(ts)
+                    ],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn key_find(&self, hash: &str) -> PortResult<Option<ApiKeyRecord>> {
+        let hash = hash.to_owned();
+        Ok(self
+            .read(move |conn| {
+                conn.prepare_cached(
+                    "SELECT id, tenant, created_at, revoked_at FROM api_keys WHERE hash = ?1",
+                )?
+                .query_row([hash], key_from_row)
+                .optional()?
+                .map(RawKey::into_record)
+                .transpose()
+            })
+            .await?)
+    }
+
+    async fn keys(&self) -> PortResult<Vec<ApiKeyRecord>> {
+        Ok(self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                "SELECT id, tenant, created_at, revoked_at FROM api_keys ORDER BY created_at, id",
+            )?;
+                let rows = stmt.query_map([], key_from_row)?;
+                let mut out = Vec::new();
+                for r in rows {
+                    out.push(r?.into_record()?);
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
+    async fn key_revoke(&self, id: &str, at: DateTime<Utc>) -> PortResult<bool> {
+        let id = id.to_owned();
+        Ok(self
+            .write(move |conn| {
+                let n = conn.execute(
+                    "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
+                    params![id, ts(at)],
+                )?;
+                Ok(n > 0)
+            })
+            .await?)
+    }
+}
+
+struct RawKey(String, String, String, Option<String>);
+
+fn key_from_row(row: &Row<'_>) -> rusqlite::Result<RawKey> {
+    Ok(RawKey(row.get(0)?, row.get(1)?, row.get(2)?, row.get(3)?))
+}
+
+impl RawKey {
+    fn into_record(self) -> Result<ApiKeyRecord, StoreError> {
+        Ok(ApiKeyRecord {
+            id: self.0,
+            tenant: Tenant::parse(&self.1).map_err(|e| StoreError::Corrupt(e.0))?,
+            created_at: parse_ts(Some(self.2))?.unwrap_or_default(),
+            revoked_at: parse_ts(self.3)?,
+        })
     }
 }
 

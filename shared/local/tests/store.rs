@@ -9,6 +9,7 @@ use lotsawa_local::store::Store;
 
 fn new_job() -> Job {
     Job {
+        tenant: lotsawa_core::Tenant::default(),
         id: JobId::new(),
         kind: JobType::Translation,
         status: JobStatus::Pending,
