@@ -13,6 +13,7 @@ use lotsawa_apitests::{Api, FakeProvider};
 pub struct Server {
     child: Child,
     pub api: Api,
+    pub url: String,
 }
 
 impl Server {
@@ -52,6 +53,7 @@ impl Server {
         Self {
             child,
             api: Api::new(&url, &url),
+            url,
         }
     }
 
