@@ -6,8 +6,10 @@ DefinitionSubstitutions), so the emulation and the deployment cannot drift.
 Only loopback addresses are used.
 """
 
+import hashlib
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -219,6 +221,25 @@ def invoke(port, function, event, timeout=960):
     return result
 
 
+def put_api_key(c, tenant):
+    """A key for `tenant`, stored as the product stores one (items.rs:
+    new_key_item): only its SHA-256 is kept. Returns the key."""
+    key_id = secrets.token_hex(6)
+    key = f"lts_{key_id}_{secrets.token_hex(32)}"
+    digest = hashlib.sha256(key.encode()).hexdigest()
+    created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
+    c["dynamodb"].put_item(TableName=TABLE, Item={
+        "pk": {"S": f"KEY#{digest}"},
+        "sk": {"S": "KEY"},
+        "id": {"S": key_id},
+        "tenant": {"S": tenant},
+        "createdAt": {"S": created},
+        "gsi2pk": {"S": "KEYS"},
+        "gsi2sk": {"S": f"{created}#{key_id}"},
+    })
+    return key
+
+
 def up():
     STATE_DIR.mkdir(parents=True, exist_ok=True)
     state_file = STATE_DIR / "state.json"
@@ -250,6 +271,10 @@ def up():
     c = clients(endpoint)
     urls, arns, sm_arn = create_resources(c, template, params)
     log("resources created:", ", ".join(sorted(urls)), "state machine", sm_arn)
+    # Keys are required, as in the template: one for the tests' tenant and
+    # one for another tenant (isolation cases).
+    api_key = put_api_key(c, "emulate")
+    other_key = put_api_key(c, "emulate-other")
 
     fn_env = dict(base_env)
     fn_env.update({
@@ -264,6 +289,9 @@ def up():
         "LOTSAWA_STATE_MACHINE_ARN": sm_arn,
         "LOTSAWA_BUCKET": BUCKET,
         "LOTSAWA_CONCURRENCY": params["Concurrency"],
+        # As the template's Globals: keys required; uploads are the tests' tenant's.
+        "LOTSAWA_REQUIRE_AUTH": "1",
+        "LOTSAWA_INGEST_TENANT": "emulate",
         # The accommodations only the local emulators need (see infra/README.md).
         "LOTSAWA_EMULATOR": "1",
     })
@@ -308,6 +336,8 @@ def up():
     })
     save()
     print(f"API_URL={state['api_url']}")
+    print(f"API_KEY={api_key}")
+    print(f"API_KEY_OTHER={other_key}")
     print(f"STREAM_URL={state['stream_url']}")
     print(f"AWS_ENDPOINT_URL={endpoint}")
     print(f"STATE_MACHINE_ARN={sm_arn}")

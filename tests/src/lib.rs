@@ -86,6 +86,21 @@ impl Api {
         }
     }
 
+    /// The same client sending `Authorization: Bearer <key>` on every request.
+    pub fn with_key(mut self, key: &str) -> Self {
+        let mut headers = reqwest::header::HeaderMap::new();
+        let mut v = reqwest::header::HeaderValue::from_str(&format!("Bearer {key}"))
+            .expect("a key is header-safe");
+        v.set_sensitive(true);
+        headers.insert(reqwest::header::AUTHORIZATION, v);
+        self.http = reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .default_headers(headers)
+            .build()
+            .expect("http client");
+        self
+    }
+
     /// `POST /api/jobs` with a JSON body; returns (status, body).
     pub async fn post_job(&self, body: &Value) -> Result<(u16, Value, Option<String>)> {
         let res = self

@@ -13,7 +13,7 @@ use aws_config::BehaviorVersion;
 use lotsawa_apitests::harness::{self, Deployment};
 use lotsawa_apitests::suite::{self, Ctx, JOB_TIMEOUT, Target, numbered_text};
 use lotsawa_apitests::{Api, FakeProvider};
-use serde_json::json;
+use serde_json::{Value, json};
 
 struct Emulation {
     dir: tempfile::TempDir,
@@ -198,7 +198,7 @@ impl Deployment for Cloud {
 fn setup(rt: &tokio::runtime::Runtime) -> Cloud {
     let provider = rt.block_on(FakeProvider::start());
     let em = Emulation::up(&provider);
-    let api = Api::new(em.var("API_URL"), em.var("STREAM_URL"));
+    let api = Api::new(em.var("API_URL"), em.var("STREAM_URL")).with_key(em.var("API_KEY"));
     let sdk = rt.block_on(em.sdk());
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(&sdk)
@@ -806,7 +806,83 @@ async fn five_attempts(c: &Cloud) {
 
 type Step = lotsawa_apitests::harness::Extra<Cloud>;
 
+/// Keys and tenants on the deployed functions: no key or a wrong one is 401
+/// on the api and the stream function; another tenant's job is 404 at
+/// get, cancel, retry and stream, and absent from its lists.
+async fn tenants_are_isolated(c: &Cloud) {
+    let api = &c.ctx.api;
+    let other =
+        Api::new(c.em.var("API_URL"), c.em.var("STREAM_URL")).with_key(c.em.var("API_KEY_OTHER"));
+    let anonymous = Api::new(c.em.var("API_URL"), c.em.var("STREAM_URL"));
+    let id = api
+        .submit("ཀ་ཁ་ག། tenants", json!({"engine": "echo"}))
+        .await
+        .expect("submit");
+    let job = format!("{}/api/jobs/{id}", api.base);
+    let stream = format!("{}/api/jobs/{id}/stream", api.stream_base);
+    let status = |r: reqwest::Response| r.status().as_u16();
+    let wrong = format!("{}0", &c.em.var("API_KEY")[..c.em.var("API_KEY").len() - 1]);
+    for (url, what) in [
+        (format!("{}/api/jobs", api.base), "list"),
+        (job.clone(), "get"),
+        (stream.clone(), "stream"),
+    ] {
+        let r = anonymous.http.get(&url).send().await.expect("request");
+        assert_eq!(status(r), 401, "{what} without a key");
+        let r = anonymous
+            .http
+            .get(&url)
+            .bearer_auth(&wrong)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(status(r), 401, "{what} with a wrong key");
+    }
+    assert_eq!(status(api.http.get(&job).send().await.expect("get")), 200);
+    assert_eq!(status(other.http.get(&job).send().await.expect("get")), 404);
+    assert_eq!(
+        status(other.http.delete(&job).send().await.expect("cancel")),
+        404
+    );
+    assert_eq!(
+        status(
+            other
+                .http
+                .post(format!("{job}/retry"))
+                .send()
+                .await
+                .expect("retry")
+        ),
+        404
+    );
+    assert_eq!(
+        status(other.http.get(&stream).send().await.expect("stream")),
+        404
+    );
+    let list: Value = other
+        .http
+        .get(format!("{}/api/jobs?limit=100", api.base))
+        .send()
+        .await
+        .expect("list")
+        .json()
+        .await
+        .expect("json");
+    assert!(
+        list["jobs"]
+            .as_array()
+            .is_some_and(|j| j.iter().all(|j| j["id"] != id.as_str())),
+        "{list}"
+    );
+    api.wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("the owner's job completes");
+}
+
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::tenants_are_isolated", |c| {
+        Box::pin(tenants_are_isolated(c))
+    }),
     ("cloud::repeated_upload_events_make_one_job", |c| {
         Box::pin(repeated_upload_events_make_one_job(c))
     }),

@@ -43,6 +43,9 @@ pub struct CloudConfig {
     /// key (`OPENAI_API_KEY_SECRET_ARN`; set on the worker only), read once
     /// at start so the key is in no function's configuration.
     pub openai_key_secret: Option<String>,
+    /// Whose jobs uploads under `incoming/` make (`LOTSAWA_INGEST_TENANT`,
+    /// default `default`): whoever may write to the bucket acts for it.
+    pub ingest_tenant: lotsawa_core::Tenant,
     /// API keys required on every `/api` request (`LOTSAWA_REQUIRE_AUTH=1`):
     /// the same keys as locally, hashed in the table.
     pub require_auth: bool,
@@ -129,6 +132,15 @@ impl CloudConfig {
             openai_key_secret: get("OPENAI_API_KEY_SECRET_ARN")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
+                Some(t) if !t.trim().is_empty() => {
+                    lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {
+                        name: "LOTSAWA_INGEST_TENANT",
+                        message: e.0,
+                    })?
+                }
+                _ => lotsawa_core::Tenant::default(),
+            },
             require_auth: flag(get, "LOTSAWA_REQUIRE_AUTH")?,
             emulator: flag(get, "LOTSAWA_EMULATOR")?,
         })

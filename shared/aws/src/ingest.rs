@@ -117,10 +117,8 @@ pub async fn ingest(
         Ok(source) => source,
         Err(why) => {
             let error = format!("s3://{bucket}/{key}: {why}");
-            // Uploads belong to the default tenant (whoever may write to
-            // the bucket owns the deployment).
             let mut job = lotsawa_core::pipeline::rejected_job(
-                lotsawa_core::Tenant::default(),
+                store.config.ingest_tenant.clone(),
                 JobType::Translation,
                 JobConfig::default(),
                 error,
@@ -139,7 +137,7 @@ pub async fn ingest(
         }
     };
     let new = NewJob {
-        tenant: lotsawa_core::Tenant::default(),
+        tenant: store.config.ingest_tenant.clone(),
         kind: JobType::Translation,
         source,
         config: JobConfig::default(),

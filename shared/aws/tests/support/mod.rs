@@ -90,6 +90,7 @@ pub fn fresh_config() -> CloudConfig {
         body_limit: 1024 * 1024,
         bedrock_models: Vec::new(),
         openai_key_secret: None,
+        ingest_tenant: lotsawa_core::Tenant::default(),
         require_auth: false,
         emulator: false,
     }
