@@ -200,6 +200,40 @@ async fn keys_guard_every_endpoint_and_tenants_see_only_their_jobs() {
     let err = String::from_utf8_lossy(&refused.stderr);
     assert!(err.contains("API key") && err.contains("401"), "{err}");
 
+    // The translation memory is per tenant: the same text from another
+    // tenant goes to the provider again and reports no memory hit.
+    let text = "ཀ་ཁ་ག་ང་ཅ། memory-per-tenant";
+    let mut results = Vec::new();
+    for key in [&alpha, &beta, &alpha] {
+        let (status, body, _) = c
+            .send(
+                M::POST,
+                "/api/jobs",
+                Some(key),
+                Some(json!({"sourceText": text, "config": {"engine": "openai"}})),
+            )
+            .await;
+        assert_eq!(status, 202, "{body}");
+        let path = format!("/api/jobs/{}", body["jobId"].as_str().expect("id"));
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let job = loop {
+            let (_, job, _) = c.send(M::GET, &path, Some(key), None).await;
+            if job["status"] == "completed" {
+                break job;
+            }
+            assert!(job["status"] != "failed", "{job}");
+            assert!(std::time::Instant::now() < deadline, "{job}");
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        };
+        results.push(job["result"]["chunksFromMemory"].as_u64());
+    }
+    assert_eq!(
+        results,
+        vec![Some(0), Some(0), Some(1)],
+        "memory hits per submission"
+    );
+    assert_eq!(provider.calls_for(text), 2, "one provider call per tenant");
+
     // A revoked key is refused at once (the server reads the same database).
     let alpha_id = &alpha[4..16];
     let out = lotsawa(&["keys", "revoke", alpha_id, "--db", db_s]);

@@ -21,8 +21,22 @@ pub fn normalize(text: &str) -> String {
 }
 
 /// The memory key of a request.
-pub fn key(text: &str, engine: &str, model: Option<&str>, glossary: &[GlossaryEntry]) -> String {
+pub fn key(
+    tenant: &crate::auth::Tenant,
+    text: &str,
+    engine: &str,
+    model: Option<&str>,
+    glossary: &[GlossaryEntry],
+) -> String {
     let mut h = Sha256::new();
+    // Each tenant has a memory of its own, so a hit never tells one tenant
+    // what another translated; the default tenant's keys are those of a
+    // server without tenants, so its memory carries over.
+    if tenant.as_str() != crate::auth::Tenant::DEFAULT_NAME {
+        h.update(b"tenant\0");
+        h.update(tenant.as_str().as_bytes());
+        h.update([0u8]);
+    }
     for part in [
         normalize(text).as_str(),
         engine,
@@ -56,11 +70,21 @@ mod tests {
             bo: "ཆོས".into(),
             en: "Dharma".into(),
         }];
+        let t = crate::auth::Tenant::default();
+        let key = |text: &str, engine: &str, model: Option<&str>, g: &[GlossaryEntry]| {
+            key(&t, text, engine, model, g)
+        };
         let base = key("ཆོས་ཀྱི། ", "openai", Some("m"), &[]);
         assert_eq!(base.len(), 64);
         assert_eq!(base, key("  ཆོས་ཀྱི།\n", "openai", Some("m"), &[]));
         assert_ne!(base, key("ཆོས་ཀྱི།", "bedrock", Some("m"), &[]));
         assert_ne!(base, key("ཆོས་ཀྱི།", "openai", Some("n"), &[]));
         assert_ne!(base, key("ཆོས་ཀྱི།", "openai", Some("m"), &g));
+        let other = crate::auth::Tenant::parse("other").expect("tenant");
+        assert_ne!(
+            base,
+            super::key(&other, "ཆོས་ཀྱི།", "openai", Some("m"), &[]),
+            "another tenant has its own memory"
+        );
     }
 }

@@ -143,8 +143,15 @@ impl ChunkPlan {
         all.extend(engines.server_glossary());
         let glossary = relevant_glossary(&all, &chunk.source);
         let is_model = engine.kind() == EngineKind::Model;
-        let memory_key = is_model
-            .then(|| crate::memory::key(&chunk.source, engine.name(), model.as_deref(), &glossary));
+        let memory_key = is_model.then(|| {
+            crate::memory::key(
+                &job.tenant,
+                &chunk.source,
+                engine.name(),
+                model.as_deref(),
+                &glossary,
+            )
+        });
         let context = if is_model {
             chunk
                 .context
