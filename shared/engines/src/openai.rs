@@ -134,17 +134,24 @@ struct Message {
     content: Option<String>,
 }
 
-/// Parse a Retry-After header: delta-seconds or an HTTP date.
+/// The longest Retry-After taken from a provider; the retry policy caps
+/// each wait lower still. Any larger value (`1e20`) is clamped, never a panic.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(24 * 3600);
+
+/// Parse a Retry-After header: delta-seconds or an HTTP date, clamped to
+/// [`MAX_RETRY_AFTER`].
 pub fn parse_retry_after(value: &str) -> Option<Duration> {
     let v = value.trim();
     if let Ok(secs) = v.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+        return Some(Duration::from_secs(secs).min(MAX_RETRY_AFTER));
     }
     if let Ok(secs) = v.parse::<f64>()
         && secs.is_finite()
         && secs >= 0.0
     {
-        return Some(Duration::from_secs_f64(secs));
+        return Some(Duration::from_secs_f64(
+            secs.min(MAX_RETRY_AFTER.as_secs_f64()),
+        ));
     }
     let when = httpdate::parse_http_date(v).ok()?;
     Some(
@@ -499,5 +506,12 @@ mod tests {
             Some(Duration::ZERO)
         );
         assert_eq!(parse_retry_after("soon"), None);
+        // Absurd values are clamped, never a panic.
+        for huge in ["1e20", "99999999999999999999999", "18446744073709551615", "1.5e300"] {
+            assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
+        }
+        assert_eq!(parse_retry_after("-5"), None);
+        assert_eq!(parse_retry_after("NaN"), None);
+        assert_eq!(parse_retry_after("0.25"), Some(Duration::from_millis(250)));
     }
 }
