@@ -70,6 +70,8 @@ pub struct ServeConfig {
     pub shutdown_grace: Duration,
     /// API keys required (`--require-auth`, LOTSAWA_REQUIRE_AUTH=1).
     pub require_auth: bool,
+    /// Most chunks one job may have (LOTSAWA_MAX_CHUNKS, default 2000).
+    pub max_chunks: u32,
 }
 
 fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
@@ -134,6 +136,10 @@ impl ServeConfig {
                     });
                 }
             };
+        let max_chunks = match env.var("LOTSAWA_MAX_CHUNKS") {
+            Some(v) => parse_num("LOTSAWA_MAX_CHUNKS", &v, 1u32, 1_000_000)?,
+            None => lotsawa_core::service::DEFAULT_MAX_CHUNKS,
+        };
         let grace_ms = match env.var("LOTSAWA_SHUTDOWN_GRACE_MS") {
             Some(v) => parse_num("LOTSAWA_SHUTDOWN_GRACE_MS", &v, 0u64, 3_600_000)?,
             None => 10_000,
@@ -177,6 +183,7 @@ impl ServeConfig {
             body_limit,
             shutdown_grace: Duration::from_millis(grace_ms),
             require_auth,
+            max_chunks,
         })
     }
 }
@@ -185,6 +192,7 @@ impl ServeConfig {
     /// The scheduler settings of the embedded backend.
     pub fn scheduler(&self) -> lotsawa_local::SchedulerConfig {
         lotsawa_local::SchedulerConfig {
+            max_chunks: self.max_chunks,
             concurrency: self.concurrency,
             retry: self.retry,
             shutdown_grace: self.shutdown_grace,

@@ -43,6 +43,8 @@ pub struct CloudConfig {
     /// key (`OPENAI_API_KEY_SECRET_ARN`; set on the worker only), read once
     /// at start so the key is in no function's configuration.
     pub openai_key_secret: Option<String>,
+    /// Most chunks one job may have (`LOTSAWA_MAX_CHUNKS`, default 2000).
+    pub max_chunks: u32,
     /// Whose jobs uploads under `incoming/` make (`LOTSAWA_INGEST_TENANT`,
     /// default `default`): whoever may write to the bucket acts for it.
     pub ingest_tenant: lotsawa_core::Tenant,
@@ -132,6 +134,13 @@ impl CloudConfig {
             openai_key_secret: get("OPENAI_API_KEY_SECRET_ARN")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            max_chunks: number(
+                get,
+                "LOTSAWA_MAX_CHUNKS",
+                lotsawa_core::service::DEFAULT_MAX_CHUNKS,
+                1,
+                1_000_000,
+            )?,
             ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
                 Some(t) if !t.trim().is_empty() => {
                     lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {

@@ -28,6 +28,7 @@ pub fn cloud_service(
     default_engine: String,
     models: Vec<(String, Vec<String>)>,
 ) -> Service {
+    let max_chunks = store.config.max_chunks;
     Service::new(
         Arc::new(store.clone()),
         Arc::new(CloudRunner { store }),
@@ -38,6 +39,7 @@ pub fn cloud_service(
             models,
         },
     )
+    .with_max_chunks(max_chunks)
 }
 
 #[async_trait]

@@ -120,6 +120,9 @@ pub struct ChunkOutput {
     pub translation: String,
 }
 
+/// Most chunks one job may have unless configured (`LOTSAWA_MAX_CHUNKS`).
+pub const DEFAULT_MAX_CHUNKS: u32 = 2000;
+
 /// What the HTTP API needs from a backend.
 #[async_trait]
 pub trait JobService: Send + Sync {
@@ -232,6 +235,7 @@ pub struct Service {
     store: Arc<dyn JobStore>,
     runner: Arc<dyn Runner>,
     engines: EngineChoice,
+    max_chunks: u32,
 }
 
 impl std::fmt::Debug for Service {
@@ -247,10 +251,17 @@ impl Service {
     /// A service.
     pub fn new(store: Arc<dyn JobStore>, runner: Arc<dyn Runner>, engines: EngineChoice) -> Self {
         Self {
+            max_chunks: DEFAULT_MAX_CHUNKS,
             store,
             runner,
             engines,
         }
+    }
+
+    /// The same service refusing jobs of more than `n` chunks.
+    pub fn with_max_chunks(mut self, n: u32) -> Self {
+        self.max_chunks = n;
+        self
     }
 
     /// The store underneath.
@@ -302,6 +313,17 @@ impl Service {
         self.engines
             .check_model(&engine, new.config.model.as_deref())?;
         let (mut job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
+        if chunks.len() > self.max_chunks as usize {
+            // Refused before anything is stored: a small chunkSize on a large
+            // text would otherwise make (and bill) a chunk per sentence.
+            return Err(ServiceError::Invalid(format!(
+                "this text makes {} chunks of at most {} characters; a job may have at most {}: \
+                 raise config.chunkSize or split the text",
+                chunks.len(),
+                job.config.chunk_size.get(),
+                self.max_chunks
+            )));
+        }
         job.id = id;
         self.store.create(&job, &chunks).await?;
         Ok(job)

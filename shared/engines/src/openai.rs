@@ -507,7 +507,12 @@ mod tests {
         );
         assert_eq!(parse_retry_after("soon"), None);
         // Absurd values are clamped, never a panic.
-        for huge in ["1e20", "99999999999999999999999", "18446744073709551615", "1.5e300"] {
+        for huge in [
+            "1e20",
+            "99999999999999999999999",
+            "18446744073709551615",
+            "1.5e300",
+        ] {
             assert_eq!(parse_retry_after(huge), Some(MAX_RETRY_AFTER), "{huge}");
         }
         assert_eq!(parse_retry_after("-5"), None);

@@ -25,6 +25,7 @@ async fn app(body_limit: usize) -> (tempfile::TempDir, LocalBackend, Router) {
             concurrency: 3,
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
         },
     )
     .await
@@ -217,4 +218,39 @@ async fn list_parameters_are_parsed_at_the_edge() {
     )
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
+}
+
+/// A text that would make more chunks than a job may have is refused
+/// before anything is stored, with a message that says what to change.
+#[tokio::test]
+async fn too_many_chunks_are_refused_before_anything_is_stored() {
+    let (_d, _b, app) = app(1024 * 1024).await;
+    let text = "ཀ་ཁ། ".repeat(2001);
+    let (status, ct, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": text, "config": {"chunkSize": 4}}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(ct, "application/problem+json");
+    let detail = body["detail"].as_str().unwrap_or("");
+    assert!(
+        detail.contains("at most 2000") && detail.contains("chunkSize"),
+        "{detail}"
+    );
+    let (_, _, list) = call(&app, get("/api/jobs")).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(0), "{list}");
+    // The same text in larger chunks is accepted.
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": text, "config": {"chunkSize": 2000}}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }

@@ -52,6 +52,7 @@ impl LocalBackend {
         let store = tokio::task::spawn_blocking(move || Store::open(db))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))??;
+        let max_chunks = config.max_chunks;
         let (changes, _) = broadcast::channel(1024);
         let draining = CancellationToken::new();
         let metrics = Metrics::new();
@@ -81,7 +82,8 @@ impl LocalBackend {
             Arc::new(store.clone()),
             Arc::new(LocalRunner { shared }),
             choice,
-        );
+        )
+        .with_max_chunks(max_chunks);
         Ok(Self {
             service: Arc::new(service),
             scheduler,

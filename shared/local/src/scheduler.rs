@@ -32,6 +32,8 @@ pub struct SchedulerConfig {
     pub retry: RetryPolicy,
     /// How long in-flight chunk calls may run after a shutdown request.
     pub shutdown_grace: Duration,
+    /// Most chunks one submitted job may have.
+    pub max_chunks: u32,
 }
 
 /// Everything a job runner needs.

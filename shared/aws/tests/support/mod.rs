@@ -91,6 +91,7 @@ pub fn fresh_config() -> CloudConfig {
         bedrock_models: Vec::new(),
         openai_key_secret: None,
         ingest_tenant: lotsawa_core::Tenant::default(),
+        max_chunks: 2000,
         require_auth: false,
         emulator: false,
     }
