@@ -72,6 +72,9 @@ pub struct ServeConfig {
     pub require_auth: bool,
     /// Most chunks one job may have (LOTSAWA_MAX_CHUNKS, default 2000).
     pub max_chunks: u32,
+    /// Host names a keyless server answers besides localhost and IP
+    /// addresses (LOTSAWA_ALLOWED_HOSTS, comma separated).
+    pub allowed_hosts: Vec<String>,
 }
 
 fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
@@ -184,6 +187,14 @@ impl ServeConfig {
             shutdown_grace: Duration::from_millis(grace_ms),
             require_auth,
             max_chunks,
+            allowed_hosts: env
+                .var("LOTSAWA_ALLOWED_HOSTS")
+                .unwrap_or_default()
+                .split(',')
+                .map(str::trim)
+                .filter(|h| !h.is_empty())
+                .map(str::to_owned)
+                .collect(),
         })
     }
 }

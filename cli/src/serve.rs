@@ -112,6 +112,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             stream_max: Duration::from_secs(24 * 3600),
             shutdown: draining.clone(),
             require_auth: config.require_auth,
+            allowed_hosts: (!config.require_auth).then(|| config.allowed_hosts.clone()),
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -179,6 +179,8 @@ impl App {
                 stream_max: self.config.stream_max.min(API_STREAM_MAX),
                 shutdown: Default::default(),
                 require_auth: self.config.require_auth,
+                // Behind API Gateway and Function URLs: their host names.
+                allowed_hosts: None,
             },
         )
     }
@@ -192,6 +194,8 @@ impl App {
                 stream_max: self.config.stream_max,
                 shutdown: Default::default(),
                 require_auth: self.config.require_auth,
+                // Behind API Gateway and Function URLs: their host names.
+                allowed_hosts: None,
             },
         )
     }

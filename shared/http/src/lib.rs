@@ -46,6 +46,11 @@ pub struct ApiConfig {
     /// <key>`; jobs belong to the key's tenant. Off: everything is the
     /// default tenant's.
     pub require_auth: bool,
+    /// Host names a keyless local server answers besides `localhost` and IP
+    /// literals (`LOTSAWA_ALLOWED_HOSTS`); `None`: no `Host` check (the
+    /// cloud, or keys required). A web page cannot then drive the server
+    /// through DNS rebinding, and cross-site browser requests are refused.
+    pub allowed_hosts: Option<Vec<String>>,
 }
 
 impl Default for ApiConfig {
@@ -55,6 +60,7 @@ impl Default for ApiConfig {
             stream_max: Duration::from_secs(24 * 3600),
             shutdown: CancellationToken::new(),
             require_auth: false,
+            allowed_hosts: None,
         }
     }
 }
@@ -103,11 +109,83 @@ pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router 
     .with_state(state)
 }
 
-/// The caller's tenant on every request (the default tenant when keys are
+/// The `Host` check (keyless local servers), then the caller's tenant on
+/// every request (the default tenant when keys are
 /// off); with keys on, a request other than `/healthz` and `/openapi.json`
 /// without a valid key is answered 401.
 fn with_auth(state: AppState, routes: Router<AppState>) -> Router<AppState> {
-    routes.layer(axum::middleware::from_fn_with_state(state, authenticate))
+    routes
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            authenticate,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, check_host))
+}
+
+/// The host part of a `Host` or `Origin` authority (no port, no brackets).
+fn host_of(authority: &str) -> &str {
+    let a = authority.trim();
+    if let Some(rest) = a.strip_prefix('[') {
+        return rest.split(']').next().unwrap_or("");
+    }
+    match a.rsplit_once(':') {
+        Some((h, port)) if port.bytes().all(|b| b.is_ascii_digit()) => h,
+        _ => a,
+    }
+}
+
+/// Whether a keyless server answers requests for `host`: an IP literal (a
+/// rebinding attack needs a name), `localhost`, or a configured name.
+pub fn host_allowed(host: &str, extra: &[String]) -> bool {
+    let h = host_of(host).trim_end_matches('.');
+    h.parse::<std::net::IpAddr>().is_ok()
+        || h.eq_ignore_ascii_case("localhost")
+        || extra.iter().any(|e| e.eq_ignore_ascii_case(h))
+}
+
+async fn check_host(
+    State(state): State<AppState>,
+    req: Request,
+    next: Next,
+) -> Result<Response, ApiError> {
+    if let Some(extra) = &state.config.allowed_hosts {
+        let headers = req.headers();
+        let host = headers
+            .get(header::HOST)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+            .or_else(|| req.uri().authority().map(|a| a.to_string()));
+        if let Some(host) = host
+            && !host_allowed(&host, extra)
+        {
+            return Err(ApiError::new(
+                StatusCode::MISDIRECTED_REQUEST,
+                format!(
+                    "this server answers only for localhost, IP addresses and LOTSAWA_ALLOWED_HOSTS, not '{}'",
+                    host_of(&host)
+                ),
+            ));
+        }
+        let cross_site = headers
+            .get("sec-fetch-site")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.eq_ignore_ascii_case("cross-site"));
+        let foreign_origin = headers
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+            .filter(|o| *o != "null")
+            .is_some_and(|o| {
+                let authority = o.split_once("://").map_or(o, |(_, a)| a);
+                !host_allowed(authority, extra)
+            });
+        if cross_site || foreign_origin {
+            return Err(ApiError::new(
+                StatusCode::FORBIDDEN,
+                "cross-site browser requests are refused by a server without API keys",
+            ));
+        }
+    }
+    Ok(next.run(req).await)
 }
 
 async fn authenticate(

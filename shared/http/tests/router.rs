@@ -254,3 +254,74 @@ async fn too_many_chunks_are_refused_before_anything_is_stored() {
     .await;
     assert_eq!(status, StatusCode::ACCEPTED, "{body}");
 }
+
+/// A keyless server answers only for localhost, IP literals and the
+/// configured names (a page on a rebound DNS name gets 421), and refuses
+/// cross-site browser requests (403).
+#[tokio::test]
+async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("h.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
+        },
+    )
+    .await
+    .expect("backend");
+    let app = router(
+        backend.service() as Arc<dyn JobService>,
+        ApiConfig {
+            allowed_hosts: Some(vec!["lotsawa.lan".into()]),
+            ..ApiConfig::default()
+        },
+    );
+    let with = |host: &str, extra: &[(&str, &str)]| {
+        let mut r = Request::get("/api/jobs").header(header::HOST, host);
+        for (k, v) in extra {
+            r = r.header(*k, *v);
+        }
+        r.body(Body::empty()).expect("request")
+    };
+    for host in [
+        "127.0.0.1:8080",
+        "localhost:8080",
+        "LOCALHOST",
+        "[::1]:8080",
+        "10.1.2.3",
+        "lotsawa.lan:8080",
+    ] {
+        let (status, _, body) = call(&app, with(host, &[])).await;
+        assert_eq!(status, StatusCode::OK, "{host}: {body}");
+    }
+    for host in [
+        "attacker.example:8080",
+        "localhost.attacker.example",
+        "lotsawa.lan.evil",
+    ] {
+        let (status, ct, body) = call(&app, with(host, &[])).await;
+        assert_eq!(status, StatusCode::MISDIRECTED_REQUEST, "{host}: {body}");
+        assert_eq!(ct, "application/problem+json");
+    }
+    for extra in [
+        [("sec-fetch-site", "cross-site")],
+        [("origin", "http://attacker.example")],
+    ] {
+        let (status, _, body) = call(&app, with("127.0.0.1:8080", &extra)).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{extra:?}: {body}");
+    }
+    for extra in [
+        [("sec-fetch-site", "same-origin")],
+        [("origin", "http://localhost:3000")],
+    ] {
+        let (status, _, body) = call(&app, with("127.0.0.1:8080", &extra)).await;
+        assert_eq!(status, StatusCode::OK, "{extra:?}: {body}");
+    }
+    assert!(lotsawa_http::host_allowed("127.0.0.1", &[]));
+    assert!(!lotsawa_http::host_allowed("example.org", &[]));
+}
