@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use lotsawa_core::metrics::ChunkTotals;
 use lotsawa_core::progress::ChunkTiming;
 use lotsawa_core::store::{
-    Applied, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest, Pulse,
-    SlotChange, StoreError, StorePage,
+    Applied, Checkpoint, ChunkChange, ChunkDone, Field, IdempotencyRecord, JobPatch, JobStore,
+    PageRequest, Pulse, SlotChange, StoreError, StorePage,
 };
 use lotsawa_core::{ApiKeyRecord, ChunkRecord, Job, JobId, JobStatus};
 
@@ -1485,6 +1485,75 @@ impl JobStore for DynamoStore {
                 (*st, total.max(0) as u64)
             })
             .collect())
+    }
+
+    /// `IDEM#<tenant>#<sha256 of the key>`: a conditional put (none there,
+    /// or one older than the window), else the one there. Expires by TTL
+    /// two days after it is made.
+    async fn idempotency_put(
+        &self,
+        record: &IdempotencyRecord,
+        expired_before: DateTime<Utc>,
+    ) -> Result<IdempotencyRecord, StoreError> {
+        let pk = format!(
+            "IDEM#{}#{}",
+            record.tenant,
+            lotsawa_core::auth::key_hash(&record.key)
+        );
+        let mut item = Self::key(pk.clone(), "IDEM");
+        item.insert("fingerprint".into(), s(record.fingerprint.clone()));
+        item.insert("jobId".into(), s(record.job_id.to_string()));
+        item.insert("createdAt".into(), s(ts(record.created_at)));
+        item.insert(
+            "expiresAt".into(),
+            n(record.created_at.timestamp() + 2 * 86_400),
+        );
+        let put = self
+            .clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk) OR createdAt < :cutoff")
+            .expression_attribute_values(":cutoff", s(ts(expired_before)))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"));
+        match put {
+            Ok(_) => return Ok(record.clone()),
+            Err(StoreError::ConditionFailed(_)) => {}
+            Err(e) => return Err(e),
+        }
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(pk, "IDEM")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let item = out
+            .item
+            .ok_or_else(|| StoreError::Corrupt("idempotency record vanished".into()))?;
+        let get = |k: &str| {
+            item.get(k)
+                .and_then(|v| v.as_s().ok())
+                .cloned()
+                .ok_or_else(|| StoreError::Corrupt(format!("idempotency record: no {k}")))
+        };
+        Ok(IdempotencyRecord {
+            tenant: record.tenant.clone(),
+            key: record.key.clone(),
+            fingerprint: get("fingerprint")?,
+            job_id: get("jobId")?
+                .parse()
+                .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?,
+            created_at: DateTime::parse_from_rfc3339(&get("createdAt")?)
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?
+                .with_timezone(&Utc),
+        })
     }
 
     async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> Result<(), StoreError> {

@@ -860,3 +860,97 @@ pub async fn api_keys_are_found_by_hash_and_revoked(store: Store) {
         "other"
     );
 }
+
+/// Idempotency keys: the first record for a (tenant, key) holds within the
+/// window, an expired one is replaced, tenants are independent; through
+/// the service, the same request again makes no second job, a different
+/// one is refused.
+pub async fn idempotency_keys_hold_their_first_request(store: Store) {
+    use lotsawa_core::store::IdempotencyRecord;
+    let t0 = created_at();
+    let rec = |tenant: &Tenant, fp: &str, at| IdempotencyRecord {
+        tenant: tenant.clone(),
+        key: "order-17".into(),
+        fingerprint: fp.into(),
+        job_id: JobId::new(),
+        created_at: at,
+    };
+    let a = Tenant::parse("idem-a").expect("tenant");
+    let b = Tenant::parse("idem-b").expect("tenant");
+    let first = rec(&a, "fp1", t0);
+    let window_start = t0 - chrono::Duration::hours(1);
+    assert_eq!(
+        store
+            .idempotency_put(&first, window_start)
+            .await
+            .expect("put"),
+        first
+    );
+    let again = rec(&a, "fp2", t0 + chrono::Duration::seconds(5));
+    assert_eq!(
+        store
+            .idempotency_put(&again, window_start)
+            .await
+            .expect("put"),
+        first,
+        "the first record holds"
+    );
+    let other = rec(&b, "fp1", t0);
+    assert_eq!(
+        store
+            .idempotency_put(&other, window_start)
+            .await
+            .expect("put"),
+        other,
+        "another tenant's key is its own"
+    );
+    let later = rec(&a, "fp3", t0 + chrono::Duration::days(2));
+    assert_eq!(
+        store
+            .idempotency_put(&later, t0 + chrono::Duration::days(1))
+            .await
+            .expect("put"),
+        later,
+        "an expired record is replaced"
+    );
+
+    let svc = service(&store);
+    let new = |tenant: &Tenant, text: &str| lotsawa_core::NewJob {
+        tenant: tenant.clone(),
+        kind: JobType::Translation,
+        source: lotsawa_core::SourceText::parse(text.into()).expect("text"),
+        config: JobConfig::default(),
+    };
+    let s1 = svc
+        .submit_once(new(&a, "ཀ་ཁ། "), "req-1")
+        .await
+        .expect("first");
+    assert!(!s1.replayed);
+    let s2 = svc
+        .submit_once(new(&a, "ཀ་ཁ། "), "req-1")
+        .await
+        .expect("again");
+    assert_eq!((s2.job_id, s2.replayed), (s1.job_id, true));
+    let r = svc.submit_once(new(&a, "ག་ང། "), "req-1").await;
+    assert!(
+        matches!(r, Err(ServiceError::IdempotencyMismatch(_))),
+        "{r:?}"
+    );
+    let s3 = svc
+        .submit_once(new(&b, "ཀ་ཁ། "), "req-1")
+        .await
+        .expect("other tenant");
+    assert!(!s3.replayed && s3.job_id != s1.job_id);
+    let page = svc
+        .list(ListQuery {
+            tenant: a.clone(),
+            status: None,
+            kind: None,
+            limit: 10,
+            cursor: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), 1, "one job for two submissions");
+    assert_eq!(store.get(s1.job_id).await.expect("job").tenant, a);
+}

@@ -40,7 +40,8 @@ macro_rules! conformance_tests {
             unknown_jobs_are_not_found,
             watchers_read_pulses_briefs_and_chunk_ranges,
             tenants_see_only_their_own_jobs,
-            api_keys_are_found_by_hash_and_revoked
+            api_keys_are_found_by_hash_and_revoked,
+            idempotency_keys_hold_their_first_request
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

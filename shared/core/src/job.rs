@@ -378,6 +378,25 @@ pub struct NewJob {
     pub config: JobConfig,
 }
 
+impl NewJob {
+    /// What makes two submissions the same request (idempotency keys): its
+    /// type, text and settings, however the JSON was written.
+    pub fn fingerprint(&self) -> String {
+        use sha2::{Digest, Sha256};
+        let mut h = Sha256::new();
+        h.update(self.kind.as_str().as_bytes());
+        h.update([0u8]);
+        h.update(self.source.as_str().as_bytes());
+        h.update([0u8]);
+        h.update(
+            serde_json::to_string(&self.config)
+                .unwrap_or_default()
+                .as_bytes(),
+        );
+        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    }
+}
+
 /// The output of a completed job.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -37,7 +37,7 @@ pub use progress::Progress;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use service::{
     ChunkOutput, EngineChoice, JobPage, JobService, JobView, ListQuery, Runner, Service,
-    ServiceError,
+    ServiceError, Submitted,
 };
 pub use store::{
     Applied, Change, Checkpoint, ChunkDone, JobPatch, JobStore, ListFilter, PageRequest,

@@ -42,6 +42,9 @@ pub enum ServiceError {
     /// No key, or a key that is unknown or revoked.
     #[error("{0}")]
     Unauthorized(String),
+    /// An idempotency key used again with a different request.
+    #[error("{0}")]
+    IdempotencyMismatch(String),
     /// A store failure; the source is logged, not shown.
     #[error(transparent)]
     Store(StoreError),
@@ -120,6 +123,18 @@ pub struct ChunkOutput {
     pub translation: String,
 }
 
+/// How long an idempotency key holds its first request.
+pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
+
+/// What [`JobService::submit_once`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submitted {
+    /// The job.
+    pub job_id: JobId,
+    /// True when an earlier request with the key made it.
+    pub replayed: bool,
+}
+
 /// Most chunks one job may have unless configured (`LOTSAWA_MAX_CHUNKS`).
 pub const DEFAULT_MAX_CHUNKS: u32 = 2000;
 
@@ -128,6 +143,11 @@ pub const DEFAULT_MAX_CHUNKS: u32 = 2000;
 pub trait JobService: Send + Sync {
     /// Store a new job and queue it (FIFO).
     async fn submit(&self, job: NewJob) -> Result<Job, ServiceError>;
+    /// Store and queue a job once per (tenant, `key`) within
+    /// [`IDEMPOTENCY_WINDOW`]: the same request again answers with the first
+    /// job (`replayed` true) and queues nothing; a different request under
+    /// the same key is `IdempotencyMismatch`.
+    async fn submit_once(&self, job: NewJob, key: &str) -> Result<Submitted, ServiceError>;
     /// The caller's job with its progress; another tenant's job is
     /// `NotFound`, as is every job-reading method below for one.
     async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
@@ -399,6 +419,52 @@ fn owned(tenant: &Tenant, job: Job) -> Result<Job, ServiceError> {
 impl JobService for Service {
     async fn submit(&self, new: NewJob) -> Result<Job, ServiceError> {
         self.create(new).await
+    }
+
+    async fn submit_once(&self, new: NewJob, key: &str) -> Result<Submitted, ServiceError> {
+        let now = Utc::now();
+        let fingerprint = new.fingerprint();
+        let ours = crate::store::IdempotencyRecord {
+            tenant: new.tenant.clone(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.clone(),
+            job_id: JobId::new(),
+            created_at: now,
+        };
+        let held = self
+            .store
+            .idempotency_put(&ours, now - IDEMPOTENCY_WINDOW)
+            .await?;
+        if held.fingerprint != fingerprint {
+            return Err(ServiceError::IdempotencyMismatch(format!(
+                "Idempotency-Key '{key}' was used with a different request (job {})",
+                held.job_id
+            )));
+        }
+        let replayed = held.job_id != ours.job_id;
+        if replayed {
+            match self.store.get(held.job_id).await {
+                Ok(_) => {
+                    return Ok(Submitted {
+                        job_id: held.job_id,
+                        replayed,
+                    });
+                }
+                // The first request stopped between its record and its job
+                // (or is making it now): make it, once.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.create_as(held.job_id, new).await {
+            Ok(job) => self.queue(&job).await?,
+            Err(ServiceError::Store(StoreError::ConditionFailed(_))) if replayed => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Submitted {
+            job_id: held.job_id,
+            replayed,
+        })
     }
 
     async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {

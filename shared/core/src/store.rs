@@ -467,6 +467,22 @@ impl Pulse {
     }
 }
 
+/// A remembered submission under an `Idempotency-Key`: the job it made and
+/// the request's fingerprint ([`crate::job::NewJob::fingerprint`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    /// Whose key.
+    pub tenant: crate::auth::Tenant,
+    /// The client's key.
+    pub key: String,
+    /// The request it was first used with.
+    pub fingerprint: String,
+    /// The job that request made.
+    pub job_id: JobId,
+    /// When it was first used.
+    pub created_at: DateTime<Utc>,
+}
+
 /// The job store port. Every status change goes through [`JobStore::apply`]
 /// with a patch planned by [`JobPatch::plan`].
 #[async_trait]
@@ -553,6 +569,15 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// Concurrency slots held now.
     async fn slots_in_use(&self) -> Result<u32, StoreError>;
+
+    /// Remember `record` unless its tenant's key is held by a record made at
+    /// or after `expired_before` (first writer wins; an older one is
+    /// replaced); the record held afterwards.
+    async fn idempotency_put(
+        &self,
+        record: &IdempotencyRecord,
+        expired_before: DateTime<Utc>,
+    ) -> Result<IdempotencyRecord, StoreError>;
 
     /// Store a new API key by the hash of the key.
     async fn key_put(

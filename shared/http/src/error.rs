@@ -59,6 +59,7 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
             ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, m),
+            ServiceError::IdempotencyMismatch(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             ServiceError::Store(source) => {
                 tracing::error!(error = %source, source = ?source, "store error");
                 Self::new(

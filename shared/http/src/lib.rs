@@ -315,28 +315,41 @@ fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, ApiError> {
 
 /// Submit a job.
 #[utoipa::path(post, path = "/api/jobs", request_body = SubmitRequest,
+    params(("Idempotency-Key" = Option<String>, Header,
+        description = "The same key and request from the same tenant within 24 h answer with the first job")),
     responses(
-        (status = 202, description = "Job enqueued", body = SubmitResponse,
-            headers(("Location" = String, description = "URL of the new job"))),
+        (status = 202, description = "Job enqueued (or, with Idempotent-Replayed: true, the job an earlier request with the key made)", body = SubmitResponse,
+            headers(("Location" = String, description = "URL of the new job"),
+                    ("Idempotent-Replayed" = String, description = "true on a replay"))),
         (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
         (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
         (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key used with a different request", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn submit_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
+    headers: HeaderMap,
     body: Result<Json<SubmitRequest>, JsonRejection>,
 ) -> Result<Response, ApiError> {
+    let key = idempotency_key(&headers)?;
     let Json(req) = body?;
     let new = to_new_job(tenant, req)?;
-    let job = state.service.submit(new).await?;
-    let id = job.id.to_string();
+    let (id, replayed) = match key {
+        Some(key) => {
+            let s = state.service.submit_once(new, &key).await?;
+            (s.job_id, s.replayed)
+        }
+        None => (state.service.submit(new).await?.id, false),
+    };
+    let id = id.to_string();
     let location = format!("/api/jobs/{id}");
+    // A replay answers exactly as the first request did.
     let mut res = (
         StatusCode::ACCEPTED,
         Json(SubmitResponse {
             job_id: id,
-            status: job.status.as_str().to_owned(),
+            status: JobStatus::Pending.as_str().to_owned(),
             message: "Job enqueued successfully".into(),
         }),
     )
@@ -344,7 +357,24 @@ async fn submit_job(
     if let Ok(v) = HeaderValue::from_str(&location) {
         res.headers_mut().insert(header::LOCATION, v);
     }
+    if replayed {
+        res.headers_mut()
+            .insert("idempotent-replayed", HeaderValue::from_static("true"));
+    }
     Ok(res)
+}
+
+/// The `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else {
+        return Ok(None);
+    };
+    let bad = || ApiError::bad_request("Idempotency-Key must be 1 to 255 visible ASCII characters");
+    let v = v.to_str().map_err(|_| bad())?.trim();
+    if v.is_empty() || v.len() > 255 || !v.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(bad());
+    }
+    Ok(Some(v.to_owned()))
 }
 
 /// A job with its progress; its result once completed.

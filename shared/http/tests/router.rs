@@ -325,3 +325,50 @@ async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
     assert!(lotsawa_http::host_allowed("127.0.0.1", &[]));
     assert!(!lotsawa_http::host_allowed("example.org", &[]));
 }
+
+/// `Idempotency-Key` on submission: the same request again answers with the
+/// same status and body and `Idempotent-Replayed: true` and makes no second
+/// job; a different body under the key is 422; a malformed key is 400.
+#[tokio::test]
+async fn idempotency_keys_replay_the_first_answer() {
+    let (_d, _b, app) = app(1024 * 1024).await;
+    let submit = |key: &str, text: &str| {
+        Request::post("/api/jobs")
+            .header(header::CONTENT_TYPE, "application/json")
+            .header("idempotency-key", key)
+            .body(Body::from(json!({"sourceText": text}).to_string()))
+            .expect("request")
+    };
+    let first = app
+        .clone()
+        .oneshot(submit("order-1", "ཀ་ཁ། "))
+        .await
+        .expect("res");
+    assert_eq!(first.status(), StatusCode::ACCEPTED);
+    assert!(first.headers().get("idempotent-replayed").is_none());
+    let first_body = first.into_body().collect().await.expect("body").to_bytes();
+    let again = app
+        .clone()
+        .oneshot(submit("order-1", "ཀ་ཁ། "))
+        .await
+        .expect("res");
+    assert_eq!(again.status(), StatusCode::ACCEPTED);
+    assert_eq!(
+        again
+            .headers()
+            .get("idempotent-replayed")
+            .map(|v| v.as_bytes()),
+        Some(&b"true"[..])
+    );
+    let again_body = again.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(first_body, again_body, "the same body");
+    let (status, ct, body) = call(&app, submit("order-1", "ག་ང། ")).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+    assert_eq!(ct, "application/problem+json");
+    for bad in [" ", &"k".repeat(256)] {
+        let (status, _, body) = call(&app, submit(bad, "ཀ་ཁ། ")).await;
+        assert_eq!(status, StatusCode::BAD_REQUEST, "{bad:?}: {body}");
+    }
+    let (_, _, list) = call(&app, get("/api/jobs")).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
+}

@@ -14,8 +14,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
 use lotsawa_core::progress::ChunkTiming;
 use lotsawa_core::store::{
-    Applied, Change, Checkpoint, ChunkChange, ChunkDone, Field, JobPatch, JobStore, PageRequest,
-    QueuePlace, SlotChange, StorePage,
+    Applied, Change, Checkpoint, ChunkChange, ChunkDone, Field, IdempotencyRecord, JobPatch,
+    JobStore, PageRequest, QueuePlace, SlotChange, StorePage,
 };
 use lotsawa_core::{
     ApiKeyRecord, ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, Tenant,
@@ -65,6 +65,12 @@ impl From<StoreError> for lotsawa_core::StoreError {
             {
                 Port::Throttled(Box::new(e))
             }
+            // A second job with an id already taken (a repeated create).
+            StoreError::Sqlite(e)
+                if e.sqlite_error_code() == Some(rusqlite::ErrorCode::ConstraintViolation) =>
+            {
+                Port::ConditionFailed(e.to_string())
+            }
             other @ (StoreError::Sqlite(_) | StoreError::Commit(_) | StoreError::Join(_)) => {
                 Port::backend("sqlite", other)
             }
@@ -101,6 +107,14 @@ CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue_pos) WHERE status = 'pending
 CREATE INDEX IF NOT EXISTS jobs_running ON jobs(queue_pos) WHERE status = 'processing';
 CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs(status, seq);
 CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -899,6 +913,49 @@ impl JobStore for Store {
             .read(move |conn| {
                 let n: i64 = conn.query_row(RUNNING_SQL, [], |r| r.get(0))?;
                 Ok(n.max(0) as u32)
+            })
+            .await?)
+    }
+
+    async fn idempotency_put(
+        &self,
+        record: &IdempotencyRecord,
+        expired_before: DateTime<Utc>,
+    ) -> PortResult<IdempotencyRecord> {
+        let r = record.clone();
+        Ok(self
+            .write(move |conn| {
+                conn.execute(
+                    "INSERT INTO idempotency (tenant, key, fingerprint, job_id, created_at)
+                     VALUES (?1, ?2, ?3, ?4, ?5)
+                     ON CONFLICT (tenant, key) DO UPDATE SET
+                        fingerprint = excluded.fingerprint, job_id = excluded.job_id,
+                        created_at = excluded.created_at
+                     WHERE idempotency.created_at < ?6",
+                    params![
+                        r.tenant.as_str(),
+                        r.key,
+                        r.fingerprint,
+                        r.job_id.to_string(),
+                        ts(r.created_at),
+                        ts(expired_before)
+                    ],
+                )?;
+                let (fingerprint, job_id, created_at): (String, String, String) = conn.query_row(
+                    "SELECT fingerprint, job_id, created_at FROM idempotency
+                         WHERE tenant = ?1 AND key = ?2",
+                    params![r.tenant.as_str(), r.key],
+                    |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)),
+                )?;
+                Ok(IdempotencyRecord {
+                    tenant: r.tenant,
+                    key: r.key,
+                    fingerprint,
+                    job_id: job_id
+                        .parse()
+                        .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?,
+                    created_at: parse_ts(Some(created_at))?.unwrap_or_default(),
+                })
             })
             .await?)
     }
