@@ -75,6 +75,10 @@ pub struct ServeConfig {
     /// Host names a keyless server answers besides localhost and IP
     /// addresses (LOTSAWA_ALLOWED_HOSTS, comma separated).
     pub allowed_hosts: Vec<String>,
+    /// Per-tenant job creation (LOTSAWA_RATE_PER_MIN, LOTSAWA_RATE_BURST):
+    /// 100 a minute, burst 100, when keys are required; off otherwise
+    /// unless set; 0 turns it off.
+    pub rate: Option<lotsawa_core::rate::RateLimit>,
 }
 
 fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
@@ -139,6 +143,20 @@ impl ServeConfig {
                     });
                 }
             };
+        let per_minute = match env.var("LOTSAWA_RATE_PER_MIN") {
+            Some(v) => Some(parse_num("LOTSAWA_RATE_PER_MIN", &v, 0u32, 1_000_000)?),
+            None => require_auth.then_some(100),
+        };
+        let rate = match per_minute {
+            None | Some(0) => None,
+            Some(per_minute) => Some(lotsawa_core::rate::RateLimit {
+                per_minute,
+                burst: match env.var("LOTSAWA_RATE_BURST") {
+                    Some(v) => parse_num("LOTSAWA_RATE_BURST", &v, 1u32, 1_000_000)?,
+                    None => per_minute,
+                },
+            }),
+        };
         let max_chunks = match env.var("LOTSAWA_MAX_CHUNKS") {
             Some(v) => parse_num("LOTSAWA_MAX_CHUNKS", &v, 1u32, 1_000_000)?,
             None => lotsawa_core::service::DEFAULT_MAX_CHUNKS,
@@ -187,6 +205,7 @@ impl ServeConfig {
             shutdown_grace: Duration::from_millis(grace_ms),
             require_auth,
             max_chunks,
+            rate,
             allowed_hosts: env
                 .var("LOTSAWA_ALLOWED_HOSTS")
                 .unwrap_or_default()
@@ -204,6 +223,7 @@ impl ServeConfig {
     pub fn scheduler(&self) -> lotsawa_local::SchedulerConfig {
         lotsawa_local::SchedulerConfig {
             max_chunks: self.max_chunks,
+            rate: self.rate,
             concurrency: self.concurrency,
             retry: self.retry,
             shutdown_grace: self.shutdown_grace,

@@ -45,6 +45,9 @@ pub struct CloudConfig {
     pub openai_key_secret: Option<String>,
     /// Most chunks one job may have (`LOTSAWA_MAX_CHUNKS`, default 2000).
     pub max_chunks: u32,
+    /// Per-tenant job creation (`LOTSAWA_RATE_PER_MIN`, default 100 a
+    /// minute; `LOTSAWA_RATE_BURST`, default the rate; 0 turns it off).
+    pub rate: Option<lotsawa_core::rate::RateLimit>,
     /// Whose jobs uploads under `incoming/` make (`LOTSAWA_INGEST_TENANT`,
     /// default `default`): whoever may write to the bucket acts for it.
     pub ingest_tenant: lotsawa_core::Tenant,
@@ -141,6 +144,13 @@ impl CloudConfig {
                 1,
                 1_000_000,
             )?,
+            rate: match number(get, "LOTSAWA_RATE_PER_MIN", 100u32, 0, 1_000_000)? {
+                0 => None,
+                per_minute => Some(lotsawa_core::rate::RateLimit {
+                    per_minute,
+                    burst: number(get, "LOTSAWA_RATE_BURST", per_minute, 1, 1_000_000)?,
+                }),
+            },
             ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
                 Some(t) if !t.trim().is_empty() => {
                     lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {

@@ -28,7 +28,7 @@ pub fn cloud_service(
     default_engine: String,
     models: Vec<(String, Vec<String>)>,
 ) -> Service {
-    let max_chunks = store.config.max_chunks;
+    let (max_chunks, rate) = (store.config.max_chunks, store.config.rate);
     Service::new(
         Arc::new(store.clone()),
         Arc::new(CloudRunner { store }),
@@ -40,6 +40,7 @@ pub fn cloud_service(
         },
     )
     .with_max_chunks(max_chunks)
+    .with_rate(rate)
 }
 
 #[async_trait]

@@ -1556,6 +1556,72 @@ impl JobStore for DynamoStore {
         })
     }
 
+    /// `RATE#<tenant>`: read, refill, and write back on the condition that
+    /// nobody wrote it meanwhile (optimistic; tried again on a race).
+    async fn take_token(
+        &self,
+        tenant: &lotsawa_core::Tenant,
+        limit: lotsawa_core::rate::RateLimit,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::time::Duration>, StoreError> {
+        let key = Self::key(format!("RATE#{tenant}"), "RATE");
+        for _ in 0..8 {
+            let out = self
+                .clients
+                .ddb
+                .get_item()
+                .table_name(&self.config.table)
+                .set_key(Some(key.clone()))
+                .consistent_read(true)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB GetItem"))?;
+            let prev_at = out
+                .item
+                .as_ref()
+                .and_then(|i| i.get("at"))
+                .and_then(|v| v.as_s().ok())
+                .cloned();
+            let tokens = out
+                .item
+                .as_ref()
+                .and_then(|i| i.get("tokens"))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|v| v.parse::<f64>().ok());
+            let at = prev_at
+                .as_deref()
+                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
+                .map(|t| t.with_timezone(&Utc));
+            let (left, wait) = lotsawa_core::rate::take(limit, tokens, at, now);
+            let mut item = key.clone();
+            item.insert("tokens".into(), n(left));
+            // Unique per write, so the condition tells any other writer apart.
+            item.insert("at".into(), s(format!("{}", ts(now))));
+            item.insert("writer".into(), s(uuid::Uuid::new_v4().to_string()));
+            item.insert("expiresAt".into(), n(now.timestamp() + 86_400));
+            let mut put = self
+                .clients
+                .ddb
+                .put_item()
+                .table_name(&self.config.table)
+                .set_item(Some(item));
+            put = match out.item.as_ref().and_then(|i| i.get("writer")) {
+                Some(w) => put
+                    .condition_expression("writer = :w")
+                    .expression_attribute_values(":w", w.clone()),
+                None => put.condition_expression("attribute_not_exists(pk)"),
+            };
+            match put.send().await.map_err(ddb("DynamoDB PutItem")) {
+                Ok(_) => return Ok(wait),
+                Err(StoreError::ConditionFailed(_)) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(StoreError::Throttled(
+            "the tenant's rate bucket kept changing".into(),
+        ))
+    }
+
     async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> Result<(), StoreError> {
         self.clients
             .ddb

@@ -41,7 +41,8 @@ macro_rules! conformance_tests {
             watchers_read_pulses_briefs_and_chunk_ranges,
             tenants_see_only_their_own_jobs,
             api_keys_are_found_by_hash_and_revoked,
-            idempotency_keys_hold_their_first_request
+            idempotency_keys_hold_their_first_request,
+            rate_buckets_per_tenant
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod pipeline;
 pub mod progress;
 pub mod quality;
+pub mod rate;
 pub mod retry;
 pub mod segment;
 pub mod service;

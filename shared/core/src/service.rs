@@ -42,6 +42,9 @@ pub enum ServiceError {
     /// No key, or a key that is unknown or revoked.
     #[error("{0}")]
     Unauthorized(String),
+    /// The tenant's job-creation rate is spent; try again after this long.
+    #[error("too many jobs created; try again in {} s", .0.as_secs().max(1))]
+    RateLimited(std::time::Duration),
     /// An idempotency key used again with a different request.
     #[error("{0}")]
     IdempotencyMismatch(String),
@@ -256,6 +259,7 @@ pub struct Service {
     runner: Arc<dyn Runner>,
     engines: EngineChoice,
     max_chunks: u32,
+    rate: Option<crate::rate::RateLimit>,
 }
 
 impl std::fmt::Debug for Service {
@@ -272,6 +276,7 @@ impl Service {
     pub fn new(store: Arc<dyn JobStore>, runner: Arc<dyn Runner>, engines: EngineChoice) -> Self {
         Self {
             max_chunks: DEFAULT_MAX_CHUNKS,
+            rate: None,
             store,
             runner,
             engines,
@@ -282,6 +287,22 @@ impl Service {
     pub fn with_max_chunks(mut self, n: u32) -> Self {
         self.max_chunks = n;
         self
+    }
+
+    /// The same service limiting each tenant's job creation.
+    pub fn with_rate(mut self, rate: Option<crate::rate::RateLimit>) -> Self {
+        self.rate = rate;
+        self
+    }
+
+    /// Spend a creation token of `tenant`, when creation is rate limited.
+    async fn admit(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+        if let Some(limit) = self.rate
+            && let Some(wait) = self.store.take_token(tenant, limit, Utc::now()).await?
+        {
+            return Err(ServiceError::RateLimited(wait));
+        }
+        Ok(())
     }
 
     /// The store underneath.
@@ -418,6 +439,7 @@ fn owned(tenant: &Tenant, job: Job) -> Result<Job, ServiceError> {
 #[async_trait]
 impl JobService for Service {
     async fn submit(&self, new: NewJob) -> Result<Job, ServiceError> {
+        self.admit(&new.tenant).await?;
         self.create(new).await
     }
 
@@ -442,6 +464,10 @@ impl JobService for Service {
             )));
         }
         let replayed = held.job_id != ours.job_id;
+        if !replayed {
+            // Only a request that creates spends a token; a replay is free.
+            self.admit(&new.tenant).await?;
+        }
         if replayed {
             match self.store.get(held.job_id).await {
                 Ok(_) => {
@@ -451,8 +477,8 @@ impl JobService for Service {
                     });
                 }
                 // The first request stopped between its record and its job
-                // (or is making it now): make it, once.
-                Err(StoreError::NotFound(_)) => {}
+                // (or was refused, or is making it now): make it, once.
+                Err(StoreError::NotFound(_)) => self.admit(&new.tenant).await?,
                 Err(e) => return Err(e.into()),
             }
         }

@@ -579,6 +579,16 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         expired_before: DateTime<Utc>,
     ) -> Result<IdempotencyRecord, StoreError>;
 
+    /// Take a job-creation token from `tenant`'s bucket
+    /// ([`crate::rate::take`]); `Some(wait)` when it is empty. Atomic per
+    /// tenant: concurrent takes never spend one token twice.
+    async fn take_token(
+        &self,
+        tenant: &crate::auth::Tenant,
+        limit: crate::rate::RateLimit,
+        now: DateTime<Utc>,
+    ) -> Result<Option<std::time::Duration>, StoreError>;
+
     /// Store a new API key by the hash of the key.
     async fn key_put(
         &self,

@@ -27,6 +27,7 @@ pub struct Problem {
 pub struct ApiError {
     status: StatusCode,
     detail: String,
+    retry_after: Option<u64>,
 }
 
 impl ApiError {
@@ -35,6 +36,7 @@ impl ApiError {
         Self {
             status,
             detail: detail.into(),
+            retry_after: None,
         }
     }
     /// 400 Bad Request.
@@ -59,6 +61,11 @@ impl From<ServiceError> for ApiError {
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),
             ServiceError::Unauthorized(m) => Self::new(StatusCode::UNAUTHORIZED, m),
+            r @ ServiceError::RateLimited(wait) => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, r.to_string());
+                e.retry_after = Some(wait.as_secs_f64().ceil().max(1.0) as u64);
+                e
+            }
             ServiceError::IdempotencyMismatch(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             ServiceError::Store(source) => {
                 tracing::error!(error = %source, source = ?source, "store error");
@@ -113,7 +120,13 @@ impl IntoResponse for ApiError {
             detail: self.detail,
         };
         let status = self.status;
+        let retry_after = self.retry_after;
         let mut res = (status, Json(problem)).into_response();
+        if let Some(secs) = retry_after
+            && let Ok(v) = HeaderValue::from_str(&secs.to_string())
+        {
+            res.headers_mut().insert(header::RETRY_AFTER, v);
+        }
         res.headers_mut().insert(
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),

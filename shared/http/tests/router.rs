@@ -26,6 +26,7 @@ async fn app(body_limit: usize) -> (tempfile::TempDir, LocalBackend, Router) {
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(1),
             max_chunks: 2000,
+            rate: None,
         },
     )
     .await
@@ -270,6 +271,7 @@ async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(1),
             max_chunks: 2000,
+            rate: None,
         },
     )
     .await
@@ -371,4 +373,52 @@ async fn idempotency_keys_replay_the_first_answer() {
     }
     let (_, _, list) = call(&app, get("/api/jobs")).await;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
+}
+
+/// With a creation rate, a tenant's submissions beyond its burst are 429
+/// problems with Retry-After, and nothing is stored for them.
+#[tokio::test]
+async fn a_spent_creation_rate_is_429_with_retry_after() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("rate.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
+            rate: Some(lotsawa_core::rate::RateLimit {
+                per_minute: 1,
+                burst: 2,
+            }),
+        },
+    )
+    .await
+    .expect("backend");
+    let app = router(
+        backend.service() as Arc<dyn JobService>,
+        ApiConfig::default(),
+    );
+    let body = json!({"sourceText": "ཀ་ཁ། "}).to_string();
+    for _ in 0..2 {
+        let (status, _, b) = call(&app, post_json("/api/jobs", &body)).await;
+        assert_eq!(status, StatusCode::ACCEPTED, "{b}");
+    }
+    let res = app
+        .clone()
+        .oneshot(post_json("/api/jobs", &body))
+        .await
+        .expect("res");
+    assert_eq!(res.status(), StatusCode::TOO_MANY_REQUESTS);
+    let wait: u64 = res
+        .headers()
+        .get(header::RETRY_AFTER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .expect("Retry-After in seconds");
+    assert!((1..=60).contains(&wait), "{wait}");
+    let (_, _, list) = call(&app, get("/api/jobs")).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(2), "{list}");
 }

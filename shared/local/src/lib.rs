@@ -52,7 +52,7 @@ impl LocalBackend {
         let store = tokio::task::spawn_blocking(move || Store::open(db))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))??;
-        let max_chunks = config.max_chunks;
+        let (max_chunks, rate) = (config.max_chunks, config.rate);
         let (changes, _) = broadcast::channel(1024);
         let draining = CancellationToken::new();
         let metrics = Metrics::new();
@@ -83,7 +83,8 @@ impl LocalBackend {
             Arc::new(LocalRunner { shared }),
             choice,
         )
-        .with_max_chunks(max_chunks);
+        .with_max_chunks(max_chunks)
+        .with_rate(rate);
         Ok(Self {
             service: Arc::new(service),
             scheduler,

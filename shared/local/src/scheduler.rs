@@ -34,6 +34,8 @@ pub struct SchedulerConfig {
     pub shutdown_grace: Duration,
     /// Most chunks one submitted job may have.
     pub max_chunks: u32,
+    /// Per-tenant job-creation rate (`None`: unlimited).
+    pub rate: Option<lotsawa_core::rate::RateLimit>,
 }
 
 /// Everything a job runner needs.

@@ -115,6 +115,11 @@ CREATE TABLE IF NOT EXISTS idempotency (
     created_at TEXT NOT NULL,
     PRIMARY KEY (tenant, key)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    tenant TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at TEXT NOT NULL
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS api_keys (
     id TEXT PRIMARY KEY,
     hash TEXT NOT NULL UNIQUE,
@@ -956,6 +961,38 @@ impl JobStore for Store {
                         .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?,
                     created_at: parse_ts(Some(created_at))?.unwrap_or_default(),
                 })
+            })
+            .await?)
+    }
+
+    /// Read, refill and write the bucket on the writer: one at a time.
+    async fn take_token(
+        &self,
+        tenant: &Tenant,
+        limit: lotsawa_core::rate::RateLimit,
+        now: DateTime<Utc>,
+    ) -> PortResult<Option<std::time::Duration>> {
+        let tenant = tenant.clone();
+        Ok(self
+            .write(move |conn| {
+                let row: Option<(f64, String)> = conn
+                    .query_row(
+                        "SELECT tokens, at FROM rate_buckets WHERE tenant = ?1",
+                        [tenant.as_str()],
+                        |r| Ok((r.get(0)?, r.get(1)?)),
+                    )
+                    .optional()?;
+                let (tokens, at) = match row {
+                    Some((t, at)) => (Some(t), parse_ts(Some(at))?),
+                    None => (None, None),
+                };
+                let (left, wait) = lotsawa_core::rate::take(limit, tokens, at, now);
+                conn.execute(
+                    "INSERT INTO rate_buckets (tenant, tokens, at) VALUES (?1, ?2, ?3)
+                     ON CONFLICT (tenant) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
+                    params![tenant.as_str(), left, ts(now)],
+                )?;
+                Ok(wait)
             })
             .await?)
     }

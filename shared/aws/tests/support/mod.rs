@@ -92,6 +92,7 @@ pub fn fresh_config() -> CloudConfig {
         openai_key_secret: None,
         ingest_tenant: lotsawa_core::Tenant::default(),
         max_chunks: 2000,
+        rate: None,
         require_auth: false,
         emulator: false,
     }
