@@ -1595,8 +1595,8 @@ impl JobStore for DynamoStore {
             let (left, wait) = lotsawa_core::rate::take(limit, tokens, at, now);
             let mut item = key.clone();
             item.insert("tokens".into(), n(left));
+            item.insert("at".into(), s(ts(now)));
             // Unique per write, so the condition tells any other writer apart.
-            item.insert("at".into(), s(format!("{}", ts(now))));
             item.insert("writer".into(), s(uuid::Uuid::new_v4().to_string()));
             item.insert("expiresAt".into(), n(now.timestamp() + 86_400));
             let mut put = self
