@@ -110,7 +110,9 @@ pub async fn ingest(
     } else {
         match String::from_utf8(store.get_bytes(bucket, key).await?) {
             Err(_) => Err("the object is not UTF-8 text".to_owned()),
-            Ok(text) => SourceText::parse(text).map_err(|e| e.0),
+            Ok(text) => SourceText::parse(text)
+                .and_then(|t| t.check_for(JobType::Translation).map(|()| t))
+                .map_err(|e| e.0),
         }
     };
     let source = match why {

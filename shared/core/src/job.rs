@@ -233,8 +233,32 @@ impl SourceText {
                 "sourceText must contain some non-whitespace text".into(),
             ));
         }
+        if s.chars().all(invisible) {
+            return Err(ValidationError(
+                "sourceText is made only of invisible or control characters".into(),
+            ));
+        }
         Ok(Self(s))
     }
+
+    /// Whether the text has Tibetan script (U+0F00–U+0FFF).
+    pub fn has_tibetan(&self) -> bool {
+        self.0
+            .chars()
+            .any(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c))
+    }
+
+    /// What a job of `kind` needs of its text: a translation translates
+    /// Tibetan, so its text must have some.
+    pub fn check_for(&self, kind: JobType) -> Result<(), ValidationError> {
+        match kind {
+            JobType::Translation if !self.has_tibetan() => Err(ValidationError(
+                "sourceText has no Tibetan script: a translation job translates Tibetan".into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+
     /// The text.
     pub fn as_str(&self) -> &str {
         &self.0
@@ -243,6 +267,19 @@ impl SourceText {
     pub fn into_inner(self) -> String {
         self.0
     }
+}
+
+/// Whether a character shows nothing: whitespace, controls, and format
+/// characters such as zero-width spaces, joiners, bidi marks and variation
+/// selectors.
+fn invisible(c: char) -> bool {
+    c.is_whitespace()
+        || c.is_control()
+        || matches!(c,
+            '\u{00AD}' | '\u{034F}' | '\u{061C}' | '\u{115F}' | '\u{1160}' | '\u{17B4}'
+            | '\u{17B5}' | '\u{180B}'..='\u{180F}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{3164}'
+            | '\u{FE00}'..='\u{FE0F}' | '\u{FEFF}' | '\u{FFA0}' | '\u{FFF0}'..='\u{FFF8}')
 }
 
 /// Largest chunk, in characters, that a job may ask for.
@@ -502,6 +539,20 @@ mod tests {
     #[case("བཀྲ་ཤིས།", true)]
     fn source_text(#[case] s: &str, #[case] ok: bool) {
         assert_eq!(SourceText::parse(s.into()).is_ok(), ok);
+    }
+
+    #[test]
+    fn sources_need_visible_text_and_translations_tibetan() {
+        for bad in ["\u{200B}\u{200D}\u{FEFF}", "\u{0007}\u{0000} \u{202E}"] {
+            let e = SourceText::parse(bad.into()).expect_err("invisible");
+            assert!(e.0.contains("invisible"), "{}", e.0);
+        }
+        let english = SourceText::parse("just English".into()).expect("visible");
+        assert!(!english.has_tibetan());
+        assert!(english.check_for(JobType::Translation).is_err());
+        assert!(english.check_for(JobType::Transliteration).is_ok());
+        let mixed = SourceText::parse("Verse 1: ཀ་ཁ།".into()).expect("text");
+        assert!(mixed.check_for(JobType::Translation).is_ok());
     }
 
     #[test]

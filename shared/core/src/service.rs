@@ -350,6 +350,9 @@ impl Service {
     /// Store a validated submission under `id` without queueing it, for a
     /// caller that records something first (then [`Service::queue`]).
     pub async fn create_as(&self, id: JobId, new: NewJob) -> Result<Job, ServiceError> {
+        new.source
+            .check_for(new.kind)
+            .map_err(|e| ServiceError::Invalid(e.0))?;
         let engine = self.engines.resolve(new.config.engine.as_ref())?;
         self.engines
             .check_model(&engine, new.config.model.as_deref())?;

@@ -422,3 +422,46 @@ async fn a_spent_creation_rate_is_429_with_retry_after() {
     let (_, _, list) = call(&app, get("/api/jobs")).await;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(2), "{list}");
 }
+
+/// A translation needs Tibetan text; text made only of invisible or control
+/// characters is refused for every job.
+#[tokio::test]
+async fn sources_without_tibetan_or_visible_text_are_refused() {
+    let (_d, _b, app) = app(1024 * 1024).await;
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": "only English here"}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("Tibetan")),
+        "{body}"
+    );
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": "\u{200B}\u{FEFF}\u{200D}", "type": "transliteration"})
+                .to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": "no Tibetan", "type": "transliteration"}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "transliteration: {body}");
+    let (_, _, list) = call(&app, get("/api/jobs")).await;
+    assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
+}
