@@ -377,6 +377,13 @@ impl Meter {
     }
 }
 
+/// A loaded request or answer body as JSON (`Null` when it is not).
+fn json_of(bytes: Option<&[u8]>) -> Value {
+    bytes
+        .and_then(|b| serde_json::from_slice(b).ok())
+        .unwrap_or(Value::Null)
+}
+
 impl Intercept for Meter {
     fn name(&self) -> &'static str {
         "lotsawa-test-capacity-meter"
@@ -395,12 +402,7 @@ impl Intercept for Meter {
             .and_then(|t| t.rsplit_once('.'))
             .map(|(_, op)| op.to_owned())
             .unwrap_or_default();
-        let body = ctx
-            .request()
-            .body()
-            .bytes()
-            .and_then(|b| serde_json::from_slice(b).ok())
-            .unwrap_or(Value::Null);
+        let body = json_of(ctx.request().body().bytes());
         cfg.interceptor_state().store_put(Sent { op, body });
         Ok(())
     }
@@ -415,12 +417,7 @@ impl Intercept for Meter {
             return Ok(());
         }
         if let Some(sent) = cfg.load::<Sent>() {
-            let answer = ctx
-                .response()
-                .body()
-                .bytes()
-                .and_then(|b| serde_json::from_slice(b).ok())
-                .unwrap_or(Value::Null);
+            let answer = json_of(ctx.response().body().bytes());
             self.record(sent, &answer);
         }
         Ok(())
@@ -516,10 +513,9 @@ fn report(label: &str, u: &Units, per: f64, unit: &str) {
     }
 }
 
-/// Create a job of `chunks` chunks, claim it and run every chunk and the
-/// completion through the worker, metering each phase.
-async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Units) {
-    let (store, meter, _) = metered().await;
+/// A pending echo job of `chunks` sentences of about `chars` characters,
+/// one chunk each, created through the cloud service on `store`.
+async fn echo_job(store: &DynamoStore, chunks: usize, chars: usize) -> lotsawa_core::Job {
     let service = cloud_service(
         store.clone(),
         vec!["echo".into()],
@@ -531,7 +527,7 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
         chunk_size: lotsawa_core::ChunkSize::new(chars as u32 + 8).expect("chunk size"),
         ..JobConfig::default()
     };
-    let job = service
+    service
         .create_as(
             JobId::new(),
             NewJob {
@@ -542,7 +538,14 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
             },
         )
         .await
-        .expect("create");
+        .expect("create")
+}
+
+/// Create a job of `chunks` chunks, claim it and run every chunk and the
+/// completion through the worker, metering each phase.
+async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Units) {
+    let (store, meter, _) = metered().await;
+    let job = echo_job(&store, chunks, chars).await;
     assert_eq!(job.chunks_total as usize, chunks, "one chunk per sentence");
     let create = meter.take();
     report(&format!("{label}, creation"), &create, 1.0, "job");
@@ -650,29 +653,8 @@ async fn capacity_per_chunk_with_an_inline_source() {
 async fn watch(every: Option<Duration>, secs: u64, label: &str) -> (Units, f64) {
     let (store, meter, plain) = metered().await;
     // The job runs through an unmetered client: only the viewer is metered.
-    let service = cloud_service(
-        plain.clone(),
-        vec!["echo".into()],
-        "echo".into(),
-        Vec::new(),
-    );
     let chunks = 200;
-    let job = service
-        .create_as(
-            JobId::new(),
-            NewJob {
-                tenant: lotsawa_core::Tenant::default(),
-                kind: JobType::Translation,
-                source: lotsawa_core::SourceText::parse(text(chunks, 300)).expect("source"),
-                config: JobConfig {
-                    engine: Some(lotsawa_core::EngineName::parse("echo").expect("name")),
-                    chunk_size: lotsawa_core::ChunkSize::new(308).expect("chunk size"),
-                    ..JobConfig::default()
-                },
-            },
-        )
-        .await
-        .expect("create");
+    let job = echo_job(&plain, chunks, 300).await;
     plain
         .claim_next(3, Utc::now())
         .await
