@@ -205,20 +205,9 @@ pub fn new_text_item(
     source_key: Option<&str>,
     expires_at: i64,
 ) -> Item {
-    source_item(id, TEXT_SK, source, source_key, expires_at)
-}
-
-/// An item holding a source text, or the S3 key of one too large for it.
-fn source_item(
-    id: JobId,
-    sk: &str,
-    source: Option<&str>,
-    source_key: Option<&str>,
-    expires_at: i64,
-) -> Item {
     let mut item = Item::new();
     item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(sk));
+    item.insert("sk".into(), s(TEXT_SK));
     if let Some(src) = source {
         item.insert("source".into(), s(src));
     }
@@ -334,7 +323,17 @@ pub fn new_chunk_source_item(
     source_key: Option<&str>,
     expires_at: i64,
 ) -> Item {
-    source_item(id, &chunk_source_sk(index), source, source_key, expires_at)
+    let mut item = Item::new();
+    item.insert("pk".into(), s(job_pk(id)));
+    item.insert("sk".into(), s(chunk_source_sk(index)));
+    if let Some(src) = source {
+        item.insert("source".into(), s(src));
+    }
+    if let Some(k) = source_key {
+        item.insert("sourceKey".into(), s(k));
+    }
+    item.insert("expiresAt".into(), n(expires_at));
+    item
 }
 
 /// Whether an item is a chunk's source item.

@@ -382,23 +382,21 @@ impl DynamoStore {
                 .await
                 .map_err(ddb("DynamoDB Query"))?;
             let items = out.items.unwrap_or_default();
-            let find = |sk: &str| {
-                items.iter().find(|i| {
+            let has = |sk: &str| {
+                items.iter().any(|i| {
                     i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk)
                 })
             };
-            let Some(job_item) = find("JOB") else {
-                return Err(StoreError::NotFound(id));
-            };
-            let completed = job_item
-                .get("status")
-                .and_then(|v| v.as_s().ok())
-                .map(String::as_str)
-                == Some(JobStatus::Completed.as_str());
-            let whole = find(CONFIG_SK).is_some()
-                && (!with_texts
-                    || (find(TEXT_SK).is_some() && (find(RESULT_SK).is_some() || !completed)));
+            let whole = !has("JOB")
+                || (has(CONFIG_SK)
+                    && (!with_texts || (has(TEXT_SK) && (has(RESULT_SK) || !completed(&items)))));
             if whole {
+                let find = |sk: &'static str| {
+                    items.iter().find(|i| {
+                        i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk)
+                    })
+                };
+                let job_item = find("JOB").ok_or(StoreError::NotFound(id))?;
                 break job_from_items(job_item, find(CONFIG_SK), find(TEXT_SK), find(RESULT_SK))?;
             }
             round += 1;
@@ -978,19 +976,6 @@ impl DynamoStore {
             .build())
     }
 
-    /// Every key's index entry (`gsi2` under `KEYS`: keys and position).
-    async fn key_index(&self) -> Result<Vec<Item>, StoreError> {
-        let query = self
-            .clients
-            .ddb
-            .query()
-            .table_name(&self.config.table)
-            .index_name("gsi2")
-            .key_condition_expression("gsi2pk = :pk")
-            .expression_attribute_values(":pk", s("KEYS"));
-        self.query_all(query).await
-    }
-
     /// Write a new job's items, and count it, in one transaction; a job
     /// item already there is `ConditionFailed` (nothing written).
     async fn put_job(&self, job: &Job, job_item: Item, text: Item) -> Result<(), StoreError> {
@@ -1021,6 +1006,17 @@ impl DynamoStore {
             ))),
         }
     }
+}
+
+/// Whether the job item among `items` says the job is completed.
+fn completed(items: &[Item]) -> bool {
+    items.iter().any(|i| {
+        i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some("JOB")
+            && i.get("status")
+                .and_then(|v| v.as_s().ok())
+                .map(String::as_str)
+                == Some(JobStatus::Completed.as_str())
+    })
 }
 
 /// The list position of a job: its listing sort key (`createdAt#id`).
@@ -1655,8 +1651,16 @@ impl JobStore for DynamoStore {
 
     /// The `KEYS` partition of `gsi2`, then the key items.
     async fn keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s("KEYS"));
         let keys: Vec<Item> = self
-            .key_index()
+            .query_all(query)
             .await?
             .into_iter()
             .filter_map(|i| {
@@ -1677,8 +1681,16 @@ impl JobStore for DynamoStore {
     }
 
     async fn key_revoke(&self, id: &str, at: DateTime<Utc>) -> Result<bool, StoreError> {
+        let query = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s("KEYS"));
         let suffix = format!("#{id}");
-        let Some(pk) = self.key_index().await?.into_iter().find_map(|i| {
+        let Some(pk) = self.query_all(query).await?.into_iter().find_map(|i| {
             i.get("gsi2sk")?
                 .as_s()
                 .ok()?

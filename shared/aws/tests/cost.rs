@@ -377,13 +377,6 @@ impl Meter {
     }
 }
 
-/// A loaded request or answer body as JSON (`Null` when it is not).
-fn json_of(bytes: Option<&[u8]>) -> Value {
-    bytes
-        .and_then(|b| serde_json::from_slice(b).ok())
-        .unwrap_or(Value::Null)
-}
-
 impl Intercept for Meter {
     fn name(&self) -> &'static str {
         "lotsawa-test-capacity-meter"
@@ -402,7 +395,12 @@ impl Intercept for Meter {
             .and_then(|t| t.rsplit_once('.'))
             .map(|(_, op)| op.to_owned())
             .unwrap_or_default();
-        let body = json_of(ctx.request().body().bytes());
+        let body = ctx
+            .request()
+            .body()
+            .bytes()
+            .and_then(|b| serde_json::from_slice(b).ok())
+            .unwrap_or(Value::Null);
         cfg.interceptor_state().store_put(Sent { op, body });
         Ok(())
     }
@@ -417,7 +415,12 @@ impl Intercept for Meter {
             return Ok(());
         }
         if let Some(sent) = cfg.load::<Sent>() {
-            let answer = json_of(ctx.response().body().bytes());
+            let answer = ctx
+                .response()
+                .body()
+                .bytes()
+                .and_then(|b| serde_json::from_slice(b).ok())
+                .unwrap_or(Value::Null);
             self.record(sent, &answer);
         }
         Ok(())
@@ -513,9 +516,10 @@ fn report(label: &str, u: &Units, per: f64, unit: &str) {
     }
 }
 
-/// A pending echo job of `chunks` sentences of about `chars` characters,
-/// one chunk each, created through the cloud service on `store`.
-async fn echo_job(store: &DynamoStore, chunks: usize, chars: usize) -> lotsawa_core::Job {
+/// Create a job of `chunks` chunks, claim it and run every chunk and the
+/// completion through the worker, metering each phase.
+async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Units) {
+    let (store, meter, _) = metered().await;
     let service = cloud_service(
         store.clone(),
         vec!["echo".into()],
@@ -527,7 +531,7 @@ async fn echo_job(store: &DynamoStore, chunks: usize, chars: usize) -> lotsawa_c
         chunk_size: lotsawa_core::ChunkSize::new(chars as u32 + 8).expect("chunk size"),
         ..JobConfig::default()
     };
-    service
+    let job = service
         .create_as(
             JobId::new(),
             NewJob {
@@ -538,14 +542,7 @@ async fn echo_job(store: &DynamoStore, chunks: usize, chars: usize) -> lotsawa_c
             },
         )
         .await
-        .expect("create")
-}
-
-/// Create a job of `chunks` chunks, claim it and run every chunk and the
-/// completion through the worker, metering each phase.
-async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Units) {
-    let (store, meter, _) = metered().await;
-    let job = echo_job(&store, chunks, chars).await;
+        .expect("create");
     assert_eq!(job.chunks_total as usize, chunks, "one chunk per sentence");
     let create = meter.take();
     report(&format!("{label}, creation"), &create, 1.0, "job");
@@ -653,8 +650,29 @@ async fn capacity_per_chunk_with_an_inline_source() {
 async fn watch(every: Option<Duration>, secs: u64, label: &str) -> (Units, f64) {
     let (store, meter, plain) = metered().await;
     // The job runs through an unmetered client: only the viewer is metered.
+    let service = cloud_service(
+        plain.clone(),
+        vec!["echo".into()],
+        "echo".into(),
+        Vec::new(),
+    );
     let chunks = 200;
-    let job = echo_job(&plain, chunks, 300).await;
+    let job = service
+        .create_as(
+            JobId::new(),
+            NewJob {
+                tenant: lotsawa_core::Tenant::default(),
+                kind: JobType::Translation,
+                source: lotsawa_core::SourceText::parse(text(chunks, 300)).expect("source"),
+                config: JobConfig {
+                    engine: Some(lotsawa_core::EngineName::parse("echo").expect("name")),
+                    chunk_size: lotsawa_core::ChunkSize::new(308).expect("chunk size"),
+                    ..JobConfig::default()
+                },
+            },
+        )
+        .await
+        .expect("create");
     plain
         .claim_next(3, Utc::now())
         .await

@@ -200,17 +200,6 @@ async fn change(
     transition(store, &job, c, Utc::now()).await
 }
 
-/// A worker on `store` with the echo engine.
-fn echo_worker(store: &DynamoStore) -> lotsawa_aws::worker::Worker {
-    lotsawa_aws::worker::Worker {
-        store: store.clone(),
-        engines: lotsawa_engines::EngineSet::from_engines(
-            vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
-            "echo",
-        ),
-    }
-}
-
 fn done(index: u32) -> ChunkDone {
     ChunkDone {
         index,
@@ -326,7 +315,13 @@ async fn a_failed_worker_step_is_answered_as_transient() {
         .await
         .expect("start");
     faults.push(Fault::ServerError, 1000);
-    let worker = echo_worker(&store);
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        ),
+    };
     let body = format!(
         r#"{{"action":"chunk","taskToken":"dead-token","jobId":"{}","generation":1,"attempt":0}}"#,
         job.id
@@ -411,7 +406,13 @@ async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
             .await
             .expect("checkpoint");
     }
-    let worker = echo_worker(&store);
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        ),
+    };
     let body = format!(
         r#"{{"action":"fail","taskToken":"t","jobId":"{}","generation":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#,
         job.id

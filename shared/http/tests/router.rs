@@ -16,37 +16,25 @@ use serde_json::{Value, json};
 use tower::ServiceExt;
 
 async fn app(body_limit: usize) -> (tempfile::TempDir, LocalBackend, Router) {
-    app_with(
-        scheduler(None),
-        ApiConfig {
-            body_limit,
-            ..ApiConfig::default()
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("r.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 3,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
+            rate: None,
         },
     )
     .await
-}
-
-/// The scheduler settings of the tests, with a creation rate when given.
-fn scheduler(rate: Option<lotsawa_core::rate::RateLimit>) -> SchedulerConfig {
-    SchedulerConfig {
-        concurrency: 3,
-        retry: RetryPolicy::default(),
-        shutdown_grace: Duration::from_secs(1),
-        max_chunks: 2000,
-        rate,
-    }
-}
-
-/// An echo backend on a fresh database behind the router.
-async fn app_with(
-    scheduler: SchedulerConfig,
-    config: ApiConfig,
-) -> (tempfile::TempDir, LocalBackend, Router) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
-    let backend = LocalBackend::start(dir.path().join("r.db"), engines, scheduler)
-        .await
-        .expect("backend");
+    .expect("backend");
+    let config = ApiConfig {
+        body_limit,
+        ..ApiConfig::default()
+    };
     let app = router(backend.service() as Arc<dyn JobService>, config);
     (dir, backend, app)
 }
@@ -273,14 +261,28 @@ async fn too_many_chunks_are_refused_before_anything_is_stored() {
 /// cross-site browser requests (403).
 #[tokio::test]
 async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
-    let (_d, _b, app) = app_with(
-        scheduler(None),
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("h.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
+            rate: None,
+        },
+    )
+    .await
+    .expect("backend");
+    let app = router(
+        backend.service() as Arc<dyn JobService>,
         ApiConfig {
             allowed_hosts: Some(vec!["lotsawa.lan".into()]),
             ..ApiConfig::default()
         },
-    )
-    .await;
+    );
     let with = |host: &str, extra: &[(&str, &str)]| {
         let mut r = Request::get("/api/jobs").header(header::HOST, host);
         for (k, v) in extra {
@@ -377,14 +379,28 @@ async fn idempotency_keys_replay_the_first_answer() {
 /// problems with Retry-After, and nothing is stored for them.
 #[tokio::test]
 async fn a_spent_creation_rate_is_429_with_retry_after() {
-    let (_d, _b, app) = app_with(
-        scheduler(Some(lotsawa_core::rate::RateLimit {
-            per_minute: 1,
-            burst: 2,
-        })),
-        ApiConfig::default(),
+    let dir = tempfile::tempdir().expect("tempdir");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(
+        dir.path().join("rate.db"),
+        engines,
+        SchedulerConfig {
+            concurrency: 1,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(1),
+            max_chunks: 2000,
+            rate: Some(lotsawa_core::rate::RateLimit {
+                per_minute: 1,
+                burst: 2,
+            }),
+        },
     )
-    .await;
+    .await
+    .expect("backend");
+    let app = router(
+        backend.service() as Arc<dyn JobService>,
+        ApiConfig::default(),
+    );
     let body = json!({"sourceText": "ཀ་ཁ། "}).to_string();
     for _ in 0..2 {
         let (status, _, b) = call(&app, post_json("/api/jobs", &body)).await;
