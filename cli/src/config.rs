@@ -79,7 +79,17 @@ pub struct ServeConfig {
     /// 100 a minute, burst 100, when keys are required; off otherwise
     /// unless set; 0 turns it off.
     pub rate: Option<lotsawa_core::rate::RateLimit>,
+    /// Most jobs one tenant may have waiting (LOTSAWA_MAX_PENDING): 1000
+    /// when keys are required, off otherwise unless set; 0 turns it off.
+    pub max_pending: Option<u32>,
+    /// Models jobs may name (LOTSAWA_MODELS, `engine:model,...`); with keys
+    /// required and none listed, each engine's default model only.
+    pub models: Vec<(String, String)>,
 }
+
+/// Jobs a tenant may have waiting when keys are required and
+/// LOTSAWA_MAX_PENDING is not set.
+pub const DEFAULT_MAX_PENDING: u32 = 1000;
 
 fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
 where
@@ -157,6 +167,17 @@ impl ServeConfig {
                 },
             }),
         };
+        let max_pending = match env.var("LOTSAWA_MAX_PENDING") {
+            Some(v) => Some(parse_num("LOTSAWA_MAX_PENDING", &v, 0u32, 10_000_000)?),
+            None => require_auth.then_some(DEFAULT_MAX_PENDING),
+        }
+        .filter(|n| *n > 0);
+        let models =
+            lotsawa_core::service::parse_model_list(&env.var("LOTSAWA_MODELS").unwrap_or_default())
+                .map_err(|message| ConfigError {
+                    name: "LOTSAWA_MODELS".into(),
+                    message,
+                })?;
         let max_chunks = match env.var("LOTSAWA_MAX_CHUNKS") {
             Some(v) => parse_num("LOTSAWA_MAX_CHUNKS", &v, 1u32, 1_000_000)?,
             None => lotsawa_core::service::DEFAULT_MAX_CHUNKS,
@@ -206,6 +227,8 @@ impl ServeConfig {
             require_auth,
             max_chunks,
             rate,
+            max_pending,
+            models,
             allowed_hosts: env
                 .var("LOTSAWA_ALLOWED_HOSTS")
                 .unwrap_or_default()
@@ -224,6 +247,9 @@ impl ServeConfig {
         lotsawa_local::SchedulerConfig {
             max_chunks: self.max_chunks,
             rate: self.rate,
+            max_pending: self.max_pending,
+            models: self.models.clone(),
+            restrict_models: self.require_auth,
             concurrency: self.concurrency,
             retry: self.retry,
             shutdown_grace: self.shutdown_grace,

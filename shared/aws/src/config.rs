@@ -48,6 +48,9 @@ pub struct CloudConfig {
     /// Per-tenant job creation (`LOTSAWA_RATE_PER_MIN`, default 100 a
     /// minute; `LOTSAWA_RATE_BURST`, default the rate; 0 turns it off).
     pub rate: Option<lotsawa_core::rate::RateLimit>,
+    /// Most jobs one tenant may have waiting (`LOTSAWA_MAX_PENDING`,
+    /// default 1000; 0 turns it off).
+    pub max_pending: Option<u32>,
     /// Whose jobs uploads under `incoming/` make (`LOTSAWA_INGEST_TENANT`,
     /// default `default`): whoever may write to the bucket acts for it.
     pub ingest_tenant: lotsawa_core::Tenant,
@@ -151,6 +154,8 @@ impl CloudConfig {
                     burst: number(get, "LOTSAWA_RATE_BURST", per_minute, 1, 1_000_000)?,
                 }),
             },
+            max_pending: Some(number(get, "LOTSAWA_MAX_PENDING", 1000u32, 0, 10_000_000)?)
+                .filter(|n| *n > 0),
             ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
                 Some(t) if !t.trim().is_empty() => {
                     lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {

@@ -10,7 +10,8 @@
 //! ledger: status, attempts, output) each followed by `CHUNK#<index>#S` (its
 //! source), so a chunk commit rewrites only the ledger item; the
 //! concurrency semaphore is `SEMAPHORE`/`SEMAPHORE`; memory entries are
-//! `MEM#<key>`/`MEM`; jobs per status are counted in `COUNTS#<shard>`/`COUNTS`.
+//! `MEM#<key>`/`MEM`; jobs per status are counted in `COUNTS#<shard>`/`COUNTS`,
+//! a tenant's waiting jobs in `TENANT#<tenant>`/`COUNTS` (`pending`).
 //!
 //! Three GSIs list jobs newest first, projecting keys only (a list reads
 //! the small job items of one page): `gsi1` by status, `gsi2` all jobs,
@@ -158,6 +159,11 @@ pub fn key_from_item(item: &Item) -> Result<ApiKeyRecord, Corrupt> {
 /// Partition key of the status counters of `shard`.
 pub fn counts_pk(shard: u32) -> String {
     format!("COUNTS#{shard}")
+}
+
+/// Partition key of a tenant's counters (`pending`: jobs waiting to start).
+pub fn tenant_counts_pk(tenant: &Tenant) -> String {
+    format!("TENANT#{tenant}")
 }
 
 /// The job item of a new job (no texts, no settings).

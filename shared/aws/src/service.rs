@@ -28,7 +28,11 @@ pub fn cloud_service(
     default_engine: String,
     models: Vec<(String, Vec<String>)>,
 ) -> Service {
-    let (max_chunks, rate) = (store.config.max_chunks, store.config.rate);
+    let (max_chunks, rate, max_pending) = (
+        store.config.max_chunks,
+        store.config.rate,
+        store.config.max_pending,
+    );
     Service::new(
         Arc::new(store.clone()),
         Arc::new(CloudRunner { store }),
@@ -41,6 +45,7 @@ pub fn cloud_service(
     )
     .with_max_chunks(max_chunks)
     .with_rate(rate)
+    .with_max_pending(max_pending)
 }
 
 #[async_trait]

@@ -25,7 +25,7 @@ use crate::items::{
     CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, add_chunk_source, all_pk,
     chunk_from_item, chunk_sk, chunk_source_sk, counts_pk, is_chunk_source, job_from_items, job_pk,
     key_from_item, key_pk, n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item,
-    new_key_item, new_text_item, s, shard_of, status_pk, ts, type_pk,
+    new_key_item, new_text_item, s, shard_of, status_pk, tenant_counts_pk, ts, type_pk,
 };
 
 /// Texts larger than this many bytes go to S3 instead of the item.
@@ -976,6 +976,25 @@ impl DynamoStore {
             .build())
     }
 
+    /// The `ADD` of `by` to `tenant`'s count of waiting jobs.
+    fn tenant_pending_update(
+        &self,
+        tenant: &lotsawa_core::Tenant,
+        by: i64,
+    ) -> Result<TransactWriteItem, StoreError> {
+        Ok(TransactWriteItem::builder()
+            .update(
+                Update::builder()
+                    .table_name(&self.config.table)
+                    .set_key(Some(Self::key(tenant_counts_pk(tenant), "COUNTS")))
+                    .update_expression("ADD pending :v")
+                    .expression_attribute_values(":v", n(by))
+                    .build()
+                    .map_err(build)?,
+            )
+            .build())
+    }
+
     /// Write a new job's items, and count it, in one transaction; a job
     /// item already there is `ConditionFailed` (nothing written).
     async fn put_job(&self, job: &Job, job_item: Item, text: Item) -> Result<(), StoreError> {
@@ -992,12 +1011,15 @@ impl DynamoStore {
                 )
                 .build())
         };
-        let items = vec![
+        let mut items = vec![
             put(job_item, Some("attribute_not_exists(pk)"))?,
             put(new_config_item(job, expires)?, None)?,
             put(text, None)?,
             self.count_update(job.id, &[(job.status, 1)])?,
         ];
+        if job.status == JobStatus::Pending {
+            items.push(self.tenant_pending_update(&job.tenant, 1)?);
+        }
         match self.transact(items).await? {
             Tx::Done => Ok(()),
             Tx::ConditionFailed => Err(StoreError::ConditionFailed(format!(
@@ -1163,6 +1185,11 @@ impl JobStore for DynamoStore {
         }
         if patch.from != patch.to {
             items.push(self.count_update(id, &[(patch.from, -1), (patch.to, 1)])?);
+            if patch.from == JobStatus::Pending {
+                items.push(self.tenant_pending_update(&patch.tenant, -1)?);
+            } else if patch.to == JobStatus::Pending {
+                items.push(self.tenant_pending_update(&patch.tenant, 1)?);
+            }
         }
         match patch.slot {
             SlotChange::Take { limit } => items.push(self.take_item(limit)?),
@@ -1485,6 +1512,27 @@ impl JobStore for DynamoStore {
                 (*st, total.max(0) as u64)
             })
             .collect())
+    }
+
+    /// The tenant's counter item, kept in the same transactions as the
+    /// status counters; read consistently (one read unit).
+    async fn pending_count(&self, tenant: &lotsawa_core::Tenant) -> Result<u64, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(tenant_counts_pk(tenant), "COUNTS")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let n = out
+            .item
+            .as_ref()
+            .and_then(|i| i.get("pending")?.as_n().ok()?.parse::<i64>().ok())
+            .unwrap_or(0);
+        Ok(n.max(0) as u64)
     }
 
     /// `IDEM#<tenant>#<sha256 of the key>`: a conditional put (none there,

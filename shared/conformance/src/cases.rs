@@ -1000,3 +1000,58 @@ pub async fn rate_buckets_per_tenant(store: Store) {
     }
     assert_eq!(granted, 3, "concurrent takes spent the burst exactly once");
 }
+
+/// Each tenant's waiting jobs are counted through creation, start, cancel
+/// and retry; a service with a pending cap refuses a tenant at its cap
+/// (and only that tenant) until one of its jobs starts.
+pub async fn pending_jobs_are_counted_and_capped_per_tenant(store: Store) {
+    let a = Tenant::parse("pending-a").expect("tenant");
+    let b = Tenant::parse("pending-b").expect("tenant");
+    let count = |t: &Tenant| {
+        let store = store.clone();
+        let t = t.clone();
+        async move { store.pending_count(&t).await.expect("pending count") }
+    };
+    assert_eq!(count(&a).await, 0, "a tenant without jobs");
+    let a1 = create_for(&store, &a, JobType::Translation).await;
+    let a2 = create_for(&store, &a, JobType::Translation).await;
+    create_for(&store, &b, JobType::Translation).await;
+    assert_eq!((count(&a).await, count(&b).await), (2, 1));
+    let started = start(&store, &a1).await;
+    assert_eq!(count(&a).await, 1, "a started job no longer waits");
+    applied(change(&store, &a2, Change::Cancel).await, "cancel");
+    assert_eq!(count(&a).await, 0, "a cancelled job no longer waits");
+    let a2 = store.get(a2.id).await.expect("get");
+    applied(change(&store, &a2, Change::Retry).await, "retry");
+    assert_eq!(count(&a).await, 1, "a retried job waits again");
+    applied(change(&store, &started, Change::Requeue).await, "requeue");
+    assert_eq!(count(&a).await, 2, "a requeued job waits again");
+
+    let svc = service(&store).with_max_pending(Some(2));
+    let new = |tenant: &Tenant| lotsawa_core::NewJob {
+        tenant: tenant.clone(),
+        kind: JobType::Translation,
+        source: lotsawa_core::SourceText::parse("ཀ་ཁ། ".into()).expect("text"),
+        config: JobConfig::default(),
+    };
+    let r = svc.submit(new(&a)).await;
+    assert!(
+        matches!(r, Err(ServiceError::QuotaExceeded(_))),
+        "a tenant at its cap: {r:?}"
+    );
+    let r = svc.submit_once(new(&a), "capped").await;
+    assert!(
+        matches!(r, Err(ServiceError::QuotaExceeded(_))),
+        "also with an idempotency key: {r:?}"
+    );
+    assert_eq!(count(&a).await, 2, "a refused submission stores nothing");
+    svc.submit(new(&b))
+        .await
+        .expect("another tenant under its cap");
+    let waiting = store.get(a2.id).await.expect("get");
+    start(&store, &waiting).await;
+    svc.submit(new(&a))
+        .await
+        .expect("room again once a job started");
+    assert_eq!(count(&a).await, 2);
+}

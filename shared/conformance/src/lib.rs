@@ -42,7 +42,8 @@ macro_rules! conformance_tests {
             tenants_see_only_their_own_jobs,
             api_keys_are_found_by_hash_and_revoked,
             idempotency_keys_hold_their_first_request,
-            rate_buckets_per_tenant
+            rate_buckets_per_tenant,
+            pending_jobs_are_counted_and_capped_per_tenant
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

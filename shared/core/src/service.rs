@@ -45,6 +45,9 @@ pub enum ServiceError {
     /// The tenant's job-creation rate is spent; try again after this long.
     #[error("too many jobs created; try again in {} s", .0.as_secs().max(1))]
     RateLimited(std::time::Duration),
+    /// The tenant has as many jobs waiting as it may.
+    #[error("{0}")]
+    QuotaExceeded(String),
     /// An idempotency key used again with a different request.
     #[error("{0}")]
     IdempotencyMismatch(String),
@@ -214,6 +217,53 @@ pub struct EngineChoice {
     pub models: Vec<(String, Vec<String>)>,
 }
 
+/// Parse an allowlist of models (`LOTSAWA_MODELS`): comma-separated
+/// `engine:model` entries (a model id may itself hold `:`, as Bedrock's do).
+pub fn parse_model_list(raw: &str) -> Result<Vec<(String, String)>, String> {
+    let mut out = Vec::new();
+    for entry in raw.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+        match entry.split_once(':') {
+            Some((engine, model)) if !engine.trim().is_empty() && !model.trim().is_empty() => {
+                out.push((engine.trim().to_owned(), model.trim().to_owned()));
+            }
+            _ => {
+                return Err(format!(
+                    "expected comma-separated engine:model entries (openai:gpt-4o-mini), got '{entry}'"
+                ));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The models each model engine accepts. `engines` are (name, default
+/// model) of the engines that call a model. With `restrict` false and no
+/// list, any model goes; otherwise an engine accepts the models listed for
+/// it, or only its default model when none are.
+pub fn model_allowlists(
+    listed: &[(String, String)],
+    engines: &[(String, String)],
+    restrict: bool,
+) -> Vec<(String, Vec<String>)> {
+    if listed.is_empty() && !restrict {
+        return Vec::new();
+    }
+    engines
+        .iter()
+        .map(|(engine, default)| {
+            let mut models: Vec<String> = listed
+                .iter()
+                .filter(|(e, _)| e == engine)
+                .map(|(_, m)| m.clone())
+                .collect();
+            if models.is_empty() {
+                models.push(default.clone());
+            }
+            (engine.clone(), models)
+        })
+        .collect()
+}
+
 impl EngineChoice {
     /// The engine a submission runs on, or why it cannot.
     pub fn resolve(&self, asked: Option<&EngineName>) -> Result<EngineName, ServiceError> {
@@ -260,6 +310,7 @@ pub struct Service {
     engines: EngineChoice,
     max_chunks: u32,
     rate: Option<crate::rate::RateLimit>,
+    max_pending: Option<u32>,
 }
 
 impl std::fmt::Debug for Service {
@@ -277,6 +328,7 @@ impl Service {
         Self {
             max_chunks: DEFAULT_MAX_CHUNKS,
             rate: None,
+            max_pending: None,
             store,
             runner,
             engines,
@@ -295,8 +347,25 @@ impl Service {
         self
     }
 
-    /// Spend a creation token of `tenant`, when creation is rate limited.
+    /// The same service refusing a tenant's new job while it has `n` jobs
+    /// waiting (`None`: no cap).
+    pub fn with_max_pending(mut self, n: Option<u32>) -> Self {
+        self.max_pending = n;
+        self
+    }
+
+    /// Let `tenant` create a job: under its pending cap (checked first, so a
+    /// refusal spends nothing), then a creation token when rate limited.
     async fn admit(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+        if let Some(cap) = self.max_pending {
+            let waiting = self.store.pending_count(tenant).await?;
+            if waiting >= u64::from(cap) {
+                return Err(ServiceError::QuotaExceeded(format!(
+                    "{waiting} of your jobs are waiting to start and at most {cap} may wait; \
+                     submit more once some have started"
+                )));
+            }
+        }
         if let Some(limit) = self.rate
             && let Some(wait) = self.store.take_token(tenant, limit, Utc::now()).await?
         {
@@ -641,5 +710,59 @@ mod tests {
             "{err}"
         );
         assert!(choice.check_model(&openai, Some("anything")).is_ok());
+    }
+
+    #[test]
+    fn model_lists_parse_engine_model_pairs() {
+        let l = parse_model_list(
+            " openai:gpt-4o-mini, bedrock:anthropic.claude-3-haiku-20240307-v1:0,,",
+        )
+        .expect("valid");
+        assert_eq!(
+            l,
+            vec![
+                ("openai".to_owned(), "gpt-4o-mini".to_owned()),
+                (
+                    "bedrock".to_owned(),
+                    "anthropic.claude-3-haiku-20240307-v1:0".to_owned()
+                ),
+            ]
+        );
+        assert!(parse_model_list("").expect("empty").is_empty());
+        for bad in ["gpt-4o", "openai:", ":gpt-4o"] {
+            let e = parse_model_list(bad).expect_err(bad);
+            assert!(e.contains("engine:model"), "{e}");
+        }
+    }
+
+    #[test]
+    fn allowlists_hold_listed_models_or_the_default() {
+        let engines = vec![
+            ("openai".to_owned(), "gpt-4o-mini".to_owned()),
+            ("bedrock".to_owned(), "haiku".to_owned()),
+        ];
+        assert!(model_allowlists(&[], &engines, false).is_empty(), "open");
+        assert_eq!(
+            model_allowlists(&[], &engines, true),
+            vec![
+                ("openai".to_owned(), vec!["gpt-4o-mini".to_owned()]),
+                ("bedrock".to_owned(), vec!["haiku".to_owned()]),
+            ],
+            "keys required: defaults only"
+        );
+        let listed = vec![
+            ("openai".to_owned(), "gpt-4o".to_owned()),
+            ("openai".to_owned(), "gpt-4o-mini".to_owned()),
+        ];
+        assert_eq!(
+            model_allowlists(&listed, &engines, false),
+            vec![
+                (
+                    "openai".to_owned(),
+                    vec!["gpt-4o".to_owned(), "gpt-4o-mini".to_owned()]
+                ),
+                ("bedrock".to_owned(), vec!["haiku".to_owned()]),
+            ]
+        );
     }
 }

@@ -196,6 +196,8 @@ impl Change {
 pub struct JobPatch {
     /// The transition.
     pub transition: Transition,
+    /// The job's owner (stores that count per tenant need it).
+    pub tenant: crate::auth::Tenant,
     /// Status the job must still be in.
     pub from: JobStatus,
     /// Run number (`attempts`) the job must still have.
@@ -232,6 +234,7 @@ impl JobPatch {
         let to = job.status.apply(transition)?;
         let mut p = JobPatch {
             transition,
+            tenant: job.tenant.clone(),
             from: job.status,
             run: job.attempts,
             to,
@@ -566,6 +569,9 @@ pub trait JobStore: Send + Sync + fmt::Debug {
 
     /// Jobs in each status.
     async fn counts(&self) -> Result<Vec<(JobStatus, u64)>, StoreError>;
+
+    /// `tenant`'s jobs waiting to start (exact once writes settle).
+    async fn pending_count(&self, tenant: &crate::auth::Tenant) -> Result<u64, StoreError>;
 
     /// Concurrency slots held now.
     async fn slots_in_use(&self) -> Result<u32, StoreError>;

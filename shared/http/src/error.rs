@@ -67,6 +67,7 @@ impl From<ServiceError> for ApiError {
                 e
             }
             ServiceError::IdempotencyMismatch(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            ServiceError::QuotaExceeded(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
             ServiceError::Store(source) => {
                 tracing::error!(error = %source, source = ?source, "store error");
                 Self::new(

@@ -26,7 +26,7 @@ async fn app(body_limit: usize) -> (tempfile::TempDir, LocalBackend, Router) {
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(1),
             max_chunks: 2000,
-            rate: None,
+            ..SchedulerConfig::default()
         },
     )
     .await
@@ -271,7 +271,7 @@ async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
             retry: RetryPolicy::default(),
             shutdown_grace: Duration::from_secs(1),
             max_chunks: 2000,
-            rate: None,
+            ..SchedulerConfig::default()
         },
     )
     .await
@@ -393,6 +393,7 @@ async fn a_spent_creation_rate_is_429_with_retry_after() {
                 per_minute: 1,
                 burst: 2,
             }),
+            ..SchedulerConfig::default()
         },
     )
     .await

@@ -52,7 +52,20 @@ impl LocalBackend {
         let store = tokio::task::spawn_blocking(move || Store::open(db))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))??;
-        let (max_chunks, rate) = (config.max_chunks, config.rate);
+        let (max_chunks, rate, max_pending) = (config.max_chunks, config.rate, config.max_pending);
+        let model_engines: Vec<(String, String)> = engines
+            .names()
+            .into_iter()
+            .filter_map(|n| {
+                let default = engines.get(&n)?.default_model()?.to_owned();
+                Some((n, default))
+            })
+            .collect();
+        let models = lotsawa_core::service::model_allowlists(
+            &config.models,
+            &model_engines,
+            config.restrict_models,
+        );
         let (changes, _) = broadcast::channel(1024);
         let draining = CancellationToken::new();
         let metrics = Metrics::new();
@@ -76,7 +89,7 @@ impl LocalBackend {
             names: shared.engines.names(),
             default: shared.engines.default_name().to_owned(),
             place: "server",
-            models: Vec::new(),
+            models,
         };
         let service = lotsawa_core::Service::new(
             Arc::new(store.clone()),
@@ -84,7 +97,8 @@ impl LocalBackend {
             choice,
         )
         .with_max_chunks(max_chunks)
-        .with_rate(rate);
+        .with_rate(rate)
+        .with_max_pending(max_pending);
         Ok(Self {
             service: Arc::new(service),
             scheduler,

@@ -36,6 +36,30 @@ pub struct SchedulerConfig {
     pub max_chunks: u32,
     /// Per-tenant job-creation rate (`None`: unlimited).
     pub rate: Option<lotsawa_core::rate::RateLimit>,
+    /// Most jobs one tenant may have waiting (`None`: no cap).
+    pub max_pending: Option<u32>,
+    /// Models jobs may name, as `(engine, model)`.
+    pub models: Vec<(String, String)>,
+    /// Only listed models (or each engine's default) even when none are
+    /// listed: set when keys are required, so a key cannot pick a costly model.
+    pub restrict_models: bool,
+}
+
+impl Default for SchedulerConfig {
+    /// Three jobs at once, the default retry policy, 10 s of grace, 2,000
+    /// chunks a job, and no per-tenant limits (the keyless local default).
+    fn default() -> Self {
+        Self {
+            concurrency: 3,
+            retry: RetryPolicy::default(),
+            shutdown_grace: Duration::from_secs(10),
+            max_chunks: lotsawa_core::service::DEFAULT_MAX_CHUNKS,
+            rate: None,
+            max_pending: None,
+            models: Vec::new(),
+            restrict_models: false,
+        }
+    }
 }
 
 /// Everything a job runner needs.

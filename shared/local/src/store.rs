@@ -169,7 +169,10 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !job_columns.iter().any(|c| c == "tenant") {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")?;
     }
-    conn.execute_batch("CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq)")?;
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq);
+         CREATE INDEX IF NOT EXISTS jobs_tenant_pending ON jobs(tenant) WHERE status = 'pending';",
+    )?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
     let have: Vec<String> = stmt
         .query_map([], |r| r.get(0))?
@@ -909,6 +912,20 @@ impl JobStore for Store {
                     out.push((*s, n.max(0) as u64));
                 }
                 Ok(out)
+            })
+            .await?)
+    }
+
+    async fn pending_count(&self, tenant: &lotsawa_core::Tenant) -> PortResult<u64> {
+        let tenant = tenant.as_str().to_owned();
+        Ok(self
+            .read(move |conn| {
+                let n: i64 = conn
+                    .prepare_cached(
+                        "SELECT COUNT(*) FROM jobs WHERE tenant = ?1 AND status = 'pending'",
+                    )?
+                    .query_row([tenant], |r| r.get(0))?;
+                Ok(n.max(0) as u64)
             })
             .await?)
     }

@@ -93,6 +93,7 @@ pub fn fresh_config() -> CloudConfig {
         ingest_tenant: lotsawa_core::Tenant::default(),
         max_chunks: 2000,
         rate: None,
+        max_pending: None,
         require_auth: false,
         emulator: false,
     }
