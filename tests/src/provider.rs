@@ -28,11 +28,15 @@ pub fn fake_translation(chunk: &str) -> String {
     format!("EN<{}>", lotsawa_core::ewts::to_ewts(chunk.trim()))
 }
 
-/// Glossary terms (`bo = en` lines) of a system message.
+/// Glossary terms (the `en` of each JSON line of the `<glossary>` block)
+/// of a system message.
 fn glossary_terms(system: &str) -> Vec<String> {
     system
         .lines()
-        .filter_map(|l| l.split_once(" = ").map(|(_, en)| en.trim().to_owned()))
+        .skip_while(|l| *l != "<glossary>")
+        .take_while(|l| *l != "</glossary>")
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["en"].as_str().map(str::to_owned))
         .collect()
 }
 

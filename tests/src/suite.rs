@@ -738,7 +738,7 @@ pub async fn glossary_context_quality(api: &Api, provider: &FakeProvider) -> Res
     ensure!(
         messages[0]["content"]
             .as_str()
-            .is_some_and(|s| s.contains("བྱང་ཆུབ་སེམས་དཔའ = awakening warrior")),
+            .is_some_and(|s| s.contains(r#"{"bo":"བྱང་ཆུབ་སེམས་དཔའ","en":"awakening warrior"}"#)),
         "glossary not in the system message: {messages}"
     );
     ensure!(

@@ -89,6 +89,26 @@ pub struct TranslateRequest {
     pub rejected_because: Option<String>,
 }
 
+impl TranslateRequest {
+    /// The most output tokens a provider may spend on this chunk: two per
+    /// source character plus 256 for short chunks (a Tibetan syllable of ~4
+    /// characters becomes one to three English tokens), at most
+    /// [`MAX_OUTPUT_TOKENS`]. Bounds what one runaway answer can cost.
+    pub fn max_tokens(&self) -> u32 {
+        let chars = u32::try_from(self.text.chars().count()).unwrap_or(u32::MAX);
+        chars
+            .saturating_mul(2)
+            .saturating_add(256)
+            .min(MAX_OUTPUT_TOKENS)
+    }
+}
+
+/// The most output tokens any translation call asks for.
+pub const MAX_OUTPUT_TOKENS: u32 = 8192;
+
+/// The most output tokens a review call asks for (a small JSON object).
+pub const REVIEW_MAX_TOKENS: u32 = 64;
+
 /// What an engine produced for one chunk.
 #[derive(Debug, Clone, PartialEq)]
 pub struct EngineOutput {
@@ -151,5 +171,28 @@ pub trait Engine: Send + Sync {
             "engine '{}' cannot review translations",
             self.name()
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(text: &str) -> TranslateRequest {
+        TranslateRequest {
+            text: text.to_owned(),
+            model: None,
+            context: Vec::new(),
+            glossary: Vec::new(),
+            rejected_because: None,
+        }
+    }
+
+    #[test]
+    fn output_tokens_grow_with_the_chunk_and_stop_at_the_cap() {
+        assert_eq!(req("").max_tokens(), 256);
+        assert_eq!(req("ཀ་ཁ་ག།").max_tokens(), 256 + 2 * 6);
+        assert!(req(&"ཀ་".repeat(500)).max_tokens() > req(&"ཀ་".repeat(50)).max_tokens());
+        assert_eq!(req(&"ཀ་".repeat(100_000)).max_tokens(), MAX_OUTPUT_TOKENS);
     }
 }

@@ -63,13 +63,19 @@ impl BedrockEngine {
         model: &str,
         system: String,
         messages: Vec<(ConversationRole, String)>,
+        max_tokens: u32,
     ) -> Result<String, EngineError> {
         let mut request = self
             .client
             .converse()
             .model_id(model)
             .system(SystemContentBlock::Text(system))
-            .inference_config(InferenceConfiguration::builder().temperature(0.2).build());
+            .inference_config(
+                InferenceConfiguration::builder()
+                    .temperature(0.2)
+                    .max_tokens(i32::try_from(max_tokens).unwrap_or(i32::MAX))
+                    .build(),
+            );
         for (role, text) in messages {
             let message = Message::builder()
                 .role(role)
@@ -148,7 +154,7 @@ impl Engine for BedrockEngine {
         }
         messages.push((ConversationRole::User, req.text.clone()));
         let system = system_message(&req.glossary, req.rejected_because.as_deref());
-        self.converse(model, system, messages)
+        self.converse(model, system, messages, req.max_tokens())
             .await
             .map(EngineOutput::text)
     }
@@ -161,6 +167,7 @@ impl Engine for BedrockEngine {
                 model,
                 REVIEW_PROMPT.to_owned(),
                 vec![(ConversationRole::User, user)],
+                lotsawa_core::engine::REVIEW_MAX_TOKENS,
             )
             .await?;
         parse_confidence(&answer)
@@ -236,13 +243,18 @@ mod tests {
         assert!(
             body["system"][0]["text"]
                 .as_str()
-                .is_some_and(|s| s.contains("ཕྱག = homage")),
+                .is_some_and(|s| s.contains(r#"{"bo":"ཕྱག","en":"homage"}"#)),
             "{body}"
         );
         let messages = body["messages"].as_array().expect("messages");
         assert_eq!(messages.len(), 3);
         assert_eq!(messages[1]["role"], "assistant");
         assert_eq!(messages[2]["content"][0]["text"], "ཕྱག་འཚལ་ལོ།");
+        assert_eq!(
+            body["inferenceConfig"]["maxTokens"].as_u64(),
+            Some(u64::from(req.max_tokens())),
+            "{body}"
+        );
         assert!(
             received[0].headers.get("authorization").is_some(),
             "requests are signed"
