@@ -85,6 +85,18 @@ pub struct ServeConfig {
     /// Models jobs may name (LOTSAWA_MODELS, `engine:model,...`); with keys
     /// required and none listed, each engine's default model only.
     pub models: Vec<(String, String)>,
+    /// A keyless `/metrics` listener (LOTSAWA_METRICS_BIND).
+    pub metrics_bind: Option<SocketAddr>,
+    /// Deadline for a request's headers (LOTSAWA_HEADER_TIMEOUT_MS, default 30000).
+    pub header_timeout: Duration,
+    /// Deadline for a response to start (LOTSAWA_REQUEST_TIMEOUT_MS, default 30000).
+    pub request_timeout: Duration,
+    /// Most open connections (LOTSAWA_MAX_CONNECTIONS, default 1024).
+    pub max_connections: usize,
+    /// Most open SSE streams (LOTSAWA_MAX_STREAMS, default 1000).
+    pub max_streams: usize,
+    /// Most open SSE streams per tenant (LOTSAWA_MAX_STREAMS_PER_TENANT, default 32).
+    pub max_streams_per_tenant: usize,
 }
 
 /// Jobs a tenant may have waiting when keys are required and
@@ -178,6 +190,33 @@ impl ServeConfig {
                     name: "LOTSAWA_MODELS".into(),
                     message,
                 })?;
+        let metrics_bind = match env.var("LOTSAWA_METRICS_BIND") {
+            Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| ConfigError {
+                name: "LOTSAWA_METRICS_BIND".into(),
+                message: format!("expected an address like 127.0.0.1:9090, got '{raw}'"),
+            })?),
+            None => None,
+        };
+        let ms = |name: &str, default: u64| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(match env.var(name) {
+                Some(v) => parse_num(name, &v, 100u64, 3_600_000)?,
+                None => default,
+            }))
+        };
+        let header_timeout = ms("LOTSAWA_HEADER_TIMEOUT_MS", 30_000)?;
+        let request_timeout = ms("LOTSAWA_REQUEST_TIMEOUT_MS", 30_000)?;
+        let count = |name: &str, default: usize| -> Result<usize, ConfigError> {
+            match env.var(name) {
+                Some(v) => parse_num(name, &v, 1usize, 1_000_000),
+                None => Ok(default),
+            }
+        };
+        let max_connections = count("LOTSAWA_MAX_CONNECTIONS", 1024)?;
+        let max_streams = count("LOTSAWA_MAX_STREAMS", lotsawa_http::DEFAULT_MAX_STREAMS)?;
+        let max_streams_per_tenant = count(
+            "LOTSAWA_MAX_STREAMS_PER_TENANT",
+            lotsawa_http::DEFAULT_MAX_STREAMS_PER_TENANT,
+        )?;
         let max_chunks = match env.var("LOTSAWA_MAX_CHUNKS") {
             Some(v) => parse_num("LOTSAWA_MAX_CHUNKS", &v, 1u32, 1_000_000)?,
             None => lotsawa_core::service::DEFAULT_MAX_CHUNKS,
@@ -229,6 +268,12 @@ impl ServeConfig {
             rate,
             max_pending,
             models,
+            metrics_bind,
+            header_timeout,
+            request_timeout,
+            max_connections,
+            max_streams,
+            max_streams_per_tenant,
             allowed_hosts: env
                 .var("LOTSAWA_ALLOWED_HOSTS")
                 .unwrap_or_default()

@@ -3,6 +3,7 @@
 mod client;
 mod config;
 mod keys;
+mod listen;
 mod oneshot;
 mod serve;
 

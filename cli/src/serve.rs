@@ -1,6 +1,7 @@
 //! `lotsawa serve`: build the backend and the router once, serve until
 //! SIGINT/SIGTERM, then drain and exit 0.
 
+use std::io::Write as _;
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
@@ -113,34 +114,71 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             shutdown: draining.clone(),
             require_auth: config.require_auth,
             allowed_hosts: (!config.require_auth).then(|| config.allowed_hosts.clone()),
+            max_streams: config.max_streams,
+            max_streams_per_tenant: config.max_streams_per_tenant,
+            request_timeout: config.request_timeout,
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());
+    let limits = crate::listen::Limits {
+        header_timeout: config.header_timeout,
+        max_connections: config.max_connections,
+        drain: config.shutdown_grace + Duration::from_secs(5),
+    };
     println!(
         "Lotsawa listening on http://{addr} (database: {}, concurrency: {})",
         config.db.display(),
         config.concurrency
     );
     tracing::info!(%addr, "listening");
+    let metrics = match config.metrics_bind {
+        Some(bind) => match tokio::net::TcpListener::bind(bind).await {
+            Ok(l) => {
+                let addr = l.local_addr().map_or(bind, |a| a);
+                // Not println!: a closed stdout must not stop the server.
+                let _ = writeln!(
+                    std::io::stdout(),
+                    "Lotsawa metrics on http://{addr}/metrics"
+                );
+                let app = lotsawa_http::metrics_router(
+                    backend.service() as Arc<dyn lotsawa_core::JobService>
+                );
+                let stop = draining.clone();
+                Some(tokio::spawn(crate::listen::serve(
+                    l,
+                    app,
+                    crate::listen::Limits {
+                        max_connections: 64,
+                        ..limits
+                    },
+                    async move { stop.cancelled().await },
+                )))
+            }
+            Err(e) => {
+                eprintln!("error: cannot listen on {bind} (LOTSAWA_METRICS_BIND): {e}");
+                let _ = backend.shutdown().await;
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
 
     let signal_draining = draining.clone();
-    let server = axum::serve(listener, app).with_graceful_shutdown(async move {
+    crate::listen::serve(listener, app, limits, async move {
         shutdown_signal().await;
         tracing::info!("shutdown requested: finishing in-flight chunks");
         signal_draining.cancel();
-    });
-    let served = server.await;
-    let stopped = backend.shutdown().await;
-    match (served, stopped) {
-        (Ok(()), Ok(())) => {
+    })
+    .await;
+    if let Some(m) = metrics {
+        let _ = m.await;
+    }
+    match backend.shutdown().await {
+        Ok(()) => {
             tracing::info!("stopped cleanly");
             ExitCode::SUCCESS
         }
-        (Err(e), _) => {
-            eprintln!("error: server failed: {e}");
-            ExitCode::FAILURE
-        }
-        (_, Err(e)) => {
+        Err(e) => {
             eprintln!("error: flushing the store failed: {e}");
             ExitCode::FAILURE
         }

@@ -181,6 +181,7 @@ impl App {
                 require_auth: self.config.require_auth,
                 // Behind API Gateway and Function URLs: their host names.
                 allowed_hosts: None,
+                ..lotsawa_http::ApiConfig::default()
             },
         )
     }
@@ -196,6 +197,7 @@ impl App {
                 require_auth: self.config.require_auth,
                 // Behind API Gateway and Function URLs: their host names.
                 allowed_hosts: None,
+                ..lotsawa_http::ApiConfig::default()
             },
         )
     }

@@ -39,6 +39,11 @@ impl ApiError {
             retry_after: None,
         }
     }
+    /// The same error with a `Retry-After` of `secs` seconds.
+    pub fn with_retry_after(mut self, secs: u64) -> Self {
+        self.retry_after = Some(secs);
+        self
+    }
     /// 400 Bad Request.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)

@@ -51,7 +51,21 @@ pub struct ApiConfig {
     /// cloud, or keys required). A web page cannot then drive the server
     /// through DNS rebinding, and cross-site browser requests are refused.
     pub allowed_hosts: Option<Vec<String>>,
+    /// Most SSE streams open at once on this process (then 503).
+    pub max_streams: usize,
+    /// Most SSE streams one tenant may hold open at once (then 429).
+    pub max_streams_per_tenant: usize,
+    /// Longest time a request may take until its response starts (then 503;
+    /// a stream's events are not counted, only its start).
+    pub request_timeout: Duration,
 }
+
+/// Default cap on open streams in all.
+pub const DEFAULT_MAX_STREAMS: usize = 1000;
+/// Default cap on one tenant's open streams.
+pub const DEFAULT_MAX_STREAMS_PER_TENANT: usize = 32;
+/// Default time until a response starts.
+pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl Default for ApiConfig {
     fn default() -> Self {
@@ -61,6 +75,9 @@ impl Default for ApiConfig {
             shutdown: CancellationToken::new(),
             require_auth: false,
             allowed_hosts: None,
+            max_streams: DEFAULT_MAX_STREAMS,
+            max_streams_per_tenant: DEFAULT_MAX_STREAMS_PER_TENANT,
+            request_timeout: DEFAULT_REQUEST_TIMEOUT,
         }
     }
 }
@@ -70,12 +87,23 @@ impl Default for ApiConfig {
 pub struct AppState {
     service: Arc<dyn JobService>,
     config: ApiConfig,
+    streams: Arc<sse::StreamSlots>,
+}
+
+impl AppState {
+    fn new(service: Arc<dyn JobService>, config: ApiConfig) -> Self {
+        Self {
+            service,
+            config,
+            streams: Arc::default(),
+        }
+    }
 }
 
 /// Build the router over any backend.
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
     let limit = config.body_limit;
-    let state = AppState { service, config };
+    let state = AppState::new(service, config);
     with_auth(
         state.clone(),
         with_fallbacks(
@@ -96,7 +124,7 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
 /// Only the SSE route (and health), for a deployment that serves streams
 /// from a function of their own with read-only rights.
 pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
-    let state = AppState { service, config };
+    let state = AppState::new(service, config);
     with_auth(
         state.clone(),
         with_fallbacks(
@@ -119,7 +147,41 @@ fn with_auth(state: AppState, routes: Router<AppState>) -> Router<AppState> {
             state.clone(),
             authenticate,
         ))
-        .layer(axum::middleware::from_fn_with_state(state, check_host))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            check_host,
+        ))
+        .layer(axum::middleware::from_fn_with_state(state, deadline))
+}
+
+/// Answer 503 when a response has not started within the request timeout
+/// (a store stuck on a full disk, say), instead of holding the connection.
+async fn deadline(State(state): State<AppState>, request: Request, next: Next) -> Response {
+    let limit = state.config.request_timeout;
+    match tokio::time::timeout(limit, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(seconds = limit.as_secs_f64(), "request timed out");
+            let e = ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "the request took longer than {} s; try again",
+                    limit.as_secs_f64()
+                ),
+            );
+            e.with_retry_after(1).into_response()
+        }
+    }
+}
+
+/// A keyless `/metrics` only, for its own bind address
+/// (`LOTSAWA_METRICS_BIND`): scrapers need no key, and the API stays keyed.
+pub fn metrics_router(service: Arc<dyn JobService>) -> Router {
+    let state = AppState::new(service, ApiConfig::default());
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .with_state(state)
 }
 
 /// The host part of a `Host` or `Origin` authority (no port, no brackets).

@@ -23,6 +23,68 @@ use crate::{ApiError, AppState, parse_id};
 /// Progress is re-sent at least this often while a job is live.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Open streams, in all and per tenant, on this process.
+#[derive(Debug, Default)]
+pub(crate) struct StreamSlots {
+    open: std::sync::Mutex<(usize, std::collections::HashMap<Tenant, usize>)>,
+}
+
+/// One open stream; its slot is given back when it is dropped.
+pub(crate) struct StreamSlot {
+    slots: std::sync::Arc<StreamSlots>,
+    tenant: Tenant,
+}
+
+impl StreamSlots {
+    /// A slot for `tenant`, or the error to answer: 429 at the tenant's
+    /// cap, 503 at the process's.
+    fn take(
+        self: &std::sync::Arc<Self>,
+        tenant: &Tenant,
+        max: usize,
+        per_tenant: usize,
+    ) -> Result<StreamSlot, ApiError> {
+        let mut open = self.open.lock().unwrap_or_else(|p| p.into_inner());
+        let mine = open.1.get(tenant).copied().unwrap_or(0);
+        if mine >= per_tenant {
+            let e = ApiError::new(
+                axum::http::StatusCode::TOO_MANY_REQUESTS,
+                format!(
+                    "you have {mine} progress streams open and at most {per_tenant} may be; \
+                     close one first"
+                ),
+            );
+            return Err(e.with_retry_after(5));
+        }
+        if open.0 >= max {
+            let e = ApiError::new(
+                axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                "the server has as many progress streams open as it serves; try again shortly",
+            );
+            return Err(e.with_retry_after(5));
+        }
+        open.0 += 1;
+        *open.1.entry(tenant.clone()).or_insert(0) += 1;
+        Ok(StreamSlot {
+            slots: self.clone(),
+            tenant: tenant.clone(),
+        })
+    }
+}
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        let mut open = self.slots.open.lock().unwrap_or_else(|p| p.into_inner());
+        open.0 = open.0.saturating_sub(1);
+        if let Some(n) = open.1.get_mut(&self.tenant) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                open.1.remove(&self.tenant);
+            }
+        }
+    }
+}
+
 fn progress_of(v: &JobView) -> ProgressEvent {
     ProgressEvent {
         kind: "progress".into(),
@@ -87,12 +149,20 @@ pub(crate) async fn stream_job(
 ) -> Result<Response, ApiError> {
     let id = parse_id(&id)?;
     let first = state.service.watch(&tenant, id).await?;
+    let slot = state.streams.take(
+        &tenant,
+        state.config.max_streams,
+        state.config.max_streams_per_tenant,
+    )?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(pump(state, tenant, id, first, last_seen, tx));
+    tokio::spawn(async move {
+        pump(state, tenant, id, first, last_seen, tx).await;
+        drop(slot);
+    });
     let events =
         futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
     Ok(Sse::new(events)
