@@ -472,8 +472,10 @@ pub async fn retries_and_failures(api: &Api, provider: &FakeProvider) -> Result<
         provider.calls_for(&bad)
     );
     ensure!(
-        job["error"].as_str().is_some_and(|e| e.contains("400")),
-        "{job}"
+        job["error"].as_str().is_some_and(|e| e.contains("400")
+            && e.starts_with("provider_rejected: ")
+            && !e.contains("injected")),
+        "a stable code and no provider text: {job}"
     );
     ensure!(is_rfc3339_utc(&job["completedAt"]), "{job}");
     let events = api.stream(&id, None, Duration::from_secs(10)).await?;
@@ -501,7 +503,7 @@ pub async fn retries_and_failures(api: &Api, provider: &FakeProvider) -> Result<
     ensure!(
         job["error"]
             .as_str()
-            .is_some_and(|e| e.contains("3 attempts")),
+            .is_some_and(|e| e.contains("3 attempts") && e.starts_with("provider_unavailable: ")),
         "{job}"
     );
     Ok(())

@@ -253,7 +253,10 @@ pub async fn settle_execution(
     }
     let error = match change.status.as_str() {
         "FAILED" | "TIMED_OUT" | "ABORTED" => {
-            format!("the job's execution ended as {}", change.status)
+            format!(
+                "execution_ended: the job's execution ended as {}",
+                change.status
+            )
         }
         "SUCCEEDED" => {
             let out = store
@@ -268,7 +271,8 @@ pub async fn settle_execution(
                 // The run goes on in its next segment.
                 return Ok(false);
             }
-            "the job's execution ended as SUCCEEDED without finishing the job".to_owned()
+            "execution_ended: the job's execution ended as SUCCEEDED without finishing the job"
+                .to_owned()
         }
         _ => return Ok(false),
     };

@@ -118,7 +118,8 @@ pub async fn ingest(
     let source = match why {
         Ok(source) => source,
         Err(why) => {
-            let error = format!("s3://{bucket}/{key}: {why}");
+            // The bucket's name stays out of the job: the key is the uploader's.
+            let error = format!("invalid_source: {key}: {why}");
             let mut job = lotsawa_core::pipeline::rejected_job(
                 store.config.ingest_tenant.clone(),
                 JobType::Translation,

@@ -287,10 +287,12 @@ impl Worker {
                     quality_retried: false,
                 })
                 .await;
-                self.store.note_chunk_error(id, k, &err.message).await?;
+                let public = err.public();
+                self.store.note_chunk_error(id, k, &public).await?;
                 let name = err.class.error_name();
-                tracing::warn!(chunk = k, error = %err.message, class = name, "chunk attempt failed");
-                Ok(Answer::Failure(name, err.message))
+                tracing::warn!(job_id = %id, chunk = k, error = %public,
+                    detail = err.detail.as_deref().unwrap_or(""), class = name, "chunk attempt failed");
+                Ok(Answer::Failure(name, public))
             }
         }
     }
@@ -377,7 +379,7 @@ impl Worker {
                         .or(c.error.clone())
                 })
                 .unwrap_or_else(|| "the completion step failed".to_owned());
-            format!("assembling the result failed: {why}")
+            format!("completion_failed: assembling the result failed: {why}")
         } else {
             let last = self.store.chunk(id, k).await?.and_then(|c| c.error);
             let detail = last.unwrap_or_else(|| "no error recorded".to_owned());

@@ -40,10 +40,31 @@ impl ErrorClass {
 pub struct EngineError {
     /// Retry or not.
     pub class: ErrorClass,
-    /// What went wrong, safe to show to users (no secrets).
+    /// A stable code clients can match on (`provider_unavailable`, …).
+    pub code: &'static str,
+    /// What went wrong, safe to show to users: no provider text, account
+    /// ids, ARNs or key tails (those go in `detail`).
     pub message: String,
+    /// What the provider said, for the log only.
+    pub detail: Option<String>,
     /// The provider's Retry-After, when it sent one.
     pub retry_after: Option<Duration>,
+}
+
+/// Stable error codes a job's `error` starts with.
+pub mod codes {
+    /// The provider did not answer, timed out, or answered 429/5xx.
+    pub const PROVIDER_UNAVAILABLE: &str = "provider_unavailable";
+    /// The provider refused the request (a 4xx other than 429).
+    pub const PROVIDER_REJECTED: &str = "provider_rejected";
+    /// The provider refused the credentials (401/403, access denied).
+    pub const PROVIDER_AUTH: &str = "provider_auth";
+    /// The provider's answer could not be used.
+    pub const PROVIDER_INVALID_RESPONSE: &str = "provider_invalid_response";
+    /// The answer failed the quality checks on every try.
+    pub const QUALITY_REJECTED: &str = "quality_rejected";
+    /// Any other engine failure.
+    pub const ENGINE_FAILED: &str = "engine_failed";
 }
 
 impl EngineError {
@@ -51,7 +72,9 @@ impl EngineError {
     pub fn transient(message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Transient,
+            code: codes::PROVIDER_UNAVAILABLE,
             message: message.into(),
+            detail: None,
             retry_after: None,
         }
     }
@@ -59,9 +82,25 @@ impl EngineError {
     pub fn permanent(message: impl Into<String>) -> Self {
         Self {
             class: ErrorClass::Permanent,
+            code: codes::ENGINE_FAILED,
             message: message.into(),
+            detail: None,
             retry_after: None,
         }
+    }
+    /// The same error under a stable code.
+    pub fn coded(mut self, code: &'static str) -> Self {
+        self.code = code;
+        self
+    }
+    /// The same error with what the provider said (logged, never shown).
+    pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
+        self.detail = Some(detail.into());
+        self
+    }
+    /// What users see: `code: message`.
+    pub fn public(&self) -> String {
+        format!("{}: {}", self.code, self.message)
     }
 }
 

@@ -239,19 +239,35 @@ impl ChunkPlan {
 }
 
 /// The job's error when chunk `index` failed for good after `attempts`
-/// provider calls.
+/// provider calls; `public` is the engine error's `code: message`, and the
+/// job's error starts with that code.
 pub fn describe_failure(
     index: u32,
     attempts: u32,
     class: crate::engine::ErrorClass,
-    message: &str,
+    public: &str,
 ) -> String {
+    let (code, message) = split_code(public);
+    let code = code.unwrap_or(crate::engine::codes::ENGINE_FAILED);
     match class {
-        crate::engine::ErrorClass::Permanent => format!("chunk {index} failed: {message}"),
+        crate::engine::ErrorClass::Permanent => format!("{code}: chunk {index} failed: {message}"),
         crate::engine::ErrorClass::Transient => format!(
-            "chunk {index} failed after {} attempts: {message}",
+            "{code}: chunk {index} failed after {} attempts: {message}",
             attempts.max(1)
         ),
+    }
+}
+
+/// `("code", "message")` of a `code: message` text whose code is a
+/// snake_case word; `(None, text)` otherwise.
+pub fn split_code(text: &str) -> (Option<&str>, &str) {
+    match text.split_once(": ") {
+        Some((code, rest))
+            if !code.is_empty() && code.bytes().all(|b| b.is_ascii_lowercase() || b == b'_') =>
+        {
+            (Some(code), rest)
+        }
+        _ => (None, text),
     }
 }
 
@@ -318,7 +334,8 @@ pub async fn attempt(
             Some(issue) if issue.is_unusable() => {
                 return Err(EngineError::permanent(format!(
                     "the provider's answer failed the quality check twice: {issue}"
-                )));
+                ))
+                .coded(crate::engine::codes::QUALITY_REJECTED));
             }
             Some(issue) => break (out, Some(format!("chunk {}: {issue}", task.index))),
         }

@@ -97,9 +97,10 @@ impl BedrockEngine {
         };
         let text = text.trim().to_owned();
         if text.is_empty() {
-            return Err(EngineError::permanent(
-                "Bedrock sent an invalid response: no text in the output message",
-            ));
+            return Err(
+                EngineError::permanent("Bedrock sent no text in the output message")
+                    .coded(lotsawa_core::engine::codes::PROVIDER_INVALID_RESPONSE),
+            );
         }
         Ok(text)
     }
@@ -108,27 +109,34 @@ impl BedrockEngine {
 /// Throttling, timeouts, 5xx and transport failures are transient; the
 /// rest (validation, access, unknown model) permanent.
 fn classify(err: SdkError<ConverseError>) -> EngineError {
+    use lotsawa_core::engine::codes;
     match err {
         SdkError::ServiceError(ctx) => {
             let e = ctx.into_err();
-            let message = format!(
-                "Bedrock answered {}: {}",
-                e.code().unwrap_or("an error"),
-                e.message().unwrap_or("no message")
-            );
+            // The error's name is safe to show; its message can name the
+            // account, a role or a model ARN: logged only.
+            let name = e.code().unwrap_or("an error").to_owned();
+            let detail = e.message().unwrap_or("no message").to_owned();
+            let message = format!("Bedrock answered {name}");
             match e {
                 ConverseError::ThrottlingException(_)
                 | ConverseError::ModelTimeoutException(_)
                 | ConverseError::ServiceUnavailableException(_)
                 | ConverseError::InternalServerException(_)
                 | ConverseError::ModelNotReadyException(_) => EngineError::transient(message),
-                _ => EngineError::permanent(message),
+                ConverseError::AccessDeniedException(_) => {
+                    EngineError::permanent(message).coded(codes::PROVIDER_AUTH)
+                }
+                _ => EngineError::permanent(message).coded(codes::PROVIDER_REJECTED),
             }
+            .with_detail(detail)
         }
-        SdkError::TimeoutError(_) => EngineError::transient("Bedrock request timed out"),
+        SdkError::TimeoutError(_) => EngineError::transient("the Bedrock request timed out"),
         SdkError::DispatchFailure(_) => EngineError::transient("cannot connect to Bedrock"),
         SdkError::ResponseError(_) => EngineError::transient("Bedrock sent an unreadable response"),
-        other => EngineError::permanent(format!("Bedrock request failed: {other}")),
+        other => EngineError::permanent("the Bedrock request failed")
+            .coded(codes::PROVIDER_REJECTED)
+            .with_detail(other.to_string()),
     }
 }
 
@@ -274,7 +282,9 @@ mod tests {
                 .respond_with(
                     ResponseTemplate::new(status)
                         .insert_header("x-amzn-errortype", kind)
-                        .set_body_json(json!({"message": format!("injected {kind}")})),
+                        .set_body_json(json!({"message": format!(
+                            "injected {kind} for arn:aws:iam::123456789012:role/secret"
+                        )})),
                 )
                 .mount(&server)
                 .await;
@@ -287,6 +297,16 @@ mod tests {
                 .expect_err(kind);
             assert_eq!(err.class, class, "{kind}: {}", err.message);
             assert!(err.message.contains(kind), "{}", err.message);
+            assert!(
+                !err.public().contains("123456789012"),
+                "no account id in what users see: {}",
+                err.public()
+            );
+            assert!(
+                err.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("arn:aws:iam"))
+            );
         }
     }
 

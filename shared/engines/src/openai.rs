@@ -3,7 +3,7 @@
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
-use lotsawa_core::engine::REVIEW_MAX_TOKENS;
+use lotsawa_core::engine::{REVIEW_MAX_TOKENS, codes};
 use lotsawa_core::{
     Engine, EngineError, EngineKind, EngineOutput, GlossaryEntry, ReviewRequest, TranslateRequest,
 };
@@ -286,13 +286,16 @@ impl OpenAiEngine {
             request = request.bearer_auth(key);
         }
         let response = request.send().await.map_err(|e| {
-            if e.is_timeout() {
-                EngineError::transient("provider request timed out")
-            } else if e.is_connect() {
+            let (timeout, connect) = (e.is_timeout(), e.is_connect());
+            let detail = e.without_url().to_string();
+            if timeout {
+                EngineError::transient("the provider request timed out")
+            } else if connect {
                 EngineError::transient("cannot connect to the provider")
             } else {
-                EngineError::transient(format!("provider request failed: {}", e.without_url()))
+                EngineError::transient("the provider request failed")
             }
+            .with_detail(detail)
         })?;
         let status = response.status();
         let retry_after = response
@@ -301,34 +304,36 @@ impl OpenAiEngine {
             .and_then(|v| v.to_str().ok())
             .and_then(parse_retry_after);
         let text = response.text().await.map_err(|e| {
-            if e.is_timeout() {
-                EngineError::transient("provider response timed out")
+            let timeout = e.is_timeout();
+            let detail = e.without_url().to_string();
+            if timeout {
+                EngineError::transient("the provider response timed out")
             } else {
-                EngineError::transient(format!(
-                    "reading the provider response failed: {}",
-                    e.without_url()
-                ))
+                EngineError::transient("reading the provider response failed")
             }
+            .with_detail(detail)
         })?;
         if !status.is_success() {
-            let message = format!(
-                "provider answered HTTP {}: {}",
-                status.as_u16(),
-                snippet(&text)
-            );
+            // The body can hold account or organisation details: logged only.
+            let message = format!("the provider answered HTTP {}", status.as_u16());
             let transient = status == StatusCode::TOO_MANY_REQUESTS
                 || status == StatusCode::REQUEST_TIMEOUT
                 || status.is_server_error();
             let mut err = if transient {
                 EngineError::transient(message)
+            } else if status == StatusCode::UNAUTHORIZED || status == StatusCode::FORBIDDEN {
+                EngineError::permanent(message).coded(codes::PROVIDER_AUTH)
             } else {
-                EngineError::permanent(message)
-            };
+                EngineError::permanent(message).coded(codes::PROVIDER_REJECTED)
+            }
+            .with_detail(snippet(&text));
             err.retry_after = retry_after;
             return Err(err);
         }
         let parsed: ChatResponse = serde_json::from_str(&text).map_err(|e| {
-            EngineError::permanent(format!("provider sent an invalid response: {e}"))
+            EngineError::permanent("the provider sent a response that is not a chat completion")
+                .coded(codes::PROVIDER_INVALID_RESPONSE)
+                .with_detail(format!("{e}: {}", snippet(&text)))
         })?;
         let (content, logprobs) = match parsed.choices.into_iter().next() {
             Some(c) => (c.message.content, c.logprobs),
@@ -337,8 +342,9 @@ impl OpenAiEngine {
         let content = content.map(|c| c.trim().to_owned()).unwrap_or_default();
         if content.is_empty() {
             return Err(EngineError::permanent(
-                "provider sent an invalid response: no translation in choices[0].message.content",
-            ));
+                "the provider sent no translation in choices[0].message.content",
+            )
+            .coded(codes::PROVIDER_INVALID_RESPONSE));
         }
         Ok((content, token_confidence(logprobs)))
     }
@@ -493,7 +499,8 @@ mod tests {
             (401, None, ErrorClass::Permanent),
         ] {
             let server = MockServer::start().await;
-            let mut t = ResponseTemplate::new(status).set_body_string("{\"error\":\"nope\"}");
+            let mut t = ResponseTemplate::new(status)
+                .set_body_string("{\"error\":\"nope for org-SECRET123 account 123456789012\"}");
             if let Some(ra) = retry_after {
                 t = t.insert_header("retry-after", ra);
             }
@@ -507,6 +514,23 @@ mod tests {
                 .expect_err("should fail");
             assert_eq!(err.class, class, "{status}");
             assert!(err.message.contains(&status.to_string()), "{}", err.message);
+            assert!(
+                !err.public().contains("SECRET") && !err.public().contains("123456789012"),
+                "provider text stays out of what users see: {}",
+                err.public()
+            );
+            assert!(
+                err.detail
+                    .as_deref()
+                    .is_some_and(|d| d.contains("org-SECRET123")),
+                "but reaches the log"
+            );
+            let code = match status {
+                401 => "provider_auth",
+                400 => "provider_rejected",
+                _ => "provider_unavailable",
+            };
+            assert_eq!(err.code, code, "{status}");
             assert_eq!(
                 err.retry_after,
                 retry_after.map(|s| Duration::from_secs(s.parse().unwrap_or(0)))

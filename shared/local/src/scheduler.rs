@@ -238,8 +238,9 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
             }
             ChunkOutcome::Failed { attempts, err } => {
                 let error =
-                    pipeline::describe_failure(chunk.index, attempts, err.class, &err.message);
-                tracing::warn!(chunk = chunk.index, attempts, error = %err.message, "chunk failed for good");
+                    pipeline::describe_failure(chunk.index, attempts, err.class, &err.public());
+                tracing::warn!(job_id = %job.id, chunk = chunk.index, attempts, error = %err.public(),
+                    detail = err.detail.as_deref().unwrap_or(""), "chunk failed for good");
                 return end_run(
                     shared,
                     job,
@@ -339,13 +340,13 @@ async fn translate_chunk(
             .inc();
         shared
             .store
-            .note_chunk_error(job.id, chunk.index, &err.message)
+            .note_chunk_error(job.id, chunk.index, &err.public())
             .await?;
         let jitter: f64 = rand::random();
         match shared.config.retry.decide(attempt, &err, jitter) {
             RetryDecision::RetryAfter(wait) => {
-                tracing::warn!(chunk = chunk.index, attempt, error = %err.message,
-                    wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
+                tracing::warn!(job_id = %job.id, chunk = chunk.index, attempt, error = %err.public(),
+                    detail = err.detail.as_deref().unwrap_or(""), wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
                     _ = cancel.cancelled() => return Ok(ChunkOutcome::Stopped),
