@@ -36,7 +36,56 @@ fn problem_detail(status: reqwest::StatusCode, body: &str) -> String {
     let detail = serde_json::from_str::<Problem>(body)
         .map(|p| p.detail)
         .unwrap_or_else(|_| body.trim().chars().take(300).collect());
-    format!("{detail} (HTTP {})", status.as_u16())
+    format!("{} (HTTP {})", terminal_safe(&detail), status.as_u16())
+}
+
+/// Server text made safe for a terminal: escape sequences (which could move
+/// the cursor, retitle the window or hide text), other control characters
+/// and bidirectional overrides are dropped; line breaks and tabs stay.
+pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        (c.is_control() && c != '\n' && c != '\t')
+            || matches!(c, '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.chars().any(unsafe_char) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ params final / ESC ] ... BEL|ST / ESC x: drop the sequence.
+            match chars.peek() {
+                Some('[') => {
+                    chars.next();
+                    while let Some(n) = chars.next() {
+                        if ('\u{40}'..='\u{7e}').contains(&n) {
+                            break;
+                        }
+                    }
+                }
+                Some(']') => {
+                    chars.next();
+                    while let Some(n) = chars.next() {
+                        if n == '\u{7}' {
+                            break;
+                        }
+                        if n == '\u{1b}' {
+                            chars.next();
+                            break;
+                        }
+                    }
+                }
+                Some(_) => {
+                    chars.next();
+                }
+                None => {}
+            }
+        } else if !unsafe_char(c) {
+            out.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// The `type` of an SSE event's data.
@@ -145,10 +194,10 @@ impl Client {
         println!("created:   {}", job.created_at);
         println!("attempts:  {}", job.attempts);
         if let Some(e) = &job.error {
-            println!("error:     {e}");
+            println!("error:     {}", terminal_safe(e));
         }
         if let Some(r) = &job.result {
-            println!("\n{}", r.translation);
+            println!("\n{}", terminal_safe(&r.translation));
         }
     }
 
@@ -277,7 +326,7 @@ impl Client {
                             .estimated_time_remaining
                             .map(|ms| format!(" ETA {}", fmt_ms(ms)))
                             .unwrap_or_default();
-                        bar.set_message(format!("{}{eta}", p.status));
+                        bar.set_message(format!("{}{eta}", terminal_safe(&p.status)));
                     }
                     "completed" | "failed" | "cancelled" => terminal = Some(kind),
                     _ => {}
@@ -297,7 +346,7 @@ impl Client {
                 if self.json {
                     print_json(&job);
                 } else if let Some(r) = &job.result {
-                    println!("{}", r.translation);
+                    println!("{}", terminal_safe(&r.translation));
                 }
                 Ok(ExitCode::SUCCESS)
             }
@@ -306,7 +355,7 @@ impl Client {
                     print_json(&job);
                 }
                 let e = job.error.as_deref().unwrap_or("unknown error");
-                eprintln!("job {id} failed: {e}");
+                eprintln!("job {id} failed: {}", terminal_safe(e));
                 Ok(ExitCode::from(EXIT_JOB_FAILED))
             }
             _ => {
@@ -351,11 +400,11 @@ impl Client {
                         for j in &page.jobs {
                             println!(
                                 "{:<36}  {:<10}  {:>4}  {:>11}  {}",
-                                j.id,
-                                j.status,
+                                terminal_safe(&j.id),
+                                terminal_safe(&j.status),
                                 j.progress,
                                 format!("{}/{}", j.chunks_completed, j.chunks_total),
-                                j.created_at
+                                terminal_safe(&j.created_at)
                             );
                         }
                     }
@@ -384,10 +433,30 @@ impl Client {
                     if self.json {
                         print_json(&v);
                     } else {
-                        println!("{}", v.message);
+                        println!("{}", terminal_safe(&v.message));
                     }
                     ExitCode::SUCCESS
                 }),
         )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::terminal_safe;
+
+    #[test]
+    fn terminal_sequences_and_controls_are_dropped() {
+        assert_eq!(
+            terminal_safe("Homage to Mañjuśrī.\n\tline"),
+            "Homage to Mañjuśrī.\n\tline"
+        );
+        assert_eq!(terminal_safe("\u{1b}[2J\u{1b}[31mred\u{1b}[0m"), "red");
+        assert_eq!(terminal_safe("a\u{1b}]0;owned title\u{7}b"), "ab");
+        assert_eq!(terminal_safe("a\u{1b}]8;;http://x\u{1b}\\b"), "ab");
+        assert_eq!(terminal_safe("bell\u{7}\rover\u{8}"), "bellover");
+        assert_eq!(terminal_safe("\u{9b}31mc1"), "31mc1");
+        assert_eq!(terminal_safe("x\u{202E}gnp.exe"), "xgnp.exe");
+        assert_eq!(terminal_safe("trailing\u{1b}"), "trailing");
     }
 }
