@@ -58,7 +58,7 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
             match chars.peek() {
                 Some('[') => {
                     chars.next();
-                    while let Some(n) = chars.next() {
+                    for n in chars.by_ref() {
                         if ('\u{40}'..='\u{7e}').contains(&n) {
                             break;
                         }
