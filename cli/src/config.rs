@@ -85,6 +85,8 @@ pub struct ServeConfig {
     /// Models jobs may name (LOTSAWA_MODELS, `engine:model,...`); with keys
     /// required and none listed, each engine's default model only.
     pub models: Vec<(String, String)>,
+    /// Days finished jobs are kept (LOTSAWA_RETENTION_DAYS; unset: for ever).
+    pub retention_days: Option<u32>,
     /// A keyless `/metrics` listener (LOTSAWA_METRICS_BIND).
     pub metrics_bind: Option<SocketAddr>,
     /// Deadline for a request's headers (LOTSAWA_HEADER_TIMEOUT_MS, default 30000).
@@ -190,6 +192,10 @@ impl ServeConfig {
                     name: "LOTSAWA_MODELS".into(),
                     message,
                 })?;
+        let retention_days = match env.var("LOTSAWA_RETENTION_DAYS") {
+            Some(v) => Some(parse_num("LOTSAWA_RETENTION_DAYS", &v, 1u32, 36_500)?),
+            None => None,
+        };
         let metrics_bind = match env.var("LOTSAWA_METRICS_BIND") {
             Some(raw) => Some(raw.trim().parse::<SocketAddr>().map_err(|_| ConfigError {
                 name: "LOTSAWA_METRICS_BIND".into(),
@@ -268,6 +274,7 @@ impl ServeConfig {
             rate,
             max_pending,
             models,
+            retention_days,
             metrics_bind,
             header_timeout,
             request_timeout,
@@ -295,6 +302,9 @@ impl ServeConfig {
             max_pending: self.max_pending,
             models: self.models.clone(),
             restrict_models: self.require_auth,
+            retention: self
+                .retention_days
+                .map(|d| Duration::from_secs(u64::from(d) * 86_400)),
             concurrency: self.concurrency,
             retry: self.retry,
             shutdown_grace: self.shutdown_grace,

@@ -83,10 +83,16 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     let backend = match LocalBackend::start(config.db.clone(), engines, config.scheduler()).await {
         Ok(b) => b,
         Err(e) => {
-            eprintln!(
-                "error: cannot open the database {}: {e}",
-                config.db.display()
-            );
+            match e.storage_fault() {
+                Some(fault) => eprintln!(
+                    "error: cannot open the database {}: {fault} ({e})",
+                    config.db.display()
+                ),
+                None => eprintln!(
+                    "error: cannot open the database {}: {e}",
+                    config.db.display()
+                ),
+            }
             return ExitCode::FAILURE;
         }
     };

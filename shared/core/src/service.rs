@@ -75,6 +75,9 @@ impl From<StoreError> for ServiceError {
                 ServiceError::Invalid(format!("cursor '{c}' is not a valid cursor for this list"))
             }
             StoreError::Closed => ServiceError::Unavailable("the server is shutting down".into()),
+            StoreError::Storage(m) => ServiceError::Unavailable(format!(
+                "the server cannot store anything right now ({m}); nothing was changed, try again later"
+            )),
             StoreError::Throttled(_)
             | StoreError::TransactionConflict(_)
             | StoreError::ServerError(_) => {

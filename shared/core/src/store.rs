@@ -47,6 +47,10 @@ pub enum StoreError {
     /// The store is shutting down.
     #[error("the store is closed")]
     Closed,
+    /// The storage cannot take writes now (a full disk, a read-only file
+    /// system); nothing was written, and retrying once it is fixed succeeds.
+    #[error("{0}")]
+    Storage(String),
     /// A stored value did not parse.
     #[error("corrupt stored value: {0}")]
     Corrupt(String),

@@ -84,6 +84,13 @@ impl LocalBackend {
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
         };
+        if let Some(retention) = shared.config.retention {
+            tokio::spawn(scheduler::purge_loop(
+                store.clone(),
+                retention,
+                draining.clone(),
+            ));
+        }
         let scheduler = tokio::spawn(scheduler::run(shared.clone()));
         let choice = lotsawa_core::EngineChoice {
             names: shared.engines.names(),

@@ -43,6 +43,8 @@ pub struct SchedulerConfig {
     /// Only listed models (or each engine's default) even when none are
     /// listed: set when keys are required, so a key cannot pick a costly model.
     pub restrict_models: bool,
+    /// How long finished jobs are kept (`None`: for ever).
+    pub retention: Option<Duration>,
 }
 
 impl Default for SchedulerConfig {
@@ -58,6 +60,7 @@ impl Default for SchedulerConfig {
             max_pending: None,
             models: Vec::new(),
             restrict_models: false,
+            retention: None,
         }
     }
 }
@@ -164,6 +167,65 @@ pub(crate) async fn run(shared: Shared) {
     }
 }
 
+/// Delete jobs finished longer than `retention` ago: at start, then hourly,
+/// in batches, until the backend drains.
+pub(crate) async fn purge_loop(store: Store, retention: Duration, draining: CancellationToken) {
+    const BATCH: u32 = 500;
+    loop {
+        let before =
+            Utc::now() - chrono::Duration::from_std(retention).unwrap_or(chrono::Duration::MAX);
+        let mut purged = 0usize;
+        loop {
+            match store.purge_finished(before, BATCH).await {
+                Ok(n) => {
+                    purged += n;
+                    if n < BATCH as usize || draining.is_cancelled() {
+                        break;
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "purging finished jobs failed");
+                    break;
+                }
+            }
+        }
+        if purged > 0 {
+            tracing::info!(purged, "finished jobs past their retention deleted");
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+            _ = draining.cancelled() => return,
+        }
+    }
+}
+
+/// A runner stopped on a store error (a full or read-only disk): put its
+/// job back in the queue, retrying with backoff while the storage refuses
+/// writes, so it runs again once they succeed. A drain stops trying; the
+/// next start resumes the job.
+async fn requeue_after_store_error(shared: &Shared, job: &Job) {
+    let mut wait = Duration::from_millis(500);
+    loop {
+        match transition(&shared.store, job, Change::Requeue, Utc::now()).await {
+            Ok(TransitionOutcome::Applied(_)) => {
+                tracing::info!(job_id = %job.id, "job back in the queue after a store error");
+                shared.wake.notify_one();
+                return;
+            }
+            // Cancelled or moved on meanwhile: nothing to put back.
+            Ok(_) => return,
+            Err(e) => {
+                tracing::warn!(job_id = %job.id, error = %e, "requeue failed; trying again");
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = shared.draining.cancelled() => return,
+        }
+        wait = (wait * 2).min(Duration::from_secs(30));
+    }
+}
+
 fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     let id = job.id;
     let run = job.attempts;
@@ -174,8 +236,15 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     let shared = shared.clone();
     tasks.spawn(async move {
         if let Err(e) = run_job(&shared, &job, &token).await {
-            // The job stays `processing`; a restart resumes it.
             tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
+            // The job is read again: the run may have moved it before failing.
+            let current = match shared.store.get(id).await {
+                Ok(j) => j,
+                Err(_) => job.clone(),
+            };
+            if current.status == lotsawa_core::JobStatus::Processing && current.attempts == run {
+                requeue_after_store_error(&shared, &current).await;
+            }
         }
         shared.publish(id);
         (id, run)

@@ -49,6 +49,39 @@ pub enum StoreError {
     Join(String),
 }
 
+impl StoreError {
+    /// What is wrong with the storage itself, when that is the failure: a
+    /// full disk, a read-only file or file system, an I/O error.
+    pub fn storage_fault(&self) -> Option<&'static str> {
+        let text = match self {
+            StoreError::Sqlite(e) => match e.sqlite_error_code() {
+                Some(rusqlite::ErrorCode::DiskFull) => return Some("the disk is full"),
+                Some(rusqlite::ErrorCode::ReadOnly) => {
+                    return Some("the database is read-only");
+                }
+                Some(rusqlite::ErrorCode::SystemIoFailure) => {
+                    return Some("the disk reported an I/O error");
+                }
+                Some(rusqlite::ErrorCode::CannotOpen) => {
+                    return Some("the database file cannot be opened");
+                }
+                _ => return None,
+            },
+            StoreError::Commit(m) => m.as_str(),
+            _ => return None,
+        };
+        if text.contains("database or disk is full") {
+            Some("the disk is full")
+        } else if text.contains("readonly database") {
+            Some("the database is read-only")
+        } else if text.contains("disk I/O error") {
+            Some("the disk reported an I/O error")
+        } else {
+            None
+        }
+    }
+}
+
 impl From<StoreError> for lotsawa_core::StoreError {
     fn from(e: StoreError) -> Self {
         use lotsawa_core::StoreError as Port;
@@ -57,6 +90,9 @@ impl From<StoreError> for lotsawa_core::StoreError {
             StoreError::InvalidCursor(c) => Port::InvalidCursor(c),
             StoreError::Closed => Port::Closed,
             StoreError::Corrupt(m) => Port::Corrupt(m),
+            e if e.storage_fault().is_some() => {
+                Port::Storage(e.storage_fault().unwrap_or_default().to_owned())
+            }
             StoreError::Sqlite(e)
                 if matches!(
                     e.sqlite_error_code(),
@@ -318,7 +354,33 @@ fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
 pub struct Store {
     writer: mpsc::Sender<Op>,
     readers: Arc<Mutex<Vec<Connection>>>,
+    /// At most [`READERS`] reads at once, so connections stay bounded
+    /// however many requests and streams read.
+    read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
+}
+
+/// Read connections: the pool's size and the most reads at once.
+const READERS: usize = 8;
+
+/// Create the database file readable and writable by its owner only (SQLite
+/// gives its WAL and shared-memory files the same mode).
+fn create_private(path: &Path) -> Result<(), StoreError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(StoreError::Commit(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
 }
 
 impl std::fmt::Debug for Store {
@@ -352,6 +414,7 @@ impl Store {
     /// Open (creating if needed) the database file and start the writer.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
+        create_private(&path)?;
         let conn = open_conn(&path, false)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
@@ -363,6 +426,7 @@ impl Store {
         Ok(Self {
             writer: tx,
             readers: Arc::new(Mutex::new(Vec::new())),
+            read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             path,
         })
     }
@@ -401,14 +465,21 @@ impl Store {
     {
         let readers = self.readers.clone();
         let path = self.path.clone();
+        let permit = self
+            .read_permits
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| StoreError::Closed)?;
         tokio::task::spawn_blocking(move || {
+            let _permit = permit;
             let conn = match readers.lock().map(|mut v| v.pop()) {
                 Ok(Some(c)) => c,
                 _ => open_conn(&path, true)?,
             };
             let out = f(&conn);
             if let Ok(mut v) = readers.lock()
-                && v.len() < 8
+                && v.len() < READERS
             {
                 v.push(conn);
             }
@@ -416,6 +487,40 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Delete up to `limit` jobs (with their chunks) that finished before
+    /// `before`, oldest first, and idempotency records past their window;
+    /// the number of jobs deleted. Pending and processing jobs are kept
+    /// however old they are.
+    pub async fn purge_finished(
+        &self,
+        before: DateTime<Utc>,
+        limit: u32,
+    ) -> Result<usize, StoreError> {
+        let cutoff = ts(before);
+        let idem_cutoff = ts(Utc::now() - lotsawa_core::service::IDEMPOTENCY_WINDOW * 2);
+        self.write(move |conn| {
+            let seqs: Vec<i64> = conn
+                .prepare_cached(
+                    "SELECT seq FROM jobs
+                     WHERE status IN ('completed', 'failed', 'cancelled')
+                       AND COALESCE(completed_at, cancelled_at, created_at) < ?1
+                     ORDER BY seq LIMIT ?2",
+                )?
+                .query_map(params![cutoff, limit], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut del_chunks = conn.prepare_cached("DELETE FROM chunks WHERE job_seq = ?1")?;
+            let mut del_job = conn.prepare_cached("DELETE FROM jobs WHERE seq = ?1")?;
+            for seq in &seqs {
+                del_chunks.execute([seq])?;
+                del_job.execute([seq])?;
+            }
+            conn.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?
+                .execute([&idem_cutoff])?;
+            Ok(seqs.len())
+        })
+        .await
     }
 
     /// Wait until every write queued so far is committed.

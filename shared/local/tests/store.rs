@@ -187,3 +187,66 @@ async fn hot_statements_use_indexes() {
         "enqueue position scans: {plan}"
     );
 }
+
+#[tokio::test]
+async fn retention_purges_only_finished_jobs_past_the_cutoff() {
+    let (_dir, store) = open();
+    let pending = insert(&store).await;
+    let processing = insert(&store).await;
+    let cancelled = insert(&store).await;
+    claim(&store).await; // the oldest pending one
+    change(&store, cancelled, Change::Cancel).await;
+    let failed = insert(&store).await;
+    let started = claim(&store).await;
+    assert_eq!(started, processing);
+    let f = claim(&store).await;
+    change(
+        &store,
+        f,
+        Change::Fail {
+            error: "engine_failed: no".into(),
+            chunk: None,
+        },
+    )
+    .await;
+    assert_eq!(
+        store
+            .purge_finished(Utc::now() - chrono::Duration::hours(1), 100)
+            .await
+            .expect("purge"),
+        0,
+        "nothing finished before the cutoff"
+    );
+    let purged = store
+        .purge_finished(Utc::now() + chrono::Duration::seconds(1), 100)
+        .await
+        .expect("purge");
+    assert_eq!(purged, 2, "the cancelled and the failed job");
+    for gone in [cancelled, failed] {
+        assert!(matches!(
+            store.get(gone).await,
+            Err(lotsawa_core::StoreError::NotFound(_))
+        ));
+        assert!(store.chunks(gone, 0).await.is_err(), "its chunks too");
+    }
+    for kept in [pending, processing] {
+        assert!(store.get(kept).await.is_ok(), "unfinished jobs stay");
+    }
+    let _ = f;
+}
+
+#[cfg(unix)]
+#[tokio::test]
+async fn the_database_is_created_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let (dir, store) = open();
+    insert(&store).await;
+    store.flush().await.expect("flush");
+    for name in ["t.db", "t.db-wal"] {
+        let mode = std::fs::metadata(dir.path().join(name))
+            .expect(name)
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
+    }
+}
