@@ -45,6 +45,8 @@ struct State {
     calls: Arc<Mutex<HashMap<String, u32>>>,
     requests: Arc<Mutex<HashMap<String, Vec<Value>>>>,
     delay_ms: Arc<AtomicU64>,
+    /// While set, every translation call gets this status and Retry-After.
+    outage: Arc<Mutex<Option<(u16, String)>>>,
 }
 
 impl Respond for State {
@@ -87,6 +89,7 @@ impl Respond for State {
             *n += 1;
             *n
         };
+        let outage = self.outage.lock().ok().and_then(|o| o.clone());
         let failure = |status: u16, retry_after: Option<&str>| {
             let mut t = ResponseTemplate::new(status)
                 .set_body_json(json!({"error": {"message": format!("injected {status}")}}))
@@ -96,6 +99,9 @@ impl Respond for State {
             }
             t
         };
+        if let Some((status, retry_after)) = &outage {
+            return failure(*status, Some(retry_after));
+        }
         if text.contains("ALWAYS503") || (text.contains("FAIL503x2") && n <= 2) {
             return failure(503, Some("0"));
         }
@@ -146,6 +152,21 @@ impl FakeProvider {
     /// Delay every answer by `ms` milliseconds from now on.
     pub fn set_delay_ms(&self, ms: u64) {
         self.state.delay_ms.store(ms, Ordering::SeqCst);
+    }
+
+    /// Answer every translation call with `status` and `Retry-After:
+    /// retry_after` until [`FakeProvider::end_outage`].
+    pub fn start_outage(&self, status: u16, retry_after: &str) {
+        if let Ok(mut o) = self.state.outage.lock() {
+            *o = Some((status, retry_after.to_owned()));
+        }
+    }
+
+    /// Answer normally again.
+    pub fn end_outage(&self) {
+        if let Ok(mut o) = self.state.outage.lock() {
+            *o = None;
+        }
     }
 
     /// Calls received for the chunk whose text is `chunk`.

@@ -646,7 +646,12 @@ impl JobService for Service {
     async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
         let brief = owned(tenant, self.store.get_brief(id).await?)?;
         let job = match brief.status {
-            JobStatus::Completed => self.store.get(id).await?,
+            JobStatus::Completed => {
+                // The result, without the source a watcher has no use for.
+                let mut full = self.store.get(id).await?;
+                full.source = String::new();
+                full
+            }
             _ => brief,
         };
         self.view(job, false).await

@@ -23,6 +23,9 @@ use crate::{ApiError, AppState, parse_id};
 /// Progress is re-sent at least this often while a job is live.
 const HEARTBEAT: Duration = Duration::from_secs(1);
 
+/// Chunks read per page while a stream catches up.
+const CHUNK_PAGE: u32 = 16;
+
 /// Open streams, in all and per tenant, on this process.
 #[derive(Debug, Default)]
 pub(crate) struct StreamSlots {
@@ -200,13 +203,15 @@ async fn pump(
     let mut view = first;
     let mut last_progress: Option<(ProgressEvent, Instant)> = None;
     loop {
-        if view.job.chunks_completed > seen {
-            match state
-                .service
-                .chunks_from(&tenant, id, seen, view.job.chunks_completed)
-                .await
-            {
-                Ok(chunks) => {
+        // Completed chunks in pages, so a stream whose client reads slowly
+        // holds one page, not the whole job's output.
+        while view.job.chunks_completed > seen {
+            let to = view
+                .job
+                .chunks_completed
+                .min(seen.saturating_add(CHUNK_PAGE));
+            match state.service.chunks_from(&tenant, id, seen, to).await {
+                Ok(chunks) if !chunks.is_empty() => {
                     for c in chunks {
                         if c.index < seen {
                             continue;
@@ -218,8 +223,10 @@ async fn pump(
                         }
                     }
                 }
+                Ok(_) => break,
                 Err(e) => {
-                    tracing::warn!(job_id = %id, error = %e, "reading chunks for a stream failed")
+                    tracing::warn!(job_id = %id, error = %e, "reading chunks for a stream failed");
+                    break;
                 }
             }
         }
