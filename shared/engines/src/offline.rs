@@ -18,6 +18,15 @@ pub fn builtin_glossary() -> Glossary {
     Glossary::parse_tsv(BUILTIN_GLOSSARY).unwrap_or_default()
 }
 
+/// Run CPU work on the blocking pool.
+async fn off_runtime<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, EngineError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| EngineError::permanent(format!("the offline engine stopped: {e}")))
+}
+
 /// Tibetan Unicode to EWTS.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct EwtsEngine;
@@ -31,9 +40,12 @@ impl Engine for EwtsEngine {
         None
     }
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        // An exact, rule-based conversion.
+        // An exact, rule-based conversion: CPU work, kept off the async
+        // runtime's threads so requests and streams stay served.
+        let text = req.text.clone();
+        let out = off_runtime(move || to_ewts(&text)).await?;
         Ok(EngineOutput {
-            text: to_ewts(&req.text),
+            text: out,
             confidence: Some(1.0),
         })
     }
@@ -81,7 +93,12 @@ impl Engine for OfflineEngine {
         for e in &req.glossary {
             job.insert(&e.bo, &e.en);
         }
-        let g = gloss(&req.text, &job, &self.glossary);
+        // Linear in the chunk (terms have at most MAX_TERM_SYLLABLES
+        // syllables), and run off the async runtime's threads; a chunk is
+        // the step between which cancel and shutdown take effect.
+        let base = self.glossary.clone();
+        let text = req.text.clone();
+        let g = off_runtime(move || gloss(&text, &job, &base)).await?;
         Ok(EngineOutput {
             text: g.text,
             confidence: g.coverage,

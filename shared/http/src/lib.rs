@@ -342,16 +342,21 @@ fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, ApiError> {
         config.use_helper_ai = h;
     }
     if let Some(terms) = c.glossary {
-        if terms.len() > 10_000 {
-            return Err(ApiError::bad_request(
-                "config.glossary holds at most 10000 terms",
-            ));
+        use lotsawa_core::glossary::{MAX_JOB_GLOSSARY_BYTES, MAX_JOB_TERMS, check_term};
+        if terms.len() > MAX_JOB_TERMS {
+            return Err(ApiError::bad_request(format!(
+                "config.glossary holds at most {MAX_JOB_TERMS} terms"
+            )));
+        }
+        let bytes: usize = terms.iter().map(|t| t.bo.len() + t.en.len()).sum();
+        if bytes > MAX_JOB_GLOSSARY_BYTES {
+            return Err(ApiError::bad_request(format!(
+                "config.glossary holds at most {MAX_JOB_GLOSSARY_BYTES} bytes of terms"
+            )));
         }
         for (i, t) in terms.into_iter().enumerate() {
-            if lotsawa_core::glossary::normalize_term(&t.bo).is_empty() || t.en.trim().is_empty() {
-                return Err(ApiError::bad_request(format!(
-                    "config.glossary[{i}] needs a non-empty bo and en"
-                )));
+            if let Err(why) = check_term(t.bo.trim(), t.en.trim()) {
+                return Err(ApiError::bad_request(format!("config.glossary[{i}] {why}")));
             }
             config.glossary.push(lotsawa_core::GlossaryEntry {
                 bo: t.bo.trim().to_owned(),
