@@ -38,10 +38,14 @@ fn main() {
     // longest allowed length and all prefixes of one another over a text
     // made of their first syllable, so every position tries every length.
     let mut job = Glossary::default();
+    let consonants: Vec<String> = ('\u{0F41}'..='\u{0F5F}').map(String::from).collect();
+    let max = lotsawa_core::glossary::MAX_TERM_SYLLABLES;
     for i in 0..lotsawa_core::glossary::MAX_JOB_TERMS {
-        let n = i % lotsawa_core::glossary::MAX_TERM_SYLLABLES;
-        let mut term = vec!["ཀ"; n];
-        term.push(["ཁ", "ག", "ང", "ཅ"][i % 4]);
+        let n = i % (max - 1);
+        let mut term: Vec<&str> = vec!["ཀ"; n];
+        let k = i / (max - 1);
+        term.push(&consonants[k % consonants.len()]);
+        term.push(&consonants[(k / consonants.len()) % consonants.len()]);
         job.insert(&term.join("་"), "x");
     }
     let hostile = "ཀ་".repeat((1 << 20) / "ཀ་".len());
