@@ -10,6 +10,7 @@
 //! - [`worker`] answers the state machine's task tokens (`worker` function);
 //! - [`ingest`] creates jobs from S3 uploads and writes results back.
 
+pub mod authorizer;
 pub mod config;
 pub mod dispatch;
 pub mod ingest;

@@ -202,6 +202,16 @@ impl App {
         )
     }
 
+    /// An HTTP API authorizer request → its simple answer.
+    pub async fn on_authorize(
+        &self,
+        event: serde_json::Value,
+    ) -> Result<serde_json::Value, StartError> {
+        let req = serde_json::from_value(event)?;
+        let answer = crate::authorizer::authorize(&*self.service, &req).await?;
+        Ok(serde_json::to_value(answer)?)
+    }
+
     /// Job-queue batch → dispatches; messages that found no free slot are
     /// returned as failures so SQS delivers them again.
     pub async fn on_job_messages(&self, event: SqsEvent) -> SqsBatchResponse {
