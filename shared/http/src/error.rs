@@ -1,7 +1,7 @@
 //! [`ApiError`]: every error the API returns, as RFC 9457 problem details.
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, QueryRejection};
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::ServiceError;
@@ -108,6 +108,12 @@ impl From<JsonRejection> for ApiError {
             _ => StatusCode::BAD_REQUEST,
         };
         Self::new(status, detail)
+    }
+}
+
+impl From<PathRejection> for ApiError {
+    fn from(r: PathRejection) -> Self {
+        Self::bad_request(format!("the path is not valid: {}", r.body_text()))
     }
 }
 

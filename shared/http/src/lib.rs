@@ -454,8 +454,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 async fn get_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<JobDto>, ApiError> {
+    let Path(id) = path?;
     let id = parse_id(&id)?;
     let view = state.service.get(&tenant, id).await?;
     Ok(Json(JobDto::from_view(view, true)))
@@ -471,8 +472,9 @@ async fn get_job(
 async fn cancel_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ActionResponse>, ApiError> {
+    let Path(id) = path?;
     let id = parse_id(&id)?;
     state.service.cancel(&tenant, id).await?;
     Ok(Json(ActionResponse {
@@ -491,8 +493,9 @@ async fn cancel_job(
 async fn retry_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<Json<ActionResponse>, ApiError> {
+    let Path(id) = path?;
     let id = parse_id(&id)?;
     state.service.retry(&tenant, id).await?;
     Ok(Json(ActionResponse {

@@ -147,9 +147,10 @@ fn close_event(status: JobStatus, id: u32) -> Event {
 pub(crate) async fn stream_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    Path(id): Path<String>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
+    let Path(id) = path?;
     let id = parse_id(&id)?;
     let first = state.service.watch(&tenant, id).await?;
     let slot = state.streams.take(
