@@ -466,6 +466,7 @@ async fn get_job(
 #[utoipa::path(delete, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "Cancelled", body = ActionResponse),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Already completed, failed or cancelled", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -487,6 +488,7 @@ async fn cancel_job(
 #[utoipa::path(post, path = "/api/jobs/{id}/retry", params(("id" = String, Path, description = "Job id (UUID)")),
     responses(
         (status = 200, description = "Queued again", body = ActionResponse),
+        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
         (status = 409, description = "Not failed or cancelled", body = Problem, content_type = "application/problem+json"),
     ))]
@@ -665,6 +667,56 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         Health,
         Problem,
         ProgressEvent
-    ))
+    )),
+    modifiers(&CommonResponses)
 )]
 pub struct ApiDoc;
+
+/// Answers every keyed operation can give, added to each once: 401 (no or
+/// a wrong key, when keys are required), 503 (shutting down, the store
+/// refusing writes, a request past its deadline), and 429 where quotas
+/// apply (job creation, streams).
+struct CommonResponses;
+
+impl utoipa::Modify for CommonResponses {
+    fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
+        let problem = |description: &str| {
+            ResponseBuilder::new()
+                .description(description)
+                .content(
+                    "application/problem+json",
+                    ContentBuilder::new()
+                        .schema(Some(Ref::from_schema_name("Problem")))
+                        .build(),
+                )
+                .build()
+        };
+        for (path, item) in doc.paths.paths.iter_mut() {
+            let keyed = path.starts_with("/api/") || path == "/metrics";
+            let limited = path == "/api/jobs" || path.ends_with("/stream");
+            for op in [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()]
+                .into_iter()
+                .flatten()
+            {
+                let responses = &mut op.responses.responses;
+                if keyed {
+                    responses.entry("401".into()).or_insert_with(|| {
+                        problem("No API key, or an unknown or revoked one").into()
+                    });
+                    responses.entry("503".into()).or_insert_with(|| {
+                        problem(
+                            "Shutting down, storage refusing writes, or past the request deadline",
+                        )
+                        .into()
+                    });
+                }
+                if limited {
+                    responses.entry("429".into()).or_insert_with(|| {
+                        problem("A quota is spent (creation rate, waiting jobs, open streams); see Retry-After").into()
+                    });
+                }
+            }
+        }
+    }
+}
