@@ -885,6 +885,80 @@ fn case_glossary(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(glossary_context_quality(&c.api, &c.provider))
 }
 
+/// Idempotency keys and the per-job limits, the same on every deployment:
+/// a repeated key returns the first job (202, `Idempotent-Replayed: true`),
+/// a key reused with another body is 422, a text that would make more
+/// chunks than allowed and an overlong glossary term are refused before
+/// anything is stored.
+pub async fn idempotency_and_job_limits(api: &Api) -> Result<()> {
+    let tag = unique_tag("idem");
+    let key = format!("{tag}key");
+    let body = json!({"sourceText": format!("{tag} ཀ་ཁ་ག།"), "config": {"engine": "offline"}});
+    let post = |body: Value, key: String| {
+        let http = api.http.clone();
+        let url = format!("{}/api/jobs", api.base);
+        async move {
+            let res = http
+                .post(url)
+                .header("idempotency-key", key)
+                .json(&body)
+                .send()
+                .await?;
+            let status = res.status().as_u16();
+            let replayed = crate::header(&res, "idempotent-replayed");
+            let body = res.json::<Value>().await.unwrap_or(Value::Null);
+            Ok::<_, anyhow::Error>((status, replayed, body))
+        }
+    };
+    let (s1, r1, b1) = post(body.clone(), key.clone()).await?;
+    ensure!(s1 == 202 && r1.is_empty(), "first: {s1} {r1} {b1}");
+    let (s2, r2, b2) = post(body.clone(), key.clone()).await?;
+    ensure!(s2 == 202 && r2 == "true", "replay: {s2} {r2} {b2}");
+    ensure!(b1["jobId"] == b2["jobId"], "the same job: {b1} {b2}");
+    let other = json!({"sourceText": format!("{tag} ག་ང།"), "config": {"engine": "offline"}});
+    let (s3, _, b3) = post(other, key.clone()).await?;
+    ensure!(s3 == 422, "another body under the key: {s3} {b3}");
+    let id = b1["jobId"].as_str().unwrap_or_default().to_owned();
+    api.wait_status(&id, "completed", JOB_TIMEOUT).await?;
+
+    // More chunks than a job may have: refused, nothing stored.
+    let (_, _, before) = api.request(Method::GET, "/api/jobs?limit=100").await?;
+    let many = "ཀ། ".repeat(2100);
+    let (status, body, _) = api
+        .post_job(&json!({"sourceText": many, "config": {"chunkSize": 1}}))
+        .await?;
+    ensure!(
+        status == 400
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("at most 2000")),
+        "{status} {body}"
+    );
+    let (_, _, after) = api.request(Method::GET, "/api/jobs?limit=100").await?;
+    ensure!(
+        before["jobs"].as_array().map(Vec::len) == after["jobs"].as_array().map(Vec::len),
+        "a refused job was stored"
+    );
+    let long_term = vec!["ཀ"; 17].join("་");
+    let (status, body, _) = api
+        .post_job(
+            &json!({"sourceText": "ཀ་ཁ།", "config": {"glossary": [{"bo": long_term, "en": "x"}]}}),
+        )
+        .await?;
+    ensure!(
+        status == 400
+            && body["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("16 syllables")),
+        "{status} {body}"
+    );
+    Ok(())
+}
+
+fn case_limits(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(idempotency_and_job_limits(&c.api))
+}
+
 /// The suite, in the order it runs against every deployment (one test per
 /// case: a failure does not hide the cases after it).
 pub const CASES: &[(&str, Case)] = &[
@@ -897,5 +971,6 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::transliteration_and_offline", case_transliteration),
     ("api::translation_memory", case_memory),
     ("api::glossary_context_quality", case_glossary),
+    ("api::idempotency_and_job_limits", case_limits),
     ("api::metrics_after_work", case_health),
 ];
