@@ -266,3 +266,53 @@ async fn pending_jobs_models_and_metrics_are_limited_with_keys() {
     assert_eq!(res.status().as_u16(), 404, "the metrics port serves no API");
     provider.set_delay_ms(0);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_may_share_the_translation_memory_across_tenants() {
+    let provider = FakeProvider::start().await;
+    let (_dir, db) = temp_db();
+    let db_s = db.to_str().expect("path");
+    let alpha = make_key(db_s, "alpha");
+    let beta = make_key(db_s, "beta");
+    let server = Server::start(
+        &db,
+        &provider,
+        1,
+        &[
+            ("LOTSAWA_REQUIRE_AUTH", "1"),
+            ("LOTSAWA_SHARED_MEMORY", "1"),
+        ],
+    );
+    let base = server.url.trim_end_matches('/').to_owned();
+    let http = reqwest::Client::new();
+    let text = "ཀ་ཁ་ག་ང་ཅ། shared-memory";
+    let mut hits = Vec::new();
+    for key in [&alpha, &beta] {
+        let (status, body) = call(
+            &http,
+            reqwest::Method::POST,
+            format!("{base}/api/jobs"),
+            key.as_str(),
+            Some(json!({"sourceText": text, "config": {"engine": "openai"}})),
+        )
+        .await;
+        assert_eq!(status, 202, "{body}");
+        let url = format!("{base}/api/jobs/{}", body["jobId"].as_str().expect("id"));
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let job = loop {
+            let (_, job) = call(&http, reqwest::Method::GET, url.clone(), key.as_str(), None).await;
+            if job["status"] == "completed" {
+                break job;
+            }
+            assert!(Instant::now() < deadline, "{job}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        };
+        hits.push(job["result"]["chunksFromMemory"].as_u64());
+    }
+    assert_eq!(
+        hits,
+        vec![Some(0), Some(1)],
+        "beta is served alpha's memory"
+    );
+    assert_eq!(provider.calls_for(text), 1);
+}

@@ -77,6 +77,11 @@ pub trait EngineCatalog: Send + Sync {
     fn engine_names(&self) -> Vec<String>;
     /// The server's glossary entries (after the job's own).
     fn server_glossary(&self) -> Vec<GlossaryEntry>;
+    /// One translation memory for every tenant (the operator's choice,
+    /// `LOTSAWA_SHARED_MEMORY=1`); otherwise each tenant has its own.
+    fn shared_memory(&self) -> bool {
+        false
+    }
 }
 
 /// The engine a job runs on and the model it asks for: the job's own
@@ -143,9 +148,15 @@ impl ChunkPlan {
         all.extend(engines.server_glossary());
         let glossary = relevant_glossary(&all, &chunk.source);
         let is_model = engine.kind() == EngineKind::Model;
+        let shared = crate::auth::Tenant::default();
+        let memory_tenant = if engines.shared_memory() {
+            &shared
+        } else {
+            &job.tenant
+        };
         let memory_key = is_model.then(|| {
             crate::memory::key(
-                &job.tenant,
+                memory_tenant,
                 &chunk.source,
                 engine.name(),
                 model.as_deref(),

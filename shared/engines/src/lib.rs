@@ -64,6 +64,9 @@ pub struct EngineSettings {
     pub bedrock_model: Option<String>,
     /// Per-call provider timeout.
     pub timeout: Duration,
+    /// One translation memory for all tenants (LOTSAWA_SHARED_MEMORY=1):
+    /// a tenant's memory hit may then come from another tenant's text.
+    pub shared_memory: bool,
 }
 
 impl EngineSettings {
@@ -113,12 +116,23 @@ impl EngineSettings {
         let bedrock_model = get("LOTSAWA_BEDROCK_MODEL").or_else(|| {
             (default_engine.as_deref() == Some("bedrock")).then(|| DEFAULT_BEDROCK_MODEL.to_owned())
         });
+        let shared_memory = match get("LOTSAWA_SHARED_MEMORY").as_deref().map(str::trim) {
+            None | Some("0" | "false") => false,
+            Some("1" | "true") => true,
+            Some(other) => {
+                return Err(EngineConfigError::Invalid {
+                    name: "LOTSAWA_SHARED_MEMORY",
+                    message: format!("expected 1, true, 0 or false, got '{other}'"),
+                });
+            }
+        };
         Ok(Self {
             default_engine,
             openai,
             glossary: lotsawa_core::Glossary::default(),
             bedrock_model,
             timeout,
+            shared_memory,
         })
     }
 }
@@ -132,6 +146,7 @@ pub struct EngineSet {
     engines: BTreeMap<String, Arc<dyn Engine>>,
     default: String,
     glossary: Arc<lotsawa_core::Glossary>,
+    shared_memory: bool,
 }
 
 impl std::fmt::Debug for EngineSet {
@@ -206,6 +221,7 @@ impl EngineSet {
                 engines,
                 default,
                 glossary: Arc::new(settings.glossary.clone()),
+                shared_memory: settings.shared_memory,
             },
             choice,
         ))
@@ -221,7 +237,14 @@ impl EngineSet {
             engines,
             default: default.to_owned(),
             glossary: Arc::new(lotsawa_core::Glossary::default()),
+            shared_memory: false,
         }
+    }
+
+    /// The same set with one translation memory for every tenant.
+    pub fn with_shared_memory(mut self, shared: bool) -> Self {
+        self.shared_memory = shared;
+        self
     }
 
     /// The server's glossary (from its glossary files).
@@ -274,6 +297,9 @@ impl lotsawa_core::EngineCatalog for EngineSet {
     }
     fn server_glossary(&self) -> Vec<lotsawa_core::GlossaryEntry> {
         self.glossary.entries()
+    }
+    fn shared_memory(&self) -> bool {
+        self.shared_memory
     }
 }
 
