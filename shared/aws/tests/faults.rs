@@ -427,7 +427,7 @@ async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
     assert_eq!(now.status, JobStatus::Failed);
     assert_eq!(
         now.error.as_deref(),
-        Some("assembling the result failed: States.Timeout")
+        Some("completion_failed: assembling the result failed: States.Timeout")
     );
     assert_eq!(store.slots_in_use().await.expect("slots"), 0);
     let retried = change(&store, job.id, Change::Retry).await.expect("retry");
