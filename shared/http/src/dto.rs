@@ -206,6 +206,23 @@ pub struct Health {
     pub engines: Vec<String>,
 }
 
+/// One Server-Sent Event of a job's stream, as a client parses it. `data`
+/// is JSON: `{"type":"connected"}`, a [`ProgressEvent`] (`type`
+/// `progress`), `{"type":"chunk","index","translation"}`, a terminal
+/// `completed`/`failed`/`cancelled` object, or `reconnect`; the last event
+/// is `event: close` with the text `Job completed` (failed, cancelled).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct SseEvent {
+    /// Event name: absent (`message`) or `close`.
+    pub event: Option<String>,
+    /// The payload (JSON, or the close text).
+    pub data: String,
+    /// Position in the job: completed chunks so far (for `Last-Event-ID`).
+    pub id: Option<String>,
+    /// Reconnect delay in milliseconds, on `reconnect`.
+    pub retry: Option<u64>,
+}
+
 /// SSE `progress` event payload.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]

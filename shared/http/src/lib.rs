@@ -666,7 +666,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         JobListDto,
         Health,
         Problem,
-        ProgressEvent
+        ProgressEvent,
+        SseEvent
     )),
     modifiers(&CommonResponses)
 )]

@@ -140,7 +140,7 @@ fn close_event(status: JobStatus, id: u32) -> Event {
     params(("id" = String, Path, description = "Job id (UUID)"),
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
-        (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = ProgressEvent),
+        (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = crate::dto::SseEvent),
         (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
         (status = 404, description = "No such job", body = crate::Problem, content_type = "application/problem+json"),
     ))]
