@@ -1,0 +1,497 @@
+//! `lotsawa-bench`: the queue's figures on this machine, reproducibly.
+//!
+//! ```sh
+//! cargo run --release -p lotsawa-bench -- --out bench/results.json   # full (a few minutes)
+//! cargo run -p lotsawa-bench -- --smoke                               # seconds; in the test command
+//! ```
+//!
+//! Everything runs in one process on loopback with the echo engine and the
+//! embedded SQLite store in its durable setting (WAL, `synchronous=FULL`,
+//! one fsync per group commit). Each figure is measured `--runs` times
+//! (default 3) and reported as median, min and max.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use chrono::Utc;
+use lotsawa_core::{
+    Engine, EngineError, EngineOutput, JobConfig, JobService, JobStatus, JobStore, JobType, NewJob,
+    SourceText, Tenant, TranslateRequest,
+};
+use lotsawa_engines::{EchoEngine, EngineSet};
+use lotsawa_local::{LocalBackend, SchedulerConfig, Store};
+use serde_json::{Value, json};
+
+/// Sizes of one run of the harness.
+#[derive(Debug, Clone, Copy)]
+struct Sizes {
+    enqueue: usize,
+    drain_jobs: usize,
+    multi_jobs: usize,
+    multi_chunks: usize,
+    http_secs: f64,
+    pickup_secs: f64,
+    runs: usize,
+}
+
+const FULL: Sizes = Sizes {
+    enqueue: 20_000,
+    drain_jobs: 20_000,
+    multi_jobs: 1_000,
+    multi_chunks: 20,
+    http_secs: 3.0,
+    pickup_secs: 2.0,
+    runs: 3,
+};
+
+const SMOKE: Sizes = Sizes {
+    enqueue: 200,
+    drain_jobs: 200,
+    multi_jobs: 10,
+    multi_chunks: 5,
+    http_secs: 0.3,
+    pickup_secs: 0.3,
+    runs: 1,
+};
+
+/// One figure over repeated runs.
+struct Figure {
+    name: String,
+    unit: &'static str,
+    runs: Vec<f64>,
+}
+
+impl Figure {
+    fn median(&self) -> f64 {
+        let mut v = self.runs.clone();
+        v.sort_by(f64::total_cmp);
+        v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
+    }
+    fn json(&self) -> Value {
+        let min = self.runs.iter().copied().fold(f64::INFINITY, f64::min);
+        let max = self.runs.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        json!({"name": self.name, "unit": self.unit, "median": round(self.median()),
+               "min": round(min), "max": round(max), "runs": self.runs.iter().map(|r| round(*r)).collect::<Vec<_>>()})
+    }
+}
+
+fn round(x: f64) -> f64 {
+    if x.abs() >= 100.0 {
+        x.round()
+    } else {
+        (x * 1000.0).round() / 1000.0
+    }
+}
+
+fn text(i: usize) -> String {
+    format!("ཀ་ཁ་ག། #{i}")
+}
+
+fn new_job(i: usize, chunks: usize) -> NewJob {
+    let source: String = (0..chunks).map(|c| format!("ཀ་ཁ་ག་{c}། #{i}\n")).collect();
+    let config = JobConfig {
+        engine: Some(lotsawa_core::EngineName::parse("echo").expect("engine")),
+        chunk_size: lotsawa_core::ChunkSize::new(24).expect("size"),
+        ..JobConfig::default()
+    };
+    NewJob {
+        tenant: Tenant::default(),
+        kind: JobType::Translation,
+        source: SourceText::parse(if chunks == 1 { text(i) } else { source }).expect("text"),
+        config,
+    }
+}
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
+    sorted[i.min(sorted.len() - 1)]
+}
+
+/// An echo engine that notes when each job's chunk reaches it (pickup).
+struct Clocked {
+    seen: Mutex<HashMap<usize, Instant>>,
+}
+
+#[async_trait]
+impl Engine for Clocked {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        let at = Instant::now();
+        if let Some(n) = req
+            .text
+            .rsplit('#')
+            .next()
+            .and_then(|n| n.trim().parse().ok())
+            && let Ok(mut s) = self.seen.lock()
+        {
+            s.entry(n).or_insert(at);
+        }
+        Ok(EngineOutput::text(req.text.clone()))
+    }
+}
+
+async fn backend(db: PathBuf, concurrency: u32, engine: Arc<dyn Engine>) -> LocalBackend {
+    LocalBackend::start(
+        db,
+        EngineSet::from_engines(vec![engine], "echo"),
+        SchedulerConfig {
+            concurrency,
+            ..SchedulerConfig::default()
+        },
+    )
+    .await
+    .expect("backend")
+}
+
+async fn completed(store: &Arc<dyn JobStore>) -> u64 {
+    store
+        .counts()
+        .await
+        .expect("counts")
+        .iter()
+        .find(|(s, _)| *s == JobStatus::Completed)
+        .map_or(0, |(_, n)| *n)
+}
+
+/// Enqueue in-process: one at a time, and 50 in flight at once.
+async fn enqueue(sizes: Sizes) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    // Concurrency 1 and a slow engine keep the drain from competing.
+    let b = backend(dir.path().join("e.db"), 1, Arc::new(EchoEngine)).await;
+    let svc = b.service();
+    let t = Instant::now();
+    for i in 0..sizes.enqueue {
+        svc.submit(new_job(i, 1)).await.expect("submit");
+    }
+    let one = sizes.enqueue as f64 / t.elapsed().as_secs_f64();
+    let t = Instant::now();
+    let mut left = sizes.enqueue;
+    while left > 0 {
+        let n = left.min(50);
+        let batch = (0..n).map(|i| {
+            let svc = svc.clone();
+            async move { svc.submit(new_job(i, 1)).await }
+        });
+        for r in futures::future::join_all(batch).await {
+            r.expect("submit");
+        }
+        left -= n;
+    }
+    let batched = sizes.enqueue as f64 / t.elapsed().as_secs_f64();
+    let _ = b.shutdown().await;
+    (one, batched)
+}
+
+/// Store `jobs` pending jobs of `chunks` chunks in a fresh database.
+async fn prefill(db: &std::path::Path, jobs: usize, chunks: usize) {
+    let store = Store::open(db).expect("store");
+    let engine = lotsawa_core::EngineName::parse("echo").expect("engine");
+    let mut i = 0;
+    while i < jobs {
+        let n = (jobs - i).min(256);
+        let writes = (i..i + n).map(|k| {
+            let store = store.clone();
+            let (job, parts) =
+                lotsawa_core::pipeline::new_job(new_job(k, chunks), engine.clone(), Utc::now());
+            async move { store.create(&job, &parts).await }
+        });
+        for r in futures::future::join_all(writes).await {
+            r.expect("create");
+        }
+        i += n;
+    }
+    store.flush().await.expect("flush");
+}
+
+/// Time the drain of `jobs` pre-enqueued jobs of `chunks` chunks: (jobs/s,
+/// chunks/s).
+async fn drain(jobs: usize, chunks: usize, concurrency: u32) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("d.db");
+    prefill(&db, jobs, chunks).await;
+    let t = Instant::now();
+    let b = backend(db, concurrency, Arc::new(EchoEngine)).await;
+    let store = b.service().store().clone();
+    while completed(&store).await < jobs as u64 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let secs = t.elapsed().as_secs_f64();
+    let _ = b.shutdown().await;
+    (jobs as f64 / secs, (jobs * chunks) as f64 / secs)
+}
+
+/// A router on a loopback port over `svc`.
+async fn serve(svc: Arc<dyn JobService>) -> (String, tokio::task::JoinHandle<()>) {
+    let app = lotsawa_http::router(svc, lotsawa_http::ApiConfig::default());
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}", listener.local_addr().expect("addr"));
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, task)
+}
+
+/// `clients` HTTP clients submitting for `secs`: (jobs/s, p50 ms, p99 ms).
+async fn http_enqueue(url: &str, clients: usize, secs: f64) -> (f64, f64, f64) {
+    let http = reqwest::Client::builder()
+        .pool_max_idle_per_host(clients)
+        .build()
+        .expect("client");
+    let stop = Instant::now() + Duration::from_secs_f64(secs);
+    let counter = Arc::new(AtomicUsize::new(0));
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let http = http.clone();
+            let url = format!("{url}/api/jobs");
+            let counter = counter.clone();
+            tokio::spawn(async move {
+                let mut lat = Vec::new();
+                while Instant::now() < stop {
+                    let i = counter.fetch_add(1, Ordering::Relaxed) + c * 10_000_000;
+                    let body = json!({"sourceText": text(i), "config": {"engine": "echo"}});
+                    let t = Instant::now();
+                    let r = http.post(&url).json(&body).send().await;
+                    if r.is_ok_and(|r| r.status().as_u16() == 202) {
+                        lat.push(t.elapsed().as_secs_f64() * 1000.0);
+                    }
+                }
+                lat
+            })
+        })
+        .collect();
+    let t = Instant::now();
+    let mut lat: Vec<f64> = Vec::new();
+    for task in tasks {
+        lat.extend(task.await.expect("client"));
+    }
+    let rate = lat.len() as f64 / t.elapsed().as_secs_f64();
+    lat.sort_by(f64::total_cmp);
+    (rate, percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+/// Drain while 64 clients submit: (drained jobs/s, submitted jobs/s).
+async fn drain_under_load(backlog: usize, secs: f64) -> (f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("l.db");
+    prefill(&db, backlog, 1).await;
+    let b = backend(db, 8, Arc::new(EchoEngine)).await;
+    let store = b.service().store().clone();
+    let (url, server) = serve(b.service() as Arc<dyn JobService>).await;
+    let before = completed(&store).await;
+    let t = Instant::now();
+    let (submitted, _, _) = http_enqueue(&url, 64, secs).await;
+    let drained = (completed(&store).await - before) as f64 / t.elapsed().as_secs_f64();
+    server.abort();
+    let _ = b.shutdown().await;
+    (drained, submitted)
+}
+
+/// Open-loop arrivals at `rate`/s for `secs`: pickup (accepted → the engine
+/// sees the chunk) p50, p99, p99.9 in microseconds.
+async fn pickup(rate: f64, secs: f64) -> (f64, f64, f64) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let clocked = Arc::new(Clocked {
+        seen: Mutex::new(HashMap::new()),
+    });
+    let b = backend(dir.path().join("p.db"), 3, clocked.clone()).await;
+    let svc = b.service();
+    let n = (rate * secs) as usize;
+    let accepted: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
+    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
+    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+    let mut sends = Vec::new();
+    for i in 0..n {
+        interval.tick().await;
+        let svc = svc.clone();
+        let accepted = accepted.clone();
+        sends.push(tokio::spawn(async move {
+            svc.submit(new_job(i, 1)).await.expect("submit");
+            if let Ok(mut a) = accepted.lock() {
+                a.insert(i, Instant::now());
+            }
+        }));
+    }
+    for s in sends {
+        let _ = s.await;
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while clocked.seen.lock().map(|s| s.len()).unwrap_or(0) < n && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let seen = clocked.seen.lock().map(|s| s.clone()).unwrap_or_default();
+    let accepted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
+    let mut us: Vec<f64> = accepted
+        .iter()
+        .filter_map(|(i, at)| {
+            let s = seen.get(i)?;
+            Some(s.saturating_duration_since(*at).as_secs_f64() * 1e6)
+        })
+        .collect();
+    us.sort_by(f64::total_cmp);
+    let _ = b.shutdown().await;
+    (
+        percentile(&us, 0.5),
+        percentile(&us, 0.99),
+        percentile(&us, 0.999),
+    )
+}
+
+#[tokio::main]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let smoke = args.iter().any(|a| a == "--smoke");
+    let mut sizes = if smoke { SMOKE } else { FULL };
+    let mut out: Option<PathBuf> = None;
+    let mut i = 1;
+    while i < args.len() {
+        match args[i].as_str() {
+            "--smoke" => {}
+            "--out" => {
+                i += 1;
+                out = args.get(i).map(PathBuf::from);
+            }
+            "--runs" => {
+                i += 1;
+                sizes.runs = args
+                    .get(i)
+                    .and_then(|v| v.parse().ok())
+                    .filter(|n| *n > 0)
+                    .unwrap_or_else(|| {
+                        eprintln!("error: --runs takes a positive number");
+                        std::process::exit(2)
+                    });
+            }
+            other => {
+                eprintln!("error: unknown argument '{other}' (use --smoke, --runs N, --out FILE)");
+                std::process::exit(2);
+            }
+        }
+        i += 1;
+    }
+    let mut figures: Vec<Figure> = Vec::new();
+    let mut add = |name: String, unit: &'static str, value: f64| match figures
+        .iter_mut()
+        .find(|f| f.name == name)
+    {
+        Some(f) => f.runs.push(value),
+        None => figures.push(Figure {
+            name,
+            unit,
+            runs: vec![value],
+        }),
+    };
+    for run in 0..sizes.runs {
+        eprintln!("run {}/{}", run + 1, sizes.runs);
+        let (one, batched) = enqueue(sizes).await;
+        add("enqueue in-process, one at a time".into(), "jobs/s", one);
+        add("enqueue in-process, 50 in flight".into(), "jobs/s", batched);
+        for c in [3u32, 8, 32] {
+            let (jobs, _) = drain(sizes.drain_jobs, 1, c).await;
+            add(
+                format!(
+                    "drain {} single-chunk jobs, concurrency {c}",
+                    sizes.drain_jobs
+                ),
+                "jobs/s",
+                jobs,
+            );
+        }
+        for c in [3u32, 8] {
+            let (jobs, chunks) = drain(sizes.multi_jobs, sizes.multi_chunks, c).await;
+            let what = format!(
+                "drain {} jobs × {} chunks, concurrency {c}",
+                sizes.multi_jobs, sizes.multi_chunks
+            );
+            add(format!("{what} (jobs)"), "jobs/s", jobs);
+            add(format!("{what} (chunks)"), "chunks/s", chunks);
+        }
+        {
+            let dir = tempfile::tempdir().expect("tempdir");
+            let b = backend(dir.path().join("h.db"), 3, Arc::new(EchoEngine)).await;
+            let (url, server) = serve(b.service() as Arc<dyn JobService>).await;
+            for clients in [1usize, 64] {
+                let (rate, p50, p99) = http_enqueue(&url, clients, sizes.http_secs).await;
+                add(
+                    format!("enqueue over HTTP, {clients} clients"),
+                    "jobs/s",
+                    rate,
+                );
+                add(
+                    format!("enqueue over HTTP, {clients} clients, p50"),
+                    "ms",
+                    p50,
+                );
+                add(
+                    format!("enqueue over HTTP, {clients} clients, p99"),
+                    "ms",
+                    p99,
+                );
+            }
+            server.abort();
+            let _ = b.shutdown().await;
+        }
+        let (drained, submitted) = drain_under_load(sizes.drain_jobs, sizes.http_secs).await;
+        add(
+            "drain while 64 clients submit, concurrency 8 (drained)".into(),
+            "jobs/s",
+            drained,
+        );
+        add(
+            "drain while 64 clients submit, concurrency 8 (submitted)".into(),
+            "jobs/s",
+            submitted,
+        );
+        for rate in [100.0, 1000.0] {
+            let (p50, p99, p999) = pickup(rate, sizes.pickup_secs).await;
+            add(format!("pickup at {rate} arrivals/s, p50"), "µs", p50);
+            add(format!("pickup at {rate} arrivals/s, p99"), "µs", p99);
+            add(format!("pickup at {rate} arrivals/s, p99.9"), "µs", p999);
+        }
+    }
+    println!(
+        "{:<70} {:>12} {:>12} {:>12}  unit",
+        "figure", "median", "min", "max"
+    );
+    for f in &figures {
+        let j = f.json();
+        println!(
+            "{:<70} {:>12} {:>12} {:>12}  {}",
+            f.name, j["median"], j["min"], j["max"], f.unit
+        );
+    }
+    let report = json!({
+        "harness": "lotsawa-bench",
+        "mode": if smoke { "smoke" } else { "full" },
+        "build": if cfg!(debug_assertions) { "debug" } else { "release" },
+        "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        "durability": "SQLite WAL, synchronous=FULL: every acknowledged write is fsynced (group commit)",
+        "engine": "echo",
+        "runs": sizes.runs,
+        "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),
+    });
+    if let Some(path) = out {
+        std::fs::write(
+            &path,
+            serde_json::to_string_pretty(&report).expect("json") + "\n",
+        )
+        .unwrap_or_else(|e| {
+            eprintln!("error: cannot write {}: {e}", path.display());
+            std::process::exit(1)
+        });
+        eprintln!("results written to {}", path.display());
+    }
+}
