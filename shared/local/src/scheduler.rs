@@ -116,21 +116,24 @@ pub(crate) async fn run(shared: Shared) {
     }
 
     loop {
-        while tasks.len() < shared.config.concurrency as usize && !shared.draining.is_cancelled() {
+        // Every free slot is claimed in one write (one commit), not one
+        // claim per commit: the drain is no longer bounded by fsyncs in a row.
+        let free = (shared.config.concurrency as usize).saturating_sub(tasks.len());
+        if free > 0 && !shared.draining.is_cancelled() {
             match shared
                 .store
-                .claim_next(shared.config.concurrency, Utc::now())
+                .claim_many(shared.config.concurrency, free as u32, Utc::now())
                 .await
             {
-                Ok(Some(job)) => {
-                    shared.publish(job.id);
-                    spawn_runner(&shared, &mut tasks, job);
+                Ok(jobs) => {
+                    for job in jobs {
+                        shared.publish(job.id);
+                        spawn_runner(&shared, &mut tasks, job);
+                    }
                 }
-                Ok(None) => break,
                 Err(e) => {
-                    tracing::error!(error = %e, "claiming the next job failed");
+                    tracing::error!(error = %e, "claiming the next jobs failed");
                     tokio::time::sleep(Duration::from_millis(500)).await;
-                    break;
                 }
             }
         }

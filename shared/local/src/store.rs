@@ -7,7 +7,7 @@
 //! backwards or write into a newer run.
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, mpsc};
+use std::sync::{Arc, Mutex};
 use std::thread;
 
 use async_trait::async_trait;
@@ -352,12 +352,89 @@ fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
 /// The SQLite store.
 #[derive(Clone)]
 pub struct Store {
-    writer: mpsc::Sender<Op>,
+    writer: Arc<WriteQueue>,
+    /// Dropped with the last clone of the store: closes the queue, so the
+    /// writer finishes what is queued and stops.
+    _open: Arc<QueueGuard>,
     readers: Arc<Mutex<Vec<Connection>>>,
     /// At most [`READERS`] reads at once, so connections stay bounded
     /// however many requests and streams read.
     read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
+}
+
+/// The writer's queue: two lanes. Job creation (which a flood of clients
+/// can fill) waits in the bulk lane; claims, checkpoints and status changes
+/// go in the urgent lane, and every batch takes all urgent writes first, so
+/// the drain is not starved by submissions.
+struct WriteQueue {
+    lanes: Mutex<Lanes>,
+    ready: std::sync::Condvar,
+}
+
+#[derive(Default)]
+struct Lanes {
+    urgent: std::collections::VecDeque<Op>,
+    bulk: std::collections::VecDeque<Op>,
+    closed: bool,
+}
+
+/// Which lane a write waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Claims, checkpoints, status changes: ahead of bulk writes.
+    Urgent,
+    /// New jobs and other writes clients can flood.
+    Bulk,
+}
+
+struct QueueGuard(Arc<WriteQueue>);
+
+impl Drop for QueueGuard {
+    fn drop(&mut self) {
+        if let Ok(mut l) = self.0.lanes.lock() {
+            l.closed = true;
+        }
+        self.0.ready.notify_all();
+    }
+}
+
+impl WriteQueue {
+    fn push(&self, lane: Lane, op: Op) -> Result<(), StoreError> {
+        let mut l = self.lanes.lock().map_err(|_| StoreError::Closed)?;
+        if l.closed {
+            return Err(StoreError::Closed);
+        }
+        match lane {
+            Lane::Urgent => l.urgent.push_back(op),
+            Lane::Bulk => l.bulk.push_back(op),
+        }
+        drop(l);
+        self.ready.notify_one();
+        Ok(())
+    }
+
+    /// The next batch: every urgent write (up to the batch size), then bulk
+    /// writes; empty once closed and drained.
+    fn next_batch(&self) -> Vec<Op> {
+        let Ok(mut l) = self.lanes.lock() else {
+            return Vec::new();
+        };
+        while l.urgent.is_empty() && l.bulk.is_empty() && !l.closed {
+            l = match self.ready.wait(l) {
+                Ok(l) => l,
+                Err(_) => return Vec::new(),
+            };
+        }
+        let mut batch = Vec::new();
+        while batch.len() < MAX_BATCH {
+            match l.urgent.pop_front().or_else(|| l.bulk.pop_front()) {
+                Some(op) => batch.push(op),
+                None => break,
+            }
+        }
+        batch
+    }
 }
 
 /// Read connections: the pool's size and the most reads at once.
@@ -418,21 +495,36 @@ impl Store {
         let conn = open_conn(&path, false)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
-        let (tx, rx) = mpsc::channel::<Op>();
+        let queue = Arc::new(WriteQueue {
+            lanes: Mutex::new(Lanes::default()),
+            ready: std::sync::Condvar::new(),
+        });
+        let rx = queue.clone();
         thread::Builder::new()
             .name("lotsawa-sqlite-writer".into())
             .spawn(move || writer_loop(conn, rx))
             .map_err(|e| StoreError::Commit(format!("cannot start the writer thread: {e}")))?;
         Ok(Self {
-            writer: tx,
+            _open: Arc::new(QueueGuard(queue.clone())),
+            writer: queue,
             readers: Arc::new(Mutex::new(Vec::new())),
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             path,
         })
     }
 
-    /// Run `f` on the writer inside the current batch's transaction.
+    /// Run `f` on the writer inside the current batch's transaction, in
+    /// the urgent lane.
     pub async fn write<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
+    {
+        self.write_in(Lane::Urgent, f).await
+    }
+
+    /// Run `f` on the writer in `lane`.
+    pub async fn write_in<T, F>(&self, lane: Lane, f: F) -> Result<T, StoreError>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> Result<T, StoreError> + Send + 'static,
@@ -453,7 +545,7 @@ impl Store {
             });
             (ok, reply)
         });
-        self.writer.send(op).map_err(|_| StoreError::Closed)?;
+        self.writer.push(lane, op)?;
         rx.await.map_err(|_| StoreError::Closed)?
     }
 
@@ -487,6 +579,43 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Claim up to `max` of the oldest pending jobs under the concurrency
+    /// `limit`, in one write (one commit for all of them): each through the
+    /// same planned transition as a single claim.
+    pub async fn claim_many(
+        &self,
+        limit: u32,
+        max: u32,
+        now: DateTime<Utc>,
+    ) -> Result<Vec<Job>, StoreError> {
+        self.write(move |conn| {
+            let ids: Vec<String> = conn
+                .prepare_cached(
+                    "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' \
+                     ORDER BY queue_pos LIMIT ?1",
+                )?
+                .query_map([max], |r| r.get(0))?
+                .collect::<Result<_, _>>()?;
+            let mut claimed = Vec::with_capacity(ids.len());
+            for raw in ids {
+                let id: JobId = raw
+                    .parse()
+                    .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?;
+                let stored = load_job(conn, id)?;
+                let patch = match JobPatch::plan(&stored.job, Change::Start { limit }, now) {
+                    Ok(p) => p,
+                    Err(_) => continue,
+                };
+                if !apply_patch(conn, stored.seq, &patch)? {
+                    break; // no slot left
+                }
+                claimed.push(patch.applied_to(&stored.job));
+            }
+            Ok(claimed)
+        })
+        .await
     }
 
     /// Delete up to `limit` jobs (with their chunks) that finished before
@@ -763,7 +892,7 @@ impl JobStore for Store {
         let job = job.clone();
         let chunks = chunks.to_vec();
         Ok(self
-            .write(move |conn| insert_job(conn, &job, &chunks))
+            .write_in(Lane::Bulk, move |conn| insert_job(conn, &job, &chunks))
             .await?)
     }
 
@@ -1201,14 +1330,11 @@ impl RawKey {
     }
 }
 
-fn writer_loop(conn: Connection, rx: mpsc::Receiver<Op>) {
-    while let Ok(first) = rx.recv() {
-        let mut batch = vec![first];
-        while batch.len() < MAX_BATCH {
-            match rx.try_recv() {
-                Ok(op) => batch.push(op),
-                Err(_) => break,
-            }
+fn writer_loop(conn: Connection, queue: Arc<WriteQueue>) {
+    loop {
+        let batch = queue.next_batch();
+        if batch.is_empty() {
+            return;
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
         if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {

@@ -250,3 +250,43 @@ async fn the_database_is_created_private() {
         assert_eq!(mode & 0o777, 0o600, "{name}: {mode:o}");
     }
 }
+
+#[tokio::test]
+async fn claim_many_takes_the_oldest_in_one_write_up_to_the_limit() {
+    let (_dir, store) = open();
+    let mut ids = Vec::new();
+    for _ in 0..6 {
+        ids.push(insert(&store).await);
+    }
+    let first = store.claim_many(4, 3, Utc::now()).await.expect("claim");
+    assert_eq!(
+        first.iter().map(|j| j.id).collect::<Vec<_>>(),
+        ids[..3].to_vec(),
+        "FIFO"
+    );
+    assert!(
+        first
+            .iter()
+            .all(|j| j.status == JobStatus::Processing && j.attempts == 1)
+    );
+    // One slot left under the limit of 4, though 3 are asked for.
+    let second = store.claim_many(4, 3, Utc::now()).await.expect("claim");
+    assert_eq!(
+        second.iter().map(|j| j.id).collect::<Vec<_>>(),
+        vec![ids[3]]
+    );
+    assert_eq!(store.slots_in_use().await.expect("slots"), 4);
+    assert!(
+        store
+            .claim_many(4, 3, Utc::now())
+            .await
+            .expect("claim")
+            .is_empty()
+    );
+    for j in first.iter().chain(&second) {
+        assert_eq!(
+            store.get(j.id).await.expect("get").status,
+            JobStatus::Processing
+        );
+    }
+}
