@@ -137,18 +137,25 @@ pub(crate) async fn run(shared: Shared) {
                 }
             }
         }
+        let finished = |done: Result<(JobId, u32), tokio::task::JoinError>| {
+            if let Ok((id, run)) = done
+                && let Ok(mut r) = shared.running.lock()
+            {
+                // A retried job may already run again under a newer run.
+                if r.get(&id).is_some_and(|(current, _)| *current == run) {
+                    r.remove(&id);
+                }
+            }
+        };
         tokio::select! {
             _ = shared.wake.notified() => {}
-            Some(done) = tasks.join_next(), if !tasks.is_empty() => {
-                if let Ok((id, run)) = done
-                    && let Ok(mut r) = shared.running.lock() {
-                        // A retried job may already run again under a newer run.
-                        if r.get(&id).is_some_and(|(current, _)| *current == run) {
-                            r.remove(&id);
-                        }
-                    }
-            }
+            Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done),
             _ = shared.draining.cancelled() => break,
+        }
+        // Every runner that ended meanwhile frees its slot now, so the next
+        // claim takes all of them at once rather than one per commit.
+        while let Some(done) = tasks.try_join_next() {
+            finished(done);
         }
     }
 
