@@ -142,12 +142,20 @@ impl Engine for Clocked {
     }
 }
 
+/// The durability the harness runs with (`--durability full|process`).
+static DURABILITY: std::sync::OnceLock<lotsawa_local::Durability> = std::sync::OnceLock::new();
+
+fn durability() -> lotsawa_local::Durability {
+    DURABILITY.get().copied().unwrap_or_default()
+}
+
 async fn backend(db: PathBuf, concurrency: u32, engine: Arc<dyn Engine>) -> LocalBackend {
     LocalBackend::start(
         db,
         EngineSet::from_engines(vec![engine], "echo"),
         SchedulerConfig {
             concurrency,
+            durability: durability(),
             ..SchedulerConfig::default()
         },
     )
@@ -196,7 +204,7 @@ async fn enqueue(sizes: Sizes) -> (f64, f64) {
 
 /// Store `jobs` pending jobs of `chunks` chunks in a fresh database.
 async fn prefill(db: &std::path::Path, jobs: usize, chunks: usize) {
-    let store = Store::open(db).expect("store");
+    let store = Store::open_with(db, durability()).expect("store");
     let engine = lotsawa_core::EngineName::parse("echo").expect("engine");
     let mut i = 0;
     while i < jobs {
@@ -360,6 +368,14 @@ async fn main() {
     while i < args.len() {
         match args[i].as_str() {
             "--smoke" => {}
+            "--durability" => {
+                i += 1;
+                let d = args.get(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
+                    eprintln!("error: --durability takes full or process");
+                    std::process::exit(2)
+                });
+                let _ = DURABILITY.set(d);
+            }
             "--out" => {
                 i += 1;
                 out = args.get(i).map(PathBuf::from);
@@ -478,7 +494,10 @@ async fn main() {
         "mode": if smoke { "smoke" } else { "full" },
         "build": if cfg!(debug_assertions) { "debug" } else { "release" },
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
-        "durability": "SQLite WAL, synchronous=FULL: every acknowledged write is fsynced (group commit)",
+        "durability": match durability() {
+            lotsawa_local::Durability::Full => "full: SQLite WAL, synchronous=FULL, every acknowledged commit fsynced (group commit); survives a power loss",
+            lotsawa_local::Durability::Process => "process: SQLite WAL, synchronous=NORMAL, every acknowledged commit in the WAL file; survives a process crash, not a power loss",
+        },
         "engine": "echo",
         "runs": sizes.runs,
         "figures": figures.iter().map(Figure::json).collect::<Vec<_>>(),

@@ -85,6 +85,9 @@ pub struct ServeConfig {
     /// Models jobs may name (LOTSAWA_MODELS, `engine:model,...`); with keys
     /// required and none listed, each engine's default model only.
     pub models: Vec<(String, String)>,
+    /// When a commit is on disk (LOTSAWA_DURABILITY: `full`, the default,
+    /// fsyncs every commit; `process` survives a process crash only).
+    pub durability: lotsawa_local::Durability,
     /// Days finished jobs are kept (LOTSAWA_RETENTION_DAYS; unset: for ever).
     pub retention_days: Option<u32>,
     /// A keyless `/metrics` listener (LOTSAWA_METRICS_BIND).
@@ -192,6 +195,13 @@ impl ServeConfig {
                     name: "LOTSAWA_MODELS".into(),
                     message,
                 })?;
+        let durability = match env.var("LOTSAWA_DURABILITY") {
+            Some(v) => v.parse().map_err(|message| ConfigError {
+                name: "LOTSAWA_DURABILITY".into(),
+                message,
+            })?,
+            None => lotsawa_local::Durability::Full,
+        };
         let retention_days = match env.var("LOTSAWA_RETENTION_DAYS") {
             Some(v) => Some(parse_num("LOTSAWA_RETENTION_DAYS", &v, 1u32, 36_500)?),
             None => None,
@@ -274,6 +284,7 @@ impl ServeConfig {
             rate,
             max_pending,
             models,
+            durability,
             retention_days,
             metrics_bind,
             header_timeout,
@@ -302,6 +313,7 @@ impl ServeConfig {
             max_pending: self.max_pending,
             models: self.models.clone(),
             restrict_models: self.require_auth,
+            durability: self.durability,
             retention: self
                 .retention_days
                 .map(|d| Duration::from_secs(u64::from(d) * 86_400)),

@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use scheduler::SchedulerConfig;
 pub use service::{LocalRunner, LocalService};
-pub use store::{Store, StoreError};
+pub use store::{Durability, Store, StoreError};
 
 use crate::metrics::Metrics;
 use crate::scheduler::Shared;
@@ -49,7 +49,8 @@ impl LocalBackend {
         engines: EngineSet,
         config: SchedulerConfig,
     ) -> Result<Self, StoreError> {
-        let store = tokio::task::spawn_blocking(move || Store::open(db))
+        let durability = config.durability;
+        let store = tokio::task::spawn_blocking(move || Store::open_with(db, durability))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))??;
         let (max_chunks, rate, max_pending) = (config.max_chunks, config.rate, config.max_pending);

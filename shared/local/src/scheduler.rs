@@ -45,6 +45,8 @@ pub struct SchedulerConfig {
     pub restrict_models: bool,
     /// How long finished jobs are kept (`None`: for ever).
     pub retention: Option<Duration>,
+    /// When a commit is on disk.
+    pub durability: crate::store::Durability,
 }
 
 impl Default for SchedulerConfig {
@@ -61,6 +63,7 @@ impl Default for SchedulerConfig {
             models: Vec::new(),
             restrict_models: false,
             retention: None,
+            durability: crate::store::Durability::Full,
         }
     }
 }

@@ -469,7 +469,40 @@ impl std::fmt::Debug for Store {
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// When a commit is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced before anyone hears of it (`synchronous=FULL`):
+    /// it survives a process crash and a power loss.
+    #[default]
+    Full,
+    /// Commits are in the WAL file before anyone hears of them, fsynced at
+    /// checkpoints (`synchronous=NORMAL`): they survive a process crash
+    /// (`kill -9`); a power loss or OS crash may lose the last ones, never
+    /// corrupt the database.
+    Process,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "full" => Ok(Self::Full),
+            "process" => Ok(Self::Process),
+            other => Err(format!("expected full or process, got '{other}'")),
+        }
+    }
+}
+
 fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    open_conn_with(path, read_only, Durability::Full)
+}
+
+fn open_conn_with(
+    path: &Path,
+    read_only: bool,
+    durability: Durability,
+) -> rusqlite::Result<Connection> {
     let flags = if read_only {
         OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
     } else {
@@ -482,17 +515,30 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     if !read_only {
         conn.pragma_update(None, "journal_mode", "WAL")?;
     }
-    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        },
+    )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
 }
 
 impl Store {
-    /// Open (creating if needed) the database file and start the writer.
+    /// Open (creating if needed) the database file and start the writer,
+    /// every commit fsynced.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StoreError> {
+        Self::open_with(path, Durability::Full)
+    }
+
+    /// Open with the given durability of commits.
+    pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, StoreError> {
         let path = path.as_ref().to_path_buf();
         create_private(&path)?;
-        let conn = open_conn(&path, false)?;
+        let conn = open_conn_with(&path, false, durability)?;
         conn.execute_batch(SCHEMA)?;
         migrate(&conn)?;
         let queue = Arc::new(WriteQueue {
