@@ -311,6 +311,21 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
                 finished.status = ChunkStatus::Completed;
                 finished.translation = Some(done.translation.clone());
                 prev = Some(finished);
+                if chunk.index + 1 == job.chunks_total {
+                    // The last chunk: recorded and the job completed in one
+                    // commit (the chunks before it are completed: they run
+                    // in order and a failure ends the run).
+                    let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
+                    let (kept, completed) = shared
+                        .store
+                        .finish_last_chunk(job.id, run, &done, engine_name, model, Utc::now())
+                        .await?;
+                    shared.publish(job.id);
+                    if completed || kept == Checkpoint::RunEnded {
+                        return Ok(());
+                    }
+                    continue;
+                }
                 let kept = shared.store.checkpoint(job.id, run, &done).await?;
                 shared.publish(job.id);
                 if kept == Checkpoint::RunEnded {

@@ -469,6 +469,48 @@ impl std::fmt::Debug for Store {
 /// Most writes committed in one transaction.
 const MAX_BATCH: usize = 512;
 
+/// Record a completed chunk of run `run` (the port's `checkpoint`), inside
+/// the current write.
+fn checkpoint_in(
+    conn: &Connection,
+    id: JobId,
+    run: u32,
+    done: &ChunkDone,
+) -> Result<Checkpoint, StoreError> {
+    let seq = seq_of(conn, id)?;
+    let live: bool = conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
+        params![seq, run],
+        |r| r.get(0),
+    )?;
+    if !live {
+        return Ok(Checkpoint::RunEnded);
+    }
+    let n = conn.execute(
+        CHECKPOINT_SQL,
+        params![
+            done.translation,
+            done.duration_ms.map(|d| d as i64),
+            done.attempts,
+            run,
+            seq,
+            done.index,
+            done.confidence,
+            done.from_memory,
+            done.context,
+            done.warning
+        ],
+    )?;
+    if n != 1 {
+        return Ok(Checkpoint::AlreadyDone);
+    }
+    conn.execute(
+        "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
+        [seq],
+    )?;
+    Ok(Checkpoint::Recorded)
+}
+
 /// When a commit is on disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum Durability {
@@ -625,6 +667,42 @@ impl Store {
         })
         .await
         .map_err(|e| StoreError::Join(e.to_string()))?
+    }
+
+    /// Record a job's last chunk and complete the job in one write (one
+    /// commit): the result is assembled from the ledger as committed in the
+    /// same transaction, through the same planned transition as a separate
+    /// completion. A job with a chunk still unfinished is only checkpointed.
+    /// Returns the checkpoint's outcome and whether the job completed.
+    pub async fn finish_last_chunk(
+        &self,
+        id: JobId,
+        run: u32,
+        done: &ChunkDone,
+        engine: String,
+        model: Option<String>,
+        now: DateTime<Utc>,
+    ) -> Result<(Checkpoint, bool), StoreError> {
+        let done = done.clone();
+        self.write(move |conn| {
+            let kept = checkpoint_in(conn, id, run, &done)?;
+            if kept != Checkpoint::Recorded {
+                return Ok((kept, false));
+            }
+            let stored = load_job(conn, id)?;
+            let ledger = read_chunks(conn, stored.seq, 0)?;
+            if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
+                return Ok((kept, false));
+            }
+            let result =
+                lotsawa_core::pipeline::job_result(stored.job.kind, &ledger, &engine, model);
+            let completed = match JobPatch::plan(&stored.job, Change::Complete(result), now) {
+                Ok(patch) => apply_patch(conn, stored.seq, &patch)?,
+                Err(_) => false,
+            };
+            Ok((kept, completed))
+        })
+        .await
     }
 
     /// Claim up to `max` of the oldest pending jobs under the concurrency
@@ -1060,40 +1138,7 @@ impl JobStore for Store {
     async fn checkpoint(&self, id: JobId, run: u32, done: &ChunkDone) -> PortResult<Checkpoint> {
         let done = done.clone();
         Ok(self
-            .write(move |conn| {
-                let seq = seq_of(conn, id)?;
-                let live: bool = conn.query_row(
-                    "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
-                    params![seq, run],
-                    |r| r.get(0),
-                )?;
-                if !live {
-                    return Ok(Checkpoint::RunEnded);
-                }
-                let n = conn.execute(
-                    CHECKPOINT_SQL,
-                    params![
-                        done.translation,
-                        done.duration_ms.map(|d| d as i64),
-                        done.attempts,
-                        run,
-                        seq,
-                        done.index,
-                        done.confidence,
-                        done.from_memory,
-                        done.context,
-                        done.warning
-                    ],
-                )?;
-                if n != 1 {
-                    return Ok(Checkpoint::AlreadyDone);
-                }
-                conn.execute(
-                    "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
-                    [seq],
-                )?;
-                Ok(Checkpoint::Recorded)
-            })
+            .write(move |conn| checkpoint_in(conn, id, run, &done))
             .await?)
     }
 

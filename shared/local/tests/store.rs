@@ -290,3 +290,52 @@ async fn claim_many_takes_the_oldest_in_one_write_up_to_the_limit() {
         );
     }
 }
+
+#[tokio::test]
+async fn the_last_chunk_and_the_completion_commit_together() {
+    let done = |index: u32, text: &str| lotsawa_core::store::ChunkDone {
+        index,
+        translation: text.to_owned(),
+        duration_ms: Some(1),
+        attempts: 1,
+        confidence: None,
+        from_memory: false,
+        context: None,
+        warning: None,
+    };
+    let (_dir, store) = open();
+    let id = insert(&store).await;
+    claim(&store).await;
+    // With a chunk unfinished, it is only a checkpoint.
+    let (kept, completed) = store
+        .finish_last_chunk(id, 1, &done(1, "two"), "echo".into(), None, Utc::now())
+        .await
+        .expect("finish");
+    assert_eq!(kept, lotsawa_core::store::Checkpoint::Recorded);
+    assert!(!completed);
+    assert_eq!(
+        store.get(id).await.expect("get").status,
+        JobStatus::Processing
+    );
+    // A stale run writes nothing.
+    let (kept, completed) = store
+        .finish_last_chunk(id, 7, &done(0, "one"), "echo".into(), None, Utc::now())
+        .await
+        .expect("finish");
+    assert_eq!(
+        (kept, completed),
+        (lotsawa_core::store::Checkpoint::RunEnded, false)
+    );
+    let (kept, completed) = store
+        .finish_last_chunk(id, 1, &done(0, "one"), "echo".into(), None, Utc::now())
+        .await
+        .expect("finish");
+    assert_eq!(kept, lotsawa_core::store::Checkpoint::Recorded);
+    assert!(completed, "every chunk done: completed in the same commit");
+    let job = store.get(id).await.expect("get");
+    assert_eq!(job.status, JobStatus::Completed);
+    assert_eq!(job.chunks_completed, 2);
+    let result = job.result.expect("a result");
+    assert!(result.translation.contains("one") && result.translation.contains("two"));
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+}
