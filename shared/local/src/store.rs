@@ -377,7 +377,19 @@ struct Lanes {
     urgent: std::collections::VecDeque<Op>,
     bulk: std::collections::VecDeque<Op>,
     closed: bool,
+    /// When urgent writes were last taken: while jobs are being worked on,
+    /// a batch takes few bulk writes, so a flood of submissions (whose
+    /// clients wait for their commit) slows down instead of the drain.
+    last_urgent: Option<std::time::Instant>,
 }
+
+/// Bulk writes a batch takes while jobs are being worked on: this many per
+/// urgent write it holds, and at least [`BULK_WHILE_BUSY`].
+const BULK_PER_URGENT: usize = 1;
+/// The fewest bulk writes a batch takes while jobs are being worked on.
+const BULK_WHILE_BUSY: usize = 4;
+/// How long after the last urgent write the writer counts as busy.
+const BUSY_WINDOW: std::time::Duration = std::time::Duration::from_millis(20);
 
 /// Which lane a write waits in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -428,7 +440,26 @@ impl WriteQueue {
         }
         let mut batch = Vec::new();
         while batch.len() < MAX_BATCH {
-            match l.urgent.pop_front().or_else(|| l.bulk.pop_front()) {
+            match l.urgent.pop_front() {
+                Some(op) => batch.push(op),
+                None => break,
+            }
+        }
+        let now = std::time::Instant::now();
+        if !batch.is_empty() {
+            l.last_urgent = Some(now);
+        }
+        let busy = l
+            .last_urgent
+            .is_some_and(|t| now.duration_since(t) < BUSY_WINDOW);
+        let bulk = if busy {
+            (batch.len() * BULK_PER_URGENT).max(BULK_WHILE_BUSY)
+        } else {
+            MAX_BATCH
+        };
+        let room = MAX_BATCH - batch.len();
+        for _ in 0..bulk.min(room) {
+            match l.bulk.pop_front() {
                 Some(op) => batch.push(op),
                 None => break,
             }
@@ -1478,5 +1509,61 @@ fn writer_loop(conn: Connection, queue: Arc<WriteQueue>) {
         for r in replies {
             r(commit.clone());
         }
+    }
+}
+
+#[cfg(test)]
+mod lane_tests {
+    use super::*;
+
+    fn op(tag: &'static str, log: &Arc<Mutex<Vec<&'static str>>>) -> Op {
+        let log = log.clone();
+        Box::new(move |_| {
+            log.lock().expect("log").push(tag);
+            (true, Box::new(|_| {}))
+        })
+    }
+
+    fn run(batch: Vec<Op>) {
+        for o in batch {
+            let (_, reply) = o(Err(String::new()));
+            reply(None);
+        }
+    }
+
+    #[test]
+    fn a_flood_of_creates_waits_behind_claims_while_jobs_are_worked_on() {
+        let q = WriteQueue {
+            lanes: Mutex::new(Lanes::default()),
+            ready: std::sync::Condvar::new(),
+        };
+        let log = Arc::new(Mutex::new(Vec::new()));
+        for _ in 0..2000 {
+            q.push(Lane::Bulk, op("create", &log)).expect("push");
+        }
+        // Idle writer: creates go in full batches.
+        run(q.next_batch());
+        assert_eq!(log.lock().expect("log").len(), MAX_BATCH);
+        log.lock().expect("log").clear();
+        // Work arrives: urgent writes first, and a few creates beside them.
+        for _ in 0..10 {
+            q.push(Lane::Urgent, op("claim", &log)).expect("push");
+        }
+        run(q.next_batch());
+        let taken = log.lock().expect("log").clone();
+        assert_eq!(&taken[..10], &["claim"; 10]);
+        assert_eq!(
+            taken.len(),
+            10 + (10 * BULK_PER_URGENT).max(BULK_WHILE_BUSY)
+        );
+        log.lock().expect("log").clear();
+        // Still busy (within the window) with no urgent write: the floor.
+        run(q.next_batch());
+        assert_eq!(log.lock().expect("log").len(), BULK_WHILE_BUSY);
+        log.lock().expect("log").clear();
+        // The window passes: full batches again.
+        std::thread::sleep(BUSY_WINDOW + std::time::Duration::from_millis(5));
+        run(q.next_batch());
+        assert_eq!(log.lock().expect("log").len(), MAX_BATCH);
     }
 }
