@@ -125,6 +125,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
             .unwrap_or_else(|_| ProgressStyle::default_bar())
             .progress_chars("=> "),
     );
+    let mut seen = 0u64;
     let outcome = loop {
         let view = match service.get(&lotsawa_core::Tenant::default(), job.id).await {
             Ok(v) => v,
@@ -138,7 +139,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
             break Ok(view);
         }
         tokio::select! {
-            _ = service.wait_for_change(job.id, Duration::from_secs(1)) => {}
+            _ = service.wait_for_change(job.id, &mut seen, Duration::from_secs(1)) => {}
             _ = tokio::signal::ctrl_c() => {
                 let _ = service.cancel(&lotsawa_core::Tenant::default(), job.id).await;
                 bar.finish_and_clear();

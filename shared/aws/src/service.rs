@@ -92,7 +92,7 @@ impl Runner for CloudRunner {
         }
     }
 
-    async fn wait_for_change(&self, _id: JobId, max_wait: Duration) {
+    async fn wait_for_change(&self, _id: JobId, _seen: &mut u64, max_wait: Duration) {
         // No change feed here: the stream polls the job's pulse once a second.
         tokio::time::sleep(max_wait.min(Duration::from_secs(1))).await;
     }

@@ -427,7 +427,7 @@ fn service(store: &Store) -> Service {
             Ok(())
         }
         async fn cancelled(&self, _: &Job, _: JobStatus) {}
-        async fn wait_for_change(&self, _: JobId, max_wait: Duration) {
+        async fn wait_for_change(&self, _: JobId, _: &mut u64, max_wait: Duration) {
             tokio::time::sleep(max_wait).await;
         }
         async fn extra_metrics(&self) -> Result<String, ServiceError> {

@@ -181,8 +181,11 @@ pub trait JobService: Send + Sync {
     async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
     /// The tenant of an API key; `Unauthorized` for an unknown or revoked key.
     async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError>;
-    /// Return when the job may have changed, or after `max_wait`.
-    async fn wait_for_change(&self, id: JobId, max_wait: Duration);
+    /// Return when the job may have changed, or after `max_wait`. `seen`
+    /// is the caller's count of the job's changes (0 at first): a backend
+    /// with a change feed returns at once when the job changed since, and
+    /// sets `seen` to the count it returns at.
+    async fn wait_for_change(&self, id: JobId, seen: &mut u64, max_wait: Duration);
     /// Engines a job may name.
     fn engines(&self) -> Vec<String>;
     /// Prometheus text exposition of the backend's metrics.
@@ -198,8 +201,11 @@ pub trait Runner: Send + Sync {
     async fn queued(&self, job: &Job) -> Result<(), ServiceError>;
     /// A job was cancelled (it was `was`): stop what runs it.
     async fn cancelled(&self, job: &Job, was: JobStatus);
-    /// Return when the job may have changed, or after `max_wait`.
-    async fn wait_for_change(&self, id: JobId, max_wait: Duration);
+    /// Return when the job may have changed, or after `max_wait`. `seen`
+    /// is the caller's count of the job's changes (0 at first): a backend
+    /// with a change feed returns at once when the job changed since, and
+    /// sets `seen` to the count it returns at.
+    async fn wait_for_change(&self, id: JobId, seen: &mut u64, max_wait: Duration);
     /// Metrics only this backend has (chunk counters), Prometheus text.
     async fn extra_metrics(&self) -> Result<String, ServiceError>;
     /// `Err` while the backend cannot take work (shutting down).
@@ -668,8 +674,8 @@ impl JobService for Service {
         }
     }
 
-    async fn wait_for_change(&self, id: JobId, max_wait: Duration) {
-        self.runner.wait_for_change(id, max_wait).await;
+    async fn wait_for_change(&self, id: JobId, seen: &mut u64, max_wait: Duration) {
+        self.runner.wait_for_change(id, seen, max_wait).await;
     }
 
     fn engines(&self) -> Vec<String> {

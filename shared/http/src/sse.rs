@@ -203,6 +203,7 @@ async fn pump(
     let mut pulse = Pulse::of(&first.job);
     let mut view = first;
     let mut last_progress: Option<(ProgressEvent, Instant)> = None;
+    let mut changes = 0u64;
     loop {
         // Completed chunks in pages, so a stream whose client reads slowly
         // holds one page, not the whole job's output.
@@ -262,7 +263,7 @@ async fn pump(
             .unwrap_or(HEARTBEAT)
             .max(Duration::from_millis(20));
         tokio::select! {
-            _ = state.service.wait_for_change(id, wait) => {}
+            _ = state.service.wait_for_change(id, &mut changes, wait) => {}
             _ = state.config.shutdown.cancelled() => {}
             _ = tx.closed() => return,
         }

@@ -5,6 +5,7 @@
 //! [`LocalBackend::start`] opens the store, resumes any job a crash or a
 //! shutdown left `processing`, and starts the scheduler.
 
+mod changes;
 pub mod metrics;
 pub mod scheduler;
 pub mod service;
@@ -15,7 +16,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use lotsawa_engines::EngineSet;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
@@ -67,7 +68,7 @@ impl LocalBackend {
             &model_engines,
             config.restrict_models,
         );
-        let (changes, _) = broadcast::channel(1024);
+        let changes = Arc::new(changes::Changes::default());
         let draining = CancellationToken::new();
         let metrics = Metrics::new();
         for name in engines.names() {
@@ -85,6 +86,18 @@ impl LocalBackend {
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
         };
+        {
+            let (changes, draining) = (shared.changes.clone(), draining.clone());
+            tokio::spawn(async move {
+                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
+                loop {
+                    tokio::select! {
+                        _ = every.tick() => changes.sweep(),
+                        _ = draining.cancelled() => return,
+                    }
+                }
+            });
+        }
         if let Some(retention) = shared.config.retention {
             tokio::spawn(scheduler::purge_loop(
                 store.clone(),

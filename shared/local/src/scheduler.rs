@@ -13,7 +13,7 @@ use lotsawa_core::{
     RetryPolicy, StoreError, pipeline,
 };
 use lotsawa_engines::EngineSet;
-use tokio::sync::{Notify, broadcast};
+use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
@@ -74,7 +74,7 @@ pub(crate) struct Shared {
     pub store: Store,
     pub engines: EngineSet,
     pub metrics: Metrics,
-    pub changes: broadcast::Sender<JobId>,
+    pub changes: Arc<crate::changes::Changes>,
     pub wake: Arc<Notify>,
     pub running: RunningJobs,
     pub config: SchedulerConfig,
@@ -86,7 +86,7 @@ pub(crate) struct Shared {
 
 impl Shared {
     fn publish(&self, id: JobId) {
-        let _ = self.changes.send(id);
+        self.changes.publish(id);
     }
 }
 

@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use lotsawa_core::{Job, JobId, JobStatus, Runner, ServiceError};
-use tokio::sync::broadcast;
 
 use crate::scheduler::Shared;
 
@@ -31,7 +30,7 @@ impl Runner for LocalRunner {
         }
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");
         self.shared.wake.notify_one();
-        let _ = self.shared.changes.send(job.id);
+        self.shared.changes.publish(job.id);
         Ok(())
     }
 
@@ -43,27 +42,12 @@ impl Runner for LocalRunner {
             token.cancel();
         }
         tracing::info!(job_id = %job.id, "job cancelled");
-        let _ = self.shared.changes.send(job.id);
+        self.shared.changes.publish(job.id);
     }
 
-    async fn wait_for_change(&self, id: JobId, max_wait: Duration) {
-        let mut rx = self.shared.changes.subscribe();
-        let wait = async {
-            loop {
-                match rx.recv().await {
-                    Ok(changed) if changed == id => return,
-                    Ok(_) => continue,
-                    // Missed some: the job may be among them.
-                    Err(broadcast::error::RecvError::Lagged(_)) => return,
-                    Err(broadcast::error::RecvError::Closed) => {
-                        std::future::pending::<()>().await;
-                    }
-                }
-            }
-        };
+    async fn wait_for_change(&self, id: JobId, seen: &mut u64, max_wait: Duration) {
         tokio::select! {
-            _ = wait => {}
-            _ = tokio::time::sleep(max_wait) => {}
+            _ = self.shared.changes.wait(id, seen, max_wait) => {}
             _ = self.shared.draining.cancelled() => {}
         }
     }
