@@ -35,6 +35,9 @@ struct Sizes {
     multi_chunks: usize,
     http_secs: f64,
     pickup_secs: f64,
+    fanout_streams: usize,
+    fanout_jobs: usize,
+    fanout_secs: f64,
     runs: usize,
 }
 
@@ -45,6 +48,9 @@ const FULL: Sizes = Sizes {
     multi_chunks: 20,
     http_secs: 3.0,
     pickup_secs: 2.0,
+    fanout_streams: 10_000,
+    fanout_jobs: 50,
+    fanout_secs: 5.0,
     runs: 3,
 };
 
@@ -55,6 +61,9 @@ const SMOKE: Sizes = Sizes {
     multi_chunks: 5,
     http_secs: 0.3,
     pickup_secs: 0.3,
+    fanout_streams: 50,
+    fanout_jobs: 5,
+    fanout_secs: 0.5,
     runs: 1,
 };
 
@@ -358,16 +367,239 @@ async fn pickup(rate: f64, secs: f64) -> (f64, f64, f64) {
     )
 }
 
+/// An echo engine that takes `pace` per chunk and answers with the wall
+/// clock (µs since the epoch) at which it returned, so a stream's client can
+/// tell how long the chunk took to reach it.
+struct Paced {
+    pace: Duration,
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+#[async_trait]
+impl Engine for Paced {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, _: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        tokio::time::sleep(self.pace).await;
+        Ok(EngineOutput::text(format!("t{}", now_us())))
+    }
+}
+
+/// The child process of the fan-out figure: a server whose engine takes
+/// `pace_ms` per chunk, running `jobs` long jobs at once. Prints its URL and
+/// the job ids, one line, then serves until its standard input closes.
+async fn serve_fanout(pace_ms: u64, jobs: usize, streams: usize) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let b = backend(
+        dir.path().join("f.db"),
+        jobs as u32,
+        Arc::new(Paced {
+            pace: Duration::from_millis(pace_ms),
+        }),
+    )
+    .await;
+    let svc = b.service();
+    let mut ids = Vec::new();
+    for i in 0..jobs {
+        let job = svc.submit(new_job(i, 1500)).await.expect("submit");
+        ids.push(job.id.to_string());
+    }
+    let config = lotsawa_http::ApiConfig {
+        max_streams: streams + 16,
+        max_streams_per_tenant: streams + 16,
+        ..lotsawa_http::ApiConfig::default()
+    };
+    let app = lotsawa_http::router(svc as Arc<dyn JobService>, config);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    println!(
+        "http://{} {}",
+        listener.local_addr().expect("addr"),
+        ids.join(",")
+    );
+    let server = tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    let _ = tokio::task::spawn_blocking(|| {
+        let mut sink = String::new();
+        let _ = std::io::Read::read_to_string(&mut std::io::stdin(), &mut sink);
+    })
+    .await;
+    server.abort();
+    drop(b);
+    std::process::exit(0);
+}
+
+/// Resident memory of a process, bytes.
+fn rss(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// `streams` SSE clients on `jobs` running jobs of a server in a child
+/// process: (resident bytes per stream, p50 and p99 delay in ms from a
+/// chunk's translation returning to its event at the client, streams open).
+async fn fanout(streams: usize, jobs: usize, pace_ms: u64, secs: f64) -> (f64, f64, f64, f64) {
+    use std::io::BufRead;
+    use tokio::io::AsyncBufReadExt;
+    let exe = std::env::current_exe().expect("exe");
+    // LOTSAWA_BENCH_WRAP runs the server under a profiler, e.g.
+    // "valgrind --tool=massif".
+    let wrap = std::env::var("LOTSAWA_BENCH_WRAP").unwrap_or_default();
+    let mut words = wrap.split_whitespace();
+    let mut child = match words.next() {
+        Some(tool) => {
+            let mut c = std::process::Command::new(tool);
+            c.args(words).arg(exe);
+            c
+        }
+        None => std::process::Command::new(exe),
+    };
+    let mut child = child
+        .args([
+            "--serve-fanout",
+            &pace_ms.to_string(),
+            &jobs.to_string(),
+            &streams.to_string(),
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("spawn the fan-out server");
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().expect("stdout"))
+        .read_line(&mut line)
+        .expect("server line");
+    let (url, ids) = line.trim().split_once(' ').expect("url and ids");
+    let ids: Vec<String> = ids.split(',').map(str::to_owned).collect();
+    let pid = child.id();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = rss(pid);
+    // Chunks translated from this instant on count (0: not yet); earlier
+    // ones reach a stream as it catches up, which is not a live delay.
+    let measuring = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let open = Arc::new(AtomicUsize::new(0));
+    let mut tasks = Vec::new();
+    for s in 0..streams {
+        let url = format!("{url}/api/jobs/{}/stream", ids[s % ids.len()]);
+        let (measuring, open) = (measuring.clone(), open.clone());
+        tasks.push(tokio::spawn(async move {
+            let mut delays = Vec::new();
+            let Ok(mut conn) = tokio::net::TcpStream::connect(url_addr(&url)).await else {
+                return delays;
+            };
+            let path = &url[url.find("/api").unwrap_or(0)..];
+            let req = format!(
+                "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n"
+            );
+            if tokio::io::AsyncWriteExt::write_all(&mut conn, req.as_bytes())
+                .await
+                .is_err()
+            {
+                return delays;
+            }
+            let mut lines = tokio::io::BufReader::new(conn).lines();
+            let mut counted = false;
+            while let Ok(Some(l)) = lines.next_line().await {
+                if !counted && l.starts_with("data:") {
+                    counted = true;
+                    open.fetch_add(1, Ordering::Relaxed);
+                }
+                if let Some(i) = l.find("\"translation\":\"t") {
+                    let digits: String = l[i + 16..]
+                        .chars()
+                        .take_while(char::is_ascii_digit)
+                        .collect();
+                    let from = measuring.load(Ordering::Relaxed);
+                    if let Ok(sent) = digits.parse::<u64>()
+                        && from > 0
+                        && sent >= from
+                    {
+                        delays.push(now_us().saturating_sub(sent) as f64 / 1000.0);
+                    }
+                }
+            }
+            delays
+        }));
+        if s % 256 == 255 {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while open.load(Ordering::Relaxed) < streams && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let opened = open.load(Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    measuring.store(now_us(), Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_secs_f64(secs)).await;
+    let after = rss(pid);
+    measuring.store(u64::MAX, Ordering::Relaxed);
+    drop(child.stdin.take());
+    let _ = child.wait();
+    let mut delays = Vec::new();
+    for t in tasks {
+        delays.extend(t.await.unwrap_or_default());
+    }
+    delays.sort_by(f64::total_cmp);
+    (
+        after.saturating_sub(before) as f64 / opened.max(1) as f64,
+        percentile(&delays, 0.5),
+        percentile(&delays, 0.99),
+        opened as f64,
+    )
+}
+
+fn url_addr(url: &str) -> String {
+    let rest = url.trim_start_matches("http://");
+    rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
+    if args.get(1).map(String::as_str) == Some("--serve-fanout") {
+        let n = |i: usize| -> u64 { args.get(i).and_then(|v| v.parse().ok()).unwrap_or(1) };
+        serve_fanout(n(2), n(3) as usize, n(4) as usize).await;
+        return;
+    }
     let smoke = args.iter().any(|a| a == "--smoke");
     let mut sizes = if smoke { SMOKE } else { FULL };
     let mut out: Option<PathBuf> = None;
+    let mut only: Option<Vec<String>> = None;
     let mut i = 1;
     while i < args.len() {
         match args[i].as_str() {
             "--smoke" => {}
+            "--streams" => {
+                i += 1;
+                sizes.fanout_streams = args
+                    .get(i)
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(sizes.fanout_streams);
+            }
+            "--only" => {
+                i += 1;
+                only = args
+                    .get(i)
+                    .map(|v| v.split(',').map(str::to_owned).collect());
+            }
             "--durability" => {
                 i += 1;
                 let d = args.get(i).and_then(|v| v.parse().ok()).unwrap_or_else(|| {
@@ -392,7 +624,9 @@ async fn main() {
                     });
             }
             other => {
-                eprintln!("error: unknown argument '{other}' (use --smoke, --runs N, --out FILE)");
+                eprintln!(
+                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup)"
+                );
                 std::process::exit(2);
             }
         }
@@ -410,12 +644,15 @@ async fn main() {
             runs: vec![value],
         }),
     };
+    let want = |part: &str| only.as_ref().is_none_or(|o| o.iter().any(|p| p == part));
     for run in 0..sizes.runs {
         eprintln!("run {}/{}", run + 1, sizes.runs);
-        let (one, batched) = enqueue(sizes).await;
-        add("enqueue in-process, one at a time".into(), "jobs/s", one);
-        add("enqueue in-process, 50 in flight".into(), "jobs/s", batched);
-        for c in [3u32, 8, 32] {
+        if want("enqueue") {
+            let (one, batched) = enqueue(sizes).await;
+            add("enqueue in-process, one at a time".into(), "jobs/s", one);
+            add("enqueue in-process, 50 in flight".into(), "jobs/s", batched);
+        }
+        for c in [3u32, 8, 32].into_iter().filter(|_| want("drain")) {
             let (jobs, _) = drain(sizes.drain_jobs, 1, c).await;
             add(
                 format!(
@@ -426,7 +663,7 @@ async fn main() {
                 jobs,
             );
         }
-        for c in [3u32, 8] {
+        for c in [3u32, 8].into_iter().filter(|_| want("drain")) {
             let (jobs, chunks) = drain(sizes.multi_jobs, sizes.multi_chunks, c).await;
             let what = format!(
                 "drain {} jobs × {} chunks, concurrency {c}",
@@ -435,7 +672,7 @@ async fn main() {
             add(format!("{what} (jobs)"), "jobs/s", jobs);
             add(format!("{what} (chunks)"), "chunks/s", chunks);
         }
-        {
+        if want("http") {
             let dir = tempfile::tempdir().expect("tempdir");
             let b = backend(dir.path().join("h.db"), 3, Arc::new(EchoEngine)).await;
             let (url, server) = serve(b.service() as Arc<dyn JobService>).await;
@@ -460,18 +697,41 @@ async fn main() {
             server.abort();
             let _ = b.shutdown().await;
         }
-        let (drained, submitted) = drain_under_load(sizes.drain_jobs, sizes.http_secs).await;
-        add(
-            "drain while 64 clients submit, concurrency 8 (drained)".into(),
-            "jobs/s",
-            drained,
-        );
-        add(
-            "drain while 64 clients submit, concurrency 8 (submitted)".into(),
-            "jobs/s",
-            submitted,
-        );
-        for rate in [100.0, 1000.0] {
+        if want("load") {
+            let (drained, submitted) = drain_under_load(sizes.drain_jobs, sizes.http_secs).await;
+            add(
+                "drain while 64 clients submit, concurrency 8 (drained)".into(),
+                "jobs/s",
+                drained,
+            );
+            add(
+                "drain while 64 clients submit, concurrency 8 (submitted)".into(),
+                "jobs/s",
+                submitted,
+            );
+        }
+        for pace in [2000u64, 500].into_iter().filter(|_| want("fanout")) {
+            let (per_stream, p50, p99, opened) = fanout(
+                sizes.fanout_streams,
+                sizes.fanout_jobs,
+                pace,
+                sizes.fanout_secs,
+            )
+            .await;
+            let what = format!(
+                "SSE fan-out, {} streams on {} running jobs, a chunk each {pace} ms",
+                sizes.fanout_streams, sizes.fanout_jobs
+            );
+            add(format!("{what}: streams open"), "streams", opened);
+            add(
+                format!("{what}: resident memory per stream"),
+                "KB",
+                per_stream / 1024.0,
+            );
+            add(format!("{what}: chunk to client, p50"), "ms", p50);
+            add(format!("{what}: chunk to client, p99"), "ms", p99);
+        }
+        for rate in [100.0, 1000.0].into_iter().filter(|_| want("pickup")) {
             let (p50, p99, p999) = pickup(rate, sizes.pickup_secs).await;
             add(format!("pickup at {rate} arrivals/s, p50"), "µs", p50);
             add(format!("pickup at {rate} arrivals/s, p99"), "µs", p99);

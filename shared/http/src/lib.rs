@@ -88,6 +88,7 @@ pub struct AppState {
     service: Arc<dyn JobService>,
     config: ApiConfig,
     streams: Arc<sse::StreamSlots>,
+    reads: Arc<sse::JobReads>,
 }
 
 impl AppState {
@@ -96,6 +97,7 @@ impl AppState {
             service,
             config,
             streams: Arc::default(),
+            reads: Arc::default(),
         }
     }
 }

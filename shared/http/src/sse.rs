@@ -13,7 +13,7 @@ use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::store::Pulse;
-use lotsawa_core::{JobId, JobStatus, JobView, Tenant};
+use lotsawa_core::{ChunkOutput, JobId, JobStatus, JobView, ServiceError, Tenant};
 use serde_json::json;
 use tokio::sync::mpsc;
 
@@ -84,6 +84,91 @@ impl Drop for StreamSlot {
             if *n == 0 {
                 open.1.remove(&self.tenant);
             }
+        }
+    }
+}
+
+/// Chunks `from..to` as read.
+type Page = (u32, u32, std::sync::Arc<Vec<ChunkOutput>>);
+
+/// What the streams of one job share on this process: the newest view read
+/// after a change and the newest page of chunks. A change wakes every
+/// stream of its job; the first to get here reads, the others take its
+/// read (a view read after change `n` is good for any stream woken by `n`).
+#[derive(Default)]
+pub(crate) struct SharedReads {
+    view: tokio::sync::Mutex<Option<(u64, std::sync::Arc<JobView>)>>,
+    page: tokio::sync::Mutex<Option<Page>>,
+}
+
+impl SharedReads {
+    /// The job's view as of change `count` or later.
+    async fn view(
+        &self,
+        count: u64,
+        read: impl std::future::Future<Output = Result<JobView, ServiceError>>,
+    ) -> Result<std::sync::Arc<JobView>, ServiceError> {
+        let mut cached = self.view.lock().await;
+        if let Some((n, v)) = cached.as_ref()
+            && *n >= count
+        {
+            return Ok(v.clone());
+        }
+        let v = std::sync::Arc::new(read.await?);
+        *cached = Some((count, v.clone()));
+        Ok(v)
+    }
+
+    /// Completed chunks `from..to` (they never change once completed).
+    async fn page(
+        &self,
+        from: u32,
+        to: u32,
+        read: impl std::future::Future<Output = Result<Vec<ChunkOutput>, ServiceError>>,
+    ) -> Result<std::sync::Arc<Vec<ChunkOutput>>, ServiceError> {
+        let mut cached = self.page.lock().await;
+        if let Some((f, t, chunks)) = cached.as_ref()
+            && (*f, *t) == (from, to)
+        {
+            return Ok(chunks.clone());
+        }
+        let chunks = std::sync::Arc::new(read.await?);
+        *cached = Some((from, to, chunks.clone()));
+        Ok(chunks)
+    }
+}
+
+/// Shared reads per streamed job; a job's entry goes with its last stream.
+#[derive(Default)]
+pub(crate) struct JobReads {
+    jobs: std::sync::Mutex<std::collections::HashMap<JobId, std::sync::Arc<SharedReads>>>,
+}
+
+/// A stream's hold on its job's shared reads.
+struct ReadsHold {
+    all: std::sync::Arc<JobReads>,
+    id: JobId,
+    reads: std::sync::Arc<SharedReads>,
+}
+
+impl JobReads {
+    fn join(self: &std::sync::Arc<Self>, id: JobId) -> ReadsHold {
+        let mut jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        let reads = jobs.entry(id).or_default().clone();
+        ReadsHold {
+            all: self.clone(),
+            id,
+            reads,
+        }
+    }
+}
+
+impl Drop for ReadsHold {
+    fn drop(&mut self) {
+        let mut jobs = self.all.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        // The map's and this hold's: nobody else streams the job.
+        if std::sync::Arc::strong_count(&self.reads) <= 2 {
+            jobs.remove(&self.id);
         }
     }
 }
@@ -201,7 +286,8 @@ async fn pump(
         return;
     }
     let mut pulse = Pulse::of(&first.job);
-    let mut view = first;
+    let mut view = std::sync::Arc::new(first);
+    let hold = state.reads.join(id);
     let mut last_progress: Option<(ProgressEvent, Instant)> = None;
     let mut changes = 0u64;
     loop {
@@ -212,9 +298,13 @@ async fn pump(
                 .job
                 .chunks_completed
                 .min(seen.saturating_add(CHUNK_PAGE));
-            match state.service.chunks_from(&tenant, id, seen, to).await {
+            let read = hold
+                .reads
+                .page(seen, to, state.service.chunks_from(&tenant, id, seen, to))
+                .await;
+            match read {
                 Ok(chunks) if !chunks.is_empty() => {
-                    for c in chunks {
+                    for c in chunks.iter() {
                         if c.index < seen {
                             continue;
                         }
@@ -267,11 +357,25 @@ async fn pump(
             _ = state.config.shutdown.cancelled() => {}
             _ = tx.closed() => return,
         }
-        // The small pulse each time; the whole view only when it moved.
-        let read = match state.service.pulse(&tenant, id).await {
-            Ok(p) if p == pulse => Ok(None),
-            Ok(_) => state.service.watch(&tenant, id).await.map(Some),
-            Err(e) => Err(e),
+        // With a change feed, the view as of the change this stream woke
+        // for, read once for all the job's streams. Without one, the small
+        // pulse each time and the whole view only when it moved.
+        let read = if changes > 0 {
+            hold.reads
+                .view(changes, state.service.watch(&tenant, id))
+                .await
+                .map(Some)
+        } else {
+            match state.service.pulse(&tenant, id).await {
+                Ok(p) if p == pulse => Ok(None),
+                Ok(_) => state
+                    .service
+                    .watch(&tenant, id)
+                    .await
+                    .map(std::sync::Arc::new)
+                    .map(Some),
+                Err(e) => Err(e),
+            }
         };
         match read {
             Ok(Some(v)) => {
