@@ -38,6 +38,9 @@ struct Sizes {
     fanout_streams: usize,
     fanout_jobs: usize,
     fanout_secs: f64,
+    text_bytes: usize,
+    scale: &'static [usize],
+    scale_drain: usize,
     runs: usize,
 }
 
@@ -51,6 +54,9 @@ const FULL: Sizes = Sizes {
     fanout_streams: 10_000,
     fanout_jobs: 50,
     fanout_secs: 5.0,
+    text_bytes: 4 << 20,
+    scale: &[1_000, 10_000, 100_000, 1_000_000],
+    scale_drain: 5_000,
     runs: 3,
 };
 
@@ -64,6 +70,9 @@ const SMOKE: Sizes = Sizes {
     fanout_streams: 50,
     fanout_jobs: 5,
     fanout_secs: 0.5,
+    text_bytes: 64 << 10,
+    scale: &[100, 1_000],
+    scale_drain: 50,
     runs: 1,
 };
 
@@ -211,17 +220,20 @@ async fn enqueue(sizes: Sizes) -> (f64, f64) {
     (one, batched)
 }
 
-/// Store `jobs` pending jobs of `chunks` chunks in a fresh database.
-async fn prefill(db: &std::path::Path, jobs: usize, chunks: usize) {
+/// Store `jobs` pending jobs of `chunks` chunks in a fresh database; their
+/// ids, oldest first.
+async fn prefill(db: &std::path::Path, jobs: usize, chunks: usize) -> Vec<lotsawa_core::JobId> {
     let store = Store::open_with(db, durability()).expect("store");
     let engine = lotsawa_core::EngineName::parse("echo").expect("engine");
+    let mut ids = Vec::with_capacity(jobs);
     let mut i = 0;
     while i < jobs {
-        let n = (jobs - i).min(256);
+        let n = (jobs - i).min(512);
         let writes = (i..i + n).map(|k| {
             let store = store.clone();
             let (job, parts) =
                 lotsawa_core::pipeline::new_job(new_job(k, chunks), engine.clone(), Utc::now());
+            ids.push(job.id);
             async move { store.create(&job, &parts).await }
         });
         for r in futures::future::join_all(writes).await {
@@ -230,6 +242,75 @@ async fn prefill(db: &std::path::Path, jobs: usize, chunks: usize) {
         i += n;
     }
     store.flush().await.expect("flush");
+    ids
+}
+
+/// With `stored` pending jobs in the store: claim latency (one job, µs),
+/// the drain of `drain_n` of them at concurrency 8 (jobs/s), and list
+/// (first page of 50) and GET latency (ms), each p50 and p99.
+async fn scale(stored: usize, drain_n: usize) -> Vec<(&'static str, &'static str, f64)> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("s.db");
+    let ids = prefill(&db, stored, 1).await;
+    let sorted = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let claims = {
+        let store = Store::open_with(&db, durability()).expect("store");
+        let mut us = Vec::new();
+        for _ in 0..200.min(stored / 4) {
+            let t = Instant::now();
+            store
+                .claim_next(u32::MAX, Utc::now())
+                .await
+                .expect("claim")
+                .expect("a pending job");
+            us.push(t.elapsed().as_secs_f64() * 1e6);
+        }
+        store.flush().await.expect("flush");
+        sorted(us)
+    };
+    let t = Instant::now();
+    let b = backend(db, 8, Arc::new(EchoEngine)).await;
+    let svc = b.service();
+    let store = svc.store().clone();
+    while completed(&store).await < drain_n as u64 {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let drained = drain_n as f64 / t.elapsed().as_secs_f64();
+    let mut list = Vec::new();
+    for _ in 0..200 {
+        let t = Instant::now();
+        svc.list(lotsawa_core::ListQuery {
+            tenant: Tenant::default(),
+            status: None,
+            kind: None,
+            limit: 50,
+            cursor: None,
+        })
+        .await
+        .expect("list");
+        list.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let mut get = Vec::new();
+    for k in 0..1000usize {
+        let id = ids[(k * 7919 + 13) % ids.len()];
+        let t = Instant::now();
+        svc.get(&Tenant::default(), id).await.expect("get");
+        get.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    let _ = b.shutdown().await;
+    let (list, get) = (sorted(list), sorted(get));
+    vec![
+        ("claim, p50", "µs", percentile(&claims, 0.5)),
+        ("claim, p99", "µs", percentile(&claims, 0.99)),
+        ("drain, concurrency 8", "jobs/s", drained),
+        ("list first page of 50, p50", "ms", percentile(&list, 0.5)),
+        ("list first page of 50, p99", "ms", percentile(&list, 0.99)),
+        ("GET a job, p50", "ms", percentile(&get, 0.5)),
+        ("GET a job, p99", "ms", percentile(&get, 0.99)),
+    ]
 }
 
 /// Time the drain of `jobs` pre-enqueued jobs of `chunks` chunks: (jobs/s,
@@ -571,6 +652,63 @@ fn url_addr(url: &str) -> String {
     rest[..rest.find('/').unwrap_or(rest.len())].to_owned()
 }
 
+#[path = "../../shared/engines/benches/support/texts.rs"]
+mod texts;
+
+/// MB/s of `f` over `text`, median of `runs`.
+fn throughput(text: &str, runs: usize, mut f: impl FnMut(&str) -> usize) -> f64 {
+    let mut rates: Vec<f64> = (0..runs)
+        .map(|_| {
+            let t = Instant::now();
+            std::hint::black_box(f(std::hint::black_box(text)));
+            text.len() as f64 / 1e6 / t.elapsed().as_secs_f64()
+        })
+        .collect();
+    rates.sort_by(f64::total_cmp);
+    rates[rates.len() / 2]
+}
+
+/// The text paths, MB/s: segmenter, transliterator, offline gloss with the
+/// built-in glossary and with a hostile job glossary.
+fn text_rates(bytes: usize) -> Vec<(&'static str, f64)> {
+    let golden = include_str!("../../shared/core/tests/data/ewts_golden.tsv");
+    let lines: String = golden
+        .lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter_map(|l| l.split_once('\t').map(|(bo, _)| format!("{bo} །\n")))
+        .collect();
+    let tibetan = lines.repeat(bytes / lines.len() + 1);
+    let base = lotsawa_engines::builtin_glossary();
+    let empty = lotsawa_core::Glossary::default();
+    let glossed = texts::glossary_text(bytes);
+    let job = texts::hostile_glossary();
+    let hostile = texts::hostile_text(bytes);
+    vec![
+        (
+            "segmenter (chunks of 1200)",
+            throughput(&tibetan, 5, |t| {
+                lotsawa_core::segment::segment(t, 1200).len()
+            }),
+        ),
+        (
+            "transliterator (EWTS)",
+            throughput(&tibetan, 5, |t| lotsawa_core::ewts::to_ewts(t).len()),
+        ),
+        (
+            "offline gloss, built-in glossary",
+            throughput(&glossed, 5, |t| {
+                lotsawa_core::glossary::gloss(t, &empty, &base).text.len()
+            }),
+        ),
+        (
+            "offline gloss, hostile job glossary of 10,000 terms",
+            throughput(&hostile, 3, |t| {
+                lotsawa_core::glossary::gloss(t, &job, &base).text.len()
+            }),
+        ),
+    ]
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -625,7 +763,7 @@ async fn main() {
             }
             other => {
                 eprintln!(
-                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup)"
+                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, scale)"
                 );
                 std::process::exit(2);
             }
@@ -730,6 +868,18 @@ async fn main() {
             );
             add(format!("{what}: chunk to client, p50"), "ms", p50);
             add(format!("{what}: chunk to client, p99"), "ms", p99);
+        }
+        // Once: the largest store takes a minute to fill.
+        for &stored in sizes.scale.iter().filter(|_| want("scale") && run == 0) {
+            eprintln!("scale: {stored} stored jobs");
+            for (what, unit, v) in scale(stored, sizes.scale_drain).await {
+                add(format!("with {stored} jobs stored: {what}"), unit, v);
+            }
+        }
+        if want("text") {
+            for (name, rate) in text_rates(sizes.text_bytes) {
+                add(name.into(), "MB/s", rate);
+            }
         }
         for rate in [100.0, 1000.0].into_iter().filter(|_| want("pickup")) {
             let (p50, p99, p999) = pickup(rate, sizes.pickup_secs).await;

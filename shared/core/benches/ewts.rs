@@ -1,31 +1,37 @@
-//! EWTS transliteration throughput: `cargo bench -p lotsawa-core --bench ewts`.
-//! Prints the median of 7 runs over a ~4 MB text built from the golden file.
+//! Text throughput of the domain crate (criterion):
+//! `cargo bench -p lotsawa-core --bench ewts`.
+//!
+//! The segmenter and the EWTS transliterator over ~1 MB of Tibetan built
+//! from the golden file; criterion reports bytes per second.
 
-use std::time::Instant;
+// criterion's macros make undocumented public functions.
+#![allow(missing_docs)]
 
-fn main() {
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+
+fn sample() -> String {
     let golden = include_str!("../tests/data/ewts_golden.tsv");
-    let sample: String = golden
+    let lines: String = golden
         .lines()
         .filter(|l| !l.starts_with('#'))
-        .filter_map(|l| l.split_once('\t').map(|(bo, _)| format!("{bo}\n")))
+        .filter_map(|l| l.split_once('\t').map(|(bo, _)| format!("{bo} །\n")))
         .collect();
-    let text = sample.repeat((4 << 20) / sample.len() + 1);
-    let mut times = Vec::new();
-    let mut out_len = 0;
-    for _ in 0..7 {
-        let t = Instant::now();
-        let out = lotsawa_core::ewts::to_ewts(&text);
-        times.push(t.elapsed().as_secs_f64());
-        out_len = out.len();
-    }
-    times.sort_by(f64::total_cmp);
-    let median = times[times.len() / 2];
-    println!(
-        "ewts: {:.1} MB of Tibetan UTF-8 in {:.3} s median of 7 = {:.1} MB/s ({} bytes out)",
-        text.len() as f64 / 1e6,
-        median,
-        text.len() as f64 / 1e6 / median,
-        out_len
-    );
+    lines.repeat((1 << 20) / lines.len() + 1)
 }
+
+fn text(c: &mut Criterion) {
+    let text = sample();
+    let mut g = c.benchmark_group("text");
+    g.throughput(Throughput::Bytes(text.len() as u64));
+    g.sample_size(20);
+    g.bench_function("segment, chunks of 1200", |b| {
+        b.iter(|| lotsawa_core::segment::segment(std::hint::black_box(&text), 1200).len());
+    });
+    g.bench_function("ewts", |b| {
+        b.iter(|| lotsawa_core::ewts::to_ewts(std::hint::black_box(&text)).len());
+    });
+    g.finish();
+}
+
+criterion_group!(benches, text);
+criterion_main!(benches);

@@ -48,48 +48,43 @@ fn is_content(c: char) -> bool {
     c.is_alphanumeric()
 }
 
+/// Whether `c` stays with the sentence it follows (trailing punctuation,
+/// tshegs, whitespace, blank lines, combining marks).
+fn trails(c: char) -> bool {
+    is_shad(c) || is_tsheg(c) || c == '\u{0F0C}' || c.is_whitespace() || is_combining(c)
+}
+
 /// Split `text` into sentences (byte ranges covering the whole text).
 pub fn sentences(text: &str) -> Vec<&str> {
-    let chars: Vec<(usize, char)> = text.char_indices().collect();
-    let n = chars.len();
-    let byte_at = |i: usize| if i < n { chars[i].0 } else { text.len() };
     let mut out = Vec::new();
     let mut start = 0usize;
     let mut has_content = false;
-    let mut i = 0usize;
-    while i < n {
-        let c = chars[i].1;
-        if is_content(c) {
-            has_content = true;
+    let mut it = text.char_indices().peekable();
+    while let Some((_, c)) = it.next() {
+        // Once a sentence has content, only its end is looked for.
+        if !has_content {
+            has_content = is_content(c);
+            if !has_content {
+                continue;
+            }
         }
-        let boundary = has_content && (is_shad(c) || c == '\n');
-        if boundary {
-            let mut j = i + 1;
-            // Trailing punctuation, tshegs and whitespace (blank lines too)
-            // belong to the sentence they close.
-            while j < n {
-                let d = chars[j].1;
-                if is_shad(d)
-                    || is_tsheg(d)
-                    || d == '\u{0F0C}'
-                    || d.is_whitespace()
-                    || is_combining(d)
-                {
-                    j += 1;
+        if is_shad(c) || c == '\n' {
+            let mut end = text.len();
+            while let Some(&(j, d)) = it.peek() {
+                if trails(d) {
+                    it.next();
                 } else {
+                    end = j;
                     break;
                 }
             }
-            out.push(&text[byte_at(start)..byte_at(j)]);
-            start = j;
+            out.push(&text[start..end]);
+            start = end;
             has_content = false;
-            i = j;
-            continue;
         }
-        i += 1;
     }
-    if start < n {
-        out.push(&text[byte_at(start)..]);
+    if start < text.len() {
+        out.push(&text[start..]);
     }
     out
 }
@@ -97,29 +92,26 @@ pub fn sentences(text: &str) -> Vec<&str> {
 /// Split one sentence into syllables: each ends after its tsheg or whitespace
 /// run, and none begins with a combining mark.
 pub fn syllables(sentence: &str) -> Vec<&str> {
-    let chars: Vec<(usize, char)> = sentence.char_indices().collect();
-    let n = chars.len();
+    let breaks = |c: char| is_tsheg(c) || c.is_whitespace();
     let mut out = Vec::new();
     let mut start = 0usize;
-    let mut i = 0usize;
-    while i < n {
-        let c = chars[i].1;
-        if is_tsheg(c) || c.is_whitespace() {
-            let mut j = i + 1;
-            while j < n && (is_tsheg(chars[j].1) || chars[j].1.is_whitespace()) {
-                j += 1;
-            }
-            if j < n && !is_combining(chars[j].1) {
-                out.push(&sentence[chars[start].0..chars[j].0]);
-                start = j;
-            }
-            i = j;
+    let mut it = sentence.char_indices().peekable();
+    while let Some((_, c)) = it.next() {
+        if !breaks(c) {
             continue;
         }
-        i += 1;
+        while it.peek().is_some_and(|&(_, d)| breaks(d)) {
+            it.next();
+        }
+        if let Some(&(j, d)) = it.peek()
+            && !is_combining(d)
+        {
+            out.push(&sentence[start..j]);
+            start = j;
+        }
     }
-    if start < n {
-        out.push(&sentence[chars[start].0..]);
+    if start < sentence.len() {
+        out.push(&sentence[start..]);
     }
     out
 }
