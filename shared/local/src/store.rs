@@ -339,8 +339,7 @@ impl RawJob {
 
 fn load_job(conn: &Connection, id: JobId) -> Result<StoredJob, StoreError> {
     let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?1");
-    let (seq, raw) = conn
-        .query_row(&sql, [id.to_string()], job_from_row)
+    let (seq, raw) = query_row(conn, &sql, [id.to_string()], job_from_row)
         .optional()?
         .ok_or(StoreError::NotFound(id))?;
     Ok(StoredJob {
@@ -509,7 +508,8 @@ fn checkpoint_in(
     done: &ChunkDone,
 ) -> Result<Checkpoint, StoreError> {
     let seq = seq_of(conn, id)?;
-    let live: bool = conn.query_row(
+    let live: bool = query_row(
+        conn,
         "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
         params![seq, run],
         |r| r.get(0),
@@ -517,7 +517,8 @@ fn checkpoint_in(
     if !live {
         return Ok(Checkpoint::RunEnded);
     }
-    let n = conn.execute(
+    let n = exec(
+        conn,
         CHECKPOINT_SQL,
         params![
             done.translation,
@@ -535,7 +536,8 @@ fn checkpoint_in(
     if n != 1 {
         return Ok(Checkpoint::AlreadyDone);
     }
-    conn.execute(
+    exec(
+        conn,
         "UPDATE jobs SET chunks_completed = chunks_completed + 1 WHERE seq = ?1",
         [seq],
     )?;
@@ -571,6 +573,27 @@ fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
     open_conn_with(path, read_only, Durability::Full)
 }
 
+/// Run a statement through the connection's statement cache (preparing one
+/// costs more than running it on the hot paths).
+fn exec<P: rusqlite::Params>(conn: &Connection, sql: &str, params: P) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// One row through the statement cache.
+fn query_row<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// A statement without parameters or rows, through the statement cache.
+fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
 fn open_conn_with(
     path: &Path,
     read_only: bool,
@@ -597,6 +620,8 @@ fn open_conn_with(
         },
     )?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every hot statement stays prepared (the default holds 16).
+    conn.set_prepared_statement_cache_capacity(128);
     Ok(conn)
 }
 
@@ -845,7 +870,8 @@ impl Store {
 }
 
 fn seq_of(conn: &Connection, id: JobId) -> Result<i64, StoreError> {
-    conn.query_row(
+    query_row(
+        conn,
         "SELECT seq FROM jobs WHERE id = ?1",
         [id.to_string()],
         |r| r.get(0),
@@ -857,7 +883,7 @@ fn seq_of(conn: &Connection, id: JobId) -> Result<i64, StoreError> {
 fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), StoreError> {
     let config =
         serde_json::to_string(&job.config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    conn.execute(
+    exec(conn,
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
                            created_at, completed_at, attempts, tenant)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
@@ -909,7 +935,7 @@ fn set_field<T>(
 /// Write a planned patch with a compare-and-set on status and run.
 fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, StoreError> {
     if let SlotChange::Take { limit } = patch.slot {
-        let held: i64 = conn.query_row(RUNNING_SQL, [], |r| r.get(0))?;
+        let held: i64 = query_row(conn, RUNNING_SQL, [], |r| r.get(0))?;
         if held >= i64::from(limit) {
             return Ok(false);
         }
@@ -964,20 +990,22 @@ fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, St
     if patch.requires_all_chunks {
         sql.push_str(" AND chunks_completed = chunks_total");
     }
-    if conn.execute(&sql, rusqlite::params_from_iter(args))? != 1 {
+    if exec(conn, &sql, rusqlite::params_from_iter(args))? != 1 {
         return Ok(false);
     }
     match patch.chunks {
         ChunkChange::None => {}
         ChunkChange::ResetFailed { .. } => {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE chunks SET status = 'pending', error = NULL
                  WHERE job_seq = ?1 AND status = 'failed'",
                 [seq],
             )?;
         }
         ChunkChange::Fail { index } => {
-            conn.execute(
+            exec(
+                conn,
                 "UPDATE chunks SET status = 'failed' WHERE job_seq = ?1 AND idx = ?2 AND status = 'pending'",
                 params![seq, index],
             )?;
@@ -1152,7 +1180,7 @@ impl JobStore for Store {
                     .optional()?;
                 let Some(seq) = seq else { return Ok(None) };
                 let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE seq = ?1");
-                let (_, raw) = conn.query_row(&sql, [seq], job_from_row)?;
+                let (_, raw) = query_row(conn, &sql, [seq], job_from_row)?;
                 let job = raw.into_job()?;
                 let Ok(patch) = JobPatch::plan(&job, Change::Start { limit }, now) else {
                     return Ok(None);
@@ -1178,7 +1206,8 @@ impl JobStore for Store {
         Ok(self
             .write(move |conn| {
                 let seq = seq_of(conn, id)?;
-                conn.execute(
+                exec(
+                    conn,
                     "UPDATE chunks SET error = ?1, attempts = attempts + 1
                      WHERE job_seq = ?2 AND idx = ?3 AND status = 'pending'",
                     params![error, seq, index],
@@ -1199,7 +1228,7 @@ impl JobStore for Store {
         Ok(self
             .read(move |conn| {
                 let seq = seq_of(conn, id)?;
-                let remaining: i64 = conn.query_row(
+                let remaining: i64 = query_row(conn,
                     "SELECT COALESCE(SUM(chars), 0) FROM chunks WHERE job_seq = ?1 AND status != 'completed'",
                     [seq],
                     |r| r.get(0),
@@ -1248,7 +1277,7 @@ impl JobStore for Store {
         let (key, translation) = (key.to_owned(), translation.to_owned());
         Ok(self
             .write(move |conn| {
-                conn.execute(
+                exec(conn,
                     "INSERT OR IGNORE INTO memory (key, translation, confidence, created_at) VALUES (?1, ?2, ?3, ?4)",
                     params![key, translation, confidence, ts(Utc::now())],
                 )?;
@@ -1289,7 +1318,7 @@ impl JobStore for Store {
     async fn slots_in_use(&self) -> PortResult<u32> {
         Ok(self
             .read(move |conn| {
-                let n: i64 = conn.query_row(RUNNING_SQL, [], |r| r.get(0))?;
+                let n: i64 = query_row(conn, RUNNING_SQL, [], |r| r.get(0))?;
                 Ok(n.max(0) as u32)
             })
             .await?)
@@ -1303,7 +1332,8 @@ impl JobStore for Store {
         let r = record.clone();
         Ok(self
             .write(move |conn| {
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO idempotency (tenant, key, fingerprint, job_id, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5)
                      ON CONFLICT (tenant, key) DO UPDATE SET
@@ -1319,7 +1349,8 @@ impl JobStore for Store {
                         ts(expired_before)
                     ],
                 )?;
-                let (fingerprint, job_id, created_at): (String, String, String) = conn.query_row(
+                let (fingerprint, job_id, created_at): (String, String, String) = query_row(
+                    conn,
                     "SELECT fingerprint, job_id, created_at FROM idempotency
                          WHERE tenant = ?1 AND key = ?2",
                     params![r.tenant.as_str(), r.key],
@@ -1360,7 +1391,8 @@ impl JobStore for Store {
                     None => (None, None),
                 };
                 let (left, wait) = lotsawa_core::rate::take(limit, tokens, at, now);
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO rate_buckets (tenant, tokens, at) VALUES (?1, ?2, ?3)
                      ON CONFLICT (tenant) DO UPDATE SET tokens = excluded.tokens, at = excluded.at",
                     params![tenant.as_str(), left, ts(now)],
@@ -1374,7 +1406,8 @@ impl JobStore for Store {
         let (r, hash) = (record.clone(), hash.to_owned());
         Ok(self
             .write(move |conn| {
-                conn.execute(
+                exec(
+                    conn,
                     "INSERT INTO api_keys (id, hash, tenant, created_at, revoked_at)
                  VALUES (?1, ?2, ?3, ?4, ?5)",
                     params![
@@ -1425,7 +1458,8 @@ impl JobStore for Store {
         let id = id.to_owned();
         Ok(self
             .write(move |conn| {
-                let n = conn.execute(
+                let n = exec(
+                    conn,
                     "UPDATE api_keys SET revoked_at = COALESCE(revoked_at, ?2) WHERE id = ?1",
                     params![id, ts(at)],
                 )?;
@@ -1459,7 +1493,7 @@ fn writer_loop(conn: Connection, queue: Arc<WriteQueue>) {
             return;
         }
         let mut replies: Vec<Reply> = Vec::with_capacity(batch.len());
-        if let Err(e) = conn.execute_batch("BEGIN IMMEDIATE") {
+        if let Err(e) = run(&conn, "BEGIN IMMEDIATE") {
             let msg = e.to_string();
             for op in batch {
                 // Run nothing; tell every caller the batch could not start.
@@ -1479,7 +1513,7 @@ fn writer_loop(conn: Connection, queue: Arc<WriteQueue>) {
                 replies.push(reply);
                 continue;
             }
-            if let Err(e) = conn.execute_batch("SAVEPOINT op") {
+            if let Err(e) = run(&conn, "SAVEPOINT op") {
                 abandoned = Some(format!("savepoint: {e}"));
                 let (_, reply) = op(Err(format!("savepoint: {e}")));
                 replies.push(reply);
@@ -1490,15 +1524,15 @@ fn writer_loop(conn: Connection, queue: Arc<WriteQueue>) {
             let undo = if ok {
                 Ok(())
             } else {
-                conn.execute_batch("ROLLBACK TO op")
+                run(&conn, "ROLLBACK TO op")
             };
-            if let Err(e) = undo.and_then(|()| conn.execute_batch("RELEASE op")) {
+            if let Err(e) = undo.and_then(|()| run(&conn, "RELEASE op")) {
                 abandoned = Some(format!("savepoint: {e}"));
             }
         }
         let commit = match abandoned {
             Some(why) => Some(why),
-            None => conn.execute_batch("COMMIT").err().map(|e| e.to_string()),
+            None => run(&conn, "COMMIT").err().map(|e| e.to_string()),
         };
         if commit.is_some()
             && !conn.is_autocommit()
