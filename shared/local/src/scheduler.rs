@@ -240,27 +240,48 @@ async fn requeue_after_store_error(shared: &Shared, job: &Job) {
 }
 
 fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
-    let id = job.id;
-    let run = job.attempts;
     let token = CancellationToken::new();
     if let Ok(mut r) = shared.running.lock() {
-        r.insert(id, (run, token.clone()));
+        r.insert(job.id, (job.attempts, token.clone()));
     }
     let shared = shared.clone();
     tasks.spawn(async move {
-        if let Err(e) = run_job(&shared, &job, &token).await {
-            tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
-            // The job is read again: the run may have moved it before failing.
-            let current = match shared.store.get(id).await {
-                Ok(j) => j,
-                Err(_) => job.clone(),
+        let (mut job, mut token) = (job, token);
+        loop {
+            let (id, run) = (job.id, job.attempts);
+            let next = match run_job(&shared, &job, &token).await {
+                Ok(next) => next,
+                Err(e) => {
+                    tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
+                    // The job is read again: the run may have moved it before failing.
+                    let current = match shared.store.get(id).await {
+                        Ok(j) => j,
+                        Err(_) => job.clone(),
+                    };
+                    if current.status == lotsawa_core::JobStatus::Processing
+                        && current.attempts == run
+                    {
+                        requeue_after_store_error(&shared, &current).await;
+                    }
+                    None
+                }
             };
-            if current.status == lotsawa_core::JobStatus::Processing && current.attempts == run {
-                requeue_after_store_error(&shared, &current).await;
+            shared.publish(id);
+            let Some(next) = next else {
+                return (id, run);
+            };
+            // The slot was handed on in the completion's commit: this
+            // runner goes on with the next job.
+            token = CancellationToken::new();
+            if let Ok(mut r) = shared.running.lock() {
+                if r.get(&id).is_some_and(|(current, _)| *current == run) {
+                    r.remove(&id);
+                }
+                r.insert(next.id, (next.attempts, token.clone()));
             }
+            shared.publish(next.id);
+            job = next;
         }
-        shared.publish(id);
-        (id, run)
     });
 }
 
@@ -286,7 +307,11 @@ async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), Store
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
-async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Result<(), StoreError> {
+async fn run_job(
+    shared: &Shared,
+    job: &Job,
+    cancel: &CancellationToken,
+) -> Result<Option<Job>, StoreError> {
     let run = job.attempts;
     let chunks = shared.store.chunks(job.id, 0).await?;
     let mut prev: Option<ChunkRecord> = None;
@@ -296,16 +321,18 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
             continue;
         }
         if cancel.is_cancelled() || shared.draining.is_cancelled() {
-            return Ok(());
+            return Ok(None);
         }
         let plan = match ChunkPlan::new(job, chunk, prev.as_ref(), &shared.engines) {
             Ok(p) => p,
             Err(error) => {
-                return end_run(shared, job, Change::Fail { error, chunk: None }).await;
+                return end_run(shared, job, Change::Fail { error, chunk: None })
+                    .await
+                    .map(|()| None);
             }
         };
         match translate_chunk(shared, job, &plan, chunk, cancel).await? {
-            ChunkOutcome::Stopped => return Ok(()),
+            ChunkOutcome::Stopped => return Ok(None),
             ChunkOutcome::Done(done) => {
                 let mut finished = chunk.clone();
                 finished.status = ChunkStatus::Completed;
@@ -316,13 +343,23 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
                     // commit (the chunks before it are completed: they run
                     // in order and a failure ends the run).
                     let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
-                    let (kept, completed) = shared
+                    let hand_off =
+                        (!shared.draining.is_cancelled()).then_some(shared.config.concurrency);
+                    let f = shared
                         .store
-                        .finish_last_chunk(job.id, run, &done, engine_name, model, Utc::now())
+                        .finish_last_chunk(
+                            job.id,
+                            run,
+                            &done,
+                            engine_name,
+                            model,
+                            hand_off,
+                            Utc::now(),
+                        )
                         .await?;
                     shared.publish(job.id);
-                    if completed || kept == Checkpoint::RunEnded {
-                        return Ok(());
+                    if f.completed || f.kept == Checkpoint::RunEnded {
+                        return Ok(f.next);
                     }
                     continue;
                 }
@@ -330,7 +367,7 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
                 shared.publish(job.id);
                 if kept == Checkpoint::RunEnded {
                     // Cancelled (or retried) while the call was in flight.
-                    return Ok(());
+                    return Ok(None);
                 }
             }
             ChunkOutcome::Failed { attempts, err } => {
@@ -346,7 +383,8 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
                         chunk: Some(chunk.index),
                     },
                 )
-                .await;
+                .await
+                .map(|()| None);
             }
         }
     }
@@ -354,11 +392,13 @@ async fn run_job(shared: &Shared, job: &Job, cancel: &CancellationToken) -> Resu
     // Every chunk is done: assemble from the committed ledger.
     let ledger = shared.store.chunks(job.id, 0).await?;
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
-        return Ok(());
+        return Ok(None);
     }
     let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
     let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
-    end_run(shared, job, Change::Complete(result)).await
+    end_run(shared, job, Change::Complete(result))
+        .await
+        .map(|()| None)
 }
 
 /// Translate one chunk: translation memory, then attempts with backoff

@@ -729,7 +729,11 @@ impl Store {
     /// commit): the result is assembled from the ledger as committed in the
     /// same transaction, through the same planned transition as a separate
     /// completion. A job with a chunk still unfinished is only checkpointed.
-    /// Returns the checkpoint's outcome and whether the job completed.
+    /// With `hand_off` (the concurrency limit), a job that completed hands
+    /// its slot on: the oldest pending job is claimed in the same commit and
+    /// returned, so its runner goes on without a round through the
+    /// scheduler.
+    #[allow(clippy::too_many_arguments)]
     pub async fn finish_last_chunk(
         &self,
         id: JobId,
@@ -737,26 +741,37 @@ impl Store {
         done: &ChunkDone,
         engine: String,
         model: Option<String>,
+        hand_off: Option<u32>,
         now: DateTime<Utc>,
-    ) -> Result<(Checkpoint, bool), StoreError> {
+    ) -> Result<Finish, StoreError> {
         let done = done.clone();
         self.write(move |conn| {
             let kept = checkpoint_in(conn, id, run, &done)?;
+            let mut finish = Finish {
+                kept,
+                completed: false,
+                next: None,
+            };
             if kept != Checkpoint::Recorded {
-                return Ok((kept, false));
+                return Ok(finish);
             }
             let stored = load_job(conn, id)?;
             let ledger = read_chunks(conn, stored.seq, 0)?;
             if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
-                return Ok((kept, false));
+                return Ok(finish);
             }
             let result =
                 lotsawa_core::pipeline::job_result(stored.job.kind, &ledger, &engine, model);
-            let completed = match JobPatch::plan(&stored.job, Change::Complete(result), now) {
+            finish.completed = match JobPatch::plan(&stored.job, Change::Complete(result), now) {
                 Ok(patch) => apply_patch(conn, stored.seq, &patch)?,
                 Err(_) => false,
             };
-            Ok((kept, completed))
+            if finish.completed
+                && let Some(limit) = hand_off
+            {
+                finish.next = claim_in(conn, limit, 1, now)?.pop();
+            }
+            Ok(finish)
         })
         .await
     }
@@ -770,32 +785,8 @@ impl Store {
         max: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>, StoreError> {
-        self.write(move |conn| {
-            let ids: Vec<String> = conn
-                .prepare_cached(
-                    "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' \
-                     ORDER BY queue_pos LIMIT ?1",
-                )?
-                .query_map([max], |r| r.get(0))?
-                .collect::<Result<_, _>>()?;
-            let mut claimed = Vec::with_capacity(ids.len());
-            for raw in ids {
-                let id: JobId = raw
-                    .parse()
-                    .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?;
-                let stored = load_job(conn, id)?;
-                let patch = match JobPatch::plan(&stored.job, Change::Start { limit }, now) {
-                    Ok(p) => p,
-                    Err(_) => continue,
-                };
-                if !apply_patch(conn, stored.seq, &patch)? {
-                    break; // no slot left
-                }
-                claimed.push(patch.applied_to(&stored.job));
-            }
-            Ok(claimed)
-        })
-        .await
+        self.write(move |conn| claim_in(conn, limit, max, now))
+            .await
     }
 
     /// Delete up to `limit` jobs (with their chunks) that finished before
@@ -911,6 +902,50 @@ fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), Sto
         stmt.execute(params![seq, i as i64, c, c.chars().count() as i64])?;
     }
     Ok(())
+}
+
+/// What [`Store::finish_last_chunk`] did.
+#[derive(Debug, Clone)]
+pub struct Finish {
+    /// The checkpoint's outcome.
+    pub kept: Checkpoint,
+    /// Whether the job completed in the same commit.
+    pub completed: bool,
+    /// The job claimed in the same commit to take the freed slot.
+    pub next: Option<Job>,
+}
+
+/// Claim up to `max` of the oldest pending jobs under `limit`, inside the
+/// caller's transaction.
+fn claim_in(
+    conn: &Connection,
+    limit: u32,
+    max: u32,
+    now: DateTime<Utc>,
+) -> Result<Vec<Job>, StoreError> {
+    let ids: Vec<String> = conn
+        .prepare_cached(
+            "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' \
+             ORDER BY queue_pos LIMIT ?1",
+        )?
+        .query_map([max], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    let mut claimed = Vec::with_capacity(ids.len());
+    for raw in ids {
+        let id: JobId = raw
+            .parse()
+            .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?;
+        let stored = load_job(conn, id)?;
+        let patch = match JobPatch::plan(&stored.job, Change::Start { limit }, now) {
+            Ok(p) => p,
+            Err(_) => continue,
+        };
+        if !apply_patch(conn, stored.seq, &patch)? {
+            break; // no slot left
+        }
+        claimed.push(patch.applied_to(&stored.job));
+    }
+    Ok(claimed)
 }
 
 /// Push `field`'s SQL for `column` onto `sets`.

@@ -307,10 +307,19 @@ async fn the_last_chunk_and_the_completion_commit_together() {
     let id = insert(&store).await;
     claim(&store).await;
     // With a chunk unfinished, it is only a checkpoint.
-    let (kept, completed) = store
-        .finish_last_chunk(id, 1, &done(1, "two"), "echo".into(), None, Utc::now())
+    let f = store
+        .finish_last_chunk(
+            id,
+            1,
+            &done(1, "two"),
+            "echo".into(),
+            None,
+            None,
+            Utc::now(),
+        )
         .await
         .expect("finish");
+    let (kept, completed) = (f.kept, f.completed);
     assert_eq!(kept, lotsawa_core::store::Checkpoint::Recorded);
     assert!(!completed);
     assert_eq!(
@@ -318,18 +327,36 @@ async fn the_last_chunk_and_the_completion_commit_together() {
         JobStatus::Processing
     );
     // A stale run writes nothing.
-    let (kept, completed) = store
-        .finish_last_chunk(id, 7, &done(0, "one"), "echo".into(), None, Utc::now())
+    let f = store
+        .finish_last_chunk(
+            id,
+            7,
+            &done(0, "one"),
+            "echo".into(),
+            None,
+            None,
+            Utc::now(),
+        )
         .await
         .expect("finish");
+    let (kept, completed) = (f.kept, f.completed);
     assert_eq!(
         (kept, completed),
         (lotsawa_core::store::Checkpoint::RunEnded, false)
     );
-    let (kept, completed) = store
-        .finish_last_chunk(id, 1, &done(0, "one"), "echo".into(), None, Utc::now())
+    let f = store
+        .finish_last_chunk(
+            id,
+            1,
+            &done(0, "one"),
+            "echo".into(),
+            None,
+            None,
+            Utc::now(),
+        )
         .await
         .expect("finish");
+    let (kept, completed) = (f.kept, f.completed);
     assert_eq!(kept, lotsawa_core::store::Checkpoint::Recorded);
     assert!(completed, "every chunk done: completed in the same commit");
     let job = store.get(id).await.expect("get");
@@ -338,4 +365,62 @@ async fn the_last_chunk_and_the_completion_commit_together() {
     let result = job.result.expect("a result");
     assert!(result.translation.contains("one") && result.translation.contains("two"));
     assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+}
+
+#[tokio::test]
+async fn a_completed_job_hands_its_slot_to_the_oldest_pending_one_in_the_same_commit() {
+    let done = |index: u32, text: &str| lotsawa_core::store::ChunkDone {
+        index,
+        translation: text.to_owned(),
+        duration_ms: Some(1),
+        attempts: 1,
+        confidence: None,
+        from_memory: false,
+        context: None,
+        warning: None,
+    };
+    let (_dir, store) = open();
+    let a = insert(&store).await;
+    let b = insert(&store).await;
+    let c = insert(&store).await;
+    let claimed = store.claim_many(1, 1, Utc::now()).await.expect("claim");
+    assert_eq!(claimed[0].id, a);
+    // Not the last chunk: nothing is handed on.
+    let f = store
+        .finish_last_chunk(
+            a,
+            1,
+            &done(1, "two"),
+            "echo".into(),
+            None,
+            Some(1),
+            Utc::now(),
+        )
+        .await
+        .expect("finish");
+    assert!(!f.completed && f.next.is_none());
+    let f = store
+        .finish_last_chunk(
+            a,
+            1,
+            &done(0, "one"),
+            "echo".into(),
+            None,
+            Some(1),
+            Utc::now(),
+        )
+        .await
+        .expect("finish");
+    assert!(f.completed);
+    let next = f.next.expect("the slot is handed on");
+    assert_eq!(next.id, b, "FIFO");
+    assert_eq!((next.status, next.attempts), (JobStatus::Processing, 1));
+    assert_eq!(store.get(a).await.expect("a").status, JobStatus::Completed);
+    assert_eq!(store.get(b).await.expect("b").status, JobStatus::Processing);
+    assert_eq!(store.get(c).await.expect("c").status, JobStatus::Pending);
+    assert_eq!(
+        store.slots_in_use().await.expect("slots"),
+        1,
+        "the limit holds"
+    );
 }
