@@ -246,10 +246,10 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     }
     let shared = shared.clone();
     tasks.spawn(async move {
-        let (mut job, mut token) = (job, token);
+        let (mut job, mut token, mut chunks) = (job, token, None);
         loop {
             let (id, run) = (job.id, job.attempts);
-            let next = match run_job(&shared, &job, &token).await {
+            let next = match run_job(&shared, &job, chunks.take(), &token).await {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
@@ -267,9 +267,10 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
                 }
             };
             shared.publish(id);
-            let Some(next) = next else {
+            let Some((next, its_chunks)) = next else {
                 return (id, run);
             };
+            chunks = Some(its_chunks);
             // The slot was handed on in the completion's commit: this
             // runner goes on with the next job.
             token = CancellationToken::new();
@@ -307,13 +308,20 @@ async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), Store
 }
 
 #[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
+/// Run a job's chunks in order (`chunks`: its ledger when the caller has
+/// it already). A job that completes may hand its slot on: the job claimed
+/// in its commit is returned, with its chunks.
 async fn run_job(
     shared: &Shared,
     job: &Job,
+    chunks: Option<Vec<ChunkRecord>>,
     cancel: &CancellationToken,
-) -> Result<Option<Job>, StoreError> {
+) -> Result<Option<(Job, Vec<ChunkRecord>)>, StoreError> {
     let run = job.attempts;
-    let chunks = shared.store.chunks(job.id, 0).await?;
+    let chunks = match chunks {
+        Some(c) => c,
+        None => shared.store.chunks(job.id, 0).await?,
+    };
     let mut prev: Option<ChunkRecord> = None;
     for chunk in chunks.iter() {
         if chunk.status == ChunkStatus::Completed {

@@ -768,8 +768,10 @@ impl Store {
             };
             if finish.completed
                 && let Some(limit) = hand_off
+                && let Some(next) = claim_in(conn, limit, 1, now)?.pop()
             {
-                finish.next = claim_in(conn, limit, 1, now)?.pop();
+                let chunks = read_chunks(conn, seq_of(conn, next.id)?, 0)?;
+                finish.next = Some((next, chunks));
             }
             Ok(finish)
         })
@@ -911,8 +913,9 @@ pub struct Finish {
     pub kept: Checkpoint,
     /// Whether the job completed in the same commit.
     pub completed: bool,
-    /// The job claimed in the same commit to take the freed slot.
-    pub next: Option<Job>,
+    /// The job claimed in the same commit to take the freed slot, with its
+    /// chunks as they stood then.
+    pub next: Option<(Job, Vec<ChunkRecord>)>,
 }
 
 /// Claim up to `max` of the oldest pending jobs under `limit`, inside the

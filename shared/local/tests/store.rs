@@ -412,8 +412,9 @@ async fn a_completed_job_hands_its_slot_to_the_oldest_pending_one_in_the_same_co
         .await
         .expect("finish");
     assert!(f.completed);
-    let next = f.next.expect("the slot is handed on");
+    let (next, chunks) = f.next.expect("the slot is handed on");
     assert_eq!(next.id, b, "FIFO");
+    assert_eq!(chunks.len(), 2, "with its chunks");
     assert_eq!((next.status, next.attempts), (JobStatus::Processing, 1));
     assert_eq!(store.get(a).await.expect("a").status, JobStatus::Completed);
     assert_eq!(store.get(b).await.expect("b").status, JobStatus::Processing);
