@@ -313,21 +313,66 @@ async fn scale(stored: usize, drain_n: usize) -> Vec<(&'static str, &'static str
     ]
 }
 
+/// An echo engine that notes, per job, the time between one chunk's answer
+/// and the next chunk's call: what the scheduler adds per chunk (the
+/// checkpoint's commit and the bookkeeping around it).
+#[derive(Default)]
+struct Gaps {
+    last: Mutex<HashMap<usize, Instant>>,
+    gaps: Mutex<Vec<f64>>,
+}
+
+#[async_trait]
+impl Engine for Gaps {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        let job: Option<usize> = req
+            .text
+            .rsplit('#')
+            .next()
+            .and_then(|n| n.trim().parse().ok());
+        if let Some(job) = job
+            && let Ok(mut last) = self.last.lock()
+        {
+            if let Some(prev) = last.get(&job)
+                && let Ok(mut g) = self.gaps.lock()
+            {
+                g.push(prev.elapsed().as_secs_f64() * 1e6);
+            }
+            last.insert(job, Instant::now());
+        }
+        Ok(EngineOutput::text(req.text.clone()))
+    }
+}
+
 /// Time the drain of `jobs` pre-enqueued jobs of `chunks` chunks: (jobs/s,
-/// chunks/s).
-async fn drain(jobs: usize, chunks: usize, concurrency: u32) -> (f64, f64) {
+/// chunks/s, per-chunk overhead p50 and p99 in µs).
+async fn drain(jobs: usize, chunks: usize, concurrency: u32) -> (f64, f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("d.db");
     prefill(&db, jobs, chunks).await;
+    let gaps = Arc::new(Gaps::default());
     let t = Instant::now();
-    let b = backend(db, concurrency, Arc::new(EchoEngine)).await;
+    let b = backend(db, concurrency, gaps.clone()).await;
     let store = b.service().store().clone();
     while completed(&store).await < jobs as u64 {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     let secs = t.elapsed().as_secs_f64();
     let _ = b.shutdown().await;
-    (jobs as f64 / secs, (jobs * chunks) as f64 / secs)
+    let mut g = gaps.gaps.lock().map(|g| g.clone()).unwrap_or_default();
+    g.sort_by(f64::total_cmp);
+    (
+        jobs as f64 / secs,
+        (jobs * chunks) as f64 / secs,
+        percentile(&g, 0.5),
+        percentile(&g, 0.99),
+    )
 }
 
 /// A router on a loopback port over `svc`.
@@ -791,7 +836,7 @@ async fn main() {
             add("enqueue in-process, 50 in flight".into(), "jobs/s", batched);
         }
         for c in [3u32, 8, 32].into_iter().filter(|_| want("drain")) {
-            let (jobs, _) = drain(sizes.drain_jobs, 1, c).await;
+            let (jobs, _, _, _) = drain(sizes.drain_jobs, 1, c).await;
             add(
                 format!(
                     "drain {} single-chunk jobs, concurrency {c}",
@@ -802,13 +847,15 @@ async fn main() {
             );
         }
         for c in [3u32, 8].into_iter().filter(|_| want("drain")) {
-            let (jobs, chunks) = drain(sizes.multi_jobs, sizes.multi_chunks, c).await;
+            let (jobs, chunks, p50, p99) = drain(sizes.multi_jobs, sizes.multi_chunks, c).await;
             let what = format!(
                 "drain {} jobs × {} chunks, concurrency {c}",
                 sizes.multi_jobs, sizes.multi_chunks
             );
             add(format!("{what} (jobs)"), "jobs/s", jobs);
             add(format!("{what} (chunks)"), "chunks/s", chunks);
+            add(format!("{what}: per-chunk overhead, p50"), "µs", p50);
+            add(format!("{what}: per-chunk overhead, p99"), "µs", p99);
         }
         if want("http") {
             let dir = tempfile::tempdir().expect("tempdir");
