@@ -252,6 +252,7 @@ async fn scale(stored: usize, drain_n: usize) -> Vec<(&'static str, &'static str
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("s.db");
     let ids = prefill(&db, stored, 1).await;
+    let drain_n = drain_n.min(stored);
     let sorted = |mut v: Vec<f64>| {
         v.sort_by(f64::total_cmp);
         v
