@@ -160,6 +160,22 @@ impl Engine for Clocked {
     }
 }
 
+/// An engine whose call never returns: the job it runs holds its slot.
+struct Stalled;
+
+#[async_trait]
+impl Engine for Stalled {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, _: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        std::future::pending().await
+    }
+}
+
 /// The durability the harness runs with (`--durability full|process`).
 static DURABILITY: std::sync::OnceLock<lotsawa_local::Durability> = std::sync::OnceLock::new();
 
@@ -174,6 +190,7 @@ async fn backend(db: PathBuf, concurrency: u32, engine: Arc<dyn Engine>) -> Loca
         SchedulerConfig {
             concurrency,
             durability: durability(),
+            shutdown_grace: Duration::from_millis(100),
             ..SchedulerConfig::default()
         },
     )
@@ -194,8 +211,9 @@ async fn completed(store: &Arc<dyn JobStore>) -> u64 {
 /// Enqueue in-process: one at a time, and 50 in flight at once.
 async fn enqueue(sizes: Sizes) -> (f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    // Concurrency 1 and a slow engine keep the drain from competing.
-    let b = backend(dir.path().join("e.db"), 1, Arc::new(EchoEngine)).await;
+    // One job runs and never ends: the figure is the intake alone (the
+    // drain while clients submit is its own figure).
+    let b = backend(dir.path().join("e.db"), 1, Arc::new(Stalled)).await;
     let svc = b.service();
     let t = Instant::now();
     for i in 0..sizes.enqueue {
@@ -860,7 +878,7 @@ async fn main() {
         }
         if want("http") {
             let dir = tempfile::tempdir().expect("tempdir");
-            let b = backend(dir.path().join("h.db"), 3, Arc::new(EchoEngine)).await;
+            let b = backend(dir.path().join("h.db"), 1, Arc::new(Stalled)).await;
             let (url, server) = serve(b.service() as Arc<dyn JobService>).await;
             for clients in [1usize, 64] {
                 let (rate, p50, p99) = http_enqueue(&url, clients, sizes.http_secs).await;
