@@ -25,6 +25,21 @@ const EXIT_JOB_CANCELLED: u8 = 4;
 /// An error to print, with the process exit code.
 struct Failure(String);
 
+/// How `lotsawa submit` runs.
+#[derive(Debug, Default)]
+pub struct SubmitHow {
+    /// Follow with a progress bar.
+    pub follow: bool,
+    /// Wait for the end without a bar.
+    pub wait: bool,
+    /// Target chunk size.
+    pub chunk_size: Option<u32>,
+    /// Engine.
+    pub engine: Option<String>,
+    /// Model.
+    pub model: Option<String>,
+}
+
 /// API client.
 pub struct Client {
     base: String,
@@ -201,29 +216,84 @@ impl Client {
         }
     }
 
-    /// `lotsawa submit`.
-    pub async fn submit(
+    /// One request: the status and body, or why the server was not reached.
+    async fn raw(
         &self,
-        file: &Path,
-        follow: bool,
-        chunk_size: Option<u32>,
-        engine: Option<String>,
-        model: Option<String>,
-    ) -> ExitCode {
-        Self::finish(
-            self.submit_inner(file, follow, chunk_size, engine, model)
-                .await,
-        )
+        method: reqwest::Method,
+        path: &str,
+        body: Option<&Value>,
+        idempotency_key: Option<&str>,
+    ) -> Result<(reqwest::StatusCode, String), String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self
+            .http
+            .request(method, &url)
+            .timeout(Duration::from_secs(60));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        let res = req
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| format!("reading the server's answer failed: {e}"))?;
+        Ok((status, text))
     }
 
-    async fn submit_inner(
+    /// Submit `body` under an idempotency key: the new (or first) job, or
+    /// the server's refusal with its status; `Err` when it was not reached.
+    pub(crate) async fn submit_keyed(
         &self,
-        file: &Path,
-        follow: bool,
-        chunk_size: Option<u32>,
-        engine: Option<String>,
-        model: Option<String>,
-    ) -> Result<ExitCode, Failure> {
+        body: &Value,
+        key: &str,
+    ) -> Result<Result<SubmitResponse, (reqwest::StatusCode, String)>, String> {
+        let (status, text) = self
+            .raw(reqwest::Method::POST, "/api/jobs", Some(body), Some(key))
+            .await?;
+        if !status.is_success() {
+            return Ok(Err((status, problem_detail(status, &text))));
+        }
+        serde_json::from_str(&text)
+            .map(Ok)
+            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
+    }
+
+    /// A job as the server shows it, or its refusal with the status.
+    pub(crate) async fn job_value(
+        &self,
+        id: &str,
+    ) -> Result<Result<Value, (reqwest::StatusCode, String)>, String> {
+        let (status, text) = self
+            .raw(reqwest::Method::GET, &format!("/api/jobs/{id}"), None, None)
+            .await?;
+        if !status.is_success() {
+            return Ok(Err((status, problem_detail(status, &text))));
+        }
+        serde_json::from_str(&text)
+            .map(Ok)
+            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
+    }
+
+    /// `lotsawa submit`.
+    pub async fn submit(&self, file: &Path, how: SubmitHow) -> ExitCode {
+        Self::finish(self.submit_inner(file, how).await)
+    }
+
+    async fn submit_inner(&self, file: &Path, how: SubmitHow) -> Result<ExitCode, Failure> {
+        let SubmitHow {
+            follow,
+            wait,
+            chunk_size,
+            engine,
+            model,
+        } = how;
         let bytes = if file.as_os_str() == "-" {
             let mut b = Vec::new();
             std::io::stdin()
@@ -251,7 +321,7 @@ impl Client {
             .call(reqwest::Method::POST, "/api/jobs", Some(body))
             .await?;
         let id = created.job_id.clone();
-        if !follow {
+        if !follow && !wait {
             if self.json {
                 print_json(&created);
             } else {
@@ -259,14 +329,20 @@ impl Client {
             }
             return Ok(ExitCode::SUCCESS);
         }
-        if !self.json {
+        if !self.json && follow {
             eprintln!("job {id} submitted");
         }
-        self.follow(&id).await
+        self.follow(&id, follow).await
     }
 
-    async fn follow(&self, id: &str) -> Result<ExitCode, Failure> {
-        let bar = ProgressBar::new(0);
+    /// Follow a job to its end over SSE (with a progress bar when `bar`),
+    /// then print it: the translation, or the job as JSON with `--json`.
+    async fn follow(&self, id: &str, bar: bool) -> Result<ExitCode, Failure> {
+        let bar = if bar {
+            ProgressBar::new(0)
+        } else {
+            ProgressBar::hidden()
+        };
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} [{bar:40}] {pos}/{len} chunks {percent:>3}% {msg}",
@@ -365,6 +441,46 @@ impl Client {
                 eprintln!("job {id} was cancelled");
                 Ok(ExitCode::from(EXIT_JOB_CANCELLED))
             }
+        }
+    }
+
+    /// `lotsawa result`: the translation text only (raw when piped; on a
+    /// terminal, control sequences from the server are dropped).
+    pub async fn result(&self, id: &str) -> ExitCode {
+        Self::finish(self.result_inner(id).await)
+    }
+
+    async fn result_inner(&self, id: &str) -> Result<ExitCode, Failure> {
+        use std::io::{IsTerminal, Write};
+        let job: JobDto = self
+            .call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
+            .await?;
+        match job.status.as_str() {
+            "completed" => {
+                let text = job.result.map(|r| r.translation).unwrap_or_default();
+                let mut out = std::io::stdout().lock();
+                let shown = if out.is_terminal() {
+                    terminal_safe(&text)
+                } else {
+                    std::borrow::Cow::Borrowed(text.as_str())
+                };
+                writeln!(out, "{shown}")
+                    .map_err(|e| Failure(format!("cannot write the result: {e}")))?;
+                Ok(ExitCode::SUCCESS)
+            }
+            "failed" => {
+                let e = job.error.as_deref().unwrap_or("unknown error");
+                eprintln!("job {id} failed: {}", terminal_safe(e));
+                Ok(ExitCode::from(EXIT_JOB_FAILED))
+            }
+            "cancelled" => {
+                eprintln!("job {id} was cancelled");
+                Ok(ExitCode::from(EXIT_JOB_CANCELLED))
+            }
+            other => Err(Failure(format!(
+                "job {id} is {}: it has no result yet (wait with `lotsawa submit --wait`)",
+                terminal_safe(other)
+            ))),
         }
     }
 

@@ -6,6 +6,7 @@ mod keys;
 mod listen;
 mod oneshot;
 mod serve;
+mod watch;
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -63,9 +64,13 @@ enum Command {
     Submit {
         /// File to translate
         file: PathBuf,
-        /// Follow progress and print the translation
+        /// Follow progress (a progress bar) and print the translation
         #[arg(long)]
         follow: bool,
+        /// Wait for the job to end, without a progress bar (for pipelines);
+        /// exit 0 completed, 3 failed, 4 cancelled
+        #[arg(long, conflicts_with = "follow")]
+        wait: bool,
         /// Target chunk size in characters
         #[arg(long)]
         chunk_size: Option<u32>,
@@ -106,6 +111,31 @@ enum Command {
         /// Print the job as JSON
         #[arg(long)]
         json: bool,
+    },
+    /// Print a completed job's translation, nothing else (exit 3 failed,
+    /// 4 cancelled, 1 not finished)
+    Result {
+        /// Job id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Watch a directory: each new *.txt file becomes a job, and its results
+    /// are written to DIR/results/<name>.en.txt and <name>.json
+    Watch {
+        /// The directory to watch
+        dir: PathBuf,
+        /// Between two scans of the directory, ms
+        #[arg(long, default_value_t = 1000)]
+        interval_ms: u64,
+        /// A file is taken once left alone this long, ms
+        #[arg(long, default_value_t = 1000)]
+        settle_ms: u64,
+        /// Stop once every file present is taken and its job ended
+        #[arg(long)]
+        once: bool,
+        #[command(flatten)]
+        client: ClientArgs,
     },
     /// Show a job
     Status {
@@ -199,14 +229,41 @@ fn main() -> ExitCode {
             Command::Submit {
                 file,
                 follow,
+                wait,
                 chunk_size,
                 engine,
                 model,
                 client,
             } => {
+                let how = client::SubmitHow {
+                    follow,
+                    wait,
+                    chunk_size,
+                    engine,
+                    model,
+                };
                 client::Client::new(client.server, client.json)
-                    .submit(&file, follow, chunk_size, engine, model)
+                    .submit(&file, how)
                     .await
+            }
+            Command::Result { id, client } => {
+                client::Client::new(client.server, client.json)
+                    .result(&id)
+                    .await
+            }
+            Command::Watch {
+                dir,
+                interval_ms,
+                settle_ms,
+                once,
+                client,
+            } => {
+                let options = watch::WatchOptions {
+                    interval: std::time::Duration::from_millis(interval_ms),
+                    settle: std::time::Duration::from_millis(settle_ms),
+                    once,
+                };
+                watch::run(client::Client::new(client.server, false), dir, options).await
             }
             Command::Translate {
                 file,
