@@ -21,6 +21,7 @@ pub mod retry;
 pub mod segment;
 pub mod service;
 pub mod store;
+pub mod webhook;
 
 pub use auth::{ApiKeyRecord, Tenant};
 pub use engine::{
