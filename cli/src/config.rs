@@ -102,6 +102,10 @@ pub struct ServeConfig {
     pub max_streams: usize,
     /// Most open SSE streams per tenant (LOTSAWA_MAX_STREAMS_PER_TENANT, default 32).
     pub max_streams_per_tenant: usize,
+    /// Webhook delivery (LOTSAWA_WEBHOOK_SECRET, LOTSAWA_WEBHOOK_RETRY_BASE_MS,
+    /// LOTSAWA_WEBHOOK_ATTEMPTS, LOTSAWA_WEBHOOK_ALLOW); without a secret,
+    /// callback URLs are refused.
+    pub webhooks: Option<lotsawa_local::WebhookSettings>,
 }
 
 /// Jobs a tenant may have waiting when keys are required and
@@ -202,6 +206,38 @@ impl ServeConfig {
             })?,
             None => lotsawa_local::Durability::Full,
         };
+        let webhooks = match env.var("LOTSAWA_WEBHOOK_SECRET") {
+            Some(secret) if !secret.is_empty() => {
+                if secret.len() < 16 {
+                    return Err(ConfigError {
+                        name: "LOTSAWA_WEBHOOK_SECRET".into(),
+                        message: "use at least 16 characters (receivers check signatures with it)"
+                            .into(),
+                    });
+                }
+                let retry_base_ms = match env.var("LOTSAWA_WEBHOOK_RETRY_BASE_MS") {
+                    Some(v) => parse_num("LOTSAWA_WEBHOOK_RETRY_BASE_MS", &v, 1u64, 3_600_000)?,
+                    None => 1000,
+                };
+                let max_attempts = match env.var("LOTSAWA_WEBHOOK_ATTEMPTS") {
+                    Some(v) => parse_num("LOTSAWA_WEBHOOK_ATTEMPTS", &v, 1u32, 20)?,
+                    None => 5,
+                };
+                let allow = env.var("LOTSAWA_WEBHOOK_ALLOW").unwrap_or_default();
+                let policy = lotsawa_core::webhook::CallbackPolicy::with_allow_list(true, &allow)
+                    .map_err(|message| ConfigError {
+                    name: "LOTSAWA_WEBHOOK_ALLOW".into(),
+                    message,
+                })?;
+                Some(lotsawa_local::WebhookSettings {
+                    secret: secret.into_bytes(),
+                    retry_base: Duration::from_millis(retry_base_ms),
+                    max_attempts,
+                    policy,
+                })
+            }
+            _ => None,
+        };
         let retention_days = match env.var("LOTSAWA_RETENTION_DAYS") {
             Some(v) => Some(parse_num("LOTSAWA_RETENTION_DAYS", &v, 1u32, 36_500)?),
             None => None,
@@ -292,6 +328,7 @@ impl ServeConfig {
             max_connections,
             max_streams,
             max_streams_per_tenant,
+            webhooks,
             allowed_hosts: env
                 .var("LOTSAWA_ALLOWED_HOSTS")
                 .unwrap_or_default()
@@ -314,6 +351,7 @@ impl ServeConfig {
             models: self.models.clone(),
             restrict_models: self.require_auth,
             durability: self.durability,
+            webhooks: self.webhooks.clone(),
             retention: self
                 .retention_days
                 .map(|d| Duration::from_secs(u64::from(d) * 86_400)),

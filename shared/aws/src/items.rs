@@ -291,6 +291,10 @@ pub fn job_from_items(
             completed_at: parse_ts(get_s(item, "completedAt"))?,
             cancelled_at: parse_ts(get_s(item, "cancelledAt"))?,
             attempts: get_n(item, "attempts").unwrap_or(0),
+            callback: get_s(item, "callback")
+                .map(serde_json::from_str)
+                .transpose()
+                .map_err(|e| Corrupt(format!("callback: {e}")))?,
         },
         source_key: text_s("sourceKey").map(str::to_owned),
         result_key: result_s("resultKey").map(str::to_owned),
@@ -417,6 +421,7 @@ mod tests {
             completed_at: None,
             cancelled_at: None,
             attempts: 0,
+            callback: None,
         };
         let item = new_job_item(&job);
         let config = new_config_item(&job, 1).expect("config");

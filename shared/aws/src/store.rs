@@ -80,6 +80,11 @@ pub fn aws<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
+/// The sort key of a job's pending-callback marker.
+const CALLBACK_SK: &str = "CALLBACK";
+/// The `gsi2` partition listing pending callbacks by due time.
+const CALLBACKS_PK: &str = "CALLBACKS";
+
 fn build<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(format!("request: {e}"))
 }
@@ -688,6 +693,45 @@ impl DynamoStore {
         Ok(out)
     }
 
+    /// The marker that lists a job under `CALLBACKS` in `gsi2` while its
+    /// callback is pending, keyed by when it is due; deleted otherwise.
+    fn callback_marker(
+        &self,
+        id: JobId,
+        callback: Option<&lotsawa_core::Callback>,
+    ) -> Result<TransactWriteItem, StoreError> {
+        let due = callback
+            .filter(|c| c.status == lotsawa_core::CallbackStatus::Pending)
+            .and_then(|c| c.next_attempt_at);
+        Ok(match due {
+            Some(due) => {
+                let mut item = Self::key(job_pk(id), CALLBACK_SK);
+                item.insert("gsi2pk".into(), s(CALLBACKS_PK));
+                item.insert("gsi2sk".into(), s(format!("{}#{id}", ts(due))));
+                // Gone with its (finished) job.
+                item.insert("expiresAt".into(), self.ttl(Utc::now()));
+                TransactWriteItem::builder()
+                    .put(
+                        Put::builder()
+                            .table_name(&self.config.table)
+                            .set_item(Some(item))
+                            .build()
+                            .map_err(build)?,
+                    )
+                    .build()
+            }
+            None => TransactWriteItem::builder()
+                .delete(
+                    aws_sdk_dynamodb::types::Delete::builder()
+                        .table_name(&self.config.table)
+                        .set_key(Some(Self::key(job_pk(id), CALLBACK_SK)))
+                        .build()
+                        .map_err(build)?,
+                )
+                .build(),
+        })
+    }
+
     fn release_item(&self) -> Result<TransactWriteItem, StoreError> {
         Ok(TransactWriteItem::builder()
             .update(
@@ -812,6 +856,20 @@ impl DynamoStore {
         }
         if !matches!(patch.error, Field::Keep) {
             u = u.expression_attribute_names("#err", "error");
+        }
+        match &patch.callback {
+            Field::Keep => {}
+            Field::Clear => {
+                u = u.expression_attribute_names("#cb", "callback");
+                removes.push("#cb");
+            }
+            Field::Set(c) => {
+                let text = serde_json::to_string(c).map_err(build)?;
+                u = u
+                    .expression_attribute_names("#cb", "callback")
+                    .expression_attribute_values(":cb", s(text));
+                sets.push("#cb = :cb".into());
+            }
         }
         // The result has an item of its own, written in the same
         // transaction: a completion writes the result, not the source.
@@ -1228,6 +1286,11 @@ impl JobStore for DynamoStore {
                     .update(c.build().map_err(build)?)
                     .build(),
             );
+        }
+        match &patch.callback {
+            Field::Keep => {}
+            Field::Clear => items.push(self.callback_marker(id, None)?),
+            Field::Set(c) => items.push(self.callback_marker(id, Some(c))?),
         }
         match self.transact(items).await? {
             Tx::Done => Ok(Applied::Done(Box::new(self.get(id).await?))),
@@ -1698,6 +1761,75 @@ impl JobStore for DynamoStore {
     }
 
     /// The `KEYS` partition of `gsi2`, then the key items.
+    async fn callbacks_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let resp = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk AND gsi2sk <= :now")
+            .expression_attribute_values(":pk", s(CALLBACKS_PK))
+            .expression_attribute_values(":now", s(format!("{}#~", ts(now))))
+            .limit(i32::try_from(limit.max(1)).unwrap_or(i32::MAX))
+            .send()
+            .await
+            .map_err(ddb("DynamoDB Query"))?;
+        let mut out = Vec::new();
+        for item in resp.items() {
+            let Some(id) = item
+                .get("gsi2sk")
+                .and_then(|v| v.as_s().ok())
+                .and_then(|sk| sk.rsplit('#').next())
+                .and_then(|id| id.parse::<JobId>().ok())
+            else {
+                continue;
+            };
+            match self.get(id).await {
+                Ok(job)
+                    if job
+                        .callback
+                        .as_ref()
+                        .is_some_and(|c| c.status == lotsawa_core::CallbackStatus::Pending) =>
+                {
+                    out.push(job);
+                }
+                Ok(_) | Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(out)
+    }
+
+    async fn callback_update(
+        &self,
+        id: JobId,
+        before: &lotsawa_core::Callback,
+        after: &lotsawa_core::Callback,
+    ) -> Result<bool, StoreError> {
+        let update = Update::builder()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(job_pk(id), "JOB")))
+            .update_expression("SET #cb = :after")
+            .condition_expression("#cb = :before")
+            .expression_attribute_names("#cb", "callback")
+            .expression_attribute_values(":after", s(serde_json::to_string(after).map_err(build)?))
+            .expression_attribute_values(
+                ":before",
+                s(serde_json::to_string(before).map_err(build)?),
+            )
+            .build()
+            .map_err(build)?;
+        let items = vec![
+            TransactWriteItem::builder().update(update).build(),
+            self.callback_marker(id, Some(after))?,
+        ];
+        match self.transact(items).await? {
+            Tx::Done => Ok(true),
+            Tx::ConditionFailed => Ok(false),
+        }
+    }
+
     async fn keys(&self) -> Result<Vec<ApiKeyRecord>, StoreError> {
         let query = self
             .clients

@@ -186,6 +186,7 @@ async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
         completed_at: None,
         cancelled_at: None,
         attempts: 0,
+        callback: None,
     };
     store.create(&job, &texts).await.expect("create");
     job

@@ -43,7 +43,8 @@ macro_rules! conformance_tests {
             api_keys_are_found_by_hash_and_revoked,
             idempotency_keys_hold_their_first_request,
             rate_buckets_per_tenant,
-            pending_jobs_are_counted_and_capped_per_tenant
+            pending_jobs_are_counted_and_capped_per_tenant,
+            callbacks_are_written_with_the_terminal_transition
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

@@ -387,6 +387,10 @@ pub struct JobConfig {
     /// Terms this job must translate this way; they win over every other glossary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub glossary: Vec<crate::glossary::GlossaryEntry>,
+    /// Where the job's terminal event is POSTed, signed (checked by the
+    /// address guard at submission and before each delivery).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
 }
 
 impl Default for JobConfig {
@@ -398,6 +402,7 @@ impl Default for JobConfig {
             use_helper_ai: false,
             quality_threshold: 0.8,
             glossary: Vec::new(),
+            callback_url: None,
         }
     }
 }
@@ -489,6 +494,67 @@ pub struct Job {
     pub cancelled_at: Option<DateTime<Utc>>,
     /// How many times it has been started (1 on the first run, +1 per retry).
     pub attempts: u32,
+    /// The delivery of its last terminal event to `config.callback_url`.
+    pub callback: Option<Callback>,
+}
+
+/// Where a callback delivery stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum CallbackStatus {
+    /// Not delivered yet; attempts remain.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed (or the address is refused).
+    Failed,
+}
+
+impl CallbackStatus {
+    /// The wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+/// The delivery of one event to a job's callback URL, stored with the job
+/// in the same commit as the transition that made the event.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Callback {
+    /// Where it stands.
+    pub status: CallbackStatus,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_error: Option<String>,
+    /// When the receiver took it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// When the next attempt is due (pending only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The event's body, fixed when the event happened.
+    pub event: String,
+}
+
+impl Callback {
+    /// A new delivery of `event`, due at once.
+    pub fn pending(event: String, now: DateTime<Utc>) -> Self {
+        Self {
+            status: CallbackStatus::Pending,
+            attempts: 0,
+            last_error: None,
+            delivered_at: None,
+            next_attempt_at: Some(now),
+            event,
+        }
+    }
 }
 
 impl Job {

@@ -30,8 +30,8 @@ pub use engine::{
 };
 pub use glossary::{Glossary, GlossaryEntry};
 pub use job::{
-    ChunkSize, EngineName, Job, JobConfig, JobId, JobResult, JobStatus, JobType, NewJob,
-    SourceText, Transition, TransitionError, ValidationError,
+    Callback, CallbackStatus, ChunkSize, EngineName, Job, JobConfig, JobId, JobResult, JobStatus,
+    JobType, NewJob, SourceText, Transition, TransitionError, ValidationError,
 };
 pub use ledger::{ChunkRecord, ChunkStatus};
 pub use pipeline::{ChunkPlan, EngineCatalog};

@@ -480,6 +480,7 @@ pub fn new_job(
         completed_at: None,
         cancelled_at: None,
         attempts: 0,
+        callback: None,
     };
     (job, chunks)
 }
@@ -511,6 +512,7 @@ pub fn rejected_job(
         completed_at: None,
         cancelled_at: None,
         attempts: 0,
+        callback: None,
     };
     let started =
         JobPatch::plan(&pending, Change::Start { limit: u32::MAX }, now)?.applied_to(&pending);

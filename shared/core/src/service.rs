@@ -320,6 +320,8 @@ pub struct Service {
     max_chunks: u32,
     rate: Option<crate::rate::RateLimit>,
     max_pending: Option<u32>,
+    /// The callback guard, or why this deployment takes no callback URL.
+    callbacks: Result<Arc<crate::webhook::Callbacks>, String>,
 }
 
 impl std::fmt::Debug for Service {
@@ -338,10 +340,18 @@ impl Service {
             max_chunks: DEFAULT_MAX_CHUNKS,
             rate: None,
             max_pending: None,
+            callbacks: Err("this deployment does not deliver callbacks".into()),
             store,
             runner,
             engines,
         }
+    }
+
+    /// The same service taking callback URLs checked by `callbacks`, or
+    /// refusing them with the reason given.
+    pub fn with_callbacks(mut self, callbacks: Result<crate::webhook::Callbacks, String>) -> Self {
+        self.callbacks = callbacks.map(Arc::new);
+        self
     }
 
     /// The same service refusing jobs of more than `n` chunks.
@@ -434,6 +444,13 @@ impl Service {
         let engine = self.engines.resolve(new.config.engine.as_ref())?;
         self.engines
             .check_model(&engine, new.config.model.as_deref())?;
+        if let Some(url) = &new.config.callback_url {
+            let guard = self
+                .callbacks
+                .as_ref()
+                .map_err(|why| ServiceError::Invalid(format!("config.callbackUrl: {why}")))?;
+            guard.check(url).await.map_err(ServiceError::Invalid)?;
+        }
         let (mut job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
         if chunks.len() > self.max_chunks as usize {
             // Refused before anything is stored: a small chunkSize on a large

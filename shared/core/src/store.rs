@@ -228,6 +228,9 @@ pub struct JobPatch {
     pub chunks: ChunkChange,
     /// Written only if every chunk is completed (the completion).
     pub requires_all_chunks: bool,
+    /// The delivery of the event this transition makes, for a job with a
+    /// callback URL: written in the same commit.
+    pub callback: Field<crate::job::Callback>,
 }
 
 impl JobPatch {
@@ -252,6 +255,7 @@ impl JobPatch {
             queue: QueuePlace::Keep,
             chunks: ChunkChange::None,
             requires_all_chunks: false,
+            callback: Field::Keep,
         };
         match change {
             Change::Start { limit } => {
@@ -298,6 +302,12 @@ impl JobPatch {
                 p.queue = QueuePlace::Front;
             }
         }
+        if job.config.callback_url.is_some()
+            && let Some(kind) = crate::webhook::EventKind::terminal(to)
+        {
+            let event = crate::webhook::job_event(kind, &p.applied_to(job)).to_string();
+            p.callback = Field::Set(crate::job::Callback::pending(event, now));
+        }
         Ok(p)
     }
 
@@ -311,6 +321,7 @@ impl JobPatch {
         self.cancelled_at.apply_to(&mut j.cancelled_at);
         self.error.apply_to(&mut j.error);
         self.result.apply_to(&mut j.result);
+        self.callback.apply_to(&mut j.callback);
         j
     }
 }
@@ -577,6 +588,19 @@ pub trait JobStore: Send + Sync + fmt::Debug {
     /// `tenant`'s jobs waiting to start (exact once writes settle).
     async fn pending_count(&self, tenant: &crate::auth::Tenant) -> Result<u64, StoreError>;
 
+    /// Jobs whose callback delivery is pending and due at `now`, the
+    /// earliest due first.
+    async fn callbacks_due(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>, StoreError>;
+
+    /// Replace the job's callback state `before` (as read) by `after`; false
+    /// when it changed meanwhile (another deliverer, or a newer event).
+    async fn callback_update(
+        &self,
+        id: JobId,
+        before: &crate::job::Callback,
+        after: &crate::job::Callback,
+    ) -> Result<bool, StoreError>;
+
     /// Concurrency slots held now.
     async fn slots_in_use(&self) -> Result<u32, StoreError>;
 
@@ -696,6 +720,7 @@ mod tests {
             completed_at: Some(Utc::now()),
             cancelled_at: None,
             attempts,
+            callback: None,
         }
     }
 

@@ -322,16 +322,56 @@ pub trait Resolver: Send + Sync {
     async fn resolve(&self, host: &str, port: u16) -> Result<Vec<IpAddr>, String>;
 }
 
+/// What a deployment does with callback URLs: the guard it checks them
+/// with, or why it takes none.
+#[derive(Clone)]
+pub struct Callbacks {
+    policy: CallbackPolicy,
+    resolver: std::sync::Arc<dyn Resolver>,
+}
+
+impl std::fmt::Debug for Callbacks {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Callbacks")
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Callbacks {
+    /// Callbacks checked against `policy`, names resolved by `resolver`.
+    pub fn new(policy: CallbackPolicy, resolver: std::sync::Arc<dyn Resolver>) -> Self {
+        Self { policy, resolver }
+    }
+
+    /// Check a callback URL (at submission, and before each delivery).
+    pub async fn check(&self, raw: &str) -> Result<CheckedUrl, String> {
+        check_callback(raw, &self.policy, &*self.resolver).await
+    }
+}
+
 /// Longest callback URL accepted.
 pub const MAX_CALLBACK_URL: usize = 2048;
 
-/// Check a callback URL against the policy; the parsed URL when it may
-/// receive deliveries.
+/// A callback URL that passed the guard, with the addresses it was checked
+/// on (empty when its host is allowed by name): a delivery connects to
+/// these, so a name that changes between the check and the connection
+/// cannot redirect it.
+#[derive(Debug, Clone)]
+pub struct CheckedUrl {
+    /// The URL.
+    pub url: url::Url,
+    /// The addresses checked, with the URL's port.
+    pub addrs: Vec<std::net::SocketAddr>,
+}
+
+/// Check a callback URL against the policy; the parsed URL and the
+/// addresses it may be delivered to.
 pub async fn check_callback(
     raw: &str,
     policy: &CallbackPolicy,
     resolver: &dyn Resolver,
-) -> Result<url::Url, String> {
+) -> Result<CheckedUrl, String> {
     if raw.len() > MAX_CALLBACK_URL {
         return Err(format!(
             "callbackUrl is longer than {MAX_CALLBACK_URL} bytes"
@@ -353,7 +393,10 @@ pub async fn check_callback(
         Some(url::Host::Domain(name)) => {
             let name = name.trim_end_matches('.').to_ascii_lowercase();
             if policy.allow_hosts.contains(&name) {
-                return Ok(url);
+                return Ok(CheckedUrl {
+                    url,
+                    addrs: Vec::new(),
+                });
             }
             if name == "localhost" || name.ends_with(".localhost") {
                 vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
@@ -371,10 +414,14 @@ pub async fn check_callback(
     }
     // Every address: a name that answers one public and one private address
     // could be sent to either.
-    for ip in addrs {
-        policy.allows(ip)?;
+    for ip in &addrs {
+        policy.allows(*ip)?;
     }
-    Ok(url)
+    let addrs = addrs
+        .into_iter()
+        .map(|ip| std::net::SocketAddr::new(ip, port))
+        .collect();
+    Ok(CheckedUrl { url, addrs })
 }
 
 #[cfg(test)]

@@ -35,6 +35,10 @@ pub struct SubmitConfig {
     pub quality_threshold: Option<f64>,
     /// Terms this job must use: they win over every other glossary.
     pub glossary: Option<Vec<GlossaryTermDto>>,
+    /// An `http`/`https` URL to POST the job's terminal event to, signed
+    /// with `Lotsawa-Signature` (public addresses only unless the operator
+    /// allows others; loopback on a local server).
+    pub callback_url: Option<String>,
 }
 
 /// A glossary term.
@@ -148,6 +152,26 @@ pub struct JobDto {
     /// Output of the chunks translated so far, while not completed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub partial_translation: Option<String>,
+    /// Where its callback URL goes, when it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback_url: Option<String>,
+    /// The delivery of its last terminal event to the callback URL.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub callback: Option<CallbackDto>,
+}
+
+/// A callback delivery's state.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct CallbackDto {
+    /// `pending`, `delivered` or `failed`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: u32,
+    /// Why the last attempt failed.
+    pub last_error: Option<String>,
+    /// RFC 3339 UTC, when the receiver took it.
+    pub delivered_at: Option<String>,
 }
 
 /// RFC 3339 UTC with milliseconds.
@@ -183,6 +207,13 @@ impl JobDto {
                 None
             },
             partial_translation: if with_result { v.partial } else { None },
+            callback_url: j.config.callback_url,
+            callback: j.callback.map(|c| CallbackDto {
+                status: c.status.as_str().to_owned(),
+                attempts: c.attempts,
+                last_error: c.last_error,
+                delivered_at: c.delivered_at.map(rfc3339),
+            }),
         }
     }
 }

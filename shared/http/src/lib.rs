@@ -366,6 +366,10 @@ fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, ApiError> {
             });
         }
     }
+    if let Some(url) = c.callback_url {
+        // Its address is checked by the service (it resolves the host).
+        config.callback_url = Some(url.trim().to_owned());
+    }
     if let Some(q) = c.quality_threshold {
         if !(0.0..=1.0).contains(&q) {
             return Err(ApiError::bad_request(format!(

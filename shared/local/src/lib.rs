@@ -10,6 +10,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+pub mod webhooks;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -23,6 +24,7 @@ use tokio_util::sync::CancellationToken;
 pub use scheduler::SchedulerConfig;
 pub use service::{LocalRunner, LocalService};
 pub use store::{Durability, Store, StoreError};
+pub use webhooks::WebhookSettings;
 
 use crate::metrics::Metrics;
 use crate::scheduler::Shared;
@@ -105,6 +107,25 @@ impl LocalBackend {
                 draining.clone(),
             ));
         }
+        let callbacks = match &shared.config.webhooks {
+            Some(settings) => {
+                let callbacks = lotsawa_core::webhook::Callbacks::new(
+                    settings.policy.clone(),
+                    Arc::new(webhooks::DnsResolver),
+                );
+                tokio::spawn(webhooks::deliver_loop(
+                    store.clone(),
+                    Arc::new(settings.clone()),
+                    callbacks.clone(),
+                    draining.clone(),
+                ));
+                Ok(callbacks)
+            }
+            None => Err(
+                "this server takes no callback URLs: it has no webhook secret (LOTSAWA_WEBHOOK_SECRET)"
+                    .to_owned(),
+            ),
+        };
         let scheduler = tokio::spawn(scheduler::run(shared.clone()));
         let choice = lotsawa_core::EngineChoice {
             names: shared.engines.names(),
@@ -119,7 +140,8 @@ impl LocalBackend {
         )
         .with_max_chunks(max_chunks)
         .with_rate(rate)
-        .with_max_pending(max_pending);
+        .with_max_pending(max_pending)
+        .with_callbacks(callbacks);
         Ok(Self {
             service: Arc::new(service),
             scheduler,

@@ -47,6 +47,8 @@ pub struct SchedulerConfig {
     pub retention: Option<Duration>,
     /// When a commit is on disk.
     pub durability: crate::store::Durability,
+    /// Webhook delivery; `None`: callback URLs are refused (no secret).
+    pub webhooks: Option<crate::webhooks::WebhookSettings>,
 }
 
 impl Default for SchedulerConfig {
@@ -64,6 +66,7 @@ impl Default for SchedulerConfig {
             restrict_models: false,
             retention: None,
             durability: crate::store::Durability::Full,
+            webhooks: None,
         }
     }
 }

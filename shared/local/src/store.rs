@@ -205,9 +205,17 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     if !job_columns.iter().any(|c| c == "tenant") {
         conn.execute_batch("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")?;
     }
+    // The callback delivery: its state (JSON) and, while pending, when the
+    // next attempt is due.
+    for (name, ty) in [("callback", "TEXT"), ("callback_due", "TEXT")] {
+        if !job_columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+        }
+    }
     conn.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq);
-         CREATE INDEX IF NOT EXISTS jobs_tenant_pending ON jobs(tenant) WHERE status = 'pending';",
+         CREATE INDEX IF NOT EXISTS jobs_tenant_pending ON jobs(tenant) WHERE status = 'pending';
+         CREATE INDEX IF NOT EXISTS jobs_callback_due ON jobs(callback_due) WHERE callback_due IS NOT NULL;",
     )?;
     let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
     let have: Vec<String> = stmt
@@ -232,10 +240,10 @@ pub const CHECKPOINT_SQL: &str =
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
 
 const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
-    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant";
+    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant, callback";
 const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
     chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, \
-    tenant";
+    tenant, callback";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -278,6 +286,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             cancelled_at: row.get(13)?,
             attempts: row.get(14)?,
             tenant: row.get(15)?,
+            callback: row.get(16)?,
         },
     ))
 }
@@ -298,6 +307,7 @@ struct RawJob {
     cancelled_at: Option<String>,
     attempts: u32,
     tenant: String,
+    callback: Option<String>,
 }
 
 impl RawJob {
@@ -333,6 +343,11 @@ impl RawJob {
             completed_at: parse_ts(self.completed_at)?,
             cancelled_at: parse_ts(self.cancelled_at)?,
             attempts: self.attempts,
+            callback: self
+                .callback
+                .map(|c| serde_json::from_str::<lotsawa_core::Callback>(&c))
+                .transpose()
+                .map_err(|e| corrupt(format!("callback: {e}")))?,
         })
     }
 }
@@ -970,6 +985,30 @@ fn set_field<T>(
     Ok(())
 }
 
+/// Push the callback's SQL: its state and when it is next due.
+fn set_callback(
+    sets: &mut Vec<String>,
+    args: &mut Vec<rusqlite::types::Value>,
+    field: &Field<lotsawa_core::Callback>,
+) -> Result<(), StoreError> {
+    set_field(sets, args, "callback", field, |c| {
+        serde_json::to_string(c)
+            .map(rusqlite::types::Value::Text)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))
+    })?;
+    let due = match field {
+        Field::Keep => Field::Keep,
+        Field::Set(c) => match (c.status, c.next_attempt_at) {
+            (lotsawa_core::CallbackStatus::Pending, Some(t)) => Field::Set(t),
+            _ => Field::Clear,
+        },
+        Field::Clear => Field::Clear,
+    };
+    set_field(sets, args, "callback_due", &due, |t| {
+        Ok(rusqlite::types::Value::Text(ts(*t)))
+    })
+}
+
 /// Write a planned patch with a compare-and-set on status and run.
 fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, StoreError> {
     if let SlotChange::Take { limit } = patch.slot {
@@ -1006,6 +1045,7 @@ fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, St
             .map(rusqlite::types::Value::Text)
             .map_err(|e| StoreError::Corrupt(e.to_string()))
     })?;
+    set_callback(&mut sets, &mut args, &patch.callback)?;
     match patch.queue {
         QueuePlace::Back => sets.push(
             "queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')".into(),
@@ -1349,6 +1389,51 @@ impl JobStore for Store {
                     )?
                     .query_row([tenant], |r| r.get(0))?;
                 Ok(n.max(0) as u64)
+            })
+            .await?)
+    }
+
+    async fn callbacks_due(&self, now: DateTime<Utc>, limit: u32) -> PortResult<Vec<Job>> {
+        let now = ts(now);
+        Ok(self
+            .read(move |conn| {
+                let sql = format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs INDEXED BY jobs_callback_due \
+                     WHERE callback_due IS NOT NULL AND callback_due <= ?1 \
+                     ORDER BY callback_due LIMIT ?2"
+                );
+                let rows: Vec<(i64, RawJob)> = conn
+                    .prepare_cached(&sql)?
+                    .query_map(params![now, limit], job_from_row)?
+                    .collect::<Result<_, _>>()?;
+                rows.into_iter().map(|(_, r)| r.into_job()).collect()
+            })
+            .await?)
+    }
+
+    async fn callback_update(
+        &self,
+        id: JobId,
+        before: &lotsawa_core::Callback,
+        after: &lotsawa_core::Callback,
+    ) -> PortResult<bool> {
+        let before =
+            serde_json::to_string(before).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let after = after.clone();
+        Ok(self
+            .write(move |conn| {
+                let mut sets = Vec::new();
+                let mut args: Vec<rusqlite::types::Value> = Vec::new();
+                set_callback(&mut sets, &mut args, &Field::Set(after))?;
+                args.push(id.to_string().into());
+                let n_id = args.len();
+                args.push(before.into());
+                let n_before = args.len();
+                let sql = format!(
+                    "UPDATE jobs SET {} WHERE id = ?{n_id} AND callback = ?{n_before}",
+                    sets.join(", ")
+                );
+                Ok(exec(conn, &sql, rusqlite::params_from_iter(args))? == 1)
             })
             .await?)
     }

@@ -24,6 +24,7 @@ fn new_job() -> Job {
         completed_at: None,
         cancelled_at: None,
         attempts: 0,
+        callback: None,
     }
 }
 
