@@ -821,7 +821,11 @@ async fn tenants_are_isolated(c: &Cloud) {
     let job = format!("{}/api/jobs/{id}", api.base);
     let stream = format!("{}/api/jobs/{id}/stream", api.stream_base);
     let status = |r: reqwest::Response| r.status().as_u16();
-    let wrong = format!("{}0", &c.em.var("API_KEY")[..c.em.var("API_KEY").len() - 1]);
+    // The key with its last character changed (to another one: a key
+    // ending in 0 would otherwise be sent unchanged).
+    let key = c.em.var("API_KEY");
+    let last = if key.ends_with('0') { '1' } else { '0' };
+    let wrong = format!("{}{last}", &key[..key.len() - 1]);
     for (url, what) in [
         (format!("{}/api/jobs", api.base), "list"),
         (job.clone(), "get"),
