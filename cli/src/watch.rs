@@ -23,7 +23,6 @@ use std::time::{Duration, SystemTime};
 
 use lotsawa_http::dto::{JobDto, SubmitResponse};
 use serde::{Deserialize, Serialize};
-use sha2::Digest;
 
 use crate::client::{Client, terminal_safe};
 
@@ -85,11 +84,6 @@ fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), String> {
 fn save_state(dir: &Path, state: &State) -> Result<(), String> {
     let bytes = serde_json::to_vec_pretty(state).map_err(|e| e.to_string())?;
     write_atomic(&dir.join(STATE_FILE), &bytes)
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    let digest = sha2::Sha256::digest(bytes);
-    digest.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// What a scan saw of a file last time: size and modification time.
@@ -157,7 +151,8 @@ fn write_results(dir: &Path, name: &str, job: &serde_json::Value) -> Result<(), 
 /// content always make the same key.
 fn idempotency_key(dir: &Path, name: &str, sha256: &str) -> String {
     let dir = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.to_path_buf());
-    let id = sha256_hex(format!("{}\0{name}\0{sha256}", dir.display()).as_bytes());
+    let id =
+        lotsawa_core::digest::sha256_hex(format!("{}\0{name}\0{sha256}", dir.display()).as_bytes());
     format!("watch-{}", &id[..40])
 }
 
@@ -176,7 +171,7 @@ async fn take(client: &Client, dir: &Path, name: &str, state: &mut State) -> Res
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(true),
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     };
-    let sha256 = sha256_hex(&bytes);
+    let sha256 = lotsawa_core::digest::sha256_hex(&bytes);
     if state.files.get(name).is_some_and(|t| t.sha256 == sha256) {
         return Ok(true);
     }

@@ -85,9 +85,7 @@ pub struct ApiKeyRecord {
 
 /// The SHA-256 of a key, hex: what stores keep and look keys up by.
 pub fn key_hash(key: &str) -> String {
-    let mut h = Sha256::new();
-    h.update(key.as_bytes());
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::sha256_hex(key.as_bytes())
 }
 
 /// A new key for `tenant`: the key (shown once) and its record.
@@ -96,7 +94,7 @@ pub fn new_key(tenant: Tenant, now: DateTime<Utc>) -> (String, ApiKeyRecord) {
     let mut h = Sha256::new();
     h.update(uuid::Uuid::new_v4().as_bytes());
     h.update(uuid::Uuid::new_v4().as_bytes());
-    let secret: String = h.finalize().iter().map(|b| format!("{b:02x}")).collect();
+    let secret = crate::digest::hex(&h.finalize());
     let key = format!("lts_{id}_{secret}");
     (
         key,

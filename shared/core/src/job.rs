@@ -435,7 +435,7 @@ impl NewJob {
                 .unwrap_or_default()
                 .as_bytes(),
         );
-        h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+        crate::digest::hex(&h.finalize())
     }
 }
 

@@ -6,6 +6,7 @@
 //! dependency, so everything here is testable as plain functions.
 
 pub mod auth;
+pub mod digest;
 pub mod engine;
 pub mod ewts;
 pub mod glossary;

@@ -57,7 +57,7 @@ pub fn key(
         h.update(en.as_bytes());
         h.update([2u8]);
     }
-    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
+    crate::digest::hex(&h.finalize())
 }
 
 #[cfg(test)]

@@ -107,8 +107,7 @@ fn mac(secret: &[u8], t: i64, body: &[u8]) -> Hmac<Sha256> {
 /// The `Lotsawa-Signature` value for `body` sent at `t` (unix seconds).
 pub fn signature(secret: &[u8], t: i64, body: &[u8]) -> String {
     let tag = mac(secret, t, body).finalize().into_bytes();
-    let hex: String = tag.iter().map(|b| format!("{b:02x}")).collect();
-    format!("t={t},v1={hex}")
+    format!("t={t},v1={}", crate::digest::hex(&tag))
 }
 
 /// Why a signature was refused.
