@@ -149,37 +149,18 @@ impl Client {
         }
     }
 
+    /// One request, for commands that stop at any error.
     async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<Value>,
     ) -> Result<T, Failure> {
-        let url = format!("{}{path}", self.base);
-        let mut req = self
-            .http
-            .request(method, &url)
-            .timeout(Duration::from_secs(60));
-        if let Some(b) = body {
-            req = req.json(&b);
+        match self.request(method, path, body.as_ref(), None).await {
+            Ok(Ok(v)) => Ok(v),
+            Ok(Err((_, detail))) => Err(Failure(detail)),
+            Err(why) => Err(Failure(why)),
         }
-        let res = req
-            .send()
-            .await
-            .map_err(|e| Failure(format!("cannot reach the server at {}: {e}", self.base)))?;
-        let status = res.status();
-        let text = res
-            .text()
-            .await
-            .map_err(|e| Failure(format!("reading the server's answer failed: {e}")))?;
-        if !status.is_success() {
-            return Err(Failure(problem_detail(status, &text)));
-        }
-        serde_json::from_str(&text).map_err(|e| {
-            Failure(format!(
-                "the server sent an answer this client does not understand: {e}"
-            ))
-        })
     }
 
     fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
@@ -216,14 +197,16 @@ impl Client {
         }
     }
 
-    /// One request: the status and body, or why the server was not reached.
-    async fn raw(
+    /// One request: the parsed answer, or the server's refusal with its
+    /// status (problem detail); `Err` when the server was not reached or
+    /// its answer cannot be read.
+    pub(crate) async fn request<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
         body: Option<&Value>,
         idempotency_key: Option<&str>,
-    ) -> Result<(reqwest::StatusCode, String), String> {
+    ) -> Result<Result<T, (reqwest::StatusCode, String)>, String> {
         let url = format!("{}{path}", self.base);
         let mut req = self
             .http
@@ -244,35 +227,6 @@ impl Client {
             .text()
             .await
             .map_err(|e| format!("reading the server's answer failed: {e}"))?;
-        Ok((status, text))
-    }
-
-    /// Submit `body` under an idempotency key: the new (or first) job, or
-    /// the server's refusal with its status; `Err` when it was not reached.
-    pub(crate) async fn submit_keyed(
-        &self,
-        body: &Value,
-        key: &str,
-    ) -> Result<Result<SubmitResponse, (reqwest::StatusCode, String)>, String> {
-        let (status, text) = self
-            .raw(reqwest::Method::POST, "/api/jobs", Some(body), Some(key))
-            .await?;
-        if !status.is_success() {
-            return Ok(Err((status, problem_detail(status, &text))));
-        }
-        serde_json::from_str(&text)
-            .map(Ok)
-            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
-    }
-
-    /// A job as the server shows it, or its refusal with the status.
-    pub(crate) async fn job_value(
-        &self,
-        id: &str,
-    ) -> Result<Result<Value, (reqwest::StatusCode, String)>, String> {
-        let (status, text) = self
-            .raw(reqwest::Method::GET, &format!("/api/jobs/{id}"), None, None)
-            .await?;
         if !status.is_success() {
             return Ok(Err((status, problem_detail(status, &text))));
         }

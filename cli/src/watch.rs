@@ -193,7 +193,10 @@ async fn take(client: &Client, dir: &Path, name: &str, state: &mut State) -> Res
     };
     let key = idempotency_key(dir, name, &sha256);
     let body = serde_json::json!({"sourceText": text, "type": "translation"});
-    match client.submit_keyed(&body, &key).await {
+    match client
+        .request::<SubmitResponse>(reqwest::Method::POST, "/api/jobs", Some(&body), Some(&key))
+        .await
+    {
         Ok(Ok(created)) => {
             let SubmitResponse { job_id, .. } = created;
             println!("submitted {name} as job {job_id}");
@@ -228,7 +231,15 @@ async fn poll(client: &Client, dir: &Path, state: &mut State) -> Result<(), Stri
         .filter_map(|(n, t)| Some((n.clone(), t.job_id.clone()?)))
         .collect();
     for (name, id) in open {
-        let job = match client.job_value(&id).await {
+        let job = match client
+            .request::<serde_json::Value>(
+                reqwest::Method::GET,
+                &format!("/api/jobs/{id}"),
+                None,
+                None,
+            )
+            .await
+        {
             Ok(Ok(v)) => v,
             Ok(Err((status, why))) if status.as_u16() == 404 => {
                 let v = serde_json::json!({"id": id, "file": name, "status": "missing",
