@@ -71,6 +71,20 @@ impl Changes {
         jobs.retain(|_, c| c.tx.receiver_count() > 0 || c.touched.elapsed() < KEEP);
     }
 
+    /// Sweep every 10 s until `draining`.
+    pub(crate) async fn sweep_loop(
+        self: std::sync::Arc<Self>,
+        draining: tokio_util::sync::CancellationToken,
+    ) {
+        let mut every = tokio::time::interval(Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = every.tick() => self.sweep(),
+                _ = draining.cancelled() => return,
+            }
+        }
+    }
+
     /// Counters held (for tests).
     #[cfg(test)]
     fn len(&self) -> usize {

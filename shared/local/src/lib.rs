@@ -88,18 +88,7 @@ impl LocalBackend {
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
         };
-        {
-            let (changes, draining) = (shared.changes.clone(), draining.clone());
-            tokio::spawn(async move {
-                let mut every = tokio::time::interval(std::time::Duration::from_secs(10));
-                loop {
-                    tokio::select! {
-                        _ = every.tick() => changes.sweep(),
-                        _ = draining.cancelled() => return,
-                    }
-                }
-            });
-        }
+        tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(retention) = shared.config.retention {
             tokio::spawn(scheduler::purge_loop(
                 store.clone(),

@@ -310,10 +310,10 @@ async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), Store
     Ok(())
 }
 
-#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
 /// Run a job's chunks in order (`chunks`: its ledger when the caller has
 /// it already). A job that completes may hand its slot on: the job claimed
 /// in its commit is returned, with its chunks.
+#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
 async fn run_job(
     shared: &Shared,
     job: &Job,

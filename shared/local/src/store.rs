@@ -785,8 +785,8 @@ impl Store {
                 && let Some(limit) = hand_off
                 && let Some(next) = claim_in(conn, limit, 1, now)?.pop()
             {
-                let chunks = read_chunks(conn, seq_of(conn, next.id)?, 0)?;
-                finish.next = Some((next, chunks));
+                let chunks = read_chunks(conn, next.seq, 0)?;
+                finish.next = Some((next.job, chunks));
             }
             Ok(finish)
         })
@@ -802,8 +802,13 @@ impl Store {
         max: u32,
         now: DateTime<Utc>,
     ) -> Result<Vec<Job>, StoreError> {
-        self.write(move |conn| claim_in(conn, limit, max, now))
-            .await
+        self.write(move |conn| {
+            Ok(claim_in(conn, limit, max, now)?
+                .into_iter()
+                .map(|s| s.job)
+                .collect())
+        })
+        .await
     }
 
     /// Delete up to `limit` jobs (with their chunks) that finished before
@@ -934,13 +939,13 @@ pub struct Finish {
 }
 
 /// Claim up to `max` of the oldest pending jobs under `limit`, inside the
-/// caller's transaction.
+/// caller's transaction; each with its row's sequence number.
 fn claim_in(
     conn: &Connection,
     limit: u32,
     max: u32,
     now: DateTime<Utc>,
-) -> Result<Vec<Job>, StoreError> {
+) -> Result<Vec<StoredJob>, StoreError> {
     let ids: Vec<String> = conn
         .prepare_cached(
             "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' \
@@ -961,7 +966,10 @@ fn claim_in(
         if !apply_patch(conn, stored.seq, &patch)? {
             break; // no slot left
         }
-        claimed.push(patch.applied_to(&stored.job));
+        claimed.push(StoredJob {
+            seq: stored.seq,
+            job: patch.applied_to(&stored.job),
+        });
     }
     Ok(claimed)
 }
