@@ -132,6 +132,11 @@ fn percentile(sorted: &[f64], p: f64) -> f64 {
     sorted[i.min(sorted.len() - 1)]
 }
 
+/// The job a chunk of the harness belongs to (its text ends in `#<n>`).
+fn job_number(text: &str) -> Option<usize> {
+    text.rsplit('#').next().and_then(|n| n.trim().parse().ok())
+}
+
 /// An echo engine that notes when each job's chunk reaches it (pickup).
 struct Clocked {
     seen: Mutex<HashMap<usize, Instant>>,
@@ -147,11 +152,7 @@ impl Engine for Clocked {
     }
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
         let at = Instant::now();
-        if let Some(n) = req
-            .text
-            .rsplit('#')
-            .next()
-            .and_then(|n| n.trim().parse().ok())
+        if let Some(n) = job_number(&req.text)
             && let Ok(mut s) = self.seen.lock()
         {
             s.entry(n).or_insert(at);
@@ -350,12 +351,7 @@ impl Engine for Gaps {
         None
     }
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        let job: Option<usize> = req
-            .text
-            .rsplit('#')
-            .next()
-            .and_then(|n| n.trim().parse().ok());
-        if let Some(job) = job
+        if let Some(job) = job_number(&req.text)
             && let Ok(mut last) = self.last.lock()
         {
             if let Some(prev) = last.get(&job)

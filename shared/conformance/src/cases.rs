@@ -1057,6 +1057,17 @@ pub async fn pending_jobs_are_counted_and_capped_per_tenant(store: Store) {
     assert_eq!(count(&a).await, 2);
 }
 
+/// The ids of the jobs whose callbacks are due at `at`, as listed.
+async fn due_ids(store: &Store, at: DateTime<Utc>) -> Vec<JobId> {
+    store
+        .callbacks_due(at, 10)
+        .await
+        .expect("due")
+        .iter()
+        .map(|j| j.id)
+        .collect()
+}
+
 /// A job with a callback URL gets its event's delivery in the same commit
 /// as the transition that ends it; due deliveries are listed earliest
 /// first, and a delivery's state is replaced only as read (one deliverer
@@ -1121,13 +1132,7 @@ pub async fn callbacks_are_written_with_the_terminal_transition(store: Store) {
 
     // Due: both, the earliest first; none before they are due.
     let later = Utc::now() + chrono::Duration::seconds(1);
-    let due: Vec<JobId> = store
-        .callbacks_due(later, 10)
-        .await
-        .expect("due")
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let due = due_ids(&store, later).await;
     assert_eq!(due, vec![a.id, b.id]);
     let long_ago = Utc::now() - chrono::Duration::hours(1);
     assert!(
@@ -1165,13 +1170,7 @@ pub async fn callbacks_are_written_with_the_terminal_transition(store: Store) {
             .await
             .expect("update")
     );
-    let due: Vec<JobId> = store
-        .callbacks_due(later, 10)
-        .await
-        .expect("due")
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let due = due_ids(&store, later).await;
     assert_eq!(due, vec![b.id], "a is due in ten minutes");
     let far = retry_at + chrono::Duration::seconds(1);
     assert_eq!(store.callbacks_due(far, 10).await.expect("due").len(), 2);
@@ -1199,13 +1198,7 @@ pub async fn callbacks_are_written_with_the_terminal_transition(store: Store) {
         .expect("callback");
     assert_eq!(shown.status, CallbackStatus::Delivered);
     assert_eq!(shown.attempts, 2);
-    let due: Vec<JobId> = store
-        .callbacks_due(far, 10)
-        .await
-        .expect("due")
-        .iter()
-        .map(|j| j.id)
-        .collect();
+    let due = due_ids(&store, far).await;
     assert_eq!(due, vec![b.id]);
 
     // Retried and failed again: a new event, due at once, whatever the

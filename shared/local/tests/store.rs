@@ -28,6 +28,20 @@ fn new_job() -> Job {
     }
 }
 
+/// Chunk `index` done with `text`, first attempt.
+fn done(index: u32, text: &str) -> lotsawa_core::store::ChunkDone {
+    lotsawa_core::store::ChunkDone {
+        index,
+        translation: text.to_owned(),
+        duration_ms: Some(1),
+        attempts: 1,
+        confidence: None,
+        from_memory: false,
+        context: None,
+        warning: None,
+    }
+}
+
 fn open() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().expect("tempdir");
     let store = Store::open(dir.path().join("t.db")).expect("open");
@@ -294,16 +308,6 @@ async fn claim_many_takes_the_oldest_in_one_write_up_to_the_limit() {
 
 #[tokio::test]
 async fn the_last_chunk_and_the_completion_commit_together() {
-    let done = |index: u32, text: &str| lotsawa_core::store::ChunkDone {
-        index,
-        translation: text.to_owned(),
-        duration_ms: Some(1),
-        attempts: 1,
-        confidence: None,
-        from_memory: false,
-        context: None,
-        warning: None,
-    };
     let (_dir, store) = open();
     let id = insert(&store).await;
     claim(&store).await;
@@ -370,16 +374,6 @@ async fn the_last_chunk_and_the_completion_commit_together() {
 
 #[tokio::test]
 async fn a_completed_job_hands_its_slot_to_the_oldest_pending_one_in_the_same_commit() {
-    let done = |index: u32, text: &str| lotsawa_core::store::ChunkDone {
-        index,
-        translation: text.to_owned(),
-        duration_ms: Some(1),
-        attempts: 1,
-        confidence: None,
-        from_memory: false,
-        context: None,
-        warning: None,
-    };
     let (_dir, store) = open();
     let a = insert(&store).await;
     let b = insert(&store).await;
