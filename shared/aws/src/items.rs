@@ -15,7 +15,11 @@
 //!
 //! Three GSIs list jobs newest first, projecting keys only (a list reads
 //! the small job items of one page): `gsi1` by status, `gsi2` all jobs,
-//! `gsi3` by type, sort key `createdAt#id`. Each index key is spread over
+//! `gsi3` by type, sort key `createdAt#id`. `gsi4` is the queue: only
+//! pending jobs have its keys (`QUEUE#<shard>`, `<turn, 10 digits>#createdAt#id`),
+//! so it orders them by turn, then arrival ([`lotsawa_core::batch`]). A
+//! batch is `BATCH#<id>`/`BATCH` (its items as JSON), listed per tenant
+//! through `gsi2` (`BATCHES#<tenant>`, `createdAt#id`). Each index key is spread over
 //! [`LIST_SHARDS`] partitions by the job id (`STATUS#processing#2`), so no
 //! one index partition takes every job's writes; a list merges the shards.
 //! `expiresAt` is the TTL attribute.
@@ -114,6 +118,45 @@ pub fn status_pk(status: JobStatus, shard: u32) -> String {
     format!("STATUS#{}#{shard}", status.as_str())
 }
 
+/// Partition key of the queue index in `shard`.
+pub fn queue_pk(shard: u32) -> String {
+    format!("QUEUE#{shard}")
+}
+
+/// Sort key of the queue index: turn, then arrival.
+pub fn queue_sk(turn: u64, created_at: &str, id: JobId) -> String {
+    format!("{turn:010}#{created_at}#{id}")
+}
+
+/// The turn in a queue index sort key.
+pub fn turn_of(queue_sk: &str) -> Option<u64> {
+    queue_sk.split('#').next()?.parse().ok()
+}
+
+/// Partition key of a batch.
+pub fn batch_pk(id: lotsawa_core::BatchId) -> String {
+    format!("BATCH#{id}")
+}
+
+/// Partition key of a tenant's batches in `gsi2`.
+pub fn batches_pk(tenant: &Tenant) -> String {
+    format!("BATCHES#{tenant}")
+}
+
+/// A job's batch as stored: `<batch id>:<item index>`.
+pub fn batch_text(r: &lotsawa_core::BatchRef) -> String {
+    format!("{}:{}", r.id, r.index)
+}
+
+fn parse_batch(text: &str) -> Result<lotsawa_core::BatchRef, Corrupt> {
+    let corrupt = || Corrupt(format!("batch '{text}'"));
+    let (id, index) = text.split_once(':').ok_or_else(corrupt)?;
+    Ok(lotsawa_core::BatchRef {
+        id: id.parse().map_err(|_| corrupt())?,
+        index: index.parse().map_err(|_| corrupt())?,
+    })
+}
+
 /// Partition key of a tenant's all-jobs index in `shard`.
 pub fn all_pk(tenant: &Tenant, shard: u32) -> String {
     format!("ALL#{tenant}#{shard}")
@@ -187,6 +230,9 @@ pub fn new_job_item(job: &Job) -> Item {
     item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
     item.insert("gsi3pk".into(), s(type_pk(&job.tenant, job.kind, shard)));
     item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
+    if let Some(b) = &job.batch {
+        item.insert("batch".into(), s(batch_text(b)));
+    }
     item
 }
 
@@ -295,6 +341,7 @@ pub fn job_from_items(
                 .map(serde_json::from_str)
                 .transpose()
                 .map_err(|e| Corrupt(format!("callback: {e}")))?,
+            batch: get_s(item, "batch").map(parse_batch).transpose()?,
         },
         source_key: text_s("sourceKey").map(str::to_owned),
         result_key: result_s("resultKey").map(str::to_owned),
@@ -422,6 +469,7 @@ mod tests {
             cancelled_at: None,
             attempts: 0,
             callback: None,
+            batch: None,
         };
         let item = new_job_item(&job);
         let config = new_config_item(&job, 1).expect("config");

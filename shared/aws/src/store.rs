@@ -499,6 +499,36 @@ impl DynamoStore {
         }
     }
 
+    /// The queue's current turn: the smallest turn of a pending job (0
+    /// when none waits), from the head of each queue shard.
+    async fn current_turn(&self) -> Result<u64, StoreError> {
+        let mut least: Option<u64> = None;
+        for shard in 0..LIST_SHARDS {
+            let out = self
+                .clients
+                .ddb
+                .query()
+                .table_name(&self.config.table)
+                .index_name("gsi4")
+                .key_condition_expression("gsi4pk = :pk")
+                .expression_attribute_values(":pk", s(crate::items::queue_pk(shard)))
+                .limit(1)
+                .send()
+                .await
+                .map_err(ddb("DynamoDB Query"))?;
+            if let Some(turn) = out
+                .items()
+                .first()
+                .and_then(|i| i.get("gsi4sk"))
+                .and_then(|v| v.as_s().ok())
+                .and_then(|sk| crate::items::turn_of(sk))
+            {
+                least = Some(least.map_or(turn, |l| l.min(turn)));
+            }
+        }
+        Ok(least.unwrap_or(0))
+    }
+
     /// Jobs from one listing index, merged over its shards: newest first
     /// (oldest first with `forward`), strictly after the position `after`,
     /// keeping those `keep` accepts, until `want` are found or the index
@@ -831,6 +861,19 @@ impl DynamoStore {
             .expression_attribute_values(":from", s(patch.from.as_str()))
             .expression_attribute_values(":run", n(patch.run));
         let mut condition = "#st = :from AND attempts = :run".to_owned();
+        if patch.from == JobStatus::Pending && patch.to != JobStatus::Pending {
+            removes.extend(["gsi4pk", "gsi4sk"]);
+        } else if patch.from != JobStatus::Pending && patch.to == JobStatus::Pending {
+            // Back: the end of the current turn; front: before every turn.
+            let (turn, at) = match patch.queue {
+                lotsawa_core::store::QueuePlace::Front => (0, ts(DateTime::<Utc>::UNIX_EPOCH)),
+                _ => (self.current_turn().await?, ts(now)),
+            };
+            u = u
+                .expression_attribute_values(":q4pk", s(crate::items::queue_pk(shard_of(id))))
+                .expression_attribute_values(":q4sk", s(crate::items::queue_sk(turn, &at, id)));
+            sets.extend(["gsi4pk = :q4pk".to_owned(), "gsi4sk = :q4sk".to_owned()]);
+        }
         for (name, field) in [
             ("startedAt", &patch.started_at),
             ("completedAt", &patch.completed_at),
@@ -1100,8 +1143,31 @@ fn completed(items: &[Item]) -> bool {
 }
 
 /// The list position of a job: its listing sort key (`createdAt#id`).
+fn batch_from_item(
+    id: lotsawa_core::BatchId,
+    item: &Item,
+) -> Result<lotsawa_core::batch::Batch, StoreError> {
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("batch {id}: no {name}")))
+    };
+    Ok(lotsawa_core::batch::Batch {
+        id,
+        tenant: lotsawa_core::Tenant::parse(text("tenant")?)
+            .map_err(|e| StoreError::Corrupt(e.0))?,
+        created_at: DateTime::parse_from_rfc3339(text("createdAt")?)
+            .map_err(|e| StoreError::Corrupt(format!("batch {id}: {e}")))?
+            .with_timezone(&Utc),
+        items: serde_json::from_str(text("items")?)
+            .map_err(|e| StoreError::Corrupt(format!("batch {id} items: {e}")))?,
+    })
+}
+
 fn position_key(pos: &str) -> Option<JobId> {
-    let (created, id) = pos.rsplit_once('#')?;
+    let (rest, id) = pos.rsplit_once('#')?;
+    // A queue key has the turn before the time.
+    let created = rest.rsplit_once('#').map_or(rest, |(_, c)| c);
     DateTime::parse_from_rfc3339(created).ok()?;
     id.parse().ok()
 }
@@ -1163,7 +1229,14 @@ impl JobStore for DynamoStore {
         }
         let expires = self.chunk_expiry(job.created_at);
         let text = new_text_item(job.id, inline, key.as_deref(), expires);
-        self.put_job(job, new_job_item(job), text).await
+        let mut item = new_job_item(job);
+        let turn = self.current_turn().await? + u64::from(job.batch.map_or(0, |b| b.index));
+        item.insert("gsi4pk".into(), s(crate::items::queue_pk(shard_of(job.id))));
+        item.insert(
+            "gsi4sk".into(),
+            s(crate::items::queue_sk(turn, &ts(job.created_at), job.id)),
+        );
+        self.put_job(job, item, text).await
     }
 
     async fn create_failed(&self, job: &Job) -> Result<(), StoreError> {
@@ -1298,14 +1371,11 @@ impl JobStore for DynamoStore {
         }
     }
 
-    /// Pending jobs in creation order (the cloud's own queue order is the
-    /// SQS FIFO's; this serves [`JobStore::claim_next`]).
+    /// Pending jobs in queue order: by turn, then creation.
     async fn next_pending(&self, n: u32) -> Result<Vec<JobId>, StoreError> {
-        let pks = (0..LIST_SHARDS)
-            .map(|i| status_pk(JobStatus::Pending, i))
-            .collect();
+        let pks = (0..LIST_SHARDS).map(crate::items::queue_pk).collect();
         Ok(self
-            .read_index("gsi1", pks, None, true, n.max(1) as usize, |_| true)
+            .read_index("gsi4", pks, None, true, n.max(1) as usize, |_| true)
             .await?
             .into_iter()
             .map(|j| j.job.id)
@@ -1731,6 +1801,146 @@ impl JobStore for DynamoStore {
         Err(StoreError::Throttled(
             "the tenant's rate bucket kept changing".into(),
         ))
+    }
+
+    async fn batch_put(&self, batch: &lotsawa_core::batch::Batch) -> Result<(), StoreError> {
+        let created = ts(batch.created_at);
+        let items = serde_json::to_string(&batch.items).map_err(build)?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(crate::items::batch_pk(batch.id)));
+        item.insert("sk".into(), s("BATCH"));
+        item.insert("tenant".into(), s(batch.tenant.as_str()));
+        item.insert("createdAt".into(), s(created.clone()));
+        item.insert("items".into(), s(items));
+        item.insert("gsi2pk".into(), s(crate::items::batches_pk(&batch.tenant)));
+        item.insert("gsi2sk".into(), s(format!("{created}#{}", batch.id)));
+        self.clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"))?;
+        Ok(())
+    }
+
+    async fn batch_get(
+        &self,
+        id: lotsawa_core::BatchId,
+    ) -> Result<lotsawa_core::batch::Batch, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(crate::items::batch_pk(id), "BATCH")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let item = out.item.ok_or(StoreError::BatchNotFound(id))?;
+        batch_from_item(id, &item)
+    }
+
+    async fn batch_list(
+        &self,
+        tenant: &lotsawa_core::Tenant,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<(Vec<lotsawa_core::batch::Batch>, Option<String>), StoreError> {
+        let start = match after {
+            Some(pos) => {
+                let id: lotsawa_core::BatchId = pos
+                    .rsplit_once('#')
+                    .and_then(|(_, id)| id.parse().ok())
+                    .ok_or_else(|| StoreError::InvalidCursor(pos.to_owned()))?;
+                let mut key = Self::key(crate::items::batch_pk(id), "BATCH");
+                key.insert("gsi2pk".into(), s(crate::items::batches_pk(tenant)));
+                key.insert("gsi2sk".into(), s(pos));
+                Some(key)
+            }
+            None => None,
+        };
+        let out = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s(crate::items::batches_pk(tenant)))
+            .scan_index_forward(false)
+            .limit(limit.max(1) as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB Query"))?;
+        let mut positions: Vec<String> = out
+            .items()
+            .iter()
+            .filter_map(|i| i.get("gsi2sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        let more = positions.len() > limit as usize;
+        positions.truncate(limit as usize);
+        let mut batches = Vec::with_capacity(positions.len());
+        for pos in &positions {
+            let id = pos
+                .rsplit_once('#')
+                .and_then(|(_, id)| id.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("batch index key {pos}")))?;
+            match JobStore::batch_get(self, id).await {
+                Ok(b) => batches.push(b),
+                Err(StoreError::BatchNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next = if more {
+            positions.last().cloned()
+        } else {
+            None
+        };
+        Ok((batches, next))
+    }
+
+    /// The job and settings items of 50 jobs per BatchGetItem.
+    async fn get_briefs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+        let mut by_id: HashMap<JobId, Job> = HashMap::with_capacity(ids.len());
+        for part in ids.chunks(50) {
+            let mut keys: Vec<Item> = part
+                .iter()
+                .flat_map(|id| {
+                    [
+                        Self::key(job_pk(*id), "JOB"),
+                        Self::key(job_pk(*id), CONFIG_SK),
+                    ]
+                })
+                .collect();
+            let items = self.batch_get(&mut keys, true).await?;
+            let mut grouped: HashMap<String, (Option<&Item>, Option<&Item>)> = HashMap::new();
+            for item in &items {
+                let (Some(pk), Some(sk)) = (
+                    item.get("pk").and_then(|v| v.as_s().ok()),
+                    item.get("sk").and_then(|v| v.as_s().ok()),
+                ) else {
+                    continue;
+                };
+                let slot = grouped.entry(pk.clone()).or_default();
+                if sk == "JOB" {
+                    slot.0 = Some(item);
+                } else if sk == CONFIG_SK {
+                    slot.1 = Some(item);
+                }
+            }
+            for (job_item, config) in grouped.into_values() {
+                if let Some(job_item) = job_item {
+                    let j = job_from_items(job_item, config, None, None)?.job;
+                    by_id.insert(j.id, j);
+                }
+            }
+        }
+        Ok(ids.iter().filter_map(|id| by_id.remove(id)).collect())
     }
 
     async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> Result<(), StoreError> {

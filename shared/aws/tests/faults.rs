@@ -187,6 +187,7 @@ async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
         cancelled_at: None,
         attempts: 0,
         callback: None,
+        batch: None,
     };
     store.create(&job, &texts).await.expect("create");
     job

@@ -44,7 +44,8 @@ macro_rules! conformance_tests {
             idempotency_keys_hold_their_first_request,
             rate_buckets_per_tenant,
             pending_jobs_are_counted_and_capped_per_tenant,
-            callbacks_are_written_with_the_terminal_transition
+            callbacks_are_written_with_the_terminal_transition,
+            batches_are_stored_listed_and_queued_in_turns
         );
     };
     (@cases $factory:path; $($case:ident),* $(,)?) => {

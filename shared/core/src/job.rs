@@ -13,47 +13,79 @@ use uuid::Uuid;
 #[error("{0}")]
 pub struct ValidationError(pub String);
 
-/// A job identifier: a UUID v4.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-#[serde(transparent)]
-pub struct JobId(Uuid);
+/// A UUID identifier type: random when new, parsed from its hyphenated
+/// form with an error naming what it identifies.
+macro_rules! uuid_id {
+    ($(#[$doc:meta])* $name:ident, $what:literal) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+        #[serde(transparent)]
+        pub struct $name(Uuid);
 
-impl JobId {
-    /// A fresh random identifier.
-    pub fn new() -> Self {
-        Self(Uuid::new_v4())
-    }
-    /// The UUID inside.
-    pub fn as_uuid(&self) -> &Uuid {
-        &self.0
-    }
-    /// The same identifier every time for the same `name` (a UUID v5), for
-    /// jobs created from events that may be delivered more than once.
-    pub fn derived(name: &str) -> Self {
-        const NAMESPACE: Uuid = Uuid::from_u128(0x6c6f_7473_6177_4000_8000_6a6f_6273_0001);
-        Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
-    }
+        impl $name {
+            /// A fresh random identifier.
+            pub fn new() -> Self {
+                Self(Uuid::new_v4())
+            }
+            /// The UUID inside.
+            pub fn as_uuid(&self) -> &Uuid {
+                &self.0
+            }
+            /// The same identifier every time for the same `name` (a UUID
+            /// v5), for what is created from events that may be delivered
+            /// more than once.
+            pub fn derived(name: &str) -> Self {
+                const NAMESPACE: Uuid = Uuid::from_u128(0x6c6f_7473_6177_4000_8000_6a6f_6273_0001);
+                Self(Uuid::new_v5(&NAMESPACE, name.as_bytes()))
+            }
+        }
+
+        impl Default for $name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        impl fmt::Display for $name {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                self.0.hyphenated().fmt(f)
+            }
+        }
+
+        impl FromStr for $name {
+            type Err = ValidationError;
+            fn from_str(s: &str) -> Result<Self, Self::Err> {
+                Uuid::parse_str(s).map(Self).map_err(|_| {
+                    ValidationError(format!(
+                        concat!("'{}' is not a valid ", $what, " id (expected a UUID)"),
+                        s
+                    ))
+                })
+            }
+        }
+    };
 }
 
-impl Default for JobId {
-    fn default() -> Self {
-        Self::new()
-    }
-}
+uuid_id!(
+    /// A job identifier: a UUID v4.
+    JobId,
+    "job"
+);
 
-impl fmt::Display for JobId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        self.0.hyphenated().fmt(f)
-    }
-}
+uuid_id!(
+    /// A batch identifier: a UUID v4.
+    BatchId,
+    "batch"
+);
 
-impl FromStr for JobId {
-    type Err = ValidationError;
-    fn from_str(s: &str) -> Result<Self, Self::Err> {
-        Uuid::parse_str(s)
-            .map(Self)
-            .map_err(|_| ValidationError(format!("'{s}' is not a valid job id (expected a UUID)")))
-    }
+/// A job's place in a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BatchRef {
+    /// The batch.
+    pub id: BatchId,
+    /// The item's position in it (0 first); it also spaces the item's turn
+    /// in the queue (see [`crate::batch`]).
+    pub index: u32,
 }
 
 /// What a job produces.
@@ -496,6 +528,8 @@ pub struct Job {
     pub attempts: u32,
     /// The delivery of its last terminal event to `config.callback_url`.
     pub callback: Option<Callback>,
+    /// The batch it belongs to, if any.
+    pub batch: Option<BatchRef>,
 }
 
 /// Where a callback delivery stands.

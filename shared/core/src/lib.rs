@@ -6,6 +6,7 @@
 //! dependency, so everything here is testable as plain functions.
 
 pub mod auth;
+pub mod batch;
 pub mod digest;
 pub mod engine;
 pub mod ewts;
@@ -31,16 +32,17 @@ pub use engine::{
 };
 pub use glossary::{Glossary, GlossaryEntry};
 pub use job::{
-    Callback, CallbackStatus, ChunkSize, EngineName, Job, JobConfig, JobId, JobResult, JobStatus,
-    JobType, NewJob, SourceText, Transition, TransitionError, ValidationError,
+    BatchId, BatchRef, Callback, CallbackStatus, ChunkSize, EngineName, Job, JobConfig, JobId,
+    JobResult, JobStatus, JobType, NewJob, SourceText, Transition, TransitionError,
+    ValidationError,
 };
 pub use ledger::{ChunkRecord, ChunkStatus};
 pub use pipeline::{ChunkPlan, EngineCatalog};
 pub use progress::Progress;
 pub use retry::{RetryDecision, RetryPolicy};
 pub use service::{
-    ChunkOutput, EngineChoice, JobPage, JobService, JobView, ListQuery, Runner, Service,
-    ServiceError, Submitted,
+    BatchItemView, BatchPage, BatchView, ChunkOutput, EngineChoice, JobPage, JobService, JobView,
+    ListQuery, NewBatch, NewBatchItem, Runner, Service, ServiceError, Submitted,
 };
 pub use store::{
     Applied, Change, Checkpoint, ChunkDone, JobPatch, JobStore, ListFilter, PageRequest,

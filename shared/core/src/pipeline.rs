@@ -481,6 +481,7 @@ pub fn new_job(
         cancelled_at: None,
         attempts: 0,
         callback: None,
+        batch: None,
     };
     (job, chunks)
 }
@@ -513,6 +514,7 @@ pub fn rejected_job(
         cancelled_at: None,
         attempts: 0,
         callback: None,
+        batch: None,
     };
     let started =
         JobPatch::plan(&pending, Change::Start { limit: u32::MAX }, now)?.applied_to(&pending);

@@ -12,7 +12,10 @@ use async_trait::async_trait;
 use crate::auth::Tenant;
 use chrono::Utc;
 
-use crate::job::{EngineName, Job, JobId, JobStatus, JobType, NewJob, TransitionError};
+use crate::batch::{Batch, BatchItem, Summary};
+use crate::job::{
+    BatchId, BatchRef, EngineName, Job, JobId, JobStatus, JobType, NewJob, TransitionError,
+};
 use crate::ledger::{ChunkStatus, partial_output};
 use crate::progress::Progress;
 use crate::store::{
@@ -25,6 +28,9 @@ pub enum ServiceError {
     /// No job with that id.
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// No batch with that id.
+    #[error("batch {0} not found")]
+    BatchNotFound(BatchId),
     /// The job's status does not allow the request.
     #[error("job {id} is {}; {}", .error.from, conflict_hint(.error))]
     Conflict {
@@ -71,6 +77,7 @@ impl From<StoreError> for ServiceError {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::NotFound(id) => ServiceError::NotFound(id),
+            StoreError::BatchNotFound(id) => ServiceError::BatchNotFound(id),
             StoreError::InvalidCursor(c) => {
                 ServiceError::Invalid(format!("cursor '{c}' is not a valid cursor for this list"))
             }
@@ -132,6 +139,55 @@ pub struct ChunkOutput {
     pub translation: String,
 }
 
+/// One item of a batch submission.
+#[derive(Debug, Clone)]
+pub struct NewBatchItem {
+    /// The client's name for it.
+    pub name: String,
+    /// Its job.
+    pub job: NewJob,
+}
+
+/// A batch submission (every item's job has the batch's tenant).
+#[derive(Debug, Clone)]
+pub struct NewBatch {
+    /// Whose batch.
+    pub tenant: Tenant,
+    /// The items, in order.
+    pub items: Vec<NewBatchItem>,
+}
+
+/// One item of a batch as clients see it.
+#[derive(Debug, Clone)]
+pub struct BatchItemView {
+    /// The client's name for it.
+    pub name: String,
+    /// Its job (without source or result texts).
+    pub job: Job,
+    /// Its progress.
+    pub progress: Progress,
+}
+
+/// A batch with its derived state.
+#[derive(Debug, Clone)]
+pub struct BatchView {
+    /// The stored batch.
+    pub batch: Batch,
+    /// Status, counts and aggregate progress.
+    pub summary: Summary,
+    /// Its items, in order (an item whose job was purged is left out).
+    pub items: Vec<BatchItemView>,
+}
+
+/// A page of batches, newest first.
+#[derive(Debug, Clone)]
+pub struct BatchPage {
+    /// The batches.
+    pub batches: Vec<BatchView>,
+    /// Cursor for the next page, when there is one.
+    pub next_cursor: Option<String>,
+}
+
 /// How long an idempotency key holds its first request.
 pub const IDEMPOTENCY_WINDOW: chrono::Duration = chrono::Duration::hours(24);
 
@@ -179,6 +235,24 @@ pub trait JobService: Send + Sync {
     /// A job with its progress, for a watcher: no source text, no partial
     /// output; the result once completed.
     async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
+    /// Store every item of a batch as a job, then the batch, then queue the
+    /// items. Every item is checked before anything is stored, so a refused
+    /// batch stores nothing.
+    async fn submit_batch(&self, batch: NewBatch) -> Result<BatchView, ServiceError>;
+    /// The caller's batch with its derived state; another tenant's batch is
+    /// `BatchNotFound`.
+    async fn batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError>;
+    /// The caller's batches, newest first, `limit` at most, after `cursor`.
+    async fn list_batches(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<BatchPage, ServiceError>;
+    /// Cancel every item that has not ended.
+    async fn cancel_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError>;
+    /// Queue every failed or cancelled item again.
+    async fn retry_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError>;
     /// The tenant of an API key; `Unauthorized` for an unknown or revoked key.
     async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError>;
     /// Return when the job may have changed, or after `max_wait`. `seen`
@@ -314,6 +388,7 @@ impl EngineChoice {
 /// The one job service, over a store and a runner.
 #[derive(Clone)]
 pub struct Service {
+    max_batch_items: u32,
     store: Arc<dyn JobStore>,
     runner: Arc<dyn Runner>,
     engines: EngineChoice,
@@ -338,6 +413,7 @@ impl Service {
     pub fn new(store: Arc<dyn JobStore>, runner: Arc<dyn Runner>, engines: EngineChoice) -> Self {
         Self {
             max_chunks: DEFAULT_MAX_CHUNKS,
+            max_batch_items: crate::batch::DEFAULT_MAX_ITEMS,
             rate: None,
             max_pending: None,
             callbacks: Err("this deployment does not deliver callbacks".into()),
@@ -360,6 +436,12 @@ impl Service {
         self
     }
 
+    /// The same service refusing batches of more than `n` items.
+    pub fn with_max_batch_items(mut self, n: u32) -> Self {
+        self.max_batch_items = n;
+        self
+    }
+
     /// The same service limiting each tenant's job creation.
     pub fn with_rate(mut self, rate: Option<crate::rate::RateLimit>) -> Self {
         self.rate = rate;
@@ -376,13 +458,26 @@ impl Service {
     /// Let `tenant` create a job: under its pending cap (checked first, so a
     /// refusal spends nothing), then a creation token when rate limited.
     async fn admit(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+        self.admit_n(tenant, 1).await
+    }
+
+    /// Let `tenant` create `n` jobs at once (a batch): all of them must fit
+    /// under its pending cap; one creation token is spent.
+    async fn admit_n(&self, tenant: &Tenant, n: u32) -> Result<(), ServiceError> {
         if let Some(cap) = self.max_pending {
             let waiting = self.store.pending_count(tenant).await?;
-            if waiting >= u64::from(cap) {
-                return Err(ServiceError::QuotaExceeded(format!(
-                    "{waiting} of your jobs are waiting to start and at most {cap} may wait; \
-                     submit more once some have started"
-                )));
+            if waiting + u64::from(n) > u64::from(cap) {
+                return Err(ServiceError::QuotaExceeded(if n == 1 {
+                    format!(
+                        "{waiting} of your jobs are waiting to start and at most {cap} may wait; \
+                         submit more once some have started"
+                    )
+                } else {
+                    format!(
+                        "{waiting} of your jobs are waiting to start, this batch adds {n} and \
+                         at most {cap} may wait; submit it once some have started, or split it"
+                    )
+                }));
             }
         }
         if let Some(limit) = self.rate
@@ -438,6 +533,14 @@ impl Service {
     /// Store a validated submission under `id` without queueing it, for a
     /// caller that records something first (then [`Service::queue`]).
     pub async fn create_as(&self, id: JobId, new: NewJob) -> Result<Job, ServiceError> {
+        let (mut job, chunks) = self.prepare(new).await?;
+        job.id = id;
+        self.store.create(&job, &chunks).await?;
+        Ok(job)
+    }
+
+    /// Check a submission and make its job and chunks, storing nothing.
+    async fn prepare(&self, new: NewJob) -> Result<(Job, Vec<String>), ServiceError> {
         new.source
             .check_for(new.kind)
             .map_err(|e| ServiceError::Invalid(e.0))?;
@@ -451,7 +554,7 @@ impl Service {
                 .map_err(|why| ServiceError::Invalid(format!("config.callbackUrl: {why}")))?;
             guard.check(url).await.map_err(ServiceError::Invalid)?;
         }
-        let (mut job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
+        let (job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
         if chunks.len() > self.max_chunks as usize {
             // Refused before anything is stored: a small chunkSize on a large
             // text would otherwise make (and bill) a chunk per sentence.
@@ -463,9 +566,43 @@ impl Service {
                 self.max_chunks
             )));
         }
-        job.id = id;
-        self.store.create(&job, &chunks).await?;
-        Ok(job)
+        Ok((job, chunks))
+    }
+
+    /// A batch with its items' jobs and derived state.
+    async fn batch_view(&self, batch: Batch) -> Result<BatchView, ServiceError> {
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        let jobs = self.store.get_briefs(&ids).await?;
+        let by_id: std::collections::HashMap<JobId, Job> =
+            jobs.into_iter().map(|j| (j.id, j)).collect();
+        let mut items = Vec::with_capacity(batch.items.len());
+        for item in &batch.items {
+            if let Some(job) = by_id.get(&item.job_id) {
+                let view = self.view(job.clone(), false).await?;
+                items.push(BatchItemView {
+                    name: item.name.clone(),
+                    job: view.job,
+                    progress: view.progress,
+                });
+            }
+        }
+        let refs: Vec<&Job> = items.iter().map(|i| &i.job).collect();
+        let summary = crate::batch::summarize(&refs, Utc::now());
+        Ok(BatchView {
+            batch,
+            summary,
+            items,
+        })
+    }
+
+    /// The caller's batch.
+    async fn owned_batch(&self, tenant: &Tenant, id: BatchId) -> Result<Batch, ServiceError> {
+        let batch = self.store.batch_get(id).await?;
+        if batch.tenant == *tenant {
+            Ok(batch)
+        } else {
+            Err(ServiceError::BatchNotFound(id))
+        }
     }
 
     /// Queue a stored pending job (again: queueing is idempotent per run).
@@ -678,6 +815,135 @@ impl JobService for Service {
             _ => brief,
         };
         self.view(job, false).await
+    }
+
+    async fn submit_batch(&self, new: NewBatch) -> Result<BatchView, ServiceError> {
+        let n = new.items.len();
+        if n == 0 {
+            return Err(ServiceError::Invalid(
+                "items: a batch needs at least one item".into(),
+            ));
+        }
+        if n > self.max_batch_items as usize {
+            return Err(ServiceError::Invalid(format!(
+                "items: a batch may have at most {} items; this one has {n}: split it",
+                self.max_batch_items
+            )));
+        }
+        let mut names = std::collections::HashSet::with_capacity(n);
+        for (i, item) in new.items.iter().enumerate() {
+            crate::batch::check_name(&item.name)
+                .map_err(|e| ServiceError::Invalid(format!("items[{i}].name {e}")))?;
+            if !names.insert(item.name.as_str()) {
+                return Err(ServiceError::Invalid(format!(
+                    "items[{i}].name '{}' is used by an earlier item; names must be unique",
+                    item.name
+                )));
+            }
+            if item.job.tenant != new.tenant {
+                return Err(ServiceError::Invalid(format!(
+                    "items[{i}] belongs to another tenant"
+                )));
+            }
+        }
+        // Every item is checked before anything is stored.
+        let id = BatchId::new();
+        let mut prepared = Vec::with_capacity(n);
+        for (i, item) in new.items.into_iter().enumerate() {
+            let (mut job, chunks) = self.prepare(item.job).await.map_err(|e| match e {
+                ServiceError::Invalid(m) => ServiceError::Invalid(format!("items[{i}]: {m}")),
+                other => other,
+            })?;
+            job.batch = Some(BatchRef {
+                id,
+                index: i as u32,
+            });
+            prepared.push((item.name, job, chunks));
+        }
+        self.admit_n(&new.tenant, n as u32).await?;
+        // The jobs first, then the batch: a stop in between leaves jobs that
+        // run as singles, never a batch naming jobs that do not exist.
+        for (_, job, chunks) in &prepared {
+            self.store.create(job, chunks).await?;
+        }
+        let batch = Batch {
+            id,
+            tenant: new.tenant,
+            created_at: Utc::now(),
+            items: prepared
+                .iter()
+                .map(|(name, job, _)| BatchItem {
+                    name: name.clone(),
+                    job_id: job.id,
+                })
+                .collect(),
+        };
+        self.store.batch_put(&batch).await?;
+        for (_, job, _) in &prepared {
+            self.runner.queued(job).await?;
+        }
+        self.batch_view(batch).await
+    }
+
+    async fn batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        self.batch_view(batch).await
+    }
+
+    async fn list_batches(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<BatchPage, ServiceError> {
+        let tag = Cursor::batches_tag(tenant);
+        let after = cursor
+            .as_deref()
+            .map(|c| Cursor::decode_tagged(&tag, c))
+            .transpose()?;
+        let (batches, next) = self
+            .store
+            .batch_list(tenant, limit, after.as_deref())
+            .await?;
+        let mut views = Vec::with_capacity(batches.len());
+        for b in batches {
+            views.push(self.batch_view(b).await?);
+        }
+        Ok(BatchPage {
+            batches: views,
+            next_cursor: next.map(|p| Cursor::encode_tagged(&tag, &p)),
+        })
+    }
+
+    async fn cancel_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        for job in self.store.get_briefs(&ids).await? {
+            if job.status.is_terminal() {
+                continue;
+            }
+            match self.cancel(tenant, job.id).await {
+                // It ended meanwhile.
+                Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.batch_view(batch).await
+    }
+
+    async fn retry_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        for job in self.store.get_briefs(&ids).await? {
+            if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+                continue;
+            }
+            match self.retry(tenant, job.id).await {
+                Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.batch_view(batch).await
     }
 
     async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError> {

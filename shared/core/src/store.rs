@@ -28,6 +28,9 @@ pub enum StoreError {
     /// No job with that id.
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// No batch with that id.
+    #[error("batch {0} not found")]
+    BatchNotFound(crate::job::BatchId),
     /// A list cursor that this store did not issue for this filter.
     #[error("'{0}' is not a valid cursor for this list")]
     InvalidCursor(String),
@@ -438,21 +441,37 @@ pub struct Cursor {
 impl Cursor {
     /// The opaque text of a position under `filter`.
     pub fn encode(filter: &ListFilter, position: &str) -> String {
+        Self::encode_tagged(&filter.tag(), position)
+    }
+
+    /// The position in `text`, if it is a cursor issued for `filter`.
+    pub fn decode(filter: &ListFilter, text: &str) -> Result<String, StoreError> {
+        Self::decode_tagged(&filter.tag(), text)
+    }
+
+    /// The cursor of a batch list page.
+    pub fn batches_tag(tenant: &crate::auth::Tenant) -> String {
+        format!("batches/{}", tenant.as_str())
+    }
+
+    /// The opaque text of a position in the list named by `tag`.
+    pub fn encode_tagged(tag: &str, position: &str) -> String {
         let c = Cursor {
             version: 1,
-            filter: filter.tag(),
+            filter: tag.to_owned(),
             position: position.to_owned(),
         };
         let json = serde_json::to_vec(&c).unwrap_or_default();
         URL_SAFE_NO_PAD.encode(json)
     }
 
-    /// The position in `text`, if it is a cursor issued for `filter`.
-    pub fn decode(filter: &ListFilter, text: &str) -> Result<String, StoreError> {
+    /// The position in `text`, if it is a cursor issued for the list
+    /// named by `tag`.
+    pub fn decode_tagged(tag: &str, text: &str) -> Result<String, StoreError> {
         let invalid = || StoreError::InvalidCursor(text.chars().take(200).collect());
         let bytes = URL_SAFE_NO_PAD.decode(text).map_err(|_| invalid())?;
         let c: Cursor = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
-        if c.version != 1 || c.filter != filter.tag() || c.position.is_empty() {
+        if c.version != 1 || c.filter != tag || c.position.is_empty() {
             return Err(invalid());
         }
         Ok(c.position)
@@ -601,6 +620,36 @@ pub trait JobStore: Send + Sync + fmt::Debug {
         after: &crate::job::Callback,
     ) -> Result<bool, StoreError>;
 
+    /// Store a batch (its jobs are stored first, each with its
+    /// [`crate::job::BatchRef`]); `ConditionFailed` if the id is taken.
+    async fn batch_put(&self, batch: &crate::batch::Batch) -> Result<(), StoreError>;
+
+    /// A batch; `BatchNotFound` when there is none.
+    async fn batch_get(&self, id: crate::job::BatchId) -> Result<crate::batch::Batch, StoreError>;
+
+    /// `tenant`'s batches, newest first, at most `limit`, after the store
+    /// position `after`; the position of the last when there are more.
+    async fn batch_list(
+        &self,
+        tenant: &crate::auth::Tenant,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<(Vec<crate::batch::Batch>, Option<String>), StoreError>;
+
+    /// The jobs with these ids that exist, without source and result
+    /// texts, in the order asked.
+    async fn get_briefs(&self, ids: &[JobId]) -> Result<Vec<Job>, StoreError> {
+        let mut jobs = Vec::with_capacity(ids.len());
+        for id in ids {
+            match self.get_brief(*id).await {
+                Ok(j) => jobs.push(j),
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(jobs)
+    }
+
     /// Concurrency slots held now.
     async fn slots_in_use(&self) -> Result<u32, StoreError>;
 
@@ -721,6 +770,7 @@ mod tests {
             cancelled_at: None,
             attempts,
             callback: None,
+            batch: None,
         }
     }
 

@@ -19,7 +19,7 @@ pub struct SubmitRequest {
 }
 
 /// Per-job settings.
-#[derive(Debug, Default, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct SubmitConfig {
     /// Engine name (see `GET /healthz` for those configured).
@@ -41,8 +41,173 @@ pub struct SubmitConfig {
     pub callback_url: Option<String>,
 }
 
+impl SubmitConfig {
+    /// These settings, each one unset taken from `defaults` (a batch's
+    /// settings under an item's own).
+    pub fn or(self, defaults: &SubmitConfig) -> SubmitConfig {
+        let d = defaults.clone();
+        SubmitConfig {
+            engine: self.engine.or(d.engine),
+            model: self.model.or(d.model),
+            chunk_size: self.chunk_size.or(d.chunk_size),
+            use_helper_ai: self.use_helper_ai.or(d.use_helper_ai),
+            quality_threshold: self.quality_threshold.or(d.quality_threshold),
+            glossary: self.glossary.or(d.glossary),
+            callback_url: self.callback_url.or(d.callback_url),
+        }
+    }
+}
+
+/// `POST /api/batches` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchRequest {
+    /// The items, each a job (at most 1000 unless the operator says
+    /// otherwise); names must be unique within the batch.
+    pub items: Vec<BatchItemRequest>,
+    /// Settings for every item; an item's own settings win field by field.
+    pub config: Option<SubmitConfig>,
+}
+
+/// One item of a batch submission.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BatchItemRequest {
+    /// The text.
+    pub source_text: String,
+    /// A name for it (a file name, say): one line, 1 to 200 bytes.
+    pub name: String,
+    /// Job type; `translation` (the default).
+    #[serde(rename = "type")]
+    pub kind: Option<String>,
+    /// Settings for this item.
+    pub config: Option<SubmitConfig>,
+}
+
+/// `202` answer to a batch submission.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchSubmitResponse {
+    /// The new batch's id.
+    pub batch_id: String,
+    /// Its items' jobs, in item order.
+    pub job_ids: Vec<String>,
+}
+
+/// Items of a batch by status.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BatchCountsDto {
+    /// Waiting to start.
+    pub pending: u32,
+    /// Running.
+    pub processing: u32,
+    /// Completed.
+    pub completed: u32,
+    /// Failed.
+    pub failed: u32,
+    /// Cancelled.
+    pub cancelled: u32,
+}
+
+/// One item of a batch.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchItemDto {
+    /// Its name.
+    pub name: String,
+    /// Its job.
+    pub job_id: String,
+    /// The job's status.
+    pub status: String,
+    /// The job's progress, 0..=100.
+    pub progress: u8,
+    /// Why it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// A batch.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchDto {
+    /// UUID.
+    pub id: String,
+    /// `pending` (no item started), `processing`, then `completed` (every
+    /// item completed), `failed` (every item ended, one failed) or
+    /// `cancelled` (every item ended, none failed, one cancelled).
+    pub status: String,
+    /// Chunks done over chunks in all, 0..=100.
+    pub progress: u8,
+    /// Milliseconds left at the batch's pace so far, when known.
+    pub estimated_time_remaining: Option<u64>,
+    /// Chunks per minute since the first item started, when known.
+    pub throughput: Option<f64>,
+    /// Items by status.
+    pub counts: BatchCountsDto,
+    /// Items in all.
+    pub total: u32,
+    /// RFC 3339 UTC.
+    pub created_at: String,
+    /// RFC 3339 UTC, when its first item started.
+    pub started_at: Option<String>,
+    /// RFC 3339 UTC, when its last item ended (once every item has).
+    pub completed_at: Option<String>,
+    /// The items, in submission order (omitted in lists).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub items: Option<Vec<BatchItemDto>>,
+}
+
+impl BatchItemDto {
+    /// Render an item.
+    pub fn from_view(i: &lotsawa_core::BatchItemView) -> Self {
+        Self {
+            name: i.name.clone(),
+            job_id: i.job.id.to_string(),
+            status: i.job.status.as_str().to_owned(),
+            progress: i.progress.percent,
+            error: i.job.error.clone(),
+        }
+    }
+}
+
+impl BatchDto {
+    /// Render a batch; `with_items` is false in lists.
+    pub fn from_view(v: &lotsawa_core::BatchView, with_items: bool) -> Self {
+        let c = v.summary.counts;
+        Self {
+            id: v.batch.id.to_string(),
+            status: v.summary.status.as_str().to_owned(),
+            progress: v.summary.progress.percent,
+            estimated_time_remaining: v.summary.progress.estimated_time_remaining_ms,
+            throughput: v.summary.progress.throughput_per_minute,
+            counts: BatchCountsDto {
+                pending: c.pending,
+                processing: c.processing,
+                completed: c.completed,
+                failed: c.failed,
+                cancelled: c.cancelled,
+            },
+            total: v.batch.items.len() as u32,
+            created_at: rfc3339(v.batch.created_at),
+            started_at: v.summary.started_at.map(rfc3339),
+            completed_at: v.summary.finished_at.map(rfc3339),
+            items: with_items.then(|| v.items.iter().map(BatchItemDto::from_view).collect()),
+        }
+    }
+}
+
+/// `GET /api/batches` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct BatchListDto {
+    /// Batches, newest first, without their items.
+    pub batches: Vec<BatchDto>,
+    /// Pass as `cursor` for the next page; null on the last page.
+    pub next_cursor: Option<String>,
+}
+
 /// A glossary term.
-#[derive(Debug, Deserialize, Serialize, ToSchema)]
+#[derive(Debug, Clone, Deserialize, Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GlossaryTermDto {
     /// Tibetan.

@@ -44,6 +44,12 @@ impl ApiError {
         self.retry_after = Some(secs);
         self
     }
+    /// The same error with `prefix` before its detail (which item of a
+    /// batch it is about, say).
+    pub fn prefixed(mut self, prefix: &str) -> Self {
+        self.detail.insert_str(0, prefix);
+        self
+    }
     /// 400 Bad Request.
     pub fn bad_request(detail: impl Into<String>) -> Self {
         Self::new(StatusCode::BAD_REQUEST, detail)
@@ -62,6 +68,7 @@ impl From<ServiceError> for ApiError {
     fn from(e: ServiceError) -> Self {
         match e {
             ServiceError::NotFound(id) => Self::not_found(format!("no job with id {id}")),
+            ServiceError::BatchNotFound(id) => Self::not_found(format!("no batch with id {id}")),
             c @ ServiceError::Conflict { .. } => Self::new(StatusCode::CONFLICT, c.to_string()),
             ServiceError::Invalid(m) => Self::bad_request(m),
             ServiceError::Unavailable(m) => Self::new(StatusCode::SERVICE_UNAVAILABLE, m),

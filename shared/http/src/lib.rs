@@ -3,6 +3,7 @@
 //! and the tests alike. It talks to a backend only through
 //! [`lotsawa_core::JobService`].
 
+mod batches;
 pub mod dto;
 pub mod error;
 mod sse;
@@ -114,6 +115,16 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
                 .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
                 .route("/api/jobs/{id}/retry", post(retry_job))
                 .route("/api/jobs/{id}/stream", get(sse::stream_job))
+                .route(
+                    "/api/batches",
+                    post(batches::submit_batch).get(batches::list_batches),
+                )
+                .route(
+                    "/api/batches/{id}",
+                    get(batches::get_batch).delete(batches::cancel_batch),
+                )
+                .route("/api/batches/{id}/retry", post(batches::retry_batch))
+                .route("/api/batches/{id}/stream", get(batches::stream_batch))
                 .route("/healthz", get(healthz))
                 .route("/metrics", get(metrics))
                 .route("/openapi.json", get(openapi)),
@@ -132,6 +143,7 @@ pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router 
         with_fallbacks(
             Router::new()
                 .route("/api/jobs/{id}/stream", get(sse::stream_job))
+                .route("/api/batches/{id}/stream", get(batches::stream_batch))
                 .route("/healthz", get(healthz)),
         ),
     )
@@ -552,7 +564,7 @@ impl std::str::FromStr for PageLimit {
 
 /// A query value through its type's own parser, so the message is the
 /// domain's.
-fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+pub(crate) fn parsed<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
 where
     D: serde::Deserializer<'de>,
     T: std::str::FromStr<Err = lotsawa_core::ValidationError>,
@@ -658,6 +670,12 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         retry_job,
         list_jobs,
         sse::stream_job,
+        batches::submit_batch,
+        batches::get_batch,
+        batches::cancel_batch,
+        batches::retry_batch,
+        batches::list_batches,
+        batches::stream_batch,
         healthz,
         metrics,
         openapi
@@ -670,6 +688,13 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         JobDto,
         ResultDto,
         JobListDto,
+        BatchRequest,
+        BatchItemRequest,
+        BatchSubmitResponse,
+        BatchDto,
+        BatchItemDto,
+        BatchCountsDto,
+        BatchListDto,
         Health,
         Problem,
         ProgressEvent,

@@ -41,7 +41,7 @@ pub(crate) struct StreamSlot {
 impl StreamSlots {
     /// A slot for `tenant`, or the error to answer: 429 at the tenant's
     /// cap, 503 at the process's.
-    fn take(
+    pub(crate) fn take(
         self: &std::sync::Arc<Self>,
         tenant: &Tenant,
         max: usize,

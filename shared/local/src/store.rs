@@ -41,6 +41,9 @@ pub enum StoreError {
     /// No such job.
     #[error("job {0} not found")]
     NotFound(JobId),
+    /// No such batch.
+    #[error("batch {0} not found")]
+    BatchNotFound(lotsawa_core::BatchId),
     /// A list position that is not one of ours.
     #[error("'{0}' is not a valid list position")]
     InvalidCursor(String),
@@ -87,6 +90,7 @@ impl From<StoreError> for lotsawa_core::StoreError {
         use lotsawa_core::StoreError as Port;
         match e {
             StoreError::NotFound(id) => Port::NotFound(id),
+            StoreError::BatchNotFound(id) => Port::BatchNotFound(id),
             StoreError::InvalidCursor(c) => Port::InvalidCursor(c),
             StoreError::Closed => Port::Closed,
             StoreError::Corrupt(m) => Port::Corrupt(m),
@@ -180,6 +184,14 @@ CREATE TABLE IF NOT EXISTS chunks (
     warning TEXT,
     PRIMARY KEY (job_seq, idx)
 ) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    items TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_tenant_seq ON batches(tenant, seq);
 CREATE TABLE IF NOT EXISTS memory (
     key TEXT PRIMARY KEY,
     translation TEXT NOT NULL,
@@ -207,7 +219,12 @@ fn migrate(conn: &Connection) -> rusqlite::Result<()> {
     }
     // The callback delivery: its state (JSON) and, while pending, when the
     // next attempt is due.
-    for (name, ty) in [("callback", "TEXT"), ("callback_due", "TEXT")] {
+    // ... and its batch (`<batch id>:<item index>`).
+    for (name, ty) in [
+        ("callback", "TEXT"),
+        ("callback_due", "TEXT"),
+        ("batch", "TEXT"),
+    ] {
         if !job_columns.iter().any(|c| c == name) {
             conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
         }
@@ -240,10 +257,11 @@ pub const CHECKPOINT_SQL: &str =
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
 
 const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
-    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant, callback";
+    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant, callback, \
+    batch";
 const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
     chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, \
-    tenant, callback";
+    tenant, callback, batch";
 
 fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -287,6 +305,7 @@ fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             attempts: row.get(14)?,
             tenant: row.get(15)?,
             callback: row.get(16)?,
+            batch: row.get(17)?,
         },
     ))
 }
@@ -308,6 +327,44 @@ struct RawJob {
     attempts: u32,
     tenant: String,
     callback: Option<String>,
+    batch: Option<String>,
+}
+
+/// A job's batch as stored: `<batch id>:<item index>`.
+fn batch_text(r: &lotsawa_core::BatchRef) -> String {
+    format!("{}:{}", r.id, r.index)
+}
+
+fn parse_batch(text: &str) -> Result<lotsawa_core::BatchRef, StoreError> {
+    let corrupt = || StoreError::Corrupt(format!("batch '{text}'"));
+    let (id, index) = text.split_once(':').ok_or_else(corrupt)?;
+    Ok(lotsawa_core::BatchRef {
+        id: id.parse().map_err(|_| corrupt())?,
+        index: index.parse().map_err(|_| corrupt())?,
+    })
+}
+
+/// Queue positions of one turn span this many values: a position is
+/// `turn × TURN_SPAN + place in the turn`, so the one queue index orders
+/// jobs by turn, then by arrival ([`lotsawa_core::batch`]).
+const TURN_SPAN: i64 = 1 << 32;
+
+/// The queue's current turn: that of the first pending job (0 when none).
+const CURRENT_TURN_SQL: &str = "SELECT MAX(COALESCE(MIN(queue_pos), 0), 0) / 4294967296 \
+    FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'";
+
+/// The queue position at the end of turn `current + ahead`.
+fn end_of_turn(conn: &Connection, ahead: u32) -> Result<i64, StoreError> {
+    let current: i64 = query_row(conn, CURRENT_TURN_SQL, [], |r| r.get(0))?;
+    let lo = (current + i64::from(ahead)) * TURN_SPAN;
+    let last: Option<i64> = query_row(
+        conn,
+        "SELECT MAX(queue_pos) FROM jobs INDEXED BY jobs_queue \
+         WHERE status = 'pending' AND queue_pos >= ?1 AND queue_pos < ?2",
+        params![lo, lo + TURN_SPAN],
+        |r| r.get(0),
+    )?;
+    Ok(last.unwrap_or(lo) + 1)
 }
 
 impl RawJob {
@@ -343,6 +400,7 @@ impl RawJob {
             completed_at: parse_ts(self.completed_at)?,
             cancelled_at: parse_ts(self.cancelled_at)?,
             attempts: self.attempts,
+            batch: self.batch.as_deref().map(parse_batch).transpose()?,
             callback: self
                 .callback
                 .map(|c| serde_json::from_str::<lotsawa_core::Callback>(&c))
@@ -896,12 +954,12 @@ fn seq_of(conn: &Connection, id: JobId) -> Result<i64, StoreError> {
 fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), StoreError> {
     let config =
         serde_json::to_string(&job.config).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-    exec(conn,
+    let queue_pos = end_of_turn(conn, job.batch.map_or(0, |b| b.index))?;
+    exec(
+        conn,
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
-                           created_at, completed_at, attempts, tenant)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,
-                 (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending'),
-                 ?8, ?9, ?10, ?11)",
+                           created_at, completed_at, attempts, tenant, batch)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13)",
         params![
             job.id.to_string(),
             job.kind.as_str(),
@@ -913,7 +971,9 @@ fn insert_job(conn: &Connection, job: &Job, chunks: &[String]) -> Result<(), Sto
             ts(job.created_at),
             job.completed_at.map(ts),
             job.attempts,
-            job.tenant.as_str()
+            job.tenant.as_str(),
+            queue_pos,
+            job.batch.as_ref().map(batch_text)
         ],
     )?;
     let seq = conn.last_insert_rowid();
@@ -1055,9 +1115,10 @@ fn apply_patch(conn: &Connection, seq: i64, patch: &JobPatch) -> Result<bool, St
     })?;
     set_callback(&mut sets, &mut args, &patch.callback)?;
     match patch.queue {
-        QueuePlace::Back => sets.push(
-            "queue_pos = (SELECT COALESCE(MAX(queue_pos), 0) + 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')".into(),
-        ),
+        QueuePlace::Back => {
+            args.push(end_of_turn(conn, 0)?.into());
+            sets.push(format!("queue_pos = ?{}", args.len()));
+        }
         QueuePlace::Front => sets.push(
             "queue_pos = (SELECT COALESCE(MIN(queue_pos), 1) - 1 FROM jobs INDEXED BY jobs_queue WHERE status = 'pending')".into(),
         ),
@@ -1533,6 +1594,100 @@ impl JobStore for Store {
             .await?)
     }
 
+    async fn batch_put(&self, batch: &lotsawa_core::batch::Batch) -> PortResult<()> {
+        let b = batch.clone();
+        let items =
+            serde_json::to_string(&b.items).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        Ok(self
+            .write(move |conn| {
+                exec(
+                    conn,
+                    "INSERT INTO batches (id, tenant, created_at, items) VALUES (?1, ?2, ?3, ?4)",
+                    params![b.id.to_string(), b.tenant.as_str(), ts(b.created_at), items],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
+    async fn batch_get(&self, id: lotsawa_core::BatchId) -> PortResult<lotsawa_core::batch::Batch> {
+        Ok(self
+            .read(move |conn| {
+                query_row(
+                    conn,
+                    "SELECT seq, id, tenant, created_at, items FROM batches WHERE id = ?1",
+                    [id.to_string()],
+                    batch_from_row,
+                )
+                .optional()?
+                .ok_or(StoreError::BatchNotFound(id))?
+                .into_batch()
+            })
+            .await?)
+    }
+
+    async fn batch_list(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+        after: Option<&str>,
+    ) -> PortResult<(Vec<lotsawa_core::batch::Batch>, Option<String>)> {
+        let before: i64 = match after {
+            Some(p) => p
+                .parse()
+                .map_err(|_| lotsawa_core::StoreError::InvalidCursor(p.to_owned()))?,
+            None => i64::MAX,
+        };
+        let tenant = tenant.as_str().to_owned();
+        Ok(self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT seq, id, tenant, created_at, items FROM batches \
+                     WHERE tenant = ?1 AND seq < ?2 ORDER BY seq DESC LIMIT ?3",
+                )?;
+                let rows = stmt.query_map(
+                    params![tenant, before, i64::from(limit) + 1],
+                    batch_from_row,
+                )?;
+                let mut raws = Vec::new();
+                for r in rows {
+                    raws.push(r?);
+                }
+                let more = raws.len() > limit as usize;
+                raws.truncate(limit as usize);
+                let next = if more {
+                    raws.last().map(|r| r.seq.to_string())
+                } else {
+                    None
+                };
+                let mut out = Vec::with_capacity(raws.len());
+                for r in raws {
+                    out.push(r.into_batch()?);
+                }
+                Ok((out, next))
+            })
+            .await?)
+    }
+
+    async fn get_briefs(&self, ids: &[JobId]) -> PortResult<Vec<Job>> {
+        let ids = ids.to_vec();
+        Ok(self
+            .read(move |conn| {
+                let sql = format!("SELECT {LIST_COLUMNS} FROM jobs WHERE id = ?1");
+                let mut stmt = conn.prepare_cached(&sql)?;
+                let mut out = Vec::with_capacity(ids.len());
+                for id in ids {
+                    if let Some((_, raw)) =
+                        stmt.query_row([id.to_string()], job_from_row).optional()?
+                    {
+                        out.push(raw.into_job()?);
+                    }
+                }
+                Ok(out)
+            })
+            .await?)
+    }
+
     async fn key_put(&self, record: &ApiKeyRecord, hash: &str) -> PortResult<()> {
         let (r, hash) = (record.clone(), hash.to_owned());
         Ok(self
@@ -1597,6 +1752,40 @@ impl JobStore for Store {
                 Ok(n > 0)
             })
             .await?)
+    }
+}
+
+struct RawBatch {
+    seq: i64,
+    id: String,
+    tenant: String,
+    created_at: String,
+    items: String,
+}
+
+fn batch_from_row(row: &Row<'_>) -> rusqlite::Result<RawBatch> {
+    Ok(RawBatch {
+        seq: row.get(0)?,
+        id: row.get(1)?,
+        tenant: row.get(2)?,
+        created_at: row.get(3)?,
+        items: row.get(4)?,
+    })
+}
+
+impl RawBatch {
+    fn into_batch(self) -> Result<lotsawa_core::batch::Batch, StoreError> {
+        let corrupt = |e: String| StoreError::Corrupt(e);
+        Ok(lotsawa_core::batch::Batch {
+            id: self
+                .id
+                .parse()
+                .map_err(|e: lotsawa_core::ValidationError| corrupt(e.0))?,
+            tenant: Tenant::parse(&self.tenant).map_err(|e| corrupt(e.0))?,
+            created_at: parse_ts(Some(self.created_at))?.unwrap_or_default(),
+            items: serde_json::from_str(&self.items)
+                .map_err(|e| corrupt(format!("batch items: {e}")))?,
+        })
     }
 }
 

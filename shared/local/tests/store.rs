@@ -25,6 +25,7 @@ fn new_job() -> Job {
         cancelled_at: None,
         attempts: 0,
         callback: None,
+        batch: None,
     }
 }
 

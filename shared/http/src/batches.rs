@@ -1,0 +1,312 @@
+//! `/api/batches`: many jobs submitted as one unit and followed as one,
+//! with aggregate progress over Server-Sent Events.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use axum::Json;
+use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use lotsawa_core::{BatchId, BatchView, JobId, NewBatch, NewBatchItem, Tenant};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::mpsc;
+
+use crate::dto::{
+    BatchDto, BatchItemDto, BatchListDto, BatchRequest, BatchSubmitResponse, SubmitRequest,
+};
+use crate::{ApiError, AppState, PageLimit, to_new_job};
+
+/// How often a batch stream reads its batch again.
+const POLL: Duration = Duration::from_millis(500);
+
+/// Progress is re-sent at least this often while a batch is live.
+const HEARTBEAT: Duration = Duration::from_secs(5);
+
+fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
+    raw.parse::<BatchId>()
+        .map_err(|e| ApiError::bad_request(e.0))
+}
+
+/// Submit a batch.
+#[utoipa::path(post, path = "/api/batches", request_body = BatchRequest,
+    responses(
+        (status = 202, description = "Every item enqueued as a job", body = BatchSubmitResponse,
+            headers(("Location" = String, description = "URL of the new batch"))),
+        (status = 400, description = "Invalid input (the item is named); nothing was stored", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body too large", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn submit_batch(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    body: Result<Json<BatchRequest>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(req) = body?;
+    let defaults = req.config.unwrap_or_default();
+    let mut items = Vec::with_capacity(req.items.len());
+    for (i, item) in req.items.into_iter().enumerate() {
+        let job = to_new_job(
+            tenant.clone(),
+            SubmitRequest {
+                source_text: item.source_text,
+                kind: item.kind,
+                config: Some(item.config.unwrap_or_default().or(&defaults)),
+            },
+        )
+        .map_err(|e| e.prefixed(&format!("items[{i}]: ")))?;
+        items.push(NewBatchItem {
+            name: item.name,
+            job,
+        });
+    }
+    let view = state
+        .service
+        .submit_batch(NewBatch { tenant, items })
+        .await?;
+    let id = view.batch.id.to_string();
+    let mut res = (
+        StatusCode::ACCEPTED,
+        Json(BatchSubmitResponse {
+            batch_id: id.clone(),
+            job_ids: view
+                .batch
+                .items
+                .iter()
+                .map(|i| i.job_id.to_string())
+                .collect(),
+        }),
+    )
+        .into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("/api/batches/{id}")) {
+        res.headers_mut().insert(header::LOCATION, v);
+    }
+    Ok(res)
+}
+
+/// A batch with its status, aggregate progress and items.
+#[utoipa::path(get, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+    responses(
+        (status = 200, description = "The batch", body = BatchDto),
+        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn get_batch(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BatchDto>, ApiError> {
+    let Path(id) = path?;
+    let view = state.service.batch(&tenant, parse_batch_id(&id)?).await?;
+    Ok(Json(BatchDto::from_view(&view, true)))
+}
+
+/// Cancel every item that has not ended.
+#[utoipa::path(delete, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+    responses(
+        (status = 200, description = "The batch after the cancel", body = BatchDto),
+        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn cancel_batch(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BatchDto>, ApiError> {
+    let Path(id) = path?;
+    let view = state
+        .service
+        .cancel_batch(&tenant, parse_batch_id(&id)?)
+        .await?;
+    Ok(Json(BatchDto::from_view(&view, true)))
+}
+
+/// Queue every failed or cancelled item again.
+#[utoipa::path(post, path = "/api/batches/{id}/retry", params(("id" = String, Path, description = "Batch id (UUID)")),
+    responses(
+        (status = 200, description = "The batch after the retry", body = BatchDto),
+        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn retry_batch(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Json<BatchDto>, ApiError> {
+    let Path(id) = path?;
+    let view = state
+        .service
+        .retry_batch(&tenant, parse_batch_id(&id)?)
+        .await?;
+    Ok(Json(BatchDto::from_view(&view, true)))
+}
+
+/// The query of a batch list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BatchListParams {
+    #[serde(default, deserialize_with = "crate::parsed")]
+    limit: Option<PageLimit>,
+    #[serde(default)]
+    cursor: Option<String>,
+}
+
+/// Batches, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/api/batches",
+    params(
+        ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
+        ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
+    ),
+    responses(
+        (status = 200, description = "A page of batches", body = BatchListDto),
+        (status = 400, description = "Bad limit or cursor", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn list_batches(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    query: Result<Query<BatchListParams>, QueryRejection>,
+) -> Result<Json<BatchListDto>, ApiError> {
+    let Query(BatchListParams { limit, cursor }) = query?;
+    let page = state
+        .service
+        .list_batches(&tenant, limit.map_or(20, |l| l.0), cursor)
+        .await?;
+    Ok(Json(BatchListDto {
+        batches: page
+            .batches
+            .iter()
+            .map(|v| BatchDto::from_view(v, false))
+            .collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+/// Stream a batch's progress.
+#[utoipa::path(get, path = "/api/batches/{id}/stream",
+    params(("id" = String, Path, description = "Batch id (UUID)")),
+    responses(
+        (status = 200, description = "Server-Sent Events: `connected`, `progress` (aggregate), one `item` per item as it ends, then `completed`, `failed` or `cancelled`, then `event: close`", content_type = "text/event-stream", body = crate::dto::SseEvent),
+        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+    ))]
+pub(crate) async fn stream_batch(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
+    let id = parse_batch_id(&id)?;
+    let first = state.service.batch(&tenant, id).await?;
+    let slot = state.streams.take(
+        &tenant,
+        state.config.max_streams,
+        state.config.max_streams_per_tenant,
+    )?;
+    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    tokio::spawn(async move {
+        pump(state, tenant, first, tx).await;
+        drop(slot);
+    });
+    let events =
+        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("keep-alive"),
+        )
+        .into_response())
+}
+
+fn data(v: &serde_json::Value) -> Result<Event, Infallible> {
+    Ok(Event::default().data(v.to_string()))
+}
+
+fn progress_of(v: &BatchView) -> serde_json::Value {
+    let dto = BatchDto::from_view(v, false);
+    json!({
+        "type": "progress",
+        "id": dto.id,
+        "status": dto.status,
+        "progress": dto.progress,
+        "estimatedTimeRemaining": dto.estimated_time_remaining,
+        "throughput": dto.throughput,
+        "counts": dto.counts,
+        "total": dto.total,
+    })
+}
+
+async fn pump(
+    state: AppState,
+    tenant: Tenant,
+    first: BatchView,
+    tx: mpsc::Sender<Result<Event, Infallible>>,
+) {
+    let id = first.batch.id;
+    let connected = json!({"type": "connected", "batchId": id.to_string()});
+    if tx.send(data(&connected)).await.is_err() {
+        return;
+    }
+    let mut ended: std::collections::HashSet<JobId> = std::collections::HashSet::new();
+    let mut view = first;
+    let mut last: Option<(serde_json::Value, tokio::time::Instant)> = None;
+    loop {
+        // One event per item as it ends (an item retried and ended again
+        // is told again).
+        for item in &view.items {
+            let done = item.job.status.is_terminal();
+            if done && ended.insert(item.job.id) {
+                let mut e = serde_json::to_value(BatchItemDto::from_view(item))
+                    .unwrap_or_else(|_| json!({}));
+                e["type"] = json!("item");
+                if tx.send(data(&e)).await.is_err() {
+                    return;
+                }
+            } else if !done {
+                ended.remove(&item.job.id);
+            }
+        }
+        let progress = progress_of(&view);
+        let due = last
+            .as_ref()
+            .is_none_or(|(p, at)| *p != progress || at.elapsed() >= HEARTBEAT);
+        if due {
+            if tx.send(data(&progress)).await.is_err() {
+                return;
+            }
+            last = Some((progress, tokio::time::Instant::now()));
+        }
+        if view.summary.status.is_terminal() {
+            let word = view.summary.status.as_str();
+            let mut end = serde_json::to_value(BatchDto::from_view(&view, false))
+                .unwrap_or_else(|_| json!({}));
+            end["type"] = json!(word);
+            let _ = tx.send(data(&end)).await;
+            let _ = tx
+                .send(Ok(Event::default()
+                    .event("close")
+                    .data(format!("Batch {word}"))))
+                .await;
+            return;
+        }
+        tokio::select! {
+            () = tokio::time::sleep(POLL) => {}
+            () = tx.closed() => return,
+        }
+        view = match state.service.batch(&tenant, id).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::warn!(batch_id = %id, error = %e, "batch stream read failed");
+                let _ = tx
+                    .send(Ok(Event::default()
+                        .retry(Duration::from_secs(2))
+                        .data(json!({"type": "reconnect"}).to_string())))
+                    .await;
+                return;
+            }
+        };
+    }
+}
