@@ -3,6 +3,7 @@
 //! cloud, plus [`FakeProvider`], an OpenAI-compatible HTTP server that
 //! translates deterministically and injects latency and failures.
 
+pub mod batches;
 pub mod harness;
 pub mod provider;
 pub mod suite;
@@ -158,6 +159,20 @@ impl Api {
         }
     }
 
+    /// `POST` a JSON body to `path`; returns (status, body, Location).
+    pub async fn post_json(&self, path: &str, body: &Value) -> Result<(u16, Value, String)> {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .json(body)
+            .send()
+            .await?;
+        let status = res.status().as_u16();
+        let location = header(&res, "location");
+        let body = res.json::<Value>().await.unwrap_or(Value::Null);
+        Ok((status, body, location))
+    }
+
     /// `GET /api/jobs/{id}`.
     pub async fn job(&self, id: &str) -> Result<Value> {
         let (status, _, body) = self
@@ -214,6 +229,25 @@ impl Api {
         timeout: Duration,
         stop: impl Fn(&SseEvent) -> bool,
     ) -> Result<Vec<SseEvent>> {
+        self.stream_path_until(
+            &format!("/api/jobs/{id}/stream"),
+            last_event_id,
+            timeout,
+            stop,
+        )
+        .await
+    }
+
+    /// Read the SSE stream at `path` (on the stream endpoint) until the
+    /// server closes it, `stop` holds for an event, or `timeout`.
+    pub async fn stream_path_until(
+        &self,
+        path: &str,
+        last_event_id: Option<&str>,
+        timeout: Duration,
+        stop: impl Fn(&SseEvent) -> bool,
+    ) -> Result<Vec<SseEvent>> {
+        let id = path;
         // Like an EventSource, open the stream again when the response does
         // not start (a cold function instance can take a while).
         let mut tries = 0;
@@ -221,7 +255,7 @@ impl Api {
             tries += 1;
             let mut req = self
                 .http
-                .get(format!("{}/api/jobs/{id}/stream", self.stream_base))
+                .get(format!("{}{path}", self.stream_base))
                 .timeout(timeout);
             if let Some(l) = last_event_id {
                 req = req.header("last-event-id", l);

@@ -33,7 +33,7 @@ pub fn expected_translation(chunks: &[String]) -> String {
         .collect()
 }
 
-fn unique_tag(prefix: &str) -> String {
+pub(crate) fn unique_tag(prefix: &str) -> String {
     let n = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_nanos())
@@ -958,6 +958,23 @@ pub async fn idempotency_and_job_limits(api: &Api) -> Result<()> {
 fn case_limits(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(idempotency_and_job_limits(&c.api))
 }
+fn case_batch_bad_input(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(crate::batches::batch_bad_input(&c.api))
+}
+fn case_batch_progress(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(crate::batches::batch_progress_and_fairness(
+        &c.api,
+        &c.provider,
+        c.concurrency,
+    ))
+}
+fn case_batch_cancel(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(crate::batches::batch_cancel_retry_and_list(
+        &c.api,
+        &c.provider,
+        c.concurrency,
+    ))
+}
 
 /// The suite, in the order it runs against every deployment (one test per
 /// case: a failure does not hide the cases after it).
@@ -972,5 +989,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::translation_memory", case_memory),
     ("api::glossary_context_quality", case_glossary),
     ("api::idempotency_and_job_limits", case_limits),
+    ("api::batch_bad_input", case_batch_bad_input),
+    ("api::batch_progress_and_fairness", case_batch_progress),
+    ("api::batch_cancel_retry_and_list", case_batch_cancel),
     ("api::metrics_after_work", case_health),
 ];

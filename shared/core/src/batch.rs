@@ -190,7 +190,9 @@ pub fn summarize(jobs: &[&Job], now: DateTime<Utc>) -> Summary {
     let percent = if finished {
         100
     } else {
-        (done * 100).checked_div(total).map_or(0, |p| p.min(100) as u8)
+        (done * 100)
+            .checked_div(total)
+            .map_or(0, |p| p.min(100) as u8)
     };
     let elapsed_ms = started_at.map_or(0, |s| (now - s).num_milliseconds().max(0) as u64);
     let pace = (done > 0 && elapsed_ms > 0).then(|| elapsed_ms as f64 / done as f64);
