@@ -32,6 +32,7 @@ FUNCTIONS = ["api", "stream", "dispatch", "worker", "ingest"]
 TABLE = "lotsawa-jobs"
 BUCKET = "lotsawa-texts"
 STATE_MACHINE = "lotsawa-jobs"
+EVENT_BUS = "lotsawa-events"
 
 
 def log(*args):
@@ -74,7 +75,7 @@ def clients(endpoint):
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    return {n: boto3.client(n, **kw) for n in ["dynamodb", "sqs", "stepfunctions", "s3"]}
+    return {n: boto3.client(n, **kw) for n in ["dynamodb", "sqs", "stepfunctions", "s3", "events"]}
 
 
 def wait_http(url, timeout, what):
@@ -196,6 +197,19 @@ def create_resources(c, template, params):
         roleArn="arn:aws:iam::123456789012:role/lotsawa-states",
         type=sm.get("Type", "STANDARD"),
     )["stateMachineArn"]
+    # EventBridge: the bus and the template's rules, each rule's targets
+    # replaced by a capture queue of its own (`events-<rule>`), plus one
+    # rule taking every Lotsawa event (`events-all`), for the tests to read.
+    c["events"].create_event_bus(Name=EVENT_BUS)
+    rules = {k: v["Properties"] for k, v in res.items() if v["Type"] == "AWS::Events::Rule"}
+    rules["all"] = {"EventPattern": {"source": ["lotsawa"]}}
+    for name, props in rules.items():
+        q = c["sqs"].create_queue(QueueName=f"events-{name}")["QueueUrl"]
+        q_arn = c["sqs"].get_queue_attributes(QueueUrl=q, AttributeNames=["QueueArn"])["Attributes"]["QueueArn"]
+        c["events"].put_rule(Name=name, EventBusName=EVENT_BUS,
+                             EventPattern=json.dumps(props["EventPattern"]), State="ENABLED")
+        c["events"].put_targets(Rule=name, EventBusName=EVENT_BUS, Targets=[{"Id": "capture", "Arn": q_arn}])
+        urls[f"events-{name}"] = q
     return urls, arns, arn
 
 
@@ -292,6 +306,7 @@ def up():
         # As the template's Globals: keys required; uploads are the tests' tenant's.
         "LOTSAWA_REQUIRE_AUTH": "1",
         "LOTSAWA_INGEST_TENANT": "emulate",
+        "LOTSAWA_EVENT_BUS": EVENT_BUS,
         # The accommodations only the local emulators need (see infra/README.md).
         "LOTSAWA_EMULATOR": "1",
     })
@@ -344,6 +359,9 @@ def up():
     print(f"JOB_QUEUE_URL={urls['JobQueue']}")
     print(f"INGEST_QUEUE_URL={urls['IngestQueue']}")
     print(f"BUCKET={BUCKET}")
+    for name, url in urls.items():
+        if name.startswith("events-"):
+            print(f"EVENTS_QUEUE_{name[len('events-'):].upper()}={url}")
     sys.stdout.flush()
 
 

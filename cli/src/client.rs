@@ -18,12 +18,12 @@ use serde_json::{Value, json};
 use crate::config::{self, ProcessEnv};
 
 /// Exit code when a followed job failed.
-const EXIT_JOB_FAILED: u8 = 3;
+pub(crate) const EXIT_JOB_FAILED: u8 = 3;
 /// Exit code when a followed job was cancelled.
-const EXIT_JOB_CANCELLED: u8 = 4;
+pub(crate) const EXIT_JOB_CANCELLED: u8 = 4;
 
 /// An error to print, with the process exit code.
-struct Failure(String);
+pub(crate) struct Failure(pub(crate) String);
 
 /// How `lotsawa submit` runs.
 #[derive(Debug, Default)]
@@ -40,14 +40,45 @@ pub struct SubmitHow {
     pub model: Option<String>,
 }
 
-/// API client.
-pub struct Client {
-    base: String,
-    json: bool,
-    http: reqwest::Client,
+impl SubmitHow {
+    /// The `config` object these flags make.
+    pub(crate) fn config(&self) -> serde_json::Map<String, Value> {
+        let mut config = serde_json::Map::new();
+        if let Some(c) = self.chunk_size {
+            config.insert("chunkSize".into(), json!(c));
+        }
+        if let Some(e) = &self.engine {
+            config.insert("engine".into(), json!(e));
+        }
+        if let Some(m) = &self.model {
+            config.insert("model".into(), json!(m));
+        }
+        config
+    }
 }
 
-fn problem_detail(status: reqwest::StatusCode, body: &str) -> String {
+/// A file's text (`-`: stdin), which must be UTF-8.
+pub(crate) fn read_text(file: &Path) -> Result<String, Failure> {
+    let bytes = if file.as_os_str() == "-" {
+        let mut b = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut b)
+            .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
+        b
+    } else {
+        std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
+    };
+    String::from_utf8(bytes).map_err(|_| Failure(format!("{} is not UTF-8 text", file.display())))
+}
+
+/// API client.
+pub struct Client {
+    pub(crate) base: String,
+    pub(crate) json: bool,
+    pub(crate) http: reqwest::Client,
+}
+
+pub(crate) fn problem_detail(status: reqwest::StatusCode, body: &str) -> String {
     let detail = serde_json::from_str::<Problem>(body)
         .map(|p| p.detail)
         .unwrap_or_else(|_| body.trim().chars().take(300).collect());
@@ -105,20 +136,20 @@ pub fn terminal_safe(text: &str) -> std::borrow::Cow<'_, str> {
 
 /// The `type` of an SSE event's data.
 #[derive(serde::Deserialize)]
-struct EventKind {
+pub(crate) struct EventKind {
     #[serde(rename = "type")]
-    kind: String,
+    pub(crate) kind: String,
 }
 
 /// Print a DTO as the JSON the server sent.
-fn print_json<T: Serialize>(v: &T) {
+pub(crate) fn print_json<T: Serialize>(v: &T) {
     match serde_json::to_string(v) {
         Ok(s) => println!("{s}"),
         Err(e) => eprintln!("error: cannot print the answer: {e}"),
     }
 }
 
-fn fmt_ms(ms: u64) -> String {
+pub(crate) fn fmt_ms(ms: u64) -> String {
     let s = ms / 1000;
     if s >= 3600 {
         format!("{}h{:02}m", s / 3600, (s % 3600) / 60)
@@ -150,7 +181,7 @@ impl Client {
     }
 
     /// One request, for commands that stop at any error.
-    async fn call<T: DeserializeOwned>(
+    pub(crate) async fn call<T: DeserializeOwned>(
         &self,
         method: reqwest::Method,
         path: &str,
@@ -163,7 +194,7 @@ impl Client {
         }
     }
 
-    fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
+    pub(crate) fn finish(r: Result<ExitCode, Failure>) -> ExitCode {
         match r {
             Ok(c) => c,
             Err(Failure(m)) => {
@@ -235,41 +266,18 @@ impl Client {
             .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
     }
 
-    /// `lotsawa submit`.
-    pub async fn submit(&self, file: &Path, how: SubmitHow) -> ExitCode {
-        Self::finish(self.submit_inner(file, how).await)
+    /// `lotsawa submit`: one file makes a job, several make a batch.
+    pub async fn submit(&self, files: &[std::path::PathBuf], how: SubmitHow) -> ExitCode {
+        match files {
+            [one] => Self::finish(self.submit_inner(one, how).await),
+            many => Self::finish(self.submit_batch(many, how).await),
+        }
     }
 
     async fn submit_inner(&self, file: &Path, how: SubmitHow) -> Result<ExitCode, Failure> {
-        let SubmitHow {
-            follow,
-            wait,
-            chunk_size,
-            engine,
-            model,
-        } = how;
-        let bytes = if file.as_os_str() == "-" {
-            let mut b = Vec::new();
-            std::io::stdin()
-                .read_to_end(&mut b)
-                .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
-            b
-        } else {
-            std::fs::read(file)
-                .map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
-        };
-        let text = String::from_utf8(bytes)
-            .map_err(|_| Failure(format!("{} is not UTF-8 text", file.display())))?;
-        let mut config = serde_json::Map::new();
-        if let Some(c) = chunk_size {
-            config.insert("chunkSize".into(), json!(c));
-        }
-        if let Some(e) = engine {
-            config.insert("engine".into(), json!(e));
-        }
-        if let Some(m) = model {
-            config.insert("model".into(), json!(m));
-        }
+        let text = read_text(file)?;
+        let config = how.config();
+        let SubmitHow { follow, wait, .. } = how;
         let body = json!({"sourceText": text, "type": "translation", "config": config});
         let created: SubmitResponse = self
             .call(reqwest::Method::POST, "/api/jobs", Some(body))

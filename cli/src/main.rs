@@ -1,5 +1,6 @@
 //! `lotsawa`: the local server (`serve`) and the command-line client.
 
+mod batch;
 mod client;
 mod config;
 mod keys;
@@ -60,11 +61,14 @@ enum Command {
         #[arg(long, global = true)]
         db: Option<PathBuf>,
     },
-    /// Submit a text file ('-' for stdin) as a job
+    /// Submit a text file ('-' for stdin) as a job, or several files as one
+    /// batch
     Submit {
-        /// File to translate
-        file: PathBuf,
-        /// Follow progress (a progress bar) and print the translation
+        /// Files to translate ('-' for stdin); several make a batch
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Follow progress (a progress bar; for a batch, one bar and a line
+        /// per file) and print the translation (for a batch, a line per file)
         #[arg(long)]
         follow: bool,
         /// Wait for the job to end, without a progress bar (for pipelines);
@@ -137,6 +141,11 @@ enum Command {
         #[command(flatten)]
         client: ClientArgs,
     },
+    /// Show, cancel or retry a batch
+    Batch {
+        #[command(subcommand)]
+        action: BatchCommand,
+    },
     /// Show a job
     Status {
         /// Job id
@@ -165,6 +174,31 @@ enum Command {
     /// Queue a failed or cancelled job again
     Retry {
         /// Job id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum BatchCommand {
+    /// Show a batch: status, aggregate progress, a line per item
+    Status {
+        /// Batch id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Cancel every unfinished item of a batch
+    Cancel {
+        /// Batch id
+        id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Queue a batch's failed and cancelled items again
+    Retry {
+        /// Batch id
         id: String,
         #[command(flatten)]
         client: ClientArgs,
@@ -227,7 +261,7 @@ fn main() -> ExitCode {
                 keys::run(action, db).await
             }
             Command::Submit {
-                file,
+                files,
                 follow,
                 wait,
                 chunk_size,
@@ -243,7 +277,7 @@ fn main() -> ExitCode {
                     model,
                 };
                 client::Client::new(client.server, client.json)
-                    .submit(&file, how)
+                    .submit(&files, how)
                     .await
             }
             Command::Result { id, client } => {
@@ -296,6 +330,16 @@ fn main() -> ExitCode {
                     },
                 )
                 .await
+            }
+            Command::Batch { action } => {
+                let (action, id, client) = match action {
+                    BatchCommand::Status { id, client } => (batch::BatchAction::Status, id, client),
+                    BatchCommand::Cancel { id, client } => (batch::BatchAction::Cancel, id, client),
+                    BatchCommand::Retry { id, client } => (batch::BatchAction::Retry, id, client),
+                };
+                client::Client::new(client.server, client.json)
+                    .batch(action, &id)
+                    .await
             }
             Command::Status { id, client } => {
                 client::Client::new(client.server, client.json)

@@ -240,3 +240,120 @@ async fn submit_wait_json_and_result_drive_a_pipeline() {
     assert_eq!(out.status.code(), Some(1), "{out:?}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
+
+#[tokio::test]
+async fn several_files_make_one_batch_followed_as_one() {
+    let provider = FakeProvider::start().await;
+    let (_db_dir, db) = temp_db();
+    let server = Server::start(&db, &provider, 2, &[]);
+    let files = tempfile::tempdir().expect("files");
+    let mut paths = Vec::new();
+    for tag in ["ba", "bb", "bc"] {
+        let file = files.path().join(format!("{tag}.txt"));
+        std::fs::write(&file, text(tag)).expect("write");
+        paths.push(file.to_str().expect("path").to_owned());
+    }
+    let mut args = vec!["submit"];
+    args.extend(paths.iter().map(String::as_str));
+
+    // --wait --json: one JSON object, the batch, with an item per file.
+    let mut wait = args.clone();
+    wait.extend(["--wait", "--json"]);
+    let out = lotsawa(&wait, &server.url, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let batch: serde_json::Value = serde_json::from_slice(&out.stdout).expect("one JSON object");
+    assert_eq!(batch["status"], "completed", "{batch}");
+    assert_eq!(batch["counts"]["completed"], 3, "{batch}");
+    let items = batch["items"].as_array().expect("items");
+    assert_eq!(items.len(), 3);
+    for (item, path) in items.iter().zip(&paths) {
+        assert_eq!(item["name"], path.as_str(), "named by their paths");
+        let id = item["jobId"].as_str().expect("job id");
+        let out = lotsawa(&["result", id], &server.url, None);
+        assert_eq!(out.status.code(), Some(0), "{out:?}");
+    }
+    let id = batch["id"].as_str().expect("id").to_owned();
+
+    // batch status: the same batch; batch retry of a completed batch
+    // changes nothing.
+    let out = lotsawa(&["batch", "status", &id, "--json"], &server.url, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let status: serde_json::Value = serde_json::from_slice(&out.stdout).expect("json");
+    assert_eq!(status["id"], id.as_str());
+    assert_eq!(status["progress"], 100);
+    let out = lotsawa(&["batch", "retry", &id], &server.url, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stdout).contains("completed"));
+
+    // A batch whose items fail: exit 3, a line per file.
+    provider.start_outage(400, "0");
+    let mut wait = args.clone();
+    wait.push("--wait");
+    let out = lotsawa(&wait, &server.url, None);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8(out.stdout).expect("utf-8");
+    assert_eq!(stdout.lines().count(), 3, "{stdout}");
+    assert!(stdout.lines().all(|l| l.starts_with("failed")), "{stdout}");
+    provider.end_outage();
+
+    // A batch cancelled while `submit --wait` follows it: exit 4.
+    provider.set_delay_ms(2000);
+    let (_, _, before) = server
+        .api
+        .request(reqwest::Method::GET, "/api/batches?limit=100")
+        .await
+        .expect("list");
+    let known: Vec<String> = before["batches"]
+        .as_array()
+        .expect("batches")
+        .iter()
+        .filter_map(|b| b["id"].as_str().map(str::to_owned))
+        .collect();
+    let waiter = {
+        let (url, args): (String, Vec<String>) = (
+            server.url.clone(),
+            args.iter()
+                .map(|a| (*a).to_owned())
+                .chain(["--wait".to_owned()])
+                .collect(),
+        );
+        std::thread::spawn(move || {
+            let args: Vec<&str> = args.iter().map(String::as_str).collect();
+            lotsawa(&args, &url, None)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let cancelled_id = loop {
+        let (_, _, page) = server
+            .api
+            .request(reqwest::Method::GET, "/api/batches?limit=1")
+            .await
+            .expect("list");
+        let newest = page["batches"][0]["id"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if !newest.is_empty() && !known.contains(&newest) {
+            break newest;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiting batch never appeared"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let out = lotsawa(&["batch", "cancel", &cancelled_id], &server.url, None);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let out = waiter.join().expect("the waiting submit");
+    assert_eq!(out.status.code(), Some(4), "{out:?}");
+    provider.set_delay_ms(0);
+
+    // An unknown batch: exit 1 with a plain message.
+    let out = lotsawa(
+        &["batch", "status", "00000000-0000-4000-8000-000000000000"],
+        &server.url,
+        None,
+    );
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no batch"));
+}

@@ -184,9 +184,13 @@ pub async fn batch_progress_and_fairness(
         .collect();
     ensure!(item_ids.len() == n, "one item event per item: {data:?}");
     let last = data.last().cloned().unwrap_or(Value::Null);
+    let failed: Vec<&Value> = data
+        .iter()
+        .filter(|d| d["type"] == "item" && d["status"] != "completed")
+        .collect();
     ensure!(
         last["type"] == "completed" && last["progress"] == 100,
-        "ends with the batch's terminal event: {last}"
+        "ends with the batch's terminal event: {last}; items that did not complete: {failed:?}"
     );
     ensure!(
         events

@@ -883,7 +883,141 @@ async fn tenants_are_isolated(c: &Cloud) {
         .expect("the owner's job completes");
 }
 
+/// Read a capture queue (a rule's target) until `done` holds for the
+/// events read so far; each event is (DetailType, Detail).
+async fn read_events(
+    c: &Cloud,
+    queue_var: &str,
+    done: impl Fn(&[(String, Value)]) -> bool,
+) -> Vec<(String, Value)> {
+    let url = c.em.var(queue_var).to_owned();
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let mut seen = Vec::new();
+    while !done(&seen) {
+        assert!(
+            Instant::now() < deadline,
+            "the events on {queue_var} never made it: {seen:?}"
+        );
+        let out = c
+            .sqs
+            .receive_message()
+            .queue_url(&url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .send()
+            .await
+            .expect("receive events");
+        for m in out.messages() {
+            let event: Value = serde_json::from_str(m.body().unwrap_or("{}")).expect("event JSON");
+            assert_eq!(event["source"], "lotsawa", "{event}");
+            seen.push((
+                event["detail-type"].as_str().unwrap_or_default().to_owned(),
+                event["detail"].clone(),
+            ));
+        }
+    }
+    seen
+}
+
+/// Lifecycle events reach the EventBridge bus declared in the template:
+/// every event of a completed and of a failed job, and `batch.completed`,
+/// on a rule taking them all; only `job.failed` on the template's own
+/// rule (its pattern, as written there).
+async fn lifecycle_events_reach_the_bus_and_its_rules(c: &Cloud) {
+    let api = &c.ctx.api;
+    let (text, _, size) = numbered_text("evt-ok-", 1);
+    let ok = api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    api.wait_status(&ok, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    c.ctx.provider.start_outage(400, "0");
+    let (text, _, size) = numbered_text("evt-fail-", 1);
+    let bad = api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    api.wait_status(&bad, "failed", JOB_TIMEOUT)
+        .await
+        .expect("fails");
+    c.ctx.provider.end_outage();
+    let (status, body, _) = api
+        .post_json(
+            "/api/batches",
+            &json!({"items": [
+                {"sourceText": numbered_text("evt-b1-", 1).0, "name": "one"},
+                {"sourceText": numbered_text("evt-b2-", 1).0, "name": "two"},
+            ]}),
+        )
+        .await
+        .expect("batch");
+    assert_eq!(status, 202, "{body}");
+    let batch = body["batchId"].as_str().expect("batch id").to_owned();
+
+    let of = |events: &[(String, Value)], id: &str| -> Vec<String> {
+        events
+            .iter()
+            .filter(|(_, d)| {
+                d["jobId"] == id || d["batchId"] == id && d["type"] == "batch.completed"
+            })
+            .map(|(t, _)| t.clone())
+            .collect()
+    };
+    let all = read_events(c, "EVENTS_QUEUE_ALL", |seen| {
+        of(seen, &ok).contains(&"job.completed".to_owned())
+            && of(seen, &bad).contains(&"job.failed".to_owned())
+            && of(seen, &batch).contains(&"batch.completed".to_owned())
+    })
+    .await;
+    assert_eq!(
+        of(&all, &ok),
+        vec!["job.completed", "job.created", "job.started"],
+        "{all:?}"
+    );
+    assert_eq!(
+        of(&all, &bad),
+        vec!["job.created", "job.failed", "job.started"],
+        "{all:?}"
+    );
+    let failed = all
+        .iter()
+        .find(|(t, d)| t == "job.failed" && d["jobId"] == bad.as_str())
+        .map(|(_, d)| d.clone())
+        .expect("the failed event");
+    assert_eq!(failed["errorCode"], "provider_rejected", "{failed}");
+    assert_eq!(failed["tenant"], "emulate", "{failed}");
+    assert!(
+        failed.get("sourceText").is_none() && failed.get("result").is_none(),
+        "never the texts: {failed}"
+    );
+    let done = all
+        .iter()
+        .find(|(t, d)| t == "batch.completed" && d["batchId"] == batch.as_str())
+        .map(|(_, d)| d.clone())
+        .expect("the batch event");
+    assert_eq!(done["status"], "completed", "{done}");
+    assert_eq!(done["counts"]["completed"], 2, "{done}");
+
+    let routed = read_events(c, "EVENTS_QUEUE_JOBFAILEDRULE", |seen| {
+        seen.iter().any(|(_, d)| d["jobId"] == bad.as_str())
+    })
+    .await;
+    assert!(
+        routed.iter().all(|(t, _)| t == "job.failed"),
+        "the template's rule takes job.failed only: {routed:?}"
+    );
+    assert!(
+        routed.iter().all(|(_, d)| d["jobId"] != ok.as_str()),
+        "{routed:?}"
+    );
+}
+
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::lifecycle_events_reach_the_bus_and_its_rules", |c| {
+        Box::pin(lifecycle_events_reach_the_bus_and_its_rules(c))
+    }),
     ("cloud::tenants_are_isolated", |c| {
         Box::pin(tenants_are_isolated(c))
     }),

@@ -62,6 +62,9 @@ pub struct CloudConfig {
     /// time before reaping, no Content-Length on streamed responses). Off on
     /// AWS.
     pub emulator: bool,
+    /// The EventBridge bus lifecycle events go to (`LOTSAWA_EVENT_BUS`);
+    /// none are sent without one.
+    pub event_bus: Option<String>,
 }
 
 fn required(
@@ -167,6 +170,9 @@ impl CloudConfig {
             },
             require_auth: flag(get, "LOTSAWA_REQUIRE_AUTH")?,
             emulator: flag(get, "LOTSAWA_EMULATOR")?,
+            event_bus: get("LOTSAWA_EVENT_BUS")
+                .map(|b| b.trim().to_owned())
+                .filter(|b| !b.is_empty()),
         })
     }
 }

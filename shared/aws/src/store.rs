@@ -192,6 +192,8 @@ pub struct Clients {
     pub sfn: aws_sdk_sfn::Client,
     /// S3 (path-style addressing against an emulator endpoint).
     pub s3: aws_sdk_s3::Client,
+    /// EventBridge (lifecycle events).
+    pub events: aws_sdk_eventbridge::Client,
 }
 
 impl Clients {
@@ -214,6 +216,7 @@ impl Clients {
             sqs: aws_sdk_sqs::Client::new(sdk),
             sfn: aws_sdk_sfn::Client::new(sdk),
             s3: aws_sdk_s3::Client::from_conf(s3),
+            events: aws_sdk_eventbridge::Client::new(sdk),
         }
     }
 }
@@ -497,6 +500,74 @@ impl DynamoStore {
                 "items stayed unprocessed after 10 rounds of BatchGetItem".into(),
             ))
         }
+    }
+
+    /// Send a lifecycle event to the bus (`Source` `lotsawa`, `DetailType`
+    /// its name), when one is configured. Best effort: a failure is logged
+    /// and never fails the change that made the event.
+    pub async fn publish(&self, detail_type: &str, detail: &serde_json::Value) {
+        let Some(bus) = &self.config.event_bus else {
+            return;
+        };
+        let entry = aws_sdk_eventbridge::types::PutEventsRequestEntry::builder()
+            .event_bus_name(bus)
+            .source(lotsawa_core::webhook::EVENT_SOURCE)
+            .detail_type(detail_type)
+            .detail(detail.to_string())
+            .build();
+        match self.clients.events.put_events().entries(entry).send().await {
+            Ok(out) if out.failed_entry_count() == 0 => {}
+            Ok(out) => tracing::warn!(
+                event = detail_type,
+                error = ?out.entries().first().and_then(|e| e.error_message()),
+                "EventBridge refused a lifecycle event"
+            ),
+            Err(e) => tracing::warn!(
+                event = detail_type,
+                error = %DisplayErrorContext(&e),
+                "sending a lifecycle event failed"
+            ),
+        }
+    }
+
+    /// The events a written change makes: the job's, and `batch.completed`
+    /// when it was the last item of its batch to end.
+    async fn publish_change(&self, from: JobStatus, job: &Job) {
+        let Some(kind) = lotsawa_core::webhook::EventKind::of_change(from, job.status) else {
+            return;
+        };
+        self.publish(kind.as_str(), &lotsawa_core::webhook::job_event(kind, job))
+            .await;
+        if let (true, Some(b)) = (job.status.is_terminal(), job.batch) {
+            match self.batch_ended(b.id).await {
+                Ok(Some(event)) => self.publish("batch.completed", &event).await,
+                Ok(None) => {}
+                Err(e) => {
+                    tracing::warn!(batch_id = %b.id, error = %e, "reading a batch for its event failed")
+                }
+            }
+        }
+    }
+
+    /// The `batch.completed` event of a batch whose items have all ended.
+    async fn batch_ended(
+        &self,
+        id: lotsawa_core::BatchId,
+    ) -> Result<Option<serde_json::Value>, StoreError> {
+        let batch = match JobStore::batch_get(self, id).await {
+            Ok(b) => b,
+            // Its jobs are stored before it: the last item can end first.
+            Err(StoreError::BatchNotFound(_)) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        let jobs = JobStore::get_briefs(self, &ids).await?;
+        let refs: Vec<&Job> = jobs.iter().collect();
+        let summary = lotsawa_core::batch::summarize(&refs, Utc::now());
+        Ok(summary
+            .status
+            .is_terminal()
+            .then(|| lotsawa_core::webhook::batch_event(&batch, &summary)))
     }
 
     /// The queue's current turn: the smallest turn of a pending job (0
@@ -1236,7 +1307,9 @@ impl JobStore for DynamoStore {
             "gsi4sk".into(),
             s(crate::items::queue_sk(turn, &ts(job.created_at), job.id)),
         );
-        self.put_job(job, item, text).await
+        self.put_job(job, item, text).await?;
+        self.publish_change(JobStatus::Pending, job).await;
+        Ok(())
     }
 
     async fn create_failed(&self, job: &Job) -> Result<(), StoreError> {
@@ -1249,7 +1322,9 @@ impl JobStore for DynamoStore {
             item.insert("expiresAt".into(), self.ttl(t));
         }
         let text = new_text_item(job.id, Some(""), None, self.chunk_expiry(job.created_at));
-        self.put_job(job, item, text).await
+        self.put_job(job, item, text).await?;
+        self.publish_change(JobStatus::Pending, job).await;
+        Ok(())
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
@@ -1366,7 +1441,13 @@ impl JobStore for DynamoStore {
             Field::Set(c) => items.push(self.callback_marker(id, Some(c))?),
         }
         match self.transact(items).await? {
-            Tx::Done => Ok(Applied::Done(Box::new(self.get(id).await?))),
+            Tx::Done => {
+                let job = self.get(id).await?;
+                if patch.from != patch.to {
+                    self.publish_change(patch.from, &job).await;
+                }
+                Ok(Applied::Done(Box::new(job)))
+            }
             Tx::ConditionFailed => Ok(Applied::Lost),
         }
     }

@@ -50,6 +50,18 @@ impl EventKind {
         }
     }
 
+    /// The event a status change makes: `job.created` for a new job
+    /// (`from` pending, `to` pending), `job.started` for a claim, the
+    /// terminal event for an end; none for a retry or requeue.
+    pub fn of_change(from: JobStatus, to: JobStatus) -> Option<Self> {
+        match (from, to) {
+            (JobStatus::Pending, JobStatus::Pending) => Some(Self::Created),
+            (JobStatus::Pending, JobStatus::Processing) => Some(Self::Started),
+            (_, to) if from != to => Self::terminal(to),
+            _ => None,
+        }
+    }
+
     /// The terminal event of a job in `status`, if it ended.
     pub fn terminal(status: JobStatus) -> Option<Self> {
         match status {
@@ -77,6 +89,7 @@ pub fn job_event(kind: EventKind, job: &Job) -> Value {
         "type": kind.as_str(),
         "jobId": id,
         "tenant": job.tenant.as_str(),
+        "batchId": job.batch.map(|b| b.id.to_string()),
         "jobType": job.kind.as_str(),
         "status": job.status.as_str(),
         "chunksCompleted": job.chunks_completed,
@@ -91,6 +104,29 @@ pub fn job_event(kind: EventKind, job: &Job) -> Value {
             "job": format!("/api/jobs/{id}"),
             "result": (job.status == JobStatus::Completed).then(|| format!("/api/jobs/{id}")),
         },
+    })
+}
+
+/// The `Source` of every lifecycle event on an event bus.
+pub const EVENT_SOURCE: &str = "lotsawa";
+
+/// The `batch.completed` event: a batch's summary once every item ended
+/// (its status says how), never the texts.
+pub fn batch_event(batch: &crate::batch::Batch, summary: &crate::batch::Summary) -> Value {
+    let ts = |t: Option<chrono::DateTime<chrono::Utc>>| {
+        t.map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+    };
+    let id = batch.id.to_string();
+    json!({
+        "type": "batch.completed",
+        "batchId": id,
+        "tenant": batch.tenant.as_str(),
+        "status": summary.status.as_str(),
+        "total": batch.items.len(),
+        "counts": summary.counts,
+        "createdAt": ts(Some(batch.created_at)),
+        "completedAt": ts(summary.finished_at),
+        "links": { "batch": format!("/api/batches/{id}") },
     })
 }
 

@@ -96,5 +96,6 @@ pub fn fresh_config() -> CloudConfig {
         max_pending: None,
         require_auth: false,
         emulator: false,
+        event_bus: None,
     }
 }
