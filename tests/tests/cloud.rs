@@ -956,14 +956,17 @@ async fn lifecycle_events_reach_the_bus_and_its_rules(c: &Cloud) {
     assert_eq!(status, 202, "{body}");
     let batch = body["batchId"].as_str().expect("batch id").to_owned();
 
+    // A standard queue keeps no order: compared sorted.
     let of = |events: &[(String, Value)], id: &str| -> Vec<String> {
-        events
+        let mut kinds: Vec<String> = events
             .iter()
             .filter(|(_, d)| {
                 d["jobId"] == id || d["batchId"] == id && d["type"] == "batch.completed"
             })
             .map(|(t, _)| t.clone())
-            .collect()
+            .collect();
+        kinds.sort();
+        kinds
     };
     let all = read_events(c, "EVENTS_QUEUE_ALL", |seen| {
         of(seen, &ok).contains(&"job.completed".to_owned())
