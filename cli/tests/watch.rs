@@ -247,14 +247,28 @@ async fn several_files_make_one_batch_followed_as_one() {
     let (_db_dir, db) = temp_db();
     let server = Server::start(&db, &provider, 2, &[]);
     let files = tempfile::tempdir().expect("files");
-    let mut paths = Vec::new();
-    for tag in ["ba", "bb", "bc"] {
-        let file = files.path().join(format!("{tag}.txt"));
-        std::fs::write(&file, text(tag)).expect("write");
-        paths.push(file.to_str().expect("path").to_owned());
-    }
-    let mut args = vec!["submit"];
-    args.extend(paths.iter().map(String::as_str));
+    // Files of new texts each time (a text seen before is served from the
+    // translation memory, without the provider).
+    let write = |tags: [&str; 3]| -> Vec<String> {
+        tags.iter()
+            .map(|tag| {
+                let file = files.path().join(format!("{tag}.txt"));
+                std::fs::write(&file, text(tag)).expect("write");
+                file.to_str().expect("path").to_owned()
+            })
+            .collect()
+    };
+    let paths = write(["ba", "bb", "bc"]);
+    let submit = |paths: &[String], more: &[&str]| -> Vec<String> {
+        ["submit"]
+            .iter()
+            .map(|a| (*a).to_owned())
+            .chain(paths.iter().cloned())
+            .chain(more.iter().map(|a| (*a).to_owned()))
+            .collect()
+    };
+    let args: Vec<String> = submit(&paths, &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
 
     // --wait --json: one JSON object, the batch, with an item per file.
     let mut wait = args.clone();
@@ -287,9 +301,9 @@ async fn several_files_make_one_batch_followed_as_one() {
 
     // A batch whose items fail: exit 3, a line per file.
     provider.start_outage(400, "0");
-    let mut wait = args.clone();
-    wait.push("--wait");
-    let out = lotsawa(&wait, &server.url, None);
+    let failing = submit(&write(["fa", "fb", "fc"]), &["--wait"]);
+    let failing: Vec<&str> = failing.iter().map(String::as_str).collect();
+    let out = lotsawa(&failing, &server.url, None);
     assert_eq!(out.status.code(), Some(3), "{out:?}");
     let stdout = String::from_utf8(out.stdout).expect("utf-8");
     assert_eq!(stdout.lines().count(), 3, "{stdout}");
@@ -310,12 +324,9 @@ async fn several_files_make_one_batch_followed_as_one() {
         .filter_map(|b| b["id"].as_str().map(str::to_owned))
         .collect();
     let waiter = {
-        let (url, args): (String, Vec<String>) = (
+        let (url, args) = (
             server.url.clone(),
-            args.iter()
-                .map(|a| (*a).to_owned())
-                .chain(["--wait".to_owned()])
-                .collect(),
+            submit(&write(["ca", "cb", "cc"]), &["--wait"]),
         );
         std::thread::spawn(move || {
             let args: Vec<&str> = args.iter().map(String::as_str).collect();
