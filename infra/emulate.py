@@ -28,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOTSAWA_VENV", ROOT / ".venv"))
 STATE_DIR = Path(os.environ.get("LOTSAWA_EMULATE_DIR", ROOT / ".emulate"))
 REGION = "us-east-1"
-FUNCTIONS = ["api", "stream", "dispatch", "worker", "ingest"]
+FUNCTIONS = ["api", "stream", "dispatch", "worker", "ingest", "webhooks"]
 TABLE = "lotsawa-jobs"
 BUCKET = "lotsawa-texts"
 STATE_MACHINE = "lotsawa-jobs"
@@ -75,7 +75,7 @@ def clients(endpoint):
         aws_access_key_id="test",
         aws_secret_access_key="test",
     )
-    return {n: boto3.client(n, **kw) for n in ["dynamodb", "sqs", "stepfunctions", "s3", "events"]}
+    return {n: boto3.client(n, **kw) for n in ["dynamodb", "sqs", "stepfunctions", "s3", "events", "secretsmanager"]}
 
 
 def wait_http(url, timeout, what):
@@ -290,6 +290,10 @@ def up():
     api_key = put_api_key(c, "emulate")
     other_key = put_api_key(c, "emulate-other")
 
+    # The webhook signing secret, as the template's generated one.
+    webhook_secret = secrets.token_hex(24)
+    secret_arn = c["secretsmanager"].create_secret(Name="lotsawa-webhook", SecretString=webhook_secret)["ARN"]
+
     fn_env = dict(base_env)
     fn_env.update({
         "AWS_ENDPOINT_URL": endpoint,
@@ -307,6 +311,8 @@ def up():
         "LOTSAWA_REQUIRE_AUTH": "1",
         "LOTSAWA_INGEST_TENANT": "emulate",
         "LOTSAWA_EVENT_BUS": EVENT_BUS,
+        "LOTSAWA_WEBHOOK_QUEUE_URL": urls["WebhookQueue"],
+        "LOTSAWA_WEBHOOK_SECRET_ARN": secret_arn,
         # The accommodations only the local emulators need (see infra/README.md).
         "LOTSAWA_EMULATOR": "1",
     })
@@ -326,7 +332,7 @@ def up():
     base = f"http://127.0.0.1:{lambda_port}"
     wait_http(f"{base}/lambda-url/api/healthz", 600, "the api function")
     wait_http(f"{base}/lambda-url/stream/healthz", 300, "the stream function")
-    for f in ["dispatch", "worker", "ingest"]:
+    for f in ["dispatch", "worker", "ingest", "webhooks"]:
         deadline = time.time() + 300
         while True:
             try:
@@ -359,6 +365,7 @@ def up():
     print(f"JOB_QUEUE_URL={urls['JobQueue']}")
     print(f"INGEST_QUEUE_URL={urls['IngestQueue']}")
     print(f"BUCKET={BUCKET}")
+    print(f"WEBHOOK_SECRET={webhook_secret}")
     for name, url in urls.items():
         if name.startswith("events-"):
             print(f"EVENTS_QUEUE_{name[len('events-'):].upper()}={url}")
@@ -524,6 +531,7 @@ def poll():
         threading.Thread(target=loop, args=("dispatch", "JobQueue", 1), daemon=True),
         threading.Thread(target=loop, args=("worker", "WorkerQueue", 16), daemon=True),
         threading.Thread(target=loop, args=("ingest", "IngestQueue", 1), daemon=True),
+        threading.Thread(target=loop, args=("webhooks", "WebhookQueue", 4), daemon=True),
     ]
     for t in threads:
         t.start()

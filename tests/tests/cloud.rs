@@ -43,6 +43,9 @@ impl Emulation {
             .env("LOTSAWA_LOG", "warn")
             // No invocation in this suite takes more than a few seconds.
             .env("LOTSAWA_EMULATE_INVOKE_TIMEOUT", "30")
+            // The webhook receivers of the tests listen on loopback.
+            .env("LOTSAWA_WEBHOOK_ALLOW", "127.0.0.1")
+            .env("LOTSAWA_WEBHOOK_RETRY_BASE_MS", "1000")
             .env_remove("OPENAI_API_KEY")
             .output()
             .expect("run infra/emulate up");
@@ -1019,7 +1022,80 @@ async fn lifecycle_events_reach_the_bus_and_its_rules(c: &Cloud) {
     );
 }
 
+/// Signed webhooks in the cloud: the store queues the delivery with the
+/// job's end, the webhooks function signs it with the secret from Secrets
+/// Manager and retries a receiver's 500 after its backoff; the job shows
+/// the outcome. A private address is refused at submission.
+async fn webhooks_are_signed_retried_and_recorded(c: &Cloud) {
+    use wiremock::matchers::method;
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+    let api = &c.ctx.api;
+    let receiver = MockServer::start().await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(500))
+        .up_to_n_times(1)
+        .mount(&receiver)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&receiver)
+        .await;
+    let (text, _, size) = numbered_text("hook-", 1);
+    let id = api
+        .submit(
+            &text,
+            json!({"chunkSize": size, "callbackUrl": format!("{}/hook", receiver.uri())}),
+        )
+        .await
+        .expect("submit with a callback");
+    api.wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    let job = api
+        .wait_for(&id, JOB_TIMEOUT, |j| j["callback"]["status"] == "delivered")
+        .await
+        .expect("the callback is delivered");
+    assert_eq!(job["callback"]["attempts"], 2, "{job}");
+    assert!(job["callback"]["deliveredAt"].is_string(), "{job}");
+    let requests = receiver.received_requests().await.unwrap_or_default();
+    assert_eq!(requests.len(), 2, "one 500, then the retry");
+    let secret = c.em.var("WEBHOOK_SECRET").as_bytes().to_vec();
+    for r in &requests {
+        let sig = r
+            .headers
+            .get("lotsawa-signature")
+            .and_then(|v| v.to_str().ok())
+            .expect("signed");
+        let now = chrono_now();
+        lotsawa_core::webhook::verify(&secret, sig, &r.body, now, 300)
+            .expect("the signature checks out with the deployment's secret");
+        let event: Value = serde_json::from_slice(&r.body).expect("JSON");
+        assert_eq!(event["type"], "job.completed", "{event}");
+        assert_eq!(event["jobId"], id.as_str(), "{event}");
+        assert_eq!(
+            r.headers.get("lotsawa-event").and_then(|v| v.to_str().ok()),
+            Some("job.completed")
+        );
+    }
+    // A private address is refused when the job is submitted.
+    let (status, body, _) = api
+        .post_job(&json!({"sourceText": "ཀ་ཁ།", "config": {"callbackUrl": "http://10.0.0.7/hook"}}))
+        .await
+        .expect("post");
+    assert_eq!(status, 400, "{body}");
+}
+
+fn chrono_now() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::webhooks_are_signed_retried_and_recorded", |c| {
+        Box::pin(webhooks_are_signed_retried_and_recorded(c))
+    }),
     ("cloud::lifecycle_events_reach_the_bus_and_its_rules", |c| {
         Box::pin(lifecycle_events_reach_the_bus_and_its_rules(c))
     }),

@@ -65,6 +65,28 @@ pub struct CloudConfig {
     /// The EventBridge bus lifecycle events go to (`LOTSAWA_EVENT_BUS`);
     /// none are sent without one.
     pub event_bus: Option<String>,
+    /// Webhook delivery, when both `LOTSAWA_WEBHOOK_QUEUE_URL` and
+    /// `LOTSAWA_WEBHOOK_SECRET_ARN` are set; without it callback URLs are
+    /// refused.
+    pub webhooks: Option<CloudWebhooks>,
+}
+
+/// How the cloud delivers webhooks.
+#[derive(Debug, Clone)]
+pub struct CloudWebhooks {
+    /// The queue a pending delivery waits in (`LOTSAWA_WEBHOOK_QUEUE_URL`).
+    pub queue_url: String,
+    /// The Secrets Manager secret holding the signing secret
+    /// (`LOTSAWA_WEBHOOK_SECRET_ARN`).
+    pub secret_arn: String,
+    /// Wait before the first retry, doubled for each next one
+    /// (`LOTSAWA_WEBHOOK_RETRY_BASE_MS`, default 1000).
+    pub retry_base: Duration,
+    /// Attempts in all (`LOTSAWA_WEBHOOK_ATTEMPTS`, default 5).
+    pub max_attempts: u32,
+    /// Who may receive them: public addresses, and what
+    /// `LOTSAWA_WEBHOOK_ALLOW` lists (no loopback otherwise).
+    pub policy: lotsawa_core::webhook::CallbackPolicy,
 }
 
 fn required(
@@ -173,6 +195,32 @@ impl CloudConfig {
             event_bus: get("LOTSAWA_EVENT_BUS")
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty()),
+            webhooks: match (
+                get("LOTSAWA_WEBHOOK_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+                get("LOTSAWA_WEBHOOK_SECRET_ARN").filter(|v| !v.trim().is_empty()),
+            ) {
+                (Some(queue_url), Some(secret_arn)) => Some(CloudWebhooks {
+                    queue_url: queue_url.trim().to_owned(),
+                    secret_arn: secret_arn.trim().to_owned(),
+                    retry_base: Duration::from_millis(number(
+                        get,
+                        "LOTSAWA_WEBHOOK_RETRY_BASE_MS",
+                        1000u64,
+                        1,
+                        3_600_000,
+                    )?),
+                    max_attempts: number(get, "LOTSAWA_WEBHOOK_ATTEMPTS", 5u32, 1, 20)?,
+                    policy: lotsawa_core::webhook::CallbackPolicy::with_allow_list(
+                        false,
+                        &get("LOTSAWA_WEBHOOK_ALLOW").unwrap_or_default(),
+                    )
+                    .map_err(|message| ConfigError {
+                        name: "LOTSAWA_WEBHOOK_ALLOW",
+                        message,
+                    })?,
+                }),
+                _ => None,
+            },
         })
     }
 }

@@ -8,7 +8,8 @@ use std::sync::Arc;
 use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
-use lotsawa_core::JobService;
+use chrono::Utc;
+use lotsawa_core::{JobService, JobStore};
 use lotsawa_engines::{EngineSet, EngineSettings};
 
 use crate::config::CloudConfig;
@@ -57,6 +58,21 @@ where
                 pause = (pause * 2).min(std::time::Duration::from_secs(2));
             }
         }
+    }
+}
+
+/// What the webhook function delivers with.
+#[derive(Clone)]
+pub struct Delivery {
+    settings: lotsawa_delivery::WebhookSettings,
+    callbacks: lotsawa_core::webhook::Callbacks,
+}
+
+impl std::fmt::Debug for Delivery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Delivery")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
     }
 }
 
@@ -262,7 +278,133 @@ impl App {
                 settle_execution(&self.store, &event.detail).await?,
             ));
         }
-        Ok(reap(&self.store, REAP_MIN_AGE).await?)
+        let reaped = reap(&self.store, REAP_MIN_AGE).await?;
+        self.requeue_overdue_callbacks().await;
+        Ok(reaped)
+    }
+
+    /// Callback deliveries overdue by a minute (their queue message was
+    /// lost, or their wait was longer than SQS's 15 minutes) go back to the
+    /// webhook queue.
+    async fn requeue_overdue_callbacks(&self) {
+        if self.config.webhooks.is_none() {
+            return;
+        }
+        let overdue = Utc::now() - chrono::Duration::seconds(60);
+        match self.store.callbacks_due(overdue, 100).await {
+            Ok(jobs) => {
+                for job in jobs {
+                    self.store
+                        .schedule_callback(job.id, std::time::Duration::ZERO)
+                        .await;
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "reading overdue callbacks failed"),
+        }
+    }
+
+    /// The webhook function's delivery settings: the signing secret read
+    /// from Secrets Manager once per instance.
+    pub async fn webhook_delivery(&self) -> Result<Delivery, StartError> {
+        let w = self
+            .config
+            .webhooks
+            .clone()
+            .ok_or("LOTSAWA_WEBHOOK_QUEUE_URL and LOTSAWA_WEBHOOK_SECRET_ARN must be set")?;
+        let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+        let out = aws_sdk_secretsmanager::Client::new(&sdk)
+            .get_secret_value()
+            .secret_id(&w.secret_arn)
+            .send()
+            .await
+            .map_err(|e| {
+                format!(
+                    "LOTSAWA_WEBHOOK_SECRET_ARN: reading the secret failed: {}",
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(&e)
+                )
+            })?;
+        let secret = out.secret_string().unwrap_or_default().trim().to_owned();
+        if secret.len() < 16 {
+            return Err(
+                "LOTSAWA_WEBHOOK_SECRET_ARN: the secret must hold at least 16 characters".into(),
+            );
+        }
+        Ok(Delivery {
+            callbacks: lotsawa_core::webhook::Callbacks::new(
+                w.policy.clone(),
+                Arc::new(lotsawa_delivery::DnsResolver),
+            ),
+            settings: lotsawa_delivery::WebhookSettings {
+                secret: secret.into_bytes(),
+                retry_base: w.retry_base,
+                max_attempts: w.max_attempts,
+                policy: w.policy,
+            },
+        })
+    }
+
+    /// Webhook-queue batch → one delivery attempt per message; a retry is
+    /// queued again with its wait as the message delay.
+    pub async fn on_webhooks(&self, delivery: &Delivery, event: SqsEvent) -> SqsBatchResponse {
+        let mut response = SqsBatchResponse::default();
+        for record in event.records {
+            let message_id = record.message_id.clone().unwrap_or_default();
+            let id =
+                serde_json::from_str::<serde_json::Value>(record.body.as_deref().unwrap_or(""))
+                    .ok()
+                    .and_then(|v| {
+                        v.get("jobId")?
+                            .as_str()?
+                            .parse::<lotsawa_core::JobId>()
+                            .ok()
+                    });
+            let Some(id) = id else {
+                tracing::error!(%message_id, "dropping a malformed webhook message");
+                continue;
+            };
+            let job = match self.store.get(id).await {
+                Ok(j) => j,
+                Err(lotsawa_core::StoreError::NotFound(_)) => continue,
+                Err(e) => {
+                    tracing::warn!(job_id = %id, error = %e, "reading a job for its callback failed");
+                    response.batch_item_failures.push(failure(message_id));
+                    continue;
+                }
+            };
+            let Some(pending) = job
+                .callback
+                .clone()
+                .filter(|c| c.status == lotsawa_core::CallbackStatus::Pending)
+            else {
+                continue;
+            };
+            let now = Utc::now();
+            if let Some(due) = pending.next_attempt_at
+                && due > now + chrono::Duration::milliseconds(500)
+            {
+                // Early (a long wait is queued in 15-minute steps).
+                self.store
+                    .schedule_callback(id, (due - now).to_std().unwrap_or_default())
+                    .await;
+                continue;
+            }
+            let after = lotsawa_delivery::deliver(
+                &self.store,
+                &delivery.settings,
+                &delivery.callbacks,
+                job,
+            )
+            .await;
+            if let Some(after) = after
+                && after.status == lotsawa_core::CallbackStatus::Pending
+                && let Some(due) = after.next_attempt_at
+            {
+                self.store
+                    .schedule_callback(id, (due - Utc::now()).to_std().unwrap_or_default())
+                    .await;
+            }
+        }
+        response
     }
 
     /// Worker-queue batch → tasks answered.

@@ -28,10 +28,11 @@ pub fn cloud_service(
     default_engine: String,
     models: Vec<(String, Vec<String>)>,
 ) -> Service {
-    let (max_chunks, rate, max_pending) = (
+    let (max_chunks, rate, max_pending, callbacks) = (
         store.config.max_chunks,
         store.config.rate,
         store.config.max_pending,
+        store.config.webhooks.clone(),
     );
     Service::new(
         Arc::new(store.clone()),
@@ -46,6 +47,13 @@ pub fn cloud_service(
     .with_max_chunks(max_chunks)
     .with_rate(rate)
     .with_max_pending(max_pending)
+    .with_callbacks(match &callbacks {
+        Some(w) => Ok(lotsawa_core::webhook::Callbacks::new(
+            w.policy.clone(),
+            Arc::new(lotsawa_delivery::DnsResolver),
+        )),
+        None => Err("this deployment has no webhook queue and secret configured".into()),
+    })
 }
 
 #[async_trait]

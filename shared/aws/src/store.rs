@@ -530,6 +530,31 @@ impl DynamoStore {
         }
     }
 
+    /// Have the webhook function try the job's pending callback after
+    /// `delay` (at most SQS's 15 minutes; a later one is found by the
+    /// sweep). Best effort: the sweep finds a delivery whose message was
+    /// lost.
+    pub async fn schedule_callback(&self, id: JobId, delay: std::time::Duration) {
+        let Some(w) = &self.config.webhooks else {
+            return;
+        };
+        let body = serde_json::json!({ "jobId": id.to_string() }).to_string();
+        let delay = delay.as_secs().min(900) as i32;
+        if let Err(e) = self
+            .clients
+            .sqs
+            .send_message()
+            .queue_url(&w.queue_url)
+            .message_body(body)
+            .delay_seconds(delay)
+            .send()
+            .await
+        {
+            tracing::warn!(job_id = %id, error = %aws_sdk_sqs::error::DisplayErrorContext(&e),
+                "queueing a callback delivery failed; the sweep will find it");
+        }
+    }
+
     /// The events a written change makes: the job's, and `batch.completed`
     /// when it was the last item of its batch to end.
     async fn publish_change(&self, from: JobStatus, job: &Job) {
@@ -1445,6 +1470,11 @@ impl JobStore for DynamoStore {
                 let job = self.get(id).await?;
                 if patch.from != patch.to {
                     self.publish_change(patch.from, &job).await;
+                }
+                if let Field::Set(c) = &patch.callback
+                    && c.status == lotsawa_core::CallbackStatus::Pending
+                {
+                    self.schedule_callback(id, std::time::Duration::ZERO).await;
                 }
                 Ok(Applied::Done(Box::new(job)))
             }

@@ -97,5 +97,6 @@ pub fn fresh_config() -> CloudConfig {
         require_auth: false,
         emulator: false,
         event_bus: None,
+        webhooks: None,
     }
 }
