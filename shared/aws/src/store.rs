@@ -1238,7 +1238,6 @@ fn completed(items: &[Item]) -> bool {
     })
 }
 
-/// The list position of a job: its listing sort key (`createdAt#id`).
 fn batch_from_item(
     id: lotsawa_core::BatchId,
     item: &Item,
@@ -1260,6 +1259,7 @@ fn batch_from_item(
     })
 }
 
+/// The list position of a job: its listing sort key (`createdAt#id`).
 fn position_key(pos: &str) -> Option<JobId> {
     let (rest, id) = pos.rsplit_once('#')?;
     // A queue key has the turn before the time.
