@@ -395,9 +395,15 @@ impl DynamoStore {
                     i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(sk)
                 })
             };
+            // A completed job's result item holds its result (inline or
+            // in S3): one without either is from before the completion.
+            let has_result = items.iter().any(|i| {
+                i.get("sk").and_then(|v| v.as_s().ok()).map(String::as_str) == Some(RESULT_SK)
+                    && (i.contains_key("result") || i.contains_key("resultKey"))
+            });
             let whole = !has("JOB")
                 || (has(CONFIG_SK)
-                    && (!with_texts || (has(TEXT_SK) && (has(RESULT_SK) || !completed(&items)))));
+                    && (!with_texts || (has(TEXT_SK) && (has_result || !completed(&items)))));
             if whole {
                 let find = |sk: &'static str| {
                     items.iter().find(|i| {
