@@ -123,6 +123,8 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             max_streams: config.max_streams,
             max_streams_per_tenant: config.max_streams_per_tenant,
             request_timeout: config.request_timeout,
+            // Same origin: the page's streams come from this server.
+            stream_url: None,
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());
@@ -132,7 +134,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
         drain: config.shutdown_grace + Duration::from_secs(5),
     };
     println!(
-        "Lotsawa listening on http://{addr} (database: {}, concurrency: {})",
+        "Lotsawa listening on http://{addr} — dashboard at http://{addr}/ (database: {}, concurrency: {})",
         config.db.display(),
         config.concurrency
     );

@@ -69,6 +69,9 @@ pub struct CloudConfig {
     /// `LOTSAWA_WEBHOOK_SECRET_ARN` are set; without it callback URLs are
     /// refused.
     pub webhooks: Option<CloudWebhooks>,
+    /// The stream function's URL (`STREAM_URL`), where the dashboard opens
+    /// its SSE streams.
+    pub stream_url: Option<String>,
 }
 
 /// How the cloud delivers webhooks.
@@ -195,6 +198,9 @@ impl CloudConfig {
             event_bus: get("LOTSAWA_EVENT_BUS")
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty()),
+            stream_url: get("STREAM_URL")
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty()),
             webhooks: match (
                 get("LOTSAWA_WEBHOOK_QUEUE_URL").filter(|v| !v.trim().is_empty()),
                 get("LOTSAWA_WEBHOOK_SECRET_ARN").filter(|v| !v.trim().is_empty()),

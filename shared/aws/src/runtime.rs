@@ -197,6 +197,8 @@ impl App {
                 require_auth: self.config.require_auth,
                 // Behind API Gateway and Function URLs: their host names.
                 allowed_hosts: None,
+                // The dashboard opens its streams on the stream function.
+                stream_url: self.config.stream_url.clone(),
                 ..lotsawa_http::ApiConfig::default()
             },
         )

@@ -230,6 +230,12 @@ pub trait JobService: Send + Sync {
         from: u32,
         to: u32,
     ) -> Result<Vec<ChunkOutput>, ServiceError>;
+    /// Every chunk of the caller's job, in order, with source and output.
+    async fn chunk_records(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+    ) -> Result<Vec<crate::ledger::ChunkRecord>, ServiceError>;
     /// What a watcher polls; it may lag a write by a moment.
     async fn pulse(&self, tenant: &Tenant, id: JobId) -> Result<crate::store::Pulse, ServiceError>;
     /// A job with its progress, for a watcher: no source text, no partial
@@ -793,6 +799,15 @@ impl JobService for Service {
                 translation: c.translation.unwrap_or_default(),
             })
             .collect())
+    }
+
+    async fn chunk_records(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+    ) -> Result<Vec<crate::ledger::ChunkRecord>, ServiceError> {
+        self.pulse(tenant, id).await?;
+        Ok(self.store.chunks(id, 0).await?)
     }
 
     async fn pulse(&self, tenant: &Tenant, id: JobId) -> Result<crate::store::Pulse, ServiceError> {

@@ -393,6 +393,61 @@ pub struct JobListDto {
     pub next_cursor: Option<String>,
 }
 
+/// One chunk of a job.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChunkDto {
+    /// Position in the job, from 0.
+    pub index: u32,
+    /// Its source text.
+    pub source: String,
+    /// The source in EWTS, when asked for.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_ewts: Option<String>,
+    /// `pending`, `completed` or `failed`.
+    pub status: String,
+    /// Provider calls made for it, over all runs.
+    pub attempts: u32,
+    /// Its output, once completed.
+    pub translation: Option<String>,
+    /// Why its last attempt failed.
+    pub error: Option<String>,
+    /// The engine's confidence, when it has one.
+    pub confidence: Option<f64>,
+    /// Served from the translation memory.
+    pub from_memory: bool,
+    /// What the quality checks flagged.
+    pub warning: Option<String>,
+    /// Time the successful attempt took, in milliseconds.
+    pub duration_ms: Option<u64>,
+}
+
+impl ChunkDto {
+    /// Render a chunk record; `ewts` adds the transliterated source.
+    pub fn from_record(c: lotsawa_core::ChunkRecord, ewts: bool) -> Self {
+        Self {
+            index: c.index,
+            source_ewts: ewts.then(|| lotsawa_core::ewts::to_ewts(&c.source)),
+            source: c.source,
+            status: c.status.as_str().to_owned(),
+            attempts: c.attempts,
+            translation: c.translation,
+            error: c.error,
+            confidence: c.confidence,
+            from_memory: c.from_memory,
+            warning: c.warning,
+            duration_ms: c.duration_ms,
+        }
+    }
+}
+
+/// `GET /api/jobs/{id}/chunks` answer.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+pub struct ChunkListDto {
+    /// The chunks, in order.
+    pub chunks: Vec<ChunkDto>,
+}
+
 /// `GET /healthz` answer.
 #[derive(Debug, Serialize, Deserialize, ToSchema)]
 pub struct Health {

@@ -4,6 +4,7 @@
 //! [`lotsawa_core::JobService`].
 
 mod batches;
+mod dashboard;
 pub mod dto;
 pub mod error;
 mod sse;
@@ -59,6 +60,9 @@ pub struct ApiConfig {
     /// Longest time a request may take until its response starts (then 503;
     /// a stream's events are not counted, only its start).
     pub request_timeout: Duration,
+    /// Where the dashboard opens SSE streams, when not on this origin (the
+    /// cloud's stream function URL, `STREAM_URL`).
+    pub stream_url: Option<String>,
 }
 
 /// Default cap on open streams in all.
@@ -75,6 +79,7 @@ impl Default for ApiConfig {
             stream_max: Duration::from_secs(24 * 3600),
             shutdown: CancellationToken::new(),
             require_auth: false,
+            stream_url: None,
             allowed_hosts: None,
             max_streams: DEFAULT_MAX_STREAMS,
             max_streams_per_tenant: DEFAULT_MAX_STREAMS_PER_TENANT,
@@ -125,6 +130,13 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
                 )
                 .route("/api/batches/{id}/retry", post(batches::retry_batch))
                 .route("/api/batches/{id}/stream", get(batches::stream_batch))
+                .route("/api/jobs/{id}/chunks", get(job_chunks))
+                .route("/", get(dashboard::page))
+                .route("/jobs/{id}", get(dashboard::page))
+                .route("/batches/{id}", get(dashboard::page))
+                .route("/assets/app.js", get(dashboard::app_js))
+                .route("/assets/app.css", get(dashboard::app_css))
+                .route("/assets/config.json", get(dashboard::config))
                 .route("/healthz", get(healthz))
                 .route("/metrics", get(metrics))
                 .route("/openapi.json", get(openapi)),
@@ -270,14 +282,17 @@ async fn authenticate(
     next: Next,
 ) -> Result<Response, ApiError> {
     let path = req.uri().path();
-    let open = matches!(path, "/healthz" | "/openapi.json");
+    // Health, the API description and the dashboard's page and assets (the
+    // page asks for a key and sends it with its API calls).
+    let open = matches!(path, "/healthz" | "/openapi.json") || dashboard::is_page(path);
     let tenant = if !state.config.require_auth || open {
         Tenant::default()
     } else {
         let key = bearer(req.headers()).or_else(|| {
             // Browsers' EventSource cannot set headers: the stream route
             // alone takes the key as a query parameter.
-            let stream = path.starts_with("/api/jobs/") && path.ends_with("/stream");
+            let stream = (path.starts_with("/api/jobs/") || path.starts_with("/api/batches/"))
+                && path.ends_with("/stream");
             stream.then(|| access_token(req.uri().query())).flatten()
         });
         let Some(key) = key else {
@@ -524,6 +539,45 @@ async fn retry_job(
     }))
 }
 
+/// The query of a chunk list.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChunkParams {
+    /// Add each source in EWTS transliteration.
+    #[serde(default)]
+    pub ewts: bool,
+}
+
+/// A job's chunks: source, status, attempts and output of each.
+#[utoipa::path(get, path = "/api/jobs/{id}/chunks",
+    params(("id" = String, Path, description = "Job id (UUID)"),
+           ("ewts" = Option<bool>, Query, description = "Add each source in EWTS (Wylie) transliteration")),
+    responses(
+        (status = 200, description = "The chunks, in order", body = ChunkListDto),
+        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn job_chunks(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<ChunkParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Json<ChunkListDto>, ApiError> {
+    let Path(id) = path?;
+    let id = parse_id(&id)?;
+    let Query(ChunkParams { ewts }) = query?;
+    let records = state.service.chunk_records(&tenant, id).await?;
+    let chunks = tokio::task::spawn_blocking(move || {
+        records
+            .into_iter()
+            .map(|c| ChunkDto::from_record(c, ewts))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; try again"))?;
+    Ok(Json(ChunkListDto { chunks }))
+}
+
 /// Most jobs one page may hold.
 pub const MAX_PAGE: u32 = 100;
 
@@ -676,6 +730,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         batches::retry_batch,
         batches::list_batches,
         batches::stream_batch,
+        job_chunks,
         healthz,
         metrics,
         openapi
@@ -695,6 +750,8 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         BatchItemDto,
         BatchCountsDto,
         BatchListDto,
+        ChunkDto,
+        ChunkListDto,
         Health,
         Problem,
         ProgressEvent,

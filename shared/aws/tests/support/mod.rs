@@ -98,5 +98,6 @@ pub fn fresh_config() -> CloudConfig {
         emulator: false,
         event_bus: None,
         webhooks: None,
+        stream_url: None,
     }
 }
