@@ -167,10 +167,10 @@ function queueView(app) {
   app.append(
     el("h1", {}, "Queue"),
     el("section", { class: "card", "aria-label": "Counts" }, counts),
-    submitForm(),
     el("section", { class: "card", "aria-labelledby": "jobs-title" },
-      el("h2", { id: "jobs-title" }, "Jobs"), filters, message, table, paging),
+      el("h2", { id: "jobs-title" }, "Jobs"), filters, message, el("div", { class: "scroll" }, table), paging),
     batches,
+    submitForm(),
   );
   refreshCounts(counts);
   state.timers.push(setInterval(() => refreshCounts(counts), 3000));
@@ -216,13 +216,19 @@ function jobRow(j, message) {
     el("td", { class: "mono" }, link("/jobs/" + j.id, j.id.slice(0, 8)), " ", el("span", { class: "muted" }, j.type)),
     el("td", {}, st), el("td", {}, b), el("td", { class: "num wide" }, chunks), el("td", { class: "num wide" }, eta),
     el("td", {}, actions));
+  let shownStatus = null;
   const update = (v) => {
     st.textContent = v.status;
     st.className = "status " + v.status;
     setBar(b, v.progress);
     chunks.textContent = v.chunksCompleted + "/" + v.chunksTotal;
     eta.textContent = TERMINAL.includes(v.status) ? "—" : fmtMs(v.estimatedTimeRemaining);
-    actions.replaceChildren(...actionButtons(v, message, (nv) => { update(nv); live(); }));
+    // Buttons change only with the status, so focus is not lost to a
+    // progress update.
+    if (v.status !== shownStatus) {
+      shownStatus = v.status;
+      actions.replaceChildren(...actionButtons(v, message, (nv) => { update(nv); live(); }));
+    }
   };
   const live = () => {
     if (TERMINAL.includes(st.textContent)) return;
@@ -277,9 +283,9 @@ async function loadBatches(box) {
   }
   box.append(el("section", { class: "card", "aria-labelledby": "batches-title" },
     el("h2", { id: "batches-title" }, "Batches"),
-    el("table", { "aria-label": "Batches" },
+    el("div", { class: "scroll" }, el("table", { "aria-label": "Batches" },
       el("thead", {}, el("tr", {}, el("th", {}, "Batch"), el("th", {}, "Status"), el("th", {}, "Progress"), el("th", {}, "Items"))),
-      body)));
+      body))));
 }
 
 // ---- submit --------------------------------------------------------------
@@ -379,7 +385,7 @@ async function jobView(app, id) {
     el("section", { class: "card" },
       el("div", { class: "stats" }, st, el("span", {}, job.type), el("span", {}, job.engine || "")),
       b, stats, actions, message, downloads),
-    el("div", { class: "actions" }, ewts, el("label", { for: "ewts-toggle" }, "Show the source in EWTS")),
+    el("div", { class: "toggle" }, ewts, el("label", { for: "ewts-toggle" }, "Show the source in EWTS (Wylie)")),
     grid);
 
   const chunkRow = (c) => {
@@ -411,6 +417,7 @@ async function jobView(app, id) {
   };
   ewts.addEventListener("change", () => { for (const row of rows.values()) chunkRow(row.data); });
 
+  let shownStatus = null;
   const show = (v) => {
     job = v;
     st.textContent = v.status;
@@ -421,8 +428,11 @@ async function jobView(app, id) {
       el("span", {}, "chunks ", el("b", {}, v.chunksCompleted + "/" + v.chunksTotal)),
       el("span", {}, "ETA ", el("b", {}, TERMINAL.includes(v.status) ? "—" : fmtMs(v.estimatedTimeRemaining))),
       el("span", {}, "throughput ", el("b", {}, v.throughput ? v.throughput + " chunks/min" : "—")),
-      v.error ? el("span", { class: "error" }, v.error) : null);
-    actions.replaceChildren(...actionButtons(v, message, (nv) => { show(nv); connect(); }));
+      ...(v.error ? [el("span", { class: "error" }, v.error)] : []));
+    if (v.status !== shownStatus) {
+      shownStatus = v.status;
+      actions.replaceChildren(...actionButtons(v, message, (nv) => { show(nv); connect(); }));
+    }
     downloads.replaceChildren();
     if (v.status === "completed" && v.result) {
       const blobLink = (name, type, text) => el("a", { download: name,

@@ -26,7 +26,10 @@ fn asset(content_type: &'static str, body: &'static str, csp: Option<String>) ->
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     // Always revalidated: a new binary serves its own page at once.
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
-    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    h.insert(
+        "x-content-type-options",
+        HeaderValue::from_static("nosniff"),
+    );
     if let Some(csp) = csp.and_then(|c| HeaderValue::from_str(&c).ok()) {
         h.insert("content-security-policy", csp);
         h.insert("x-frame-options", HeaderValue::from_static("DENY"));

@@ -574,7 +574,12 @@ async fn job_chunks(
             .collect::<Vec<_>>()
     })
     .await
-    .map_err(|_| ApiError::new(StatusCode::SERVICE_UNAVAILABLE, "the server is busy; try again"))?;
+    .map_err(|_| {
+        ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is busy; try again",
+        )
+    })?;
     Ok(Json(ChunkListDto { chunks }))
 }
 
