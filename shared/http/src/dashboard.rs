@@ -46,7 +46,7 @@ pub(crate) async fn page(State(state): State<AppState>) -> Response {
         .config
         .stream_url
         .as_deref()
-        .and_then(|u| url_origin(u))
+        .and_then(url_origin)
         .map(|o| format!(" {o}"))
         .unwrap_or_default();
     let csp = format!(

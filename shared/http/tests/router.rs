@@ -466,3 +466,96 @@ async fn sources_without_tibetan_or_visible_text_are_refused() {
     let (_, _, list) = call(&app, get("/api/jobs")).await;
     assert_eq!(list["jobs"].as_array().map(Vec::len), Some(1), "{list}");
 }
+
+#[tokio::test]
+async fn the_dashboard_is_served_and_a_job_lists_its_chunks() {
+    let (_d, _b, app) = app(1024 * 1024).await;
+    for path in [
+        "/",
+        "/jobs/00000000-0000-4000-8000-000000000000",
+        "/batches/x",
+    ] {
+        let res = app.clone().oneshot(get(path)).await.expect("res");
+        assert_eq!(res.status(), StatusCode::OK, "{path}");
+        let csp = res.headers()["content-security-policy"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
+        assert!(csp.contains("script-src 'self'"), "{csp}");
+        assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+        let bytes = res.into_body().collect().await.expect("body").to_bytes();
+        let html = String::from_utf8_lossy(&bytes);
+        assert!(html.contains("/assets/app.js"), "{path}");
+    }
+    let (status, ct, js) = call(&app, get("/assets/app.js")).await;
+    assert_eq!(status, StatusCode::OK);
+    assert!(ct.starts_with("text/javascript"), "{ct}");
+    assert!(js.as_str().is_some_and(|s| s.contains("EventSource")));
+    let (_, ct, _) = call(&app, get("/assets/app.css")).await;
+    assert!(ct.starts_with("text/css"), "{ct}");
+    let (_, _, config) = call(&app, get("/assets/config.json")).await;
+    assert_eq!(config, json!({"streamUrl": "", "requireAuth": false}));
+    let (status, _, _) = call(&app, get("/assets/nothing.js")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+
+    // A job's chunks: source, EWTS on request, output once done.
+    let text = "བྱང་ཆུབ། ཀ་ཁ།";
+    let (status, _, body) = call(
+        &app,
+        post_json(
+            "/api/jobs",
+            &json!({"sourceText": text, "config": {"chunkSize": 8}}).to_string(),
+        ),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["jobId"].as_str().expect("id").to_owned();
+    let mut chunks = Value::Null;
+    for _ in 0..200 {
+        let (status, _, c) = call(&app, get(&format!("/api/jobs/{id}/chunks?ewts=true"))).await;
+        assert_eq!(status, StatusCode::OK, "{c}");
+        chunks = c;
+        if chunks["chunks"]
+            .as_array()
+            .is_some_and(|a| a.iter().all(|c| c["status"] == "completed"))
+        {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let list = chunks["chunks"].as_array().expect("chunks");
+    assert!(list.len() > 1, "{chunks}");
+    let joined = |field: &str| -> String {
+        list.iter()
+            .map(|c| c[field].as_str().unwrap_or_default())
+            .collect()
+    };
+    assert_eq!(joined("source"), text, "the chunks make the text, in order");
+    assert_eq!(joined("translation"), text, "echo");
+    assert_eq!(joined("sourceEwts"), "byang chub/ ka kha/");
+    for (i, c) in list.iter().enumerate() {
+        assert_eq!(c["index"], i);
+        assert_eq!(c["attempts"], 1);
+    }
+    let (_, _, plain) = call(&app, get(&format!("/api/jobs/{id}/chunks"))).await;
+    assert!(plain["chunks"][0].get("sourceEwts").is_none());
+    for (uri, want) in [
+        ("/api/jobs/nope/chunks".to_owned(), StatusCode::BAD_REQUEST),
+        (
+            "/api/jobs/00000000-0000-4000-8000-000000000000/chunks".to_owned(),
+            StatusCode::NOT_FOUND,
+        ),
+        (
+            format!("/api/jobs/{id}/chunks?ewts=maybe"),
+            StatusCode::BAD_REQUEST,
+        ),
+        (
+            format!("/api/jobs/{id}/chunks?other=1"),
+            StatusCode::BAD_REQUEST,
+        ),
+    ] {
+        let (status, ct, body) = call(&app, get(&uri)).await;
+        assert_eq!(status, want, "{uri}: {body}");
+        assert!(ct.starts_with("application/problem+json"), "{uri}: {ct}");
+    }
+}
