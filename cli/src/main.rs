@@ -3,6 +3,7 @@
 mod batch;
 mod client;
 mod config;
+mod eval;
 mod keys;
 mod listen;
 mod oneshot;
@@ -108,11 +109,11 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Transliterate a file ('-' for stdin) to EWTS in-process
+    /// Transliterate a file ('-' for stdin) to EWTS, streamed to stdout
     Transliterate {
         /// File to transliterate
         file: PathBuf,
-        /// Print the job as JSON
+        /// Run it as a job in-process and print the job as JSON
         #[arg(long)]
         json: bool,
     },
@@ -140,6 +141,25 @@ enum Command {
         once: bool,
         #[command(flatten)]
         client: ClientArgs,
+    },
+    /// Score an engine on a corpus: each line `bo<TAB>en` (Tibetan, a tab,
+    /// the reference); chrF, chrF++ and BLEU as sacrebleu computes them
+    Eval {
+        /// The corpus (TSV)
+        corpus: PathBuf,
+        /// Engine [env: LOTSAWA_ENGINE]
+        #[arg(long)]
+        engine: Option<String>,
+        /// Model
+        #[arg(long)]
+        model: Option<String>,
+        /// SQLite database whose translation memory is used (default: a
+        /// temporary one)
+        #[arg(long)]
+        db: Option<PathBuf>,
+        /// One JSON object: engine, model, segments, chrf, chrfpp, bleu
+        #[arg(long)]
+        json: bool,
     },
     /// Show, cancel or retry a batch
     Batch {
@@ -320,6 +340,7 @@ fn main() -> ExitCode {
                 )
                 .await
             }
+            Command::Transliterate { file, json: false } => oneshot::transliterate(&file),
             Command::Transliterate { file, json } => {
                 oneshot::run(
                     &file,
@@ -327,6 +348,24 @@ fn main() -> ExitCode {
                     oneshot::OneShot {
                         json,
                         ..Default::default()
+                    },
+                )
+                .await
+            }
+            Command::Eval {
+                corpus,
+                engine,
+                model,
+                db,
+                json,
+            } => {
+                eval::run(
+                    &corpus,
+                    eval::EvalOptions {
+                        engine,
+                        model,
+                        db,
+                        json,
                     },
                 )
                 .await

@@ -20,6 +20,7 @@ pub mod progress;
 pub mod quality;
 pub mod rate;
 pub mod retry;
+pub mod score;
 pub mod segment;
 pub mod service;
 pub mod store;
