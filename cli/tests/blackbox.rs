@@ -306,7 +306,7 @@ fn transliterate_and_translate_run_in_process_without_a_server() {
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout).trim_end(),
-        "sangs rgyas chos dang tshogs kyi mchog rnams la/ /"
+        "sangs rgyas chos dang tshogs kyi mchog rnams la/_/"
     );
     let out = Command::new(bin)
         .args(["translate", file.to_str().unwrap_or_default()])

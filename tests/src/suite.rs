@@ -643,7 +643,7 @@ pub async fn transliteration_and_offline(api: &Api) -> Result<()> {
     ensure!(job["type"] == "transliteration", "{job}");
     ensure!(
         job["result"]["translation"]
-            == "@#/ /byang chub sems dpa'i spyod pa la 'jug pa/ /\noM ma Ni pad+me hU~M/\n",
+            == "@#/_/byang chub sems dpa'i spyod pa la 'jug pa/_/\noM ma Ni pad+me hU~M/\n",
         "{job}"
     );
     ensure!(job["result"]["engine"] == "ewts", "{job}");

@@ -8,10 +8,12 @@
 //! (`g.yag`). Anything else (Sanskrit) is written stack by stack with `+`
 //! inside stacks that are not standard Tibetan stacks (`pad+me`).
 //!
-//! Punctuation: tsheg is a space, a real space is `_` (a plain space after a
-//! shad, as in `/ /`), shad `/`, Tibetan digits are digits; line breaks and
-//! non-Tibetan text pass through unchanged. Characters without an EWTS
-//! spelling are written as `\uXXXX` escapes, as EWTS prescribes.
+//! Punctuation: tsheg is a space, a real space is `_` (also after a shad:
+//! `/_/`), shad `/`, Tibetan digits are digits; line breaks pass through;
+//! a run of non-Tibetan text is bracketed (`[Mixed text, ]`), with `[` and
+//! `]` escaped inside. Characters without an EWTS spelling are written as
+//! `\uXXXX` escapes, as EWTS prescribes. The reference for all of it is
+//! BDRC's pyewts (tests/ewts_oracle.rs).
 
 /// The Wylie spelling of a base consonant (U+0F40..U+0F6C).
 fn base_letter(c: char) -> Option<&'static [&'static str]> {
@@ -94,6 +96,8 @@ const STANDARD_STACKS: &[&str] = &[
     "kl", "gl", "bl", "zl", "rl", "sl", // wa-zur
     "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw", "lw", "shw",
     "sw", "hw", "grw", "drw", "phyw",
+    // Read as stacks without `+` by the reference (`badzra`).
+    "dzr", "nr",
 ];
 
 fn is_standard_stack(letters: &[&str]) -> bool {
@@ -117,7 +121,7 @@ const PREFIXES: &[(&str, &[&str])] = &[
             "k", "g", "c", "t", "d", "ts", "zh", "z", "sh", "s", "ky", "gy", "kr", "gr", "kl",
             "zl", "rl", "sl", "rk", "rg", "rng", "rj", "rny", "rt", "rd", "rn", "rts", "rdz", "lt",
             "sk", "sg", "sng", "sny", "st", "sd", "sn", "sts", "rky", "rgy", "sky", "sgy", "skr",
-            "sgr", "ld", "lc", "lj", "lng", "lk", "lg",
+            "sgr", "ld", "lc", "lj", "lng", "lk", "lg", "sr", "l", "r",
         ],
     ),
     (
@@ -138,9 +142,12 @@ const PREFIXES: &[(&str, &[&str])] = &[
 const SUFFIXES: &[&str] = &["g", "ng", "d", "n", "b", "m", "'", "r", "l", "s"];
 
 fn is_prefix_of(prefix: &str, root: &str) -> bool {
-    PREFIXES
-        .iter()
-        .any(|(p, roots)| *p == prefix && roots.contains(&root))
+    // A wa-zur under the root does not change which prefixes it takes
+    // (`btw`, `'drw`), as the reference reads it.
+    let bare = root.strip_suffix('w').filter(|r| !r.is_empty());
+    PREFIXES.iter().any(|(p, roots)| {
+        *p == prefix && (roots.contains(&root) || bare.is_some_and(|b| roots.contains(&b)))
+    })
 }
 
 fn takes_post_suffix(suffix: &str, post: &str) -> bool {
@@ -272,13 +279,6 @@ fn punctuation(c: char) -> Option<&'static str> {
     })
 }
 
-fn is_shad_like(c: char) -> bool {
-    matches!(
-        c,
-        '\u{0F0D}' | '\u{0F0E}' | '\u{0F0F}' | '\u{0F11}' | '\u{0F14}'
-    )
-}
-
 /// Render the stacks of one syllable.
 fn render_syllable(stacks: &[Stack]) -> String {
     if let Some(s) = render_tibetan(stacks) {
@@ -294,12 +294,14 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
     if n == 0 {
         return Some(String::new());
     }
-    // A final a-chung with a vowel (`'i`, `'o`, `'u`) is a particle.
-    let particle = n >= 2
-        && stacks[n - 1].letters == ["'"]
-        && stacks[n - 1].has_vowel()
-        && !stacks[n - 1].long;
-    let body_len = if particle { n - 1 } else { n };
+    // A final a-chung with a vowel (`'i`, `'o`, `'u`) is a particle, and so
+    // is one followed by the case ending `s` or `r` (`khye'us`, `bu'ur`).
+    let achung = |s: &Stack| s.letters == ["'"] && s.has_vowel() && !s.long;
+    let ending =
+        n >= 3 && achung(&stacks[n - 2]) && matches!(stacks[n - 1].single(), Some("s" | "r"));
+    let particle = ending || (n >= 2 && achung(&stacks[n - 1]));
+    let at = if ending { n - 2 } else { n - 1 };
+    let body_len = if particle { at } else { n };
     let body = &stacks[..body_len];
     let root = if let Some(i) = body.iter().position(Stack::has_vowel) {
         i
@@ -316,12 +318,22 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
             letters.push("'");
         }
         match letters.len() {
-            1 | 2 => 0,
+            1 => 0,
+            // Two letters: root and suffix (`dag`), unless the second cannot
+            // be a suffix and the first prefixes it (`mtha`, `'cha`).
+            2 => {
+                usize::from(!SUFFIXES.contains(&letters[1]) && is_prefix_of(letters[0], letters[1]))
+            }
             3 => {
                 let (a, b, c) = (letters[0], letters[1], letters[2]);
+                // With a final `s` that could be a post-suffix, a-chung and
+                // da (but not before nga) prefix (`'bas`, `dgas`, `dangs`),
+                // as the reference reads them; the others root (`bags`).
                 if is_prefix_of(a, b)
                     && SUFFIXES.contains(&c)
-                    && !(c == "s" && takes_post_suffix(b, c))
+                    && (a == "'"
+                        || (a == "d" && b != "ng")
+                        || !(c == "s" && takes_post_suffix(b, c)))
                 {
                     1
                 } else {
@@ -385,19 +397,28 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
         _ => return None,
     }
     if particle {
-        out.push_str(&stacks[n - 1].render(false));
-        if stacks[n - 1].letters == ["'"] && stacks[n - 1].vowel_part(false).is_empty() {
+        out.push_str(&stacks[at].render(false));
+        if stacks[at].vowel_part(false).is_empty() {
             return None;
+        }
+        if ending {
+            out.push_str(stacks[n - 1].single()?);
         }
     }
     Some(out)
+}
+
+fn is_tibetan(c: char) -> bool {
+    ('\u{0F00}'..='\u{0FFF}').contains(&c)
 }
 
 fn escape(c: char) -> String {
     format!("\\u{:04X}", c as u32)
 }
 
-/// Convert Tibetan Unicode to EWTS. Text that is not Tibetan passes through.
+/// Convert Tibetan Unicode to EWTS, as the reference converter (BDRC's
+/// pyewts) writes it: text that is not Tibetan is bracketed (`[...]`), a
+/// space is `_`, line breaks pass through.
 pub fn to_ewts(text: &str) -> String {
     let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
@@ -444,26 +465,37 @@ pub fn to_ewts(text: &str) -> String {
             continue;
         }
         flush(&mut syllable, &mut out);
-        if c == ' ' {
-            // A space inside Tibetan text is `_`; after a shad it is a plain
-            // space (`/ /`); anywhere else the text is not Tibetan.
-            let tibetan = |c: &char| ('\u{0F00}'..='\u{0FFF}').contains(c);
-            let prev = if i > 0 { Some(chars[i - 1]) } else { None };
-            let next = chars.get(i + 1);
-            // At the end of the input (a chunk cut after a space) the space
-            // is taken as Tibetan, as it would be in the whole text.
-            let inside = prev.as_ref().is_some_and(tibetan) && next.is_none_or(tibetan);
-            out.push(if inside && !prev.is_some_and(is_shad_like) {
-                '_'
-            } else {
-                ' '
-            });
-        } else if let Some(p) = punctuation(c) {
+        if let Some(p) = punctuation(c) {
             out.push_str(p);
-        } else if ('\u{0F00}'..='\u{0FFF}').contains(&c) {
-            out.push_str(&escape(c));
+        } else if is_tibetan(c) || c == '\n' || c == '\r' {
+            if is_tibetan(c) {
+                out.push_str(&escape(c));
+            } else {
+                out.push(c);
+            }
         } else {
-            out.push(c);
+            // A run of text that is not Tibetan (up to the next Tibetan
+            // character or line break): spaces alone are `_`; anything else
+            // is bracketed whole, spaces included, `[` and `]` escaped.
+            let end = chars[i..]
+                .iter()
+                .position(|&d| is_tibetan(d) || d == '\n' || d == '\r')
+                .map_or(chars.len(), |k| i + k);
+            let run = &chars[i..end];
+            if run.iter().all(|&d| d == ' ') {
+                out.extend(std::iter::repeat_n('_', run.len()));
+            } else {
+                out.push('[');
+                for &d in run {
+                    if d == '[' || d == ']' {
+                        out.push('\\');
+                    }
+                    out.push(d);
+                }
+                out.push(']');
+            }
+            i = end;
+            continue;
         }
         i += 1;
     }
@@ -492,10 +524,18 @@ mod tests {
     #[case("ལགས", "lags")]
     #[case("བཀྲ་ཤིས་བདེ་ལེགས།", "bkra shis bde legs/")]
     #[case("༡༢༣", "123")]
-    #[case("ཀ། །ཁ", "ka/ /kha")]
+    #[case("ཀ། །ཁ", "ka/_/kha")]
+    #[case("བསྲུང", "bsrung")]
+    #[case("ཁྱེའུས", "khye'us")]
+    #[case("ཁྱེའུར", "khye'ur")]
+    #[case("ཀ:ཁ", "ka[:]kha")]
+    #[case("‹ཀ›", "[‹]ka[›]")]
+    #[case("ཀ abc ཁ", "ka[ abc ]kha")]
+    #[case("ཀ[x]", "ka[\\[x\\]]")]
     #[case("ཤོག །", "shog_/")]
-    #[case("abc ཀ", "abc ka")]
-    #[case("ཀ་ཁ_x y", "ka kha_x y")]
+    #[case("abc ཀ", "[abc ]ka")]
+    #[case("ཀ་ཁ_x y", "ka kha[_x y]")]
+    #[case("ཀ\nཁ ", "ka\nkha_")]
     #[case("ལའང", "la'ang")]
     fn hard_cases(#[case] bo: &str, #[case] ewts: &str) {
         assert_eq!(to_ewts(bo), ewts);

@@ -73,6 +73,25 @@ fn fuzz_segmenter() {
     report("segmenter", &RUNS);
 }
 
+/// The text inside EWTS brackets (`[...]`, with `\\[` and `\\]`), and a
+/// space for each `_` outside them.
+fn unbracket(ewts: &str) -> String {
+    let mut out = String::new();
+    let (mut inside, mut chars) = (false, ewts.chars().peekable());
+    while let Some(c) = chars.next() {
+        match (inside, c) {
+            (true, '\\') if matches!(chars.peek(), Some('[' | ']')) => {
+                out.extend(chars.next());
+            }
+            (true, ']') => inside = false,
+            (false, '[') => inside = true,
+            (false, '_') => out.push(' '),
+            (_, c) => out.push(c),
+        }
+    }
+    out
+}
+
 #[test]
 fn fuzz_transliterator() {
     static RUNS: AtomicU64 = AtomicU64::new(0);
@@ -85,9 +104,13 @@ fn fuzz_transliterator() {
                 let out = to_ewts(&text);
                 // Bounded growth: a character becomes at most a few.
                 assert!(out.chars().count() <= 8 * text.chars().count() + 8);
-                // Text with no Tibetan passes through unchanged.
-                if !text.chars().any(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c)) {
-                    assert_eq!(out, text);
+                // Text with no Tibetan comes back whole from its brackets
+                // (but for a backslash, which EWTS, as the reference writes
+                // it, leaves unescaped: `\]` could be either).
+                if !text.chars().any(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c))
+                    && !text.contains('\\')
+                {
+                    assert_eq!(unbracket(&out), text);
                 }
             }
         });

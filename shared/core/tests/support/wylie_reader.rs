@@ -8,7 +8,7 @@ const STANDARD_STACKS: &[&str] = &[
     "skr", "sgr", "snr", "spr", "sbr", "smr", "ky", "khy", "gy", "py", "phy", "by", "my", "kr",
     "khr", "gr", "tr", "thr", "dr", "pr", "phr", "br", "mr", "shr", "sr", "hr", "kl", "gl", "bl",
     "zl", "rl", "sl", "kw", "khw", "gw", "cw", "nyw", "tw", "dw", "tsw", "tshw", "zhw", "zw", "rw",
-    "lw", "shw", "sw", "hw", "grw", "drw", "phyw",
+    "lw", "shw", "sw", "hw", "grw", "drw", "phyw", "dzr", "nr",
 ];
 
 /// The standard stacks this reader knows.
@@ -284,6 +284,45 @@ pub fn canonical(s: &str) -> String {
             '\u{0FAC}' => out.push_str("\u{0FAB}\u{0FB7}"),
             '\u{0FB9}' => out.push_str("\u{0F90}\u{0FB5}"),
             other => out.push(other),
+        }
+    }
+    out
+}
+
+pub const ROOTS: &[&str] = &[
+    "k", "kh", "g", "ng", "c", "ch", "j", "ny", "t", "th", "d", "n", "p", "ph", "b", "m", "ts",
+    "tsh", "dz", "w", "zh", "z", "'", "y", "r", "l", "sh", "s", "h",
+];
+pub const PREFIXES: &[&str] = &["", "g", "d", "b", "m", "'"];
+pub const TEMPLATE_VOWELS: &[&str] = &["a", "i", "u", "e", "o"];
+pub const SUFFIXES: &[&str] = &["", "g", "ng", "d", "n", "b", "m", "'", "r", "l", "s"];
+
+/// Every syllable of the Tibetan template (any prefix, root or standard
+/// stack, vowel, suffix and post-suffix), as (its Wylie, its Unicode).
+pub fn template_syllables() -> Vec<(String, String)> {
+    let mut roots: Vec<String> = ROOTS.iter().map(|s| s.to_string()).collect();
+    roots.extend(standard_stacks().iter().map(|s| s.to_string()));
+    let mut out = Vec::new();
+    for prefix in PREFIXES {
+        for root in &roots {
+            for vowel in TEMPLATE_VOWELS {
+                for suffix in SUFFIXES {
+                    for post in ["", "s", "d"] {
+                        if !post.is_empty() && suffix.is_empty() {
+                            continue;
+                        }
+                        let joined = format!("{prefix}{root}");
+                        let dot =
+                            !prefix.is_empty() && standard_stacks().contains(&joined.as_str());
+                        let wylie = format!(
+                            "{prefix}{}{root}{vowel}{suffix}{post}",
+                            if dot { "." } else { "" }
+                        );
+                        let unicode = to_unicode(&wylie);
+                        out.push((wylie, unicode));
+                    }
+                }
+            }
         }
     }
     out
