@@ -100,8 +100,30 @@ const STANDARD_STACKS: &[&str] = &[
     "dzr", "nr",
 ];
 
+/// The letters written together, in `buf` (no allocation); `None` when
+/// longer than any stack spelling.
+fn joined<'b>(letters: &[&str], buf: &'b mut [u8; 32]) -> Option<&'b str> {
+    let mut n = 0;
+    for l in letters {
+        let b = l.as_bytes();
+        buf.get_mut(n..n + b.len())?.copy_from_slice(b);
+        n += b.len();
+    }
+    std::str::from_utf8(&buf[..n]).ok()
+}
+
 fn is_standard_stack(letters: &[&str]) -> bool {
-    letters.len() == 1 || STANDARD_STACKS.contains(&letters.concat().as_str())
+    static SORTED: std::sync::OnceLock<Vec<&'static str>> = std::sync::OnceLock::new();
+    if letters.len() == 1 {
+        return true;
+    }
+    let sorted = SORTED.get_or_init(|| {
+        let mut v = STANDARD_STACKS.to_vec();
+        v.sort_unstable();
+        v
+    });
+    let mut buf = [0u8; 32];
+    joined(letters, &mut buf).is_some_and(|s| sorted.binary_search(&s).is_ok())
 }
 
 const PREFIXES: &[(&str, &[&str])] = &[
@@ -161,7 +183,7 @@ fn takes_post_suffix(suffix: &str, post: &str) -> bool {
 /// One stack of a syllable.
 #[derive(Debug, Clone, Default)]
 struct Stack {
-    letters: Vec<&'static str>,
+    letters: smallvec::SmallVec<[&'static str; 4]>,
     /// Base consonant was the explicit a (U+0F68).
     a_base: bool,
     long: bool,
@@ -177,37 +199,48 @@ impl Stack {
         (self.letters.len() == 1 && !self.has_vowel() && self.marks.is_empty())
             .then(|| self.letters[0])
     }
-    fn consonants(&self) -> String {
+    fn consonants_into(&self, out: &mut String) {
         if self.a_base && self.letters.len() == 1 {
-            return String::new();
+            return;
         }
-        if is_standard_stack(&self.letters) {
-            self.letters.concat()
-        } else {
-            self.letters.join("+")
+        let plus = !is_standard_stack(&self.letters);
+        for (i, l) in self.letters.iter().enumerate() {
+            if plus && i > 0 {
+                out.push('+');
+            }
+            out.push_str(l);
         }
     }
     /// The vowel part; `inherent` asks for `a` when no vowel sign is present.
-    fn vowel_part(&self, inherent: bool) -> String {
-        let v = match (self.long, self.vowel) {
+    fn vowel_into(&self, inherent: bool, out: &mut String) {
+        match (self.long, self.vowel) {
             (false, None) => {
                 if inherent || (self.a_base && self.letters.len() == 1) {
-                    "a"
-                } else {
-                    ""
+                    out.push('a');
                 }
             }
-            (true, None) => "A",
-            (false, Some(v)) => v,
-            (true, Some("i")) => "I",
-            (true, Some("u")) => "U",
-            (true, Some("-i")) => "-I",
-            (true, Some(v)) => return format!("A{v}{}", self.marks),
-        };
-        format!("{v}{}", self.marks)
+            (true, None) => out.push('A'),
+            (false, Some(v)) => out.push_str(v),
+            (true, Some("i")) => out.push('I'),
+            (true, Some("u")) => out.push('U'),
+            (true, Some("-i")) => out.push_str("-I"),
+            (true, Some(v)) => {
+                out.push('A');
+                out.push_str(v);
+            }
+        }
+        out.push_str(&self.marks);
     }
-    fn render(&self, inherent: bool) -> String {
-        format!("{}{}", self.consonants(), self.vowel_part(inherent))
+    /// True when the vowel part would be empty.
+    fn bare(&self) -> bool {
+        !self.long
+            && self.vowel.is_none()
+            && self.marks.is_empty()
+            && !(self.a_base && self.letters.len() == 1)
+    }
+    fn render_into(&self, inherent: bool, out: &mut String) {
+        self.consonants_into(out);
+        self.vowel_into(inherent, out);
     }
 }
 
@@ -280,23 +313,28 @@ fn punctuation(c: char) -> Option<&'static str> {
 }
 
 /// Render the stacks of one syllable.
-fn render_syllable(stacks: &[Stack]) -> String {
-    if let Some(s) = render_tibetan(stacks) {
-        return s;
+fn render_syllable(stacks: &[Stack], out: &mut String) {
+    let mark = out.len();
+    if render_tibetan(stacks, out).is_some() {
+        return;
     }
+    out.truncate(mark);
     // Sanskrit: stack by stack, each with its vowel or the inherent a.
-    stacks.iter().map(|s| s.render(true)).collect()
+    for s in stacks {
+        s.render_into(true, out);
+    }
 }
 
-/// The Tibetan reading of a syllable, when it fits the template.
-fn render_tibetan(stacks: &[Stack]) -> Option<String> {
+/// The Tibetan reading of a syllable, when it fits the template, written to
+/// `out` (which holds a partial write when it does not).
+fn render_tibetan(stacks: &[Stack], out: &mut String) -> Option<()> {
     let n = stacks.len();
     if n == 0 {
-        return Some(String::new());
+        return Some(());
     }
     // A final a-chung with a vowel (`'i`, `'o`, `'u`) is a particle, and so
     // is one followed by the case ending `s` or `r` (`khye'us`, `bu'ur`).
-    let achung = |s: &Stack| s.letters == ["'"] && s.has_vowel() && !s.long;
+    let achung = |s: &Stack| s.letters.as_slice() == ["'"] && s.has_vowel() && !s.long;
     let ending =
         n >= 3 && achung(&stacks[n - 2]) && matches!(stacks[n - 1].single(), Some("s" | "r"));
     let particle = ending || (n >= 2 && achung(&stacks[n - 1]));
@@ -308,12 +346,13 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
     } else if let Some(i) = body.iter().position(|s| s.letters.len() > 1) {
         i
     } else {
-        let singles: Vec<&str> = body.iter().filter_map(Stack::single).collect();
+        let singles: smallvec::SmallVec<[&str; 6]> =
+            body.iter().filter_map(Stack::single).collect();
         if singles.len() != body.len() {
             return None;
         }
         // With a particle, its a-chung counts as the suffix.
-        let mut letters = singles.clone();
+        let mut letters = singles;
         if particle {
             letters.push("'");
         }
@@ -356,21 +395,20 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
     if root_stack.a_base && root > 0 {
         return None;
     }
-    let root_consonants = root_stack.letters.concat();
-    let mut out = String::new();
     if root == 1 {
         let prefix = body[0].single()?;
-        if !is_prefix_of(prefix, &root_consonants) {
+        let mut buf = [0u8; 32];
+        if !is_prefix_of(prefix, joined(&root_stack.letters, &mut buf)?) {
             return None;
         }
         out.push_str(prefix);
-        let mut joined = vec![prefix];
-        joined.extend(root_stack.letters.iter().copied());
-        if is_standard_stack(&joined) && joined.len() > 1 {
+        let mut with_prefix: smallvec::SmallVec<[&str; 6]> = smallvec::smallvec![prefix];
+        with_prefix.extend(root_stack.letters.iter().copied());
+        if is_standard_stack(&with_prefix) {
             out.push('.');
         }
     }
-    out.push_str(&root_stack.render(true));
+    root_stack.render_into(true, out);
     let tail = &body[root + 1..];
     match tail.len() {
         0 => {}
@@ -397,15 +435,15 @@ fn render_tibetan(stacks: &[Stack]) -> Option<String> {
         _ => return None,
     }
     if particle {
-        out.push_str(&stacks[at].render(false));
-        if stacks[at].vowel_part(false).is_empty() {
+        if stacks[at].bare() {
             return None;
         }
+        stacks[at].render_into(false, out);
         if ending {
             out.push_str(stacks[n - 1].single()?);
         }
     }
-    Some(out)
+    Some(())
 }
 
 fn is_tibetan(c: char) -> bool {
@@ -426,7 +464,7 @@ pub fn to_ewts(text: &str) -> String {
     let mut syllable: Vec<Stack> = Vec::new();
     let flush = |syl: &mut Vec<Stack>, out: &mut String| {
         if !syl.is_empty() {
-            out.push_str(&render_syllable(syl));
+            render_syllable(syl, out);
             syl.clear();
         }
     };
@@ -434,7 +472,7 @@ pub fn to_ewts(text: &str) -> String {
         let c = chars[i];
         if let Some(letters) = base_letter(c) {
             let mut stack = Stack {
-                letters: letters.to_vec(),
+                letters: letters.iter().copied().collect(),
                 a_base: c == '\u{0F68}',
                 ..Stack::default()
             };
@@ -442,7 +480,7 @@ pub fn to_ewts(text: &str) -> String {
             while i < chars.len() {
                 let d = chars[i];
                 if let Some(sub) = sub_letter(d) {
-                    if stack.a_base && stack.letters == ["a"] {
+                    if stack.a_base && stack.letters.as_slice() == ["a"] {
                         stack.letters.clear();
                         stack.a_base = false;
                         stack.letters.push("a");
