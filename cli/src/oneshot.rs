@@ -36,14 +36,14 @@ pub struct OneShot {
 const STREAM_BLOCK: usize = 1 << 20;
 
 /// Where a piece of text may be cut without changing its transliteration:
-/// just after the last tsheg, shad, space or line break (a syllable never
-/// spans one); `None` when there is none.
+/// just after the last tsheg, shad or line break (neither a syllable nor a
+/// bracketed run of other text spans one; a space can sit inside a run);
+/// `None` when there is none.
 fn boundary_cut(bytes: &[u8]) -> Option<usize> {
     // ་ U+0F0B and ། U+0F0D are E0 BC 8B / E0 BC 8D in UTF-8.
     (1..=bytes.len()).rev().find(|&i| {
         let b = bytes[i - 1];
         b == b'\n'
-            || b == b' '
             || ((b == 0x8B || b == 0x8D) && i >= 3 && bytes[i - 3] == 0xE0 && bytes[i - 2] == 0xBC)
     })
 }
@@ -328,7 +328,12 @@ mod tests {
     fn cuts_fall_after_a_boundary_or_a_whole_character() {
         let tsheg = "ཀ་ཁ".as_bytes();
         assert_eq!(boundary_cut(tsheg), Some("ཀ་".len()));
-        assert_eq!(boundary_cut(b"ab cd"), Some(3));
+        assert_eq!(
+            boundary_cut(b"ab cd"),
+            None,
+            "a space may sit inside a bracketed run"
+        );
+        assert_eq!(boundary_cut(b"ab\ncd"), Some(3));
         assert_eq!(boundary_cut("ཀཁ".as_bytes()), None);
         let ka = "ཀཁ".as_bytes();
         assert_eq!(char_cut(ka), ka.len());

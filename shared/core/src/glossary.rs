@@ -240,13 +240,30 @@ fn tokenize(text: &str) -> Vec<Token<'_>> {
     out
 }
 
-/// Particles written onto the syllable before them.
+/// Particles written onto the syllable before them: 'i, 'ang, 'am, 'o
+/// (glossed by the glossaries' own entries for them).
 const CLITICS: &[&str] = &[
     "\u{0F60}\u{0F72}",
     "\u{0F60}\u{0F44}",
     "\u{0F60}\u{0F58}",
     "\u{0F60}\u{0F7C}",
 ];
+
+/// Case endings written onto an open syllable (`bla mar`, `bla mas`): the
+/// terminative -r and the instrumental -s, with their English.
+const ENDINGS: &[(&str, &str)] = &[("\u{0F62}", "to"), ("\u{0F66}", "by")];
+
+/// True when `stem` ends in an open syllable (a vowel sign, or a syllable of
+/// one letter), the only place a case ending attaches.
+fn open_syllable(stem: &str) -> bool {
+    let last = stem.rsplit('\u{0F0B}').next().unwrap_or(stem);
+    let mut chars = last.chars();
+    let (first, rest) = (chars.next(), chars.next());
+    matches!(
+        stem.chars().next_back(),
+        Some('\u{0F72}' | '\u{0F74}' | '\u{0F7A}' | '\u{0F7C}')
+    ) || (first.is_some() && rest.is_none())
+}
 
 /// Gloss `text` word by word: the longest run of syllables found in `first`
 /// or else `base` gives its English; unknown syllables are given in EWTS in
@@ -317,7 +334,9 @@ pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
                 // Longest match over the following syllables, which must be
                 // separated only by tshegs.
                 let start = syl_positions.binary_search(&i).unwrap_or(0);
-                let mut best: Option<(usize, &str)> = None;
+                // The longest run found, with the English of a particle
+                // written onto its last syllable (`bla mar`: `bla ma` + `r`).
+                let mut best: Option<(usize, &str, Option<&str>)> = None;
                 let mut key = String::new();
                 for n in 0..longest {
                     let Some(&ti) = syl_positions.get(start + n) else {
@@ -334,12 +353,35 @@ pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
                         key.push_str(s);
                     }
                     if let Some(en) = lookup(&key) {
-                        best = Some((n + 1, en));
+                        best = Some((n + 1, en, None));
+                        continue;
+                    }
+                    let attached = CLITICS
+                        .iter()
+                        .find_map(|c| {
+                            let stem = key.strip_suffix(c)?;
+                            (!stem.is_empty() && !stem.ends_with('\u{0F0B}'))
+                                .then(|| Some((lookup(stem)?, lookup(c)?)))?
+                        })
+                        .or_else(|| {
+                            ENDINGS.iter().find_map(|(c, en)| {
+                                let stem = key.strip_suffix(c)?;
+                                (!stem.is_empty()
+                                    && !stem.ends_with('\u{0F0B}')
+                                    && open_syllable(stem))
+                                .then(|| Some((lookup(stem)?, *en)))?
+                            })
+                        });
+                    if let Some((stem, particle)) = attached {
+                        best = Some((n + 1, stem, Some(particle)));
                     }
                 }
-                if let Some((n, en)) = best {
+                if let Some((n, en, particle)) = best {
                     flush_unknown(&mut out, &mut unknown);
                     push_word(&mut out, en);
+                    if let Some(p) = particle {
+                        push_word(&mut out, p);
+                    }
                     total += n;
                     covered += n;
                     i = syl_positions[start + n - 1] + 1;
@@ -349,20 +391,7 @@ pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
                     unreachable!()
                 };
                 total += 1;
-                // A particle written onto its syllable: pa'i, la'ang.
-                let split = CLITICS.iter().find_map(|c| {
-                    s.strip_suffix(c)
-                        .filter(|stem| !stem.is_empty())
-                        .and_then(|stem| Some((lookup(stem)?, lookup(c)?)))
-                });
-                if let Some((stem, particle)) = split {
-                    flush_unknown(&mut out, &mut unknown);
-                    push_word(&mut out, stem);
-                    push_word(&mut out, particle);
-                    covered += 1;
-                } else {
-                    unknown.push(to_ewts(s));
-                }
+                unknown.push(to_ewts(s));
                 i += 1;
             }
         }
@@ -405,6 +434,28 @@ mod tests {
         job.insert("ཆོས", "phenomena");
         let out = gloss("ཆོས་སེམས་པའི་ཆོས།\nabc", &job, &g());
         assert_eq!(out.text, "phenomena mind of phenomena /\nabc");
+    }
+
+    #[test]
+    fn particles_written_onto_a_word_are_split() {
+        let base =
+            Glossary::parse_tsv("བླ་མ\tteacher\nའི\tof\nཆོས\tDharma\nམི\tperson\nའང\talso\nས\tearth\n")
+                .expect("parse");
+        let out = gloss(
+            "བླ་མར་ཆོས། བླ་མས་ཆོས། བླ་མའི་ཆོས། མིས། མིའང་།",
+            &Glossary::default(),
+            &base,
+        );
+        assert_eq!(
+            out.text,
+            "teacher to Dharma / teacher by Dharma / teacher of Dharma / person by / person also /"
+        );
+        assert_eq!(out.coverage, Some(1.0));
+        // A whole word wins over a split; a closed syllable takes no case
+        // ending (བདགས is not བདག + s).
+        let small = Glossary::parse_tsv("ཆོ\tx\nཆོས\tDharma\nབདག\tI\n").expect("parse");
+        let out = gloss("ཆོས། ཆོར། བདགས།", &Glossary::default(), &small);
+        assert_eq!(out.text, "Dharma / x to / [bdags] /");
     }
 
     #[test]
