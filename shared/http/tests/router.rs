@@ -532,7 +532,7 @@ async fn the_dashboard_is_served_and_a_job_lists_its_chunks() {
     };
     assert_eq!(joined("source"), text, "the chunks make the text, in order");
     assert_eq!(joined("translation"), text, "echo");
-    assert_eq!(joined("sourceEwts"), "byang chub/ ka kha/");
+    assert_eq!(joined("sourceEwts"), "byang chub/_ka kha/");
     for (i, c) in list.iter().enumerate() {
         assert_eq!(c["index"], i);
         assert_eq!(c["attempts"], 1);
