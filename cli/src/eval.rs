@@ -12,10 +12,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lotsawa_core::{
     EngineName, JobConfig, JobService, JobType, NewBatch, NewBatchItem, NewJob, SourceText, Tenant,
 };
-use lotsawa_engines::EngineSet;
-use lotsawa_local::LocalBackend;
 
-use crate::config::{ProcessEnv, ServeConfig, ServeFlags};
+use crate::oneshot::fail;
 
 /// Options of an evaluation.
 #[derive(Debug, Clone, Default)]
@@ -71,11 +69,6 @@ pub fn parse_corpus(text: &str) -> Result<Vec<Segment>, String> {
     Ok(out)
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
-    eprintln!("error: {msg}");
-    ExitCode::FAILURE
-}
-
 /// Most segments submitted as one batch.
 const BATCH: usize = 1000;
 
@@ -110,41 +103,11 @@ pub async fn run(corpus: &Path, opts: EvalOptions) -> ExitCode {
             Err(e) => return fail(format!("line {}: {}", s.line, e.0)),
         }
     }
-    let temp = match &opts.db {
-        Some(_) => None,
-        None => match tempfile::tempdir() {
-            Ok(d) => Some(d),
-            Err(e) => return fail(format!("cannot create a temporary database: {e}")),
-        },
-    };
-    let db = opts
-        .db
-        .clone()
-        .or_else(|| temp.as_ref().map(|d| d.path().join("lotsawa.db")));
-    let serve = match ServeConfig::load(
-        ServeFlags {
-            db,
-            engine: opts.engine.clone(),
-            ..Default::default()
-        },
-        &ProcessEnv,
-    ) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
-    let (engines, _) = match EngineSet::build(&serve.engines).await {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    let backend = match LocalBackend::start(serve.db.clone(), engines, serve.scheduler()).await {
-        Ok(b) => b,
-        Err(e) => {
-            return fail(format!(
-                "cannot open the database {}: {e}",
-                serve.db.display()
-            ));
-        }
-    };
+    let (backend, _temp) =
+        match crate::oneshot::start_backend(opts.db.clone(), opts.engine.clone()).await {
+            Ok(b) => b,
+            Err(e) => return fail(e),
+        };
     let service: Arc<dyn JobService> = backend.service();
     let outcome = translate_all(&*service, jobs).await;
     let _ = backend.shutdown().await;

@@ -133,7 +133,38 @@ pub fn transliterate(file: &Path) -> ExitCode {
     }
 }
 
-fn fail(msg: impl std::fmt::Display) -> ExitCode {
+/// An in-process backend with the configured engines, on `db` or on a
+/// temporary database (removed when the returned directory is dropped).
+pub(crate) async fn start_backend(
+    db: Option<PathBuf>,
+    engine: Option<String>,
+) -> Result<(LocalBackend, Option<tempfile::TempDir>), String> {
+    let temp = match &db {
+        Some(_) => None,
+        None => Some(
+            tempfile::tempdir().map_err(|e| format!("cannot create a temporary database: {e}"))?,
+        ),
+    };
+    let db = db.or_else(|| temp.as_ref().map(|d| d.path().join("lotsawa.db")));
+    let config = ServeConfig::load(
+        ServeFlags {
+            db,
+            engine,
+            ..Default::default()
+        },
+        &ProcessEnv,
+    )
+    .map_err(|e| e.to_string())?;
+    let (engines, _) = EngineSet::build(&config.engines)
+        .await
+        .map_err(|e| e.to_string())?;
+    let backend = LocalBackend::start(config.db.clone(), engines, config.scheduler())
+        .await
+        .map_err(|e| format!("cannot open the database {}: {e}", config.db.display()))?;
+    Ok((backend, temp))
+}
+
+pub(crate) fn fail(msg: impl std::fmt::Display) -> ExitCode {
     eprintln!("error: {msg}");
     ExitCode::FAILURE
 }
@@ -159,26 +190,6 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
         Ok(s) => s,
         Err(e) => return fail(format!("{}: {}", file.display(), e.0)),
     };
-    let temp = match &opts.db {
-        Some(_) => None,
-        None => match tempfile::tempdir() {
-            Ok(d) => Some(d),
-            Err(e) => return fail(format!("cannot create a temporary database: {e}")),
-        },
-    };
-    let db = opts
-        .db
-        .clone()
-        .or_else(|| temp.as_ref().map(|d| d.path().join("lotsawa.db")));
-    let flags = ServeFlags {
-        db,
-        engine: opts.engine.clone(),
-        ..Default::default()
-    };
-    let config = match ServeConfig::load(flags, &ProcessEnv) {
-        Ok(c) => c,
-        Err(e) => return fail(e),
-    };
     let mut job_config = JobConfig::default();
     if let Some(e) = &opts.engine {
         match EngineName::parse(e) {
@@ -193,18 +204,9 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
             Err(e) => return fail(format!("--chunk-size: {}", e.0)),
         }
     }
-    let (engines, _) = match EngineSet::build(&config.engines).await {
-        Ok(e) => e,
-        Err(e) => return fail(e),
-    };
-    let backend = match LocalBackend::start(config.db.clone(), engines, config.scheduler()).await {
+    let (backend, _temp) = match start_backend(opts.db.clone(), opts.engine.clone()).await {
         Ok(b) => b,
-        Err(e) => {
-            return fail(format!(
-                "cannot open the database {}: {e}",
-                config.db.display()
-            ));
-        }
+        Err(e) => return fail(e),
     };
     let service: Arc<dyn JobService> = backend.service();
     let job = match service
