@@ -8,7 +8,7 @@ use axum::Json;
 use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
 use axum::extract::{Extension, Path, Query, State};
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::sse::{Event, KeepAlive, Sse};
+use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::{BatchId, BatchView, JobId, NewBatch, NewBatchItem, Tenant};
 use serde::Deserialize;
@@ -200,25 +200,10 @@ pub(crate) async fn stream_batch(
     let Path(id) = path?;
     let id = parse_batch_id(&id)?;
     let first = state.service.batch(&tenant, id).await?;
-    let slot = state.streams.take(
-        &tenant,
-        state.config.max_streams,
-        state.config.max_streams_per_tenant,
-    )?;
-    let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
-    tokio::spawn(async move {
-        pump(state, tenant, first, tx).await;
-        drop(slot);
-    });
-    let events =
-        futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    Ok(Sse::new(events)
-        .keep_alive(
-            KeepAlive::new()
-                .interval(Duration::from_secs(15))
-                .text("keep-alive"),
-        )
-        .into_response())
+    let stream_state = state.clone();
+    crate::sse::serve_events(&stream_state, &tenant.clone(), move |tx| {
+        pump(state, tenant, first, tx)
+    })
 }
 
 fn data(v: &serde_json::Value) -> Result<Event, Infallible> {

@@ -41,7 +41,7 @@ pub(crate) struct StreamSlot {
 impl StreamSlots {
     /// A slot for `tenant`, or the error to answer: 429 at the tenant's
     /// cap, 503 at the process's.
-    pub(crate) fn take(
+    fn take(
         self: &std::sync::Arc<Self>,
         tenant: &Tenant,
         max: usize,
@@ -238,18 +238,37 @@ pub(crate) async fn stream_job(
     let Path(id) = path?;
     let id = parse_id(&id)?;
     let first = state.service.watch(&tenant, id).await?;
-    let slot = state.streams.take(
-        &tenant,
-        state.config.max_streams,
-        state.config.max_streams_per_tenant,
-    )?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse().ok());
+    let stream_state = state.clone();
+    serve_events(&stream_state, &tenant.clone(), move |tx| {
+        pump(state, tenant, id, first, last_seen, tx)
+    })
+}
+
+/// An SSE response fed by `pump`, spawned with the sending end of its
+/// channel; it holds one of `tenant`'s stream slots while it runs (429 or
+/// 503 when none is free), with a keep-alive comment every 15 s.
+pub(crate) fn serve_events<F, Fut>(
+    state: &AppState,
+    tenant: &Tenant,
+    pump: F,
+) -> Result<Response, ApiError>
+where
+    F: FnOnce(mpsc::Sender<Result<Event, Infallible>>) -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let slot = state.streams.take(
+        tenant,
+        state.config.max_streams,
+        state.config.max_streams_per_tenant,
+    )?;
     let (tx, rx) = mpsc::channel::<Result<Event, Infallible>>(64);
+    let run = pump(tx);
     tokio::spawn(async move {
-        pump(state, tenant, id, first, last_seen, tx).await;
+        run.await;
         drop(slot);
     });
     let events =
