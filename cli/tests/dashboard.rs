@@ -112,27 +112,29 @@ async fn text_of(c: &Client, css: &str) -> Option<String> {
     c.find(Locator::Css(css)).await.ok()?.text().await.ok()
 }
 
-/// The translations shown per chunk index, in the page's order.
+/// The translations shown per chunk index, in the page's order, read in
+/// one script call so the snapshot is not torn by an update between reads.
 async fn shown_chunks(c: &Client) -> Vec<(u32, String)> {
-    let mut out = Vec::new();
-    let Ok(cells) = c.find_all(Locator::Css("[data-chunk]")).await else {
-        return out;
+    let script = r#"return Array.from(document.querySelectorAll('[data-chunk]')).map(
+        cell => [Number(cell.getAttribute('data-chunk')),
+                 (cell.querySelector('.translation') || {textContent: ''}).textContent]);"#;
+    let Ok(value) = c.execute(script, vec![]).await else {
+        return Vec::new();
     };
-    for cell in cells {
-        let index = cell
-            .attr("data-chunk")
-            .await
-            .ok()
-            .flatten()
-            .and_then(|i| i.parse().ok())
-            .unwrap_or(u32::MAX);
-        let text = match cell.find(Locator::Css(".translation")).await {
-            Ok(t) => t.text().await.unwrap_or_default(),
-            Err(_) => String::new(),
-        };
-        out.push((index, text));
-    }
-    out
+    value
+        .as_array()
+        .map(|cells| {
+            cells
+                .iter()
+                .map(|cell| {
+                    (
+                        cell[0].as_u64().map_or(u32::MAX, |i| i as u32),
+                        cell[1].as_str().unwrap_or_default().to_owned(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 async fn submit_text(c: &Client, base: &str, text: &str, chunk_size: u32) -> String {
