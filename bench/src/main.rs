@@ -769,6 +769,64 @@ fn text_rates(bytes: usize) -> Vec<(&'static str, f64)> {
     ]
 }
 
+/// `lotsawa transliterate FILE` end to end (a process, reading the file and
+/// writing to a pipe) against pyewts, the reference converter, on the same
+/// file of `bytes` of Derge Kangyur text, run alternately: MB/s of each.
+/// `None` when the `lotsawa` binary (built next to this one) or pyewts
+/// (`LOTSAWA_VENV` or `.venv`, installed by scripts/test) is missing.
+fn transliterate_vs_pyewts(bytes: usize, runs: usize) -> Option<(f64, f64)> {
+    let exe = std::env::current_exe().ok()?;
+    let lotsawa = exe.with_file_name(format!("lotsawa{}", std::env::consts::EXE_SUFFIX));
+    let venv = std::env::var_os("LOTSAWA_VENV")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(".venv"));
+    let python = venv.join("bin").join("python");
+    let has_pyewts = std::process::Command::new(&python)
+        .args(["-c", "import pyewts"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if !lotsawa.exists() || !has_pyewts {
+        eprintln!(
+            "transliterate: skipped ({} and pyewts in {} are needed)",
+            lotsawa.display(),
+            venv.display()
+        );
+        return None;
+    }
+    let corpus = include_str!("../../shared/core/tests/data/derge-kangyur-excerpt.txt");
+    let dir = tempfile::tempdir().ok()?;
+    let file = dir.path().join("derge.txt");
+    std::fs::write(&file, corpus.repeat(bytes / corpus.len() + 1)).ok()?;
+    let size = std::fs::metadata(&file).ok()?.len() as f64;
+    let timed = |cmd: &mut std::process::Command| -> Option<f64> {
+        let t = Instant::now();
+        let out = cmd.stderr(std::process::Stdio::null()).output().ok()?;
+        let secs = t.elapsed().as_secs_f64();
+        (out.status.success() && !out.stdout.is_empty()).then_some(size / 1e6 / secs)
+    };
+    let (mut ours, mut reference) = (Vec::new(), Vec::new());
+    for _ in 0..runs {
+        ours.push(timed(
+            std::process::Command::new(&lotsawa)
+                .arg("transliterate")
+                .arg(&file),
+        )?);
+        reference.push(timed(
+            std::process::Command::new(&python)
+                .args([
+                    "-c",
+                    "import sys, pyewts; sys.stdout.write(pyewts.pyewts().toWylie(open(sys.argv[1], encoding='utf-8').read()))",
+                ])
+                .arg(&file),
+        )?);
+    }
+    let median = |mut v: Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    Some((median(ours), median(reference)))
+}
+
 #[tokio::main]
 async fn main() {
     let args: Vec<String> = std::env::args().collect();
@@ -823,7 +881,7 @@ async fn main() {
             }
             other => {
                 eprintln!(
-                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, scale)"
+                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, transliterate, scale)"
                 );
                 std::process::exit(2);
             }
@@ -942,6 +1000,17 @@ async fn main() {
             for (name, rate) in text_rates(sizes.text_bytes) {
                 add(name.into(), "MB/s", rate);
             }
+        }
+        if want("transliterate")
+            && let Some((ours, pyewts)) = transliterate_vs_pyewts(sizes.text_bytes, 3)
+        {
+            let what = format!(
+                "transliterate a {:.1} MB file end to end",
+                sizes.text_bytes as f64 / 1e6
+            );
+            add(format!("{what}: lotsawa transliterate"), "MB/s", ours);
+            add(format!("{what}: pyewts (reference)"), "MB/s", pyewts);
+            add(format!("{what}: lotsawa / pyewts"), "×", ours / pyewts);
         }
         for rate in [100.0, 1000.0].into_iter().filter(|_| want("pickup")) {
             let (p50, p99, p999) = pickup(rate, sizes.pickup_secs).await;

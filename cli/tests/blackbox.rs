@@ -322,7 +322,7 @@ fn transliterate_and_translate_run_in_process_without_a_server() {
     );
     let gloss = String::from_utf8_lossy(&out.stdout);
     assert!(
-        gloss.contains("Buddha") && gloss.contains("[tshogs]"),
+        gloss.contains("Buddha") && gloss.contains("assembly"),
         "{gloss}"
     );
 

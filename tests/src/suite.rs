@@ -651,7 +651,7 @@ pub async fn transliteration_and_offline(api: &Api) -> Result<()> {
 
     let id = api
         .submit(
-            "སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །",
+            "སངས་རྒྱས་ཆོས་དང་ཚོགས་ཀྱི་མཆོག་རྣམས་ལ། །སྤྲེའུ་ཡིས།",
             json!({"engine": "offline"}),
         )
         .await?;
@@ -659,7 +659,7 @@ pub async fn transliteration_and_offline(api: &Api) -> Result<()> {
     ensure!(job["result"]["engine"] == "offline", "{job}");
     let t = job["result"]["translation"].as_str().unwrap_or_default();
     ensure!(
-        t.contains("Buddha") && t.contains("Dharma") && t.contains("[tshogs]"),
+        t.contains("Buddha") && t.contains("assembly") && t.contains("[spre'u]"),
         "{job}"
     );
     let c = job["result"]["confidence"].as_f64().unwrap_or(-1.0);

@@ -18,7 +18,9 @@ mod openai;
 #[cfg(feature = "bedrock")]
 pub use bedrock::{BedrockEngine, BedrockSettings};
 pub use echo::EchoEngine;
-pub use offline::{BUILTIN_GLOSSARY, EwtsEngine, OfflineEngine, builtin_glossary};
+pub use offline::{
+    BUILTIN_GLOSSARY, BUILTIN_VOCABULARY, EwtsEngine, OfflineEngine, builtin_glossary,
+};
 pub use openai::{OpenAiEngine, OpenAiSettings, SYSTEM_PROMPT, parse_confidence, system_message};
 
 /// A misconfiguration found when building engines.
