@@ -273,8 +273,10 @@ def up():
         state_file.write_text(json.dumps(state))
 
     moto_env = dict(base_env, MOTO_PORT=str(moto_port))
-    pids.append(start([str(VENV / "bin" / "moto_server"), "-H", "127.0.0.1", "-p", str(moto_port)],
-                      STATE_DIR / "moto.log", moto_env).pid)
+    # moto with DynamoDB requests serialized: its transactions are not
+    # isolated otherwise (see serve_serialized).
+    pids.append(start([str(VENV / "bin" / "python"), str(ROOT / "infra" / "emulate.py"), "moto-serialized",
+                       str(moto_port)], STATE_DIR / "moto.log", moto_env).pid)
     save()
     wait_http(f"{endpoint}/moto-api/", 60, "moto")
     # Step Functions must execute for real; switched on before any resource exists.
@@ -540,11 +542,16 @@ def poll():
 
 
 def serve_serialized(port):
-    """moto_server with one request at a time. DynamoDB runs transactions
-    serializably (a concurrent transaction on the same item is cancelled);
-    moto checks a transaction's conditions and writes them without a lock,
-    so two concurrent transactions on the semaphore item can both pass its
-    condition. Serializing requests restores the isolation AWS gives."""
+    """moto_server with one DynamoDB request at a time. DynamoDB runs
+    transactions serializably (a concurrent transaction on the same item is
+    cancelled) and a read never sees half of one; moto checks a
+    transaction's conditions and writes its items without a lock, so two
+    concurrent transactions on the semaphore item can both pass its
+    condition, and a read can see a transaction half written. Serializing
+    DynamoDB requests restores the isolation AWS gives. Other services are
+    served concurrently, as before: an SQS long poll holds no lock, and Step
+    Functions executions (moto runs them in threads that call this server
+    over HTTP) never wait for one."""
     from moto.moto_server.werkzeug_app import (
         DomainDispatcherApplication,
         MotoRequestHandler,
@@ -556,8 +563,10 @@ def serve_serialized(port):
     lock = threading.Lock()
 
     def serialized(environ, start_response):
-        with lock:
-            return list(app(environ, start_response))
+        if environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            with lock:
+                return list(app(environ, start_response))
+        return app(environ, start_response)
 
     run_simple("127.0.0.1", port, serialized, threaded=True, request_handler=MotoRequestHandler)
 

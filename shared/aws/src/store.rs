@@ -329,10 +329,15 @@ impl DynamoStore {
         }
     }
 
-    /// Queue a job run for the dispatcher (FIFO, deduplicated per run).
+    /// Queue a job run for the dispatcher. Each call is a message of its
+    /// own: a job cancelled while pending and retried asks for the same run
+    /// again within the queue's five-minute deduplication window, and a
+    /// deduplication id of job and run would drop that message. A repeated
+    /// message is harmless: the dispatcher claims a run once and names its
+    /// execution after it.
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
-        self.send_run(id, run, segment, format!("{id}-{run}-{segment}"))
-            .await
+        let dedup = format!("{id}-{run}-{segment}-{}", uuid::Uuid::new_v4().simple());
+        self.send_run(id, run, segment, dedup).await
     }
 
     /// Queue run `run` of a waiting job again, as a message of its own (a
