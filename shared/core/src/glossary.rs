@@ -1,7 +1,7 @@
 //! Glossaries: Tibetan terms with their English equivalents, longest-match
 //! lookup over syllables, and the word-by-word gloss of the offline engine.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use serde::{Deserialize, Serialize};
 
@@ -68,6 +68,9 @@ pub fn check_term(bo: &str, en: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Default)]
 pub struct Glossary {
     terms: HashMap<String, String>,
+    /// The first syllables of every term longer than them (`bla` of `bla
+    /// ma`): the longest match stops extending a run no term begins with.
+    prefixes: HashSet<String>,
     longest: usize,
 }
 
@@ -126,7 +129,17 @@ impl Glossary {
             return;
         }
         self.longest = self.longest.max(n);
+        for (i, c) in key.char_indices() {
+            if c == '\u{0F0B}' && !self.prefixes.contains(&key[..i]) {
+                self.prefixes.insert(key[..i].to_owned());
+            }
+        }
         self.terms.insert(key, en.to_owned());
+    }
+
+    /// True when some term is `key` followed by more syllables.
+    pub fn begins_term(&self, key: &str) -> bool {
+        self.prefixes.contains(key)
     }
 
     /// Add every term of `other`, replacing ours.
@@ -168,7 +181,7 @@ impl Glossary {
 /// of the text is hashed once, then each entry is one lookup.
 pub fn entries_in<'a>(entries: &'a [GlossaryEntry], text: &str) -> Vec<&'a GlossaryEntry> {
     let text_syl: Vec<&str> = syllables_of(text);
-    let mut runs: std::collections::HashSet<String> = std::collections::HashSet::new();
+    let mut runs: HashSet<String> = HashSet::new();
     for start in 0..text_syl.len() {
         let mut key = String::new();
         for (n, syl) in text_syl[start..]
@@ -342,6 +355,11 @@ pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
                     let Some(&ti) = syl_positions.get(start + n) else {
                         break;
                     };
+                    // No term (nor a term with a particle written onto its
+                    // last syllable) begins with the run so far: stop.
+                    if n > 0 && !first.begins_term(&key) && !base.begins_term(&key) {
+                        break;
+                    }
                     if n > 0 {
                         let sep_ok = matches!(tokens[ti - 1], Token::Other(s) if s == "\u{0F0B}");
                         if !sep_ok || ti != syl_positions[start + n - 1] + 2 {
