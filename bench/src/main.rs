@@ -770,11 +770,12 @@ fn text_rates(bytes: usize) -> Vec<(&'static str, f64)> {
 }
 
 /// `lotsawa transliterate FILE` end to end (a process, reading the file and
-/// writing to a pipe) against pyewts, the reference converter, on the same
-/// file of `bytes` of Derge Kangyur text, run alternately: MB/s of each.
-/// `None` when the `lotsawa` binary (built next to this one) or pyewts
-/// (`LOTSAWA_VENV` or `.venv`, installed by scripts/test) is missing.
-fn transliterate_vs_pyewts(bytes: usize, runs: usize) -> Option<(f64, f64)> {
+/// writing to a pipe) and then pyewts, the reference converter, on the same
+/// file of `bytes` of Derge Kangyur text: MB/s of each, once per harness run
+/// (the harness takes the medians). `None` when the `lotsawa` binary (built
+/// next to this one) or pyewts (`LOTSAWA_VENV` or `.venv`, installed by
+/// scripts/test) is missing.
+fn transliterate_vs_pyewts(bytes: usize) -> Option<(f64, f64)> {
     let exe = std::env::current_exe().ok()?;
     let lotsawa = exe.with_file_name(format!("lotsawa{}", std::env::consts::EXE_SUFFIX));
     let venv = std::env::var_os("LOTSAWA_VENV")
@@ -804,27 +805,20 @@ fn transliterate_vs_pyewts(bytes: usize, runs: usize) -> Option<(f64, f64)> {
         let secs = t.elapsed().as_secs_f64();
         (out.status.success() && !out.stdout.is_empty()).then_some(size / 1e6 / secs)
     };
-    let (mut ours, mut reference) = (Vec::new(), Vec::new());
-    for _ in 0..runs {
-        ours.push(timed(
-            std::process::Command::new(&lotsawa)
-                .arg("transliterate")
-                .arg(&file),
-        )?);
-        reference.push(timed(
-            std::process::Command::new(&python)
-                .args([
-                    "-c",
-                    "import sys, pyewts; sys.stdout.write(pyewts.pyewts().toWylie(open(sys.argv[1], encoding='utf-8').read()))",
-                ])
-                .arg(&file),
-        )?);
-    }
-    let median = |mut v: Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    Some((median(ours), median(reference)))
+    let ours = timed(
+        std::process::Command::new(&lotsawa)
+            .arg("transliterate")
+            .arg(&file),
+    )?;
+    let reference = timed(
+        std::process::Command::new(&python)
+            .args([
+                "-c",
+                "import sys, pyewts; sys.stdout.write(pyewts.pyewts().toWylie(open(sys.argv[1], encoding='utf-8').read()))",
+            ])
+            .arg(&file),
+    )?;
+    Some((ours, reference))
 }
 
 #[tokio::main]
@@ -1002,7 +996,7 @@ async fn main() {
             }
         }
         if want("transliterate")
-            && let Some((ours, pyewts)) = transliterate_vs_pyewts(sizes.text_bytes, 3)
+            && let Some((ours, pyewts)) = transliterate_vs_pyewts(sizes.text_bytes)
         {
             let what = format!(
                 "transliterate a {:.1} MB file end to end",

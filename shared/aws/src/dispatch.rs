@@ -211,7 +211,7 @@ pub async fn kick(store: &DynamoStore) -> Result<u32, CloudError> {
             Err(e) => return Err(e.into()),
         };
         if job.status == JobStatus::Pending {
-            store.enqueue_kick(id, job.attempts + 1).await?;
+            store.enqueue(id, job.attempts + 1, 0).await?;
             sent += 1;
         }
     }

@@ -337,23 +337,6 @@ impl DynamoStore {
     /// execution after it.
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
         let dedup = format!("{id}-{run}-{segment}-{}", uuid::Uuid::new_v4().simple());
-        self.send_run(id, run, segment, dedup).await
-    }
-
-    /// Queue run `run` of a waiting job again, as a message of its own (a
-    /// kick may repeat a run's message; the dispatcher starts a run once).
-    pub async fn enqueue_kick(&self, id: JobId, run: u32) -> Result<(), CloudError> {
-        let dedup = format!("{id}-{run}-kick-{}", uuid::Uuid::new_v4().simple());
-        self.send_run(id, run, 0, dedup).await
-    }
-
-    async fn send_run(
-        &self,
-        id: JobId,
-        run: u32,
-        segment: u32,
-        dedup: String,
-    ) -> Result<(), CloudError> {
         let body =
             serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
         self.clients

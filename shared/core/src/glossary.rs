@@ -355,12 +355,12 @@ pub fn gloss(text: &str, first: &Glossary, base: &Glossary) -> Gloss {
                     let Some(&ti) = syl_positions.get(start + n) else {
                         break;
                     };
-                    // No term (nor a term with a particle written onto its
-                    // last syllable) begins with the run so far: stop.
-                    if n > 0 && !first.begins_term(&key) && !base.begins_term(&key) {
-                        break;
-                    }
                     if n > 0 {
+                        // No term (nor a term with a particle written onto
+                        // its last syllable) begins with the run so far.
+                        if !first.begins_term(&key) && !base.begins_term(&key) {
+                            break;
+                        }
                         let sep_ok = matches!(tokens[ti - 1], Token::Other(s) if s == "\u{0F0B}");
                         if !sep_ok || ti != syl_positions[start + n - 1] + 2 {
                             break;
