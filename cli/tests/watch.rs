@@ -79,8 +79,9 @@ async fn a_watched_directory_makes_one_job_per_file_across_restarts() {
     std::fs::write(dir.join("b.txt"), text("wb")).expect("write");
     std::fs::write(dir.join("ignored.md"), text("wm")).expect("write");
     let mut first = watcher(dir, &server.url, false);
-    wait_for(&dir.join("results/a.en.txt"), timeout);
-    wait_for(&dir.join("results/b.en.txt"), timeout);
+    // The record is written after the translation: once it is there, both are.
+    wait_for(&dir.join("results/a.json"), timeout);
+    wait_for(&dir.join("results/b.json"), timeout);
     for (stem, tag) in [("a", "wa"), ("b", "wb")] {
         let en = std::fs::read_to_string(dir.join(format!("results/{stem}.en.txt")))
             .expect("translation");
