@@ -5,6 +5,7 @@
 
 pub mod batches;
 pub mod harness;
+pub mod pdfgen;
 pub mod provider;
 pub mod suite;
 

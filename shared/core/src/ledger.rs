@@ -120,6 +120,57 @@ pub fn assemble<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
     out
 }
 
+/// The page each chunk starts on, from 1, for a source whose pages are
+/// separated by form feeds (U+000C, as PDF input is stored); `None` when
+/// the source has no page breaks.
+pub fn source_pages<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<Vec<u32>> {
+    let mut pages = Vec::new();
+    let mut breaks = 0u32;
+    let mut any = false;
+    for source in sources {
+        let lead = source.len() - source.trim_start().len();
+        let before = source[..lead].matches('\u{000C}').count() as u32;
+        let all = source.matches('\u{000C}').count() as u32;
+        any |= all > 0;
+        pages.push(1 + breaks + before);
+        breaks += all;
+    }
+    any.then_some(pages)
+}
+
+/// A translation with a `[page N]` line before the first chunk that starts
+/// on each new page (`pages` from [`source_pages`]); form feeds are left out.
+pub fn assemble_with_pages<'a>(
+    pairs: impl IntoIterator<Item = (&'a str, &'a str)>,
+    pages: &[u32],
+) -> String {
+    let mut out = String::new();
+    let mut last = 0u32;
+    for (i, (source, translation)) in pairs.into_iter().enumerate() {
+        let page = pages.get(i).copied().unwrap_or(last);
+        if page != last {
+            if !out.is_empty() && !out.ends_with('\n') {
+                out.push('\n');
+            }
+            if !out.is_empty() {
+                out.push('\n');
+            }
+            out.push_str(&format!("[page {page}]\n"));
+            last = page;
+        }
+        let source = source.replace('\u{000C}', "");
+        let start = out.len();
+        append_output(&mut out, &source, translation);
+        // Right after a marker, a chunk's leading layout is not wanted.
+        if out[..start].ends_with("]\n") {
+            let body = out[start..].trim_start().to_owned();
+            out.truncate(start);
+            out.push_str(&body);
+        }
+    }
+    out.trim_end().to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -136,6 +187,22 @@ mod tests {
         let src = ["བྱང་ཆུབ་སེམས་", "དཔའི་སྤྱོད་པ།"];
         let out = assemble(src.iter().map(|s| (*s, *s)));
         assert_eq!(out, src.concat());
+    }
+
+    #[test]
+    fn pages_of_chunks_and_markers() {
+        let src = ["ཀ་ཁ།\n", "ག་ང།\n\u{000C}", "ཅ་ཆ།\n\u{000C}\u{000C}", "ཇ།\n"];
+        let pages = source_pages(src).expect("pages");
+        assert_eq!(pages, [1, 1, 2, 4]);
+        assert_eq!(source_pages(["ཀ།\n", "ཁ།"]), None);
+        let pairs = src
+            .iter()
+            .zip(["A.", "B.", "C.", "D."])
+            .map(|(s, t)| (*s, t));
+        assert_eq!(
+            assemble_with_pages(pairs, &pages),
+            "[page 1]\nA.\nB.\n\n[page 2]\nC.\n\n[page 4]\nD."
+        );
     }
 
     #[test]
