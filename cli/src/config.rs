@@ -66,6 +66,10 @@ pub struct ServeConfig {
     pub engines: EngineSettings,
     /// Request body limit in bytes (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
+    /// Largest PDF accepted, in bytes (LOTSAWA_PDF_LIMIT, default 16 MiB).
+    pub pdf_limit: usize,
+    /// Longest time one PDF may take to read (LOTSAWA_PDF_BUDGET_MS, default 20000).
+    pub pdf_budget: Duration,
     /// Grace period for in-flight chunks at shutdown (LOTSAWA_SHUTDOWN_GRACE_MS, default 10000).
     pub shutdown_grace: Duration,
     /// API keys required (`--require-auth`, LOTSAWA_REQUIRE_AUTH=1).
@@ -162,6 +166,16 @@ impl ServeConfig {
         let body_limit = match env.var("LOTSAWA_BODY_LIMIT") {
             Some(v) => parse_num("LOTSAWA_BODY_LIMIT", &v, 1024usize, 1 << 30)?,
             None => lotsawa_http::DEFAULT_BODY_LIMIT,
+        };
+        let pdf_limit = match env.var("LOTSAWA_PDF_LIMIT") {
+            Some(v) => parse_num("LOTSAWA_PDF_LIMIT", &v, 1024usize, 1 << 30)?,
+            None => lotsawa_http::DEFAULT_PDF_LIMIT,
+        };
+        let pdf_budget = match env.var("LOTSAWA_PDF_BUDGET_MS") {
+            Some(v) => {
+                Duration::from_millis(parse_num("LOTSAWA_PDF_BUDGET_MS", &v, 100u64, 600_000)?)
+            }
+            None => lotsawa_http::DEFAULT_PDF_BUDGET,
         };
         let require_auth = flags.require_auth
             || match env.var("LOTSAWA_REQUIRE_AUTH").as_deref().map(str::trim) {
@@ -314,6 +328,8 @@ impl ServeConfig {
             },
             engines,
             body_limit,
+            pdf_limit,
+            pdf_budget,
             shutdown_grace: Duration::from_millis(grace_ms),
             require_auth,
             max_chunks,

@@ -125,6 +125,8 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             request_timeout: config.request_timeout,
             // Same origin: the page's streams come from this server.
             stream_url: None,
+            pdf_limit: config.pdf_limit,
+            pdf_budget: config.pdf_budget,
         },
     )
     .layer(tower_http::trace::TraceLayer::new_for_http());

@@ -4,6 +4,7 @@
 //! translates deterministically and injects latency and failures.
 
 pub mod batches;
+pub mod documents;
 pub mod harness;
 pub mod pdfgen;
 pub mod provider;

@@ -958,6 +958,9 @@ pub async fn idempotency_and_job_limits(api: &Api) -> Result<()> {
 fn case_limits(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(idempotency_and_job_limits(&c.api))
 }
+fn case_pdf_jobs(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(crate::documents::pdf_jobs(&c.api))
+}
 fn case_batch_bad_input(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(crate::batches::batch_bad_input(&c.api))
 }
@@ -992,5 +995,6 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::batch_bad_input", case_batch_bad_input),
     ("api::batch_progress_and_fairness", case_batch_progress),
     ("api::batch_cancel_retry_and_list", case_batch_cancel),
+    ("api::pdf_jobs", case_pdf_jobs),
     ("api::metrics_after_work", case_health),
 ];

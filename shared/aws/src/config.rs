@@ -35,6 +35,9 @@ pub struct CloudConfig {
     pub memory_ttl_days: u32,
     /// Request body limit (LOTSAWA_BODY_LIMIT, default 1 MiB).
     pub body_limit: usize,
+    /// Largest PDF accepted (LOTSAWA_PDF_LIMIT, default 4 MiB: a Lambda
+    /// request carries at most 6 MB, base64-encoded).
+    pub pdf_limit: usize,
     /// Bedrock models jobs may name (`LOTSAWA_BEDROCK_MODELS`, comma
     /// separated; the template's allowlist, which the worker's policy
     /// covers). Empty: only the default model.
@@ -155,6 +158,13 @@ impl CloudConfig {
                 get,
                 "LOTSAWA_BODY_LIMIT",
                 1024 * 1024,
+                1024,
+                6 * 1024 * 1024,
+            )?,
+            pdf_limit: number(
+                get,
+                "LOTSAWA_PDF_LIMIT",
+                4 * 1024 * 1024,
                 1024,
                 6 * 1024 * 1024,
             )?,

@@ -199,6 +199,7 @@ impl App {
                 allowed_hosts: None,
                 // The dashboard opens its streams on the stream function.
                 stream_url: self.config.stream_url.clone(),
+                pdf_limit: self.config.pdf_limit,
                 ..lotsawa_http::ApiConfig::default()
             },
         )

@@ -5,8 +5,8 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{JsonRejection, PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{Extension, Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
@@ -16,9 +16,10 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::dto::{
-    BatchDto, BatchItemDto, BatchListDto, BatchRequest, BatchSubmitResponse, SubmitRequest,
+    BatchDto, BatchItemDto, BatchItemRequest, BatchListDto, BatchRequest, BatchSubmitResponse,
+    SubmitRequest,
 };
-use crate::{ApiError, AppState, PageLimit, to_new_job};
+use crate::{ApiError, AppState, PageLimit, documents, to_new_job};
 
 /// How often a batch stream reads its batch again.
 const POLL: Duration = Duration::from_millis(500);
@@ -43,9 +44,43 @@ fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    body: Result<Json<BatchRequest>, JsonRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
-    let Json(req) = body?;
+    let req: BatchRequest = match documents::body_kind(&request)? {
+        documents::BodyKind::Json => documents::json_body(&state, request).await?,
+        documents::BodyKind::Form => {
+            // Each file part is an item, named by its file name.
+            let form = documents::parse_form(request, &state).await?;
+            let mut items = Vec::with_capacity(form.files.len());
+            for (i, file) in form.files.into_iter().enumerate() {
+                let name = file.name.clone();
+                let text = documents::form_text(&state, file).await.map_err(|e| {
+                    e.prefixed(&format!(
+                        "items[{i}]{}: ",
+                        name.as_deref()
+                            .map(|n| format!(" ({n})"))
+                            .unwrap_or_default()
+                    ))
+                })?;
+                items.push(BatchItemRequest {
+                    source_text: text,
+                    name: name.unwrap_or_else(|| format!("file-{}", i + 1)),
+                    kind: form.kind.clone(),
+                    config: None,
+                });
+            }
+            BatchRequest {
+                items,
+                config: form.config,
+            }
+        }
+        documents::BodyKind::Pdf => {
+            return Err(ApiError::new(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "a batch is JSON or a multipart/form-data form of files; submit one PDF to /api/jobs",
+            ));
+        }
+    };
     let defaults = req.config.unwrap_or_default();
     let mut items = Vec::with_capacity(req.items.len());
     for (i, item) in req.items.into_iter().enumerate() {

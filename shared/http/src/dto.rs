@@ -323,6 +323,10 @@ pub struct JobDto {
     /// The delivery of its last terminal event to the callback URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback: Option<CallbackDto>,
+    /// For a document (PDF) source: the page each chunk starts on, from 1,
+    /// by chunk (only on `GET /api/jobs/{id}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_pages: Option<Vec<u32>>,
 }
 
 /// A callback delivery's state.
@@ -379,6 +383,7 @@ impl JobDto {
                 last_error: c.last_error,
                 delivered_at: c.delivered_at.map(rfc3339),
             }),
+            source_pages: None,
         }
     }
 }
@@ -420,6 +425,9 @@ pub struct ChunkDto {
     pub warning: Option<String>,
     /// Time the successful attempt took, in milliseconds.
     pub duration_ms: Option<u64>,
+    /// For a document (PDF) source: the page it starts on, from 1.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source_page: Option<u32>,
 }
 
 impl ChunkDto {
@@ -437,6 +445,7 @@ impl ChunkDto {
             from_memory: c.from_memory,
             warning: c.warning,
             duration_ms: c.duration_ms,
+            source_page: None,
         }
     }
 }

@@ -5,6 +5,7 @@
 
 mod batches;
 mod dashboard;
+mod documents;
 pub mod dto;
 pub mod error;
 mod sse;
@@ -14,7 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, Extension, Path, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
@@ -28,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use utoipa::OpenApi;
 
 pub use axum::Router;
+pub use documents::{DEFAULT_PDF_BUDGET, DEFAULT_PDF_LIMIT};
 pub use dto::*;
 pub use error::{ApiError, Problem};
 
@@ -63,6 +64,10 @@ pub struct ApiConfig {
     /// Where the dashboard opens SSE streams, when not on this origin (the
     /// cloud's stream function URL, `STREAM_URL`).
     pub stream_url: Option<String>,
+    /// Largest PDF (or form of files) accepted (413 above).
+    pub pdf_limit: usize,
+    /// Longest time one PDF may take to read (then 422).
+    pub pdf_budget: Duration,
 }
 
 /// Default cap on open streams in all.
@@ -84,6 +89,8 @@ impl Default for ApiConfig {
             max_streams: DEFAULT_MAX_STREAMS,
             max_streams_per_tenant: DEFAULT_MAX_STREAMS_PER_TENANT,
             request_timeout: DEFAULT_REQUEST_TIMEOUT,
+            pdf_limit: documents::DEFAULT_PDF_LIMIT,
+            pdf_budget: documents::DEFAULT_PDF_BUDGET,
         }
     }
 }
@@ -95,6 +102,7 @@ pub struct AppState {
     config: ApiConfig,
     streams: Arc<sse::StreamSlots>,
     reads: Arc<sse::JobReads>,
+    pdf_readers: documents::Readers,
 }
 
 impl AppState {
@@ -104,6 +112,7 @@ impl AppState {
             config,
             streams: Arc::default(),
             reads: Arc::default(),
+            pdf_readers: documents::Readers::default(),
         }
     }
 }
@@ -111,18 +120,27 @@ impl AppState {
 /// Build the router over any backend.
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
     let limit = config.body_limit;
+    let files = config.pdf_limit.max(limit);
     let state = AppState::new(service, config);
     with_auth(
         state.clone(),
         with_fallbacks(
             Router::new()
-                .route("/api/jobs", post(submit_job).get(list_jobs))
+                .route(
+                    "/api/jobs",
+                    post(submit_job)
+                        .layer(DefaultBodyLimit::max(files))
+                        .get(list_jobs),
+                )
+                .route("/api/jobs/{id}/result", get(job_result))
                 .route("/api/jobs/{id}", get(get_job).delete(cancel_job))
                 .route("/api/jobs/{id}/retry", post(retry_job))
                 .route("/api/jobs/{id}/stream", get(sse::stream_job))
                 .route(
                     "/api/batches",
-                    post(batches::submit_batch).get(batches::list_batches),
+                    post(batches::submit_batch)
+                        .layer(DefaultBodyLimit::max(files))
+                        .get(batches::list_batches),
                 )
                 .route(
                     "/api/batches/{id}",
@@ -414,26 +432,35 @@ fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, ApiError> {
 }
 
 /// Submit a job.
-#[utoipa::path(post, path = "/api/jobs", request_body = SubmitRequest,
+#[utoipa::path(post, path = "/api/jobs",
+    request_body(description = "The text as JSON; or a PDF file (`application/pdf`, settings in the query); or a `multipart/form-data` form with a `file` part (a PDF or UTF-8 text), an optional `config` part (JSON, as `config` above) and `type`",
+        content((SubmitRequest = "application/json"), (Vec<u8> = "application/pdf"))),
     params(("Idempotency-Key" = Option<String>, Header,
-        description = "The same key and request from the same tenant within 24 h answer with the first job")),
+        description = "The same key and request from the same tenant within 24 h answer with the first job"),
+        ("engine" = Option<String>, Query, description = "PDF body: the engine"),
+        ("model" = Option<String>, Query, description = "PDF body: the model"),
+        ("chunkSize" = Option<i64>, Query, description = "PDF body: target chunk size"),
+        ("type" = Option<String>, Query, description = "PDF body: translation or transliteration"),
+        ("useHelperAI" = Option<bool>, Query, description = "PDF body: review each chunk"),
+        ("qualityThreshold" = Option<f64>, Query, description = "PDF body: confidence threshold"),
+        ("callbackUrl" = Option<String>, Query, description = "PDF body: where to POST the terminal event")),
     responses(
         (status = 202, description = "Job enqueued (or, with Idempotent-Replayed: true, the job an earlier request with the key made)", body = SubmitResponse,
             headers(("Location" = String, description = "URL of the new job"),
                     ("Idempotent-Replayed" = String, description = "true on a replay"))),
         (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency-Key used with a different request", body = Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or file too large", body = Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON, a PDF or a form; or the body is not a PDF", body = Problem, content_type = "application/problem+json"),
+        (status = 422, description = "Idempotency-Key used with a different request; or a PDF that cannot be read: encrypted, damaged, scanned (no text layer), or its Tibetan unrecoverable", body = Problem, content_type = "application/problem+json"),
     ))]
 async fn submit_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
     headers: HeaderMap,
-    body: Result<Json<SubmitRequest>, JsonRejection>,
+    request: Request,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let Json(req) = body?;
+    let req = documents::submission(&state, request).await?;
     let new = to_new_job(tenant, req)?;
     let (id, replayed) = match key {
         Some(key) => {
@@ -492,7 +519,90 @@ async fn get_job(
     let Path(id) = path?;
     let id = parse_id(&id)?;
     let view = state.service.get(&tenant, id).await?;
-    Ok(Json(JobDto::from_view(view, true)))
+    let paged = view.job.source.contains(PAGE_BREAK);
+    let mut dto = JobDto::from_view(view, true);
+    if paged {
+        let records = state.service.chunk_records(&tenant, id).await?;
+        dto.source_pages =
+            lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()));
+    }
+    Ok(Json(dto))
+}
+
+/// The page separator of a document's text (a PDF's pages).
+const PAGE_BREAK: char = '\u{000C}';
+
+/// The query of a result download.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ResultParams {
+    /// A `[page N]` line before the first chunk of each page (documents).
+    #[serde(default)]
+    pub pages: bool,
+}
+
+/// A completed job's output as plain text (a download).
+#[utoipa::path(get, path = "/api/jobs/{id}/result",
+    params(("id" = String, Path, description = "Job id (UUID)"),
+           ("pages" = Option<bool>, Query, description = "Mark where each page of the source starts: a `[page N]` line before the first chunk that starts on it")),
+    responses(
+        (status = 200, description = "The output", body = String, content_type = "text/plain"),
+        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
+        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 409, description = "Not completed", body = Problem, content_type = "application/problem+json"),
+    ))]
+async fn job_result(
+    State(state): State<AppState>,
+    Extension(tenant): Extension<Tenant>,
+    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    query: Result<Query<ResultParams>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Path(id) = path?;
+    let id = parse_id(&id)?;
+    let Query(ResultParams { pages }) = query?;
+    let view = state.service.get(&tenant, id).await?;
+    let Some(result) = view
+        .job
+        .result
+        .as_ref()
+        .filter(|_| view.job.status == JobStatus::Completed)
+    else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "job {id} is {}: only a completed job has a result",
+                view.job.status.as_str()
+            ),
+        ));
+    };
+    let mut text = result.translation.clone();
+    if pages && view.job.source.contains(PAGE_BREAK) {
+        let records = state.service.chunk_records(&tenant, id).await?;
+        if let Some(p) =
+            lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()))
+        {
+            text = lotsawa_core::ledger::assemble_with_pages(
+                records
+                    .iter()
+                    .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
+                &p,
+            );
+        }
+    }
+    if !pages {
+        text = text.replace(PAGE_BREAK, "");
+    }
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8".to_owned()),
+            (
+                header::CONTENT_DISPOSITION,
+                format!("inline; filename=\"{id}.txt\""),
+            ),
+        ],
+        text,
+    )
+        .into_response())
 }
 
 /// Cancel a pending or processing job.
@@ -568,9 +678,15 @@ async fn job_chunks(
     let Query(ChunkParams { ewts }) = query?;
     let records = state.service.chunk_records(&tenant, id).await?;
     let chunks = tokio::task::spawn_blocking(move || {
+        let pages = lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()));
         records
             .into_iter()
-            .map(|c| ChunkDto::from_record(c, ewts))
+            .enumerate()
+            .map(|(i, c)| {
+                let mut dto = ChunkDto::from_record(c, ewts);
+                dto.source_page = pages.as_ref().and_then(|p| p.get(i).copied());
+                dto
+            })
             .collect::<Vec<_>>()
     })
     .await
@@ -736,6 +852,7 @@ async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         batches::list_batches,
         batches::stream_batch,
         job_chunks,
+        job_result,
         healthz,
         metrics,
         openapi

@@ -88,6 +88,7 @@ pub fn fresh_config() -> CloudConfig {
         job_ttl_days: 30,
         memory_ttl_days: 90,
         body_limit: 1024 * 1024,
+        pdf_limit: 4 * 1024 * 1024,
         bedrock_models: Vec::new(),
         openai_key_secret: None,
         ingest_tenant: lotsawa_core::Tenant::default(),
