@@ -13,7 +13,7 @@ use serde_json::json;
 
 use crate::client::{
     Client, EXIT_JOB_CANCELLED, EXIT_JOB_FAILED, EventKind, Failure, SubmitHow, fmt_ms, print_json,
-    problem_detail, read_text, terminal_safe,
+    problem_detail, terminal_safe,
 };
 
 /// The item name of a file: its path as given (`stdin` for `-`), so two
@@ -66,18 +66,52 @@ impl Client {
         how: SubmitHow,
     ) -> Result<ExitCode, Failure> {
         let config = how.config();
-        let mut items = Vec::with_capacity(files.len());
-        for f in files {
-            items.push(json!({
-                "sourceText": read_text(f)?,
-                "name": item_name(f),
-                "type": "translation",
-            }));
-        }
-        let body = json!({"items": items, "config": config});
-        let created: BatchSubmitResponse = self
-            .call(reqwest::Method::POST, "/api/batches", Some(body))
-            .await?;
+        let contents = files
+            .iter()
+            .map(|f| crate::client::read_bytes(f))
+            .collect::<Result<Vec<_>, _>>()?;
+        let created: BatchSubmitResponse = if contents.iter().any(|b| crate::client::is_pdf(b)) {
+            // PDFs go as a form of files; the server reads them.
+            let mut form = reqwest::multipart::Form::new()
+                .text("config", serde_json::Value::Object(config).to_string())
+                .text("type", "translation");
+            for (f, bytes) in files.iter().zip(contents) {
+                let mime = if crate::client::is_pdf(&bytes) {
+                    "application/pdf"
+                } else {
+                    "text/plain"
+                };
+                let part = reqwest::multipart::Part::bytes(bytes)
+                    .file_name(item_name(f))
+                    .mime_str(mime)
+                    .map_err(|e| Failure(format!("cannot send {}: {e}", f.display())))?;
+                form = form.part("file", part);
+            }
+            let req = self
+                .http
+                .post(format!("{}/api/batches", self.base))
+                .multipart(form);
+            match self.send(req).await {
+                Ok(Ok(v)) => v,
+                Ok(Err((_, detail))) => return Err(Failure(detail)),
+                Err(why) => return Err(Failure(why)),
+            }
+        } else {
+            let mut items = Vec::with_capacity(files.len());
+            for (f, bytes) in files.iter().zip(contents) {
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    Failure(format!("{} is neither a PDF nor UTF-8 text", f.display()))
+                })?;
+                items.push(json!({
+                    "sourceText": text,
+                    "name": item_name(f),
+                    "type": "translation",
+                }));
+            }
+            let body = json!({"items": items, "config": config});
+            self.call(reqwest::Method::POST, "/api/batches", Some(body))
+                .await?
+        };
         if !how.follow && !how.wait {
             if self.json {
                 print_json(&created);

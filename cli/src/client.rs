@@ -57,18 +57,38 @@ impl SubmitHow {
     }
 }
 
-/// A file's text (`-`: stdin), which must be UTF-8.
-pub(crate) fn read_text(file: &Path) -> Result<String, Failure> {
-    let bytes = if file.as_os_str() == "-" {
+/// A file's bytes (`-`: stdin).
+pub(crate) fn read_bytes(file: &Path) -> Result<Vec<u8>, Failure> {
+    if file.as_os_str() == "-" {
         let mut b = Vec::new();
         std::io::stdin()
             .read_to_end(&mut b)
             .map_err(|e| Failure(format!("cannot read stdin: {e}")))?;
-        b
+        Ok(b)
     } else {
-        std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))?
-    };
-    String::from_utf8(bytes).map_err(|_| Failure(format!("{} is not UTF-8 text", file.display())))
+        std::fs::read(file).map_err(|e| Failure(format!("cannot read {}: {e}", file.display())))
+    }
+}
+
+/// Whether a file is a PDF (by its first bytes, as readers decide).
+pub(crate) fn is_pdf(bytes: &[u8]) -> bool {
+    lotsawa_pdf::is_pdf(bytes)
+}
+
+/// Settings as the query of a PDF submission.
+pub(crate) fn pdf_query(config: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
+    let mut q: Vec<(String, String)> = config
+        .iter()
+        .map(|(k, v)| {
+            let v = match v {
+                Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            (k.clone(), v)
+        })
+        .collect();
+    q.push(("type".into(), "translation".into()));
+    q
 }
 
 /// API client.
@@ -266,6 +286,48 @@ impl Client {
             .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
     }
 
+    /// Send a built request; the parsed answer, or the server's refusal.
+    pub(crate) async fn send<T: DeserializeOwned>(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Result<T, (reqwest::StatusCode, String)>, String> {
+        let res = req
+            .timeout(Duration::from_secs(120))
+            .send()
+            .await
+            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| format!("reading the server's answer failed: {e}"))?;
+        if !status.is_success() {
+            return Ok(Err((status, problem_detail(status, &text))));
+        }
+        serde_json::from_str(&text)
+            .map(Ok)
+            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
+    }
+
+    /// `POST /api/jobs` with a PDF body and settings in the query.
+    pub(crate) async fn post_pdf<T: DeserializeOwned>(
+        &self,
+        bytes: Vec<u8>,
+        query: &[(String, String)],
+        idempotency_key: Option<&str>,
+    ) -> Result<Result<T, (reqwest::StatusCode, String)>, String> {
+        let mut req = self
+            .http
+            .post(format!("{}/api/jobs", self.base))
+            .query(query)
+            .header("content-type", "application/pdf")
+            .body(bytes);
+        if let Some(k) = idempotency_key {
+            req = req.header("idempotency-key", k);
+        }
+        self.send(req).await
+    }
+
     /// `lotsawa submit`: one file makes a job, several make a batch.
     pub async fn submit(&self, files: &[std::path::PathBuf], how: SubmitHow) -> ExitCode {
         match files {
@@ -275,13 +337,29 @@ impl Client {
     }
 
     async fn submit_inner(&self, file: &Path, how: SubmitHow) -> Result<ExitCode, Failure> {
-        let text = read_text(file)?;
+        let bytes = read_bytes(file)?;
         let config = how.config();
         let SubmitHow { follow, wait, .. } = how;
-        let body = json!({"sourceText": text, "type": "translation", "config": config});
-        let created: SubmitResponse = self
-            .call(reqwest::Method::POST, "/api/jobs", Some(body))
-            .await?;
+        let created: SubmitResponse = if is_pdf(&bytes) {
+            // The server reads the PDF; a refusal says why.
+            match self.post_pdf(bytes, &pdf_query(&config), None).await {
+                Ok(Ok(v)) => v,
+                Ok(Err((_, detail))) => {
+                    return Err(Failure(format!("{}: {detail}", file.display())));
+                }
+                Err(why) => return Err(Failure(why)),
+            }
+        } else {
+            let text = String::from_utf8(bytes).map_err(|_| {
+                Failure(format!(
+                    "{} is neither a PDF nor UTF-8 text",
+                    file.display()
+                ))
+            })?;
+            let body = json!({"sourceText": text, "type": "translation", "config": config});
+            self.call(reqwest::Method::POST, "/api/jobs", Some(body))
+                .await?
+        };
         let id = created.job_id.clone();
         if !follow && !wait {
             if self.json {

@@ -183,8 +183,19 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
             Err(e) => return fail(format!("cannot read {}: {e}", file.display())),
         }
     };
-    let Ok(text) = String::from_utf8(bytes) else {
-        return fail(format!("{} is not UTF-8 text", file.display()));
+    let text = if lotsawa_pdf::is_pdf(&bytes) {
+        match lotsawa_pdf::extract(&bytes, &lotsawa_pdf::Options::default()) {
+            Ok(x) => x.text,
+            Err(e) => return fail(format!("{}: {e}", file.display())),
+        }
+    } else {
+        let Ok(text) = String::from_utf8(bytes) else {
+            return fail(format!(
+                "{} is neither a PDF nor UTF-8 text",
+                file.display()
+            ));
+        };
+        text
     };
     let source = match SourceText::parse(text) {
         Ok(s) => s,

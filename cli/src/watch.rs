@@ -1,6 +1,6 @@
 //! `lotsawa watch DIR`: the local inbox, twin of the cloud's upload trigger.
 //!
-//! Each `*.txt` file that appears in DIR becomes one job on the server, and
+//! Each `*.txt` or `*.pdf` file that appears in DIR becomes one job on the server, and
 //! when the job ends its result is written under `DIR/results/`:
 //! `<name>.en.txt` (the translation) and `<name>.json` (the job), or the
 //! `.json` alone, with the error, when it failed or was cancelled.
@@ -100,7 +100,7 @@ fn settled_files(dir: &Path, seen: &mut Seen, settle: Duration) -> Result<Vec<St
         let Ok(name) = entry.file_name().into_string() else {
             continue;
         };
-        if name.starts_with('.') || !name.ends_with(".txt") {
+        if name.starts_with('.') || !(name.ends_with(".txt") || name.ends_with(".pdf")) {
             continue;
         }
         let Ok(meta) = entry.metadata() else { continue };
@@ -120,9 +120,11 @@ fn settled_files(dir: &Path, seen: &mut Seen, settle: Duration) -> Result<Vec<St
     Ok(ready)
 }
 
-/// The file name without `.txt`.
+/// The file name without `.txt` or `.pdf`.
 fn stem(name: &str) -> &str {
-    name.strip_suffix(".txt").unwrap_or(name)
+    name.strip_suffix(".txt")
+        .or_else(|| name.strip_suffix(".pdf"))
+        .unwrap_or(name)
 }
 
 /// Write a finished job's results; the translation only when it completed.
@@ -188,15 +190,23 @@ async fn take(client: &Client, dir: &Path, name: &str, state: &mut State) -> Res
         );
         save_state(dir, state).map(|()| true)
     };
-    let Ok(text) = String::from_utf8(bytes.clone()) else {
-        return refuse(state, "the file is not UTF-8 text");
-    };
     let key = idempotency_key(dir, name, &sha256);
-    let body = serde_json::json!({"sourceText": text, "type": "translation"});
-    match client
-        .request::<SubmitResponse>(reqwest::Method::POST, "/api/jobs", Some(&body), Some(&key))
-        .await
-    {
+    let sent = if name.ends_with(".pdf") {
+        // The server reads the PDF; a file it cannot read is refused with why.
+        let query = [("type".to_owned(), "translation".to_owned())];
+        client
+            .post_pdf::<SubmitResponse>(bytes, &query, Some(&key))
+            .await
+    } else {
+        let Ok(text) = String::from_utf8(bytes) else {
+            return refuse(state, "the file is not UTF-8 text");
+        };
+        let body = serde_json::json!({"sourceText": text, "type": "translation"});
+        client
+            .request::<SubmitResponse>(reqwest::Method::POST, "/api/jobs", Some(&body), Some(&key))
+            .await
+    };
+    match sent {
         Ok(Ok(created)) => {
             let SubmitResponse { job_id, .. } = created;
             println!("submitted {name} as job {job_id}");
@@ -296,7 +306,7 @@ async fn watch(client: &Client, dir: &Path, options: &WatchOptions) -> Result<()
     let mut state = load_state(dir)?;
     let mut seen = Seen::new();
     eprintln!(
-        "watching {} for *.txt files; results in {}",
+        "watching {} for *.txt and *.pdf files; results in {}",
         dir.display(),
         dir.join(RESULTS_DIR).display()
     );
