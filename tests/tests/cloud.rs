@@ -479,6 +479,46 @@ async fn uploads_become_jobs_and_results(c: &Cloud) {
     );
     let id = failed["jobId"].as_str().expect("job id");
     assert_eq!(api.job(id).await.expect("job")["status"], "failed");
+
+    // A PDF upload becomes a job on its text, with its pages; a scan a
+    // failed record that says OCR is needed.
+    use lotsawa_apitests::pdfgen::{self, Doc, Font, Producer};
+    for (name, bytes) in [
+        (
+            "incoming/sutra.pdf",
+            pdfgen::pdf(Doc::MultiPage, Font::TibetanMachine, Producer::Chromium),
+        ),
+        ("incoming/scan.pdf", pdfgen::scanned_pdf()),
+    ] {
+        s3.put_object()
+            .bucket(bucket)
+            .key(name)
+            .body(bytes.into())
+            .send()
+            .await
+            .expect("upload");
+    }
+    wait_result(c, "results/sutra.pdf.en.txt", deadline).await;
+    let record: serde_json::Value = serde_json::from_str(
+        &read_result(c, "results/sutra.pdf.json")
+            .await
+            .expect("record"),
+    )
+    .expect("json");
+    assert_eq!(record["status"], "completed", "{record}");
+    let job = api
+        .job(record["jobId"].as_str().expect("job id"))
+        .await
+        .expect("job");
+    assert!(job["sourcePages"].is_array(), "{job}");
+    let scan: serde_json::Value =
+        serde_json::from_str(&wait_result(c, "results/scan.pdf.json", deadline).await)
+            .expect("json");
+    assert_eq!(scan["status"], "failed", "{scan}");
+    assert!(
+        scan["error"].as_str().is_some_and(|e| e.contains("OCR")),
+        "{scan}"
+    );
 }
 /// Cancelling an uploaded job writes its record.
 async fn cancelling_an_upload_writes_its_record(c: &Cloud) {

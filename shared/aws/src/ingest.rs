@@ -98,22 +98,33 @@ pub async fn ingest(
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
-    let limit = store.config.body_limit as u64;
+    // A PDF's limit is the file's (LOTSAWA_PDF_LIMIT); a text's the body's.
+    let pdf = key.to_ascii_lowercase().ends_with(".pdf");
+    let (limit, limit_name) = if pdf {
+        (store.config.pdf_limit as u64, "LOTSAWA_PDF_LIMIT")
+    } else {
+        (store.config.body_limit as u64, "LOTSAWA_BODY_LIMIT")
+    };
     let size = match upload.size {
         Some(n) => n.max(0) as u64,
         None => store.object_size(bucket, key).await?,
     };
     let why = if size > limit {
         Err(format!(
-            "the object is {size} bytes; uploads may be at most {limit} bytes (LOTSAWA_BODY_LIMIT)"
+            "the object is {size} bytes; uploads may be at most {limit} bytes ({limit_name})"
         ))
     } else {
-        match String::from_utf8(store.get_bytes(bucket, key).await?) {
-            Err(_) => Err("the object is not UTF-8 text".to_owned()),
-            Ok(text) => SourceText::parse(text)
+        let bytes = store.get_bytes(bucket, key).await?;
+        let text = if pdf || lotsawa_pdf::is_pdf(&bytes) {
+            read_pdf(bytes).await
+        } else {
+            String::from_utf8(bytes).map_err(|_| "the object is not UTF-8 text".to_owned())
+        };
+        text.and_then(|text| {
+            SourceText::parse(text)
                 .and_then(|t| t.check_for(JobType::Translation).map(|()| t))
-                .map_err(|e| e.0),
-        }
+                .map_err(|e| e.0)
+        })
     };
     let source = match why {
         Ok(source) => source,
@@ -164,6 +175,26 @@ pub async fn ingest(
         .await?;
     service.queue(&job).await?;
     Ok(Ingested::Job(id))
+}
+
+/// A PDF's text, read off the runtime; a PDF that cannot be read gives
+/// the reason (a scan, encryption, damage, unrecoverable Tibetan).
+async fn read_pdf(bytes: Vec<u8>) -> Result<String, String> {
+    let options = lotsawa_pdf::Options {
+        budget: std::time::Duration::from_secs(60),
+        ..lotsawa_pdf::Options::default()
+    };
+    match tokio::task::spawn_blocking(move || lotsawa_pdf::extract(&bytes, &options)).await {
+        Ok(Ok(x)) => Ok(x.text),
+        Ok(Err(e)) => Err(e.to_string()),
+        Err(join) => {
+            tracing::error!(error = %join, "the PDF reader failed");
+            Err(
+                lotsawa_pdf::PdfError::Broken("its structure made the reader fail".into())
+                    .to_string(),
+            )
+        }
+    }
 }
 
 /// Write the outcome of an ingested job: `<stem>.en.txt` (the translation,

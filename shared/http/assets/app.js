@@ -32,13 +32,15 @@ function askKey() {
 }
 
 // One API call: {ok, status, data, detail}. A 401 asks for a key.
-async function api(method, path, body) {
+// `form`: a FormData body sent as is (its files; the browser sets the type).
+async function api(method, path, body, form) {
   const headers = { accept: "application/json" };
   if (key()) headers.authorization = "Bearer " + key();
   if (body !== undefined) headers["content-type"] = "application/json";
   let res;
   try {
-    res = await fetch(path, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    res = await fetch(path, { method, headers,
+      body: form !== undefined ? form : body === undefined ? undefined : JSON.stringify(body) });
   } catch (e) {
     return { ok: false, status: 0, data: null, detail: "cannot reach the server: " + e.message };
   }
@@ -321,7 +323,18 @@ function submitForm() {
     const button = $("button[type=submit]", form);
     button.disabled = true;
     try {
-      if (files.length > 1) {
+      const isPdf = (file) => file.type === "application/pdf" || /\.pdf$/i.test(file.name);
+      if (files.some(isPdf)) {
+        // PDFs go as files; the server reads their text (or says why not).
+        const fd = new FormData();
+        for (const file of files) fd.append("file", file, file.name);
+        fd.append("config", JSON.stringify(config));
+        fd.append("type", type);
+        const batch = files.length > 1;
+        const r = await api("POST", batch ? "/api/batches" : "/api/jobs", undefined, fd);
+        if (!r.ok) { error.textContent = r.detail; return; }
+        go(batch ? "/batches/" + r.data.batchId : "/jobs/" + r.data.jobId);
+      } else if (files.length > 1) {
         const items = [];
         for (const file of files) items.push({ sourceText: await file.text(), name: file.name, type });
         const r = await api("POST", "/api/batches", { items, config });
@@ -341,8 +354,9 @@ function submitForm() {
     el("label", { for: "s-text" }, "Tibetan text"),
     el("textarea", { id: "s-text", name: "sourceText", rows: 5, class: "tibetan", lang: "bo" }),
     el("div", { class: "grid2" },
-      el("div", {}, el("label", { for: "s-files" }, "…or files (several make a batch)"),
-        el("input", { id: "s-files", name: "files", type: "file", multiple: true, accept: ".txt,text/plain" })),
+      el("div", {}, el("label", { for: "s-files" }, "…or files: text or PDF (several make a batch)"),
+        el("input", { id: "s-files", name: "files", type: "file", multiple: true,
+          accept: ".txt,.pdf,text/plain,application/pdf" })),
       el("div", {}, el("label", { for: "s-type" }, "Type"),
         el("select", { id: "s-type", name: "type" }, el("option", { value: "translation" }, "translation"),
           el("option", { value: "transliteration" }, "transliteration"))),
@@ -436,9 +450,15 @@ async function jobView(app, id) {
     downloads.replaceChildren();
     if (v.status === "completed" && v.result) {
       const blobLink = (name, type, text) => el("a", { download: name,
-        href: URL.createObjectURL(new Blob([text], { type })) }, "Download " + name.split(".").pop());
-      downloads.append(blobLink(id + ".txt", "text/plain", v.result.translation),
+        href: URL.createObjectURL(new Blob([text], { type })) }, "Download " + name.slice(name.indexOf(".") + 1));
+      downloads.append(blobLink(id + ".txt", "text/plain", v.result.translation.replaceAll("\f", "")),
         blobLink(id + ".json", "application/json", JSON.stringify(v, null, 2)));
+      if (v.sourcePages) {
+        // A document's translation with a [page N] line where each page starts.
+        api("GET", "/api/jobs/" + id + "/result?pages=true").then((r) => {
+          if (r.ok && typeof r.data === "string") downloads.append(blobLink(id + ".pages.txt", "text/plain", r.data));
+        });
+      }
     }
   };
   show(job);
