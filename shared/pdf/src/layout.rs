@@ -88,9 +88,10 @@ fn median(mut v: Vec<f32>) -> Option<f32> {
 }
 
 /// A vertical gutter no segment crosses, with columns of at least three
-/// segments on each side that share the same height: the split x.
+/// segments on each side (two across a wide gutter) that share the same
+/// height: the split x.
 fn x_cut(segs: &[Segment]) -> Option<f32> {
-    if segs.len() < 6 {
+    if segs.len() < 4 {
         return None;
     }
     let em = median(segs.iter().map(|s| s.size).collect()).unwrap_or(10.0);
@@ -98,7 +99,10 @@ fn x_cut(segs: &[Segment]) -> Option<f32> {
     sorted.sort_by(|a, b| a.x0.total_cmp(&b.x0));
     let mut max_x1 = f32::MIN;
     for k in 0..sorted.len() {
-        if k >= 3 && sorted.len() - k >= 3 && sorted[k].x0 - max_x1 > 0.8 * em {
+        // Two lines a side make columns only across a wide gutter.
+        let fewest = k.min(sorted.len() - k);
+        let gutter = if fewest >= 3 { 0.8 } else { 1.5 };
+        if fewest >= 2 && sorted[k].x0 - max_x1 > gutter * em {
             let cut = (max_x1 + sorted[k].x0) / 2.0;
             let (left, right): (Vec<&Segment>, Vec<&Segment>) =
                 segs.iter().partition(|s| s.x1 <= cut);
@@ -127,22 +131,74 @@ fn order(segs: Vec<Segment>, depth: usize, out: &mut Vec<Vec<Segment>>) {
     if depth < 8 && segs.len() <= 4000 {
         if let Some(cut) = x_cut(&segs) {
             // Lines above or below the part where both columns run (a
-            // heading, a footer) are read before or after the columns.
-            let em = median(segs.iter().map(|s| s.size).collect()).unwrap_or(10.0);
+            // heading or footer across the gutter, or one well apart) are
+            // read before or after the columns.
+            let crosses = |s: &Segment| s.x0 < cut && s.x1 > cut;
             let span = |left: bool| {
                 segs.iter()
-                    .filter(|s| (s.x1 <= cut) == left)
+                    .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
                     .fold((f32::MAX, f32::MIN), |(lo, hi), s| {
                         (lo.min(s.y), hi.max(s.y))
                     })
             };
             let ((lb, lt), (rb, rt)) = (span(true), span(false));
-            let (lo, hi) = (lb.max(rb) - 2.5 * em, lt.min(rt) + 2.5 * em);
-            if segs.iter().any(|s| s.y > hi || s.y < lo) {
-                let (above, rest): (Vec<Segment>, Vec<Segment>) =
-                    segs.into_iter().partition(|s| s.y > hi);
-                let (below, middle): (Vec<Segment>, Vec<Segment>) =
-                    rest.into_iter().partition(|s| s.y < lo);
+            // Line spacing within a column.
+            let column_pitch = |left: bool| {
+                let mut ys: Vec<f32> = segs
+                    .iter()
+                    .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
+                    .map(|s| s.y)
+                    .collect();
+                ys.sort_by(|a, b| b.total_cmp(a));
+                median(
+                    ys.windows(2)
+                        .map(|w| w[0] - w[1])
+                        .filter(|d| *d > 1.0)
+                        .collect(),
+                )
+            };
+            let pitch = column_pitch(true)
+                .into_iter()
+                .chain(column_pitch(false))
+                .fold(0.0f32, f32::max)
+                .max(1.0);
+            let (lo, hi) = (lb.max(rb), lt.min(rt));
+            // A column's own lines beyond the other's run on (a longer
+            // column); past a wide gap they are a footer or a heading.
+            let apart_at = |left: bool| {
+                let mut ys: Vec<f32> = segs
+                    .iter()
+                    .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
+                    .map(|s| s.y)
+                    .collect();
+                ys.sort_by(|a, b| b.total_cmp(a));
+                let below = ys
+                    .windows(2)
+                    .find(|w| w[1] < lo && w[0] - w[1] > 2.5 * pitch)
+                    .map_or(f32::MIN, |w| w[1]);
+                let above = ys
+                    .windows(2)
+                    .rev()
+                    .find(|w| w[0] > hi && w[0] - w[1] > 2.5 * pitch)
+                    .map_or(f32::MAX, |w| w[0]);
+                (below, above)
+            };
+            let (left_apart, right_apart) = (apart_at(true), apart_at(false));
+            let outside = |s: &Segment| {
+                if s.y <= hi + 0.5 && s.y >= lo - 0.5 {
+                    return false;
+                }
+                if crosses(s) {
+                    return true;
+                }
+                let (below, above) = if s.x1 <= cut { left_apart } else { right_apart };
+                s.y <= below || s.y >= above
+            };
+            if segs.iter().any(outside) {
+                let (apart, middle): (Vec<Segment>, Vec<Segment>) =
+                    segs.into_iter().partition(|s| outside(s));
+                let (above, below): (Vec<Segment>, Vec<Segment>) =
+                    apart.into_iter().partition(|s| s.y > hi);
                 order(above, depth + 1, out);
                 order(middle, depth + 1, out);
                 order(below, depth + 1, out);

@@ -130,7 +130,8 @@ fn every_font_and_producer_reads_back_its_tibetan() {
                 }
                 rows.push(row);
                 if producer == Producer::Chromium {
-                    // Measured, not held to the goal: see the module's note.
+                    // Measured, not held to the goal: a subset font loses the characters
+                    // that only its ligatures draw (the README has the figures).
                     let stripped = without_actual_text(&pdf);
                     let lenient = Options {
                         max_invalid_share: 1.0,
@@ -162,15 +163,13 @@ fn every_font_and_producer_reads_back_its_tibetan() {
             r.ms_per_page
         );
     }
-    // The goal (99.5%) holds for single-column documents; two columns are
-    // read in order but a few lines can still cross (figures in the README).
     for r in &rows {
-        let goal = if r.case.contains("TwoColumns") {
-            0.85
-        } else {
-            0.995
-        };
-        assert!(r.accuracy >= goal, "{}: {:.2}%", r.case, r.accuracy * 100.0);
+        assert!(
+            r.accuracy >= 0.995,
+            "{}: {:.2}%",
+            r.case,
+            r.accuracy * 100.0
+        );
     }
 }
 
