@@ -177,11 +177,15 @@ pub async fn ingest(
     Ok(Ingested::Job(id))
 }
 
+/// Time one uploaded PDF may take to read: a delivery holds up to ten
+/// uploads and the function has 120 s.
+const PDF_BUDGET: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A PDF's text, read off the runtime; a PDF that cannot be read gives
 /// the reason (a scan, encryption, damage, unrecoverable Tibetan).
 async fn read_pdf(bytes: Vec<u8>) -> Result<String, String> {
     let options = lotsawa_pdf::Options {
-        budget: std::time::Duration::from_secs(60),
+        budget: PDF_BUDGET,
         ..lotsawa_pdf::Options::default()
     };
     match tokio::task::spawn_blocking(move || lotsawa_pdf::extract(&bytes, &options)).await {
