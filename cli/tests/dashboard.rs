@@ -381,3 +381,71 @@ async fn the_dashboard_submits_streams_cancels_and_retries_in_a_browser() {
     c.close().await.expect("close the browser");
     drop(server);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_dashboard_submits_a_pdf_and_offers_its_pages() {
+    use lotsawa_apitests::pdfgen::{self, Doc, Font, Producer};
+    let provider = FakeProvider::start().await;
+    let (db_dir, db) = temp_db();
+    let server = Server::start(&db, &provider, 2, &[]);
+    let base = server.url.clone();
+    let pdf = db_dir.path().join("sutra.pdf");
+    std::fs::write(
+        &pdf,
+        pdfgen::pdf(Doc::MultiPage, Font::Noto, Producer::Chromium),
+    )
+    .expect("write");
+    let scan = db_dir.path().join("scan.pdf");
+    std::fs::write(&scan, pdfgen::scanned_pdf()).expect("write");
+    let profile = tempfile::tempdir().expect("profile");
+    let (_driver, c) = browser(profile.path()).await;
+
+    // A scan: the server's reason is shown, and nothing is queued.
+    c.goto(&format!("{base}/")).await.expect("open");
+    let files = until("the file input", || async {
+        c.find(Locator::Css("#s-files")).await.ok()
+    })
+    .await;
+    files
+        .send_keys(scan.to_str().unwrap_or_default())
+        .await
+        .expect("choose the scan");
+    click(&c, "#submit-form button[type=submit]").await;
+    let shown = until("the refusal", || async {
+        text_of(&c, "#submit-error").await.filter(|t| !t.is_empty())
+    })
+    .await;
+    assert!(shown.contains("OCR"), "{shown}");
+
+    // A PDF: its job page fills in, and offers the result with page markers.
+    c.goto(&format!("{base}/")).await.expect("open");
+    let files = until("the file input", || async {
+        c.find(Locator::Css("#s-files")).await.ok()
+    })
+    .await;
+    files
+        .send_keys(pdf.to_str().unwrap_or_default())
+        .await
+        .expect("choose the PDF");
+    click(&c, "#submit-form button[type=submit]").await;
+    let id = until("the job page", || async {
+        let url = c.current_url().await.ok()?;
+        url.path()
+            .strip_prefix("/jobs/")
+            .map(str::to_owned)
+            .filter(|id| id.len() == 36)
+    })
+    .await;
+    until("the download with page markers", || async {
+        c.find(Locator::Css(&format!("a[download='{id}.pages.txt']")))
+            .await
+            .ok()
+    })
+    .await;
+    let job = server.api.job(&id).await.expect("job");
+    assert_eq!(job["status"], "completed", "{job}");
+    assert!(
+        job["sourcePages"].as_array().is_some_and(|p| p.len() > 1),
+        "{job}"
+    );
+}
