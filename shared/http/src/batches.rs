@@ -33,13 +33,16 @@ fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
 }
 
 /// Submit a batch.
-#[utoipa::path(post, path = "/api/batches", request_body = BatchRequest,
+#[utoipa::path(post, path = "/api/batches",
+    request_body(description = "The items as JSON; or a `multipart/form-data` form of `file` parts (PDF or UTF-8 text, each an item named by its file name), an optional `config` part (JSON, for every item) and `type`",
+        content((BatchRequest = "application/json"))),
     responses(
         (status = 202, description = "Every item enqueued as a job", body = BatchSubmitResponse,
             headers(("Location" = String, description = "URL of the new batch"))),
         (status = 400, description = "Invalid input (the item is named); nothing was stored", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body too large", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 413, description = "Body or files too large", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 415, description = "Not JSON or a form; or a file that is neither a PDF nor UTF-8 text", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 422, description = "A PDF that cannot be read (the item is named): encrypted, damaged, scanned, or its Tibetan unrecoverable", body = crate::Problem, content_type = "application/problem+json"),
     ))]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,

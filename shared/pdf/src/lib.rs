@@ -60,6 +60,11 @@ pub enum PdfError {
     /// No text and no images.
     #[error("the PDF holds no text")]
     NoText,
+    /// Text, but none of it Tibetan.
+    #[error(
+        "the PDF's text has no Tibetan script: if its pages show Tibetan, they are set in a legacy font that is not Unicode (Tibetan Machine Web, Sambhota, TCRC and the like) or drawn as images; convert the text to Unicode, or run OCR"
+    )]
+    NoTibetan,
     /// The Tibetan stays malformed after every recovery.
     #[error(
         "the Tibetan of this PDF cannot be recovered: {bad} of its {total} Tibetan syllables are malformed or hold private-use or control characters after recovery (the first: \"{example}\"); its fonts draw Tibetan without a usable text layer. Send the Unicode text, or a PDF made with Tibetan Machine Uni, Noto Serif Tibetan or another Unicode font"
@@ -196,6 +201,13 @@ pub fn extract(bytes: &[u8], options: &Options) -> Result<Extracted, PdfError> {
             total,
             example: example.unwrap_or_default(),
         });
+    }
+    if !out
+        .text
+        .chars()
+        .any(|c| ('\u{0F00}'..='\u{0FFF}').contains(&c))
+    {
+        return Err(PdfError::NoTibetan);
     }
     // What little is left is dropped: never passed on to a translation.
     if bad > 0 {
