@@ -486,18 +486,45 @@ impl Client {
 
     /// `lotsawa result`: the translation text only (raw when piped; on a
     /// terminal, control sequences from the server are dropped).
-    pub async fn result(&self, id: &str) -> ExitCode {
-        Self::finish(self.result_inner(id).await)
+    pub async fn result(&self, id: &str, pages: bool) -> ExitCode {
+        Self::finish(self.result_inner(id, pages).await)
     }
 
-    async fn result_inner(&self, id: &str) -> Result<ExitCode, Failure> {
+    /// A completed document's output with a `[page N]` line per page.
+    async fn paged_result(&self, id: &str) -> Result<String, Failure> {
+        let res = self
+            .http
+            .get(format!("{}/api/jobs/{id}/result?pages=true", self.base))
+            .timeout(Duration::from_secs(60))
+            .send()
+            .await
+            .map_err(|e| Failure(format!("cannot reach the server at {}: {e}", self.base)))?;
+        let status = res.status();
+        let text = res
+            .text()
+            .await
+            .map_err(|e| Failure(format!("reading the server's answer failed: {e}")))?;
+        if !status.is_success() {
+            return Err(Failure(problem_detail(status, &text)));
+        }
+        Ok(text)
+    }
+
+    async fn result_inner(&self, id: &str, pages: bool) -> Result<ExitCode, Failure> {
         use std::io::{IsTerminal, Write};
         let job: JobDto = self
             .call(reqwest::Method::GET, &format!("/api/jobs/{id}"), None)
             .await?;
         match job.status.as_str() {
             "completed" => {
-                let text = job.result.map(|r| r.translation).unwrap_or_default();
+                let text = if pages {
+                    self.paged_result(id).await?
+                } else {
+                    // A document's page breaks (form feeds) are not printed.
+                    job.result
+                        .map(|r| r.translation.replace('\u{000C}', ""))
+                        .unwrap_or_default()
+                };
                 let mut out = std::io::stdout().lock();
                 let shown = if out.is_terminal() {
                     terminal_safe(&text)

@@ -122,6 +122,9 @@ enum Command {
     Result {
         /// Job id
         id: String,
+        /// For a document (PDF): a `[page N]` line where each page starts
+        #[arg(long)]
+        pages: bool,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -300,9 +303,9 @@ fn main() -> ExitCode {
                     .submit(&files, how)
                     .await
             }
-            Command::Result { id, client } => {
+            Command::Result { id, pages, client } => {
                 client::Client::new(client.server, client.json)
-                    .result(&id)
+                    .result(&id, pages)
                     .await
             }
             Command::Watch {
