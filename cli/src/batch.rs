@@ -70,13 +70,13 @@ impl Client {
             .iter()
             .map(|f| crate::client::read_bytes(f))
             .collect::<Result<Vec<_>, _>>()?;
-        let created: BatchSubmitResponse = if contents.iter().any(|b| crate::client::is_pdf(b)) {
+        let created: BatchSubmitResponse = if contents.iter().any(|b| lotsawa_pdf::is_pdf(b)) {
             // PDFs go as a form of files; the server reads them.
             let mut form = reqwest::multipart::Form::new()
                 .text("config", serde_json::Value::Object(config).to_string())
                 .text("type", "translation");
             for (f, bytes) in files.iter().zip(contents) {
-                let mime = if crate::client::is_pdf(&bytes) {
+                let mime = if lotsawa_pdf::is_pdf(&bytes) {
                     "application/pdf"
                 } else {
                     "text/plain"
@@ -90,6 +90,7 @@ impl Client {
             let req = self
                 .http
                 .post(format!("{}/api/batches", self.base))
+                .timeout(crate::client::FILE_TIMEOUT)
                 .multipart(form);
             match self.send(req).await {
                 Ok(Ok(v)) => v,

@@ -70,10 +70,8 @@ pub(crate) fn read_bytes(file: &Path) -> Result<Vec<u8>, Failure> {
     }
 }
 
-/// Whether a file is a PDF (by its first bytes, as readers decide).
-pub(crate) fn is_pdf(bytes: &[u8]) -> bool {
-    lotsawa_pdf::is_pdf(bytes)
-}
+/// How long a request that carries files may take (the server reads them).
+pub(crate) const FILE_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Settings as the query of a PDF submission.
 pub(crate) fn pdf_query(config: &serde_json::Map<String, Value>) -> Vec<(String, String)> {
@@ -269,6 +267,16 @@ impl Client {
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
         }
+        self.send(req).await
+    }
+
+    /// Send a built request; the answer's text, or the server's refusal
+    /// with its status (problem detail); `Err` when the server was not
+    /// reached or its answer cannot be read.
+    pub(crate) async fn send_text(
+        &self,
+        req: reqwest::RequestBuilder,
+    ) -> Result<Result<String, (reqwest::StatusCode, String)>, String> {
         let res = req
             .send()
             .await
@@ -281,9 +289,7 @@ impl Client {
         if !status.is_success() {
             return Ok(Err((status, problem_detail(status, &text))));
         }
-        serde_json::from_str(&text)
-            .map(Ok)
-            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
+        Ok(Ok(text))
     }
 
     /// Send a built request; the parsed answer, or the server's refusal.
@@ -291,22 +297,12 @@ impl Client {
         &self,
         req: reqwest::RequestBuilder,
     ) -> Result<Result<T, (reqwest::StatusCode, String)>, String> {
-        let res = req
-            .timeout(Duration::from_secs(120))
-            .send()
-            .await
-            .map_err(|e| format!("cannot reach the server at {}: {e}", self.base))?;
-        let status = res.status();
-        let text = res
-            .text()
-            .await
-            .map_err(|e| format!("reading the server's answer failed: {e}"))?;
-        if !status.is_success() {
-            return Ok(Err((status, problem_detail(status, &text))));
-        }
-        serde_json::from_str(&text)
-            .map(Ok)
-            .map_err(|e| format!("the server sent an answer this client does not understand: {e}"))
+        Ok(match self.send_text(req).await? {
+            Ok(text) => Ok(serde_json::from_str(&text).map_err(|e| {
+                format!("the server sent an answer this client does not understand: {e}")
+            })?),
+            Err(refused) => Err(refused),
+        })
     }
 
     /// `POST /api/jobs` with a PDF body and settings in the query.
@@ -321,6 +317,7 @@ impl Client {
             .post(format!("{}/api/jobs", self.base))
             .query(query)
             .header("content-type", "application/pdf")
+            .timeout(FILE_TIMEOUT)
             .body(bytes);
         if let Some(k) = idempotency_key {
             req = req.header("idempotency-key", k);
@@ -340,7 +337,7 @@ impl Client {
         let bytes = read_bytes(file)?;
         let config = how.config();
         let SubmitHow { follow, wait, .. } = how;
-        let created: SubmitResponse = if is_pdf(&bytes) {
+        let created: SubmitResponse = if lotsawa_pdf::is_pdf(&bytes) {
             // The server reads the PDF; a refusal says why.
             match self.post_pdf(bytes, &pdf_query(&config), None).await {
                 Ok(Ok(v)) => v,
@@ -492,22 +489,15 @@ impl Client {
 
     /// A completed document's output with a `[page N]` line per page.
     async fn paged_result(&self, id: &str) -> Result<String, Failure> {
-        let res = self
+        let req = self
             .http
             .get(format!("{}/api/jobs/{id}/result?pages=true", self.base))
-            .timeout(Duration::from_secs(60))
-            .send()
-            .await
-            .map_err(|e| Failure(format!("cannot reach the server at {}: {e}", self.base)))?;
-        let status = res.status();
-        let text = res
-            .text()
-            .await
-            .map_err(|e| Failure(format!("reading the server's answer failed: {e}")))?;
-        if !status.is_success() {
-            return Err(Failure(problem_detail(status, &text)));
+            .timeout(Duration::from_secs(60));
+        match self.send_text(req).await {
+            Ok(Ok(text)) => Ok(text),
+            Ok(Err((_, detail))) => Err(Failure(detail)),
+            Err(why) => Err(Failure(why)),
         }
-        Ok(text)
     }
 
     async fn result_inner(&self, id: &str, pages: bool) -> Result<ExitCode, Failure> {
@@ -522,7 +512,7 @@ impl Client {
                 } else {
                     // A document's page breaks (form feeds) are not printed.
                     job.result
-                        .map(|r| r.translation.replace('\u{000C}', ""))
+                        .map(|r| r.translation.replace(lotsawa_core::ledger::PAGE_BREAK, ""))
                         .unwrap_or_default()
                 };
                 let mut out = std::io::stdout().lock();

@@ -120,6 +120,10 @@ pub fn assemble<'a>(pairs: impl IntoIterator<Item = (&'a str, &'a str)>) -> Stri
     out
 }
 
+/// What separates the pages of a document's source (a form feed, as PDF
+/// input is stored).
+pub const PAGE_BREAK: char = '\u{000C}';
+
 /// The page each chunk starts on, from 1, for a source whose pages are
 /// separated by form feeds (U+000C, as PDF input is stored); `None` when
 /// the source has no page breaks.
@@ -129,8 +133,8 @@ pub fn source_pages<'a>(sources: impl IntoIterator<Item = &'a str>) -> Option<Ve
     let mut any = false;
     for source in sources {
         let lead = source.len() - source.trim_start().len();
-        let before = source[..lead].matches('\u{000C}').count() as u32;
-        let all = source.matches('\u{000C}').count() as u32;
+        let before = source[..lead].matches(PAGE_BREAK).count() as u32;
+        let all = source.matches(PAGE_BREAK).count() as u32;
         any |= all > 0;
         pages.push(1 + breaks + before);
         breaks += all;
@@ -158,7 +162,7 @@ pub fn assemble_with_pages<'a>(
             out.push_str(&format!("[page {page}]\n"));
             last = page;
         }
-        let source = source.replace('\u{000C}', "");
+        let source = source.replace(PAGE_BREAK, "");
         let start = out.len();
         append_output(&mut out, &source, translation);
         // Right after a marker, a chunk's leading layout is not wanted.

@@ -20,6 +20,7 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use lotsawa_core::ledger::PAGE_BREAK;
 use lotsawa_core::{
     ChunkSize, EngineName, JobConfig, JobId, JobService, JobStatus, JobType, ListQuery, NewJob,
     SourceText, Tenant,
@@ -519,18 +520,28 @@ async fn get_job(
     let Path(id) = path?;
     let id = parse_id(&id)?;
     let view = state.service.get(&tenant, id).await?;
-    let paged = view.job.source.contains(PAGE_BREAK);
+    let pages = document_chunks(&state, &tenant, &view.job).await?;
     let mut dto = JobDto::from_view(view, true);
-    if paged {
-        let records = state.service.chunk_records(&tenant, id).await?;
-        dto.source_pages =
-            lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()));
-    }
+    dto.source_pages = pages.map(|(_, pages)| pages);
     Ok(Json(dto))
 }
 
-/// The page separator of a document's text (a PDF's pages).
-const PAGE_BREAK: char = '\u{000C}';
+/// A document's chunks and the page each starts on; `None` for a source
+/// without pages (only then are the chunks not read).
+async fn document_chunks(
+    state: &AppState,
+    tenant: &Tenant,
+    job: &lotsawa_core::Job,
+) -> Result<Option<(Vec<lotsawa_core::ChunkRecord>, Vec<u32>)>, ApiError> {
+    if !job.source.contains(PAGE_BREAK) {
+        return Ok(None);
+    }
+    let records = state.service.chunk_records(tenant, job.id).await?;
+    Ok(
+        lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()))
+            .map(|pages| (records, pages)),
+    )
+}
 
 /// The query of a result download.
 #[derive(Debug, Deserialize)]
@@ -576,18 +587,13 @@ async fn job_result(
         ));
     };
     let mut text = result.translation.clone();
-    if pages && view.job.source.contains(PAGE_BREAK) {
-        let records = state.service.chunk_records(&tenant, id).await?;
-        if let Some(p) =
-            lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()))
-        {
-            text = lotsawa_core::ledger::assemble_with_pages(
-                records
-                    .iter()
-                    .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
-                &p,
-            );
-        }
+    if pages && let Some((records, p)) = document_chunks(&state, &tenant, &view.job).await? {
+        text = lotsawa_core::ledger::assemble_with_pages(
+            records
+                .iter()
+                .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
+            &p,
+        );
     }
     if !pages {
         text = text.replace(PAGE_BREAK, "");

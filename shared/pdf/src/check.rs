@@ -1,12 +1,9 @@
 //! Whether extracted Tibetan is text: syllables are well formed and no
 //! private-use or control character is left.
 
-use crate::recover::is_private;
+use lotsawa_core::segment::{is_shad, is_tsheg};
 
-/// Shad and its variants.
-pub fn is_shad(c: char) -> bool {
-    matches!(c, '\u{0F0D}'..='\u{0F11}' | '\u{0F14}')
-}
+use crate::recover::is_private;
 
 fn letter(c: char) -> bool {
     matches!(c, '\u{0F40}'..='\u{0F6C}' | '\u{0F88}'..='\u{0F8C}')
@@ -63,7 +60,7 @@ pub fn syllables(text: &str) -> (usize, usize, Option<String>) {
     };
     let mut start = 0;
     for (i, c) in text.char_indices() {
-        if c == '\u{0F0B}' || c == '\u{0F0C}' || is_shad(c) || c.is_whitespace() {
+        if is_tsheg(c) || c == '\u{0F0C}' || is_shad(c) || c.is_whitespace() {
             count(&text[start..i]);
             start = i + c.len_utf8();
         }

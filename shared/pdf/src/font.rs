@@ -256,33 +256,20 @@ impl Font {
         }
         if !self.two_byte && self.to_unicode.is_empty() {
             // The standard encodings agree on printable ASCII.
-            return ASCII.get(code as usize).copied().filter(|s| !s.is_empty());
+            return ascii(code);
         }
         None
     }
 }
 
-/// Printable ASCII as strings, indexed by code.
-static ASCII: [&str; 128] = {
-    const fn build() -> [&'static str; 128] {
-        const S: &str = " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
-        let mut out = [""; 128];
-        let mut i = 0;
-        while i < 95 {
-            // Each printable character is one byte of S.
-            out[32 + i] = match S.split_at_checked(i) {
-                Some((_, rest)) => match rest.split_at_checked(1) {
-                    Some((c, _)) => c,
-                    None => "",
-                },
-                None => "",
-            };
-            i += 1;
-        }
-        out
-    }
-    build()
-};
+/// Printable ASCII (codes 32 to 126), in code order.
+const PRINTABLE: &str = " !\"#$%&'()*+,-./0123456789:;<=>?@ABCDEFGHIJKLMNOPQRSTUVWXYZ[\\]^_`abcdefghijklmnopqrstuvwxyz{|}~";
+
+/// A printable ASCII code as text.
+fn ascii(code: u32) -> Option<&'static str> {
+    let i = usize::try_from(code.checked_sub(32)?).ok()?;
+    PRINTABLE.get(i..i + 1)
+}
 
 /// Text of a glyph name: `uniXXXX[XXXX…]`, `uXXXX`, or a few common names.
 pub fn glyph_name_text(n: &str) -> Option<String> {
@@ -345,7 +332,10 @@ mod tests {
         assert_eq!(glyph_name_text("space").as_deref(), Some(" "));
         assert_eq!(glyph_name_text("a").as_deref(), Some("a"));
         assert_eq!(glyph_name_text("terton.mark01"), None);
-        assert_eq!(ASCII[65], "A");
-        assert_eq!(ASCII[126], "~");
+        assert_eq!(ascii(65), Some("A"));
+        assert_eq!(ascii(126), Some("~"));
+        assert_eq!(ascii(32), Some(" "));
+        assert_eq!(ascii(127), None);
+        assert_eq!(ascii(31), None);
     }
 }

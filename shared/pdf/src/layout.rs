@@ -1,5 +1,7 @@
 //! Reading order: glyph texts into lines, columns and paragraphs.
 
+use lotsawa_core::segment::{is_combining, is_shad};
+
 /// A piece of text at a position (one glyph, one `ActualText` span or one
 /// recovered run).
 #[derive(Debug, Clone)]
@@ -30,12 +32,6 @@ fn tibetan(c: char) -> bool {
     ('\u{0F00}'..='\u{0FFF}').contains(&c)
 }
 
-fn combining(c: char) -> bool {
-    matches!(c, '\u{0F71}'..='\u{0F84}' | '\u{0F86}'..='\u{0F87}' | '\u{0F8D}'..='\u{0FBC}'
-        | '\u{0F35}' | '\u{0F37}' | '\u{0F39}' | '\u{0F3E}' | '\u{0F3F}')
-        || ('\u{0300}'..='\u{036F}').contains(&c)
-}
-
 fn segments(items: &[Item]) -> Vec<Segment> {
     let mut out: Vec<Segment> = Vec::new();
     for it in items {
@@ -58,7 +54,7 @@ fn segments(items: &[Item]) -> Vec<Segment> {
                 if gap > threshold * em
                     && !prev.is_whitespace()
                     && !next.is_whitespace()
-                    && !combining(next)
+                    && !is_combining(next)
                 {
                     s.text.push(' ');
                 }
@@ -134,22 +130,27 @@ fn order(segs: Vec<Segment>, depth: usize, out: &mut Vec<Vec<Segment>>) {
             // heading or footer across the gutter, or one well apart) are
             // read before or after the columns.
             let crosses = |s: &Segment| s.x0 < cut && s.x1 > cut;
-            let span = |left: bool| {
-                segs.iter()
-                    .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
-                    .fold((f32::MAX, f32::MIN), |(lo, hi), s| {
-                        (lo.min(s.y), hi.max(s.y))
-                    })
-            };
-            let ((lb, lt), (rb, rt)) = (span(true), span(false));
-            // Line spacing within a column.
-            let column_pitch = |left: bool| {
+            // Each column's own baselines (not those crossing the gutter),
+            // top to bottom.
+            let column_ys = |left: bool| {
                 let mut ys: Vec<f32> = segs
                     .iter()
                     .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
                     .map(|s| s.y)
                     .collect();
                 ys.sort_by(|a, b| b.total_cmp(a));
+                ys
+            };
+            let (left_ys, right_ys) = (column_ys(true), column_ys(false));
+            let span = |ys: &[f32]| {
+                (
+                    ys.last().copied().unwrap_or(f32::MAX),
+                    ys.first().copied().unwrap_or(f32::MIN),
+                )
+            };
+            let ((lb, lt), (rb, rt)) = (span(&left_ys), span(&right_ys));
+            // Line spacing within a column.
+            let column_pitch = |ys: &[f32]| {
                 median(
                     ys.windows(2)
                         .map(|w| w[0] - w[1])
@@ -157,21 +158,15 @@ fn order(segs: Vec<Segment>, depth: usize, out: &mut Vec<Vec<Segment>>) {
                         .collect(),
                 )
             };
-            let pitch = column_pitch(true)
+            let pitch = column_pitch(&left_ys)
                 .into_iter()
-                .chain(column_pitch(false))
+                .chain(column_pitch(&right_ys))
                 .fold(0.0f32, f32::max)
                 .max(1.0);
             let (lo, hi) = (lb.max(rb), lt.min(rt));
             // A column's own lines beyond the other's run on (a longer
             // column); past a wide gap they are a footer or a heading.
-            let apart_at = |left: bool| {
-                let mut ys: Vec<f32> = segs
-                    .iter()
-                    .filter(|s| !crosses(s) && (s.x1 <= cut) == left)
-                    .map(|s| s.y)
-                    .collect();
-                ys.sort_by(|a, b| b.total_cmp(a));
+            let apart_at = |ys: &[f32]| {
                 let below = ys
                     .windows(2)
                     .find(|w| w[1] < lo && w[0] - w[1] > 2.5 * pitch)
@@ -183,7 +178,7 @@ fn order(segs: Vec<Segment>, depth: usize, out: &mut Vec<Vec<Segment>>) {
                     .map_or(f32::MAX, |w| w[0]);
                 (below, above)
             };
-            let (left_apart, right_apart) = (apart_at(true), apart_at(false));
+            let (left_apart, right_apart) = (apart_at(&left_ys), apart_at(&right_ys));
             let outside = |s: &Segment| {
                 if s.y <= hi + 0.5 && s.y >= lo - 0.5 {
                     return false;
@@ -299,7 +294,7 @@ pub fn page_text(items: &[Item]) -> String {
                 } else {
                     // A Tibetan line wraps after a syllable: no space is lost.
                     let last = out.chars().last().unwrap_or(' ');
-                    if !tibetan(last) || crate::check::is_shad(last) {
+                    if !tibetan(last) || is_shad(last) {
                         out.push(' ');
                     }
                 }

@@ -28,6 +28,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 pub use check::syllables;
+use lotsawa_core::segment::{is_shad, is_tsheg};
 
 /// The page separator in extracted text.
 pub const PAGE_BREAK: char = '\u{000C}';
@@ -247,7 +248,7 @@ fn glyph_text(font: &font::Font, code: u32, from_table: &mut usize) -> Option<St
 
 fn separator(t: &str) -> bool {
     t.chars()
-        .all(|c| c.is_whitespace() || c == '\u{0F0B}' || check::is_shad(c))
+        .all(|c| c.is_whitespace() || is_tsheg(c) || is_shad(c))
 }
 
 /// Texts at positions: spans once, runs of unknown glyphs recovered through
