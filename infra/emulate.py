@@ -186,6 +186,8 @@ def create_resources(c, template, params):
         ref = value.get("Ref") if isinstance(value, dict) else None
         if ref in urls:
             value = urls[ref]
+        elif ref == "AWS::Partition":
+            value = "aws"
         elif ref in params:
             value = params[ref]
         definition = definition.replace("${" + key + "}", str(value))

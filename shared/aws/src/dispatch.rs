@@ -15,7 +15,7 @@
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use chrono::Utc;
-use lotsawa_core::store::{Change, TransitionOutcome, transition, transition_by_id};
+use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{JobId, JobStatus, JobStore, StoreError};
 use serde::Deserialize;
 
@@ -101,7 +101,7 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
             return Ok(Dispatched::Started(arn));
         }
     }
-    match transition(store, &job.job, Change::Start { limit }, Utc::now()).await? {
+    match store.claim(&job.job, limit, Utc::now()).await? {
         TransitionOutcome::Applied(j) => Ok(Dispatched::Started(
             start_run(store, id, j.attempts, 0).await?,
         )),
@@ -294,8 +294,26 @@ pub async fn settle_execution(
 /// is full.
 pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u32, CloudError> {
     let mut released = 0;
+    let mut first_error = None;
     for job in store.processing().await? {
         let Some(arn) = &job.execution_arn else {
+            // Claimed (processing, slot taken) but no execution recorded:
+            // the start failed or the dispatcher stopped between the claim
+            // and the start. Start it now (the execution name makes a start
+            // that did happen answer `ExecutionAlreadyExists`, which records
+            // it); a failed start is tried again by the next sweep, and the
+            // slot is never lost.
+            let claimed_long_ago = job
+                .job
+                .started_at
+                .is_none_or(|at| (Utc::now() - at).num_seconds() >= min_age.as_secs() as i64);
+            if job.slot == Some(job.job.attempts) && claimed_long_ago {
+                tracing::warn!(job_id = %job.job.id, run = job.job.attempts, "a claimed run without an execution: starting it");
+                if let Err(e) = start_run(store, job.job.id, job.job.attempts, 0).await {
+                    tracing::warn!(job_id = %job.job.id, error = %e, "starting a claimed run failed; the next sweep tries again");
+                    first_error.get_or_insert(e);
+                }
+            }
             continue;
         };
         let out = match store
@@ -327,7 +345,10 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
     }
     // Waiting jobs whose kick was lost start here.
     kick(store).await?;
-    Ok(released)
+    match first_error {
+        Some(e) => Err(e),
+        None => Ok(released),
+    }
 }
 
 #[cfg(test)]

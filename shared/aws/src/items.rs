@@ -236,17 +236,53 @@ pub fn new_job_item(job: &Job) -> Item {
     item
 }
 
-/// The settings item of a new job.
+/// The settings item of a new job. A job's glossary is written as lines of
+/// `bo<TAB>en` in an attribute of its own (terms hold no control
+/// characters): as JSON objects, the largest glossary a job may have
+/// (10,000 terms, 256 KiB of text) would pass DynamoDB's 400 KB item limit.
 pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
     let mut item = Item::new();
     item.insert("pk".into(), s(job_pk(job.id)));
     item.insert("sk".into(), s(CONFIG_SK));
+    let mut config = job.config.clone();
+    let glossary = std::mem::take(&mut config.glossary);
     item.insert(
         "config".into(),
-        s(serde_json::to_string(&job.config).map_err(|e| Corrupt(e.to_string()))?),
+        s(serde_json::to_string(&config).map_err(|e| Corrupt(e.to_string()))?),
     );
+    if !glossary.is_empty() {
+        let mut lines =
+            String::with_capacity(glossary.iter().map(|t| t.bo.len() + t.en.len() + 2).sum());
+        for t in &glossary {
+            if t.bo.contains(['\t', '\n']) || t.en.contains(['\t', '\n']) {
+                return Err(Corrupt(
+                    "a glossary term holds a tab or a line break".into(),
+                ));
+            }
+            lines.push_str(&t.bo);
+            lines.push('\t');
+            lines.push_str(&t.en);
+            lines.push('\n');
+        }
+        item.insert("glossary".into(), s(lines));
+    }
     item.insert("expiresAt".into(), n(expires_at));
     Ok(item)
+}
+
+/// The glossary lines of a settings item (see [`new_config_item`]).
+fn glossary_from_lines(lines: &str) -> Result<Vec<lotsawa_core::GlossaryEntry>, Corrupt> {
+    lines
+        .lines()
+        .map(|l| {
+            l.split_once('\t')
+                .map(|(bo, en)| lotsawa_core::GlossaryEntry {
+                    bo: bo.to_owned(),
+                    en: en.to_owned(),
+                })
+                .ok_or_else(|| Corrupt("glossary: a line without a tab".into()))
+        })
+        .collect()
 }
 
 /// The texts item of a new job: `source` is the text, or `None` when it
@@ -306,8 +342,14 @@ pub fn job_from_items(
         .parse()
         .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
     let config: JobConfig = match config {
-        Some(c) => serde_json::from_str(req_s(c, "config")?)
-            .map_err(|e| Corrupt(format!("config: {e}")))?,
+        Some(c) => {
+            let mut parsed: JobConfig = serde_json::from_str(req_s(c, "config")?)
+                .map_err(|e| Corrupt(format!("config: {e}")))?;
+            if let Some(lines) = get_s(c, "glossary") {
+                parsed.glossary = glossary_from_lines(lines)?;
+            }
+            parsed
+        }
         None => JobConfig::default(),
     };
     let text_s = |k: &str| text.and_then(|t| get_s(t, k));
@@ -449,6 +491,69 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Bytes DynamoDB counts for an item: attribute names and values.
+    fn item_size(item: &Item) -> usize {
+        item.iter()
+            .map(|(k, v)| {
+                k.len()
+                    + match v {
+                        AttributeValue::S(x) | AttributeValue::N(x) => x.len(),
+                        other => format!("{other:?}").len(),
+                    }
+            })
+            .sum()
+    }
+
+    /// The largest glossary a job may have (the router's limits: 10,000
+    /// terms, 256 KiB of terms) fits the 400 KB item limit, and reads back
+    /// term for term, quotes and backslashes included.
+    #[test]
+    fn the_largest_allowed_glossary_fits_one_settings_item() {
+        use lotsawa_core::glossary::{MAX_JOB_GLOSSARY_BYTES, MAX_JOB_TERMS};
+        let per_term = MAX_JOB_GLOSSARY_BYTES / MAX_JOB_TERMS;
+        let bo = "ཀ".repeat(3);
+        let en = "\"\\".repeat((per_term - bo.len()) / 2);
+        let config = JobConfig {
+            glossary: (0..MAX_JOB_TERMS)
+                .map(|i| lotsawa_core::GlossaryEntry {
+                    bo: bo.clone(),
+                    en: format!("{en}{}", i % 10),
+                })
+                .collect(),
+            ..JobConfig::default()
+        };
+        let bytes: usize = config
+            .glossary
+            .iter()
+            .map(|t| t.bo.len() + t.en.len())
+            .sum();
+        assert!(bytes <= MAX_JOB_GLOSSARY_BYTES && bytes > MAX_JOB_GLOSSARY_BYTES * 9 / 10);
+        let job = Job {
+            id: JobId::new(),
+            tenant: Tenant::default(),
+            kind: JobType::Translation,
+            status: JobStatus::Pending,
+            source: "ཀ།".into(),
+            config,
+            result: None,
+            error: None,
+            chunks_completed: 0,
+            chunks_total: 1,
+            created_at: Utc::now(),
+            started_at: None,
+            completed_at: None,
+            cancelled_at: None,
+            attempts: 0,
+            callback: None,
+            batch: None,
+        };
+        let item = new_config_item(&job, 1).expect("config");
+        let size = item_size(&item);
+        assert!(size < 400 * 1024, "settings item of {size} bytes");
+        let back = job_from_items(&new_job_item(&job), Some(&item), None, None).expect("job");
+        assert_eq!(back.job.config, job.config);
+    }
 
     #[test]
     fn jobs_round_trip_through_items() {

@@ -15,8 +15,8 @@ use chrono::{DateTime, Utc};
 use lotsawa_core::metrics::ChunkTotals;
 use lotsawa_core::progress::ChunkTiming;
 use lotsawa_core::store::{
-    Applied, Checkpoint, ChunkChange, ChunkDone, Field, IdempotencyRecord, JobPatch, JobStore,
-    PageRequest, Pulse, SlotChange, StoreError, StorePage,
+    Applied, Change, Checkpoint, ChunkChange, ChunkDone, Field, IdempotencyRecord, JobPatch,
+    JobStore, PageRequest, Pulse, SlotChange, StoreError, StorePage, TransitionOutcome,
 };
 use lotsawa_core::{ApiKeyRecord, ChunkRecord, Job, JobId, JobStatus};
 
@@ -89,9 +89,11 @@ fn build<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(format!("request: {e}"))
 }
 
-/// Error codes DynamoDB uses for load shedding.
+/// Error codes DynamoDB uses for load shedding (as an error's code, and as
+/// a transaction's cancellation reason, which has no `Exception` suffix).
 const THROTTLING: &[&str] = &[
     "ProvisionedThroughputExceededException",
+    "ProvisionedThroughputExceeded",
     "ThrottlingException",
     "RequestLimitExceeded",
     "ThrottlingError",
@@ -113,7 +115,12 @@ where
         match code.as_deref() {
             _ if server_error => StoreError::ServerError(Box::new(e)),
             Some(c) if THROTTLING.contains(&c) => StoreError::Throttled(Box::new(e)),
-            Some("TransactionConflictException") => StoreError::TransactionConflict(Box::new(e)),
+            // Another transaction holds the item, or this transaction's
+            // earlier try (same request token) is still being applied:
+            // both pass if tried again.
+            Some("TransactionConflictException" | "TransactionInProgressException") => {
+                StoreError::TransactionConflict(Box::new(e))
+            }
             Some("ConditionalCheckFailedException") => {
                 StoreError::ConditionFailed(DisplayErrorContext(&e).to_string())
             }
@@ -344,7 +351,9 @@ impl DynamoStore {
             .send_message()
             .queue_url(&self.config.job_queue_url)
             .message_body(body.to_string())
-            .message_group_id("jobs")
+            // A group per job: a message that keeps failing holds up its
+            // own job only, never every other wake-up behind it.
+            .message_group_id(format!("job-{id}"))
             .message_deduplication_id(dedup)
             .send()
             .await
@@ -1087,6 +1096,27 @@ impl DynamoStore {
         Ok(())
     }
 
+    /// Start `job` (as just read, texts or not) into a free slot: the
+    /// core's transition, with the job read again without its texts when
+    /// the write loses (still pending: no slot was free).
+    pub async fn claim(
+        &self,
+        job: &Job,
+        limit: u32,
+        now: DateTime<Utc>,
+    ) -> Result<TransitionOutcome, StoreError> {
+        let patch = match JobPatch::plan(job, Change::Start { limit }, now) {
+            Ok(p) => p,
+            Err(e) => return Ok(TransitionOutcome::NotAllowed(e)),
+        };
+        match self.apply(job.id, &patch).await? {
+            Applied::Done(j) => Ok(TransitionOutcome::Applied(*j)),
+            Applied::Lost => Ok(TransitionOutcome::LostRace(
+                self.item(job.id, false).await?.job,
+            )),
+        }
+    }
+
     /// Record the execution of run `run`.
     pub async fn set_execution(&self, id: JobId, run: u32, arn: &str) -> Result<(), StoreError> {
         self.clients
@@ -1461,7 +1491,11 @@ impl JobStore for DynamoStore {
         }
         match self.transact(items).await? {
             Tx::Done => {
-                let job = self.get(id).await?;
+                // A claim reads no texts: a dispatcher needs the run, not
+                // the source (a large one lives in S3, and one missing
+                // object must not stop every claim behind it).
+                let claim = patch.from == JobStatus::Pending && patch.to == JobStatus::Processing;
+                let job = self.item(id, !claim).await?.job;
                 if patch.from != patch.to {
                     self.publish_change(patch.from, &job).await;
                 }
@@ -1477,6 +1511,28 @@ impl JobStore for DynamoStore {
     }
 
     /// Pending jobs in queue order: by turn, then creation.
+    /// The core's claim, reading each candidate without its texts (status,
+    /// run and settings are all a claim needs): claims cost no S3 reads,
+    /// and a job whose large source cannot be read does not stop the jobs
+    /// behind it (its own chunk step fails it).
+    async fn claim_next(&self, limit: u32, now: DateTime<Utc>) -> Result<Option<Job>, StoreError> {
+        for id in self.next_pending(8).await? {
+            let job = match self.item(id, false).await {
+                Ok(j) => j.job,
+                Err(StoreError::NotFound(_)) => continue,
+                Err(e) => return Err(e),
+            };
+            match self.claim(&job, limit, now).await? {
+                TransitionOutcome::Applied(j) => return Ok(Some(j)),
+                TransitionOutcome::LostRace(j) if j.status == JobStatus::Pending => {
+                    return Ok(None);
+                }
+                TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => continue,
+            }
+        }
+        Ok(None)
+    }
+
     async fn next_pending(&self, n: u32) -> Result<Vec<JobId>, StoreError> {
         let pks = (0..LIST_SHARDS).map(crate::items::queue_pk).collect();
         Ok(self

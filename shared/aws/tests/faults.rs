@@ -30,6 +30,12 @@ enum Fault {
     Throttled,
     /// HTTP 500 `InternalServerError`.
     ServerError,
+    /// `TransactionInProgressException`: a transaction with the same
+    /// client request token is still being applied.
+    InProgress,
+    /// `TransactionCanceledException`, reason `ProvisionedThroughputExceeded`
+    /// (a cancellation reason's code has no `Exception` suffix).
+    CancelledThrottled,
 }
 
 impl Fault {
@@ -53,6 +59,26 @@ impl Fault {
                 serde_json::json!({
                     "__type": ty("ProvisionedThroughputExceededException"),
                     "message": "The level of configured provisioned throughput for the table was exceeded"
+                })
+                .to_string(),
+            ),
+            Fault::InProgress => (
+                400,
+                serde_json::json!({
+                    "__type": ty("TransactionInProgressException"),
+                    "Message": "The transaction with the given request token is already in progress."
+                })
+                .to_string(),
+            ),
+            Fault::CancelledThrottled => (
+                400,
+                serde_json::json!({
+                    "__type": ty("TransactionCanceledException"),
+                    "Message": "Transaction cancelled, please refer cancellation reasons for specific reasons [ProvisionedThroughputExceeded, None]",
+                    "CancellationReasons": [
+                        {"Code": "ProvisionedThroughputExceeded", "Message": "Throughput exceeds the current capacity of your table or index."},
+                        {"Code": "None"}
+                    ]
                 })
                 .to_string(),
             ),
@@ -273,6 +299,16 @@ async fn throttled_transactions_are_retried() {
 #[tokio::test]
 async fn server_errors_are_retried() {
     a_run_survives(Fault::ServerError).await;
+}
+
+#[tokio::test]
+async fn transactions_in_progress_are_retried() {
+    a_run_survives(Fault::InProgress).await;
+}
+
+#[tokio::test]
+async fn transactions_cancelled_for_throughput_are_retried() {
+    a_run_survives(Fault::CancelledThrottled).await;
 }
 
 /// A conflict that does not go away is an error of its own kind, not "the

@@ -1,0 +1,168 @@
+//! The dispatcher against DynamoDB, SQS, S3 and Step Functions in moto:
+//! a claim whose execution could not be started keeps its slot and is
+//! started by the sweep, and a pending job whose source cannot be read does
+//! not stop the jobs behind it.
+
+use std::time::Duration;
+
+use chrono::Utc;
+use lotsawa_aws::dispatch::{Dispatched, JobMessage, dispatch, reap};
+use lotsawa_aws::{Clients, DynamoStore};
+use lotsawa_core::{Job, JobConfig, JobId, JobStatus, JobStore, JobType};
+
+mod support;
+
+/// A store on a fresh table with a FIFO job queue and a state machine of
+/// its own (moto runs no execution in this emulation: one stays RUNNING).
+async fn store(concurrency: u32) -> DynamoStore {
+    let sdk = support::sdk().await;
+    let clients = Clients::from_sdk(&sdk);
+    let mut config = support::fresh_config();
+    let name = config.table.replace("lotsawa-conformance-", "dispatch-");
+    config.job_queue_url = clients
+        .sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(aws_sdk_sqs::types::QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .expect("queue")
+        .queue_url
+        .expect("queue url");
+    config.state_machine_arn = clients
+        .sfn
+        .create_state_machine()
+        .name(name)
+        .definition(
+            r#"{"StartAt":"Hold","States":{"Hold":{"Type":"Wait","Seconds":3600,"End":true}}}"#,
+        )
+        .role_arn("arn:aws:iam::123456789012:role/lotsawa-states")
+        .send()
+        .await
+        .expect("state machine")
+        .state_machine_arn;
+    config.concurrency = concurrency;
+    DynamoStore::new(clients, config)
+}
+
+async fn new_job(store: &DynamoStore, texts: Vec<String>) -> Job {
+    let job = Job {
+        tenant: lotsawa_core::Tenant::default(),
+        id: JobId::new(),
+        kind: JobType::Translation,
+        status: JobStatus::Pending,
+        source: texts.concat(),
+        config: JobConfig::default(),
+        result: None,
+        error: None,
+        chunks_completed: 0,
+        chunks_total: texts.len() as u32,
+        created_at: Utc::now(),
+        started_at: None,
+        completed_at: None,
+        cancelled_at: None,
+        attempts: 0,
+        callback: None,
+        batch: None,
+    };
+    store.create(&job, &texts).await.expect("create");
+    job
+}
+
+fn wake(id: JobId) -> JobMessage {
+    JobMessage {
+        job_id: id,
+        generation: 1,
+        segment: 0,
+    }
+}
+
+/// StartExecution fails after the claim committed (processing, slot
+/// taken): the dispatcher reports the error, and the sweep starts the run
+/// instead of leaving its slot held by a job nothing runs.
+#[tokio::test]
+async fn a_failed_start_after_a_claim_keeps_the_slot_and_the_sweep_starts_it() {
+    let good = store(1).await;
+    let mut config = good.config.clone();
+    config.state_machine_arn = format!("{}-missing", good.config.state_machine_arn);
+    let failing = DynamoStore::new(good.clients.clone(), config);
+    let job = new_job(&good, vec!["ཀ་ཁ། ".into()]).await;
+
+    let out = dispatch(&failing, &wake(job.id)).await;
+    assert!(
+        out.is_err(),
+        "the start failed, so must the dispatch: {out:?}"
+    );
+    let claimed = good.item(job.id, false).await.expect("item");
+    assert_eq!(claimed.job.status, JobStatus::Processing);
+    assert_eq!(claimed.slot, Some(1));
+    assert_eq!(claimed.execution_arn, None, "no execution was started");
+    assert_eq!(good.slots_in_use().await.expect("slots"), 1);
+
+    // A sweep while the start still fails reports it and changes nothing.
+    assert!(reap(&failing, Duration::ZERO).await.is_err());
+    assert_eq!(
+        good.item(job.id, false).await.expect("item").execution_arn,
+        None
+    );
+
+    // The next sweep that can start it does.
+    reap(&good, Duration::ZERO).await.expect("sweep");
+    let started = good.item(job.id, false).await.expect("item");
+    let arn = started.execution_arn.expect("the sweep started the run");
+    assert!(arn.ends_with(&format!("{}-1-0", job.id)), "{arn}");
+    let status = good
+        .clients
+        .sfn
+        .describe_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("the execution exists")
+        .status;
+    assert_eq!(status.as_str(), "RUNNING");
+    assert_eq!(started.job.status, JobStatus::Processing);
+    assert_eq!(good.slots_in_use().await.expect("slots"), 1);
+
+    // A redelivered wake-up for the run changes nothing now.
+    let again = dispatch(&good, &wake(job.id)).await.expect("dispatch");
+    assert_eq!(again, Dispatched::Dropped("segment already started"));
+}
+
+/// The oldest pending job's source (over 100 KB, kept in S3) is gone: the
+/// claim reads no texts, so the jobs behind it start anyway, and so does it
+/// (its chunk step is where a missing text fails it).
+#[tokio::test]
+async fn a_pending_job_whose_source_is_missing_blocks_no_one() {
+    let store = store(2).await;
+    let big: Vec<String> = (0..40)
+        .map(|i| format!("{}{i}། ", "ཀ་ཁ་ག་".repeat(300)))
+        .collect();
+    assert!(big.concat().len() > 100 * 1024);
+    let broken = new_job(&store, big).await;
+    let item = store.item(broken.id, true).await.expect("item");
+    let key = item.source_key.expect("a large source lives in S3");
+    store
+        .clients
+        .s3
+        .delete_object()
+        .bucket(&store.config.bucket)
+        .key(&key)
+        .send()
+        .await
+        .expect("delete");
+    assert!(
+        store.get(broken.id).await.is_err(),
+        "its source cannot be read"
+    );
+    let next = new_job(&store, vec!["ཀ་ཁ། ".into()]).await;
+
+    let out = dispatch(&store, &wake(next.id)).await.expect("dispatch");
+    assert!(matches!(out, Dispatched::Started(_)), "{out:?}");
+    for id in [broken.id, next.id] {
+        let now = store.item(id, false).await.expect("item");
+        assert_eq!(now.job.status, JobStatus::Processing, "{id}");
+        assert!(now.execution_arn.is_some(), "{id} started");
+    }
+    assert_eq!(store.slots_in_use().await.expect("slots"), 2);
+}
