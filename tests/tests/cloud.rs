@@ -79,8 +79,13 @@ impl Emulation {
         aws_config::defaults(BehaviorVersion::latest())
             .endpoint_url(self.var("AWS_ENDPOINT_URL"))
             .region(aws_config::Region::new("us-east-1"))
+            // IAM is enforced: the tests act as the emulation's administrator.
             .credentials_provider(aws_sdk_sfn::config::Credentials::new(
-                "test", "test", None, None, "test",
+                self.var("AWS_ACCESS_KEY_ID"),
+                self.var("AWS_SECRET_ACCESS_KEY"),
+                None,
+                None,
+                "emulate",
             ))
             .load()
             .await
@@ -864,9 +869,11 @@ async fn five_attempts(c: &Cloud) {
 
 type Step = lotsawa_apitests::harness::Extra<Cloud>;
 
-/// Keys and tenants on the deployed functions: no key or a wrong one is 401
-/// on the api and the stream function; another tenant's job is 404 at
-/// get, cancel, retry and stream, and absent from its lists.
+/// Keys and tenants on the deployed functions: no key is 401 (API
+/// Gateway's own answer before the api function, the stream function's
+/// problem), a wrong key 403 at API Gateway (the authorizer's denial) and
+/// 401 at the stream function; another tenant's job is 404 at get, cancel,
+/// retry and stream, and absent from its lists.
 async fn tenants_are_isolated(c: &Cloud) {
     let api = &c.ctx.api;
     let other =
@@ -884,10 +891,10 @@ async fn tenants_are_isolated(c: &Cloud) {
     let key = c.em.var("API_KEY");
     let last = if key.ends_with('0') { '1' } else { '0' };
     let wrong = format!("{}{last}", &key[..key.len() - 1]);
-    for (url, what) in [
-        (format!("{}/api/jobs", api.base), "list"),
-        (job.clone(), "get"),
-        (stream.clone(), "stream"),
+    for (url, what, wrong_key_status) in [
+        (format!("{}/api/jobs", api.base), "list", 403),
+        (job.clone(), "get", 403),
+        (stream.clone(), "stream", 401),
     ] {
         let r = anonymous.http.get(&url).send().await.expect("request");
         assert_eq!(status(r), 401, "{what} without a key");
@@ -898,7 +905,7 @@ async fn tenants_are_isolated(c: &Cloud) {
             .send()
             .await
             .expect("request");
-        assert_eq!(status(r), 401, "{what} with a wrong key");
+        assert_eq!(status(r), wrong_key_status, "{what} with a wrong key");
     }
     assert_eq!(status(api.http.get(&job).send().await.expect("get")), 200);
     assert_eq!(status(other.http.get(&job).send().await.expect("get")), 404);
@@ -939,6 +946,265 @@ async fn tenants_are_isolated(c: &Cloud) {
     api.wait_status(&id, "completed", JOB_TIMEOUT)
         .await
         .expect("the owner's job completes");
+}
+
+/// Clients acting with credentials of one of the template's roles (the
+/// administrator assumes it, as Lambda does for a function).
+async fn as_role(c: &Cloud, role: &str) -> aws_config::SdkConfig {
+    let admin = c.em.sdk().await;
+    let provider = aws_config::sts::AssumeRoleProvider::builder(c.em.var(&format!("ROLE_{role}")))
+        .session_name("lotsawa-test")
+        .configure(&admin)
+        .build()
+        .await;
+    aws_config::defaults(BehaviorVersion::latest())
+        .endpoint_url(c.em.var("AWS_ENDPOINT_URL"))
+        .region(aws_config::Region::new("us-east-1"))
+        .credentials_provider(provider)
+        .load()
+        .await
+}
+
+/// IAM is enforced with each function's own role, from the template's
+/// policies: a call a role's policies allow passes, one they do not allow
+/// is refused as AWS refuses it (the authorizer may read keys but write
+/// nothing; the stream function may not send wake-ups; the worker may not
+/// start executions; the state machine's role may not send to the ingest
+/// queue).
+async fn calls_outside_a_role_are_refused(c: &Cloud) {
+    let table = "lotsawa-jobs";
+    let key = |pk: &str| {
+        [
+            (
+                "pk".to_owned(),
+                aws_sdk_dynamodb::types::AttributeValue::S(pk.into()),
+            ),
+            (
+                "sk".to_owned(),
+                aws_sdk_dynamodb::types::AttributeValue::S("X".into()),
+            ),
+        ]
+        .into_iter()
+        .collect::<std::collections::HashMap<_, _>>()
+    };
+    let authorizer = aws_sdk_dynamodb::Client::new(&as_role(c, "AuthorizerFunctionRole").await);
+    authorizer
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key("KEY#none")))
+        .send()
+        .await
+        .expect("the authorizer reads keys");
+    let refused = authorizer
+        .put_item()
+        .table_name(table)
+        .set_item(Some(key("KEY#forged")))
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the authorizer wrote an item: {refused:?}"
+    );
+    let admin = aws_sdk_dynamodb::Client::new(&c.em.sdk().await);
+    let forged = admin
+        .get_item()
+        .table_name(table)
+        .set_key(Some(key("KEY#forged")))
+        .send()
+        .await
+        .expect("read");
+    assert!(forged.item.is_none(), "nothing was written");
+
+    let stream = aws_sdk_sqs::Client::new(&as_role(c, "StreamFunctionRole").await);
+    let refused = stream
+        .send_message()
+        .queue_url(c.em.var("JOB_QUEUE_URL"))
+        .message_body("{}")
+        .message_group_id("test")
+        .message_deduplication_id("test-refused")
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the stream function sent a wake-up: {refused:?}"
+    );
+    let dispatch = aws_sdk_sqs::Client::new(&as_role(c, "DispatchFunctionRole").await);
+    let sent = dispatch
+        .get_queue_attributes()
+        .queue_url(c.em.var("JOB_QUEUE_URL"))
+        .send()
+        .await;
+    // The dispatcher sends wake-ups but has no other SQS right on the queue
+    // (its event source mapping receives for it).
+    assert!(
+        sent.is_err(),
+        "the dispatcher read queue attributes: {sent:?}"
+    );
+
+    let worker = aws_sdk_sfn::Client::new(&as_role(c, "WorkerFunctionRole").await);
+    let refused = worker
+        .start_execution()
+        .state_machine_arn(&c.sm)
+        .name("refused-start")
+        .input("{}")
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the worker started an execution: {refused:?}"
+    );
+
+    let states = aws_sdk_sqs::Client::new(&as_role(c, "JobStateMachineRole").await);
+    let refused = states
+        .send_message()
+        .queue_url(c.em.var("INGEST_QUEUE_URL"))
+        .message_body("{}")
+        .send()
+        .await;
+    assert!(
+        refused.is_err(),
+        "the state machine's role sent to the ingest queue: {refused:?}"
+    );
+}
+
+/// The dashboard through API Gateway in headless Chromium: `GET {ApiUrl}/`
+/// renders without a key (page, assets and config are open routes), the
+/// page's API calls pass the authorizer with the key it keeps, and a job
+/// page opened while the job runs fills in chunk by chunk from the stream
+/// function's URL (an EventSource with the key in its query), in order.
+async fn the_dashboard_works_through_api_gateway(c: &Cloud) {
+    use fantoccini::{ClientBuilder, Locator};
+    let api = &c.ctx.api;
+    let base = c.em.var("API_URL");
+    let root = reqwest::get(format!("{base}/")).await.expect("GET /");
+    assert_eq!(root.status().as_u16(), 200, "GET {{ApiUrl}}/ without a key");
+    for asset in ["/assets/app.js", "/assets/app.css", "/assets/config.json"] {
+        let r = reqwest::get(format!("{base}{asset}")).await.expect("asset");
+        assert_eq!(r.status().as_u16(), 200, "{asset} without a key");
+    }
+    let config: Value = reqwest::get(format!("{base}/assets/config.json"))
+        .await
+        .expect("config")
+        .json()
+        .await
+        .expect("config json");
+    assert_eq!(config["streamUrl"], c.em.var("STREAM_URL"), "{config}");
+
+    let profile = tempfile::tempdir().expect("profile");
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("port");
+    let mut driver = Command::new(
+        std::env::var("LOTSAWA_CHROMEDRIVER").unwrap_or_else(|_| "/usr/bin/chromedriver".into()),
+    )
+    .arg(format!("--port={port}"))
+    .stdout(std::process::Stdio::null())
+    .stderr(std::process::Stdio::null())
+    .spawn()
+    .expect("start chromedriver");
+    let mut caps = serde_json::Map::new();
+    caps.insert(
+        "goog:chromeOptions".into(),
+        json!({
+            "binary": std::env::var("LOTSAWA_CHROMIUM").unwrap_or_else(|_| "/usr/bin/chromium".into()),
+            "args": [
+                "--headless=new", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync", "--disable-dev-shm-usage",
+                "--window-size=1280,900",
+                format!("--user-data-dir={}", profile.path().display()),
+            ],
+        }),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let browser = loop {
+        let http = hyper_util::client::legacy::connect::HttpConnector::new();
+        match ClientBuilder::new(http)
+            .capabilities(caps.clone())
+            .connect(&format!("http://127.0.0.1:{port}"))
+            .await
+        {
+            Ok(b) => break b,
+            Err(e) => {
+                assert!(Instant::now() < deadline, "chromedriver did not start: {e}");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        }
+    };
+    let outcome = async {
+        browser
+            .goto(&format!("{base}/"))
+            .await
+            .expect("open the page");
+        // The page asks for a key (keys are required): give it one, as the
+        // key dialog does.
+        browser
+            .find(Locator::Css("#key-input"))
+            .await
+            .expect("the page asks for a key");
+        browser
+            .execute(
+                "sessionStorage.setItem('lotsawa-key', arguments[0]); return true;",
+                vec![json!(c.em.var("API_KEY"))],
+            )
+            .await
+            .expect("keep the key");
+        c.ctx.provider.set_delay_ms(700);
+        let (text, chunks, size) = numbered_text("dash-", 6);
+        let id = api
+            .submit(&text, json!({"chunkSize": size}))
+            .await
+            .expect("submit");
+        browser
+            .goto(&format!("{base}/jobs/{id}"))
+            .await
+            .expect("open the job page");
+        let script = r#"return Array.from(document.querySelectorAll('[data-chunk]')).map(
+            cell => (cell.querySelector('.translation') || {textContent: ''}).textContent);"#;
+        let expected: Vec<String> = chunks
+            .iter()
+            .map(|c| lotsawa_apitests::provider::fake_translation(c))
+            .collect();
+        let mut partial = 0;
+        let deadline = Instant::now() + JOB_TIMEOUT;
+        loop {
+            let shown: Vec<String> = browser
+                .execute(script, vec![])
+                .await
+                .ok()
+                .and_then(|v| serde_json::from_value(v).ok())
+                .unwrap_or_default();
+            let filled = shown.iter().take_while(|t| !t.trim().is_empty()).count();
+            let any = shown.iter().filter(|t| !t.trim().is_empty()).count();
+            assert_eq!(filled, any, "chunks fill in order: {shown:?}");
+            for (got, want) in shown.iter().zip(&expected).take(filled) {
+                assert_eq!(got.trim(), want.trim());
+            }
+            if filled > 0 && filled < expected.len() {
+                partial += 1;
+            }
+            if filled == expected.len() {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the job page did not fill in: {shown:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        c.ctx.provider.set_delay_ms(0);
+        assert!(
+            partial >= 2,
+            "the page showed the job part done only {partial} times: events arrived in a block"
+        );
+        eprintln!("dashboard through API Gateway: {partial} partial views before the last chunk");
+    }
+    .await;
+    let _ = browser.close().await;
+    let _ = driver.kill();
+    let _ = driver.wait();
+    outcome
 }
 
 /// Read a capture queue (a rule's target) until `done` holds for the
@@ -1148,6 +1414,12 @@ fn chrono_now() -> i64 {
 }
 
 const CLOUD_CASES: &[Step] = &[
+    ("cloud::calls_outside_a_role_are_refused", |c| {
+        Box::pin(calls_outside_a_role_are_refused(c))
+    }),
+    ("cloud::the_dashboard_works_through_api_gateway", |c| {
+        Box::pin(the_dashboard_works_through_api_gateway(c))
+    }),
     ("cloud::webhooks_are_signed_retried_and_recorded", |c| {
         Box::pin(webhooks_are_signed_retried_and_recorded(c))
     }),

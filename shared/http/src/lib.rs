@@ -179,6 +179,18 @@ pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router 
         ),
     )
     .layer(DefaultBodyLimit::max(1024))
+    // The dashboard is served from the API's origin and opens its streams
+    // here (the key in `access_token`: no cookie, no credentials), so any
+    // origin may read them.
+    .layer(
+        tower_http::cors::CorsLayer::new()
+            .allow_origin(tower_http::cors::Any)
+            .allow_methods([axum::http::Method::GET])
+            .allow_headers([
+                axum::http::header::AUTHORIZATION,
+                axum::http::HeaderName::from_static("last-event-id"),
+            ]),
+    )
     .with_state(state)
 }
 
