@@ -253,14 +253,14 @@ def invoke(port, function, event, timeout=960):
     return result
 
 
-def put_api_key(c, tenant):
+def put_api_key(c, tenant, table=TABLE):
     """A key for `tenant`, stored as the product stores one (items.rs:
     new_key_item): only its SHA-256 is kept. Returns the key."""
     key_id = secrets.token_hex(6)
     key = f"lts_{key_id}_{secrets.token_hex(32)}"
     digest = hashlib.sha256(key.encode()).hexdigest()
     created = time.strftime("%Y-%m-%dT%H:%M:%S.000Z", time.gmtime())
-    c["dynamodb"].put_item(TableName=TABLE, Item={
+    c["dynamodb"].put_item(TableName=table, Item={
         "pk": {"S": f"KEY#{digest}"},
         "sk": {"S": "KEY"},
         "id": {"S": key_id},
@@ -424,12 +424,13 @@ def up():
         fn_env.pop(k, None)
     fn_env.setdefault("LOTSAWA_LOG", "info")
     log("building the functions")
-    # One build per function, exactly as its `cargo lambda watch -p` will
-    # run it (`cargo run --package <crate> --bin <name>`), so that the first
-    # invocation starts at once.
+    # One build per function, exactly as its `cargo lambda watch --bin` will
+    # run it (`cargo run --bin <name>`: the workspace's features, the same
+    # build `cargo test --workspace` made; `--package` would select other
+    # features and rebuild every dependency), so that the first invocation
+    # starts at once.
     for f in FUNCTIONS:
-        subprocess.run(["cargo", "build", "--quiet", "--package", f"lotsawa-fn-{f}", "--bin", f],
-                       cwd=ROOT, env=fn_env, check=True)
+        subprocess.run(["cargo", "build", "--quiet", "--bin", f], cwd=ROOT, env=fn_env, check=True)
     # One `cargo lambda watch` per function: each runs with credentials of
     # its own role (as Lambda gives a function its execution role's), so a
     # call its policies do not allow fails here as on AWS.
@@ -448,7 +449,7 @@ def up():
         if f == "api":
             # As the template: the page's streams go to the stream function's URL.
             env["STREAM_URL"] = f"http://127.0.0.1:{ports['stream']}/lambda-url/stream"
-        proc = start(["cargo", "lambda", "watch", "-p", f"lotsawa-fn-{f}", "--ignore-changes", "--timeout", "900",
+        proc = start(["cargo", "lambda", "watch", "--bin", f, "--ignore-changes", "--timeout", "900",
                       "-A", "127.0.0.1", "-P", str(ports[f])], STATE_DIR / "lambda.log", env)
         pids.append(proc.pid)
         note = cpu_limit(f, spec["memory"], proc.pid)
@@ -1104,6 +1105,12 @@ if __name__ == "__main__":
         down()
     elif command == "poll":
         poll()
+    elif command == "api-key":
+        # The first key of a deployed stack (infra/README.md): the table
+        # named by the stack's output, the caller's own AWS credentials.
+        if len(sys.argv) != 4:
+            raise SystemExit("usage: infra/api-key TABLE TENANT")
+        print(put_api_key({"dynamodb": boto3.client("dynamodb")}, sys.argv[3], table=sys.argv[2]))
     elif command == "gateway":
         gateway(int(sys.argv[2]))
     elif command == "moto-serialized":
