@@ -227,9 +227,38 @@ def check_queues(template):
     return errors
 
 
+def check_dashboard(template):
+    """The page must load in a browser through API Gateway: the page, its
+    assets and page routes need no key (a browser loading them sends no
+    Authorization header), and the stream URL it opens must take no
+    signature (an EventSource cannot sign)."""
+    import sam
+    cfn = sam.expand(template)
+    routes, _ = sam.routes(cfn)
+    errors = []
+    for method, path in [("GET", "/"), ("GET", "/assets/app.js"), ("GET", "/assets/config.json"),
+                         ("GET", "/jobs/00000000-0000-0000-0000-000000000000"),
+                         ("GET", "/batches/00000000-0000-0000-0000-000000000000")]:
+        route, _ = sam_match(routes, method, path)
+        if route is None:
+            errors.append(f"dashboard: no route of the HTTP API matches {method} {path}")
+        elif route["authorizer"]:
+            errors.append(f"dashboard: {method} {path} goes through the {route['authorizer']} authorizer "
+                          "(a browser loading it sends no key)")
+    for name, url in sam.function_urls(cfn).items():
+        if url["auth"] != "NONE":
+            errors.append(f"dashboard: {name}'s URL uses {url['auth']} auth, which a browser's EventSource cannot sign")
+    return errors
+
+
+def sam_match(routes, method, path):
+    from emulate import match_route
+    return match_route(routes, method, path)
+
+
 def check(template, asl):
     return (check_history(template, asl) + check_partition(asl) + check_failures(asl)
-            + check_topics(template) + check_queues(template))
+            + check_topics(template) + check_queues(template) + check_dashboard(template))
 
 
 def self_test(template, asl):
@@ -270,6 +299,16 @@ def self_test(template, asl):
     t, a = copy.deepcopy(template), copy.deepcopy(asl)
     t["Resources"]["WorkerQueue"]["Properties"]["VisibilityTimeout"] = 900
     cases.append(("visibility timeout equal to the function's timeout", t, a, "queues"))
+
+    t, a = copy.deepcopy(template), copy.deepcopy(asl)
+    events = t["Resources"]["ApiFunction"]["Properties"]["Events"]
+    for name in ["Page", "Assets", "JobPage", "BatchPage"]:
+        events.pop(name, None)
+    cases.append(("dashboard behind the authorizer", t, a, "dashboard"))
+
+    t, a = copy.deepcopy(template), copy.deepcopy(asl)
+    t["Resources"]["StreamFunction"]["Properties"]["FunctionUrlConfig"]["AuthType"] = "AWS_IAM"
+    cases.append(("stream URL only IAM can call", t, a, "dashboard"))
 
     failed = 0
     for label, t, a, kind in cases:

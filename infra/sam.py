@@ -24,7 +24,12 @@ NO_VALUE = object()
 def expand(template):
     """The SAM template (as loaded by emulate.load_template) expanded to
     plain CloudFormation, offline."""
+    import logging
+
     from samtranslator.translator.transform import transform
+
+    # The translator warns about usage metrics it would publish to AWS.
+    logging.getLogger("samtranslator").setLevel(logging.ERROR)
 
     class NoIam:  # stands in for ManagedPolicyLoader: the template names no managed policy
         def load(self):
