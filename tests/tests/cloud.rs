@@ -578,6 +578,73 @@ async fn cancelling_an_upload_writes_its_record(c: &Cloud) {
     );
     provider.set_delay_ms(0);
 }
+/// An uploaded job whose execution ends outside the worker (stopped, as a
+/// timeout would end it) is settled by the dispatcher, which writes its
+/// record: `results/<name>.json` says failed, not the "pending" written
+/// when it was created.
+async fn a_settled_upload_writes_its_record(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    let bucket = c.em.var("BUCKET");
+    provider.set_delay_ms(1500);
+    let (text, _, _) = numbered_text("settled-upload-", 50);
+    c.s3.put_object()
+        .bucket(bucket)
+        .key("incoming/settled.txt")
+        .body(text.into_bytes().into())
+        .send()
+        .await
+        .expect("put");
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    let id = loop {
+        let record = read_result(c, "results/settled.txt.json")
+            .await
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok());
+        if let Some(id) = record.as_ref().and_then(|r| r["jobId"].as_str()) {
+            break id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the upload made no job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let arn = loop {
+        if let Some(arn) = executions_of(&c.sfn, &c.sm, &id).await.into_iter().next() {
+            break arn;
+        }
+        assert!(Instant::now() < deadline, "no execution for job {id}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    c.sfn
+        .stop_execution()
+        .execution_arn(&arn)
+        .send()
+        .await
+        .expect("stop");
+    api.wait_status(&id, "failed", JOB_TIMEOUT)
+        .await
+        .expect("the job fails");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let record = read_result(c, "results/settled.txt.json")
+            .await
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok())
+            .unwrap_or_default();
+        if record["status"] == "failed" {
+            assert_eq!(record["jobId"], id.as_str(), "{record}");
+            assert!(
+                record["error"]
+                    .as_str()
+                    .is_some_and(|e| e.contains("execution ended")),
+                "{record}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "the record still says {record}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    provider.set_delay_ms(0);
+}
+
 /// The workers' counters reach /metrics.
 async fn worker_counters_reach_metrics(c: &Cloud) {
     let api = &c.ctx.api;
@@ -1450,6 +1517,9 @@ const CLOUD_CASES: &[Step] = &[
     ),
     ("cloud::uploads_become_jobs_and_results", |c| {
         Box::pin(uploads_become_jobs_and_results(c))
+    }),
+    ("cloud::a_settled_upload_writes_its_record", |c| {
+        Box::pin(a_settled_upload_writes_its_record(c))
     }),
     ("cloud::cancelling_an_upload_writes_its_record", |c| {
         Box::pin(cancelling_an_upload_writes_its_record(c))

@@ -108,14 +108,32 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
         TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
             // No slot free. Runs whose status event was lost may hold
             // slots: sweep them (the sweep kicks waiting jobs into slots it
-            // frees).
-            reap(store, REAP_MIN_AGE).await?;
+            // frees), at most once a minute per instance: a sweep costs a
+            // DescribeExecution per running job, and a burst of wake-ups
+            // against a full semaphore would otherwise pay it every time.
+            if sweep_due(Utc::now().timestamp()) {
+                reap(store, REAP_MIN_AGE).await?;
+            }
             Ok(Dispatched::Waiting)
         }
         TransitionOutcome::LostRace(_) | TransitionOutcome::NotAllowed(_) => {
             Ok(Dispatched::Dropped("job changed while claiming"))
         }
     }
+}
+
+/// When this instance last swept from a wake-up (Unix seconds).
+static LAST_SWEEP: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(i64::MIN);
+
+/// True (and the time taken) when this instance has not swept from a
+/// wake-up within [`REAP_MIN_AGE`].
+fn sweep_due(now: i64) -> bool {
+    use std::sync::atomic::Ordering;
+    let last = LAST_SWEEP.load(Ordering::Relaxed);
+    last.saturating_add(REAP_MIN_AGE.as_secs() as i64) <= now
+        && LAST_SWEEP
+            .compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed)
+            .is_ok()
 }
 
 /// Start the execution of a claimed run's segment (named
@@ -283,6 +301,13 @@ pub async fn settle_execution(
     );
     if ended {
         tracing::warn!(job_id = %id, status = %change.status, "ended the run of an execution that ended without finishing it");
+        // A job made from an upload says how it ended under results/, as
+        // when its worker or a cancel ends it (its record said "pending").
+        if let Some(key) = job.ingest_key.as_deref()
+            && let Err(e) = crate::ingest::write_result(store, key, id).await
+        {
+            tracing::error!(job_id = %id, error = %e, "writing the settled job's record failed");
+        }
         kick(store).await?;
     }
     Ok(ended)
@@ -354,6 +379,16 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_full_semaphore_sweeps_at_most_once_a_minute() {
+        let t = 1_000_000_000;
+        assert!(sweep_due(t));
+        assert!(!sweep_due(t + 1));
+        assert!(!sweep_due(t + 59));
+        assert!(sweep_due(t + 60));
+        assert!(!sweep_due(t + 61));
+    }
 
     #[test]
     fn execution_names_name_their_run() {

@@ -150,6 +150,10 @@ pub async fn ingest(
             return Ok(Ingested::Rejected(why));
         }
     };
+    // Uploads are the ingest tenant's submissions: under its pending cap and
+    // creation rate like any other. A refusal is an error, so the upload's
+    // message comes back after its visibility timeout and is tried again.
+    service.admit(&store.config.ingest_tenant).await?;
     let new = NewJob {
         tenant: store.config.ingest_tenant.clone(),
         kind: JobType::Translation,

@@ -162,6 +162,12 @@ pub fn all_pk(tenant: &Tenant, shard: u32) -> String {
     format!("ALL#{tenant}#{shard}")
 }
 
+/// Partition key of a tenant's status index (`gsi5`) for `status` in
+/// `shard`: a tenant's status list reads its own jobs only.
+pub fn tenant_status_pk(tenant: &Tenant, status: JobStatus, shard: u32) -> String {
+    format!("TSTATUS#{tenant}#{}#{shard}", status.as_str())
+}
+
 /// Partition key of a tenant's type index for `kind` in `shard`.
 pub fn type_pk(tenant: &Tenant, kind: JobType, shard: u32) -> String {
     format!("TYPE#{tenant}#{}#{shard}", kind.as_str())
@@ -230,6 +236,11 @@ pub fn new_job_item(job: &Job) -> Item {
     item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
     item.insert("gsi3pk".into(), s(type_pk(&job.tenant, job.kind, shard)));
     item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
+    item.insert(
+        "gsi5pk".into(),
+        s(tenant_status_pk(&job.tenant, job.status, shard)),
+    );
+    item.insert("gsi5sk".into(), s(list_sk(&created, job.id)));
     if let Some(b) = &job.batch {
         item.insert("batch".into(), s(batch_text(b)));
     }

@@ -25,7 +25,8 @@ use crate::items::{
     CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, add_chunk_source, all_pk,
     chunk_from_item, chunk_sk, chunk_source_sk, counts_pk, is_chunk_source, job_from_items, job_pk,
     key_from_item, key_pk, n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item,
-    new_key_item, new_text_item, s, shard_of, status_pk, tenant_counts_pk, ts, type_pk,
+    new_key_item, new_text_item, s, shard_of, status_pk, tenant_counts_pk, tenant_status_pk, ts,
+    type_pk,
 };
 
 /// Texts larger than this many bytes go to S3 instead of the item.
@@ -948,6 +949,7 @@ impl DynamoStore {
             "#st = :to".to_owned(),
             "attempts = :att".to_owned(),
             "gsi1pk = :g1".to_owned(),
+            "gsi5pk = :g5".to_owned(),
         ];
         let mut removes: Vec<&str> = Vec::new();
         let mut u = Update::builder()
@@ -957,6 +959,10 @@ impl DynamoStore {
             .expression_attribute_values(":to", s(patch.to.as_str()))
             .expression_attribute_values(":att", n(patch.attempts))
             .expression_attribute_values(":g1", s(status_pk(patch.to, shard_of(id))))
+            .expression_attribute_values(
+                ":g5",
+                s(tenant_status_pk(&patch.tenant, patch.to, shard_of(id))),
+            )
             .expression_attribute_values(":from", s(patch.from.as_str()))
             .expression_attribute_values(":run", n(patch.run));
         let mut condition = "#st = :from AND attempts = :run".to_owned();
@@ -1381,12 +1387,17 @@ impl JobStore for DynamoStore {
     }
 
     async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError> {
-        // Status lists read the status index (shared by every tenant, it is
-        // the dispatcher's queue) and keep the caller's jobs; the others
-        // read the tenant's own index partitions.
+        // Every list reads the tenant's own index partitions: by status
+        // (`gsi5`), by type (`gsi3`), or all (`gsi2`); the cost of a list
+        // does not grow with other tenants' jobs.
         let tenant = page.filter.tenant.clone();
         let (index, pks): (&str, Vec<String>) = match (page.filter.status, page.filter.kind) {
-            (Some(st), _) => ("gsi1", (0..LIST_SHARDS).map(|i| status_pk(st, i)).collect()),
+            (Some(st), _) => (
+                "gsi5",
+                (0..LIST_SHARDS)
+                    .map(|i| tenant_status_pk(&tenant, st, i))
+                    .collect(),
+            ),
             (None, Some(k)) => (
                 "gsi3",
                 (0..LIST_SHARDS).map(|i| type_pk(&tenant, k, i)).collect(),

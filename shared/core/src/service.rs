@@ -463,7 +463,7 @@ impl Service {
 
     /// Let `tenant` create a job: under its pending cap (checked first, so a
     /// refusal spends nothing), then a creation token when rate limited.
-    async fn admit(&self, tenant: &Tenant) -> Result<(), ServiceError> {
+    pub async fn admit(&self, tenant: &Tenant) -> Result<(), ServiceError> {
         self.admit_n(tenant, 1).await
     }
 

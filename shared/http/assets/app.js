@@ -490,6 +490,18 @@ async function jobView(app, id) {
       }
     };
     source.addEventListener("close", () => source.close());
+    // A stream refused outright (e.g. 429 when a deployment caps its open
+    // streams) is not retried by the browser: poll the job meanwhile and
+    // open a stream again a little later.
+    source.onerror = () => {
+      if (source.readyState !== EventSource.CLOSED) return;
+      state.timers.push(setTimeout(async () => {
+        const now = await api("GET", "/api/jobs/" + id);
+        if (now.ok) show(now.data);
+        await loadChunks();
+        connect();
+      }, 5000));
+    };
   };
   connect();
 }
