@@ -957,9 +957,15 @@ def gateway(port):
             self.send_header("apigw-requestid", uuid.uuid4().hex[:16])
             self.send_header("content-length", str(len(data)))
             self.end_headers()
-            self.wfile.write(data)
+            if self.command != "HEAD":
+                self.wfile.write(data)
 
         def handle_any(self):
+            if "chunked" in self.headers.get("transfer-encoding", "").lower():
+                # Not read here: refuse it and close, so its bytes are never
+                # taken for the next request.
+                self.close_connection = True
+                return self.answer(411, {"message": "Length Required"})
             length = int(self.headers.get("content-length") or 0)
             if length > GW_BODY_LIMIT:
                 self.close_connection = True
