@@ -25,6 +25,10 @@ use crate::store::{CloudError, DynamoStore, aws};
 /// status event normally does it first).
 pub const REAP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
+/// How long the sweep keeps trying to start a claimed run before it fails
+/// the run and frees its slot.
+pub const START_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(15 * 60);
+
 /// A job-queue message.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -111,8 +115,11 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
             // frees), at most once a minute per instance: a sweep costs a
             // DescribeExecution per running job, and a burst of wake-ups
             // against a full semaphore would otherwise pay it every time.
-            if sweep_due(Utc::now().timestamp()) {
-                reap(store, REAP_MIN_AGE).await?;
+            // The sweep's own failures are the sweep's: this wake-up is done.
+            if sweep_due(Utc::now().timestamp())
+                && let Err(e) = reap(store, REAP_MIN_AGE).await
+            {
+                tracing::warn!(error = %e, "sweep from a wake-up failed");
             }
             Ok(Dispatched::Waiting)
         }
@@ -170,7 +177,7 @@ async fn start_run(
         }
         Err(e) => return Err(aws("states")(e)),
     };
-    store.set_execution(id, run, &arn).await?;
+    store.set_execution(id, run, segment, &arn).await?;
     tracing::info!(job_id = %id, run, segment, %arn, "execution started");
     Ok(arn)
 }
@@ -333,10 +340,32 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
                 .started_at
                 .is_none_or(|at| (Utc::now() - at).num_seconds() >= min_age.as_secs() as i64);
             if job.slot == Some(job.job.attempts) && claimed_long_ago {
-                tracing::warn!(job_id = %job.job.id, run = job.job.attempts, "a claimed run without an execution: starting it");
-                if let Err(e) = start_run(store, job.job.id, job.job.attempts, 0).await {
-                    tracing::warn!(job_id = %job.job.id, error = %e, "starting a claimed run failed; the next sweep tries again");
-                    first_error.get_or_insert(e);
+                let (id, run) = (job.job.id, job.job.attempts);
+                tracing::warn!(job_id = %id, run, "a claimed run without an execution: starting it");
+                if let Err(e) = start_run(store, id, run, 0).await {
+                    let waited = job
+                        .job
+                        .started_at
+                        .map_or(0, |at| (Utc::now() - at).num_seconds());
+                    if waited >= START_GIVE_UP.as_secs() as i64 {
+                        // Starts keep failing (a denied call, a deleted state
+                        // machine): fail the run and free its slot; the job
+                        // can be retried.
+                        let error = format!(
+                            "dispatch_failed: the run could not be started in {waited} s: {e}"
+                        );
+                        let fail = Change::Fail { error, chunk: None };
+                        if matches!(
+                            transition_by_id(store, id, Some(run), fail, Utc::now()).await?,
+                            TransitionOutcome::Applied(_)
+                        ) {
+                            tracing::error!(job_id = %id, run, "gave up starting a claimed run");
+                            released += 1;
+                        }
+                    } else {
+                        tracing::warn!(job_id = %id, error = %e, "starting a claimed run failed; the next sweep tries again");
+                        first_error.get_or_insert(e);
+                    }
                 }
             }
             continue;
@@ -358,6 +387,21 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
         let old_enough = out
             .stop_date
             .is_some_and(|d| Utc::now().timestamp() - d.secs() >= min_age.as_secs() as i64);
+        let handed_off = out.status == ExecutionStatus::Succeeded
+            && out.output().is_some_and(|o| o.contains("\"handedOff\""));
+        if handed_off && old_enough {
+            // The segment handed the run on, but the next one never started
+            // (its message was lost or went to the dead-letter queue): start
+            // it here (its name makes a start that did happen harmless).
+            if let Some(segment) = segment_of_execution(arn) {
+                let (id, run) = (job.job.id, job.job.attempts);
+                tracing::warn!(job_id = %id, run, next = segment + 1, "a handed-off run whose next segment never started: starting it");
+                if let Err(e) = start_run(store, id, run, segment + 1).await {
+                    first_error.get_or_insert(e);
+                }
+            }
+            continue;
+        }
         if out.status != ExecutionStatus::Running && old_enough {
             let change = ExecutionChange {
                 execution_arn: arn.clone(),

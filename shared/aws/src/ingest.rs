@@ -98,6 +98,11 @@ pub async fn ingest(
         Err(StoreError::NotFound(_)) => {}
         Err(e) => return Err(e.into()),
     }
+    // Uploads are the ingest tenant's submissions: under its pending cap and
+    // creation rate like any other, checked before the object is read. A
+    // refusal is an error, so the upload's message comes back after its
+    // visibility timeout and is tried again.
+    service.admit(&store.config.ingest_tenant).await?;
     // A PDF's limit is the file's (LOTSAWA_PDF_LIMIT); a text's the body's.
     let pdf = key.to_ascii_lowercase().ends_with(".pdf");
     let (limit, limit_name) = if pdf {
@@ -150,10 +155,6 @@ pub async fn ingest(
             return Ok(Ingested::Rejected(why));
         }
     };
-    // Uploads are the ingest tenant's submissions: under its pending cap and
-    // creation rate like any other. A refusal is an error, so the upload's
-    // message comes back after its visibility timeout and is tried again.
-    service.admit(&store.config.ingest_tenant).await?;
     let new = NewJob {
         tenant: store.config.ingest_tenant.clone(),
         kind: JobType::Translation,

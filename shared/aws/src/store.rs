@@ -950,6 +950,9 @@ impl DynamoStore {
             "attempts = :att".to_owned(),
             "gsi1pk = :g1".to_owned(),
             "gsi5pk = :g5".to_owned(),
+            // A job written before the tenant status index existed gets its
+            // sort key there from the status index's (the same value).
+            "gsi5sk = if_not_exists(gsi5sk, gsi1sk)".to_owned(),
         ];
         let mut removes: Vec<&str> = Vec::new();
         let mut u = Update::builder()
@@ -1123,21 +1126,41 @@ impl DynamoStore {
         }
     }
 
-    /// Record the execution of run `run`.
-    pub async fn set_execution(&self, id: JobId, run: u32, arn: &str) -> Result<(), StoreError> {
-        self.clients
+    /// Record the execution of run `run`, segment `segment`. A segment
+    /// never replaces a later one of the same run (a sweep starting a
+    /// claimed run late must not point the job back at its first segment
+    /// after the run moved on); such a write changes nothing.
+    pub async fn set_execution(
+        &self,
+        id: JobId,
+        run: u32,
+        segment: u32,
+        arn: &str,
+    ) -> Result<(), StoreError> {
+        let out = self
+            .clients
             .ddb
             .update_item()
             .table_name(&self.config.table)
             .set_key(Some(Self::key(job_pk(id), "JOB")))
-            .update_expression("SET executionArn = :arn")
-            .condition_expression("attempts = :run")
+            .update_expression("SET executionArn = :arn, executionSegment = :seg")
+            .condition_expression(
+                "attempts = :run AND (attribute_not_exists(executionSegment) OR executionSegment <= :seg)",
+            )
             .expression_attribute_values(":arn", s(arn))
             .expression_attribute_values(":run", n(run))
+            .expression_attribute_values(":seg", n(segment))
             .send()
             .await
-            .map_err(ddb("DynamoDB UpdateItem"))?;
-        Ok(())
+            .map_err(ddb("DynamoDB UpdateItem"));
+        match out {
+            Ok(_) => Ok(()),
+            Err(StoreError::ConditionFailed(_)) => {
+                tracing::info!(job_id = %id, run, segment, "a later execution is recorded; this one is not");
+                Ok(())
+            }
+            Err(e) => Err(e),
+        }
     }
 
     /// Jobs holding slots, for reconciliation.

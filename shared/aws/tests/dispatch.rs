@@ -166,3 +166,56 @@ async fn a_pending_job_whose_source_is_missing_blocks_no_one() {
     }
     assert_eq!(store.slots_in_use().await.expect("slots"), 2);
 }
+
+/// A claimed run whose start keeps failing (here: its state machine does
+/// not exist) is failed by the sweep once it has waited
+/// `START_GIVE_UP`, and its slot freed; the sweep before that keeps it.
+#[tokio::test]
+async fn a_run_that_cannot_start_is_failed_and_frees_its_slot() {
+    let good = store(1).await;
+    let mut config = good.config.clone();
+    config.state_machine_arn = format!("{}-missing", good.config.state_machine_arn);
+    let failing = DynamoStore::new(good.clients.clone(), config);
+    let fresh = new_job(&good, vec!["ཀ་ཁ། ".into()]).await;
+    let claimed = good.claim(&fresh, 1, Utc::now()).await.expect("claim");
+    assert!(matches!(
+        claimed,
+        lotsawa_core::store::TransitionOutcome::Applied(_)
+    ));
+    assert!(
+        reap(&failing, Duration::ZERO).await.is_err(),
+        "still trying"
+    );
+    assert_eq!(
+        good.item(fresh.id, false).await.expect("item").job.status,
+        JobStatus::Processing
+    );
+    lotsawa_core::store::transition_by_id(
+        &good,
+        fresh.id,
+        Some(1),
+        lotsawa_core::store::Change::Cancel,
+        Utc::now(),
+    )
+    .await
+    .expect("cancel");
+
+    let old = new_job(&good, vec!["ཀ་ཁ། ".into()]).await;
+    let long_ago = Utc::now()
+        - chrono::Duration::seconds(lotsawa_aws::dispatch::START_GIVE_UP.as_secs() as i64 + 60);
+    good.claim(&old, 1, long_ago).await.expect("claim");
+    assert_eq!(good.slots_in_use().await.expect("slots"), 1);
+    let released = reap(&failing, Duration::ZERO).await.expect("sweep");
+    assert_eq!(released, 1);
+    let now = good.item(old.id, false).await.expect("item");
+    assert_eq!(now.job.status, JobStatus::Failed);
+    assert!(
+        now.job
+            .error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("dispatch_failed")),
+        "{:?}",
+        now.job.error
+    );
+    assert_eq!(good.slots_in_use().await.expect("slots"), 0);
+}

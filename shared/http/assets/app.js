@@ -63,6 +63,8 @@ function stopLive() {
   for (const t of state.timers) clearInterval(t);
   state.sources = [];
   state.timers = [];
+  // Callbacks of the view being left see that it is gone.
+  state.view = (state.view || 0) + 1;
 }
 
 function fmtMs(ms) {
@@ -470,13 +472,16 @@ async function jobView(app, id) {
   await loadChunks();
 
   let source = null;
+  let refusals = 0;
+  const view = state.view;
   const connect = () => {
     if (source) source.close();
-    if (TERMINAL.includes(job.status)) return;
+    if (view !== state.view || TERMINAL.includes(job.status)) return;
     // EventSource reconnects by itself and sends Last-Event-ID, so a
     // dropped stream resumes with the chunks it missed.
     source = new EventSource(streamUrl("/api/jobs/" + id + "/stream"));
     state.sources.push(source);
+    source.onopen = () => { refusals = 0; };
     source.onmessage = async (e) => {
       let d;
       try { d = JSON.parse(e.data); } catch { return; }
@@ -491,16 +496,21 @@ async function jobView(app, id) {
     };
     source.addEventListener("close", () => source.close());
     // A stream refused outright (e.g. 429 when a deployment caps its open
-    // streams) is not retried by the browser: poll the job meanwhile and
-    // open a stream again a little later.
+    // streams) is not retried by the browser: read the job meanwhile and
+    // open a stream again later, backing off (5 s doubling to a minute,
+    // with jitter); a refused key stops it (the page asks for a key).
     source.onerror = () => {
       if (source.readyState !== EventSource.CLOSED) return;
+      const delay = Math.min(60000, 5000 * 2 ** refusals) * (0.5 + Math.random() / 2);
+      refusals += 1;
       state.timers.push(setTimeout(async () => {
+        if (view !== state.view) return;
         const now = await api("GET", "/api/jobs/" + id);
+        if (view !== state.view || now.status === 401 || now.status === 403) return;
         if (now.ok) show(now.data);
         await loadChunks();
         connect();
-      }, 5000));
+      }, delay));
     };
   };
   connect();
