@@ -54,6 +54,10 @@ pub struct CloudConfig {
     /// Most jobs one tenant may have waiting (`LOTSAWA_MAX_PENDING`,
     /// default 1000; 0 turns it off).
     pub max_pending: Option<u32>,
+    /// Most items one batch may have (`LOTSAWA_MAX_BATCH_ITEMS`, default
+    /// 100, at most 1000): a batch's jobs are created within its request,
+    /// which API Gateway ends at 30 s (a few AWS calls per item).
+    pub max_batch_items: u32,
     /// Whose jobs uploads under `incoming/` make (`LOTSAWA_INGEST_TENANT`,
     /// default `default`): whoever may write to the bucket acts for it.
     pub ingest_tenant: lotsawa_core::Tenant,
@@ -194,6 +198,7 @@ impl CloudConfig {
             },
             max_pending: Some(number(get, "LOTSAWA_MAX_PENDING", 1000u32, 0, 10_000_000)?)
                 .filter(|n| *n > 0),
+            max_batch_items: number(get, "LOTSAWA_MAX_BATCH_ITEMS", 100u32, 1, 1000)?,
             ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
                 Some(t) if !t.trim().is_empty() => {
                     lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {

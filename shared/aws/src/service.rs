@@ -28,10 +28,11 @@ pub fn cloud_service(
     default_engine: String,
     models: Vec<(String, Vec<String>)>,
 ) -> Service {
-    let (max_chunks, rate, max_pending, callbacks) = (
+    let (max_chunks, rate, max_pending, max_batch_items, callbacks) = (
         store.config.max_chunks,
         store.config.rate,
         store.config.max_pending,
+        store.config.max_batch_items,
         store.config.webhooks.clone(),
     );
     Service::new(
@@ -47,6 +48,7 @@ pub fn cloud_service(
     .with_max_chunks(max_chunks)
     .with_rate(rate)
     .with_max_pending(max_pending)
+    .with_max_batch_items(max_batch_items)
     .with_callbacks(match &callbacks {
         Some(w) => Ok(lotsawa_core::webhook::Callbacks::new(
             w.policy.clone(),

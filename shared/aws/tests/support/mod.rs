@@ -95,6 +95,7 @@ pub fn fresh_config() -> CloudConfig {
         max_chunks: 2000,
         rate: None,
         max_pending: None,
+        max_batch_items: 1000,
         require_auth: false,
         emulator: false,
         event_bus: None,
