@@ -285,5 +285,10 @@ mod tests {
         with.push(("LOTSAWA_EMULATOR", "maybe"));
         let err = CloudConfig::from_source(&env(&with)).expect_err("bad");
         assert_eq!(err.name, "LOTSAWA_EMULATOR");
+        assert_eq!(c.max_batch_items, 100, "a batch fits API Gateway's 30 s");
+        let mut big = all[..4].to_vec();
+        big.push(("LOTSAWA_MAX_BATCH_ITEMS", "1001"));
+        let err = CloudConfig::from_source(&env(&big)).expect_err("bad");
+        assert_eq!(err.name, "LOTSAWA_MAX_BATCH_ITEMS");
     }
 }
