@@ -219,3 +219,83 @@ async fn a_run_that_cannot_start_is_failed_and_frees_its_slot() {
     );
     assert_eq!(good.slots_in_use().await.expect("slots"), 0);
 }
+
+/// Two jobs at concurrency 1: the second waits in the table (its wake-up
+/// is done with), and the end of the first sends the wake-up that starts
+/// it, through the job queue (the send Dispatch and Worker need
+/// `sqs:SendMessage` for).
+#[tokio::test]
+async fn two_jobs_at_concurrency_one_both_run() {
+    let store = store(1).await;
+    let first = new_job(&store, vec!["ཀ་ཁ། ".into()]).await;
+    let second = new_job(&store, vec!["ག་ང། ".into()]).await;
+    let out = dispatch(&store, &wake(first.id)).await.expect("dispatch");
+    assert!(matches!(out, Dispatched::Started(_)), "{out:?}");
+    let out = dispatch(&store, &wake(second.id)).await.expect("dispatch");
+    assert_eq!(out, Dispatched::Waiting);
+
+    // The first run ends (as its completion step ends it) and wakes the queue.
+    let result = lotsawa_core::JobResult {
+        translation: "done".into(),
+        confidence: None,
+        processing_time: 1,
+        engine: "echo".into(),
+        model: None,
+        warnings: vec![],
+        chunks_from_memory: 0,
+    };
+    let done = lotsawa_core::store::ChunkDone {
+        index: 0,
+        translation: "done".into(),
+        duration_ms: Some(1),
+        attempts: 1,
+        ..lotsawa_core::store::ChunkDone::default()
+    };
+    store
+        .checkpoint(first.id, 1, &done)
+        .await
+        .expect("checkpoint");
+    let ended = lotsawa_core::store::transition_by_id(
+        &store,
+        first.id,
+        Some(1),
+        lotsawa_core::store::Change::Complete(result),
+        Utc::now(),
+    )
+    .await
+    .expect("complete");
+    assert!(matches!(
+        ended,
+        lotsawa_core::store::TransitionOutcome::Applied(_)
+    ));
+    let sent = lotsawa_aws::dispatch::kick(&store).await.expect("kick");
+    assert_eq!(sent, 1, "one free slot, one wake-up");
+
+    // Every message on the queue is delivered, as the event source would.
+    let mut started = false;
+    for _ in 0..10 {
+        let got = store
+            .clients
+            .sqs
+            .receive_message()
+            .queue_url(&store.config.job_queue_url)
+            .max_number_of_messages(10)
+            .send()
+            .await
+            .expect("receive");
+        for m in got.messages() {
+            let msg: JobMessage =
+                serde_json::from_str(m.body().unwrap_or_default()).expect("a job message");
+            if let Dispatched::Started(_) = dispatch(&store, &msg).await.expect("dispatch") {
+                started |= msg.job_id == second.id;
+            }
+        }
+        if started {
+            break;
+        }
+    }
+    assert!(started, "the wake-up started the waiting job");
+    let now = store.item(second.id, false).await.expect("item");
+    assert_eq!(now.job.status, JobStatus::Processing);
+    assert_eq!(store.slots_in_use().await.expect("slots"), 1);
+}
