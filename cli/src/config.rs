@@ -86,6 +86,9 @@ pub struct ServeConfig {
     /// Most jobs one tenant may have waiting (LOTSAWA_MAX_PENDING): 1000
     /// when keys are required, off otherwise unless set; 0 turns it off.
     pub max_pending: Option<u32>,
+    /// Most items one batch may have (LOTSAWA_MAX_BATCH_ITEMS, default
+    /// 1000, 1 to 100,000).
+    pub max_batch_items: u32,
     /// Models jobs may name (LOTSAWA_MODELS, `engine:model,...`); with keys
     /// required and none listed, each engine's default model only.
     pub models: Vec<(String, String)>,
@@ -207,6 +210,10 @@ impl ServeConfig {
             None => require_auth.then_some(DEFAULT_MAX_PENDING),
         }
         .filter(|n| *n > 0);
+        let max_batch_items = match env.var("LOTSAWA_MAX_BATCH_ITEMS") {
+            Some(v) => parse_num("LOTSAWA_MAX_BATCH_ITEMS", &v, 1u32, 100_000)?,
+            None => lotsawa_core::batch::DEFAULT_MAX_ITEMS,
+        };
         let models =
             lotsawa_core::service::parse_model_list(&env.var("LOTSAWA_MODELS").unwrap_or_default())
                 .map_err(|message| ConfigError {
@@ -335,6 +342,7 @@ impl ServeConfig {
             max_chunks,
             rate,
             max_pending,
+            max_batch_items,
             models,
             durability,
             retention_days,
@@ -364,6 +372,7 @@ impl ServeConfig {
             max_chunks: self.max_chunks,
             rate: self.rate,
             max_pending: self.max_pending,
+            max_batch_items: self.max_batch_items,
             models: self.models.clone(),
             restrict_models: self.require_auth,
             durability: self.durability,

@@ -189,6 +189,7 @@ async fn pending_jobs_models_and_metrics_are_limited_with_keys() {
         &[
             ("LOTSAWA_REQUIRE_AUTH", "1"),
             ("LOTSAWA_MAX_PENDING", "2"),
+            ("LOTSAWA_MAX_BATCH_ITEMS", "2"),
             ("LOTSAWA_METRICS_BIND", &metrics_bind),
         ],
     );
@@ -215,6 +216,25 @@ async fn pending_jobs_models_and_metrics_are_limited_with_keys() {
         body["detail"]
             .as_str()
             .is_some_and(|d| d.contains("fake-model")),
+        "{body}"
+    );
+    // A batch over LOTSAWA_MAX_BATCH_ITEMS is refused before anything is stored.
+    let items: Vec<_> = (0..3)
+        .map(|i| json!({"sourceText": format!("ཀ་{i}། "), "name": format!("t{i}.txt")}))
+        .collect();
+    let (status, body) = call(
+        &http,
+        reqwest::Method::POST,
+        format!("{base}/api/batches"),
+        alpha.clone(),
+        Some(json!({"items": items, "config": {"engine": "openai"}})),
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["detail"]
+            .as_str()
+            .is_some_and(|d| d.contains("at most 2 items")),
         "{body}"
     );
     let (status, body) = submit(&alpha, "ཀ། ", Some("fake-model")).await;

@@ -56,7 +56,12 @@ impl LocalBackend {
         let store = tokio::task::spawn_blocking(move || Store::open_with(db, durability))
             .await
             .map_err(|e| StoreError::Join(e.to_string()))??;
-        let (max_chunks, rate, max_pending) = (config.max_chunks, config.rate, config.max_pending);
+        let (max_chunks, rate, max_pending, max_batch_items) = (
+            config.max_chunks,
+            config.rate,
+            config.max_pending,
+            config.max_batch_items,
+        );
         let model_engines: Vec<(String, String)> = engines
             .names()
             .into_iter()
@@ -130,6 +135,7 @@ impl LocalBackend {
         .with_max_chunks(max_chunks)
         .with_rate(rate)
         .with_max_pending(max_pending)
+        .with_max_batch_items(max_batch_items)
         .with_callbacks(callbacks);
         Ok(Self {
             service: Arc::new(service),

@@ -38,6 +38,8 @@ pub struct SchedulerConfig {
     pub rate: Option<lotsawa_core::rate::RateLimit>,
     /// Most jobs one tenant may have waiting (`None`: no cap).
     pub max_pending: Option<u32>,
+    /// Most items one batch may have.
+    pub max_batch_items: u32,
     /// Models jobs may name, as `(engine, model)`.
     pub models: Vec<(String, String)>,
     /// Only listed models (or each engine's default) even when none are
@@ -62,6 +64,7 @@ impl Default for SchedulerConfig {
             max_chunks: lotsawa_core::service::DEFAULT_MAX_CHUNKS,
             rate: None,
             max_pending: None,
+            max_batch_items: lotsawa_core::batch::DEFAULT_MAX_ITEMS,
             models: Vec::new(),
             restrict_models: false,
             retention: None,
