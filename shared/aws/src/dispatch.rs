@@ -29,8 +29,9 @@ pub const REAP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60)
 /// the run and frees its slot.
 pub const START_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(15 * 60);
 
-/// A job-queue message.
-#[derive(Debug, Clone, Deserialize)]
+/// A job-queue message, and the input of a run's execution: written and
+/// read by this one definition.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct JobMessage {
     /// The job.
@@ -40,6 +41,22 @@ pub struct JobMessage {
     /// Which execution of the run (0 first).
     #[serde(default)]
     pub segment: u32,
+}
+
+impl JobMessage {
+    /// The message for segment `segment` of run `run` of job `id`.
+    pub fn new(job_id: JobId, generation: u32, segment: u32) -> Self {
+        Self {
+            job_id,
+            generation,
+            segment,
+        }
+    }
+
+    /// Its JSON.
+    pub fn to_json(&self) -> String {
+        serde_json::json!(self).to_string()
+    }
 }
 
 /// What became of a message.
@@ -153,14 +170,14 @@ async fn start_run(
     segment: u32,
 ) -> Result<String, CloudError> {
     let name = execution_name(id, run, segment);
-    let input = serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
+    let input = JobMessage::new(id, run, segment).to_json();
     let arn = match store
         .clients
         .sfn
         .start_execution()
         .state_machine_arn(&store.config.state_machine_arn)
         .name(&name)
-        .input(input.to_string())
+        .input(input)
         .send()
         .await
     {

@@ -231,24 +231,28 @@ impl App {
         Ok(serde_json::to_value(answer)?)
     }
 
-    /// Job-queue batch → dispatches; messages that found no free slot are
-    /// returned as failures so SQS delivers them again.
+    /// Job-queue batch → dispatches. A message that finds no free slot is
+    /// done with (its job waits in the table; whatever frees a slot wakes
+    /// it). A message whose dispatch failed is returned as a failure, and so
+    /// is every later message of the same job (its message group), so that
+    /// SQS delivers them again in order; other jobs' messages go on.
     pub async fn on_job_messages(&self, event: SqsEvent) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
-        let mut blocked = false;
+        let mut blocked = std::collections::HashSet::new();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            // FIFO: once one message waits, the ones behind it wait too.
-            if blocked {
-                response.batch_item_failures.push(failure(id));
-                continue;
-            }
             let msg: Result<JobMessage, _> =
                 serde_json::from_str(record.body.as_deref().unwrap_or(""));
             let Ok(msg) = msg else {
                 tracing::error!(message_id = %id, "dropping a malformed job message");
                 continue;
             };
+            // FIFO within a job: once one of its messages failed, the ones
+            // behind it wait too.
+            if blocked.contains(&msg.job_id) {
+                response.batch_item_failures.push(failure(id));
+                continue;
+            }
             match dispatch(&self.store, &msg).await {
                 Ok(Dispatched::Started(arn)) => {
                     tracing::info!(job_id = %msg.job_id, %arn, "execution started")
@@ -261,7 +265,7 @@ impl App {
                 }
                 Err(e) => {
                     tracing::error!(job_id = %msg.job_id, error = %e, "dispatch failed");
-                    blocked = true;
+                    blocked.insert(msg.job_id);
                     response.batch_item_failures.push(failure(id));
                 }
             }

@@ -345,13 +345,12 @@ impl DynamoStore {
     /// execution after it.
     pub async fn enqueue(&self, id: JobId, run: u32, segment: u32) -> Result<(), CloudError> {
         let dedup = format!("{id}-{run}-{segment}-{}", uuid::Uuid::new_v4().simple());
-        let body =
-            serde_json::json!({"jobId": id.to_string(), "generation": run, "segment": segment});
+        let body = crate::dispatch::JobMessage::new(id, run, segment).to_json();
         self.clients
             .sqs
             .send_message()
             .queue_url(&self.config.job_queue_url)
-            .message_body(body.to_string())
+            .message_body(body)
             // A group per job: a message that keeps failing holds up its
             // own job only, never every other wake-up behind it.
             .message_group_id(format!("job-{id}"))

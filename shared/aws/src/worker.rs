@@ -11,7 +11,7 @@ use chrono::Utc;
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
 use lotsawa_engines::EngineSet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::store::{CloudError, Counted, DynamoStore};
@@ -100,6 +100,37 @@ pub enum Answer {
     Success(serde_json::Value),
     /// `SendTaskFailure` with this error name and cause.
     Failure(&'static str, String),
+}
+
+/// What a step tells the state machine (`$.chunk.state` for a chunk step,
+/// `$.completion.state` for the end of a run); the state machine's `Route`
+/// choices compare against these names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum StepState {
+    /// A chunk was translated and more remain.
+    More,
+    /// Every chunk is translated: complete the run.
+    Done,
+    /// The run is no longer this execution's (cancelled, retried, ended).
+    Stopped,
+    /// The run completed.
+    Completed,
+    /// The run failed (its failure recorded).
+    Failed,
+}
+
+/// A step's output: `{"state": …}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepOutput {
+    /// What became of the step.
+    pub state: StepState,
+}
+
+impl From<StepState> for Answer {
+    fn from(state: StepState) -> Self {
+        Answer::Success(json!(StepOutput { state }))
+    }
 }
 
 /// Everything a worker needs.
@@ -214,11 +245,11 @@ impl Worker {
         // The job's settings, not its texts: a large source stays in S3.
         let job = self.store.item(id, false).await?.job;
         if job.status != JobStatus::Processing || job.attempts != run {
-            return Ok(Answer::Success(json!({"state": "stopped"})));
+            return Ok(StepState::Stopped.into());
         }
         let k = job.chunks_completed;
         if k >= job.chunks_total {
-            return Ok(Answer::Success(json!({"state": "done"})));
+            return Ok(StepState::Done.into());
         }
         // The chunk and the one before it (its context) in one query.
         let mut pair = self
@@ -236,11 +267,11 @@ impl Worker {
             Ok(p) => p,
             Err(why) => return Ok(Answer::Failure(ErrorClass::Permanent.error_name(), why)),
         };
-        let more = |done: u32| {
+        let more = |done: u32| -> Answer {
             if done >= job.chunks_total {
-                json!({"state": "done"})
+                StepState::Done.into()
             } else {
-                json!({"state": "more"})
+                StepState::More.into()
             }
         };
         if let Some(key) = &plan.memory_key
@@ -249,7 +280,7 @@ impl Worker {
             let done = ChunkPlan::from_memory(k, translation, confidence);
             self.store.checkpoint(id, run, &done).await?;
             self.count(&Counted::MemoryHit).await;
-            return Ok(Answer::Success(more(k + 1)));
+            return Ok(more(k + 1));
         }
         let engine = plan.engine.as_ref();
         let started = Instant::now();
@@ -277,7 +308,7 @@ impl Worker {
                     ms = elapsed.as_millis() as u64,
                     "chunk translated"
                 );
-                Ok(Answer::Success(more(k + 1)))
+                Ok(more(k + 1))
             }
             Err(err) => {
                 self.count(&Counted::Attempt {
@@ -311,7 +342,7 @@ impl Worker {
         let ledger = self.store.chunk_range(id, 0, job.chunks_total).await?;
         if job.status != JobStatus::Processing || job.attempts != run {
             // Cancelled, or ended by a repeated task: nothing to complete.
-            return Ok(Answer::Success(json!({"state": "stopped"})));
+            return Ok(StepState::Stopped.into());
         }
         if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
             return Ok(Answer::Failure(
@@ -333,21 +364,21 @@ impl Worker {
             // Someone finished or stopped the run first (a repeated task, a
             // cancel): the job already is what it will be.
             tracing::info!(status = %now_status(&outcome), "the run ended elsewhere");
-            "stopped"
+            StepState::Stopped
         } else if matches!(outcome, TransitionOutcome::Applied(_)) {
-            "completed"
+            StepState::Completed
         } else {
             return Ok(Answer::Failure(
                 ErrorClass::Permanent.error_name(),
                 "the job is still running this run but its chunks are not all done".into(),
             ));
         };
-        if state == "completed" {
+        if state == StepState::Completed {
             crate::dispatch::kick_or_log(&self.store).await;
         }
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
-        Ok(Answer::Success(json!({ "state": state })))
+        Ok(state.into())
     }
 
     /// Jobs created from S3 uploads get their outcome written under results/.
@@ -393,17 +424,17 @@ impl Worker {
         let state = match &outcome {
             TransitionOutcome::Applied(_) => {
                 crate::dispatch::kick_or_log(&self.store).await;
-                "failed"
+                StepState::Failed
             }
             _ => {
                 // Cancelled, reaped or ended by a repeated task first.
                 tracing::info!(status = %now_status(&outcome), "the run ended elsewhere");
-                "stopped"
+                StepState::Stopped
             }
         };
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
-        Ok(Answer::Success(json!({ "state": state })))
+        Ok(state.into())
     }
 }
 
@@ -430,6 +461,31 @@ fn now_status(outcome: &TransitionOutcome) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The state machine routes on the names the worker writes: every
+    /// `$.chunk.state` its `Route` compares is a [`StepState`], and a step's
+    /// output reads back as one.
+    #[test]
+    fn the_state_machine_routes_on_the_worker_states() {
+        let asl: serde_json::Value =
+            serde_json::from_str(include_str!("../../../infra/statemachine/job.asl.json"))
+                .expect("the state machine is JSON");
+        let choices = asl["States"]["Route"]["Choices"]
+            .as_array()
+            .expect("Route has choices");
+        assert!(!choices.is_empty());
+        for c in choices {
+            assert_eq!(c["Variable"], "$.chunk.state");
+            let name = c["StringEquals"].clone();
+            let state: StepState = serde_json::from_value(name.clone())
+                .unwrap_or_else(|e| panic!("{name} is not a worker state: {e}"));
+            assert_eq!(json!(state), name);
+        }
+        match Answer::from(StepState::More) {
+            Answer::Success(v) => assert_eq!(v, json!({"state": "more"})),
+            other => panic!("{other:?}"),
+        }
+    }
 
     /// The three messages the state machine sends (as in job.asl.json).
     #[test]

@@ -533,9 +533,6 @@ impl Service {
         Ok(job)
     }
 
-    /// A client's change: planned on the job as it is, written with a
-    /// compare-and-set; a race with a worker is planned again on the new
-    /// state, a few times.
     /// Store a validated submission under `id` without queueing it, for a
     /// caller that records something first (then [`Service::queue`]).
     pub async fn create_as(&self, id: JobId, new: NewJob) -> Result<Job, ServiceError> {
@@ -616,6 +613,9 @@ impl Service {
         self.runner.queued(job).await
     }
 
+    /// A client's change: planned on the job as it is, written with a
+    /// compare-and-set; a race with a worker is planned again on the new
+    /// state, a few times.
     async fn client_change(
         &self,
         tenant: &Tenant,
