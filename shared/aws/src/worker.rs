@@ -4,10 +4,9 @@
 //! reported with the error names the state machine matches on
 //! (`Lotsawa.Transient`, `Lotsawa.Permanent`).
 
-use std::time::Instant;
-
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::Utc;
+use lotsawa_core::step::{ChunkMeter, ChunkStep, chunk_step};
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
 use lotsawa_engines::EngineSet;
@@ -274,57 +273,39 @@ impl Worker {
                 StepState::More.into()
             }
         };
-        if let Some(key) = &plan.memory_key
-            && let Some((translation, confidence)) = self.store.memory_get(key).await?
-        {
-            let done = ChunkPlan::from_memory(k, translation, confidence);
-            self.store.checkpoint(id, run, &done).await?;
-            self.count(&Counted::MemoryHit).await;
-            return Ok(more(k + 1));
-        }
-        let engine = plan.engine.as_ref();
-        let started = Instant::now();
-        match pipeline::attempt(engine, &plan.task(&chunk, &job.config)).await {
-            Ok(out) => {
-                let elapsed = started.elapsed();
-                self.count(&Counted::Attempt {
-                    outcome: "success",
-                    engine: engine.name(),
-                    seconds: Some(elapsed.as_secs_f64()),
-                    quality_retried: out.quality_retried,
-                })
-                .await;
-                let done = plan.done(k, &out, elapsed.as_millis() as u64);
+        let meter = Meter(self);
+        let step = chunk_step(
+            &self.store,
+            &meter,
+            &job,
+            &plan,
+            &chunk,
+            std::future::pending(),
+            |done| async move {
                 let kept = self.store.checkpoint(id, run, &done).await?;
-                if kept == lotsawa_core::Checkpoint::Recorded
-                    && let Some(key) = plan.memory_entry(&out)
-                {
-                    self.store
-                        .memory_put(key, &out.text, out.confidence)
-                        .await?;
-                }
+                Ok((done, kept))
+            },
+        )
+        .await?;
+        match step {
+            ChunkStep::Committed { done, .. } => {
                 tracing::info!(
                     chunk = k,
-                    ms = elapsed.as_millis() as u64,
+                    ms = done.duration_ms.unwrap_or(0),
+                    from_memory = done.from_memory,
                     "chunk translated"
                 );
                 Ok(more(k + 1))
             }
-            Err(err) => {
-                self.count(&Counted::Attempt {
-                    outcome: err.class.outcome(),
-                    engine: engine.name(),
-                    seconds: None,
-                    quality_retried: false,
-                })
-                .await;
+            ChunkStep::Failed(err) => {
                 let public = err.public();
-                self.store.note_chunk_error(id, k, &public).await?;
                 let name = err.class.error_name();
                 tracing::warn!(job_id = %id, chunk = k, error = %public,
                     detail = err.detail.as_deref().unwrap_or(""), class = name, "chunk attempt failed");
                 Ok(Answer::Failure(name, public))
             }
+            // Nothing stops a call here: the state machine's timeout does.
+            ChunkStep::Stopped => Ok(StepState::Stopped.into()),
         }
     }
 
@@ -435,6 +416,34 @@ impl Worker {
         self.write_ingest_result(id, item.ingest_key.as_deref())
             .await;
         Ok(state.into())
+    }
+}
+
+/// The worker's counters for a chunk step: the shared counter items behind
+/// `/metrics`.
+struct Meter<'a>(&'a Worker);
+
+#[async_trait::async_trait]
+impl ChunkMeter for Meter<'_> {
+    async fn memory_hit(&self) {
+        self.0.count(&Counted::MemoryHit).await;
+    }
+
+    async fn attempt(
+        &self,
+        outcome: &'static str,
+        engine: &str,
+        elapsed: Option<std::time::Duration>,
+        quality_retried: bool,
+    ) {
+        self.0
+            .count(&Counted::Attempt {
+                outcome,
+                engine,
+                seconds: elapsed.map(|d| d.as_secs_f64()),
+                quality_retried,
+            })
+            .await;
     }
 }
 

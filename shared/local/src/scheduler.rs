@@ -4,9 +4,10 @@
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use chrono::Utc;
+use lotsawa_core::step::{ChunkMeter, ChunkStep, chunk_step};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
     ChunkPlan, ChunkRecord, ChunkStatus, EngineError, Job, JobId, JobStore, RetryDecision,
@@ -18,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{Finish, Store};
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -292,15 +293,19 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     });
 }
 
-enum Stop {
-    Cancelled,
-    Draining,
-}
-
-/// Outcome of translating one chunk.
+/// Outcome of translating one chunk (its attempts and their commit).
 enum ChunkOutcome {
-    Done(ChunkDone),
-    Failed { attempts: u32, err: EngineError },
+    /// Committed: what the commit said, and for the last chunk what its
+    /// commit with the job's completion did.
+    Committed {
+        done: ChunkDone,
+        kept: Checkpoint,
+        finish: Option<Box<Finish>>,
+    },
+    Failed {
+        attempts: u32,
+        err: EngineError,
+    },
     Stopped,
 }
 
@@ -323,7 +328,6 @@ async fn run_job(
     chunks: Option<Vec<ChunkRecord>>,
     cancel: &CancellationToken,
 ) -> Result<Option<(Job, Vec<ChunkRecord>)>, StoreError> {
-    let run = job.attempts;
     let chunks = match chunks {
         Some(c) => c,
         None => shared.store.chunks(job.id, 0).await?,
@@ -347,38 +351,17 @@ async fn run_job(
         };
         match translate_chunk(shared, job, &plan, chunk, cancel).await? {
             ChunkOutcome::Stopped => return Ok(None),
-            ChunkOutcome::Done(done) => {
+            ChunkOutcome::Committed { done, kept, finish } => {
                 let mut finished = chunk.clone();
                 finished.status = ChunkStatus::Completed;
-                finished.translation = Some(done.translation.clone());
+                finished.translation = Some(done.translation);
                 prev = Some(finished);
-                if chunk.index + 1 == job.chunks_total {
-                    // The last chunk: recorded and the job completed in one
-                    // commit (the chunks before it are completed: they run
-                    // in order and a failure ends the run).
-                    let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
-                    let hand_off =
-                        (!shared.draining.is_cancelled()).then_some(shared.config.concurrency);
-                    let f = shared
-                        .store
-                        .finish_last_chunk(
-                            job.id,
-                            run,
-                            &done,
-                            engine_name,
-                            model,
-                            hand_off,
-                            Utc::now(),
-                        )
-                        .await?;
-                    shared.publish(job.id);
+                if let Some(f) = finish.map(|f| *f) {
                     if f.completed || f.kept == Checkpoint::RunEnded {
                         return Ok(f.next);
                     }
                     continue;
                 }
-                let kept = shared.store.checkpoint(job.id, run, &done).await?;
-                shared.publish(job.id);
                 if kept == Checkpoint::RunEnded {
                     // Cancelled (or retried) while the call was in flight.
                     return Ok(None);
@@ -415,9 +398,10 @@ async fn run_job(
         .map(|()| None)
 }
 
-/// Translate one chunk: translation memory, then attempts with backoff
-/// between transport failures (each attempt runs the shared pipeline: quality
-/// retry and reviewer included).
+/// Translate one chunk: the core's chunk step (translation memory, one
+/// attempt, the commit, the memory write), again after each transport
+/// failure with backoff until the retry policy gives up. The last chunk is
+/// committed with the job's completion, which may hand the slot on.
 async fn translate_chunk(
     shared: &Shared,
     job: &Job,
@@ -425,74 +409,54 @@ async fn translate_chunk(
     chunk: &ChunkRecord,
     cancel: &CancellationToken,
 ) -> Result<ChunkOutcome, StoreError> {
-    if let Some(key) = &plan.memory_key
-        && let Some((translation, confidence)) = shared.store.memory_get(key).await?
-    {
-        shared.metrics.memory_hits.inc();
-        return Ok(ChunkOutcome::Done(ChunkPlan::from_memory(
-            chunk.index,
-            translation,
-            confidence,
-        )));
-    }
-    let task = plan.task(chunk, &job.config);
-    let engine = plan.engine.as_ref();
+    let run = job.attempts;
+    let last = chunk.index + 1 == job.chunks_total;
+    let meter = Meter(&shared.metrics);
     let mut attempt = 0u32;
     loop {
         attempt += 1;
-        let started = Instant::now();
-        let outcome = tokio::select! {
-            r = pipeline::attempt(engine, &task) => Ok(r),
-            _ = cancel.cancelled() => Err(Stop::Cancelled),
-            _ = shared.hard_stop.cancelled() => Err(Stop::Draining),
+        let finish: Mutex<Option<Finish>> = Mutex::new(None);
+        let finish_slot = &finish;
+        let stop = async {
+            tokio::select! {
+                _ = cancel.cancelled() => {}
+                _ = shared.hard_stop.cancelled() => {}
+            }
         };
-        let result = match outcome {
-            Ok(r) => r,
-            Err(Stop::Cancelled) => {
-                tracing::info!(chunk = chunk.index, "cancelled; in-flight call aborted");
+        let commit = move |done: ChunkDone| async move {
+            let kept = if last {
+                // The chunks before it are completed: they run in order and
+                // a failure ends the run.
+                let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
+                let hand_off =
+                    (!shared.draining.is_cancelled()).then_some(shared.config.concurrency);
+                let f = shared
+                    .store
+                    .finish_last_chunk(job.id, run, &done, engine_name, model, hand_off, Utc::now())
+                    .await?;
+                let kept = f.kept;
+                if let Ok(mut slot) = finish_slot.lock() {
+                    *slot = Some(f);
+                }
+                kept
+            } else {
+                shared.store.checkpoint(job.id, run, &done).await?
+            };
+            shared.publish(job.id);
+            Ok((done, kept))
+        };
+        let step = chunk_step(&shared.store, &meter, job, plan, chunk, stop, commit).await?;
+        let err = match step {
+            ChunkStep::Committed { done, kept } => {
+                let finish = finish.lock().ok().and_then(|mut f| f.take()).map(Box::new);
+                return Ok(ChunkOutcome::Committed { done, kept, finish });
+            }
+            ChunkStep::Stopped => {
+                tracing::info!(chunk = chunk.index, "stopped; in-flight call aborted");
                 return Ok(ChunkOutcome::Stopped);
             }
-            Err(Stop::Draining) => return Ok(ChunkOutcome::Stopped),
+            ChunkStep::Failed(err) => err,
         };
-        let err = match result {
-            Ok(out) => {
-                let elapsed = started.elapsed();
-                if out.quality_retried {
-                    shared.metrics.quality_retries.inc();
-                }
-                shared
-                    .metrics
-                    .chunk_attempts
-                    .with_label_values(&["success"])
-                    .inc();
-                shared
-                    .metrics
-                    .chunk_duration
-                    .with_label_values(&[engine.name()])
-                    .observe(elapsed.as_secs_f64());
-                if let Some(key) = plan.memory_entry(&out) {
-                    shared
-                        .store
-                        .memory_put(key, &out.text, out.confidence)
-                        .await?;
-                }
-                return Ok(ChunkOutcome::Done(plan.done(
-                    chunk.index,
-                    &out,
-                    elapsed.as_millis() as u64,
-                )));
-            }
-            Err(err) => err,
-        };
-        shared
-            .metrics
-            .chunk_attempts
-            .with_label_values(&[err.class.outcome()])
-            .inc();
-        shared
-            .store
-            .note_chunk_error(job.id, chunk.index, &err.public())
-            .await?;
         let jitter: f64 = rand::random();
         match shared.config.retry.decide(attempt, &err, jitter) {
             RetryDecision::RetryAfter(wait) => {
@@ -510,6 +474,35 @@ async fn translate_chunk(
                     err,
                 });
             }
+        }
+    }
+}
+
+/// The process's counters for a chunk step.
+struct Meter<'a>(&'a Metrics);
+
+#[async_trait::async_trait]
+impl ChunkMeter for Meter<'_> {
+    async fn memory_hit(&self) {
+        self.0.memory_hits.inc();
+    }
+
+    async fn attempt(
+        &self,
+        outcome: &'static str,
+        engine: &str,
+        elapsed: Option<Duration>,
+        quality_retried: bool,
+    ) {
+        if quality_retried {
+            self.0.quality_retries.inc();
+        }
+        self.0.chunk_attempts.with_label_values(&[outcome]).inc();
+        if let Some(elapsed) = elapsed {
+            self.0
+                .chunk_duration
+                .with_label_values(&[engine])
+                .observe(elapsed.as_secs_f64());
         }
     }
 }

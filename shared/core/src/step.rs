@@ -1,0 +1,148 @@
+//! One chunk step, the same on every form: the translation memory, one
+//! provider attempt, the commit, then the memory write. The local
+//! scheduler and the cloud worker both call [`chunk_step`]; each keeps only
+//! how it waits between attempts (a sleep locally, the state machine's
+//! backoff in the cloud) and what commits a chunk (a checkpoint, or the
+//! last chunk with the job's completion).
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+
+use crate::engine::EngineError;
+use crate::job::Job;
+use crate::ledger::ChunkRecord;
+use crate::pipeline::{self, ChunkPlan};
+use crate::store::{Checkpoint, ChunkDone, JobStore, StoreError};
+
+/// What a chunk step counts for `/metrics`; each form keeps its counters
+/// its own way (process counters locally, shared counter items in the
+/// cloud). Counting never fails a chunk.
+#[async_trait]
+pub trait ChunkMeter: Send + Sync {
+    /// A chunk served from the translation memory.
+    async fn memory_hit(&self);
+    /// One provider attempt: its outcome (one of
+    /// [`crate::metrics::ATTEMPT_OUTCOMES`]), the engine, how long a
+    /// successful call took, and whether the quality checks asked again.
+    async fn attempt(
+        &self,
+        outcome: &'static str,
+        engine: &str,
+        elapsed: Option<Duration>,
+        quality_retried: bool,
+    );
+}
+
+/// What became of one chunk step.
+#[derive(Debug)]
+pub enum ChunkStep {
+    /// Translated (or served from memory) and committed; `kept` says
+    /// whether the commit recorded it or found the run moved on.
+    Committed {
+        /// What was committed.
+        done: ChunkDone,
+        /// The commit's answer.
+        kept: Checkpoint,
+    },
+    /// The attempt failed; its error is noted on the chunk.
+    Failed(EngineError),
+    /// `stop` ended the provider call before it answered (a cancel, a
+    /// shutdown): nothing was committed.
+    Stopped,
+}
+
+/// One step of `chunk` of `job`: a translation-memory hit is committed as
+/// it is; otherwise one provider attempt (the pipeline's quality retry and
+/// reviewer included), whose answer is committed by `commit` and, once the
+/// commit recorded it, remembered (model engines, answers the checks did
+/// not flag). A failed attempt is counted and noted on the chunk. `stop`
+/// ends the provider call when it completes first; the lookups and the
+/// commit are never cut short (a commit may hand a slot on).
+pub async fn chunk_step<S, F, Fut>(
+    store: &S,
+    meter: &dyn ChunkMeter,
+    job: &Job,
+    plan: &ChunkPlan,
+    chunk: &ChunkRecord,
+    stop: impl Future<Output = ()>,
+    commit: F,
+) -> Result<ChunkStep, StoreError>
+where
+    S: JobStore + ?Sized,
+    F: FnOnce(ChunkDone) -> Fut,
+    Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
+{
+    if let Some(key) = &plan.memory_key
+        && let Some((translation, confidence)) = store.memory_get(key).await?
+    {
+        let (done, kept) =
+            commit(ChunkPlan::from_memory(chunk.index, translation, confidence)).await?;
+        meter.memory_hit().await;
+        return Ok(ChunkStep::Committed { done, kept });
+    }
+    let engine = plan.engine.as_ref();
+    let task = plan.task(chunk, &job.config);
+    let started = Instant::now();
+    let Some(result) = until_stopped(pipeline::attempt(engine, &task), stop).await else {
+        return Ok(ChunkStep::Stopped);
+    };
+    match result {
+        Ok(out) => {
+            let elapsed = started.elapsed();
+            meter
+                .attempt("success", engine.name(), Some(elapsed), out.quality_retried)
+                .await;
+            let done = plan.done(chunk.index, &out, elapsed.as_millis() as u64);
+            let (done, kept) = commit(done).await?;
+            if kept == Checkpoint::Recorded
+                && let Some(key) = plan.memory_entry(&out)
+            {
+                store.memory_put(key, &out.text, out.confidence).await?;
+            }
+            Ok(ChunkStep::Committed { done, kept })
+        }
+        Err(err) => {
+            meter
+                .attempt(err.class.outcome(), engine.name(), None, false)
+                .await;
+            store
+                .note_chunk_error(job.id, chunk.index, &err.public())
+                .await?;
+            Ok(ChunkStep::Failed(err))
+        }
+    }
+}
+
+/// `work`'s output, or `None` when `stop` completes first (checked first on
+/// every wake-up, so a stop is not delayed by a busy call).
+async fn until_stopped<T>(
+    work: impl Future<Output = T>,
+    stop: impl Future<Output = ()>,
+) -> Option<T> {
+    let mut work = std::pin::pin!(work);
+    let mut stop = std::pin::pin!(stop);
+    std::future::poll_fn(|cx| {
+        if stop.as_mut().poll(cx).is_ready() {
+            return std::task::Poll::Ready(None);
+        }
+        work.as_mut().poll(cx).map(Some)
+    })
+    .await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_stop_ends_the_call_and_a_finished_call_is_kept() {
+        let stopped = until_stopped(std::future::pending::<u32>(), async {}).await;
+        assert_eq!(stopped, None);
+        let done = until_stopped(async { 7 }, std::future::pending()).await;
+        assert_eq!(done, Some(7));
+        // Both ready: the stop wins (a cancelled job sends no answer on).
+        assert_eq!(until_stopped(async { 7 }, async {}).await, None);
+    }
+}
