@@ -1,6 +1,6 @@
 //! The shared API suite against the real `lotsawa` binary, one test per
 //! case (the same list runs against the emulated cloud in
-//! `tests/tests/cloud.rs`).
+//! `tests/tests/cloud/main.rs`).
 
 use std::process::ExitCode;
 
