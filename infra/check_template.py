@@ -24,7 +24,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulate import ROOT, load_template  # noqa: E402
+from emulate import ROOT, load_template, match_route  # noqa: E402
 
 HISTORY_LIMIT = 25_000
 
@@ -239,7 +239,7 @@ def check_dashboard(template):
     for method, path in [("GET", "/"), ("GET", "/assets/app.js"), ("GET", "/assets/config.json"),
                          ("GET", "/jobs/00000000-0000-0000-0000-000000000000"),
                          ("GET", "/batches/00000000-0000-0000-0000-000000000000")]:
-        route, _ = sam_match(routes, method, path)
+        route, _ = match_route(routes, method, path)
         if route is None:
             errors.append(f"dashboard: no route of the HTTP API matches {method} {path}")
         elif route["authorizer"]:
@@ -249,11 +249,6 @@ def check_dashboard(template):
         if url["auth"] != "NONE":
             errors.append(f"dashboard: {name}'s URL uses {url['auth']} auth, which a browser's EventSource cannot sign")
     return errors
-
-
-def sam_match(routes, method, path):
-    from emulate import match_route
-    return match_route(routes, method, path)
 
 
 def check(template, asl):

@@ -503,6 +503,29 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
 mod tests {
     use super::*;
 
+    /// A pending one-chunk job with `config`.
+    fn pending_job(config: JobConfig) -> Job {
+        Job {
+            id: JobId::new(),
+            tenant: Tenant::default(),
+            kind: JobType::Translation,
+            status: JobStatus::Pending,
+            source: "ཀ།".into(),
+            config,
+            result: None,
+            error: None,
+            chunks_completed: 0,
+            chunks_total: 1,
+            created_at: Utc::now(),
+            started_at: None,
+            completed_at: None,
+            cancelled_at: None,
+            attempts: 0,
+            callback: None,
+            batch: None,
+        }
+    }
+
     /// Bytes DynamoDB counts for an item: attribute names and values.
     fn item_size(item: &Item) -> usize {
         item.iter()
@@ -540,25 +563,7 @@ mod tests {
             .map(|t| t.bo.len() + t.en.len())
             .sum();
         assert!(bytes <= MAX_JOB_GLOSSARY_BYTES && bytes > MAX_JOB_GLOSSARY_BYTES * 9 / 10);
-        let job = Job {
-            id: JobId::new(),
-            tenant: Tenant::default(),
-            kind: JobType::Translation,
-            status: JobStatus::Pending,
-            source: "ཀ།".into(),
-            config,
-            result: None,
-            error: None,
-            chunks_completed: 0,
-            chunks_total: 1,
-            created_at: Utc::now(),
-            started_at: None,
-            completed_at: None,
-            cancelled_at: None,
-            attempts: 0,
-            callback: None,
-            batch: None,
-        };
+        let job = pending_job(config);
         let item = new_config_item(&job, 1).expect("config");
         let size = item_size(&item);
         assert!(size < 400 * 1024, "settings item of {size} bytes");
@@ -568,25 +573,7 @@ mod tests {
 
     #[test]
     fn jobs_round_trip_through_items() {
-        let job = Job {
-            id: JobId::new(),
-            tenant: Tenant::default(),
-            kind: JobType::Translation,
-            status: JobStatus::Pending,
-            source: "ཀ།".into(),
-            config: JobConfig::default(),
-            result: None,
-            error: None,
-            chunks_completed: 0,
-            chunks_total: 1,
-            created_at: Utc::now(),
-            started_at: None,
-            completed_at: None,
-            cancelled_at: None,
-            attempts: 0,
-            callback: None,
-            batch: None,
-        };
+        let job = pending_job(JobConfig::default());
         let item = new_job_item(&job);
         let config = new_config_item(&job, 1).expect("config");
         let text = new_text_item(job.id, Some("ཀ།"), None, 1);

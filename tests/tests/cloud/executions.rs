@@ -142,21 +142,13 @@ pub(crate) async fn an_ended_execution_fails_its_job_and_frees_its_slot(c: &Clou
     let api = &c.ctx.api;
     let provider = &c.ctx.provider;
     let sfn = &c.sfn;
-    let sm = c.sm.as_str();
     // An execution that ends outside the worker (here: stopped behind the
     // API's back, as a timeout would end it) fails its job and frees its slot.
     provider.set_delay_ms(1500);
     let id = start_job(api, "reap-", 4).await;
     // The dispatcher claims the job (it shows `processing`) before it starts
     // the execution.
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let arn = loop {
-        if let Some(arn) = executions_of(sfn, sm, &id).await.into_iter().next() {
-            break arn;
-        }
-        assert!(Instant::now() < deadline, "no execution for job {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let arn = first_execution(c, &id, Duration::from_secs(30)).await;
     sfn.stop_execution()
         .execution_arn(&arn)
         .send()

@@ -173,6 +173,19 @@ async fn start_job(api: &Api, tag: &str, n: usize) -> String {
     id
 }
 
+/// The first execution of `job`, waited for until `within` has passed (the
+/// dispatcher claims a job, showing it processing, before it starts it).
+async fn first_execution(c: &Cloud, job: &str, within: Duration) -> String {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(arn) = executions_of(&c.sfn, &c.sm, job).await.into_iter().next() {
+            return arn;
+        }
+        assert!(Instant::now() < deadline, "no execution for job {job}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 async fn executions_of(sfn: &aws_sdk_sfn::Client, arn: &str, job: &str) -> Vec<String> {
     let out = sfn
         .list_executions()

@@ -111,17 +111,7 @@ pub(crate) async fn cancelling_an_upload_writes_its_record(c: &Cloud) {
         .expect("put");
     // The upload's job, as its pending record names it (another test's job
     // may be processing too), once it runs.
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    let id = loop {
-        let record = read_result(c, "results/cancel me.txt.json")
-            .await
-            .and_then(|r| serde_json::from_str::<serde_json::Value>(&r).ok());
-        if let Some(id) = record.as_ref().and_then(|r| r["jobId"].as_str()) {
-            break id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the upload made no job");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
+    let id = upload_job(c, "results/cancel me.txt.json").await;
     api.wait_for(&id, JOB_TIMEOUT, |j| j["status"] == "processing")
         .await
         .expect("the upload's job runs");
@@ -163,25 +153,8 @@ pub(crate) async fn a_settled_upload_writes_its_record(c: &Cloud) {
         .send()
         .await
         .expect("put");
-    let deadline = Instant::now() + JOB_TIMEOUT;
-    let id = loop {
-        let record = read_result(c, "results/settled.txt.json")
-            .await
-            .and_then(|r| serde_json::from_str::<Value>(&r).ok());
-        if let Some(id) = record.as_ref().and_then(|r| r["jobId"].as_str()) {
-            break id.to_owned();
-        }
-        assert!(Instant::now() < deadline, "the upload made no job");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    };
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let arn = loop {
-        if let Some(arn) = executions_of(&c.sfn, &c.sm, &id).await.into_iter().next() {
-            break arn;
-        }
-        assert!(Instant::now() < deadline, "no execution for job {id}");
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    };
+    let id = upload_job(c, "results/settled.txt.json").await;
+    let arn = first_execution(c, &id, Duration::from_secs(60)).await;
     c.sfn
         .stop_execution()
         .execution_arn(&arn)
@@ -308,4 +281,20 @@ pub(crate) async fn repeated_upload_events_make_one_job(c: &Cloud) {
             .is_some_and(|e| e.contains("uploads may be at most")),
         "{record}"
     );
+}
+
+/// The job an upload made, as its record under results/ names it (another
+/// test's job may be running too), waited for until [`JOB_TIMEOUT`].
+async fn upload_job(c: &Cloud, record: &str) -> String {
+    let deadline = Instant::now() + JOB_TIMEOUT;
+    loop {
+        let named = read_result(c, record)
+            .await
+            .and_then(|r| serde_json::from_str::<Value>(&r).ok());
+        if let Some(id) = named.as_ref().and_then(|r| r["jobId"].as_str()) {
+            return id.to_owned();
+        }
+        assert!(Instant::now() < deadline, "the upload made no job");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
