@@ -23,12 +23,11 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import boto3
-import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import sam  # noqa: E402
+from sam import ROOT, load_template  # noqa: E402
 
-ROOT = Path(__file__).resolve().parent.parent
 VENV = Path(os.environ.get("LOTSAWA_VENV", ROOT / ".venv"))
 STATE_DIR = Path(os.environ.get("LOTSAWA_EMULATE_DIR", ROOT / ".emulate"))
 REGION = "us-east-1"
@@ -50,29 +49,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-class CfnLoader(yaml.SafeLoader):
-    """YAML loader that keeps CloudFormation tags (!Ref, !GetAtt, ...) as dicts."""
-
-
-def _tag(loader, suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        value = loader.construct_scalar(node)
-    elif isinstance(node, yaml.SequenceNode):
-        value = loader.construct_sequence(node, deep=True)
-    else:
-        value = loader.construct_mapping(node, deep=True)
-    name = "Ref" if suffix == "Ref" else "Fn::" + suffix
-    return {name: value}
-
-
-CfnLoader.add_multi_constructor("!", _tag)
-
-
-def load_template():
-    with open(ROOT / "template.yaml", encoding="utf-8") as f:
-        return yaml.load(f, Loader=CfnLoader)
 
 
 def clients(endpoint, key_id="test", secret="test", token=None):
