@@ -4,7 +4,7 @@ SAM template expanded offline by aws-sam-translator (the roles and exact
 policies the policy templates make, the HTTP API's routes and authorizer),
 and the intrinsic functions resolved against the emulated resources.
 
-The emulation (infra/emulate.py) takes from here what AWS enforces: each
+The emulation (infra/emulation/) takes from here what AWS enforces: each
 function's role and policies, the route table, which routes need the
 authorizer, each function's timeout and memory. infra/lint lints the
 expanded template too (a policy a SAM function carries is checked only
