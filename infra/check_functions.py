@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulate import ROOT, load_template  # noqa: E402
+from sam import ROOT, load_template  # noqa: E402
 
 
 def main():

@@ -24,7 +24,8 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from emulate import ROOT, load_template, match_route  # noqa: E402
+from emulation.gateway import match_route  # noqa: E402
+from sam import ROOT, load_template  # noqa: E402
 
 HISTORY_LIMIT = 25_000
 

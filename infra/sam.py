@@ -1,9 +1,10 @@
-"""template.yaml as CloudFormation deploys it: the SAM template expanded
-offline by aws-sam-translator (the roles and exact policies the policy
-templates make, the HTTP API's routes and authorizer), and the intrinsic
-functions resolved against the emulated resources.
+"""template.yaml as CloudFormation deploys it: the file read with its
+CloudFormation tags (load_template, for the emulation and the checks), the
+SAM template expanded offline by aws-sam-translator (the roles and exact
+policies the policy templates make, the HTTP API's routes and authorizer),
+and the intrinsic functions resolved against the emulated resources.
 
-The emulation (infra/emulate.py) takes from here what AWS enforces: each
+The emulation (infra/emulation/) takes from here what AWS enforces: each
 function's role and policies, the route table, which routes need the
 authorizer, each function's timeout and memory. infra/lint lints the
 expanded template too (a policy a SAM function carries is checked only
@@ -16,13 +17,38 @@ import os
 import re
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
 ACCOUNT, REGION, PARTITION = "123456789012", "us-east-1", "aws"
 NO_VALUE = object()
 
 
+class CfnLoader(yaml.SafeLoader):
+    """YAML loader that keeps CloudFormation tags (!Ref, !GetAtt, ...) as dicts."""
+
+
+def _tag(loader, suffix, node):
+    if isinstance(node, yaml.ScalarNode):
+        value = loader.construct_scalar(node)
+    elif isinstance(node, yaml.SequenceNode):
+        value = loader.construct_sequence(node, deep=True)
+    else:
+        value = loader.construct_mapping(node, deep=True)
+    name = "Ref" if suffix == "Ref" else "Fn::" + suffix
+    return {name: value}
+
+
+CfnLoader.add_multi_constructor("!", _tag)
+
+
+def load_template():
+    with open(ROOT / "template.yaml", encoding="utf-8") as f:
+        return yaml.load(f, Loader=CfnLoader)
+
+
 def expand(template):
-    """The SAM template (as loaded by emulate.load_template) expanded to
+    """The SAM template (as load_template reads it) expanded to
     plain CloudFormation, offline."""
     import logging
 
@@ -218,9 +244,6 @@ def function_urls(cfn):
 
 if __name__ == "__main__":
     import sys
-
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from emulate import load_template
 
     cfn = expand(load_template())
     if "--cfn" in sys.argv:
