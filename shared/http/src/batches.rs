@@ -19,7 +19,9 @@ use crate::dto::{
     BatchDto, BatchItemDto, BatchItemRequest, BatchListDto, BatchRequest, BatchSubmitResponse,
     SubmitRequest,
 };
-use crate::{ApiError, AppState, PageLimit, documents, to_new_job};
+use crate::query::PageLimit;
+use crate::submission::to_new_job;
+use crate::{ApiError, AppState, documents};
 
 /// How often a batch stream reads its batch again.
 const POLL: Duration = Duration::from_millis(500);
@@ -186,7 +188,7 @@ pub(crate) async fn retry_batch(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchListParams {
-    #[serde(default, deserialize_with = "crate::parsed")]
+    #[serde(default, deserialize_with = "crate::query::parsed")]
     limit: Option<PageLimit>,
     #[serde(default)]
     cursor: Option<String>,

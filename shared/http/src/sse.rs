@@ -18,7 +18,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
-use crate::{ApiError, AppState, parse_id};
+use crate::jobs::parse_id;
+use crate::{ApiError, AppState};
 
 /// Progress is re-sent at least this often while a job is live.
 const HEARTBEAT: Duration = Duration::from_secs(1);
