@@ -5,12 +5,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use lotsawa_core::{BatchId, BatchView, JobId, NewBatch, NewBatchItem, Tenant};
+use lotsawa_core::{BatchView, JobId, NewBatch, NewBatchItem, Tenant};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -19,6 +19,7 @@ use crate::dto::{
     BatchDto, BatchItemDto, BatchItemRequest, BatchListDto, BatchRequest, BatchSubmitResponse,
     SubmitRequest,
 };
+use crate::extract::BatchIdPath;
 use crate::query::PageLimit;
 use crate::submission::to_new_job;
 use crate::{ApiError, AppState, documents};
@@ -28,11 +29,6 @@ const POLL: Duration = Duration::from_millis(500);
 
 /// Progress is re-sent at least this often while a batch is live.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-
-fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
-    raw.parse::<BatchId>()
-        .map_err(|e| ApiError::bad_request(e.0))
-}
 
 /// Submit a batch.
 #[utoipa::path(post, path = "/api/batches",
@@ -137,10 +133,9 @@ pub(crate) async fn submit_batch(
 pub(crate) async fn get_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state.service.batch(&tenant, parse_batch_id(&id)?).await?;
+    let view = state.service.batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
@@ -154,13 +149,9 @@ pub(crate) async fn get_batch(
 pub(crate) async fn cancel_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state
-        .service
-        .cancel_batch(&tenant, parse_batch_id(&id)?)
-        .await?;
+    let view = state.service.cancel_batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
@@ -174,13 +165,9 @@ pub(crate) async fn cancel_batch(
 pub(crate) async fn retry_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state
-        .service
-        .retry_batch(&tenant, parse_batch_id(&id)?)
-        .await?;
+    let view = state.service.retry_batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
@@ -235,10 +222,8 @@ pub(crate) async fn list_batches(
 pub(crate) async fn stream_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = parse_batch_id(&id)?;
     let first = state.service.batch(&tenant, id).await?;
     let stream_state = state.clone();
     crate::sse::serve_events(&stream_state, &tenant.clone(), move |tx| {

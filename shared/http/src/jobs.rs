@@ -4,24 +4,20 @@
 //! already put the caller's tenant in the request.
 
 use axum::Json;
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::ledger::PAGE_BREAK;
-use lotsawa_core::{JobId, JobStatus, ListQuery, Tenant};
+use lotsawa_core::{JobStatus, ListQuery, Tenant};
 use serde::Deserialize;
 
 use crate::dto::{
     ActionResponse, ChunkDto, ChunkListDto, JobDto, JobListDto, SubmitRequest, SubmitResponse,
 };
+use crate::extract::JobIdPath;
 use crate::query::ListParams;
 use crate::submission::to_new_job;
 use crate::{ApiError, AppState, Problem, documents};
-
-/// A job id from the path; a 400 problem otherwise.
-pub(crate) fn parse_id(raw: &str) -> Result<JobId, ApiError> {
-    raw.parse::<JobId>().map_err(|e| ApiError::bad_request(e.0))
-}
 
 /// Submit a job.
 #[utoipa::path(post, path = "/api/jobs",
@@ -106,10 +102,8 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 pub(crate) async fn get_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Json<JobDto>, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     let view = state.service.get(&tenant, id).await?;
     let pages = document_chunks(&state, &tenant, &view.job).await?;
     let mut dto = JobDto::from_view(view, true);
@@ -156,11 +150,9 @@ pub struct ResultParams {
 pub(crate) async fn job_result(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
     query: Result<Query<ResultParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     let Query(ResultParams { pages }) = query?;
     let view = state.service.get(&tenant, id).await?;
     let Some(result) = view
@@ -213,10 +205,8 @@ pub(crate) async fn job_result(
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Json<ActionResponse>, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     state.service.cancel(&tenant, id).await?;
     Ok(Json(ActionResponse {
         message: "Job cancelled successfully".into(),
@@ -235,10 +225,8 @@ pub(crate) async fn cancel_job(
 pub(crate) async fn retry_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
 ) -> Result<Json<ActionResponse>, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     state.service.retry(&tenant, id).await?;
     Ok(Json(ActionResponse {
         message: "Job retry initiated".into(),
@@ -267,11 +255,9 @@ pub struct ChunkParams {
 pub(crate) async fn job_chunks(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
     query: Result<Query<ChunkParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ChunkListDto>, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     let Query(ChunkParams { ewts }) = query?;
     let records = state.service.chunk_records(&tenant, id).await?;
     let chunks = tokio::task::spawn_blocking(move || {

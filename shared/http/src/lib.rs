@@ -18,6 +18,7 @@ mod dashboard;
 mod documents;
 pub mod dto;
 pub mod error;
+mod extract;
 mod guards;
 mod jobs;
 mod openapi;
@@ -34,6 +35,7 @@ pub use config::{
 pub use documents::{DEFAULT_PDF_BUDGET, DEFAULT_PDF_LIMIT};
 pub use dto::*;
 pub use error::{ApiError, Problem};
+pub use extract::{BatchIdPath, JobIdPath};
 pub use guards::host_allowed;
 pub use jobs::{ChunkParams, ResultParams};
 pub use openapi::ApiDoc;

@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,7 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
-use crate::jobs::parse_id;
+use crate::extract::JobIdPath;
 use crate::{ApiError, AppState};
 
 /// Progress is re-sent at least this often while a job is live.
@@ -233,11 +233,9 @@ fn close_event(status: JobStatus, id: u32) -> Event {
 pub(crate) async fn stream_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     let first = state.service.watch(&tenant, id).await?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")
