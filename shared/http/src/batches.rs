@@ -20,6 +20,7 @@ use crate::dto::{
     SubmitRequest,
 };
 use crate::extract::BatchIdPath;
+use crate::openapi::{MalformedId, NoSuchBatch};
 use crate::query::PageLimit;
 use crate::submission::to_new_job;
 use crate::{ApiError, AppState, documents};
@@ -37,10 +38,10 @@ const HEARTBEAT: Duration = Duration::from_secs(5);
     responses(
         (status = 202, description = "Every item enqueued as a job", body = BatchSubmitResponse,
             headers(("Location" = String, description = "URL of the new batch"))),
-        (status = 400, description = "Invalid input (the item is named); nothing was stored", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body or files too large", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON or a form; or a file that is neither a PDF nor UTF-8 text", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A PDF that cannot be read (the item is named): encrypted, damaged, scanned, or its Tibetan unrecoverable", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input (the item is named); nothing was stored"),
+        (status = 413, description = "Body or files too large"),
+        (status = 415, description = "Not JSON or a form; or a file that is neither a PDF nor UTF-8 text"),
+        (status = 422, description = "A PDF that cannot be read (the item is named): encrypted, damaged, scanned, or its Tibetan unrecoverable"),
     ))]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
@@ -124,11 +125,11 @@ pub(crate) async fn submit_batch(
 }
 
 /// A batch with its status, aggregate progress and items.
-#[utoipa::path(get, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(get, path = "/api/batches/{id}", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn get_batch(
     State(state): State<AppState>,
@@ -140,11 +141,11 @@ pub(crate) async fn get_batch(
 }
 
 /// Cancel every item that has not ended.
-#[utoipa::path(delete, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(delete, path = "/api/batches/{id}", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch after the cancel", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn cancel_batch(
     State(state): State<AppState>,
@@ -156,11 +157,11 @@ pub(crate) async fn cancel_batch(
 }
 
 /// Queue every failed or cancelled item again.
-#[utoipa::path(post, path = "/api/batches/{id}/retry", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(post, path = "/api/batches/{id}/retry", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch after the retry", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn retry_batch(
     State(state): State<AppState>,
@@ -189,7 +190,7 @@ pub(crate) struct BatchListParams {
     ),
     responses(
         (status = 200, description = "A page of batches", body = BatchListDto),
-        (status = 400, description = "Bad limit or cursor", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor"),
     ))]
 pub(crate) async fn list_batches(
     State(state): State<AppState>,
@@ -213,11 +214,11 @@ pub(crate) async fn list_batches(
 
 /// Stream a batch's progress.
 #[utoipa::path(get, path = "/api/batches/{id}/stream",
-    params(("id" = String, Path, description = "Batch id (UUID)")),
+    params(BatchIdPath),
     responses(
         (status = 200, description = "Server-Sent Events: `connected`, `progress` (aggregate), one `item` per item as it ends, then `completed`, `failed` or `cancelled`, then `event: close`", content_type = "text/event-stream", body = crate::dto::SseEvent),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn stream_batch(
     State(state): State<AppState>,

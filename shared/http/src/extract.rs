@@ -2,13 +2,18 @@
 //! `/api/batches/{id}`). A handler takes a [`JobIdPath`] or a
 //! [`BatchIdPath`] and gets a parsed id; a bad one is answered before the
 //! handler runs, with the one 400 problem written here, so every route
-//! refuses a malformed id in the same words.
+//! refuses a malformed id in the same words. Each also describes its path
+//! parameter to the OpenAPI document (`params(JobIdPath)`), for the same
+//! reason.
 
 use std::str::FromStr;
 
 use axum::extract::{FromRequestParts, Path};
 use axum::http::request::Parts;
 use lotsawa_core::{BatchId, JobId, ValidationError};
+use utoipa::IntoParams;
+use utoipa::openapi::path::{Parameter, ParameterBuilder, ParameterIn};
+use utoipa::openapi::{ObjectBuilder, Required, Type};
 
 use crate::ApiError;
 
@@ -47,6 +52,31 @@ impl<S: Send + Sync> FromRequestParts<S> for BatchIdPath {
 
     async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
         id_in_path(parts, state).await.map(Self)
+    }
+}
+
+/// The `id` path parameter, a string, described for people as `what`.
+fn id_parameter(what: &str) -> Vec<Parameter> {
+    vec![
+        ParameterBuilder::new()
+            .name("id")
+            .parameter_in(ParameterIn::Path)
+            .required(Required::True)
+            .description(Some(what))
+            .schema(Some(ObjectBuilder::new().schema_type(Type::String)))
+            .build(),
+    ]
+}
+
+impl IntoParams for JobIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        id_parameter("Job id (UUID)")
+    }
+}
+
+impl IntoParams for BatchIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        id_parameter("Batch id (UUID)")
     }
 }
 

@@ -15,9 +15,10 @@ use crate::dto::{
     ActionResponse, ChunkDto, ChunkListDto, JobDto, JobListDto, SubmitRequest, SubmitResponse,
 };
 use crate::extract::JobIdPath;
+use crate::openapi::{MalformedId, NoSuchJob};
 use crate::query::ListParams;
 use crate::submission::to_new_job;
-use crate::{ApiError, AppState, Problem, documents};
+use crate::{ApiError, AppState, documents};
 
 /// Submit a job.
 #[utoipa::path(post, path = "/api/jobs",
@@ -36,10 +37,10 @@ use crate::{ApiError, AppState, Problem, documents};
         (status = 202, description = "Job enqueued (or, with Idempotent-Replayed: true, the job an earlier request with the key made)", body = SubmitResponse,
             headers(("Location" = String, description = "URL of the new job"),
                     ("Idempotent-Replayed" = String, description = "true on a replay"))),
-        (status = 400, description = "Invalid input", body = Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body or file too large", body = Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON, a PDF or a form; or the body is not a PDF", body = Problem, content_type = "application/problem+json"),
-        (status = 422, description = "Idempotency-Key used with a different request; or a PDF that cannot be read: encrypted, damaged, scanned (no text layer), or its Tibetan unrecoverable", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input"),
+        (status = 413, description = "Body or file too large"),
+        (status = 415, description = "Not JSON, a PDF or a form; or the body is not a PDF"),
+        (status = 422, description = "Idempotency-Key used with a different request; or a PDF that cannot be read: encrypted, damaged, scanned (no text layer), or its Tibetan unrecoverable"),
     ))]
 pub(crate) async fn submit_job(
     State(state): State<AppState>,
@@ -93,11 +94,11 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
 }
 
 /// A job with its progress; its result once completed.
-#[utoipa::path(get, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+#[utoipa::path(get, path = "/api/jobs/{id}", params(JobIdPath),
     responses(
         (status = 200, description = "The job", body = JobDto),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchJob,
     ))]
 pub(crate) async fn get_job(
     State(state): State<AppState>,
@@ -139,13 +140,13 @@ pub struct ResultParams {
 
 /// A completed job's output as plain text (a download).
 #[utoipa::path(get, path = "/api/jobs/{id}/result",
-    params(("id" = String, Path, description = "Job id (UUID)"),
+    params(JobIdPath,
            ("pages" = Option<bool>, Query, description = "Mark where each page of the source starts: a `[page N]` line before the first chunk that starts on it")),
     responses(
         (status = 200, description = "The output", body = String, content_type = "text/plain"),
-        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not completed", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id or query"),
+        NoSuchJob,
+        (status = 409, description = "Not completed"),
     ))]
 pub(crate) async fn job_result(
     State(state): State<AppState>,
@@ -195,12 +196,12 @@ pub(crate) async fn job_result(
 }
 
 /// Cancel a pending or processing job.
-#[utoipa::path(delete, path = "/api/jobs/{id}", params(("id" = String, Path, description = "Job id (UUID)")),
+#[utoipa::path(delete, path = "/api/jobs/{id}", params(JobIdPath),
     responses(
         (status = 200, description = "Cancelled", body = ActionResponse),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Already completed, failed or cancelled", body = Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchJob,
+        (status = 409, description = "Already completed, failed or cancelled"),
     ))]
 pub(crate) async fn cancel_job(
     State(state): State<AppState>,
@@ -215,12 +216,12 @@ pub(crate) async fn cancel_job(
 }
 
 /// Queue a failed or cancelled job again; only unfinished chunks run.
-#[utoipa::path(post, path = "/api/jobs/{id}/retry", params(("id" = String, Path, description = "Job id (UUID)")),
+#[utoipa::path(post, path = "/api/jobs/{id}/retry", params(JobIdPath),
     responses(
         (status = 200, description = "Queued again", body = ActionResponse),
-        (status = 400, description = "Malformed id", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
-        (status = 409, description = "Not failed or cancelled", body = Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchJob,
+        (status = 409, description = "Not failed or cancelled"),
     ))]
 pub(crate) async fn retry_job(
     State(state): State<AppState>,
@@ -245,12 +246,12 @@ pub struct ChunkParams {
 
 /// A job's chunks: source, status, attempts and output of each.
 #[utoipa::path(get, path = "/api/jobs/{id}/chunks",
-    params(("id" = String, Path, description = "Job id (UUID)"),
+    params(JobIdPath,
            ("ewts" = Option<bool>, Query, description = "Add each source in EWTS (Wylie) transliteration")),
     responses(
         (status = 200, description = "The chunks, in order", body = ChunkListDto),
-        (status = 400, description = "Malformed id or query", body = Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Malformed id or query"),
+        NoSuchJob,
     ))]
 pub(crate) async fn job_chunks(
     State(state): State<AppState>,
@@ -292,7 +293,7 @@ pub(crate) async fn job_chunks(
     ),
     responses(
         (status = 200, description = "A page of jobs", body = JobListDto),
-        (status = 400, description = "Bad filter, limit or cursor", body = Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad filter, limit or cursor"),
     ))]
 pub(crate) async fn list_jobs(
     State(state): State<AppState>,

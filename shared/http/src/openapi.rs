@@ -4,10 +4,14 @@
 //! operations, added in one place so each operation's attribute lists only
 //! what is its own.
 
+use std::collections::BTreeMap;
+
 use axum::Json;
-use utoipa::OpenApi;
+use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
+use utoipa::{IntoResponses, OpenApi};
 
 use crate::dto::*;
+use crate::error::PROBLEM_JSON;
 use crate::{Problem, batches, sse};
 // The handlers by their bare names (with the `__path_` types utoipa makes
 // for them), so the document's operations carry no tag from the module
@@ -76,30 +80,72 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         ProgressEvent,
         SseEvent
     )),
-    modifiers(&CommonResponses)
+    modifiers(&ErrorAnswers)
 )]
 pub struct ApiDoc;
 
-/// Answers every keyed operation can give, added to each once: 401 (no or
-/// a wrong key, when keys are required), 503 (shutting down, the store
-/// refusing writes, a request past its deadline), and 429 where quotas
-/// apply (job creation, streams).
-struct CommonResponses;
+// Answers that many operations list, each written once here. Like every
+// error answer, they name only status and description: `ErrorAnswers`
+// gives each its problem body.
 
-impl utoipa::Modify for CommonResponses {
+/// 400 of an operation on one job or batch by its id.
+#[derive(IntoResponses)]
+#[response(status = 400, description = "Malformed id")]
+pub(crate) struct MalformedId;
+
+/// 404 of an operation on one job by its id.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such job")]
+pub(crate) struct NoSuchJob;
+
+/// 404 of an operation on one batch by its id.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such batch")]
+pub(crate) struct NoSuchBatch;
+
+/// 401 of every keyed operation (when keys are required).
+#[derive(IntoResponses)]
+#[response(status = 401, description = "No API key, or an unknown or revoked one")]
+struct Unauthorized;
+
+/// 503 of every keyed operation.
+#[derive(IntoResponses)]
+#[response(
+    status = 503,
+    description = "Shutting down, storage refusing writes, or past the request deadline"
+)]
+struct Unavailable;
+
+/// 429 where quotas apply (job creation, streams).
+#[derive(IntoResponses)]
+#[response(
+    status = 429,
+    description = "A quota is spent (creation rate, waiting jobs, open streams); see Retry-After"
+)]
+struct QuotaSpent;
+
+/// Completes the error answers of every operation, so its attribute lists
+/// only what is its own: keyed operations (`/api/…`, `/metrics`) get
+/// [`Unauthorized`] and [`Unavailable`], quota-limited ones (job creation,
+/// streams) [`QuotaSpent`], unless they list their own; then every 4xx and
+/// 5xx answer gets the problem body, since every error is an
+/// [`crate::ApiError`] answered as `application/problem+json`.
+struct ErrorAnswers;
+
+impl ErrorAnswers {
+    /// The answers of `T` the operation does not list itself.
+    fn add<T: IntoResponses>(responses: &mut BTreeMap<String, RefOr<Response>>) {
+        for (status, answer) in T::responses() {
+            responses.entry(status).or_insert(answer);
+        }
+    }
+}
+
+impl utoipa::Modify for ErrorAnswers {
     fn modify(&self, doc: &mut utoipa::openapi::OpenApi) {
-        use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
-        let problem = |description: &str| {
-            ResponseBuilder::new()
-                .description(description)
-                .content(
-                    "application/problem+json",
-                    ContentBuilder::new()
-                        .schema(Some(Ref::from_schema_name("Problem")))
-                        .build(),
-                )
-                .build()
-        };
+        let problem = ContentBuilder::new()
+            .schema(Some(Ref::from_schema_name("Problem")))
+            .build();
         for (path, item) in doc.paths.paths.iter_mut() {
             let keyed = path.starts_with("/api/") || path == "/metrics";
             let limited = path == "/api/jobs" || path.ends_with("/stream");
@@ -109,21 +155,74 @@ impl utoipa::Modify for CommonResponses {
             {
                 let responses = &mut op.responses.responses;
                 if keyed {
-                    responses.entry("401".into()).or_insert_with(|| {
-                        problem("No API key, or an unknown or revoked one").into()
-                    });
-                    responses.entry("503".into()).or_insert_with(|| {
-                        problem(
-                            "Shutting down, storage refusing writes, or past the request deadline",
-                        )
-                        .into()
-                    });
+                    Self::add::<Unauthorized>(responses);
+                    Self::add::<Unavailable>(responses);
                 }
                 if limited {
-                    responses.entry("429".into()).or_insert_with(|| {
-                        problem("A quota is spent (creation rate, waiting jobs, open streams); see Retry-After").into()
-                    });
+                    Self::add::<QuotaSpent>(responses);
                 }
+                for (status, answer) in responses.iter_mut() {
+                    if !(status.starts_with('4') || status.starts_with('5')) {
+                        continue;
+                    }
+                    if let RefOr::T(answer) = answer
+                        && answer.content.is_empty()
+                    {
+                        answer.content.insert(PROBLEM_JSON.into(), problem.clone());
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Value;
+
+    use super::*;
+
+    /// The operations of the document: path, method, responses.
+    fn operations() -> Vec<(String, String, serde_json::Map<String, Value>)> {
+        let doc = serde_json::to_value(ApiDoc::openapi()).expect("json");
+        let mut ops = Vec::new();
+        for (path, item) in doc["paths"].as_object().expect("paths") {
+            for (method, op) in item.as_object().expect("item") {
+                let responses = op["responses"].as_object().expect("responses").clone();
+                ops.push((path.clone(), method.clone(), responses));
+            }
+        }
+        ops
+    }
+
+    #[test]
+    fn every_error_answer_is_a_problem() {
+        for (path, method, responses) in operations() {
+            for (status, answer) in responses {
+                if status.starts_with('4') || status.starts_with('5') {
+                    let content = answer["content"].as_object().expect("content");
+                    assert_eq!(content.len(), 1, "{method} {path} {status}");
+                    assert_eq!(
+                        content[PROBLEM_JSON]["schema"]["$ref"], "#/components/schemas/Problem",
+                        "{method} {path} {status}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn shared_answers_reach_their_operations() {
+        for (path, method, responses) in operations() {
+            let has = |s: &str| responses.contains_key(s);
+            if path.contains("{id}") {
+                assert!(has("400") && has("404"), "{method} {path}");
+            }
+            if path.starts_with("/api/") || path == "/metrics" {
+                assert!(has("401") && has("503"), "{method} {path}");
+            }
+            if path == "/api/jobs" || path.ends_with("/stream") {
+                assert!(has("429"), "{method} {path}");
             }
         }
     }

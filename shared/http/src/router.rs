@@ -14,7 +14,7 @@ use lotsawa_core::JobService;
 
 use crate::guards::with_guards;
 use crate::{
-    ApiConfig, ApiError, AppState, Health, Problem, Router, batches, dashboard, jobs, openapi, sse,
+    ApiConfig, ApiError, AppState, Health, Router, batches, dashboard, jobs, openapi, sse,
 };
 
 /// Build the router over any backend.
@@ -122,7 +122,7 @@ fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
 /// Liveness and readiness.
 #[utoipa::path(get, path = "/healthz", responses(
     (status = 200, description = "Healthy", body = Health),
-    (status = 503, description = "Shutting down or store unavailable", body = Problem, content_type = "application/problem+json"),
+    (status = 503, description = "Shutting down or store unavailable"),
 ))]
 pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
     state.service.healthy().await?;

@@ -19,6 +19,7 @@ use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
 use crate::extract::JobIdPath;
+use crate::openapi::{MalformedId, NoSuchJob};
 use crate::{ApiError, AppState};
 
 /// Progress is re-sent at least this often while a job is live.
@@ -223,12 +224,12 @@ fn close_event(status: JobStatus, id: u32) -> Event {
 
 /// Stream a job's progress.
 #[utoipa::path(get, path = "/api/jobs/{id}/stream",
-    params(("id" = String, Path, description = "Job id (UUID)"),
+    params(JobIdPath,
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
         (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = crate::dto::SseEvent),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchJob,
     ))]
 pub(crate) async fn stream_job(
     State(state): State<AppState>,
