@@ -4,8 +4,8 @@
 //! puts the caller's [`Tenant`] in the request for the handlers. They are
 //! layers rather than handler code so no route can forget one.
 
-use axum::extract::{Request, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::extract::{Query, Request, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::Tenant;
@@ -136,7 +136,7 @@ async fn authenticate(
             // alone takes the key as a query parameter.
             let stream = (path.starts_with("/api/jobs/") || path.starts_with("/api/batches/"))
                 && path.ends_with("/stream");
-            stream.then(|| access_token(req.uri().query())).flatten()
+            stream.then(|| access_token(req.uri())).flatten()
         });
         let Some(key) = key else {
             return Err(ApiError::new(
@@ -159,10 +159,43 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
         .then(|| key.trim().to_owned())
 }
 
-/// The `access_token` query parameter (stream routes only).
-fn access_token(query: Option<&str>) -> Option<String> {
-    query?.split('&').find_map(|pair| {
-        let (k, v) = pair.split_once('=')?;
-        (k == "access_token").then(|| v.to_owned())
-    })
+/// The `access_token` query parameter (stream routes only), decoded as a
+/// form value: the dashboard writes it with `encodeURIComponent`, so a key
+/// is only found as it was if `%2B` reads as `+` (and `+` as a space). The
+/// first one counts, as before; a query that cannot be read has none.
+fn access_token(uri: &Uri) -> Option<String> {
+    let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
+    pairs
+        .into_iter()
+        .find_map(|(k, v)| (k == "access_token").then_some(v))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token(uri: &str) -> Option<String> {
+        access_token(&uri.parse::<Uri>().expect("uri"))
+    }
+
+    #[test]
+    fn the_access_token_is_percent_decoded() {
+        assert_eq!(token("/s?access_token=a%2Bb").as_deref(), Some("a+b"));
+        assert_eq!(token("/s?access_token=a+b").as_deref(), Some("a b"));
+        assert_eq!(
+            token("/s?x=1&access_token=lts_%5Fk").as_deref(),
+            Some("lts__k")
+        );
+        assert_eq!(
+            token("/s?access_token=a&access_token=b").as_deref(),
+            Some("a")
+        );
+    }
+
+    #[test]
+    fn no_access_token_is_none() {
+        assert_eq!(token("/s"), None);
+        assert_eq!(token("/s?"), None);
+        assert_eq!(token("/s?token=a"), None);
+    }
 }
