@@ -162,7 +162,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 /// The `access_token` query parameter (stream routes only), decoded as a
 /// form value: the dashboard writes it with `encodeURIComponent`, so a key
 /// is only found as it was if `%2B` reads as `+` (and `+` as a space). The
-/// first one counts, as before; a query that cannot be read has none.
+/// first one counts; a query that cannot be read has none.
 fn access_token(uri: &Uri) -> Option<String> {
     let Query(pairs) = Query::<Vec<(String, String)>>::try_from_uri(uri).ok()?;
     pairs

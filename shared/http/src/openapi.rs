@@ -14,8 +14,9 @@ use crate::dto::*;
 use crate::error::PROBLEM_JSON;
 use crate::{Problem, batches, sse};
 // The handlers by their bare names (with the `__path_` types utoipa makes
-// for them), so the document's operations carry no tag from the module
-// they are in, as before the router was split into modules.
+// for them): utoipa tags an operation listed as `module::handler` with the
+// module's name, and the job and health operations are untagged in the
+// published document (batches and streams are tagged `batches`, `sse`).
 use crate::jobs::{
     __path_cancel_job, __path_get_job, __path_job_chunks, __path_job_result, __path_list_jobs,
     __path_retry_job, __path_submit_job,
