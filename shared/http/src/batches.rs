@@ -5,12 +5,12 @@ use std::convert::Infallible;
 use std::time::Duration;
 
 use axum::Json;
-use axum::extract::rejection::{PathRejection, QueryRejection};
-use axum::extract::{Extension, Path, Query, Request, State};
+use axum::extract::rejection::QueryRejection;
+use axum::extract::{Extension, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::sse::Event;
 use axum::response::{IntoResponse, Response};
-use lotsawa_core::{BatchId, BatchView, JobId, NewBatch, NewBatchItem, Tenant};
+use lotsawa_core::{BatchView, JobId, NewBatch, NewBatchItem, Tenant};
 use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::mpsc;
@@ -19,18 +19,17 @@ use crate::dto::{
     BatchDto, BatchItemDto, BatchItemRequest, BatchListDto, BatchRequest, BatchSubmitResponse,
     SubmitRequest,
 };
-use crate::{ApiError, AppState, PageLimit, documents, to_new_job};
+use crate::extract::BatchIdPath;
+use crate::openapi::{MalformedId, NoSuchBatch};
+use crate::query::PageLimit;
+use crate::submission::to_new_job;
+use crate::{ApiError, AppState, documents};
 
 /// How often a batch stream reads its batch again.
 const POLL: Duration = Duration::from_millis(500);
 
 /// Progress is re-sent at least this often while a batch is live.
 const HEARTBEAT: Duration = Duration::from_secs(5);
-
-fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
-    raw.parse::<BatchId>()
-        .map_err(|e| ApiError::bad_request(e.0))
-}
 
 /// Submit a batch.
 #[utoipa::path(post, path = "/api/batches",
@@ -39,10 +38,10 @@ fn parse_batch_id(raw: &str) -> Result<BatchId, ApiError> {
     responses(
         (status = 202, description = "Every item enqueued as a job", body = BatchSubmitResponse,
             headers(("Location" = String, description = "URL of the new batch"))),
-        (status = 400, description = "Invalid input (the item is named); nothing was stored", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 413, description = "Body or files too large", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 415, description = "Not JSON or a form; or a file that is neither a PDF nor UTF-8 text", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 422, description = "A PDF that cannot be read (the item is named): encrypted, damaged, scanned, or its Tibetan unrecoverable", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Invalid input (the item is named); nothing was stored"),
+        (status = 413, description = "Body or files too large"),
+        (status = 415, description = "Not JSON or a form; or a file that is neither a PDF nor UTF-8 text"),
+        (status = 422, description = "A PDF that cannot be read (the item is named): encrypted, damaged, scanned, or its Tibetan unrecoverable"),
     ))]
 pub(crate) async fn submit_batch(
     State(state): State<AppState>,
@@ -126,59 +125,50 @@ pub(crate) async fn submit_batch(
 }
 
 /// A batch with its status, aggregate progress and items.
-#[utoipa::path(get, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(get, path = "/api/batches/{id}", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn get_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state.service.batch(&tenant, parse_batch_id(&id)?).await?;
+    let view = state.service.batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
 /// Cancel every item that has not ended.
-#[utoipa::path(delete, path = "/api/batches/{id}", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(delete, path = "/api/batches/{id}", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch after the cancel", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn cancel_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state
-        .service
-        .cancel_batch(&tenant, parse_batch_id(&id)?)
-        .await?;
+    let view = state.service.cancel_batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
 /// Queue every failed or cancelled item again.
-#[utoipa::path(post, path = "/api/batches/{id}/retry", params(("id" = String, Path, description = "Batch id (UUID)")),
+#[utoipa::path(post, path = "/api/batches/{id}/retry", params(BatchIdPath),
     responses(
         (status = 200, description = "The batch after the retry", body = BatchDto),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn retry_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Json<BatchDto>, ApiError> {
-    let Path(id) = path?;
-    let view = state
-        .service
-        .retry_batch(&tenant, parse_batch_id(&id)?)
-        .await?;
+    let view = state.service.retry_batch(&tenant, id).await?;
     Ok(Json(BatchDto::from_view(&view, true)))
 }
 
@@ -186,7 +176,7 @@ pub(crate) async fn retry_batch(
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct BatchListParams {
-    #[serde(default, deserialize_with = "crate::parsed")]
+    #[serde(default, deserialize_with = "crate::query::parsed")]
     limit: Option<PageLimit>,
     #[serde(default)]
     cursor: Option<String>,
@@ -200,7 +190,7 @@ pub(crate) struct BatchListParams {
     ),
     responses(
         (status = 200, description = "A page of batches", body = BatchListDto),
-        (status = 400, description = "Bad limit or cursor", body = crate::Problem, content_type = "application/problem+json"),
+        (status = 400, description = "Bad limit or cursor"),
     ))]
 pub(crate) async fn list_batches(
     State(state): State<AppState>,
@@ -224,19 +214,17 @@ pub(crate) async fn list_batches(
 
 /// Stream a batch's progress.
 #[utoipa::path(get, path = "/api/batches/{id}/stream",
-    params(("id" = String, Path, description = "Batch id (UUID)")),
+    params(BatchIdPath),
     responses(
         (status = 200, description = "Server-Sent Events: `connected`, `progress` (aggregate), one `item` per item as it ends, then `completed`, `failed` or `cancelled`, then `event: close`", content_type = "text/event-stream", body = crate::dto::SseEvent),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such batch", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchBatch,
     ))]
 pub(crate) async fn stream_batch(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, PathRejection>,
+    BatchIdPath(id): BatchIdPath,
 ) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = parse_batch_id(&id)?;
     let first = state.service.batch(&tenant, id).await?;
     let stream_state = state.clone();
     crate::sse::serve_events(&stream_state, &tenant.clone(), move |tx| {

@@ -8,6 +8,10 @@ use lotsawa_core::ServiceError;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
+/// The media type of every error answer, in its headers and in the OpenAPI
+/// document alike.
+pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
+
 /// RFC 9457 problem details.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct Problem {
@@ -146,10 +150,8 @@ impl IntoResponse for ApiError {
         {
             res.headers_mut().insert(header::RETRY_AFTER, v);
         }
-        res.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
+        res.headers_mut()
+            .insert(header::CONTENT_TYPE, HeaderValue::from_static(PROBLEM_JSON));
         if status == StatusCode::UNAUTHORIZED {
             res.headers_mut()
                 .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));

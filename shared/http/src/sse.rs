@@ -8,7 +8,7 @@
 use std::convert::Infallible;
 use std::time::{Duration, Instant};
 
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::HeaderMap;
 use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
@@ -18,7 +18,9 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
-use crate::{ApiError, AppState, parse_id};
+use crate::extract::JobIdPath;
+use crate::openapi::{MalformedId, NoSuchJob};
+use crate::{ApiError, AppState};
 
 /// Progress is re-sent at least this often while a job is live.
 const HEARTBEAT: Duration = Duration::from_secs(1);
@@ -222,21 +224,19 @@ fn close_event(status: JobStatus, id: u32) -> Event {
 
 /// Stream a job's progress.
 #[utoipa::path(get, path = "/api/jobs/{id}/stream",
-    params(("id" = String, Path, description = "Job id (UUID)"),
+    params(JobIdPath,
            ("Last-Event-ID" = Option<String>, Header, description = "Resume after this event")),
     responses(
         (status = 200, description = "Server-Sent Events", content_type = "text/event-stream", body = crate::dto::SseEvent),
-        (status = 400, description = "Malformed id", body = crate::Problem, content_type = "application/problem+json"),
-        (status = 404, description = "No such job", body = crate::Problem, content_type = "application/problem+json"),
+        MalformedId,
+        NoSuchJob,
     ))]
 pub(crate) async fn stream_job(
     State(state): State<AppState>,
     Extension(tenant): Extension<Tenant>,
-    path: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    JobIdPath(id): JobIdPath,
     headers: HeaderMap,
 ) -> Result<Response, ApiError> {
-    let Path(id) = path?;
-    let id = parse_id(&id)?;
     let first = state.service.watch(&tenant, id).await?;
     let last_seen: Option<u32> = headers
         .get("last-event-id")

@@ -328,6 +328,51 @@ async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
     assert!(!lotsawa_http::host_allowed("example.org", &[]));
 }
 
+/// With keys required, a stream takes its key from `access_token`
+/// percent-decoded, as a browser's `encodeURIComponent` writes it; a
+/// mangled key is refused.
+#[tokio::test]
+async fn a_streams_access_token_is_percent_decoded() {
+    use lotsawa_core::JobStore;
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let db = dir.path().join("k.db");
+    let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
+    let backend = LocalBackend::start(db.clone(), engines, SchedulerConfig::default())
+        .await
+        .expect("backend");
+    let store = lotsawa_local::Store::open(&db).expect("store");
+    let (key, record) =
+        lotsawa_core::auth::new_key(lotsawa_core::Tenant::default(), chrono::Utc::now());
+    store
+        .key_put(&record, &lotsawa_core::auth::key_hash(&key))
+        .await
+        .expect("key");
+    let app = router(
+        backend.service() as Arc<dyn JobService>,
+        ApiConfig {
+            require_auth: true,
+            ..ApiConfig::default()
+        },
+    );
+    let submit = Request::post("/api/jobs")
+        .header(header::CONTENT_TYPE, "application/json")
+        .header(header::AUTHORIZATION, format!("Bearer {key}"))
+        .body(Body::from(json!({"sourceText": "ཀ་ཁ་ག།"}).to_string()))
+        .expect("request");
+    let (status, _, body) = call(&app, submit).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{body}");
+    let id = body["jobId"].as_str().expect("jobId");
+    let stream = |token: &str| get(&format!("/api/jobs/{id}/stream?access_token={token}"));
+    // Every byte escaped: only a decoded key is the key.
+    let escaped: String = key.bytes().map(|b| format!("%{b:02X}")).collect();
+    let res = app.clone().oneshot(stream(&escaped)).await.expect("res");
+    assert_eq!(res.status(), StatusCode::OK);
+    let (status, ct, _) = call(&app, stream(&format!("{key}%2B"))).await;
+    assert_eq!(status, StatusCode::UNAUTHORIZED);
+    assert_eq!(ct, "application/problem+json");
+}
+
 /// `Idempotency-Key` on submission: the same request again answers with the
 /// same status and body and `Idempotent-Replayed: true` and makes no second
 /// job; a different body under the key is 422; a malformed key is 400.
