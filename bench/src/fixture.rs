@@ -16,7 +16,7 @@ use lotsawa_core::{
     SourceText, Tenant, TranslateRequest,
 };
 use lotsawa_engines::EngineSet;
-use lotsawa_local::{LocalBackend, SchedulerConfig, Store};
+use lotsawa_local::{LocalBackend, SchedulerConfig, SqliteStore};
 
 use crate::args::durability;
 
@@ -82,7 +82,7 @@ pub(crate) async fn backend(
     .expect("backend")
 }
 
-pub(crate) async fn completed(store: &Arc<dyn JobStore>) -> u64 {
+pub(crate) async fn completed(store: &Arc<dyn lotsawa_core::Store>) -> u64 {
     store
         .counts()
         .await
@@ -99,7 +99,7 @@ pub(crate) async fn prefill(
     jobs: usize,
     chunks: usize,
 ) -> Vec<lotsawa_core::JobId> {
-    let store = Store::open_with(db, durability()).expect("store");
+    let store = SqliteStore::open_with(db, durability()).expect("store");
     let engine = lotsawa_core::EngineName::parse("echo").expect("engine");
     let mut ids = Vec::with_capacity(jobs);
     let mut i = 0;

@@ -237,7 +237,7 @@ impl Client {
             println!("eta:       {}", fmt_ms(eta));
         }
         println!("created:   {}", job.created_at);
-        println!("attempts:  {}", job.attempts);
+        println!("run:       {}", job.run);
         if let Some(e) = &job.error {
             println!("error:     {}", terminal_safe(e));
         }

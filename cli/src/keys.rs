@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use lotsawa_core::{JobStore, Tenant, auth};
-use lotsawa_local::Store;
+use lotsawa_core::{KeyStore, Tenant, auth};
+use lotsawa_local::SqliteStore;
 
 use crate::config::{ProcessEnv, Source};
 
@@ -38,7 +38,7 @@ pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
     let path = db_path(db, &ProcessEnv);
     let opened = {
         let path = path.clone();
-        tokio::task::spawn_blocking(move || Store::open(path)).await
+        tokio::task::spawn_blocking(move || SqliteStore::open(path)).await
     };
     let store = match opened {
         Ok(Ok(s)) => s,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use chrono::Utc;
 use lotsawa_core::{JobService, JobStore, Tenant};
 use lotsawa_engines::EchoEngine;
-use lotsawa_local::Store;
+use lotsawa_local::SqliteStore;
 
 use crate::args::{Sizes, durability};
 use crate::fixture::{backend, completed, prefill};
@@ -38,7 +38,7 @@ async fn scale(stored: usize, drain_n: usize) -> Vec<(&'static str, &'static str
         v
     };
     let claims = {
-        let store = Store::open_with(&db, durability()).expect("store");
+        let store = SqliteStore::open_with(&db, durability()).expect("store");
         let mut us = Vec::new();
         for _ in 0..200.min(stored / 4) {
             let t = Instant::now();

@@ -12,11 +12,12 @@
 //! ([`kick`]). A long job continues in a new execution every
 //! `ChunksPerExecution` chunks (a message naming the next segment).
 
+use crate::messages::JobMessage;
 use aws_sdk_sfn::error::ProvideErrorMetadata;
 use aws_sdk_sfn::types::ExecutionStatus;
 use chrono::Utc;
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
-use lotsawa_core::{JobId, JobStatus, JobStore, StoreError};
+use lotsawa_core::{AdmissionStore, JobId, JobStatus, JobStore, StoreError};
 use serde::Deserialize;
 
 use crate::store::{CloudError, DynamoStore, aws};
@@ -28,36 +29,6 @@ pub const REAP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60)
 /// How long the sweep keeps trying to start a claimed run before it fails
 /// the run and frees its slot.
 pub const START_GIVE_UP: std::time::Duration = std::time::Duration::from_secs(15 * 60);
-
-/// A job-queue message, and the input of a run's execution: written and
-/// read by this one definition.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "camelCase")]
-pub struct JobMessage {
-    /// The job.
-    pub job_id: JobId,
-    /// The run (the job's `attempts` once started).
-    pub generation: u32,
-    /// Which execution of the run (0 first).
-    #[serde(default)]
-    pub segment: u32,
-}
-
-impl JobMessage {
-    /// The message for segment `segment` of run `run` of job `id`.
-    pub fn new(job_id: JobId, generation: u32, segment: u32) -> Self {
-        Self {
-            job_id,
-            generation,
-            segment,
-        }
-    }
-
-    /// Its JSON.
-    pub fn to_json(&self) -> String {
-        serde_json::json!(self).to_string()
-    }
-}
 
 /// What became of a message.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -83,7 +54,7 @@ pub fn execution_name(id: JobId, run: u32, segment: u32) -> String {
 /// deployment), then the message's own job if it is still pending (the
 /// listing index may not show a job created a moment ago). A job that
 /// finds no slot waits in the table; the run that frees one kicks it.
-#[tracing::instrument(skip_all, fields(job_id = %msg.job_id, run = msg.generation))]
+#[tracing::instrument(skip_all, fields(job_id = %msg.job_id, run = msg.run))]
 pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatched, CloudError> {
     let id = msg.job_id;
     let job = match store.item(id, false).await {
@@ -91,10 +62,10 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
         Err(StoreError::NotFound(_)) => return Ok(Dispatched::Dropped("no such job")),
         Err(e) => return Err(e.into()),
     };
-    let run = msg.generation;
+    let run = msg.run;
     match job.job.status {
-        JobStatus::Pending if job.job.attempts + 1 == run => {}
-        JobStatus::Processing if job.job.attempts == run && job.slot == Some(run) => {
+        JobStatus::Pending if job.job.run + 1 == run => {}
+        JobStatus::Processing if job.job.run == run && job.slot == Some(run) => {
             // A redelivery after a crash before the start, or the next
             // segment; a repeated message for a segment already started
             // changes nothing (it must not point the job at an older one).
@@ -117,15 +88,15 @@ pub async fn dispatch(store: &DynamoStore, msg: &JobMessage) -> Result<Dispatche
         let Some(oldest) = store.claim_next(limit, Utc::now()).await? else {
             break;
         };
-        let arn = start_run(store, oldest.id, oldest.attempts, 0).await?;
+        let arn = start_run(store, oldest.id, oldest.run, 0).await?;
         if oldest.id == id {
             return Ok(Dispatched::Started(arn));
         }
     }
     match store.claim(&job.job, limit, Utc::now()).await? {
-        TransitionOutcome::Applied(j) => Ok(Dispatched::Started(
-            start_run(store, id, j.attempts, 0).await?,
-        )),
+        TransitionOutcome::Applied(j) => {
+            Ok(Dispatched::Started(start_run(store, id, j.run, 0).await?))
+        }
         TransitionOutcome::LostRace(now) if now.status == JobStatus::Pending => {
             // No slot free. Runs whose status event was lost may hold
             // slots: sweep them (the sweep kicks waiting jobs into slots it
@@ -253,7 +224,7 @@ pub async fn kick(store: &DynamoStore) -> Result<u32, CloudError> {
             Err(e) => return Err(e.into()),
         };
         if job.status == JobStatus::Pending {
-            store.enqueue(id, job.attempts + 1, 0).await?;
+            store.messages.enqueue(id, job.run + 1, 0).await?;
             sent += 1;
         }
     }
@@ -290,7 +261,7 @@ pub async fn settle_execution(
         .execution_arn
         .as_deref()
         .is_none_or(|a| a == change.execution_arn);
-    if job.job.status != JobStatus::Processing || job.job.attempts != run || !current {
+    if job.job.status != JobStatus::Processing || job.job.run != run || !current {
         return Ok(false);
     }
     let error = match change.status.as_str() {
@@ -356,8 +327,8 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
                 .job
                 .started_at
                 .is_none_or(|at| (Utc::now() - at).num_seconds() >= min_age.as_secs() as i64);
-            if job.slot == Some(job.job.attempts) && claimed_long_ago {
-                let (id, run) = (job.job.id, job.job.attempts);
+            if job.slot == Some(job.job.run) && claimed_long_ago {
+                let (id, run) = (job.job.id, job.job.run);
                 tracing::warn!(job_id = %id, run, "a claimed run without an execution: starting it");
                 if let Err(e) = start_run(store, id, run, 0).await {
                     let waited = job
@@ -411,7 +382,7 @@ pub async fn reap(store: &DynamoStore, min_age: std::time::Duration) -> Result<u
             // (its message was lost or went to the dead-letter queue): start
             // it here (its name makes a start that did happen harmless).
             if let Some(segment) = segment_of_execution(arn) {
-                let (id, run) = (job.job.id, job.job.attempts);
+                let (id, run) = (job.job.id, job.job.run);
                 tracing::warn!(job_id = %id, run, next = segment + 1, "a handed-off run whose next segment never started: starting it");
                 if let Err(e) = start_run(store, id, run, segment + 1).await {
                     first_error.get_or_insert(e);

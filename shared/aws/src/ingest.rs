@@ -87,7 +87,7 @@ pub async fn ingest(
         Ok(existing) => {
             // Created by an earlier delivery; one that stopped before
             // queueing it is finished here (queueing is idempotent).
-            if existing.job.status == JobStatus::Pending && existing.job.attempts == 0 {
+            if existing.job.status == JobStatus::Pending && existing.job.run == 0 {
                 if existing.ingest_key.is_none() {
                     store.set_ingest_key(id, key).await?;
                 }

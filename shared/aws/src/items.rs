@@ -228,7 +228,7 @@ pub fn new_job_item(job: &Job) -> Item {
     item.insert("status".into(), s(job.status.as_str()));
     item.insert("chunksTotal".into(), n(job.chunks_total));
     item.insert("chunksCompleted".into(), n(0));
-    item.insert("attempts".into(), n(0));
+    item.insert("run".into(), n(0));
     item.insert("createdAt".into(), s(created.clone()));
     item.insert("gsi1pk".into(), s(status_pk(job.status, shard)));
     item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
@@ -389,7 +389,7 @@ pub fn job_from_items(
             started_at: parse_ts(get_s(item, "startedAt"))?,
             completed_at: parse_ts(get_s(item, "completedAt"))?,
             cancelled_at: parse_ts(get_s(item, "cancelledAt"))?,
-            attempts: get_n(item, "attempts").unwrap_or(0),
+            run: get_n(item, "run").unwrap_or(0),
             callback: get_s(item, "callback")
                 .map(serde_json::from_str)
                 .transpose()
@@ -479,7 +479,7 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
             source: get_s(item, "source").unwrap_or("").to_owned(),
             status: ChunkStatus::parse(status)
                 .ok_or_else(|| Corrupt(format!("chunk status {status}")))?,
-            attempts: get_n(item, "attempts").unwrap_or(0),
+            provider_calls: get_n(item, "attempts").unwrap_or(0),
             translation: get_s(item, "translation").map(str::to_owned),
             error: get_s(item, "error").map(str::to_owned),
             duration_ms: get_n(item, "durationMs"),
@@ -520,7 +520,7 @@ mod tests {
             started_at: None,
             completed_at: None,
             cancelled_at: None,
-            attempts: 0,
+            run: 0,
             callback: None,
             batch: None,
         }

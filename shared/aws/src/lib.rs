@@ -15,6 +15,7 @@ pub mod config;
 pub mod dispatch;
 pub mod ingest;
 pub mod items;
+pub mod messages;
 pub mod runtime;
 pub mod service;
 pub mod store;

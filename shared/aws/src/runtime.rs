@@ -9,14 +9,15 @@ use aws_lambda_events::event::eventbridge::EventBridgeEvent;
 use aws_lambda_events::event::s3::S3Event;
 use aws_lambda_events::event::sqs::{BatchItemFailure, SqsBatchResponse, SqsEvent};
 use chrono::Utc;
-use lotsawa_core::{JobService, JobStore};
+use lotsawa_core::{CallbackStore, JobService, JobStore};
 use lotsawa_engines::{EngineSet, EngineSettings};
 
 use crate::config::CloudConfig;
 use crate::dispatch::{
-    Dispatched, ExecutionChange, JobMessage, REAP_MIN_AGE, dispatch, reap, settle_execution,
+    Dispatched, ExecutionChange, REAP_MIN_AGE, dispatch, reap, settle_execution,
 };
 use crate::ingest::{Upload, decode_key, ingest};
+use crate::messages::JobMessage;
 use crate::service::CloudService;
 use crate::store::{Clients, DynamoStore};
 use crate::worker::{Task, Worker};
@@ -302,6 +303,7 @@ impl App {
             Ok(jobs) => {
                 for job in jobs {
                     self.store
+                        .messages
                         .schedule_callback(job.id, std::time::Duration::ZERO)
                         .await;
                 }
@@ -391,6 +393,7 @@ impl App {
             {
                 // Early (a long wait is queued in 15-minute steps).
                 self.store
+                    .messages
                     .schedule_callback(id, (due - now).to_std().unwrap_or_default())
                     .await;
                 continue;
@@ -407,6 +410,7 @@ impl App {
                 && let Some(due) = after.next_attempt_at
             {
                 self.store
+                    .messages
                     .schedule_callback(id, (due - Utc::now()).to_std().unwrap_or_default())
                     .await;
             }

@@ -62,7 +62,7 @@ pub fn cloud_service(
 impl Runner for CloudRunner {
     async fn queued(&self, job: &Job) -> Result<(), ServiceError> {
         // The run the dispatcher starts is the next one.
-        self.store.enqueue(job.id, job.attempts + 1, 0).await?;
+        self.store.messages.enqueue(job.id, job.run + 1, 0).await?;
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");
         Ok(())
     }

@@ -61,7 +61,7 @@ pub struct Task {
     /// The job.
     pub job_id: JobId,
     /// The run.
-    pub generation: u32,
+    pub run: u32,
     /// What to do.
     #[serde(flatten)]
     pub step: Step,
@@ -226,14 +226,14 @@ impl Worker {
     pub async fn answer(&self, task: &Task) -> Result<Answer, CloudError> {
         let id = task.job_id;
         match task.step {
-            Step::Chunk { attempt } => self.chunk(id, task.generation, attempt).await,
-            Step::Complete => self.complete(id, task.generation).await,
+            Step::Chunk { attempt } => self.chunk(id, task.run, attempt).await,
+            Step::Complete => self.complete(id, task.run).await,
             Step::Fail {
                 reason,
                 attempt,
                 ref caught,
             } => {
-                self.fail(id, task.generation, reason, attempt, caught.as_ref())
+                self.fail(id, task.run, reason, attempt, caught.as_ref())
                     .await
             }
         }
@@ -243,7 +243,7 @@ impl Worker {
     async fn chunk(&self, id: JobId, run: u32, attempt: u32) -> Result<Answer, CloudError> {
         // The job's settings, not its texts: a large source stays in S3.
         let job = self.store.item(id, false).await?.job;
-        if job.status != JobStatus::Processing || job.attempts != run {
+        if job.status != JobStatus::Processing || job.run != run {
             return Ok(StepState::Stopped.into());
         }
         let k = job.chunks_completed;
@@ -321,7 +321,7 @@ impl Worker {
         let item = self.store.item(id, false).await?;
         let job = item.job;
         let ledger = self.store.chunk_range(id, 0, job.chunks_total).await?;
-        if job.status != JobStatus::Processing || job.attempts != run {
+        if job.status != JobStatus::Processing || job.run != run {
             // Cancelled, or ended by a repeated task: nothing to complete.
             return Ok(StepState::Stopped.into());
         }
@@ -452,9 +452,7 @@ impl ChunkMeter for Meter<'_> {
 fn outcome_job_moved_on(outcome: &TransitionOutcome, run: u32) -> bool {
     match outcome {
         TransitionOutcome::Applied(_) => false,
-        TransitionOutcome::LostRace(now) => {
-            now.status != JobStatus::Processing || now.attempts != run
-        }
+        TransitionOutcome::LostRace(now) => now.status != JobStatus::Processing || now.run != run,
         TransitionOutcome::NotAllowed(e) => e.from != JobStatus::Processing,
     }
 }
@@ -500,22 +498,21 @@ mod tests {
     #[test]
     fn state_machine_messages_parse_into_steps() {
         let id = JobId::new();
-        let chunk = format!(
-            r#"{{"action":"chunk","taskToken":"t1","jobId":"{id}","generation":2,"attempt":1}}"#
-        );
+        let chunk =
+            format!(r#"{{"action":"chunk","taskToken":"t1","jobId":"{id}","run":2,"attempt":1}}"#);
         let t = Task::parse(&chunk).expect("chunk task");
         assert_eq!(
-            (t.job_id, t.generation, t.step),
+            (t.job_id, t.run, t.step),
             (id, 2, Step::Chunk { attempt: 1 })
         );
         let complete =
-            format!(r#"{{"action":"complete","taskToken":"t2","jobId":"{id}","generation":1}}"#);
+            format!(r#"{{"action":"complete","taskToken":"t2","jobId":"{id}","run":1}}"#);
         assert_eq!(
             Task::parse(&complete).expect("complete").step,
             Step::Complete
         );
         let fail = format!(
-            r#"{{"action":"fail","taskToken":"t3","jobId":"{id}","generation":1,"reason":"transient","attempt":2}}"#
+            r#"{{"action":"fail","taskToken":"t3","jobId":"{id}","run":1,"reason":"transient","attempt":2}}"#
         );
         assert_eq!(
             Task::parse(&fail).expect("fail").step,
@@ -528,7 +525,7 @@ mod tests {
         // The completion's Catch passes the caught error on (its cause may
         // be null on emulators).
         let caught = format!(
-            r#"{{"action":"fail","taskToken":"t4","jobId":"{id}","generation":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#
+            r#"{{"action":"fail","taskToken":"t4","jobId":"{id}","run":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#
         );
         assert_eq!(
             Task::parse(&caught).expect("fail after completion").step,
@@ -545,12 +542,12 @@ mod tests {
 
     #[test]
     fn malformed_tasks_keep_their_token_for_the_answer() {
-        let bad = r#"{"action":"explode","taskToken":"tok","jobId":"nope","generation":1}"#;
+        let bad = r#"{"action":"explode","taskToken":"tok","jobId":"nope","run":1}"#;
         let e = Task::parse(bad).expect_err("malformed");
         assert_eq!(e.task_token.as_deref(), Some("tok"));
         let id = JobId::new();
         let bad_reason = format!(
-            r#"{{"action":"fail","taskToken":"t","jobId":"{id}","generation":1,"reason":"maybe"}}"#
+            r#"{{"action":"fail","taskToken":"t","jobId":"{id}","run":1,"reason":"maybe"}}"#
         );
         assert!(Task::parse(&bad_reason).is_err());
         assert_eq!(Task::parse("not json").expect_err("bad").task_token, None);

@@ -5,7 +5,7 @@ use chrono::Utc;
 use lotsawa_aws::authorizer::{authorize, bearer_of};
 use lotsawa_aws::service::cloud_service;
 use lotsawa_aws::{Clients, DynamoStore};
-use lotsawa_core::{JobStore, Tenant};
+use lotsawa_core::{KeyStore, Tenant};
 use serde_json::json;
 
 mod support;

@@ -560,7 +560,7 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
     let task = |step| Task {
         task_token: "token".into(),
         job_id: job.id,
-        generation: 1,
+        run: 1,
         step,
     };
     for _ in 0..chunks {
@@ -685,7 +685,7 @@ async fn watch(every: Option<Duration>, secs: u64, label: &str) -> (Units, f64) 
     let task = Task {
         task_token: "token".into(),
         job_id: job.id,
-        generation: 1,
+        run: 1,
         step: Step::Chunk { attempt: 0 },
     };
     // Half the job done before the viewer arrives.

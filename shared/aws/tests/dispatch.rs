@@ -6,9 +6,10 @@
 use std::time::Duration;
 
 use chrono::Utc;
-use lotsawa_aws::dispatch::{Dispatched, JobMessage, dispatch, reap};
+use lotsawa_aws::dispatch::{Dispatched, dispatch, reap};
+use lotsawa_aws::messages::JobMessage;
 use lotsawa_aws::{Clients, DynamoStore};
-use lotsawa_core::{Job, JobConfig, JobId, JobStatus, JobStore, JobType};
+use lotsawa_core::{AdmissionStore, Job, JobConfig, JobId, JobStatus, JobStore, JobType};
 
 mod support;
 
@@ -61,7 +62,7 @@ async fn new_job(store: &DynamoStore, texts: Vec<String>) -> Job {
         started_at: None,
         completed_at: None,
         cancelled_at: None,
-        attempts: 0,
+        run: 0,
         callback: None,
         batch: None,
     };
@@ -72,7 +73,7 @@ async fn new_job(store: &DynamoStore, texts: Vec<String>) -> Job {
 fn wake(id: JobId) -> JobMessage {
     JobMessage {
         job_id: id,
-        generation: 1,
+        run: 1,
         segment: 0,
     }
 }
@@ -248,7 +249,7 @@ async fn two_jobs_at_concurrency_one_both_run() {
         index: 0,
         translation: "done".into(),
         duration_ms: Some(1),
-        attempts: 1,
+        provider_calls: 1,
         ..lotsawa_core::store::ChunkDone::default()
     };
     store

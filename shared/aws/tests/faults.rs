@@ -17,7 +17,10 @@ use aws_smithy_types::config_bag::{Storable, StoreReplace};
 use chrono::Utc;
 use lotsawa_aws::{Clients, DynamoStore};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
-use lotsawa_core::{Job, JobConfig, JobId, JobResult, JobStatus, JobStore, JobType, StoreError};
+use lotsawa_core::{
+    AdmissionStore, Job, JobConfig, JobId, JobResult, JobStatus, JobStore, JobType, MemoryStore,
+    StoreError,
+};
 
 mod support;
 
@@ -211,7 +214,7 @@ async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
         started_at: None,
         completed_at: None,
         cancelled_at: None,
-        attempts: 0,
+        run: 0,
         callback: None,
         batch: None,
     };
@@ -233,7 +236,7 @@ fn done(index: u32) -> ChunkDone {
         index,
         translation: format!("out {index}"),
         duration_ms: Some(1),
-        attempts: 1,
+        provider_calls: 1,
         ..ChunkDone::default()
     }
 }
@@ -326,7 +329,7 @@ async fn a_lasting_conflict_is_an_error_and_writes_nothing() {
     );
     faults.clear();
     let now = store.get(job.id).await.expect("get");
-    assert_eq!((now.status, now.attempts), (JobStatus::Pending, 0));
+    assert_eq!((now.status, now.run), (JobStatus::Pending, 0));
     assert_eq!(store.slots_in_use().await.expect("slots"), 0);
     let started = change(&store, job.id, Change::Start { limit: 3 })
         .await
@@ -361,7 +364,7 @@ async fn a_failed_worker_step_is_answered_as_transient() {
         ),
     };
     let body = format!(
-        r#"{{"action":"chunk","taskToken":"dead-token","jobId":"{}","generation":1,"attempt":0}}"#,
+        r#"{{"action":"chunk","taskToken":"dead-token","jobId":"{}","run":1,"attempt":0}}"#,
         job.id
     );
     let task = lotsawa_aws::worker::Task::parse(&body).expect("task");
@@ -452,7 +455,7 @@ async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
         ),
     };
     let body = format!(
-        r#"{{"action":"fail","taskToken":"t","jobId":"{}","generation":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#,
+        r#"{{"action":"fail","taskToken":"t","jobId":"{}","run":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#,
         job.id
     );
     let task = lotsawa_aws::worker::Task::parse(&body).expect("task");

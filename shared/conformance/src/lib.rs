@@ -1,5 +1,5 @@
 //! The job store conformance suite: one set of cases every
-//! [`JobStore`](lotsawa_core::JobStore) must pass, instantiated per store
+//! [`Store`](lotsawa_core::Store) must pass, facet by facet (`cases/<facet>.rs`), instantiated per store
 //! with [`conformance_tests!`] (one `#[tokio::test]` per case, so a failure
 //! never hides the cases after it).
 //!
@@ -7,15 +7,18 @@
 //! [`Fixture`] whose store is empty and used by one case only.
 
 pub mod cases;
+pub mod factory;
+
+pub use factory::JobFactory;
 
 use std::sync::Arc;
 
-use lotsawa_core::JobStore;
+use lotsawa_core::Store;
 
 /// An empty store for one case, and whatever keeps it alive.
 pub struct Fixture {
     /// The store.
-    pub store: Arc<dyn JobStore>,
+    pub store: Arc<dyn Store>,
     /// Dropped after the case (a temporary directory, say).
     pub guard: Box<dyn std::any::Any + Send>,
 }

@@ -236,7 +236,7 @@ mod tests {
             started_at: None,
             completed_at: None,
             cancelled_at: None,
-            attempts: 0,
+            run: 0,
             callback: None,
             batch: None,
         }

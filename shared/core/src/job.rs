@@ -524,8 +524,9 @@ pub struct Job {
     pub completed_at: Option<DateTime<Utc>>,
     /// When it was cancelled.
     pub cancelled_at: Option<DateTime<Utc>>,
-    /// How many times it has been started (1 on the first run, +1 per retry).
-    pub attempts: u32,
+    /// Its run number: how many times it has been started (1 on the first
+    /// run, +1 per retry). Provider calls are counted per chunk, apart.
+    pub run: u32,
     /// The delivery of its last terminal event to `config.callback_url`.
     pub callback: Option<Callback>,
     /// The batch it belongs to, if any.

@@ -45,14 +45,14 @@ pub struct ChunkRecord {
     /// Status.
     pub status: ChunkStatus,
     /// Provider calls made for it so far, over all runs.
-    pub attempts: u32,
+    pub provider_calls: u32,
     /// Output, once completed.
     pub translation: Option<String>,
     /// Last error.
     pub error: Option<String>,
     /// Time the successful attempt took, in milliseconds.
     pub duration_ms: Option<u64>,
-    /// The job run (its `attempts` value) in which it completed.
+    /// The job run (its `run` value) in which it completed.
     pub run: u32,
     /// The engine's confidence, when it has one.
     pub confidence: Option<f64>,

@@ -47,6 +47,7 @@ pub use service::{
     ListQuery, NewBatch, NewBatchItem, Runner, Service, ServiceError, Submitted,
 };
 pub use store::{
-    Applied, Change, Checkpoint, ChunkDone, JobPatch, JobStore, ListFilter, PageRequest,
-    StoreError, StorePage, TransitionOutcome,
+    AdmissionStore, Applied, BatchStore, CallbackStore, Change, Checkpoint, ChunkDone, JobPatch,
+    JobStore, KeyStore, ListFilter, MemoryStore, PageRequest, Store, StoreError, StorePage,
+    TransitionOutcome,
 };

@@ -212,7 +212,7 @@ impl ChunkPlan {
             index,
             translation,
             duration_ms: None,
-            attempts: 0,
+            provider_calls: 0,
             confidence,
             from_memory: true,
             context: None,
@@ -231,7 +231,7 @@ impl ChunkPlan {
             index,
             translation: out.text.clone(),
             duration_ms: Some(duration_ms),
-            attempts: 1,
+            provider_calls: 1,
             confidence: out.confidence,
             from_memory: false,
             context: encode_context(&self.context),
@@ -479,7 +479,7 @@ pub fn new_job(
         started_at: None,
         completed_at: None,
         cancelled_at: None,
-        attempts: 0,
+        run: 0,
         callback: None,
         batch: None,
     };
@@ -512,7 +512,7 @@ pub fn rejected_job(
         started_at: None,
         completed_at: None,
         cancelled_at: None,
-        attempts: 0,
+        run: 0,
         callback: None,
         batch: None,
     };
@@ -540,7 +540,7 @@ mod tests {
         .expect("a failed job");
         assert_eq!(j.status, crate::job::JobStatus::Failed);
         assert_eq!(j.error.as_deref(), Some("bad"));
-        assert_eq!((j.attempts, j.completed_at), (1, Some(now)));
+        assert_eq!((j.run, j.completed_at), (1, Some(now)));
     }
     use crate::ledger::{ChunkRecord, ChunkStatus};
 
@@ -549,7 +549,7 @@ mod tests {
             index: 0,
             source: source.into(),
             status: ChunkStatus::Completed,
-            attempts: 1,
+            provider_calls: 1,
             translation: Some(out.into()),
             error: None,
             duration_ms: Some(10),

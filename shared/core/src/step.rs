@@ -14,7 +14,7 @@ use crate::engine::EngineError;
 use crate::job::Job;
 use crate::ledger::ChunkRecord;
 use crate::pipeline::{self, ChunkPlan};
-use crate::store::{Checkpoint, ChunkDone, JobStore, StoreError};
+use crate::store::{Checkpoint, ChunkDone, JobStore, MemoryStore, StoreError};
 
 /// What a chunk step counts for `/metrics`; each form keeps its counters
 /// its own way (process counters locally, shared counter items in the
@@ -70,7 +70,7 @@ pub async fn chunk_step<S, F, Fut>(
     commit: F,
 ) -> Result<ChunkStep, StoreError>
 where
-    S: JobStore + ?Sized,
+    S: JobStore + MemoryStore + ?Sized,
     F: FnOnce(ChunkDone) -> Fut,
     Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
 {

@@ -94,7 +94,7 @@ pub fn job_event(kind: EventKind, job: &Job) -> Value {
         "status": job.status.as_str(),
         "chunksCompleted": job.chunks_completed,
         "chunksTotal": job.chunks_total,
-        "attempts": job.attempts,
+        "attempts": job.run,
         "errorCode": job.error.as_deref().map(error_code),
         "createdAt": ts(Some(job.created_at)),
         "startedAt": ts(job.started_at),

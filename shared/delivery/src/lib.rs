@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lotsawa_core::webhook::{Callbacks, SIGNATURE_HEADER, signature};
-use lotsawa_core::{Callback, CallbackStatus, Job, JobStore};
+use lotsawa_core::{Callback, CallbackStatus, CallbackStore, Job};
 
 /// How deliveries are made.
 #[derive(Clone)]
@@ -60,7 +60,7 @@ const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(10);
 /// One attempt at one job's callback; its outcome is stored, and returned
 /// when it was (`None`: nothing to deliver, or a newer event replaced it).
 pub async fn deliver(
-    store: &dyn JobStore,
+    store: &dyn CallbackStore,
     settings: &WebhookSettings,
     callbacks: &Callbacks,
     job: Job,

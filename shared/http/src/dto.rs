@@ -303,7 +303,12 @@ pub struct JobDto {
     pub cancelled_at: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
-    /// Runs so far (1 on the first run, +1 per retry).
+    /// Its run number: runs so far (1 on the first run, +1 per retry).
+    #[serde(default)]
+    pub run: u32,
+    /// The same run number, under its first name (kept for clients that
+    /// read it; a chunk's `attempts` counts provider calls instead).
+    #[schema(deprecated)]
     pub attempts: u32,
     /// Engine the job uses.
     pub engine: Option<String>,
@@ -366,7 +371,8 @@ impl JobDto {
             completed_at: j.completed_at.map(rfc3339),
             cancelled_at: j.cancelled_at.map(rfc3339),
             error: j.error,
-            attempts: j.attempts,
+            run: j.run,
+            attempts: j.run,
             engine: j.config.engine.map(|e| e.to_string()),
             model: j.config.model,
             chunk_size: j.config.chunk_size.into(),
@@ -438,7 +444,7 @@ impl ChunkDto {
             source_ewts: ewts.then(|| lotsawa_core::ewts::to_ewts(&c.source)),
             source: c.source,
             status: c.status.as_str().to_owned(),
-            attempts: c.attempts,
+            attempts: c.provider_calls,
             translation: c.translation,
             error: c.error,
             confidence: c.confidence,

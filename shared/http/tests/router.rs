@@ -333,19 +333,16 @@ async fn a_keyless_server_refuses_foreign_hosts_and_cross_site_requests() {
 /// mangled key is refused.
 #[tokio::test]
 async fn a_streams_access_token_is_percent_decoded() {
-    use lotsawa_core::JobStore;
-
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("k.db");
     let engines = EngineSet::from_engines(vec![Arc::new(EchoEngine)], "echo");
     let backend = LocalBackend::start(db.clone(), engines, SchedulerConfig::default())
         .await
         .expect("backend");
-    let store = lotsawa_local::Store::open(&db).expect("store");
+    let store = lotsawa_local::SqliteStore::open(&db).expect("store");
     let (key, record) =
         lotsawa_core::auth::new_key(lotsawa_core::Tenant::default(), chrono::Utc::now());
-    store
-        .key_put(&record, &lotsawa_core::auth::key_hash(&key))
+    lotsawa_core::KeyStore::key_put(&store, &record, &lotsawa_core::auth::key_hash(&key))
         .await
         .expect("key");
     let app = router(

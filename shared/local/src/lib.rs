@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use scheduler::SchedulerConfig;
 pub use service::{LocalRunner, LocalService};
-pub use store::{Durability, Store, StoreError};
+pub use store::{Durability, SqliteError, SqliteStore};
 pub use webhooks::WebhookSettings;
 
 use crate::metrics::Metrics;
@@ -34,7 +34,7 @@ pub struct LocalBackend {
     service: Arc<LocalService>,
     scheduler: JoinHandle<()>,
     draining: CancellationToken,
-    store: Store,
+    store: SqliteStore,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -51,11 +51,11 @@ impl LocalBackend {
         db: PathBuf,
         engines: EngineSet,
         config: SchedulerConfig,
-    ) -> Result<Self, StoreError> {
+    ) -> Result<Self, SqliteError> {
         let durability = config.durability;
-        let store = tokio::task::spawn_blocking(move || Store::open_with(db, durability))
+        let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(db, durability))
             .await
-            .map_err(|e| StoreError::Join(e.to_string()))??;
+            .map_err(|e| SqliteError::Join(e.to_string()))??;
         let (max_chunks, rate, max_pending, max_batch_items) = (
             config.max_chunks,
             config.rate,
@@ -157,7 +157,7 @@ impl LocalBackend {
 
     /// Stop starting chunks, let in-flight calls finish within the grace
     /// period, and wait until every write is committed.
-    pub async fn shutdown(self) -> Result<(), StoreError> {
+    pub async fn shutdown(self) -> Result<(), SqliteError> {
         self.draining.cancel();
         let _ = self.scheduler.await;
         self.store.flush().await

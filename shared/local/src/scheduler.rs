@@ -19,7 +19,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
-use crate::store::{Finish, Store};
+use crate::store::{Finish, SqliteStore};
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -78,7 +78,7 @@ impl Default for SchedulerConfig {
 /// Everything a job runner needs.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub store: Store,
+    pub store: SqliteStore,
     pub engines: EngineSet,
     pub metrics: Metrics,
     pub changes: Arc<crate::changes::Changes>,
@@ -189,7 +189,11 @@ pub(crate) async fn run(shared: Shared) {
 
 /// Delete jobs finished longer than `retention` ago: at start, then hourly,
 /// in batches, until the backend drains.
-pub(crate) async fn purge_loop(store: Store, retention: Duration, draining: CancellationToken) {
+pub(crate) async fn purge_loop(
+    store: SqliteStore,
+    retention: Duration,
+    draining: CancellationToken,
+) {
     const BATCH: u32 = 500;
     loop {
         let before =
@@ -249,13 +253,13 @@ async fn requeue_after_store_error(shared: &Shared, job: &Job) {
 fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     let token = CancellationToken::new();
     if let Ok(mut r) = shared.running.lock() {
-        r.insert(job.id, (job.attempts, token.clone()));
+        r.insert(job.id, (job.run, token.clone()));
     }
     let shared = shared.clone();
     tasks.spawn(async move {
         let (mut job, mut token, mut chunks) = (job, token, None);
         loop {
-            let (id, run) = (job.id, job.attempts);
+            let (id, run) = (job.id, job.run);
             let next = match run_job(&shared, &job, chunks.take(), &token).await {
                 Ok(next) => next,
                 Err(e) => {
@@ -266,7 +270,7 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
                         Err(_) => job.clone(),
                     };
                     if current.status == lotsawa_core::JobStatus::Processing
-                        && current.attempts == run
+                        && current.run == run
                     {
                         requeue_after_store_error(&shared, &current).await;
                     }
@@ -285,7 +289,7 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
                 if r.get(&id).is_some_and(|(current, _)| *current == run) {
                     r.remove(&id);
                 }
-                r.insert(next.id, (next.attempts, token.clone()));
+                r.insert(next.id, (next.run, token.clone()));
             }
             shared.publish(next.id);
             job = next;
@@ -321,7 +325,7 @@ async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), Store
 /// Run a job's chunks in order (`chunks`: its ledger when the caller has
 /// it already). A job that completes may hand its slot on: the job claimed
 /// in its commit is returned, with its chunks.
-#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.attempts))]
+#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.run))]
 async fn run_job(
     shared: &Shared,
     job: &Job,
@@ -409,7 +413,7 @@ async fn translate_chunk(
     chunk: &ChunkRecord,
     cancel: &CancellationToken,
 ) -> Result<ChunkOutcome, StoreError> {
-    let run = job.attempts;
+    let run = job.run;
     let last = chunk.index + 1 == job.chunks_total;
     let meter = Meter(&shared.metrics);
     let mut attempt = 0u32;

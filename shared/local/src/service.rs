@@ -25,7 +25,7 @@ impl std::fmt::Debug for LocalRunner {
 #[async_trait]
 impl Runner for LocalRunner {
     async fn queued(&self, job: &Job) -> Result<(), ServiceError> {
-        if job.attempts == 0 {
+        if job.run == 0 {
             self.shared.metrics.jobs_submitted.inc();
         }
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");

@@ -7,12 +7,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lotsawa_core::JobStore;
+use lotsawa_core::CallbackStore;
 use lotsawa_core::webhook::Callbacks;
 pub use lotsawa_delivery::{DnsResolver, WebhookSettings};
 use tokio_util::sync::CancellationToken;
 
-use crate::store::Store;
+use crate::store::SqliteStore;
 
 /// Deliveries made at once.
 const AT_ONCE: u32 = 16;
@@ -21,7 +21,7 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Deliver due callbacks until `draining`.
 pub(crate) async fn deliver_loop(
-    store: Store,
+    store: SqliteStore,
     settings: Arc<WebhookSettings>,
     callbacks: Callbacks,
     draining: CancellationToken,

@@ -4,11 +4,11 @@
 use std::sync::Arc;
 
 use lotsawa_conformance::Fixture;
-use lotsawa_local::Store;
+use lotsawa_local::SqliteStore;
 
 async fn sqlite() -> Fixture {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("jobs.db")).expect("open the store");
+    let store = SqliteStore::open(dir.path().join("jobs.db")).expect("open the store");
     Fixture {
         store: Arc::new(store),
         guard: Box::new(dir),

@@ -4,8 +4,8 @@
 
 use chrono::Utc;
 use lotsawa_core::store::{Change, TransitionOutcome, transition};
-use lotsawa_core::{Job, JobConfig, JobId, JobStatus, JobStore, JobType};
-use lotsawa_local::store::Store;
+use lotsawa_core::{AdmissionStore, Job, JobConfig, JobId, JobStatus, JobStore, JobType};
+use lotsawa_local::store::SqliteStore;
 
 fn new_job() -> Job {
     Job {
@@ -23,7 +23,7 @@ fn new_job() -> Job {
         started_at: None,
         completed_at: None,
         cancelled_at: None,
-        attempts: 0,
+        run: 0,
         callback: None,
         batch: None,
     }
@@ -35,7 +35,7 @@ fn done(index: u32, text: &str) -> lotsawa_core::store::ChunkDone {
         index,
         translation: text.to_owned(),
         duration_ms: Some(1),
-        attempts: 1,
+        provider_calls: 1,
         confidence: None,
         from_memory: false,
         context: None,
@@ -43,13 +43,13 @@ fn done(index: u32, text: &str) -> lotsawa_core::store::ChunkDone {
     }
 }
 
-fn open() -> (tempfile::TempDir, Store) {
+fn open() -> (tempfile::TempDir, SqliteStore) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let store = Store::open(dir.path().join("t.db")).expect("open");
+    let store = SqliteStore::open(dir.path().join("t.db")).expect("open");
     (dir, store)
 }
 
-async fn insert(store: &Store) -> JobId {
+async fn insert(store: &SqliteStore) -> JobId {
     let job = new_job();
     let id = job.id;
     store
@@ -59,7 +59,7 @@ async fn insert(store: &Store) -> JobId {
     id
 }
 
-async fn change(store: &Store, id: JobId, c: Change) {
+async fn change(store: &SqliteStore, id: JobId, c: Change) {
     let job = store.get(id).await.expect("get");
     match transition(store, &job, c, Utc::now()).await.expect("store") {
         TransitionOutcome::Applied(_) => {}
@@ -67,7 +67,7 @@ async fn change(store: &Store, id: JobId, c: Change) {
     }
 }
 
-async fn claim(store: &Store) -> JobId {
+async fn claim(store: &SqliteStore) -> JobId {
     store
         .claim_next(10, Utc::now())
         .await
@@ -146,7 +146,7 @@ fn databases_of_the_first_schema_are_migrated() {
     )
     .expect("old schema");
     drop(conn);
-    Store::open(&path).expect("migrates");
+    SqliteStore::open(&path).expect("migrates");
     let conn = rusqlite::Connection::open(&path).expect("open");
     let n: i64 = conn
         .query_row(
@@ -283,7 +283,7 @@ async fn claim_many_takes_the_oldest_in_one_write_up_to_the_limit() {
     assert!(
         first
             .iter()
-            .all(|j| j.status == JobStatus::Processing && j.attempts == 1)
+            .all(|j| j.status == JobStatus::Processing && j.run == 1)
     );
     // One slot left under the limit of 4, though 3 are asked for.
     let second = store.claim_many(4, 3, Utc::now()).await.expect("claim");
@@ -411,7 +411,7 @@ async fn a_completed_job_hands_its_slot_to_the_oldest_pending_one_in_the_same_co
     let (next, chunks) = f.next.expect("the slot is handed on");
     assert_eq!(next.id, b, "FIFO");
     assert_eq!(chunks.len(), 2, "with its chunks");
-    assert_eq!((next.status, next.attempts), (JobStatus::Processing, 1));
+    assert_eq!((next.status, next.run), (JobStatus::Processing, 1));
     assert_eq!(store.get(a).await.expect("a").status, JobStatus::Completed);
     assert_eq!(store.get(b).await.expect("b").status, JobStatus::Processing);
     assert_eq!(store.get(c).await.expect("c").status, JobStatus::Pending);

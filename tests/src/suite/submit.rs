@@ -101,6 +101,7 @@ pub async fn submit_stream_complete(api: &Api, provider: &FakeProvider) -> Resul
         "{job}"
     );
     ensure!(job["attempts"] == 1, "{job}");
+    ensure!(job["run"] == 1, "the run number under its name: {job}");
     ensure!(
         job["error"].is_null() && job["cancelledAt"].is_null(),
         "{job}"

@@ -59,7 +59,7 @@ pub(crate) async fn a_duplicate_dispatch_starts_no_second_execution(c: &Cloud) {
     let id = start_job(api, "dup-", 3).await;
     sqs.send_message()
         .queue_url(c.em.var("JOB_QUEUE_URL"))
-        .message_body(json!({"jobId": id, "generation": 1, "segment": 0}).to_string())
+        .message_body(json!({"jobId": id, "run": 1, "segment": 0}).to_string())
         .message_group_id("jobs")
         .message_deduplication_id(format!("{id}-duplicate"))
         .send()
@@ -232,7 +232,7 @@ async fn max_attempts_are_honoured(c: &Cloud, max_attempts: u32) {
         .start_execution()
         .state_machine_arn(&sm)
         .name(format!("attempts-{max_attempts}"))
-        .input(json!({"jobId": job, "generation": 1, "segment": 0}).to_string())
+        .input(json!({"jobId": job, "run": 1, "segment": 0}).to_string())
         .send()
         .await
         .expect("start")

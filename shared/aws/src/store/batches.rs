@@ -1,0 +1,128 @@
+//! The batch facet: batches of jobs and their pages.
+
+use super::*;
+
+#[async_trait]
+impl BatchStore for DynamoStore {
+    async fn batch_put(&self, batch: &lotsawa_core::batch::Batch) -> Result<(), StoreError> {
+        let created = ts(batch.created_at);
+        let items = serde_json::to_string(&batch.items).map_err(build)?;
+        let mut item = Item::new();
+        item.insert("pk".into(), s(crate::items::batch_pk(batch.id)));
+        item.insert("sk".into(), s("BATCH"));
+        item.insert("tenant".into(), s(batch.tenant.as_str()));
+        item.insert("createdAt".into(), s(created.clone()));
+        item.insert("items".into(), s(items));
+        item.insert("gsi2pk".into(), s(crate::items::batches_pk(&batch.tenant)));
+        item.insert("gsi2sk".into(), s(format!("{created}#{}", batch.id)));
+        self.clients
+            .ddb
+            .put_item()
+            .table_name(&self.config.table)
+            .set_item(Some(item))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await
+            .map_err(ddb("DynamoDB PutItem"))?;
+        Ok(())
+    }
+
+    async fn batch_get(
+        &self,
+        id: lotsawa_core::BatchId,
+    ) -> Result<lotsawa_core::batch::Batch, StoreError> {
+        let out = self
+            .clients
+            .ddb
+            .get_item()
+            .table_name(&self.config.table)
+            .set_key(Some(Self::key(crate::items::batch_pk(id), "BATCH")))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB GetItem"))?;
+        let item = out.item.ok_or(StoreError::BatchNotFound(id))?;
+        batch_from_item(id, &item)
+    }
+
+    async fn batch_list(
+        &self,
+        tenant: &lotsawa_core::Tenant,
+        limit: u32,
+        after: Option<&str>,
+    ) -> Result<(Vec<lotsawa_core::batch::Batch>, Option<String>), StoreError> {
+        let start = match after {
+            Some(pos) => {
+                let id: lotsawa_core::BatchId = pos
+                    .rsplit_once('#')
+                    .and_then(|(_, id)| id.parse().ok())
+                    .ok_or_else(|| StoreError::InvalidCursor(pos.to_owned()))?;
+                let mut key = Self::key(crate::items::batch_pk(id), "BATCH");
+                key.insert("gsi2pk".into(), s(crate::items::batches_pk(tenant)));
+                key.insert("gsi2sk".into(), s(pos));
+                Some(key)
+            }
+            None => None,
+        };
+        let out = self
+            .clients
+            .ddb
+            .query()
+            .table_name(&self.config.table)
+            .index_name("gsi2")
+            .key_condition_expression("gsi2pk = :pk")
+            .expression_attribute_values(":pk", s(crate::items::batches_pk(tenant)))
+            .scan_index_forward(false)
+            .limit(limit.max(1) as i32 + 1)
+            .set_exclusive_start_key(start)
+            .send()
+            .await
+            .map_err(ddb("DynamoDB Query"))?;
+        let mut positions: Vec<String> = out
+            .items()
+            .iter()
+            .filter_map(|i| i.get("gsi2sk").and_then(|v| v.as_s().ok()).cloned())
+            .collect();
+        let more = positions.len() > limit as usize;
+        positions.truncate(limit as usize);
+        let mut batches = Vec::with_capacity(positions.len());
+        for pos in &positions {
+            let id = pos
+                .rsplit_once('#')
+                .and_then(|(_, id)| id.parse().ok())
+                .ok_or_else(|| StoreError::Corrupt(format!("batch index key {pos}")))?;
+            match BatchStore::batch_get(self, id).await {
+                Ok(b) => batches.push(b),
+                Err(StoreError::BatchNotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        let next = if more {
+            positions.last().cloned()
+        } else {
+            None
+        };
+        Ok((batches, next))
+    }
+}
+
+pub(super) fn batch_from_item(
+    id: lotsawa_core::BatchId,
+    item: &Item,
+) -> Result<lotsawa_core::batch::Batch, StoreError> {
+    let text = |name: &str| {
+        item.get(name)
+            .and_then(|v| v.as_s().ok())
+            .ok_or_else(|| StoreError::Corrupt(format!("batch {id}: no {name}")))
+    };
+    Ok(lotsawa_core::batch::Batch {
+        id,
+        tenant: lotsawa_core::Tenant::parse(text("tenant")?)
+            .map_err(|e| StoreError::Corrupt(e.0))?,
+        created_at: DateTime::parse_from_rfc3339(text("createdAt")?)
+            .map_err(|e| StoreError::Corrupt(format!("batch {id}: {e}")))?
+            .with_timezone(&Utc),
+        items: serde_json::from_str(text("items")?)
+            .map_err(|e| StoreError::Corrupt(format!("batch {id} items: {e}")))?,
+    })
+}

@@ -1,0 +1,320 @@
+//! The [`JobService`] the HTTP API calls, implemented once over the
+//! [`Service`]: submission, reads, lists, cancel and retry, batches, keys.
+
+use super::*;
+
+#[async_trait]
+impl JobService for Service {
+    async fn submit(&self, new: NewJob) -> Result<Job, ServiceError> {
+        self.admit(&new.tenant).await?;
+        self.create(new).await
+    }
+
+    async fn submit_once(&self, new: NewJob, key: &str) -> Result<Submitted, ServiceError> {
+        let now = Utc::now();
+        let fingerprint = new.fingerprint();
+        let ours = crate::store::IdempotencyRecord {
+            tenant: new.tenant.clone(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.clone(),
+            job_id: JobId::new(),
+            created_at: now,
+        };
+        let held = self
+            .store
+            .idempotency_put(&ours, now - IDEMPOTENCY_WINDOW)
+            .await?;
+        if held.fingerprint != fingerprint {
+            return Err(ServiceError::IdempotencyMismatch(format!(
+                "Idempotency-Key '{key}' was used with a different request (job {})",
+                held.job_id
+            )));
+        }
+        let replayed = held.job_id != ours.job_id;
+        if !replayed {
+            // Only a request that creates spends a token; a replay is free.
+            self.admit(&new.tenant).await?;
+        }
+        if replayed {
+            match self.store.get(held.job_id).await {
+                Ok(_) => {
+                    return Ok(Submitted {
+                        job_id: held.job_id,
+                        replayed,
+                    });
+                }
+                // The first request stopped between its record and its job
+                // (or was refused, or is making it now): make it, once.
+                Err(StoreError::NotFound(_)) => self.admit(&new.tenant).await?,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        match self.create_as(held.job_id, new).await {
+            Ok(job) => self.queue(&job).await?,
+            Err(ServiceError::Store(StoreError::ConditionFailed(_))) if replayed => {}
+            Err(e) => return Err(e),
+        }
+        Ok(Submitted {
+            job_id: held.job_id,
+            replayed,
+        })
+    }
+
+    async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
+        let job = owned(tenant, self.store.get(id).await?)?;
+        self.view(job, true).await
+    }
+
+    async fn list(&self, query: ListQuery) -> Result<JobPage, ServiceError> {
+        let filter = ListFilter {
+            tenant: query.tenant.clone(),
+            status: query.status,
+            kind: query.kind,
+        };
+        let after = query
+            .cursor
+            .as_deref()
+            .map(|c| Cursor::decode(&filter, c))
+            .transpose()?;
+        let page = self
+            .store
+            .list(&PageRequest {
+                filter: filter.clone(),
+                limit: query.limit,
+                after,
+            })
+            .await?;
+        let mut jobs = Vec::with_capacity(page.jobs.len());
+        for j in page.jobs {
+            jobs.push(self.view(j, false).await?);
+        }
+        Ok(JobPage {
+            jobs,
+            next_cursor: page.next.map(|p| Cursor::encode(&filter, &p)),
+        })
+    }
+
+    async fn cancel(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        let (before, after) = self.client_change(tenant, id, Change::Cancel).await?;
+        self.runner.cancelled(&after, before.status).await;
+        Ok(after)
+    }
+
+    async fn retry(&self, tenant: &Tenant, id: JobId) -> Result<Job, ServiceError> {
+        let (_, after) = self.client_change(tenant, id, Change::Retry).await?;
+        self.runner.queued(&after).await?;
+        Ok(after)
+    }
+
+    async fn chunks_from(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        from: u32,
+        to: u32,
+    ) -> Result<Vec<ChunkOutput>, ServiceError> {
+        self.pulse(tenant, id).await?;
+        Ok(self
+            .store
+            .chunks_between(id, from, to)
+            .await?
+            .into_iter()
+            .filter(|c| c.status == ChunkStatus::Completed)
+            .map(|c| ChunkOutput {
+                index: c.index,
+                translation: c.translation.unwrap_or_default(),
+            })
+            .collect())
+    }
+
+    async fn chunk_records(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+    ) -> Result<Vec<crate::ledger::ChunkRecord>, ServiceError> {
+        self.pulse(tenant, id).await?;
+        Ok(self.store.chunks(id, 0).await?)
+    }
+
+    async fn pulse(&self, tenant: &Tenant, id: JobId) -> Result<crate::store::Pulse, ServiceError> {
+        let pulse = self.store.pulse(id).await?;
+        if pulse.tenant != *tenant {
+            return Err(ServiceError::NotFound(id));
+        }
+        Ok(pulse)
+    }
+
+    async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
+        let brief = owned(tenant, self.store.get_brief(id).await?)?;
+        let job = match brief.status {
+            JobStatus::Completed => {
+                // The result, without the source a watcher has no use for.
+                let mut full = self.store.get(id).await?;
+                full.source = String::new();
+                full
+            }
+            _ => brief,
+        };
+        self.view(job, false).await
+    }
+
+    async fn submit_batch(&self, new: NewBatch) -> Result<BatchView, ServiceError> {
+        let n = new.items.len();
+        if n == 0 {
+            return Err(ServiceError::Invalid(
+                "items: a batch needs at least one item".into(),
+            ));
+        }
+        if n > self.max_batch_items as usize {
+            return Err(ServiceError::Invalid(format!(
+                "items: a batch may have at most {} items; this one has {n}: split it",
+                self.max_batch_items
+            )));
+        }
+        let mut names = std::collections::HashSet::with_capacity(n);
+        for (i, item) in new.items.iter().enumerate() {
+            crate::batch::check_name(&item.name)
+                .map_err(|e| ServiceError::Invalid(format!("items[{i}].name {e}")))?;
+            if !names.insert(item.name.as_str()) {
+                return Err(ServiceError::Invalid(format!(
+                    "items[{i}].name '{}' is used by an earlier item; names must be unique",
+                    item.name
+                )));
+            }
+            if item.job.tenant != new.tenant {
+                return Err(ServiceError::Invalid(format!(
+                    "items[{i}] belongs to another tenant"
+                )));
+            }
+        }
+        // Every item is checked before anything is stored.
+        let id = BatchId::new();
+        let mut prepared = Vec::with_capacity(n);
+        for (i, item) in new.items.into_iter().enumerate() {
+            let (mut job, chunks) = self.prepare(item.job).await.map_err(|e| match e {
+                ServiceError::Invalid(m) => ServiceError::Invalid(format!("items[{i}]: {m}")),
+                other => other,
+            })?;
+            job.batch = Some(BatchRef {
+                id,
+                index: i as u32,
+            });
+            prepared.push((item.name, job, chunks));
+        }
+        self.admit_n(&new.tenant, n as u32).await?;
+        // The jobs first, then the batch: a stop in between leaves jobs that
+        // run as singles, never a batch naming jobs that do not exist.
+        for (_, job, chunks) in &prepared {
+            self.store.create(job, chunks).await?;
+        }
+        let batch = Batch {
+            id,
+            tenant: new.tenant,
+            created_at: Utc::now(),
+            items: prepared
+                .iter()
+                .map(|(name, job, _)| BatchItem {
+                    name: name.clone(),
+                    job_id: job.id,
+                })
+                .collect(),
+        };
+        self.store.batch_put(&batch).await?;
+        for (_, job, _) in &prepared {
+            self.runner.queued(job).await?;
+        }
+        self.batch_view(batch).await
+    }
+
+    async fn batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        self.batch_view(batch).await
+    }
+
+    async fn list_batches(
+        &self,
+        tenant: &Tenant,
+        limit: u32,
+        cursor: Option<String>,
+    ) -> Result<BatchPage, ServiceError> {
+        let tag = Cursor::batches_tag(tenant);
+        let after = cursor
+            .as_deref()
+            .map(|c| Cursor::decode_tagged(&tag, c))
+            .transpose()?;
+        let (batches, next) = self
+            .store
+            .batch_list(tenant, limit, after.as_deref())
+            .await?;
+        let mut views = Vec::with_capacity(batches.len());
+        for b in batches {
+            views.push(self.batch_view(b).await?);
+        }
+        Ok(BatchPage {
+            batches: views,
+            next_cursor: next.map(|p| Cursor::encode_tagged(&tag, &p)),
+        })
+    }
+
+    async fn cancel_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        for job in self.store.get_briefs(&ids).await? {
+            if job.status.is_terminal() {
+                continue;
+            }
+            match self.cancel(tenant, job.id).await {
+                // It ended meanwhile.
+                Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.batch_view(batch).await
+    }
+
+    async fn retry_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError> {
+        let batch = self.owned_batch(tenant, id).await?;
+        let ids: Vec<JobId> = batch.items.iter().map(|i| i.job_id).collect();
+        for job in self.store.get_briefs(&ids).await? {
+            if !matches!(job.status, JobStatus::Failed | JobStatus::Cancelled) {
+                continue;
+            }
+            match self.retry(tenant, job.id).await {
+                Ok(_) | Err(ServiceError::Conflict { .. }) => {}
+                Err(e) => return Err(e),
+            }
+        }
+        self.batch_view(batch).await
+    }
+
+    async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError> {
+        let refused = || ServiceError::Unauthorized("unknown or revoked API key".into());
+        if !crate::auth::looks_like_key(key) {
+            return Err(refused());
+        }
+        match self.store.key_find(&crate::auth::key_hash(key)).await? {
+            Some(k) if k.revoked_at.is_none() => Ok(k.tenant),
+            _ => Err(refused()),
+        }
+    }
+
+    async fn wait_for_change(&self, id: JobId, seen: &mut u64, max_wait: Duration) {
+        self.runner.wait_for_change(id, seen, max_wait).await;
+    }
+
+    fn engines(&self) -> Vec<String> {
+        self.engines.names.clone()
+    }
+
+    async fn metrics(&self) -> Result<String, ServiceError> {
+        let mut out = self.gauges().await?;
+        out.push_str(&self.runner.extra_metrics().await?);
+        Ok(out)
+    }
+
+    async fn healthy(&self) -> Result<(), ServiceError> {
+        self.runner.ready()?;
+        self.store.slots_in_use().await?;
+        Ok(())
+    }
+}

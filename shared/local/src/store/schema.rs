@@ -1,0 +1,234 @@
+//! The database file: its schema and the migrations of older files, and
+//! how connections are opened (WAL, durability, private file mode).
+
+use super::*;
+
+pub(super) const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS jobs (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    kind TEXT NOT NULL,
+    status TEXT NOT NULL,
+    source TEXT NOT NULL,
+    config TEXT NOT NULL,
+    result TEXT,
+    error TEXT,
+    chunks_total INTEGER NOT NULL,
+    chunks_completed INTEGER NOT NULL DEFAULT 0,
+    queue_pos INTEGER NOT NULL,
+    created_at TEXT NOT NULL,
+    started_at TEXT,
+    completed_at TEXT,
+    cancelled_at TEXT,
+    attempts INTEGER NOT NULL DEFAULT 0
+);
+CREATE INDEX IF NOT EXISTS jobs_queue ON jobs(queue_pos) WHERE status = 'pending';
+CREATE INDEX IF NOT EXISTS jobs_running ON jobs(queue_pos) WHERE status = 'processing';
+CREATE INDEX IF NOT EXISTS jobs_status_seq ON jobs(status, seq);
+CREATE INDEX IF NOT EXISTS jobs_kind_seq ON jobs(kind, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    tenant TEXT NOT NULL,
+    key TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    job_id TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    PRIMARY KEY (tenant, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS rate_buckets (
+    tenant TEXT PRIMARY KEY,
+    tokens REAL NOT NULL,
+    at TEXT NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    hash TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    revoked_at TEXT
+);
+CREATE TABLE IF NOT EXISTS chunks (
+    job_seq INTEGER NOT NULL REFERENCES jobs(seq),
+    idx INTEGER NOT NULL,
+    source TEXT NOT NULL,
+    chars INTEGER NOT NULL,
+    status TEXT NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    translation TEXT,
+    error TEXT,
+    duration_ms INTEGER,
+    run INTEGER NOT NULL DEFAULT 0,
+    confidence REAL,
+    from_memory INTEGER NOT NULL DEFAULT 0,
+    context TEXT,
+    warning TEXT,
+    PRIMARY KEY (job_seq, idx)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS batches (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    tenant TEXT NOT NULL,
+    created_at TEXT NOT NULL,
+    items TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS batches_tenant_seq ON batches(tenant, seq);
+CREATE TABLE IF NOT EXISTS memory (
+    key TEXT PRIMARY KEY,
+    translation TEXT NOT NULL,
+    confidence REAL,
+    created_at TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Columns added after the first schema, added to older databases at open.
+pub(super) const ADDED_CHUNK_COLUMNS: &[(&str, &str)] = &[
+    ("confidence", "REAL"),
+    ("from_memory", "INTEGER NOT NULL DEFAULT 0"),
+    ("context", "TEXT"),
+    ("warning", "TEXT"),
+];
+
+pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    // Jobs from before tenants belong to the default tenant.
+    let job_columns: Vec<String> = conn
+        .prepare("SELECT name FROM pragma_table_info('jobs')")?
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    if !job_columns.iter().any(|c| c == "tenant") {
+        conn.execute_batch("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")?;
+    }
+    // The callback delivery: its state (JSON) and, while pending, when the
+    // next attempt is due.
+    // ... and its batch (`<batch id>:<item index>`).
+    for (name, ty) in [
+        ("callback", "TEXT"),
+        ("callback_due", "TEXT"),
+        ("batch", "TEXT"),
+    ] {
+        if !job_columns.iter().any(|c| c == name) {
+            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    conn.execute_batch(
+        "CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq);
+         CREATE INDEX IF NOT EXISTS jobs_tenant_pending ON jobs(tenant) WHERE status = 'pending';
+         CREATE INDEX IF NOT EXISTS jobs_callback_due ON jobs(callback_due) WHERE callback_due IS NOT NULL;",
+    )?;
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
+    let have: Vec<String> = stmt
+        .query_map([], |r| r.get(0))?
+        .collect::<Result<_, _>>()?;
+    for (name, ty) in ADDED_CHUNK_COLUMNS {
+        if !have.iter().any(|h| h == name) {
+            conn.execute_batch(&format!("ALTER TABLE chunks ADD COLUMN {name} {ty}"))?;
+        }
+    }
+    Ok(())
+}
+
+/// Read connections: the pool's size and the most reads at once.
+pub(super) const READERS: usize = 8;
+
+/// Create the database file readable and writable by its owner only (SQLite
+/// gives its WAL and shared-memory files the same mode).
+pub(super) fn create_private(path: &Path) -> Result<(), SqliteError> {
+    if path.exists() {
+        return Ok(());
+    }
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    match options.open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(SqliteError::Commit(format!(
+            "cannot create {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// When a commit is on disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// Every commit is fsynced before anyone hears of it (`synchronous=FULL`):
+    /// it survives a process crash and a power loss.
+    #[default]
+    Full,
+    /// Commits are in the WAL file before anyone hears of them, fsynced at
+    /// checkpoints (`synchronous=NORMAL`): they survive a process crash
+    /// (`kill -9`); a power loss or OS crash may lose the last ones, never
+    /// corrupt the database.
+    Process,
+}
+
+impl std::str::FromStr for Durability {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.trim() {
+            "full" => Ok(Self::Full),
+            "process" => Ok(Self::Process),
+            other => Err(format!("expected full or process, got '{other}'")),
+        }
+    }
+}
+
+pub(super) fn open_conn(path: &Path, read_only: bool) -> rusqlite::Result<Connection> {
+    open_conn_with(path, read_only, Durability::Full)
+}
+
+/// Run a statement through the connection's statement cache (preparing one
+/// costs more than running it on the hot paths).
+pub(super) fn exec<P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+) -> rusqlite::Result<usize> {
+    conn.prepare_cached(sql)?.execute(params)
+}
+
+/// One row through the statement cache.
+pub(super) fn query_row<T, P: rusqlite::Params>(
+    conn: &Connection,
+    sql: &str,
+    params: P,
+    f: impl FnOnce(&Row<'_>) -> rusqlite::Result<T>,
+) -> rusqlite::Result<T> {
+    conn.prepare_cached(sql)?.query_row(params, f)
+}
+
+/// A statement without parameters or rows, through the statement cache.
+pub(super) fn run(conn: &Connection, sql: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached(sql)?.execute([]).map(|_| ())
+}
+
+pub(super) fn open_conn_with(
+    path: &Path,
+    read_only: bool,
+    durability: Durability,
+) -> rusqlite::Result<Connection> {
+    let flags = if read_only {
+        OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    } else {
+        OpenFlags::SQLITE_OPEN_READ_WRITE
+            | OpenFlags::SQLITE_OPEN_CREATE
+            | OpenFlags::SQLITE_OPEN_NO_MUTEX
+    };
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    if !read_only {
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+    }
+    conn.pragma_update(
+        None,
+        "synchronous",
+        match durability {
+            Durability::Full => "FULL",
+            Durability::Process => "NORMAL",
+        },
+    )?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Every hot statement stays prepared (the default holds 16).
+    conn.set_prepared_statement_cache_capacity(128);
+    Ok(conn)
+}
