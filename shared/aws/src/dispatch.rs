@@ -20,7 +20,8 @@ use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{AdmissionStore, JobId, JobStatus, JobStore, StoreError};
 use serde::Deserialize;
 
-use crate::store::{CloudError, DynamoStore, aws};
+use crate::error::{CloudError, aws};
+use crate::store::DynamoStore;
 
 /// How long an execution must have ended before a sweep settles it (its own
 /// status event normally does it first).

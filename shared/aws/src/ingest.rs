@@ -14,7 +14,8 @@ use lotsawa_core::{
 use percent_encoding::percent_decode_str;
 use serde_json::json;
 
-use crate::store::{CloudError, DynamoStore};
+use crate::error::CloudError;
+use crate::store::DynamoStore;
 
 /// Incoming prefix.
 pub const INCOMING: &str = "incoming/";

@@ -13,6 +13,7 @@
 pub mod authorizer;
 pub mod config;
 pub mod dispatch;
+pub mod error;
 pub mod ingest;
 pub mod items;
 pub mod messages;
@@ -22,4 +23,5 @@ pub mod store;
 pub mod worker;
 
 pub use config::CloudConfig;
-pub use store::{Clients, CloudError, DynamoStore};
+pub use error::CloudError;
+pub use store::{Clients, DynamoStore};

@@ -7,7 +7,7 @@ use lotsawa_core::JobId;
 use serde::Deserialize;
 
 use crate::config::CloudConfig;
-use crate::store::{CloudError, aws};
+use crate::error::{CloudError, aws};
 
 /// A job-queue message, and the input of a run's execution: written and
 /// read by this one definition.

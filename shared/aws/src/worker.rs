@@ -13,7 +13,8 @@ use lotsawa_engines::EngineSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
-use crate::store::{CloudError, Counted, DynamoStore};
+use crate::error::CloudError;
+use crate::store::{Counted, DynamoStore};
 
 /// One step of a job run, as the state machine asks for it.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]

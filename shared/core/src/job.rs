@@ -8,10 +8,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-/// Why an input was refused at the edge.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct ValidationError(pub String);
+pub use crate::validation::ValidationError;
 
 /// A UUID identifier type: random when new, parsed from its hyphenated
 /// form with an error naming what it identifies.

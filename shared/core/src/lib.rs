@@ -25,6 +25,7 @@ pub mod segment;
 pub mod service;
 pub mod step;
 pub mod store;
+pub mod validation;
 pub mod webhook;
 
 pub use auth::{ApiKeyRecord, Tenant};

@@ -19,8 +19,8 @@ use crate::dto::{
     BatchDto, BatchItemDto, BatchItemRequest, BatchListDto, BatchRequest, BatchSubmitResponse,
     SubmitRequest,
 };
+use crate::error::{MalformedId, NoSuchBatch};
 use crate::extract::BatchIdPath;
-use crate::openapi::{MalformedId, NoSuchBatch};
 use crate::query::PageLimit;
 use crate::submission::to_new_job;
 use crate::{ApiError, AppState, documents};

@@ -6,7 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use lotsawa_core::ServiceError;
 use serde::{Deserialize, Serialize};
-use utoipa::ToSchema;
+use utoipa::{IntoResponses, ToSchema};
 
 /// The media type of every error answer, in its headers and in the OpenAPI
 /// document alike.
@@ -159,3 +159,21 @@ impl IntoResponse for ApiError {
         res
     }
 }
+
+// Answers that many operations list in the OpenAPI document, each written
+// once here; `openapi::ErrorAnswers` gives each its problem body.
+
+/// 400 of an operation on one job or batch by its id.
+#[derive(IntoResponses)]
+#[response(status = 400, description = "Malformed id")]
+pub(crate) struct MalformedId;
+
+/// 404 of an operation on one job by its id.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such job")]
+pub(crate) struct NoSuchJob;
+
+/// 404 of an operation on one batch by its id.
+#[derive(IntoResponses)]
+#[response(status = 404, description = "No such batch")]
+pub(crate) struct NoSuchBatch;

@@ -14,8 +14,8 @@ use serde::Deserialize;
 use crate::dto::{
     ActionResponse, ChunkDto, ChunkListDto, JobDto, JobListDto, SubmitRequest, SubmitResponse,
 };
+use crate::error::{MalformedId, NoSuchJob};
 use crate::extract::JobIdPath;
-use crate::openapi::{MalformedId, NoSuchJob};
 use crate::query::ListParams;
 use crate::submission::to_new_job;
 use crate::{ApiError, AppState, documents};

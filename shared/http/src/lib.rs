@@ -22,6 +22,7 @@ mod extract;
 mod guards;
 mod jobs;
 mod openapi;
+mod probes;
 mod query;
 mod router;
 mod sse;

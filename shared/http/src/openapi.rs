@@ -21,7 +21,7 @@ use crate::jobs::{
     __path_cancel_job, __path_get_job, __path_job_chunks, __path_job_result, __path_list_jobs,
     __path_retry_job, __path_submit_job,
 };
-use crate::router::{__path_healthz, __path_metrics};
+use crate::probes::{__path_healthz, __path_metrics};
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses(
@@ -88,21 +88,6 @@ pub struct ApiDoc;
 // Answers that many operations list, each written once here. Like every
 // error answer, they name only status and description: `ErrorAnswers`
 // gives each its problem body.
-
-/// 400 of an operation on one job or batch by its id.
-#[derive(IntoResponses)]
-#[response(status = 400, description = "Malformed id")]
-pub(crate) struct MalformedId;
-
-/// 404 of an operation on one job by its id.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such job")]
-pub(crate) struct NoSuchJob;
-
-/// 404 of an operation on one batch by its id.
-#[derive(IntoResponses)]
-#[response(status = 404, description = "No such batch")]
-pub(crate) struct NoSuchBatch;
 
 /// 401 of every keyed operation (when keys are required).
 #[derive(IntoResponses)]

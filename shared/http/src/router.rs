@@ -5,17 +5,14 @@
 
 use std::sync::Arc;
 
-use axum::Json;
-use axum::extract::{DefaultBodyLimit, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::extract::DefaultBodyLimit;
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use lotsawa_core::JobService;
 
 use crate::guards::with_guards;
-use crate::{
-    ApiConfig, ApiError, AppState, Health, Router, batches, dashboard, jobs, openapi, sse,
-};
+use crate::probes::{healthz, metrics};
+use crate::{ApiConfig, ApiError, AppState, Router, batches, dashboard, jobs, openapi, sse};
 
 /// Build the router over any backend.
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
@@ -117,31 +114,4 @@ fn with_fallbacks(routes: Router<AppState>) -> Router<AppState> {
                 "method not allowed on this endpoint",
             )
         })
-}
-
-/// Liveness and readiness.
-#[utoipa::path(get, path = "/healthz", responses(
-    (status = 200, description = "Healthy", body = Health),
-    (status = 503, description = "Shutting down or store unavailable"),
-))]
-pub(crate) async fn healthz(State(state): State<AppState>) -> Result<Json<Health>, ApiError> {
-    state.service.healthy().await?;
-    Ok(Json(Health {
-        status: "ok".into(),
-        engines: state.service.engines(),
-    }))
-}
-
-/// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", responses(
-    (status = 200, description = "Prometheus text exposition", body = String, content_type = "text/plain"),
-))]
-pub(crate) async fn metrics(State(state): State<AppState>) -> Result<Response, ApiError> {
-    let text = state.service.metrics().await?;
-    let mut headers = HeaderMap::new();
-    headers.insert(
-        header::CONTENT_TYPE,
-        HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
-    );
-    Ok((headers, text).into_response())
 }

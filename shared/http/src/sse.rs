@@ -18,8 +18,8 @@ use serde_json::json;
 use tokio::sync::mpsc;
 
 use crate::dto::{ProgressEvent, ResultDto};
+use crate::error::{MalformedId, NoSuchJob};
 use crate::extract::JobIdPath;
-use crate::openapi::{MalformedId, NoSuchJob};
 use crate::{ApiError, AppState};
 
 /// Progress is re-sent at least this often while a job is live.
