@@ -6,6 +6,63 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 
+/// A metric's name and help text, defined once for both backends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct MetricDef {
+    /// The Prometheus name.
+    pub name: &'static str,
+    /// The `# HELP` text.
+    pub help: &'static str,
+}
+
+/// Provider calls per outcome (label `outcome`).
+pub const CHUNK_ATTEMPTS: MetricDef = MetricDef {
+    name: "lotsawa_chunk_attempts_total",
+    help: "Provider calls made for chunks, by outcome",
+};
+/// Duration of successful provider calls (label `engine`).
+pub const CHUNK_DURATION: MetricDef = MetricDef {
+    name: "lotsawa_chunk_duration_seconds",
+    help: "Duration of successful chunk translations",
+};
+/// Jobs submitted since the process started (embedded backend).
+pub const JOBS_SUBMITTED: MetricDef = MetricDef {
+    name: "lotsawa_jobs_submitted_total",
+    help: "Jobs submitted since start",
+};
+/// Chunks served from the translation memory.
+pub const MEMORY_HITS: MetricDef = MetricDef {
+    name: "lotsawa_translation_memory_hits_total",
+    help: "Chunks served from the translation memory without a provider call",
+};
+/// Answers the quality checks refused and asked again.
+pub const QUALITY_RETRIES: MetricDef = MetricDef {
+    name: "lotsawa_quality_retries_total",
+    help: "Provider answers rejected by the quality checks and asked again",
+};
+/// Answers to the state machine that Step Functions refused (cloud).
+pub const ANSWER_FAILURES: MetricDef = MetricDef {
+    name: "lotsawa_task_answer_failures_total",
+    help: "Answers to the state machine that Step Functions refused",
+};
+
+impl MetricDef {
+    /// The `# HELP` and `# TYPE` lines of this metric.
+    fn header(&self, out: &mut String, kind: &str) {
+        let _ = writeln!(
+            out,
+            "# HELP {} {}\n# TYPE {} {kind}",
+            self.name, self.help, self.name
+        );
+    }
+
+    /// A counter without labels: header and value.
+    fn counter(&self, out: &mut String, value: u64) {
+        self.header(out, "counter");
+        let _ = writeln!(out, "{} {value}", self.name);
+    }
+}
+
 /// Upper bounds (seconds) of `lotsawa_chunk_duration_seconds` buckets.
 pub const CHUNK_DURATION_BUCKETS: [f64; 14] = [
     0.001, 0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0,
@@ -61,55 +118,34 @@ impl ChunkTotals {
     /// labels and buckets as the embedded backend's registry.
     pub fn to_prometheus(&self) -> String {
         let mut out = String::new();
-        out.push_str("# HELP lotsawa_chunk_attempts_total Provider calls made for chunks, by outcome\n# TYPE lotsawa_chunk_attempts_total counter\n");
+        let attempts = CHUNK_ATTEMPTS.name;
+        CHUNK_ATTEMPTS.header(&mut out, "counter");
         for outcome in ATTEMPT_OUTCOMES {
             let n = self.attempts.get(outcome).copied().unwrap_or(0);
-            let _ = writeln!(
-                out,
-                "lotsawa_chunk_attempts_total{{outcome=\"{outcome}\"}} {n}"
-            );
+            let _ = writeln!(out, "{attempts}{{outcome=\"{outcome}\"}} {n}");
         }
-        out.push_str("# HELP lotsawa_chunk_duration_seconds Duration of successful chunk translations\n# TYPE lotsawa_chunk_duration_seconds histogram\n");
+        let duration = CHUNK_DURATION.name;
+        CHUNK_DURATION.header(&mut out, "histogram");
         for (engine, d) in &self.durations {
             let mut cumulative = 0;
             for (i, bound) in CHUNK_DURATION_BUCKETS.iter().enumerate() {
                 cumulative += d.buckets[i];
                 let _ = writeln!(
                     out,
-                    "lotsawa_chunk_duration_seconds_bucket{{engine=\"{engine}\",le=\"{bound}\"}} {cumulative}"
+                    "{duration}_bucket{{engine=\"{engine}\",le=\"{bound}\"}} {cumulative}"
                 );
             }
+            let count = d.count();
             let _ = writeln!(
                 out,
-                "lotsawa_chunk_duration_seconds_bucket{{engine=\"{engine}\",le=\"+Inf\"}} {}",
-                d.count()
+                "{duration}_bucket{{engine=\"{engine}\",le=\"+Inf\"}} {count}"
             );
-            let _ = writeln!(
-                out,
-                "lotsawa_chunk_duration_seconds_sum{{engine=\"{engine}\"}} {}",
-                d.sum
-            );
-            let _ = writeln!(
-                out,
-                "lotsawa_chunk_duration_seconds_count{{engine=\"{engine}\"}} {}",
-                d.count()
-            );
+            let _ = writeln!(out, "{duration}_sum{{engine=\"{engine}\"}} {}", d.sum);
+            let _ = writeln!(out, "{duration}_count{{engine=\"{engine}\"}} {count}");
         }
-        let _ = write!(
-            out,
-            "# HELP lotsawa_translation_memory_hits_total Chunks served from the translation memory without a provider call\n# TYPE lotsawa_translation_memory_hits_total counter\nlotsawa_translation_memory_hits_total {}\n",
-            self.memory_hits
-        );
-        let _ = write!(
-            out,
-            "# HELP lotsawa_quality_retries_total Provider answers rejected by the quality checks and asked again\n# TYPE lotsawa_quality_retries_total counter\nlotsawa_quality_retries_total {}\n",
-            self.quality_retries
-        );
-        let _ = write!(
-            out,
-            "# HELP lotsawa_task_answer_failures_total Answers to the state machine that Step Functions refused\n# TYPE lotsawa_task_answer_failures_total counter\nlotsawa_task_answer_failures_total {}\n",
-            self.answer_failures
-        );
+        MEMORY_HITS.counter(&mut out, self.memory_hits);
+        QUALITY_RETRIES.counter(&mut out, self.quality_retries);
+        ANSWER_FAILURES.counter(&mut out, self.answer_failures);
         out
     }
 }

@@ -1,5 +1,9 @@
 //! Prometheus metrics of the embedded backend.
 
+use lotsawa_core::metrics::{
+    ATTEMPT_OUTCOMES, CHUNK_ATTEMPTS, CHUNK_DURATION, CHUNK_DURATION_BUCKETS, JOBS_SUBMITTED,
+    MEMORY_HITS, QUALITY_RETRIES,
+};
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
 };
@@ -38,35 +42,22 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let chunk_attempts = IntCounterVec::new(
-            Opts::new(
-                "lotsawa_chunk_attempts_total",
-                "Provider calls made for chunks, by outcome",
-            ),
+            Opts::new(CHUNK_ATTEMPTS.name, CHUNK_ATTEMPTS.help),
             &["outcome"],
         )
         .expect("valid metric");
         let chunk_duration = HistogramVec::new(
-            HistogramOpts::new(
-                "lotsawa_chunk_duration_seconds",
-                "Duration of successful chunk translations",
-            )
-            .buckets(lotsawa_core::metrics::CHUNK_DURATION_BUCKETS.to_vec()),
+            HistogramOpts::new(CHUNK_DURATION.name, CHUNK_DURATION.help)
+                .buckets(CHUNK_DURATION_BUCKETS.to_vec()),
             &["engine"],
         )
         .expect("valid metric");
         let jobs_submitted =
-            IntCounter::new("lotsawa_jobs_submitted_total", "Jobs submitted since start")
-                .expect("valid metric");
-        let memory_hits = IntCounter::new(
-            "lotsawa_translation_memory_hits_total",
-            "Chunks served from the translation memory without a provider call",
-        )
-        .expect("valid metric");
-        let quality_retries = IntCounter::new(
-            "lotsawa_quality_retries_total",
-            "Provider answers rejected by the quality checks and asked again",
-        )
-        .expect("valid metric");
+            IntCounter::new(JOBS_SUBMITTED.name, JOBS_SUBMITTED.help).expect("valid metric");
+        let memory_hits =
+            IntCounter::new(MEMORY_HITS.name, MEMORY_HITS.help).expect("valid metric");
+        let quality_retries =
+            IntCounter::new(QUALITY_RETRIES.name, QUALITY_RETRIES.help).expect("valid metric");
         for c in [
             Box::new(chunk_attempts.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(chunk_duration.clone()),
@@ -76,7 +67,7 @@ impl Metrics {
         ] {
             registry.register(c).expect("unique metric");
         }
-        for outcome in lotsawa_core::metrics::ATTEMPT_OUTCOMES {
+        for outcome in ATTEMPT_OUTCOMES {
             chunk_attempts.with_label_values(&[outcome]);
         }
         Self {
