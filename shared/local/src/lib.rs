@@ -23,7 +23,7 @@ use tokio_util::sync::CancellationToken;
 
 pub use scheduler::SchedulerConfig;
 pub use service::{LocalRunner, LocalService};
-pub use store::{Durability, SqliteError, SqliteStore};
+pub use store::{Durability, SCHEMA_VERSION, SqliteError, SqliteStore};
 pub use webhooks::WebhookSettings;
 
 use crate::metrics::Metrics;

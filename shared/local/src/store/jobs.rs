@@ -47,7 +47,7 @@ pub(super) fn checkpoint_in(
     let seq = seq_of(conn, id)?;
     let live: bool = query_row(
         conn,
-        "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND attempts = ?2)",
+        "SELECT EXISTS(SELECT 1 FROM jobs WHERE seq = ?1 AND status = 'processing' AND run = ?2)",
         params![seq, run],
         |r| r.get(0),
     )?;
@@ -190,7 +190,7 @@ pub(super) fn apply_patch(
         patch.to.as_str().to_owned().into(),
         i64::from(patch.new_run).into(),
     ];
-    let mut sets = vec!["status = ?1".to_owned(), "attempts = ?2".to_owned()];
+    let mut sets = vec!["status = ?1".to_owned(), "run = ?2".to_owned()];
     set_field(&mut sets, &mut args, "started_at", &patch.started_at, time)?;
     set_field(
         &mut sets,
@@ -230,7 +230,7 @@ pub(super) fn apply_patch(
     args.push(i64::from(patch.run).into());
     let n_run = args.len();
     let mut sql = format!(
-        "UPDATE jobs SET {} WHERE seq = ?{n_seq} AND status = ?{n_from} AND attempts = ?{n_run}",
+        "UPDATE jobs SET {} WHERE seq = ?{n_seq} AND status = ?{n_from} AND run = ?{n_run}",
         sets.join(", ")
     );
     if patch.requires_all_chunks {

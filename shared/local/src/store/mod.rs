@@ -61,6 +61,17 @@ pub enum SqliteError {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Join(String),
+    /// The database file was written by a newer build.
+    #[error(
+        "the database has schema version {found}, newer than this build's {supported}; \
+         run the lotsawa version that wrote it, or a newer one"
+    )]
+    TooNew {
+        /// The file's version.
+        found: usize,
+        /// The newest this build opens.
+        supported: usize,
+    },
 }
 
 impl SqliteError {
@@ -122,9 +133,10 @@ impl From<SqliteError> for lotsawa_core::StoreError {
             {
                 Port::ConditionFailed(e.to_string())
             }
-            other @ (SqliteError::Sqlite(_) | SqliteError::Commit(_) | SqliteError::Join(_)) => {
-                Port::backend("sqlite", other)
-            }
+            other @ (SqliteError::Sqlite(_)
+            | SqliteError::Commit(_)
+            | SqliteError::Join(_)
+            | SqliteError::TooNew { .. }) => Port::backend("sqlite", other),
         }
     }
 }
@@ -141,7 +153,7 @@ use schema::*;
 use writer::*;
 
 pub use jobs::{CHECKPOINT_SQL, CLAIM_NEXT_SQL, Finish};
-pub use schema::Durability;
+pub use schema::{Durability, SCHEMA_VERSION};
 pub use writer::Lane;
 
 /// The SQLite store.
@@ -177,9 +189,8 @@ impl SqliteStore {
     pub fn open_with(path: impl AsRef<Path>, durability: Durability) -> Result<Self, SqliteError> {
         let path = path.as_ref().to_path_buf();
         create_private(&path)?;
-        let conn = open_conn_with(&path, false, durability)?;
-        conn.execute_batch(SCHEMA)?;
-        migrate(&conn)?;
+        let mut conn = open_conn_with(&path, false, durability)?;
+        migrate(&mut conn)?;
         let queue = Arc::new(WriteQueue {
             lanes: Mutex::new(Lanes::default()),
             ready: std::sync::Condvar::new(),

@@ -3,10 +3,10 @@
 use super::*;
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
-    chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, tenant, callback, \
+    chunks_completed, created_at, started_at, completed_at, cancelled_at, run, tenant, callback, \
     batch";
 pub(super) const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
-    chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, attempts, \
+    chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, run, \
     tenant, callback, batch";
 
 pub(super) fn ts(t: DateTime<Utc>) -> String {
@@ -48,7 +48,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             started_at: row.get(11)?,
             completed_at: row.get(12)?,
             cancelled_at: row.get(13)?,
-            attempts: row.get(14)?,
+            run: row.get(14)?,
             tenant: row.get(15)?,
             callback: row.get(16)?,
             batch: row.get(17)?,
@@ -70,7 +70,7 @@ pub(super) struct RawJob {
     pub(super) started_at: Option<String>,
     pub(super) completed_at: Option<String>,
     pub(super) cancelled_at: Option<String>,
-    pub(super) attempts: u32,
+    pub(super) run: u32,
     pub(super) tenant: String,
     pub(super) callback: Option<String>,
     pub(super) batch: Option<String>,
@@ -122,7 +122,7 @@ impl RawJob {
             started_at: parse_ts(self.started_at)?,
             completed_at: parse_ts(self.completed_at)?,
             cancelled_at: parse_ts(self.cancelled_at)?,
-            run: self.attempts,
+            run: self.run,
             batch: self.batch.as_deref().map(parse_batch).transpose()?,
             callback: self
                 .callback
@@ -166,7 +166,7 @@ pub(super) fn insert_job(
     exec(
         conn,
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
-                           created_at, completed_at, attempts, tenant, batch)
+                           created_at, completed_at, run, tenant, batch)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13)",
         params![
             job.id.to_string(),

@@ -1,9 +1,13 @@
 //! The database file: its schema and the migrations of older files, and
 //! how connections are opened (WAL, durability, private file mode).
 
+use rusqlite::Transaction;
+use rusqlite_migration::{HookResult, M, Migrations};
+
 use super::*;
 
-pub(super) const SCHEMA: &str = r#"
+/// Schema 1, as created on an empty file.
+const SCHEMA: &str = r#"
 CREATE TABLE IF NOT EXISTS jobs (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -79,50 +83,79 @@ CREATE TABLE IF NOT EXISTS memory (
 ) WITHOUT ROWID;
 "#;
 
-/// Columns added after the first schema, added to older databases at open.
-pub(super) const ADDED_CHUNK_COLUMNS: &[(&str, &str)] = &[
+/// Columns added to the chunks table before schemas had versions.
+const ADDED_CHUNK_COLUMNS: &[(&str, &str)] = &[
     ("confidence", "REAL"),
     ("from_memory", "INTEGER NOT NULL DEFAULT 0"),
     ("context", "TEXT"),
     ("warning", "TEXT"),
 ];
 
-pub(super) fn migrate(conn: &Connection) -> rusqlite::Result<()> {
-    // Jobs from before tenants belong to the default tenant.
-    let job_columns: Vec<String> = conn
-        .prepare("SELECT name FROM pragma_table_info('jobs')")?
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    if !job_columns.iter().any(|c| c == "tenant") {
-        conn.execute_batch("ALTER TABLE jobs ADD COLUMN tenant TEXT NOT NULL DEFAULT 'default'")?;
-    }
-    // The callback delivery: its state (JSON) and, while pending, when the
-    // next attempt is due.
-    // ... and its batch (`<batch id>:<item index>`).
-    for (name, ty) in [
-        ("callback", "TEXT"),
-        ("callback_due", "TEXT"),
-        ("batch", "TEXT"),
-    ] {
-        if !job_columns.iter().any(|c| c == name) {
-            conn.execute_batch(&format!("ALTER TABLE jobs ADD COLUMN {name} {ty}"))?;
+/// Columns added to the jobs table before schemas had versions: the tenant
+/// (jobs from before tenants belong to the default one), the callback
+/// delivery (its state as JSON and, while pending, when the next attempt is
+/// due) and the batch (`<batch id>:<item index>`).
+const ADDED_JOB_COLUMNS: &[(&str, &str)] = &[
+    ("tenant", "TEXT NOT NULL DEFAULT 'default'"),
+    ("callback", "TEXT"),
+    ("callback_due", "TEXT"),
+    ("batch", "TEXT"),
+];
+
+/// Schema 1's last step: a database file from before versions (user_version
+/// 0) may be any of its shapes, so each column added since is added where
+/// it is missing.
+fn unversioned_columns(tx: &Transaction<'_>) -> HookResult {
+    for (table, added) in [("jobs", ADDED_JOB_COLUMNS), ("chunks", ADDED_CHUNK_COLUMNS)] {
+        let have: Vec<String> = tx
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))?
+            .query_map([], |r| r.get(0))?
+            .collect::<Result<_, _>>()?;
+        for (name, ty) in added {
+            if !have.iter().any(|h| h == name) {
+                tx.execute_batch(&format!("ALTER TABLE {table} ADD COLUMN {name} {ty}"))?;
+            }
         }
     }
-    conn.execute_batch(
+    tx.execute_batch(
         "CREATE INDEX IF NOT EXISTS jobs_tenant_seq ON jobs(tenant, seq);
          CREATE INDEX IF NOT EXISTS jobs_tenant_pending ON jobs(tenant) WHERE status = 'pending';
          CREATE INDEX IF NOT EXISTS jobs_callback_due ON jobs(callback_due) WHERE callback_due IS NOT NULL;",
     )?;
-    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('chunks')")?;
-    let have: Vec<String> = stmt
-        .query_map([], |r| r.get(0))?
-        .collect::<Result<_, _>>()?;
-    for (name, ty) in ADDED_CHUNK_COLUMNS {
-        if !have.iter().any(|h| h == name) {
-            conn.execute_batch(&format!("ALTER TABLE chunks ADD COLUMN {name} {ty}"))?;
-        }
-    }
     Ok(())
+}
+
+/// The schema's versions, in order; the database's `user_version` is the
+/// number applied. Append only: a released step is never edited.
+fn migrations() -> Migrations<'static> {
+    Migrations::new(vec![
+        // 1: the schema as it stood when versions began, reached from any
+        // older file by adding the columns it lacks.
+        M::up_with_hook(SCHEMA, unversioned_columns),
+        // 2: the job's run counter is called `run` everywhere.
+        M::up("ALTER TABLE jobs RENAME COLUMN attempts TO run;"),
+    ])
+}
+
+/// The schema version this build writes (and the newest it opens).
+pub const SCHEMA_VERSION: usize = 2;
+
+/// Bring the file's schema to [`SCHEMA_VERSION`], each step in its own
+/// transaction; a file written by a newer build is refused, untouched.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), SqliteError> {
+    let migrations = migrations();
+    let found: i64 = conn.pragma_query_value(None, "user_version", |r| r.get(0))?;
+    let found = usize::try_from(found).unwrap_or(usize::MAX);
+    if found > SCHEMA_VERSION {
+        return Err(SqliteError::TooNew {
+            found,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    migrations.to_latest(conn).map_err(|e| match e {
+        rusqlite_migration::Error::RusqliteError { err, .. } => SqliteError::Sqlite(err),
+        other => SqliteError::Commit(format!("schema migration failed: {other}")),
+    })
 }
 
 /// Read connections: the pool's size and the most reads at once.
