@@ -3,7 +3,7 @@
 //! and the worker task queue), Step Functions (one execution per job, which
 //! owns per-chunk retry and backoff) and S3 (large texts and ingest).
 //!
-//! - [`service::CloudService`] is the [`lotsawa_core::JobService`] behind the
+//! - [`service::cloud_service`] makes the [`lotsawa_core::JobService`] behind the
 //!   one HTTP Router (`api` and `stream` functions);
 //! - [`dispatch`] turns job-queue messages into executions under the global
 //!   concurrency limit (`dispatch` function);

@@ -18,7 +18,6 @@ use crate::dispatch::{
 };
 use crate::ingest::{Upload, decode_key, ingest};
 use crate::messages::JobMessage;
-use crate::service::CloudService;
 use crate::store::{Clients, DynamoStore};
 use crate::worker::{Task, Worker};
 
@@ -87,7 +86,7 @@ pub struct App {
     /// Engines.
     pub engines: EngineSet,
     /// The job service.
-    pub service: Arc<CloudService>,
+    pub service: Arc<lotsawa_core::Service>,
 }
 
 impl std::fmt::Debug for App {

@@ -17,9 +17,6 @@ pub struct CloudRunner {
     store: DynamoStore,
 }
 
-/// The cloud job service: the one service over DynamoDB and this runner.
-pub type CloudService = Service;
-
 /// The cloud job service over `store`: `engines` are the names jobs may ask
 /// for; `models`, per engine, the models the deployment's rights cover.
 pub fn cloud_service(

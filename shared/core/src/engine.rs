@@ -104,8 +104,9 @@ impl EngineError {
     }
 }
 
-/// A previous chunk, given to the engine as context.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// A previous chunk, given to the engine as context (stored with a chunk
+/// as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ContextTurn {
     /// Its source text.
     pub source: String,

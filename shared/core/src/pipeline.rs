@@ -31,29 +31,17 @@ pub fn context_for(prev: Option<(&str, &str)>) -> Vec<ContextTurn> {
     }
 }
 
-/// Context as stored with a chunk (JSON).
+/// Context as stored with a chunk (JSON: `[{"source", "translation"}]`).
 pub fn encode_context(turns: &[ContextTurn]) -> Option<String> {
     if turns.is_empty() {
         return None;
     }
-    let v: Vec<serde_json::Value> = turns
-        .iter()
-        .map(|t| serde_json::json!({"source": t.source, "translation": t.translation}))
-        .collect();
-    Some(serde_json::Value::Array(v).to_string())
+    serde_json::to_string(turns).ok()
 }
 
-/// Context read back from a chunk.
+/// Context read back from a chunk (`None` when it does not parse).
 pub fn decode_context(s: &str) -> Option<Vec<ContextTurn>> {
-    let v: Vec<serde_json::Value> = serde_json::from_str(s).ok()?;
-    v.iter()
-        .map(|t| {
-            Some(ContextTurn {
-                source: t.get("source")?.as_str()?.to_owned(),
-                translation: t.get("translation")?.as_str()?.to_owned(),
-            })
-        })
-        .collect()
+    serde_json::from_str(s).ok()
 }
 
 /// Glossary entries of `all` that occur in `source`, first occurrence of a
@@ -526,6 +514,20 @@ pub fn rejected_job(
 mod tests {
     use super::*;
     use crate::job::{JobConfig, JobType, NewJob, SourceText};
+
+    #[test]
+    fn context_is_stored_as_the_json_earlier_builds_wrote() {
+        let turns = vec![ContextTurn {
+            source: "བཀྲ་ཤིས།".into(),
+            translation: "Good \"fortune\".".into(),
+        }];
+        let stored = encode_context(&turns).expect("some context");
+        let written_before = r#"[{"source":"བཀྲ་ཤིས།","translation":"Good \"fortune\"."}]"#;
+        assert_eq!(stored, written_before);
+        assert_eq!(decode_context(written_before), Some(turns));
+        assert_eq!(encode_context(&[]), None);
+        assert_eq!(decode_context(r#"[{"source":"ཀ"}]"#), None);
+    }
 
     #[test]
     fn rejected_jobs_are_failed_runs() {

@@ -22,7 +22,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 pub use scheduler::SchedulerConfig;
-pub use service::{LocalRunner, LocalService};
+pub use service::LocalRunner;
 pub use store::{Durability, SCHEMA_VERSION, SqliteError, SqliteStore};
 pub use webhooks::WebhookSettings;
 
@@ -31,7 +31,7 @@ use crate::scheduler::Shared;
 
 /// A running embedded backend.
 pub struct LocalBackend {
-    service: Arc<LocalService>,
+    service: Arc<lotsawa_core::Service>,
     scheduler: JoinHandle<()>,
     draining: CancellationToken,
     store: SqliteStore,
@@ -146,7 +146,7 @@ impl LocalBackend {
     }
 
     /// The job service, for the HTTP router.
-    pub fn service(&self) -> Arc<LocalService> {
+    pub fn service(&self) -> Arc<lotsawa_core::Service> {
         self.service.clone()
     }
 

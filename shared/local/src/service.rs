@@ -2,7 +2,6 @@
 //! it wakes the in-process scheduler, aborts a cancelled job's in-flight
 //! call, and tells SSE watchers of changes.
 
-use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -65,9 +64,3 @@ impl Runner for LocalRunner {
         Ok(())
     }
 }
-
-/// The job service of the embedded backend.
-pub type LocalService = lotsawa_core::Service;
-
-/// Convenience for holders of the service.
-pub type SharedService = Arc<LocalService>;
