@@ -48,14 +48,18 @@ where
     if !emulator {
         return run().await;
     }
-    let mut pause = std::time::Duration::from_millis(50);
+    let backoff = lotsawa_core::retry::Backoff::new(
+        std::time::Duration::from_millis(50),
+        std::time::Duration::from_secs(2),
+    );
+    let mut round = 0;
     loop {
         match run().await {
             Ok(()) => return Ok(()),
             Err(e) => {
                 tracing::warn!(error = %e, "the runtime loop ended; polling for the next invocation again (emulator)");
-                tokio::time::sleep(pause).await;
-                pause = (pause * 2).min(std::time::Duration::from_secs(2));
+                tokio::time::sleep(backoff.ceiling(round)).await;
+                round += 1;
             }
         }
     }

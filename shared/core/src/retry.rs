@@ -1,8 +1,42 @@
-//! The per-chunk retry policy: exponential backoff with full jitter.
+//! Backoff, written once: the waits of every retry loop of both forms (a
+//! chunk's provider calls, DynamoDB transactions and unprocessed items, a
+//! requeue after a storage fault, the emulator's runtime loop), and the
+//! per-chunk retry policy built on it. The forms only sleep.
 
 use std::time::Duration;
 
 use crate::engine::{EngineError, ErrorClass};
+
+/// Exponential backoff: wait `n` (0-based) is at most `base * 2^n`,
+/// capped at `cap`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Backoff {
+    /// The first wait's ceiling.
+    pub base: Duration,
+    /// No wait is longer.
+    pub cap: Duration,
+}
+
+impl Backoff {
+    /// Backoff from `base` doubling up to `cap`.
+    pub const fn new(base: Duration, cap: Duration) -> Self {
+        Self { base, cap }
+    }
+
+    /// The ceiling of wait `n` (0-based): `base * 2^n`, capped.
+    pub fn ceiling(&self, n: u32) -> Duration {
+        self.base
+            .saturating_mul(1u32.checked_shl(n).unwrap_or(u32::MAX))
+            .min(self.cap)
+    }
+
+    /// Wait `n` with full jitter: uniform in `[0, ceiling(n))`, `jitter`
+    /// being a uniform random number in `[0, 1)` passed in so callers stay
+    /// deterministic under test.
+    pub fn full_jitter(&self, n: u32, jitter: f64) -> Duration {
+        self.ceiling(n).mul_f64(jitter.clamp(0.0, 1.0))
+    }
+}
 
 /// How chunk failures are retried.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -42,14 +76,8 @@ impl RetryPolicy {
         if err.class == ErrorClass::Permanent || attempt >= self.max_attempts {
             return RetryDecision::GiveUp;
         }
-        let exp = self
-            .base_delay
-            .saturating_mul(
-                1u32.checked_shl(attempt.saturating_sub(1))
-                    .unwrap_or(u32::MAX),
-            )
-            .min(self.max_delay);
-        let jittered = exp.mul_f64(jitter.clamp(0.0, 1.0));
+        let jittered = Backoff::new(self.base_delay, self.max_delay)
+            .full_jitter(attempt.saturating_sub(1), jitter);
         let wait = match err.retry_after {
             Some(ra) => jittered.max(ra.min(self.max_delay)),
             None => jittered,
@@ -61,6 +89,18 @@ impl RetryPolicy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn backoff_doubles_to_its_cap_and_never_overflows() {
+        let b = Backoff::new(Duration::from_millis(25), Duration::from_secs(1));
+        let ms: Vec<u128> = (0..7).map(|n| b.ceiling(n).as_millis()).collect();
+        assert_eq!(ms, [25, 50, 100, 200, 400, 800, 1000]);
+        assert_eq!(b.ceiling(40), Duration::from_secs(1));
+        assert_eq!(b.ceiling(u32::MAX), Duration::from_secs(1));
+        assert_eq!(b.full_jitter(2, 0.5), Duration::from_millis(50));
+        assert_eq!(b.full_jitter(2, 0.0), Duration::ZERO);
+        assert_eq!(b.full_jitter(2, 7.0), Duration::from_millis(100));
+    }
     use rstest::rstest;
 
     fn policy() -> RetryPolicy {

@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use chrono::Utc;
+use lotsawa_core::retry::Backoff;
 use lotsawa_core::step::{ChunkMeter, ChunkStep, chunk_step};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
@@ -228,8 +229,8 @@ pub(crate) async fn purge_loop(
 /// writes, so it runs again once they succeed. A drain stops trying; the
 /// next start resumes the job.
 async fn requeue_after_store_error(shared: &Shared, job: &Job) {
-    let mut wait = Duration::from_millis(500);
-    loop {
+    let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
+    for round in 0.. {
         match transition(&shared.store, job, Change::Requeue, Utc::now()).await {
             Ok(TransitionOutcome::Applied(_)) => {
                 tracing::info!(job_id = %job.id, "job back in the queue after a store error");
@@ -243,10 +244,9 @@ async fn requeue_after_store_error(shared: &Shared, job: &Job) {
             }
         }
         tokio::select! {
-            _ = tokio::time::sleep(wait) => {}
+            _ = tokio::time::sleep(backoff.ceiling(round)) => {}
             _ = shared.draining.cancelled() => return,
         }
-        wait = (wait * 2).min(Duration::from_secs(30));
     }
 }
 

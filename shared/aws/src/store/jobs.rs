@@ -51,7 +51,7 @@ impl JobStore for DynamoStore {
                             ));
                         }
                         pending = u;
-                        tokio::time::sleep(std::time::Duration::from_millis(50 << round)).await;
+                        tokio::time::sleep(ROUND_BACKOFF.ceiling(round + 2)).await;
                     }
                     _ => break,
                 }

@@ -14,6 +14,7 @@ use aws_sdk_dynamodb::types::{
 use chrono::{DateTime, Utc};
 use lotsawa_core::metrics::ChunkTotals;
 use lotsawa_core::progress::ChunkTiming;
+use lotsawa_core::retry::Backoff;
 use lotsawa_core::store::{
     AdmissionStore, Applied, BatchStore, CallbackStore, Change, Checkpoint, ChunkChange, ChunkDone,
     Field, IdempotencyRecord, JobPatch, JobStore, KeyStore, MemoryStore, PageRequest, Pulse,
@@ -112,8 +113,16 @@ pub const CHUNK_TTL_MARGIN_DAYS: i64 = 365;
 /// Tries of one transaction (conflicts, throttling, server errors).
 const TX_ATTEMPTS: u32 = 6;
 /// Base and most delay between tries, in milliseconds.
-const TX_BASE_DELAY_MS: u64 = 25;
-const TX_MAX_DELAY_MS: u64 = 1_000;
+const TX_BACKOFF: Backoff = Backoff::new(
+    std::time::Duration::from_millis(25),
+    std::time::Duration::from_secs(1),
+);
+/// Rounds of unprocessed batch items and of reads until a job's items
+/// agree: 10, 20, 40 … ms.
+const ROUND_BACKOFF: Backoff = Backoff::new(
+    std::time::Duration::from_millis(10),
+    std::time::Duration::from_secs(30),
+);
 
 /// How a write transaction ended.
 enum Tx {

@@ -59,7 +59,7 @@ impl DynamoStore {
                     "job {id}: its items stayed incomplete over 8 reads"
                 )));
             }
-            tokio::time::sleep(std::time::Duration::from_millis(10 << round)).await;
+            tokio::time::sleep(ROUND_BACKOFF.ceiling(round)).await;
         };
         if with_texts {
             if let Some(k) = job.result_key.clone() {
@@ -114,7 +114,7 @@ impl DynamoStore {
                 return Ok(items);
             }
             if round > 0 {
-                tokio::time::sleep(std::time::Duration::from_millis(25 << round)).await;
+                tokio::time::sleep(ROUND_BACKOFF.ceiling(round + 1)).await;
             }
             let request = KeysAndAttributes::builder()
                 .set_keys(Some(std::mem::take(keys)))

@@ -100,12 +100,9 @@ impl DynamoStore {
             match out {
                 Err(e) if e.is_retryable() && attempt + 1 < TX_ATTEMPTS => {
                     attempt += 1;
-                    let cap = TX_BASE_DELAY_MS
-                        .saturating_mul(1 << attempt)
-                        .min(TX_MAX_DELAY_MS);
-                    let wait = (rand::random::<f64>() * cap as f64) as u64;
-                    tracing::warn!(attempt, wait_ms = wait, error = %e, "transaction not written; trying again");
-                    tokio::time::sleep(std::time::Duration::from_millis(wait)).await;
+                    let wait = TX_BACKOFF.full_jitter(attempt, rand::random());
+                    tracing::warn!(attempt, wait_ms = wait.as_millis(), error = %e, "transaction not written; trying again");
+                    tokio::time::sleep(wait).await;
                 }
                 other => return other,
             }
