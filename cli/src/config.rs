@@ -1,6 +1,8 @@
 //! The one typed configuration of the `lotsawa` binary: flags first, then
-//! environment variables, then defaults. Nothing else reads the environment.
-//! A bad value fails at start, naming the variable or flag.
+//! environment variables, then the configuration file (`--config FILE` or
+//! LOTSAWA_CONFIG: the same settings under the variables' names without the
+//! `LOTSAWA_` prefix, in lower case), then defaults. Nothing else reads the
+//! environment. A bad value fails at start, naming the variable or flag.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -9,30 +11,73 @@ use std::time::Duration;
 use lotsawa_core::RetryPolicy;
 use lotsawa_engines::EngineSettings;
 
-/// A configuration value that cannot be used.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {message}")]
-pub struct ConfigError {
-    /// Variable or flag.
-    pub name: String,
-    /// What is wrong.
-    pub message: String,
+pub use lotsawa_core::settings::{ConfigError, ProcessEnv, Source};
+use lotsawa_core::settings::{FileSettings, Layered, parse_num};
+
+/// Every variable the server reads, and so every key a configuration file
+/// may hold (client-side variables such as LOTSAWA_URL and LOTSAWA_API_KEY
+/// are not server settings).
+pub const SERVER_VARIABLES: &[&str] = &[
+    "LOTSAWA_BIND",
+    "LOTSAWA_DB",
+    "LOTSAWA_CONCURRENCY",
+    "LOTSAWA_RETRY_BASE_MS",
+    "LOTSAWA_RETRY_MAX_ATTEMPTS",
+    "LOTSAWA_BODY_LIMIT",
+    "LOTSAWA_PDF_LIMIT",
+    "LOTSAWA_PDF_BUDGET_MS",
+    "LOTSAWA_REQUIRE_AUTH",
+    "LOTSAWA_RATE_PER_MIN",
+    "LOTSAWA_RATE_BURST",
+    "LOTSAWA_MAX_PENDING",
+    "LOTSAWA_MAX_BATCH_ITEMS",
+    "LOTSAWA_MODELS",
+    "LOTSAWA_DURABILITY",
+    "LOTSAWA_WEBHOOK_SECRET",
+    "LOTSAWA_WEBHOOK_RETRY_BASE_MS",
+    "LOTSAWA_WEBHOOK_ATTEMPTS",
+    "LOTSAWA_WEBHOOK_ALLOW",
+    "LOTSAWA_RETENTION_DAYS",
+    "LOTSAWA_METRICS_BIND",
+    "LOTSAWA_HEADER_TIMEOUT_MS",
+    "LOTSAWA_REQUEST_TIMEOUT_MS",
+    "LOTSAWA_MAX_CONNECTIONS",
+    "LOTSAWA_MAX_STREAMS",
+    "LOTSAWA_MAX_STREAMS_PER_TENANT",
+    "LOTSAWA_MAX_CHUNKS",
+    "LOTSAWA_SHUTDOWN_GRACE_MS",
+    "LOTSAWA_GLOSSARY",
+    "LOTSAWA_ALLOWED_HOSTS",
+    "LOTSAWA_ENGINE",
+    "LOTSAWA_MODEL",
+    "LOTSAWA_BEDROCK_MODEL",
+    "LOTSAWA_PROVIDER_TIMEOUT_MS",
+    "LOTSAWA_SHARED_MEMORY",
+    "OPENAI_BASE_URL",
+    "OPENAI_API_KEY",
+    "LOTSAWA_LOG",
+    "LOTSAWA_LOG_FORMAT",
+];
+
+/// The configuration file named by `flag` or LOTSAWA_CONFIG, read and
+/// checked (`None` when neither names one).
+pub fn read_file(
+    flag: Option<PathBuf>,
+    env: &dyn Source,
+) -> Result<Option<FileSettings>, ConfigError> {
+    let Some(path) = flag.or_else(|| env.var("LOTSAWA_CONFIG").map(PathBuf::from)) else {
+        return Ok(None);
+    };
+    let origin = path.display().to_string();
+    let text = std::fs::read_to_string(&path).map_err(|e| {
+        ConfigError::new(&origin, format!("cannot read the configuration file: {e}"))
+    })?;
+    FileSettings::parse(&text, &origin, SERVER_VARIABLES).map(Some)
 }
 
-/// Where values come from, so tests can supply their own environment.
-pub trait Source {
-    /// The value of variable `name`, if set.
-    fn var(&self, name: &str) -> Option<String>;
-}
-
-/// The process environment.
-#[derive(Debug, Clone, Copy)]
-pub struct ProcessEnv;
-
-impl Source for ProcessEnv {
-    fn var(&self, name: &str) -> Option<String> {
-        std::env::var(name).ok().filter(|v| !v.is_empty())
-    }
+/// The server's settings: the environment over the file, if any.
+pub fn server_source<'a>(env: &'a dyn Source, file: Option<&'a FileSettings>) -> Layered<'a> {
+    Layered { env, file }
 }
 
 /// Flags given to `lotsawa serve` (each overrides its variable).
@@ -48,6 +93,8 @@ pub struct ServeFlags {
     pub engine: Option<String>,
     /// `--require-auth`.
     pub require_auth: bool,
+    /// `--config`.
+    pub config: Option<PathBuf>,
 }
 
 /// Everything `lotsawa serve` needs.
@@ -118,19 +165,6 @@ pub struct ServeConfig {
 /// Jobs a tenant may have waiting when keys are required and
 /// LOTSAWA_MAX_PENDING is not set.
 pub const DEFAULT_MAX_PENDING: u32 = 1000;
-
-fn parse_num<T>(name: &str, raw: &str, min: T, max: T) -> Result<T, ConfigError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    match raw.trim().parse::<T>() {
-        Ok(v) if v >= min && v <= max => Ok(v),
-        _ => Err(ConfigError {
-            name: name.into(),
-            message: format!("expected an integer between {min} and {max}, got '{raw}'"),
-        }),
-    }
-}
 
 impl ServeConfig {
     /// Resolve flags, then `env`, then defaults.
@@ -298,17 +332,13 @@ impl ServeConfig {
             Some(v) => parse_num("LOTSAWA_SHUTDOWN_GRACE_MS", &v, 0u64, 3_600_000)?,
             None => 10_000,
         };
-        let mut engines =
-            EngineSettings::from_source(&|k| env.var(k), flags.engine).map_err(|e| match e {
-                lotsawa_engines::EngineConfigError::Invalid { name, message } => ConfigError {
-                    name: name.into(),
-                    message,
-                },
-                other => ConfigError {
-                    name: "engines".into(),
-                    message: other.to_string(),
-                },
-            })?;
+        let mut engines = EngineSettings::from_source(env, flags.engine).map_err(|e| match e {
+            lotsawa_engines::EngineConfigError::Invalid(e) => e,
+            other => ConfigError {
+                name: "engines".into(),
+                message: other.to_string(),
+            },
+        })?;
         let mut glossary = lotsawa_core::Glossary::default();
         if let Some(paths) = env.var("LOTSAWA_GLOSSARY") {
             for path in paths.split(',').map(str::trim).filter(|p| !p.is_empty()) {
@@ -422,6 +452,65 @@ mod tests {
         fn var(&self, name: &str) -> Option<String> {
             self.0.get(name).map(|s| s.to_string())
         }
+    }
+
+    #[test]
+    fn a_configuration_file_sits_under_the_environment_and_the_flags() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lotsawa.toml");
+        std::fs::write(
+            &path,
+            "bind = \"127.0.0.1:9191\"\nconcurrency = 5\nmax_chunks = 40\n\
+             allowed_hosts = [\"a.example\", \"b.example\"]\nrequire_auth = true\n",
+        )
+        .expect("write");
+        let env = Map(HashMap::from([("LOTSAWA_MAX_CHUNKS", "50")]));
+        let file = read_file(Some(path.clone()), &env)
+            .expect("readable")
+            .expect("named");
+        let settings = server_source(&env, Some(&file));
+        let flags = ServeFlags {
+            concurrency: Some("6".into()),
+            ..Default::default()
+        };
+        let c = ServeConfig::load(flags, &settings).expect("ok");
+        assert_eq!(c.bind.to_string(), "127.0.0.1:9191", "from the file");
+        assert_eq!(c.max_chunks, 50, "the environment wins over the file");
+        assert_eq!(c.concurrency, 6, "the flag wins over both");
+        assert_eq!(c.allowed_hosts, ["a.example", "b.example"]);
+        assert!(c.require_auth);
+
+        // LOTSAWA_CONFIG names the file when no flag does.
+        let by_env = Map(HashMap::from([(
+            "LOTSAWA_CONFIG",
+            Box::leak(path.display().to_string().into_boxed_str()) as &str,
+        )]));
+        assert!(read_file(None, &by_env).expect("readable").is_some());
+        assert!(
+            read_file(None, &Map(HashMap::new()))
+                .expect("none")
+                .is_none()
+        );
+    }
+
+    #[test]
+    fn a_bad_configuration_file_is_named() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("lotsawa.toml");
+        std::fs::write(&path, "concurency = 5\n").expect("write");
+        let err = read_file(Some(path.clone()), &Map(HashMap::new())).expect_err("typo");
+        assert!(err.to_string().contains("concurency"), "{err}");
+        let missing = dir.path().join("absent.toml");
+        let err = read_file(Some(missing), &Map(HashMap::new())).expect_err("absent");
+        assert!(err.to_string().contains("absent.toml"), "{err}");
+        std::fs::write(&path, "concurrency = 0\n").expect("write");
+        let file = read_file(Some(path), &Map(HashMap::new()))
+            .expect("readable")
+            .expect("named");
+        let env = Map(HashMap::new());
+        let err = ServeConfig::load(ServeFlags::default(), &server_source(&env, Some(&file)))
+            .expect_err("out of range");
+        assert_eq!(err.name, "LOTSAWA_CONCURRENCY");
     }
 
     #[test]

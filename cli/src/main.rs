@@ -53,6 +53,11 @@ enum Command {
         /// belong to the key's tenant [env: LOTSAWA_REQUIRE_AUTH=1]
         #[arg(long)]
         require_auth: bool,
+        /// Configuration file (TOML: every setting of the environment, each
+        /// under its variable's name without LOTSAWA_, in lower case; a
+        /// variable that is set wins) [env: LOTSAWA_CONFIG]
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Manage API keys in the server's database
     Keys {
@@ -265,6 +270,7 @@ fn main() -> ExitCode {
                 concurrency,
                 engine,
                 require_auth,
+                config,
             } => {
                 serve::run(config::ServeFlags {
                     bind,
@@ -272,6 +278,7 @@ fn main() -> ExitCode {
                     concurrency,
                     engine,
                     require_auth,
+                    config,
                 })
                 .await
             }

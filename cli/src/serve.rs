@@ -11,10 +11,10 @@ use lotsawa_http::ApiConfig;
 use lotsawa_local::LocalBackend;
 use tracing_subscriber::EnvFilter;
 
-use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags};
+use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags, Source};
 
-fn init_tracing() {
-    let (filter, json) = config::logging(&ProcessEnv);
+fn init_tracing(settings: &dyn Source) {
+    let (filter, json) = config::logging(settings);
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -51,8 +51,16 @@ async fn shutdown_signal() {
 
 /// Run the server.
 pub async fn run(flags: ServeFlags) -> ExitCode {
-    init_tracing();
-    let config = match ServeConfig::load(flags, &ProcessEnv) {
+    let file = match config::read_file(flags.config.clone(), &ProcessEnv) {
+        Ok(f) => f,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let settings = config::server_source(&ProcessEnv, file.as_ref());
+    init_tracing(&settings);
+    let config = match ServeConfig::load(flags, &settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");

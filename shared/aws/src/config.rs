@@ -1,16 +1,10 @@
-//! The cloud configuration, read once from the environment of a function.
+//! The cloud configuration, read once from the environment of a function
+//! through core's settings readers (one error type naming the variable).
 
 use std::time::Duration;
 
-/// A missing or invalid setting.
-#[derive(Debug, thiserror::Error)]
-#[error("{name}: {message}")]
-pub struct ConfigError {
-    /// The variable.
-    pub name: &'static str,
-    /// What is wrong.
-    pub message: String,
-}
+pub use lotsawa_core::settings::ConfigError;
+use lotsawa_core::settings::{ProcessEnv, Source, flag, list, number, required};
 
 /// Settings shared by every function.
 #[derive(Debug, Clone)]
@@ -99,56 +93,15 @@ pub struct CloudWebhooks {
     pub policy: lotsawa_core::webhook::CallbackPolicy,
 }
 
-fn required(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-) -> Result<String, ConfigError> {
-    get(name)
-        .filter(|v| !v.trim().is_empty())
-        .ok_or(ConfigError {
-            name,
-            message: "must be set".into(),
-        })
-}
-
-fn number<T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy>(
-    get: &dyn Fn(&str) -> Option<String>,
-    name: &'static str,
-    default: T,
-    min: T,
-    max: T,
-) -> Result<T, ConfigError> {
-    match get(name) {
-        None => Ok(default),
-        Some(raw) => match raw.trim().parse::<T>() {
-            Ok(v) if v >= min && v <= max => Ok(v),
-            _ => Err(ConfigError {
-                name,
-                message: format!("expected a number between {min} and {max}, got '{raw}'"),
-            }),
-        },
-    }
-}
-
-fn flag(get: &dyn Fn(&str) -> Option<String>, name: &'static str) -> Result<bool, ConfigError> {
-    match get(name).as_deref().map(str::trim) {
-        None | Some("" | "0" | "false") => Ok(false),
-        Some("1" | "true") => Ok(true),
-        Some(other) => Err(ConfigError {
-            name,
-            message: format!("expected 1, true, 0 or false, got '{other}'"),
-        }),
-    }
-}
-
 impl CloudConfig {
     /// Read from the process environment.
     pub fn from_env() -> Result<Self, ConfigError> {
-        Self::from_source(&|name| std::env::var(name).ok())
+        Self::from_source(&ProcessEnv)
     }
 
     /// Read from any source of variables.
-    pub fn from_source(get: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+    pub fn from_source(get: &dyn Source) -> Result<Self, ConfigError> {
+        let var = |name: &str| get.var(name);
         Ok(Self {
             table: required(get, "LOTSAWA_TABLE")?,
             job_queue_url: required(get, "LOTSAWA_JOB_QUEUE_URL")?,
@@ -172,14 +125,8 @@ impl CloudConfig {
                 1024,
                 6 * 1024 * 1024,
             )?,
-            bedrock_models: get("LOTSAWA_BEDROCK_MODELS")
-                .unwrap_or_default()
-                .split(',')
-                .map(str::trim)
-                .filter(|m| !m.is_empty())
-                .map(str::to_owned)
-                .collect(),
-            openai_key_secret: get("OPENAI_API_KEY_SECRET_ARN")
+            bedrock_models: list(get, "LOTSAWA_BEDROCK_MODELS"),
+            openai_key_secret: var("OPENAI_API_KEY_SECRET_ARN")
                 .map(|v| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
             max_chunks: number(
@@ -199,26 +146,22 @@ impl CloudConfig {
             max_pending: Some(number(get, "LOTSAWA_MAX_PENDING", 1000u32, 0, 10_000_000)?)
                 .filter(|n| *n > 0),
             max_batch_items: number(get, "LOTSAWA_MAX_BATCH_ITEMS", 100u32, 1, 1000)?,
-            ingest_tenant: match get("LOTSAWA_INGEST_TENANT") {
-                Some(t) if !t.trim().is_empty() => {
-                    lotsawa_core::Tenant::parse(t.trim()).map_err(|e| ConfigError {
-                        name: "LOTSAWA_INGEST_TENANT",
-                        message: e.0,
-                    })?
-                }
+            ingest_tenant: match var("LOTSAWA_INGEST_TENANT") {
+                Some(t) if !t.trim().is_empty() => lotsawa_core::Tenant::parse(t.trim())
+                    .map_err(|e| ConfigError::new("LOTSAWA_INGEST_TENANT", e.0))?,
                 _ => lotsawa_core::Tenant::default(),
             },
             require_auth: flag(get, "LOTSAWA_REQUIRE_AUTH")?,
             emulator: flag(get, "LOTSAWA_EMULATOR")?,
-            event_bus: get("LOTSAWA_EVENT_BUS")
+            event_bus: var("LOTSAWA_EVENT_BUS")
                 .map(|b| b.trim().to_owned())
                 .filter(|b| !b.is_empty()),
-            stream_url: get("STREAM_URL")
+            stream_url: var("STREAM_URL")
                 .map(|u| u.trim().to_owned())
                 .filter(|u| !u.is_empty()),
             webhooks: match (
-                get("LOTSAWA_WEBHOOK_QUEUE_URL").filter(|v| !v.trim().is_empty()),
-                get("LOTSAWA_WEBHOOK_SECRET_ARN").filter(|v| !v.trim().is_empty()),
+                var("LOTSAWA_WEBHOOK_QUEUE_URL").filter(|v| !v.trim().is_empty()),
+                var("LOTSAWA_WEBHOOK_SECRET_ARN").filter(|v| !v.trim().is_empty()),
             ) {
                 (Some(queue_url), Some(secret_arn)) => Some(CloudWebhooks {
                     queue_url: queue_url.trim().to_owned(),
@@ -233,12 +176,9 @@ impl CloudConfig {
                     max_attempts: number(get, "LOTSAWA_WEBHOOK_ATTEMPTS", 5u32, 1, 20)?,
                     policy: lotsawa_core::webhook::CallbackPolicy::with_allow_list(
                         false,
-                        &get("LOTSAWA_WEBHOOK_ALLOW").unwrap_or_default(),
+                        &var("LOTSAWA_WEBHOOK_ALLOW").unwrap_or_default(),
                     )
-                    .map_err(|message| ConfigError {
-                        name: "LOTSAWA_WEBHOOK_ALLOW",
-                        message,
-                    })?,
+                    .map_err(|message| ConfigError::new("LOTSAWA_WEBHOOK_ALLOW", message))?,
                 }),
                 _ => None,
             },

@@ -23,6 +23,7 @@ pub mod retry;
 pub mod score;
 pub mod segment;
 pub mod service;
+pub mod settings;
 pub mod step;
 pub mod store;
 pub mod validation;

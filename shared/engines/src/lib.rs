@@ -23,6 +23,8 @@ pub use offline::{
 };
 pub use openai::{OpenAiEngine, OpenAiSettings, SYSTEM_PROMPT, parse_confidence, system_message};
 
+use lotsawa_core::settings::{self, ConfigError, Source};
+
 /// A misconfiguration found when building engines.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineConfigError {
@@ -40,13 +42,8 @@ pub enum EngineConfigError {
     )]
     BedrockNotBuilt,
     /// A setting has a bad value.
-    #[error("{name}: {message}")]
-    Invalid {
-        /// The variable.
-        name: &'static str,
-        /// What is wrong.
-        message: String,
-    },
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
     /// The HTTP client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Client(#[from] reqwest::Error),
@@ -77,22 +74,18 @@ impl EngineSettings {
     /// LOTSAWA_PROVIDER_TIMEOUT_MS) from `get`; `engine_flag` wins over
     /// LOTSAWA_ENGINE. Glossary files are the caller's business.
     pub fn from_source(
-        get: &dyn Fn(&str) -> Option<String>,
+        src: &dyn Source,
         engine_flag: Option<String>,
     ) -> Result<Self, EngineConfigError> {
-        let get = |k: &str| get(k).filter(|v| !v.trim().is_empty());
-        let timeout_ms = match get("LOTSAWA_PROVIDER_TIMEOUT_MS") {
-            None => 120_000,
-            Some(v) => match v.trim().parse::<u64>() {
-                Ok(n) if (1..=3_600_000).contains(&n) => n,
-                _ => {
-                    return Err(EngineConfigError::Invalid {
-                        name: "LOTSAWA_PROVIDER_TIMEOUT_MS",
-                        message: format!("expected an integer between 1 and 3600000, got '{v}'"),
-                    });
-                }
-            },
-        };
+        let src = |k: &str| src.var(k).filter(|v| !v.trim().is_empty());
+        let get = |k: &str| src(k);
+        let timeout_ms = settings::number(
+            &src,
+            "LOTSAWA_PROVIDER_TIMEOUT_MS",
+            120_000u64,
+            1,
+            3_600_000,
+        )?;
         let timeout = Duration::from_millis(timeout_ms);
         let api_key = get("OPENAI_API_KEY");
         let base_url = get("OPENAI_BASE_URL").or_else(|| {
@@ -103,10 +96,11 @@ impl EngineSettings {
         if let Some(u) = &base_url
             && !(u.starts_with("http://") || u.starts_with("https://"))
         {
-            return Err(EngineConfigError::Invalid {
-                name: "OPENAI_BASE_URL",
-                message: format!("expected an http:// or https:// URL, got '{u}'"),
-            });
+            return Err(ConfigError::new(
+                "OPENAI_BASE_URL",
+                format!("expected an http:// or https:// URL, got '{u}'"),
+            )
+            .into());
         }
         let openai = base_url.map(|base_url| OpenAiSettings {
             base_url,
@@ -118,16 +112,7 @@ impl EngineSettings {
         let bedrock_model = get("LOTSAWA_BEDROCK_MODEL").or_else(|| {
             (default_engine.as_deref() == Some("bedrock")).then(|| DEFAULT_BEDROCK_MODEL.to_owned())
         });
-        let shared_memory = match get("LOTSAWA_SHARED_MEMORY").as_deref().map(str::trim) {
-            None | Some("0" | "false") => false,
-            Some("1" | "true") => true,
-            Some(other) => {
-                return Err(EngineConfigError::Invalid {
-                    name: "LOTSAWA_SHARED_MEMORY",
-                    message: format!("expected 1, true, 0 or false, got '{other}'"),
-                });
-            }
-        };
+        let shared_memory = settings::flag(&src, "LOTSAWA_SHARED_MEMORY")?;
         Ok(Self {
             default_engine,
             openai,
