@@ -236,8 +236,9 @@ impl App {
     }
 
     /// Job-queue batch → dispatches. A message that finds no free slot is
-    /// done with (its job waits in the table; whatever frees a slot wakes
-    /// it). A message whose dispatch failed is returned as a failure, and so
+    /// done with: its job stays pending in the table, the run that frees a
+    /// slot sends a wake-up ([`crate::dispatch::kick`]), and the scheduled
+    /// sweep starts any job whose wake-up was lost. A message whose dispatch failed is returned as a failure, and so
     /// is every later message of the same job (its message group), so that
     /// SQS delivers them again in order; other jobs' messages go on.
     pub async fn on_job_messages(&self, event: SqsEvent) -> SqsBatchResponse {

@@ -3,13 +3,14 @@
 //! started by the sweep, and a pending job whose source cannot be read does
 //! not stop the jobs behind it.
 
+use lotsawa_conformance::JobFactory;
 use std::time::Duration;
 
 use chrono::Utc;
 use lotsawa_aws::dispatch::{Dispatched, dispatch, reap};
 use lotsawa_aws::messages::JobMessage;
 use lotsawa_aws::{Clients, DynamoStore};
-use lotsawa_core::{AdmissionStore, Job, JobConfig, JobId, JobStatus, JobStore, JobType};
+use lotsawa_core::{AdmissionStore, Job, JobId, JobStatus, JobStore};
 
 mod support;
 
@@ -47,27 +48,7 @@ async fn store(concurrency: u32) -> DynamoStore {
 }
 
 async fn new_job(store: &DynamoStore, texts: Vec<String>) -> Job {
-    let job = Job {
-        tenant: lotsawa_core::Tenant::default(),
-        id: JobId::new(),
-        kind: JobType::Translation,
-        status: JobStatus::Pending,
-        source: texts.concat(),
-        config: JobConfig::default(),
-        result: None,
-        error: None,
-        chunks_completed: 0,
-        chunks_total: texts.len() as u32,
-        created_at: Utc::now(),
-        started_at: None,
-        completed_at: None,
-        cancelled_at: None,
-        run: 0,
-        callback: None,
-        batch: None,
-    };
-    store.create(&job, &texts).await.expect("create");
-    job
+    JobFactory::new().texts(texts).create(store).await
 }
 
 fn wake(id: JobId) -> JobMessage {

@@ -4,6 +4,7 @@
 //! one moto refuses, so nothing is written, and its answer replaced); after
 //! every scenario each job must be terminal and no concurrency slot held.
 
+use lotsawa_conformance::JobFactory;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
 
@@ -18,8 +19,7 @@ use chrono::Utc;
 use lotsawa_aws::{Clients, DynamoStore};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
-    AdmissionStore, Job, JobConfig, JobId, JobResult, JobStatus, JobStore, JobType, MemoryStore,
-    StoreError,
+    AdmissionStore, Job, JobId, JobResult, JobStatus, JobStore, MemoryStore, StoreError,
 };
 
 mod support;
@@ -198,28 +198,7 @@ async fn faulty_store(operation: &'static str) -> (DynamoStore, Faults) {
 }
 
 async fn new_job(store: &DynamoStore, chunks: usize) -> Job {
-    let texts: Vec<String> = (0..chunks).map(|i| format!("ཀ་{i}། ")).collect();
-    let job = Job {
-        tenant: lotsawa_core::Tenant::default(),
-        id: JobId::new(),
-        kind: JobType::Translation,
-        status: JobStatus::Pending,
-        source: texts.concat(),
-        config: JobConfig::default(),
-        result: None,
-        error: None,
-        chunks_completed: 0,
-        chunks_total: chunks as u32,
-        created_at: Utc::now(),
-        started_at: None,
-        completed_at: None,
-        cancelled_at: None,
-        run: 0,
-        callback: None,
-        batch: None,
-    };
-    store.create(&job, &texts).await.expect("create");
-    job
+    JobFactory::new().chunks(chunks).create(store).await
 }
 
 async fn change(

@@ -3,30 +3,15 @@
 //! batched writes, schema migration and the query plans of hot statements.
 
 use chrono::Utc;
+use lotsawa_conformance::JobFactory;
 use lotsawa_core::store::{Change, TransitionOutcome, transition};
-use lotsawa_core::{AdmissionStore, Job, JobConfig, JobId, JobStatus, JobStore, JobType};
+use lotsawa_core::{AdmissionStore, Job, JobId, JobStatus, JobStore};
 use lotsawa_local::store::SqliteStore;
 
 fn new_job() -> Job {
-    Job {
-        tenant: lotsawa_core::Tenant::default(),
-        id: JobId::new(),
-        kind: JobType::Translation,
-        status: JobStatus::Pending,
-        source: "ཀ། ཁ།".into(),
-        config: JobConfig::default(),
-        result: None,
-        error: None,
-        chunks_completed: 0,
-        chunks_total: 2,
-        created_at: Utc::now(),
-        started_at: None,
-        completed_at: None,
-        cancelled_at: None,
-        run: 0,
-        callback: None,
-        batch: None,
-    }
+    JobFactory::new()
+        .texts(vec!["ཀ། ".into(), "ཁ།".into()])
+        .job()
 }
 
 /// Chunk `index` done with `text`, first attempt.
