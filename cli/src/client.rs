@@ -553,6 +553,23 @@ impl Client {
         )
     }
 
+    /// `lotsawa health`: exit 0 when the server answers `/healthz` healthy
+    /// (the container image's HEALTHCHECK), 1 otherwise.
+    pub async fn health(&self) -> ExitCode {
+        Self::finish(
+            self.call::<serde_json::Value>(reqwest::Method::GET, "/healthz", None)
+                .await
+                .map(|health| {
+                    if self.json {
+                        print_json(&health);
+                    } else {
+                        println!("{}", health["status"].as_str().unwrap_or("ok"));
+                    }
+                    ExitCode::SUCCESS
+                }),
+        )
+    }
+
     /// `lotsawa list`.
     pub async fn list(&self, status: Option<String>, limit: u32) -> ExitCode {
         let mut path = format!("/api/jobs?limit={limit}");

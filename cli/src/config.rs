@@ -75,6 +75,19 @@ pub fn read_file(
     FileSettings::parse(&text, &origin, SERVER_VARIABLES).map(Some)
 }
 
+/// The database of the admin commands (`keys`, `backup`, `restore`):
+/// `--db`, then LOTSAWA_DB, then the configuration file LOTSAWA_CONFIG
+/// names, then `lotsawa.db` (as `serve`).
+pub fn db_path(flag: Option<PathBuf>, env: &dyn Source) -> Result<PathBuf, ConfigError> {
+    if let Some(path) = flag {
+        return Ok(path);
+    }
+    let file = read_file(None, env)?;
+    Ok(server_source(env, file.as_ref())
+        .var("LOTSAWA_DB")
+        .map_or_else(|| PathBuf::from("lotsawa.db"), PathBuf::from))
+}
+
 /// The server's settings: the environment over the file, if any.
 pub fn server_source<'a>(env: &'a dyn Source, file: Option<&'a FileSettings>) -> Layered<'a> {
     Layered { env, file }
@@ -396,6 +409,82 @@ impl ServeConfig {
 }
 
 impl ServeConfig {
+    /// The settings that differ between `self` and `other`, by variable
+    /// (secrets compared, never shown).
+    pub fn differs_from(&self, other: &Self) -> Vec<&'static str> {
+        let mut names = Vec::new();
+        let mut check = |name: &'static str, same: bool| {
+            if !same {
+                names.push(name);
+            }
+        };
+        check("LOTSAWA_BIND", self.bind == other.bind);
+        check("LOTSAWA_DB", self.db == other.db);
+        check("LOTSAWA_CONCURRENCY", self.concurrency == other.concurrency);
+        check("LOTSAWA_RETRY_*", self.retry == other.retry);
+        check(
+            "engines",
+            format!("{:?}", self.engines) == format!("{:?}", other.engines),
+        );
+        check("LOTSAWA_BODY_LIMIT", self.body_limit == other.body_limit);
+        check("LOTSAWA_PDF_LIMIT", self.pdf_limit == other.pdf_limit);
+        check("LOTSAWA_PDF_BUDGET_MS", self.pdf_budget == other.pdf_budget);
+        check(
+            "LOTSAWA_SHUTDOWN_GRACE_MS",
+            self.shutdown_grace == other.shutdown_grace,
+        );
+        check(
+            "LOTSAWA_REQUIRE_AUTH",
+            self.require_auth == other.require_auth,
+        );
+        check("LOTSAWA_MAX_CHUNKS", self.max_chunks == other.max_chunks);
+        check(
+            "LOTSAWA_ALLOWED_HOSTS",
+            self.allowed_hosts == other.allowed_hosts,
+        );
+        check("LOTSAWA_RATE_*", self.rate == other.rate);
+        check("LOTSAWA_MAX_PENDING", self.max_pending == other.max_pending);
+        check(
+            "LOTSAWA_MAX_BATCH_ITEMS",
+            self.max_batch_items == other.max_batch_items,
+        );
+        check("LOTSAWA_MODELS", self.models == other.models);
+        check("LOTSAWA_DURABILITY", self.durability == other.durability);
+        check(
+            "LOTSAWA_RETENTION_DAYS",
+            self.retention_days == other.retention_days,
+        );
+        check(
+            "LOTSAWA_METRICS_BIND",
+            self.metrics_bind == other.metrics_bind,
+        );
+        check(
+            "LOTSAWA_*_TIMEOUT_MS",
+            self.header_timeout == other.header_timeout
+                && self.request_timeout == other.request_timeout,
+        );
+        check(
+            "LOTSAWA_MAX_CONNECTIONS",
+            self.max_connections == other.max_connections,
+        );
+        check(
+            "LOTSAWA_MAX_STREAMS*",
+            self.max_streams == other.max_streams
+                && self.max_streams_per_tenant == other.max_streams_per_tenant,
+        );
+        check(
+            "LOTSAWA_WEBHOOK_*",
+            self.webhooks
+                .as_ref()
+                .map(|w| (&w.secret, w.retry_base, w.max_attempts))
+                == other
+                    .webhooks
+                    .as_ref()
+                    .map(|w| (&w.secret, w.retry_base, w.max_attempts)),
+        );
+        names
+    }
+
     /// The scheduler settings of the embedded backend.
     pub fn scheduler(&self) -> lotsawa_local::SchedulerConfig {
         lotsawa_local::SchedulerConfig {

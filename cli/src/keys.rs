@@ -8,7 +8,7 @@ use chrono::Utc;
 use lotsawa_core::{KeyStore, Tenant, auth};
 use lotsawa_local::SqliteStore;
 
-use crate::config::{self, ConfigError, ProcessEnv, Source};
+use crate::config::{self, ProcessEnv};
 
 /// What to do.
 #[derive(Debug)]
@@ -27,21 +27,9 @@ pub enum Action {
     },
 }
 
-/// The database: `--db`, then LOTSAWA_DB, then the configuration file
-/// LOTSAWA_CONFIG names, then `lotsawa.db` (as `serve`).
-fn db_path(flag: Option<PathBuf>, env: &dyn Source) -> Result<PathBuf, ConfigError> {
-    if let Some(path) = flag {
-        return Ok(path);
-    }
-    let file = config::read_file(None, env)?;
-    Ok(config::server_source(env, file.as_ref())
-        .var("LOTSAWA_DB")
-        .map_or_else(|| PathBuf::from("lotsawa.db"), PathBuf::from))
-}
-
 /// Run a keys command.
 pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
-    let path = match db_path(db, &ProcessEnv) {
+    let path = match config::db_path(db, &ProcessEnv) {
         Ok(p) => p,
         Err(e) => {
             eprintln!("error: {e}");

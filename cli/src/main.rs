@@ -1,5 +1,6 @@
 //! `lotsawa`: the local server (`serve`) and the command-line client.
 
+mod backup;
 mod batch;
 mod client;
 mod config;
@@ -13,7 +14,7 @@ mod watch;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 
 /// Durable Tibetan to English translation jobs.
 #[derive(Debug, Parser)]
@@ -58,6 +59,23 @@ enum Command {
         /// variable that is set wins) [env: LOTSAWA_CONFIG]
         #[arg(long)]
         config: Option<PathBuf>,
+    },
+    /// Copy the server's database to FILE while it runs (a consistent
+    /// snapshot: every job committed before the copy began, none after)
+    Backup {
+        /// The copy (must not exist)
+        file: PathBuf,
+        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        #[arg(long)]
+        db: Option<PathBuf>,
+    },
+    /// Replace the database with a backup; refused while a server runs on it
+    Restore {
+        /// The backup
+        file: PathBuf,
+        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        #[arg(long)]
+        db: Option<PathBuf>,
     },
     /// Manage API keys in the server's database
     Keys {
@@ -174,6 +192,11 @@ enum Command {
         #[command(subcommand)]
         action: BatchCommand,
     },
+    /// Ask the server whether it is healthy (exit 0 healthy, 1 not)
+    Health {
+        #[command(flatten)]
+        client: ClientArgs,
+    },
     /// Show a job
     Status {
         /// Job id
@@ -250,8 +273,22 @@ enum KeysCommand {
     },
 }
 
+/// `lotsawa --version`: the release and the database schema it writes.
+fn version() -> String {
+    format!(
+        "{} (database schema {})",
+        env!("CARGO_PKG_VERSION"),
+        lotsawa_local::SCHEMA_VERSION
+    )
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let version: &'static str = version().leak();
+    let matches = Cli::command().version(version).get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -282,6 +319,8 @@ fn main() -> ExitCode {
                 })
                 .await
             }
+            Command::Backup { file, db } => backup::run(backup::Action::Backup(file), db).await,
+            Command::Restore { file, db } => backup::run(backup::Action::Restore(file), db).await,
             Command::Keys { action, db } => {
                 let action = match action {
                     KeysCommand::Create { tenant } => keys::Action::Create { tenant },
@@ -388,6 +427,11 @@ fn main() -> ExitCode {
                 };
                 client::Client::new(client.server, client.json)
                     .batch(action, &id)
+                    .await
+            }
+            Command::Health { client } => {
+                client::Client::new(client.server, client.json)
+                    .health()
                     .await
             }
             Command::Status { id, client } => {

@@ -9,21 +9,87 @@ use std::time::Duration;
 use lotsawa_engines::{DefaultChoice, EngineSet};
 use lotsawa_http::ApiConfig;
 use lotsawa_local::LocalBackend;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+use tracing_subscriber::{EnvFilter, reload};
 
 use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags, Source};
 
-fn init_tracing(settings: &dyn Source) {
+/// The log filter, swappable while the server runs (SIGHUP).
+type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
+
+fn init_tracing(settings: &dyn Source) -> FilterHandle {
     let (filter, json) = config::logging(settings);
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let (filter, handle) = reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if json {
-        builder.json().init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .with_writer(std::io::stderr),
+            )
+            .init();
     } else {
-        builder.init();
+        registry
+            .with(tracing_subscriber::fmt::layer().with_writer(std::io::stderr))
+            .init();
     }
+    handle
+}
+
+/// On SIGHUP, read the configuration file again: the log filter changes at
+/// once; a file that no longer reads or checks is refused (the running
+/// settings stay); other changed settings take effect at the next restart,
+/// and the log says so.
+#[cfg(unix)]
+fn reload_on_hangup(flags: ServeFlags, running: ServeConfig, filter: FilterHandle) {
+    let Ok(mut hangups) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup())
+    else {
+        tracing::warn!("cannot listen for SIGHUP; reloads need a restart");
+        return;
+    };
+    tokio::spawn(async move {
+        while hangups.recv().await.is_some() {
+            let file = match config::read_file(flags.config.clone(), &ProcessEnv) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running settings stay");
+                    continue;
+                }
+            };
+            let settings = config::server_source(&ProcessEnv, file.as_ref());
+            let fresh = match ServeConfig::load(flags.clone(), &settings) {
+                Ok(c) => c,
+                Err(e) => {
+                    tracing::error!(error = %e, "reload refused; the running settings stay");
+                    continue;
+                }
+            };
+            let (wanted, _) = config::logging(&settings);
+            match EnvFilter::try_new(&wanted) {
+                Ok(f) => {
+                    if let Err(e) = filter.reload(f) {
+                        tracing::error!(error = %e, "the log filter could not be swapped");
+                    }
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, filter = %wanted, "bad log filter; kept the old one")
+                }
+            }
+            let restart = running.differs_from(&fresh);
+            if restart.is_empty() {
+                tracing::info!(log = %wanted, "configuration reloaded");
+            } else {
+                tracing::warn!(
+                    log = %wanted,
+                    restart_needed = %restart.join(", "),
+                    "configuration reloaded; these settings change at the next restart"
+                );
+            }
+        }
+    });
 }
 
 async fn shutdown_signal() {
@@ -59,14 +125,18 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
         }
     };
     let settings = config::server_source(&ProcessEnv, file.as_ref());
-    init_tracing(&settings);
-    let config = match ServeConfig::load(flags, &settings) {
+    let filter = init_tracing(&settings);
+    let config = match ServeConfig::load(flags.clone(), &settings) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("error: {e}");
             return ExitCode::from(2);
         }
     };
+    #[cfg(unix)]
+    reload_on_hangup(flags, config.clone(), filter);
+    #[cfg(not(unix))]
+    drop(filter);
     let (engines, choice) = match EngineSet::build(&config.engines).await {
         Ok(e) => e,
         Err(e) => {

@@ -5,6 +5,7 @@
 //! [`LocalBackend::start`] opens the store, resumes any job a crash or a
 //! shutdown left `processing`, and starts the scheduler.
 
+pub mod backup;
 mod changes;
 pub mod metrics;
 pub mod scheduler;
@@ -35,6 +36,9 @@ pub struct LocalBackend {
     scheduler: JoinHandle<()>,
     draining: CancellationToken,
     store: SqliteStore,
+    /// Held for the server's life; declared last, so dropped after the
+    /// store's handles.
+    _lock: backup::DbLock,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -53,6 +57,12 @@ impl LocalBackend {
         config: SchedulerConfig,
     ) -> Result<Self, SqliteError> {
         let durability = config.durability;
+        // One server per database: a second one is refused before it opens
+        // anything, and a restore refuses the database while this one runs.
+        let lock = backup::DbLock::acquire(&db).map_err(|e| match e {
+            backup::BackupError::ServerRunning(path) => SqliteError::InUse(path),
+            other => SqliteError::Commit(other.to_string()),
+        })?;
         let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(db, durability))
             .await
             .map_err(|e| SqliteError::Join(e.to_string()))??;
@@ -142,6 +152,7 @@ impl LocalBackend {
             scheduler,
             draining,
             store,
+            _lock: lock,
         })
     }
 

@@ -61,6 +61,9 @@ pub enum SqliteError {
     /// A blocking task panicked or was cancelled.
     #[error("store task failed: {0}")]
     Join(String),
+    /// Another server holds the database.
+    #[error("another lotsawa server is running on {}", .0.display())]
+    InUse(PathBuf),
     /// The database file was written by a newer build.
     #[error(
         "the database has schema version {found}, newer than this build's {supported}; \
@@ -136,7 +139,8 @@ impl From<SqliteError> for lotsawa_core::StoreError {
             other @ (SqliteError::Sqlite(_)
             | SqliteError::Commit(_)
             | SqliteError::Join(_)
-            | SqliteError::TooNew { .. }) => Port::backend("sqlite", other),
+            | SqliteError::TooNew { .. }
+            | SqliteError::InUse(_)) => Port::backend("sqlite", other),
         }
     }
 }
@@ -153,6 +157,7 @@ use schema::*;
 use writer::*;
 
 pub use jobs::{CHECKPOINT_SQL, CLAIM_NEXT_SQL, Finish};
+pub(crate) use schema::create_private as create_private_file;
 pub use schema::{Durability, SCHEMA_VERSION};
 pub use writer::Lane;
 

@@ -163,7 +163,7 @@ pub(super) const READERS: usize = 8;
 
 /// Create the database file readable and writable by its owner only (SQLite
 /// gives its WAL and shared-memory files the same mode).
-pub(super) fn create_private(path: &Path) -> Result<(), SqliteError> {
+pub(crate) fn create_private(path: &Path) -> Result<(), SqliteError> {
     if path.exists() {
         return Ok(());
     }
