@@ -9,6 +9,7 @@ mod keys;
 mod listen;
 mod oneshot;
 mod serve;
+mod telemetry;
 mod watch;
 
 use std::path::PathBuf;

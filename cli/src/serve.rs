@@ -14,15 +14,18 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
 use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags, Source};
+use crate::telemetry::{self, Telemetry};
 
 /// The log filter, swappable while the server runs (SIGHUP).
 type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
 
-fn init_tracing(settings: &dyn Source) -> FilterHandle {
+fn init_tracing(settings: &dyn Source, telemetry: Option<&Telemetry>) -> FilterHandle {
     let (filter, json) = config::logging(settings);
     let filter = EnvFilter::try_new(&filter).unwrap_or_else(|_| EnvFilter::new("info"));
     let (filter, handle) = reload::Layer::new(filter);
-    let registry = tracing_subscriber::registry().with(filter);
+    let registry = tracing_subscriber::registry()
+        .with(filter)
+        .with(telemetry.map(Telemetry::layer));
     if json {
         registry
             .with(
@@ -125,7 +128,14 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
         }
     };
     let settings = config::server_source(&ProcessEnv, file.as_ref());
-    let filter = init_tracing(&settings);
+    let telemetry = match telemetry::init(&ProcessEnv) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let filter = init_tracing(&settings, telemetry.as_ref());
     let config = match ServeConfig::load(flags.clone(), &settings) {
         Ok(c) => c,
         Err(e) => {
@@ -207,7 +217,10 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             pdf_budget: config.pdf_budget,
         },
     )
-    .layer(tower_http::trace::TraceLayer::new_for_http());
+    .layer(
+        tower_http::trace::TraceLayer::new_for_http()
+            .make_span_with(telemetry::request_span::<axum::body::Body>),
+    );
     let limits = crate::listen::Limits {
         header_timeout: config.header_timeout,
         max_connections: config.max_connections,
@@ -261,7 +274,11 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     if let Some(m) = metrics {
         let _ = m.await;
     }
-    match backend.shutdown().await {
+    let stopped = backend.shutdown().await;
+    if let Some(t) = telemetry {
+        tokio::task::spawn_blocking(move || t.shutdown()).await.ok();
+    }
+    match stopped {
         Ok(()) => {
             tracing::info!("stopped cleanly");
             ExitCode::SUCCESS

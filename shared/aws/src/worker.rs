@@ -6,7 +6,7 @@
 
 use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::Utc;
-use lotsawa_core::step::{ChunkMeter, ChunkStep, chunk_step};
+use lotsawa_core::step::{ChunkMeter, ChunkStep, StepInput, chunk_step};
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
 use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
 use lotsawa_engines::EngineSet;
@@ -275,12 +275,16 @@ impl Worker {
             }
         };
         let meter = Meter(self);
+        let input = StepInput {
+            job: &job,
+            plan: &plan,
+            chunk: &chunk,
+            attempt: attempt + 1,
+        };
         let step = chunk_step(
             &self.store,
             &meter,
-            &job,
-            &plan,
-            &chunk,
+            input,
             std::future::pending(),
             |done| async move {
                 let kept = self.store.checkpoint(id, run, &done).await?;

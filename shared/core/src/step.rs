@@ -9,6 +9,7 @@ use std::future::Future;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
+use tracing::Instrument;
 
 use crate::engine::EngineError;
 use crate::job::Job;
@@ -33,6 +34,19 @@ pub trait ChunkMeter: Send + Sync {
         elapsed: Option<Duration>,
         quality_retried: bool,
     );
+}
+
+/// What one chunk step works on.
+#[derive(Debug, Clone, Copy)]
+pub struct StepInput<'a> {
+    /// The job, in the run the step belongs to.
+    pub job: &'a Job,
+    /// The chunk's plan: engine, memory key, context.
+    pub plan: &'a ChunkPlan,
+    /// The chunk.
+    pub chunk: &'a ChunkRecord,
+    /// Which provider attempt of the chunk this is (1-based).
+    pub attempt: u32,
 }
 
 /// What became of one chunk step.
@@ -60,12 +74,14 @@ pub enum ChunkStep {
 /// not flag). A failed attempt is counted and noted on the chunk. `stop`
 /// ends the provider call when it completes first; the lookups and the
 /// commit are never cut short (a commit may hand a slot on).
+///
+/// The step is a `chunk` span (job id, run, chunk index, attempt, outcome)
+/// and its provider call a `provider.call` span inside it (engine, model,
+/// attempt, outcome): the traces both forms export.
 pub async fn chunk_step<S, F, Fut>(
     store: &S,
     meter: &dyn ChunkMeter,
-    job: &Job,
-    plan: &ChunkPlan,
-    chunk: &ChunkRecord,
+    input: StepInput<'_>,
     stop: impl Future<Output = ()>,
     commit: F,
 ) -> Result<ChunkStep, StoreError>
@@ -74,6 +90,48 @@ where
     F: FnOnce(ChunkDone) -> Fut,
     Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
 {
+    let span = tracing::info_span!(
+        "chunk",
+        job.id = %input.job.id,
+        job.run = input.job.run,
+        chunk.index = input.chunk.index,
+        attempt = input.attempt,
+        outcome = tracing::field::Empty,
+    );
+    let step = step_in_span(store, meter, input, stop, commit)
+        .instrument(span.clone())
+        .await;
+    span.record(
+        "outcome",
+        match &step {
+            Ok(ChunkStep::Committed { done, .. }) if done.from_memory => "memory",
+            Ok(ChunkStep::Committed { .. }) => "success",
+            Ok(ChunkStep::Failed(e)) => e.class.outcome(),
+            Ok(ChunkStep::Stopped) => "stopped",
+            Err(_) => "store_error",
+        },
+    );
+    step
+}
+
+async fn step_in_span<S, F, Fut>(
+    store: &S,
+    meter: &dyn ChunkMeter,
+    input: StepInput<'_>,
+    stop: impl Future<Output = ()>,
+    commit: F,
+) -> Result<ChunkStep, StoreError>
+where
+    S: JobStore + MemoryStore + ?Sized,
+    F: FnOnce(ChunkDone) -> Fut,
+    Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
+{
+    let StepInput {
+        job,
+        plan,
+        chunk,
+        attempt,
+    } = input;
     if let Some(key) = &plan.memory_key
         && let Some((translation, confidence)) = store.memory_get(key).await?
     {
@@ -84,10 +142,32 @@ where
     }
     let engine = plan.engine.as_ref();
     let task = plan.task(chunk, &job.config);
+    let call = tracing::info_span!(
+        "provider.call",
+        engine = engine.name(),
+        model = task
+            .model
+            .as_deref()
+            .or(engine.default_model())
+            .unwrap_or(""),
+        attempt,
+        outcome = tracing::field::Empty,
+    );
     let started = Instant::now();
-    let Some(result) = until_stopped(pipeline::attempt(engine, &task), stop).await else {
+    let Some(result) = until_stopped(pipeline::attempt(engine, &task), stop)
+        .instrument(call.clone())
+        .await
+    else {
+        call.record("outcome", "stopped");
         return Ok(ChunkStep::Stopped);
     };
+    call.record(
+        "outcome",
+        match &result {
+            Ok(_) => "success",
+            Err(e) => e.class.outcome(),
+        },
+    );
     match result {
         Ok(out) => {
             let elapsed = started.elapsed();

@@ -11,6 +11,7 @@ pub mod metrics;
 pub mod scheduler;
 pub mod service;
 pub mod store;
+mod traces;
 pub mod webhooks;
 
 use std::collections::HashMap;
@@ -102,6 +103,7 @@ impl LocalBackend {
             config,
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
+            traces: traces::QueuedTraces::default(),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(retention) = shared.config.retention {

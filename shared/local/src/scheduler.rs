@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use chrono::Utc;
 use lotsawa_core::retry::Backoff;
-use lotsawa_core::step::{ChunkMeter, ChunkStep, chunk_step};
+use lotsawa_core::step::{ChunkMeter, ChunkStep, StepInput, chunk_step};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
     ChunkPlan, ChunkRecord, ChunkStatus, EngineError, Job, JobId, JobStore, RetryDecision,
@@ -18,6 +18,7 @@ use lotsawa_engines::EngineSet;
 use tokio::sync::Notify;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::metrics::Metrics;
 use crate::store::{Finish, SqliteStore};
@@ -90,6 +91,8 @@ pub(crate) struct Shared {
     pub draining: CancellationToken,
     /// Abort in-flight calls (grace period over).
     pub hard_stop: CancellationToken,
+    /// The traces queued jobs continue.
+    pub traces: crate::traces::QueuedTraces,
 }
 
 impl Shared {
@@ -260,7 +263,11 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
         let (mut job, mut token, mut chunks) = (job, token, None);
         loop {
             let (id, run) = (job.id, job.run);
-            let next = match run_job(&shared, &job, chunks.take(), &token).await {
+            let span = shared.traces.run_span(id, run, job.chunks_total);
+            let next = match run_job(&shared, &job, chunks.take(), &token)
+                .instrument(span)
+                .await
+            {
                 Ok(next) => next,
                 Err(e) => {
                     tracing::error!(job_id = %id, error = %e, "job runner stopped on a store error");
@@ -325,7 +332,6 @@ async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), Store
 /// Run a job's chunks in order (`chunks`: its ledger when the caller has
 /// it already). A job that completes may hand its slot on: the job claimed
 /// in its commit is returned, with its chunks.
-#[tracing::instrument(skip_all, fields(job_id = %job.id, run = job.run))]
 async fn run_job(
     shared: &Shared,
     job: &Job,
@@ -449,7 +455,13 @@ async fn translate_chunk(
             shared.publish(job.id);
             Ok((done, kept))
         };
-        let step = chunk_step(&shared.store, &meter, job, plan, chunk, stop, commit).await?;
+        let input = StepInput {
+            job,
+            plan,
+            chunk,
+            attempt,
+        };
+        let step = chunk_step(&shared.store, &meter, input, stop, commit).await?;
         let err = match step {
             ChunkStep::Committed { done, kept } => {
                 let finish = finish.lock().ok().and_then(|mut f| f.take()).map(Box::new);
