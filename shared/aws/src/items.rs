@@ -571,6 +571,200 @@ mod tests {
         assert_eq!(back.job.config, job.config);
     }
 
+    /// An item as the table holds it: `name TYPE value` lines, sorted.
+    fn shape(item: &Item) -> Vec<String> {
+        let mut lines: Vec<String> = item
+            .iter()
+            .map(|(k, v)| match v {
+                AttributeValue::S(x) => format!("{k} S {x}"),
+                AttributeValue::N(x) => format!("{k} N {x}"),
+                AttributeValue::Bool(x) => format!("{k} BOOL {x}"),
+                other => format!("{k} ? {other:?}"),
+            })
+            .collect();
+        lines.sort();
+        lines
+    }
+
+    /// That `item` holds exactly `expected` (`name TYPE value`, any order).
+    fn assert_shape(item: &Item, expected: &[&str]) {
+        let mut want: Vec<String> = expected.iter().map(|l| (*l).to_owned()).collect();
+        want.sort();
+        assert_eq!(shape(item), want);
+    }
+
+    /// The stored format of every item kind, attribute by attribute (name,
+    /// DynamoDB type, value): what earlier builds wrote and later builds
+    /// must read. Each item also reads back to what it was built from.
+    #[test]
+    fn items_keep_their_stored_format() {
+        const ID: &str = "6f1c2a9e-3b4d-4e5f-8a7b-9c0d1e2f3a47"; // shard 7 % 4 = 3
+        const BATCH: &str = "0d6c1f3e-7a2b-4c5d-9e8f-1a2b3c4d5e6f";
+        const T0: &str = "2024-05-06T07:08:09.120Z";
+        const T1: &str = "2024-05-07T00:00:00.000Z";
+        let created: DateTime<Utc> = T0.parse().expect("time");
+        let later: DateTime<Utc> = T1.parse().expect("time");
+        let id: JobId = ID.parse().expect("id");
+        let tenant = Tenant::parse("acme").expect("tenant");
+        let mut job = pending_job(JobConfig {
+            model: Some("m".into()),
+            glossary: [("ཀ", "ka"), ("ཁ", "kha \"quoted\"")]
+                .map(|(bo, en)| lotsawa_core::GlossaryEntry {
+                    bo: bo.into(),
+                    en: en.into(),
+                })
+                .to_vec(),
+            ..JobConfig::default()
+        });
+        job.id = id;
+        job.tenant = tenant.clone();
+        job.chunks_total = 3;
+        job.created_at = created;
+        job.batch = Some(lotsawa_core::BatchRef {
+            id: BATCH.parse().expect("batch id"),
+            index: 2,
+        });
+
+        // The job item: chunksCompleted and run start at 0.
+        let item = new_job_item(&job);
+        assert_shape(
+            &item,
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S JOB",
+                &format!("id S {ID}"),
+                "tenant S acme",
+                "kind S translation",
+                "status S pending",
+                "chunksTotal N 3",
+                "chunksCompleted N 0",
+                "run N 0",
+                &format!("createdAt S {T0}"),
+                "gsi1pk S STATUS#pending#3",
+                &format!("gsi1sk S {T0}#{ID}"),
+                "gsi2pk S ALL#acme#3",
+                &format!("gsi2sk S {T0}#{ID}"),
+                "gsi3pk S TYPE#acme#translation#3",
+                &format!("gsi3sk S {T0}#{ID}"),
+                "gsi5pk S TSTATUS#acme#pending#3",
+                &format!("gsi5sk S {T0}#{ID}"),
+                &format!("batch S {BATCH}:2"),
+            ],
+        );
+
+        // The settings item: the job's settings as JSON, its glossary as
+        // lines of `bo<TAB>en`.
+        let config = new_config_item(&job, 1_700_000_000).expect("config");
+        let settings = serde_json::to_string(&JobConfig {
+            glossary: Vec::new(),
+            ..job.config.clone()
+        })
+        .expect("json");
+        assert_shape(
+            &config,
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S JOB#CONFIG",
+                &format!("config S {settings}"),
+                "glossary S ཀ\tka\nཁ\tkha \"quoted\"\n",
+                "expiresAt N 1700000000",
+            ],
+        );
+        let bare = pending_job(JobConfig::default());
+        let bare_config = new_config_item(&bare, 5).expect("config");
+        assert!(!bare_config.contains_key("glossary"));
+
+        // The texts item: the source inline, or its S3 key.
+        let text = new_text_item(id, Some("ཀ།"), None, 1_700_000_000);
+        assert_shape(
+            &text,
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S JOB#TEXT",
+                "source S ཀ།",
+                "expiresAt N 1700000000",
+            ],
+        );
+        assert_shape(
+            &new_text_item(id, None, Some("sources/x.txt"), 9),
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S JOB#TEXT",
+                "sourceKey S sources/x.txt",
+                "expiresAt N 9",
+            ],
+        );
+        let back = job_from_items(&item, Some(&config), Some(&text), None).expect("job");
+        assert_eq!(back.job, job);
+
+        // A chunk's ledger item and its source item.
+        let chunk = new_chunk_item(id, 7, 2, 99);
+        assert_shape(
+            &chunk,
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S CHUNK#000007",
+                "idx N 7",
+                "chars N 2",
+                "status S pending",
+                "attempts N 0",
+                "expiresAt N 99",
+            ],
+        );
+        let source = new_chunk_source_item(id, 7, Some("ཀ།"), None, 99);
+        assert_shape(
+            &source,
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S CHUNK#000007#S",
+                "source S ཀ།",
+                "expiresAt N 99",
+            ],
+        );
+        assert_shape(
+            &new_chunk_source_item(id, 7, None, Some("chunks/k"), 99),
+            &[
+                &format!("pk S JOB#{ID}"),
+                "sk S CHUNK#000007#S",
+                "sourceKey S chunks/k",
+                "expiresAt N 99",
+            ],
+        );
+        let mut back = chunk_from_item(&chunk).expect("chunk");
+        add_chunk_source(&mut back, &source);
+        assert_eq!(
+            (back.record.index, back.chars, back.record.source.as_str()),
+            (7, 2, "ཀ།")
+        );
+
+        // An API key item, listed under `KEYS` in `gsi2`.
+        let mut key = ApiKeyRecord {
+            id: "key-1".into(),
+            tenant: tenant.clone(),
+            created_at: created,
+            revoked_at: Some(later),
+        };
+        let key_item = new_key_item(&key, "abc123");
+        assert_shape(
+            &key_item,
+            &[
+                "pk S KEY#abc123",
+                "sk S KEY",
+                "id S key-1",
+                "tenant S acme",
+                &format!("createdAt S {T0}"),
+                &format!("revokedAt S {T1}"),
+                "gsi2pk S KEYS",
+                &format!("gsi2sk S {T0}#key-1"),
+            ],
+        );
+        assert_eq!(key_from_item(&key_item).expect("key"), key);
+        key.revoked_at = None;
+        let key_item = new_key_item(&key, "abc123");
+        assert!(!key_item.contains_key("revokedAt"));
+        assert_eq!(key_from_item(&key_item).expect("key"), key);
+    }
+
     #[test]
     fn jobs_round_trip_through_items() {
         let job = pending_job(JobConfig::default());
