@@ -188,8 +188,10 @@ pub const CALLBACK_SK: &str = "CALLBACK";
 pub const CALLBACKS_PK: &str = "CALLBACKS";
 
 mod kinds;
+mod records;
 
 pub use kinds::*;
+pub use records::*;
 
 #[cfg(test)]
 mod tests {
@@ -605,6 +607,58 @@ mod tests {
                 "expiresAt N 43",
             ],
         );
+    }
+
+    /// An item that cannot be read is `Corrupt`, named by its kind and the
+    /// attribute at fault.
+    #[test]
+    fn unreadable_items_name_what_is_wrong() {
+        let job = pending_job(JobConfig::default());
+        let item = new_job_item(&job, 0).expect("job item");
+        let with = |item: &Item, k: &str, v: AttributeValue| {
+            let mut item = item.clone();
+            item.insert(k.into(), v);
+            item
+        };
+        let job_error = |item: &Item| {
+            job_from_items(item, None, None, None)
+                .expect_err("corrupt")
+                .0
+        };
+        let mut no_id = item.clone();
+        no_id.remove("id");
+        for (bad, names) in [
+            (with(&item, "status", s("bogus")), ["job item", "status"]),
+            (
+                with(&item, "chunksTotal", s("3")),
+                ["job item", "chunksTotal"],
+            ),
+            (
+                with(&item, "createdAt", s("yesterday")),
+                ["createdAt", "timestamp yesterday"],
+            ),
+            (
+                with(&item, "tenant", s("Not A Tenant")),
+                ["job item", "tenant"],
+            ),
+            (with(&item, "batch", s("nope")), ["batch 'nope'", "batch"]),
+            (no_id, ["job item", "`id`"]),
+        ] {
+            let message = job_error(&bad);
+            assert!(names.iter().all(|n| message.contains(n)), "{message}");
+        }
+        let config = with(&new_config_item(&job, 1).expect("config"), "config", s("{"));
+        let message = job_from_items(&item, Some(&config), None, None)
+            .expect_err("corrupt")
+            .0;
+        assert!(message.contains("settings item: config"), "{message}");
+        let chunk = with(
+            &new_chunk_item(job.id, 1, 1, 1).expect("chunk item"),
+            "idx",
+            s("1"),
+        );
+        let message = chunk_from_item(&chunk).expect_err("corrupt").0;
+        assert!(message.contains("chunk item: idx"), "{message}");
     }
 
     #[test]

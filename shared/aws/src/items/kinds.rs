@@ -1,133 +1,272 @@
-//! Each item kind: how it is built from the domain types and read back
-//! into them.
+//! Each item kind: a row struct holding its attributes, mapped to and from
+//! an item by serde (`serde_dynamo`), and how it is built from the domain
+//! types and read back into them.
+//!
+//! Strings are `S` attributes and numbers `N`; an absent `Option` is an
+//! absent attribute (never `NULL`); timestamps are written as [`ts`] writes
+//! them; JSON held in a string attribute is a [`Json`] field.
 
 use chrono::{DateTime, Utc};
-use lotsawa_core::batch::Batch;
-use lotsawa_core::store::IdempotencyRecord;
 use lotsawa_core::{
-    ApiKeyRecord, ChunkRecord, ChunkStatus, Job, JobConfig, JobId, JobResult, JobStatus, JobType,
-    Tenant,
+    ApiKeyRecord, BatchRef, Callback, ChunkRecord, ChunkStatus, GlossaryEntry, Job, JobConfig,
+    JobId, JobResult, JobStatus, JobType, Tenant,
 };
+use serde::de::{DeserializeOwned, Error as _};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use super::*;
 
-fn get_s<'a>(item: &'a Item, k: &str) -> Option<&'a str> {
-    item.get(k).and_then(|v| v.as_s().ok()).map(String::as_str)
+/// The item of a row.
+pub(super) fn to_item<T: Serialize>(row: &T, what: &str) -> Result<Item, Corrupt> {
+    serde_dynamo::to_item(row).map_err(|e| Corrupt(format!("{what}: {e}")))
 }
 
-fn req_s<'a>(item: &'a Item, k: &str) -> Result<&'a str, Corrupt> {
-    get_s(item, k).ok_or_else(|| Corrupt(format!("missing {k}")))
+/// The row of an item: `serde_dynamo::from_item`, read through
+/// `serde_path_to_error` so that an error names the attribute at fault.
+pub(super) fn from_item<T: DeserializeOwned>(item: &Item, what: &str) -> Result<T, Corrupt> {
+    let map = serde_dynamo::Item::from(item.clone()).into_inner();
+    let value =
+        serde_dynamo::Deserializer::from_attribute_value(serde_dynamo::AttributeValue::M(map));
+    serde_path_to_error::deserialize(value).map_err(|e| Corrupt(format!("{what}: {e}")))
 }
 
-fn get_n<T: std::str::FromStr>(item: &Item, k: &str) -> Option<T> {
-    item.get(k)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|v| v.parse().ok())
+/// A timestamp attribute: an `S` as [`ts`] writes it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub(super) struct Stamp(pub(super) DateTime<Utc>);
+
+impl Serialize for Stamp {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&ts(self.0))
+    }
 }
 
-fn parse_ts(v: Option<&str>) -> Result<Option<DateTime<Utc>>, Corrupt> {
-    v.map(|s| {
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| Corrupt(format!("timestamp {s}: {e}")))
-    })
-    .transpose()
+impl<'de> Deserialize<'de> for Stamp {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DateTime::parse_from_rfc3339(&text)
+            .map(|t| Stamp(t.with_timezone(&Utc)))
+            .map_err(|e| D::Error::custom(format!("timestamp {text}: {e}")))
+    }
 }
 
-fn parse_batch(text: &str) -> Result<lotsawa_core::BatchRef, Corrupt> {
+/// A value kept as JSON in an `S` attribute.
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct Json<T>(pub(super) T);
+
+impl<T: Serialize> Serialize for Json<T> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let text = serde_json::to_string(&self.0).map_err(serde::ser::Error::custom)?;
+        serializer.serialize_str(&text)
+    }
+}
+
+impl<'de, T: DeserializeOwned> Deserialize<'de> for Json<T> {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        serde_json::from_str(&text)
+            .map(Json)
+            .map_err(D::Error::custom)
+    }
+}
+
+fn parse_batch(text: &str) -> Result<BatchRef, Corrupt> {
     let corrupt = || Corrupt(format!("batch '{text}'"));
     let (id, index) = text.split_once(':').ok_or_else(corrupt)?;
-    Ok(lotsawa_core::BatchRef {
+    Ok(BatchRef {
         id: id.parse().map_err(|_| corrupt())?,
         index: index.parse().map_err(|_| corrupt())?,
     })
 }
 
+/// An API key item (`KEY#<hash>`/`KEY`), listed through `gsi2` under `KEYS`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct KeyRow {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    id: String,
+    tenant: Tenant,
+    created_at: Stamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    revoked_at: Option<Stamp>,
+    #[serde(default)]
+    gsi2pk: String,
+    #[serde(default)]
+    gsi2sk: String,
+}
+
 /// The item of a new API key; listed through `gsi2` under `KEYS`.
 pub fn new_key_item(record: &ApiKeyRecord, hash: &str) -> Result<Item, Corrupt> {
-    let created = ts(record.created_at);
-    let mut item = Item::new();
-    item.insert("pk".into(), s(key_pk(hash)));
-    item.insert("sk".into(), s("KEY"));
-    item.insert("id".into(), s(record.id.clone()));
-    item.insert("tenant".into(), s(record.tenant.as_str()));
-    item.insert("createdAt".into(), s(created.clone()));
-    if let Some(t) = record.revoked_at {
-        item.insert("revokedAt".into(), s(ts(t)));
-    }
-    item.insert("gsi2pk".into(), s("KEYS"));
-    item.insert("gsi2sk".into(), s(format!("{created}#{}", record.id)));
-    Ok(item)
+    let row = KeyRow {
+        pk: key_pk(hash),
+        sk: "KEY".into(),
+        id: record.id.clone(),
+        tenant: record.tenant.clone(),
+        created_at: Stamp(record.created_at),
+        revoked_at: record.revoked_at.map(Stamp),
+        gsi2pk: "KEYS".into(),
+        gsi2sk: format!("{}#{}", ts(record.created_at), record.id),
+    };
+    to_item(&row, "key item")
 }
 
 /// Read an API key item.
 pub fn key_from_item(item: &Item) -> Result<ApiKeyRecord, Corrupt> {
+    let row: KeyRow = from_item(item, "key item")?;
     Ok(ApiKeyRecord {
-        id: req_s(item, "id")?.to_owned(),
-        tenant: Tenant::parse(req_s(item, "tenant")?).map_err(|e| Corrupt(e.0))?,
-        created_at: parse_ts(Some(req_s(item, "createdAt")?))?.unwrap_or_default(),
-        revoked_at: parse_ts(get_s(item, "revokedAt"))?,
+        id: row.id,
+        tenant: row.tenant,
+        created_at: row.created_at.0,
+        revoked_at: row.revoked_at.map(|t| t.0),
     })
+}
+
+/// A job item (`JOB#<id>`/`JOB`): status, counters, timestamps, error, slot
+/// and execution, and the listing keys.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct JobRow {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    id: JobId,
+    #[serde(default)]
+    tenant: Tenant,
+    kind: JobType,
+    status: JobStatus,
+    #[serde(default)]
+    chunks_total: u32,
+    #[serde(default)]
+    chunks_completed: u32,
+    #[serde(default)]
+    run: u32,
+    created_at: Stamp,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    started_at: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    completed_at: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cancelled_at: Option<Stamp>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    callback: Option<Json<Callback>>,
+    /// `<batch id>:<item index>` ([`batch_text`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    batch: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    execution_arn: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    slot: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    ingest_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi1sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi2pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi2sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi3pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi3sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi4pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi4sk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi5pk: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    gsi5sk: Option<String>,
+}
+
+impl JobRow {
+    /// What every new job item holds: counters and run at 0, and its keys
+    /// in the status, all-jobs, type and tenant status indexes. The other
+    /// attributes are written by the changes that make them.
+    fn new(job: &Job) -> Self {
+        let shard = shard_of(job.id);
+        let list = Some(list_sk(&ts(job.created_at), job.id));
+        JobRow {
+            pk: job_pk(job.id),
+            sk: "JOB".into(),
+            id: job.id,
+            tenant: job.tenant.clone(),
+            kind: job.kind,
+            status: job.status,
+            chunks_total: job.chunks_total,
+            chunks_completed: 0,
+            run: 0,
+            created_at: Stamp(job.created_at),
+            started_at: None,
+            completed_at: None,
+            cancelled_at: None,
+            error: None,
+            callback: None,
+            batch: job.batch.as_ref().map(batch_text),
+            execution_arn: None,
+            slot: None,
+            ingest_key: None,
+            expires_at: None,
+            gsi1pk: Some(status_pk(job.status, shard)),
+            gsi1sk: list.clone(),
+            gsi2pk: Some(all_pk(&job.tenant, shard)),
+            gsi2sk: list.clone(),
+            gsi3pk: Some(type_pk(&job.tenant, job.kind, shard)),
+            gsi3sk: list.clone(),
+            gsi4pk: None,
+            gsi4sk: None,
+            gsi5pk: Some(tenant_status_pk(&job.tenant, job.status, shard)),
+            gsi5sk: list,
+        }
+    }
 }
 
 /// The job item of a new pending job (no texts, no settings), in the
 /// queue index at `turn`.
 pub fn new_job_item(job: &Job, turn: u64) -> Result<Item, Corrupt> {
-    let mut item = job_item(job);
-    item.insert("gsi4pk".into(), s(queue_pk(shard_of(job.id))));
-    item.insert(
-        "gsi4sk".into(),
-        s(queue_sk(turn, &ts(job.created_at), job.id)),
-    );
-    Ok(item)
+    let row = JobRow {
+        gsi4pk: Some(queue_pk(shard_of(job.id))),
+        gsi4sk: Some(queue_sk(turn, &ts(job.created_at), job.id)),
+        ..JobRow::new(job)
+    };
+    to_item(&row, "job item")
 }
 
 /// The job item of a job that failed before it could start: its error and,
 /// once it has ended, when and (`expires_at`) until when it is kept.
 pub fn failed_job_item(job: &Job, expires_at: Option<i64>) -> Result<Item, Corrupt> {
-    let mut item = job_item(job);
-    if let Some(e) = &job.error {
-        item.insert("error".into(), s(e.clone()));
-    }
-    if let Some(t) = job.completed_at {
-        item.insert("completedAt".into(), s(ts(t)));
-    }
-    if let Some(at) = expires_at {
-        item.insert("expiresAt".into(), n(at));
-    }
-    Ok(item)
+    let row = JobRow {
+        error: job.error.clone(),
+        completed_at: job.completed_at.map(Stamp),
+        expires_at,
+        ..JobRow::new(job)
+    };
+    to_item(&row, "job item")
 }
 
-/// What every new job item holds.
-fn job_item(job: &Job) -> Item {
-    let created = ts(job.created_at);
-    let shard = shard_of(job.id);
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(job.id)));
-    item.insert("sk".into(), s("JOB"));
-    item.insert("id".into(), s(job.id.to_string()));
-    item.insert("tenant".into(), s(job.tenant.as_str()));
-    item.insert("kind".into(), s(job.kind.as_str()));
-    item.insert("status".into(), s(job.status.as_str()));
-    item.insert("chunksTotal".into(), n(job.chunks_total));
-    item.insert("chunksCompleted".into(), n(0));
-    item.insert("run".into(), n(0));
-    item.insert("createdAt".into(), s(created.clone()));
-    item.insert("gsi1pk".into(), s(status_pk(job.status, shard)));
-    item.insert("gsi1sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi2pk".into(), s(all_pk(&job.tenant, shard)));
-    item.insert("gsi2sk".into(), s(list_sk(&created, job.id)));
-    item.insert("gsi3pk".into(), s(type_pk(&job.tenant, job.kind, shard)));
-    item.insert("gsi3sk".into(), s(list_sk(&created, job.id)));
-    item.insert(
-        "gsi5pk".into(),
-        s(tenant_status_pk(&job.tenant, job.status, shard)),
-    );
-    item.insert("gsi5sk".into(), s(list_sk(&created, job.id)));
-    if let Some(b) = &job.batch {
-        item.insert("batch".into(), s(batch_text(b)));
-    }
-    item
+/// A job's settings item (`JOB#<id>`/`JOB#CONFIG`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ConfigRow {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    /// The settings but the glossary.
+    config: Json<JobConfig>,
+    /// The glossary as lines of `bo<TAB>en`; absent when empty.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    glossary: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 /// The settings item of a new job. A job's glossary is written as lines of
@@ -135,17 +274,11 @@ fn job_item(job: &Job) -> Item {
 /// characters): as JSON objects, the largest glossary a job may have
 /// (10,000 terms, 256 KiB of text) would pass DynamoDB's 400 KB item limit.
 pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(job.id)));
-    item.insert("sk".into(), s(CONFIG_SK));
     let mut config = job.config.clone();
     let glossary = std::mem::take(&mut config.glossary);
-    item.insert(
-        "config".into(),
-        s(serde_json::to_string(&config).map_err(|e| Corrupt(e.to_string()))?),
-    );
+    let mut lines = None;
     if !glossary.is_empty() {
-        let mut lines =
+        let mut text =
             String::with_capacity(glossary.iter().map(|t| t.bo.len() + t.en.len() + 2).sum());
         for t in &glossary {
             if t.bo.contains(['\t', '\n']) || t.en.contains(['\t', '\n']) {
@@ -153,30 +286,55 @@ pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
                     "a glossary term holds a tab or a line break".into(),
                 ));
             }
-            lines.push_str(&t.bo);
-            lines.push('\t');
-            lines.push_str(&t.en);
-            lines.push('\n');
+            text.push_str(&t.bo);
+            text.push('\t');
+            text.push_str(&t.en);
+            text.push('\n');
         }
-        item.insert("glossary".into(), s(lines));
+        lines = Some(text);
     }
-    item.insert("expiresAt".into(), n(expires_at));
-    Ok(item)
+    let row = ConfigRow {
+        pk: job_pk(job.id),
+        sk: CONFIG_SK.into(),
+        config: Json(config),
+        glossary: lines,
+        expires_at: Some(expires_at),
+    };
+    to_item(&row, "settings item")
 }
 
 /// The glossary lines of a settings item (see [`new_config_item`]).
-fn glossary_from_lines(lines: &str) -> Result<Vec<lotsawa_core::GlossaryEntry>, Corrupt> {
+fn glossary_from_lines(lines: &str) -> Result<Vec<GlossaryEntry>, Corrupt> {
     lines
         .lines()
         .map(|l| {
             l.split_once('\t')
-                .map(|(bo, en)| lotsawa_core::GlossaryEntry {
+                .map(|(bo, en)| GlossaryEntry {
                     bo: bo.to_owned(),
                     en: en.to_owned(),
                 })
                 .ok_or_else(|| Corrupt("glossary: a line without a tab".into()))
         })
         .collect()
+}
+
+/// A text or its S3 key: a job's texts item (`JOB#<id>`/`JOB#TEXT`) and a
+/// chunk's source item (`JOB#<id>`/`CHUNK#<index>#S`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct SourceRow {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    /// The text, when inline.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    /// The S3 key of a text over the inline limit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
 }
 
 /// The texts item of a new job: `source` is the text, or `None` when it
@@ -187,17 +345,23 @@ pub fn new_text_item(
     source_key: Option<&str>,
     expires_at: i64,
 ) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(TEXT_SK));
-    if let Some(src) = source {
-        item.insert("source".into(), s(src));
-    }
-    if let Some(key) = source_key {
-        item.insert("sourceKey".into(), s(key));
-    }
-    item.insert("expiresAt".into(), n(expires_at));
-    Ok(item)
+    let row = SourceRow {
+        pk: job_pk(id),
+        sk: TEXT_SK.into(),
+        source: source.map(str::to_owned),
+        source_key: source_key.map(str::to_owned),
+        expires_at: Some(expires_at),
+    };
+    to_item(&row, "texts item")
+}
+
+/// A job's result item (`JOB#<id>`/`JOB#RESULT`): written by the update
+/// that completes the job (or clears its result), read here.
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ResultRow {
+    result: Option<Json<JobResult>>,
+    result_key: Option<String>,
 }
 
 /// A job item as read back, with the cloud-only attributes.
@@ -226,65 +390,92 @@ pub fn job_from_items(
     text: Option<&Item>,
     result: Option<&Item>,
 ) -> Result<JobItem, Corrupt> {
-    let id: JobId = req_s(item, "id")?
-        .parse()
-        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
-    let kind: JobType = req_s(item, "kind")?
-        .parse()
-        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
-    let status: JobStatus = req_s(item, "status")?
-        .parse()
-        .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?;
-    let config: JobConfig = match config {
+    let row: JobRow = from_item(item, "job item")?;
+    let config = match config {
         Some(c) => {
-            let mut parsed: JobConfig = serde_json::from_str(req_s(c, "config")?)
-                .map_err(|e| Corrupt(format!("config: {e}")))?;
-            if let Some(lines) = get_s(c, "glossary") {
-                parsed.glossary = glossary_from_lines(lines)?;
+            let row: ConfigRow = from_item(c, "settings item")?;
+            let mut parsed = row.config.0;
+            if let Some(lines) = row.glossary {
+                parsed.glossary = glossary_from_lines(&lines)?;
             }
             parsed
         }
         None => JobConfig::default(),
     };
-    let text_s = |k: &str| text.and_then(|t| get_s(t, k));
-    let result_s = |k: &str| result.and_then(|t| get_s(t, k));
-    let result: Option<JobResult> = result_s("result")
-        .map(serde_json::from_str)
-        .transpose()
-        .map_err(|e| Corrupt(format!("result: {e}")))?;
-    let tenant = match get_s(item, "tenant") {
-        Some(t) => Tenant::parse(t).map_err(|e| Corrupt(e.0))?,
-        None => Tenant::default(),
-    };
+    let text: Option<SourceRow> = text.map(|t| from_item(t, "texts item")).transpose()?;
+    let (source, source_key) = text.map_or((None, None), |t| (t.source, t.source_key));
+    let result: Option<ResultRow> = result.map(|r| from_item(r, "result item")).transpose()?;
+    let (result, result_key) = result.map_or((None, None), |r| (r.result, r.result_key));
     Ok(JobItem {
         job: Job {
-            id,
-            tenant,
-            kind,
-            status,
-            source: text_s("source").unwrap_or("").to_owned(),
+            id: row.id,
+            tenant: row.tenant,
+            kind: row.kind,
+            status: row.status,
+            source: source.unwrap_or_default(),
             config,
-            result,
-            error: get_s(item, "error").map(str::to_owned),
-            chunks_completed: get_n(item, "chunksCompleted").unwrap_or(0),
-            chunks_total: get_n(item, "chunksTotal").unwrap_or(0),
-            created_at: parse_ts(Some(req_s(item, "createdAt")?))?.unwrap_or_default(),
-            started_at: parse_ts(get_s(item, "startedAt"))?,
-            completed_at: parse_ts(get_s(item, "completedAt"))?,
-            cancelled_at: parse_ts(get_s(item, "cancelledAt"))?,
-            run: get_n(item, "run").unwrap_or(0),
-            callback: get_s(item, "callback")
-                .map(serde_json::from_str)
-                .transpose()
-                .map_err(|e| Corrupt(format!("callback: {e}")))?,
-            batch: get_s(item, "batch").map(parse_batch).transpose()?,
+            result: result.map(|r| r.0),
+            error: row.error,
+            chunks_completed: row.chunks_completed,
+            chunks_total: row.chunks_total,
+            created_at: row.created_at.0,
+            started_at: row.started_at.map(|t| t.0),
+            completed_at: row.completed_at.map(|t| t.0),
+            cancelled_at: row.cancelled_at.map(|t| t.0),
+            run: row.run,
+            callback: row.callback.map(|c| c.0),
+            batch: row.batch.as_deref().map(parse_batch).transpose()?,
         },
-        source_key: text_s("sourceKey").map(str::to_owned),
-        result_key: result_s("resultKey").map(str::to_owned),
-        execution_arn: get_s(item, "executionArn").map(str::to_owned),
-        slot: get_n(item, "slot"),
-        ingest_key: get_s(item, "ingestKey").map(str::to_owned),
+        source_key,
+        result_key,
+        execution_arn: row.execution_arn,
+        slot: row.slot,
+        ingest_key: row.ingest_key,
     })
+}
+
+/// A chunk's ledger item (`JOB#<id>`/`CHUNK#<index>`): status, attempts and
+/// (once done) the output.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct ChunkRow {
+    #[serde(default)]
+    pk: String,
+    #[serde(default)]
+    sk: String,
+    idx: u32,
+    #[serde(default)]
+    chars: u64,
+    status: ChunkStatus,
+    /// Provider calls over all runs.
+    #[serde(default)]
+    attempts: u32,
+    /// The run it completed in.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run: Option<u32>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    expires_at: Option<i64>,
+    /// The source, in items written before it had an item of its own.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    translation: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    translation_key: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    duration_ms: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    confidence: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    from_memory: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    context: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    warning: Option<String>,
 }
 
 /// The ledger item of a new chunk: status, attempts and (once done) the
@@ -295,15 +486,28 @@ pub fn new_chunk_item(
     chars: usize,
     expires_at: i64,
 ) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(chunk_sk(index)));
-    item.insert("idx".into(), n(index));
-    item.insert("chars".into(), n(chars));
-    item.insert("status".into(), s("pending"));
-    item.insert("attempts".into(), n(0));
-    item.insert("expiresAt".into(), n(expires_at));
-    Ok(item)
+    let row = ChunkRow {
+        pk: job_pk(id),
+        sk: chunk_sk(index),
+        idx: index,
+        chars: chars as u64,
+        status: ChunkStatus::Pending,
+        attempts: 0,
+        expires_at: Some(expires_at),
+        // Written by the commit that completes it.
+        run: None,
+        source: None,
+        source_key: None,
+        translation: None,
+        translation_key: None,
+        error: None,
+        duration_ms: None,
+        confidence: None,
+        from_memory: None,
+        context: None,
+        warning: None,
+    };
+    to_item(&row, "chunk item")
 }
 
 /// The source item of a new chunk: the text, or (`source` `None`) the S3
@@ -315,23 +519,21 @@ pub fn new_chunk_source_item(
     source_key: Option<&str>,
     expires_at: i64,
 ) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(chunk_source_sk(index)));
-    if let Some(src) = source {
-        item.insert("source".into(), s(src));
-    }
-    if let Some(k) = source_key {
-        item.insert("sourceKey".into(), s(k));
-    }
-    item.insert("expiresAt".into(), n(expires_at));
-    Ok(item)
+    let row = SourceRow {
+        pk: job_pk(id),
+        sk: chunk_source_sk(index),
+        source: source.map(str::to_owned),
+        source_key: source_key.map(str::to_owned),
+        expires_at: Some(expires_at),
+    };
+    to_item(&row, "chunk source item")
 }
 
 /// Put a source item's text (or S3 key) on its chunk.
 pub fn add_chunk_source(chunk: &mut ChunkItem, item: &Item) -> Result<(), Corrupt> {
-    chunk.record.source = get_s(item, "source").unwrap_or("").to_owned();
-    chunk.source_key = get_s(item, "sourceKey").map(str::to_owned);
+    let row: SourceRow = from_item(item, "chunk source item")?;
+    chunk.record.source = row.source.unwrap_or_default();
+    chunk.source_key = row.source_key;
     Ok(())
 }
 
@@ -350,185 +552,24 @@ pub struct ChunkItem {
 
 /// Read a chunk item.
 pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
-    let status = req_s(item, "status")?;
+    let row: ChunkRow = from_item(item, "chunk item")?;
     Ok(ChunkItem {
         record: ChunkRecord {
-            index: get_n(item, "idx").ok_or_else(|| Corrupt("missing idx".into()))?,
-            source: get_s(item, "source").unwrap_or("").to_owned(),
-            status: ChunkStatus::parse(status)
-                .ok_or_else(|| Corrupt(format!("chunk status {status}")))?,
-            provider_calls: get_n(item, "attempts").unwrap_or(0),
-            translation: get_s(item, "translation").map(str::to_owned),
-            error: get_s(item, "error").map(str::to_owned),
-            duration_ms: get_n(item, "durationMs"),
-            run: get_n(item, "run").unwrap_or(0),
-            confidence: get_n(item, "confidence"),
-            from_memory: item
-                .get("fromMemory")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(false),
-            context: get_s(item, "context").map(str::to_owned),
-            warning: get_s(item, "warning").map(str::to_owned),
+            index: row.idx,
+            source: row.source.unwrap_or_default(),
+            status: row.status,
+            provider_calls: row.attempts,
+            translation: row.translation,
+            error: row.error,
+            duration_ms: row.duration_ms,
+            run: row.run.unwrap_or(0),
+            confidence: row.confidence,
+            from_memory: row.from_memory.unwrap_or(false),
+            context: row.context,
+            warning: row.warning,
         },
-        source_key: get_s(item, "sourceKey").map(str::to_owned),
-        translation_key: get_s(item, "translationKey").map(str::to_owned),
-        chars: get_n(item, "chars").unwrap_or(0),
+        source_key: row.source_key,
+        translation_key: row.translation_key,
+        chars: row.chars,
     })
-}
-
-/// The item of a new batch; listed per tenant through `gsi2`.
-pub fn batch_item(batch: &Batch) -> Result<Item, Corrupt> {
-    let created = ts(batch.created_at);
-    let items = serde_json::to_string(&batch.items).map_err(|e| Corrupt(e.to_string()))?;
-    let mut item = Item::new();
-    item.insert("pk".into(), s(batch_pk(batch.id)));
-    item.insert("sk".into(), s("BATCH"));
-    item.insert("tenant".into(), s(batch.tenant.as_str()));
-    item.insert("createdAt".into(), s(created.clone()));
-    item.insert("items".into(), s(items));
-    item.insert("gsi2pk".into(), s(batches_pk(&batch.tenant)));
-    item.insert("gsi2sk".into(), s(format!("{created}#{}", batch.id)));
-    Ok(item)
-}
-
-/// Read the item of batch `id`.
-pub fn batch_from_item(id: lotsawa_core::BatchId, item: &Item) -> Result<Batch, Corrupt> {
-    let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| Corrupt(format!("batch {id}: no {name}")))
-    };
-    Ok(Batch {
-        id,
-        tenant: Tenant::parse(text("tenant")?).map_err(|e| Corrupt(e.0))?,
-        created_at: DateTime::parse_from_rfc3339(text("createdAt")?)
-            .map_err(|e| Corrupt(format!("batch {id}: {e}")))?
-            .with_timezone(&Utc),
-        items: serde_json::from_str(text("items")?)
-            .map_err(|e| Corrupt(format!("batch {id} items: {e}")))?,
-    })
-}
-
-/// The item of an idempotency record; kept two days after it is made.
-pub fn idempotency_item(record: &IdempotencyRecord) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(idempotency_pk(&record.tenant, &record.key)));
-    item.insert("sk".into(), s("IDEM"));
-    item.insert("fingerprint".into(), s(record.fingerprint.clone()));
-    item.insert("jobId".into(), s(record.job_id.to_string()));
-    item.insert("createdAt".into(), s(ts(record.created_at)));
-    item.insert(
-        "expiresAt".into(),
-        n(record.created_at.timestamp() + 2 * 86_400),
-    );
-    Ok(item)
-}
-
-/// Read the idempotency record stored for the tenant and key of `asked`.
-pub fn idempotency_from_item(
-    asked: &IdempotencyRecord,
-    item: &Item,
-) -> Result<IdempotencyRecord, Corrupt> {
-    let get = |k: &str| {
-        item.get(k)
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .ok_or_else(|| Corrupt(format!("idempotency record: no {k}")))
-    };
-    Ok(IdempotencyRecord {
-        tenant: asked.tenant.clone(),
-        key: asked.key.clone(),
-        fingerprint: get("fingerprint")?,
-        job_id: get("jobId")?
-            .parse()
-            .map_err(|e: lotsawa_core::ValidationError| Corrupt(e.0))?,
-        created_at: DateTime::parse_from_rfc3339(&get("createdAt")?)
-            .map_err(|e| Corrupt(e.to_string()))?
-            .with_timezone(&Utc),
-    })
-}
-
-/// A tenant's rate bucket as stored: what is unreadable in it reads as
-/// absent (the bucket refills).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct RateBucket {
-    /// Tokens left.
-    pub tokens: Option<f64>,
-    /// When they were counted.
-    pub at: Option<DateTime<Utc>>,
-    /// Who wrote it last: unique per write, the condition of the next one.
-    pub writer: Option<String>,
-}
-
-/// The item of a tenant's rate bucket, `tokens` left `at` a time, written
-/// by `writer`; kept a day.
-pub fn rate_item(
-    tenant: &Tenant,
-    tokens: f64,
-    at: DateTime<Utc>,
-    writer: &str,
-) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(rate_pk(tenant)));
-    item.insert("sk".into(), s("RATE"));
-    item.insert("tokens".into(), n(tokens));
-    item.insert("at".into(), s(ts(at)));
-    item.insert("writer".into(), s(writer));
-    item.insert("expiresAt".into(), n(at.timestamp() + 86_400));
-    Ok(item)
-}
-
-/// Read a rate bucket item.
-pub fn rate_from_item(item: &Item) -> RateBucket {
-    RateBucket {
-        tokens: get_n(item, "tokens"),
-        at: get_s(item, "at")
-            .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-            .map(|t| t.with_timezone(&Utc)),
-        writer: get_s(item, "writer").map(str::to_owned),
-    }
-}
-
-/// The item of a translation memory entry, kept until `expires_at`.
-pub fn memory_item(
-    key: &str,
-    translation: &str,
-    confidence: Option<f64>,
-    expires_at: i64,
-) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(memory_pk(key)));
-    item.insert("sk".into(), s("MEM"));
-    item.insert("translation".into(), s(translation));
-    item.insert("expiresAt".into(), n(expires_at));
-    if let Some(c) = confidence {
-        item.insert("confidence".into(), n(c));
-    }
-    Ok(item)
-}
-
-/// Read a translation memory entry: its translation and confidence; `None`
-/// (a miss) when it has no translation: the memory is a cache.
-pub fn memory_from_item(item: &Item) -> Option<(String, Option<f64>)> {
-    Some((
-        get_s(item, "translation")?.to_owned(),
-        get_n(item, "confidence"),
-    ))
-}
-
-/// The marker listing job `id` under [`CALLBACKS_PK`] in `gsi2` while its
-/// callback is pending, by when it is `due`; gone at `expires_at`.
-pub fn callback_marker_item(
-    id: JobId,
-    due: DateTime<Utc>,
-    expires_at: i64,
-) -> Result<Item, Corrupt> {
-    let mut item = Item::new();
-    item.insert("pk".into(), s(job_pk(id)));
-    item.insert("sk".into(), s(CALLBACK_SK));
-    item.insert("gsi2pk".into(), s(CALLBACKS_PK));
-    item.insert("gsi2sk".into(), s(format!("{}#{id}", ts(due))));
-    item.insert("expiresAt".into(), n(expires_at));
-    Ok(item)
 }
