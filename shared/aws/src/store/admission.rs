@@ -13,19 +13,7 @@ impl AdmissionStore for DynamoStore {
         record: &IdempotencyRecord,
         expired_before: DateTime<Utc>,
     ) -> Result<IdempotencyRecord, StoreError> {
-        let pk = format!(
-            "IDEM#{}#{}",
-            record.tenant,
-            lotsawa_core::auth::key_hash(&record.key)
-        );
-        let mut item = Self::key(pk.clone(), "IDEM");
-        item.insert("fingerprint".into(), s(record.fingerprint.clone()));
-        item.insert("jobId".into(), s(record.job_id.to_string()));
-        item.insert("createdAt".into(), s(ts(record.created_at)));
-        item.insert(
-            "expiresAt".into(),
-            n(record.created_at.timestamp() + 2 * 86_400),
-        );
+        let item = crate::items::idempotency_item(record)?;
         let put = self
             .clients
             .ddb
@@ -47,7 +35,10 @@ impl AdmissionStore for DynamoStore {
             .ddb
             .get_item()
             .table_name(&self.config.table)
-            .set_key(Some(Self::key(pk, "IDEM")))
+            .set_key(Some(Self::key(
+                crate::items::idempotency_pk(&record.tenant, &record.key),
+                "IDEM",
+            )))
             .consistent_read(true)
             .send()
             .await
@@ -55,23 +46,7 @@ impl AdmissionStore for DynamoStore {
         let item = out
             .item
             .ok_or_else(|| StoreError::Corrupt("idempotency record vanished".into()))?;
-        let get = |k: &str| {
-            item.get(k)
-                .and_then(|v| v.as_s().ok())
-                .cloned()
-                .ok_or_else(|| StoreError::Corrupt(format!("idempotency record: no {k}")))
-        };
-        Ok(IdempotencyRecord {
-            tenant: record.tenant.clone(),
-            key: record.key.clone(),
-            fingerprint: get("fingerprint")?,
-            job_id: get("jobId")?
-                .parse()
-                .map_err(|e: lotsawa_core::ValidationError| StoreError::Corrupt(e.0))?,
-            created_at: DateTime::parse_from_rfc3339(&get("createdAt")?)
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?
-                .with_timezone(&Utc),
-        })
+        Ok(crate::items::idempotency_from_item(record, &item)?)
     }
 
     /// `RATE#<tenant>`: read, refill, and write back on the condition that
@@ -82,7 +57,7 @@ impl AdmissionStore for DynamoStore {
         limit: lotsawa_core::rate::RateLimit,
         now: DateTime<Utc>,
     ) -> Result<Option<std::time::Duration>, StoreError> {
-        let key = Self::key(format!("RATE#{tenant}"), "RATE");
+        let key = Self::key(crate::items::rate_pk(tenant), "RATE");
         for _ in 0..8 {
             let out = self
                 .clients
@@ -94,39 +69,22 @@ impl AdmissionStore for DynamoStore {
                 .send()
                 .await
                 .map_err(ddb("DynamoDB GetItem"))?;
-            let prev_at = out
-                .item
-                .as_ref()
-                .and_then(|i| i.get("at"))
-                .and_then(|v| v.as_s().ok())
-                .cloned();
-            let tokens = out
-                .item
-                .as_ref()
-                .and_then(|i| i.get("tokens"))
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse::<f64>().ok());
-            let at = prev_at
-                .as_deref()
-                .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
-                .map(|t| t.with_timezone(&Utc));
-            let (left, wait) = lotsawa_core::rate::take(limit, tokens, at, now);
-            let mut item = key.clone();
-            item.insert("tokens".into(), n(left));
-            item.insert("at".into(), s(ts(now)));
+            let prev = out.item.as_ref().map(crate::items::rate_from_item);
+            let prev = prev.unwrap_or_default();
+            let (left, wait) = lotsawa_core::rate::take(limit, prev.tokens, prev.at, now);
             // Unique per write, so the condition tells any other writer apart.
-            item.insert("writer".into(), s(uuid::Uuid::new_v4().to_string()));
-            item.insert("expiresAt".into(), n(now.timestamp() + 86_400));
+            let writer = uuid::Uuid::new_v4().to_string();
+            let item = crate::items::rate_item(tenant, left, now, &writer)?;
             let mut put = self
                 .clients
                 .ddb
                 .put_item()
                 .table_name(&self.config.table)
                 .set_item(Some(item));
-            put = match out.item.as_ref().and_then(|i| i.get("writer")) {
+            put = match prev.writer {
                 Some(w) => put
                     .condition_expression("writer = :w")
-                    .expression_attribute_values(":w", w.clone()),
+                    .expression_attribute_values(":w", s(w)),
                 None => put.condition_expression("attribute_not_exists(pk)"),
             };
             match put.send().await.map_err(ddb("DynamoDB PutItem")) {

@@ -5,16 +5,7 @@ use super::*;
 #[async_trait]
 impl BatchStore for DynamoStore {
     async fn batch_put(&self, batch: &lotsawa_core::batch::Batch) -> Result<(), StoreError> {
-        let created = ts(batch.created_at);
-        let items = serde_json::to_string(&batch.items).map_err(build)?;
-        let mut item = Item::new();
-        item.insert("pk".into(), s(crate::items::batch_pk(batch.id)));
-        item.insert("sk".into(), s("BATCH"));
-        item.insert("tenant".into(), s(batch.tenant.as_str()));
-        item.insert("createdAt".into(), s(created.clone()));
-        item.insert("items".into(), s(items));
-        item.insert("gsi2pk".into(), s(crate::items::batches_pk(&batch.tenant)));
-        item.insert("gsi2sk".into(), s(format!("{created}#{}", batch.id)));
+        let item = crate::items::batch_item(batch)?;
         self.clients
             .ddb
             .put_item()
@@ -42,7 +33,7 @@ impl BatchStore for DynamoStore {
             .await
             .map_err(ddb("DynamoDB GetItem"))?;
         let item = out.item.ok_or(StoreError::BatchNotFound(id))?;
-        batch_from_item(id, &item)
+        Ok(crate::items::batch_from_item(id, &item)?)
     }
 
     async fn batch_list(
@@ -104,25 +95,4 @@ impl BatchStore for DynamoStore {
         };
         Ok((batches, next))
     }
-}
-
-pub(super) fn batch_from_item(
-    id: lotsawa_core::BatchId,
-    item: &Item,
-) -> Result<lotsawa_core::batch::Batch, StoreError> {
-    let text = |name: &str| {
-        item.get(name)
-            .and_then(|v| v.as_s().ok())
-            .ok_or_else(|| StoreError::Corrupt(format!("batch {id}: no {name}")))
-    };
-    Ok(lotsawa_core::batch::Batch {
-        id,
-        tenant: lotsawa_core::Tenant::parse(text("tenant")?)
-            .map_err(|e| StoreError::Corrupt(e.0))?,
-        created_at: DateTime::parse_from_rfc3339(text("createdAt")?)
-            .map_err(|e| StoreError::Corrupt(format!("batch {id}: {e}")))?
-            .with_timezone(&Utc),
-        items: serde_json::from_str(text("items")?)
-            .map_err(|e| StoreError::Corrupt(format!("batch {id} items: {e}")))?,
-    })
 }

@@ -17,8 +17,8 @@ impl JobStore for DynamoStore {
                 .await?;
             let expires = self.chunk_expiry(job.created_at);
             for item in [
-                new_chunk_item(job.id, index, c.chars().count(), expires),
-                new_chunk_source_item(job.id, index, text, key.as_deref(), expires),
+                new_chunk_item(job.id, index, c.chars().count(), expires)?,
+                new_chunk_source_item(job.id, index, text, key.as_deref(), expires)?,
             ] {
                 requests.push(
                     WriteRequest::builder()
@@ -58,29 +58,17 @@ impl JobStore for DynamoStore {
             }
         }
         let expires = self.chunk_expiry(job.created_at);
-        let text = new_text_item(job.id, inline, key.as_deref(), expires);
-        let mut item = new_job_item(job);
+        let text = new_text_item(job.id, inline, key.as_deref(), expires)?;
         let turn = self.current_turn().await? + u64::from(job.batch.map_or(0, |b| b.index));
-        item.insert("gsi4pk".into(), s(crate::items::queue_pk(shard_of(job.id))));
-        item.insert(
-            "gsi4sk".into(),
-            s(crate::items::queue_sk(turn, &ts(job.created_at), job.id)),
-        );
+        let item = new_job_item(job, turn)?;
         self.put_job(job, item, text).await?;
         self.publish_change(JobStatus::Pending, job).await;
         Ok(())
     }
 
     async fn create_failed(&self, job: &Job) -> Result<(), StoreError> {
-        let mut item = new_job_item(job);
-        if let Some(e) = &job.error {
-            item.insert("error".into(), s(e.clone()));
-        }
-        if let Some(t) = job.completed_at {
-            item.insert("completedAt".into(), s(ts(t)));
-            item.insert("expiresAt".into(), self.ttl(t));
-        }
-        let text = new_text_item(job.id, Some(""), None, self.chunk_expiry(job.created_at));
+        let item = crate::items::failed_job_item(job, job.completed_at.map(|t| self.ttl(t)))?;
+        let text = new_text_item(job.id, Some(""), None, self.chunk_expiry(job.created_at))?;
         self.put_job(job, item, text).await?;
         self.publish_change(JobStatus::Pending, job).await;
         Ok(())

@@ -9,7 +9,7 @@ impl KeyStore for DynamoStore {
             .ddb
             .put_item()
             .table_name(&self.config.table)
-            .set_item(Some(new_key_item(record, hash)))
+            .set_item(Some(new_key_item(record, hash)?))
             .condition_expression("attribute_not_exists(pk)")
             .send()
             .await

@@ -10,18 +10,11 @@ impl MemoryStore for DynamoStore {
             .ddb
             .get_item()
             .table_name(&self.config.table)
-            .set_key(Some(Self::key(format!("MEM#{key}"), "MEM")))
+            .set_key(Some(Self::key(crate::items::memory_pk(key), "MEM")))
             .send()
             .await
             .map_err(ddb("DynamoDB GetItem"))?;
-        Ok(out.item.and_then(|i| {
-            let t = i.get("translation")?.as_s().ok()?.clone();
-            let c = i
-                .get("confidence")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|v| v.parse().ok());
-            Some((t, c))
-        }))
+        Ok(out.item.as_ref().and_then(crate::items::memory_from_item))
     }
 
     async fn memory_put(
@@ -34,15 +27,12 @@ impl MemoryStore for DynamoStore {
             // Too large for an item; the memory is a cache, not a record.
             return Ok(());
         }
-        let mut item: Item = Self::key(format!("MEM#{key}"), "MEM");
-        item.insert("translation".into(), s(translation));
-        item.insert(
-            "expiresAt".into(),
-            n(Utc::now().timestamp() + i64::from(self.config.memory_ttl_days) * 86_400),
-        );
-        if let Some(c) = confidence {
-            item.insert("confidence".into(), n(c));
-        }
+        let item = crate::items::memory_item(
+            key,
+            translation,
+            confidence,
+            Utc::now().timestamp() + i64::from(self.config.memory_ttl_days) * 86_400,
+        )?;
         let r = self
             .clients
             .ddb

@@ -24,11 +24,11 @@ use lotsawa_core::{ApiKeyRecord, ChunkRecord, Job, JobId, JobStatus};
 
 use crate::config::CloudConfig;
 use crate::items::{
-    CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK, TEXT_SK, add_chunk_source, all_pk,
-    chunk_from_item, chunk_sk, chunk_source_sk, counts_pk, is_chunk_source, job_from_items, job_pk,
-    key_from_item, key_pk, n, new_chunk_item, new_chunk_source_item, new_config_item, new_job_item,
-    new_key_item, new_text_item, s, shard_of, status_pk, tenant_counts_pk, tenant_status_pk, ts,
-    type_pk,
+    CALLBACK_SK, CALLBACKS_PK, CONFIG_SK, ChunkItem, Item, JobItem, LIST_SHARDS, RESULT_SK,
+    TEXT_SK, add_chunk_source, all_pk, chunk_from_item, chunk_sk, chunk_source_sk, counts_pk,
+    is_chunk_source, job_from_items, job_pk, key_from_item, key_pk, n, new_chunk_item,
+    new_chunk_source_item, new_config_item, new_job_item, new_key_item, new_text_item, s, shard_of,
+    status_pk, tenant_counts_pk, tenant_status_pk, ts, type_pk,
 };
 
 mod admission;
@@ -54,11 +54,6 @@ impl From<crate::items::Corrupt> for StoreError {
         StoreError::Corrupt(e.0)
     }
 }
-
-/// The sort key of a job's pending-callback marker.
-const CALLBACK_SK: &str = "CALLBACK";
-/// The `gsi2` partition listing pending callbacks by due time.
-const CALLBACKS_PK: &str = "CALLBACKS";
 
 fn build<E: std::fmt::Display>(e: E) -> StoreError {
     StoreError::Corrupt(format!("request: {e}"))
@@ -243,8 +238,9 @@ impl DynamoStore {
         HashMap::from([("pk".to_owned(), s(pk)), ("sk".to_owned(), s(sk))])
     }
 
-    fn ttl(&self, now: DateTime<Utc>) -> AttributeValue {
-        n(now.timestamp() + i64::from(self.config.job_ttl_days) * 86_400)
+    /// When a job that ends `now` expires (epoch seconds).
+    fn ttl(&self, now: DateTime<Utc>) -> i64 {
+        now.timestamp() + i64::from(self.config.job_ttl_days) * 86_400
     }
 
     /// When a chunk item expires: its job's time to live after the job ends

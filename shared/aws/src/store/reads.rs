@@ -329,7 +329,7 @@ impl DynamoStore {
         for item in self.query_all(query).await? {
             if is_chunk_source(&item) {
                 if let Some(last) = items.last_mut() {
-                    add_chunk_source(last, &item);
+                    add_chunk_source(last, &item)?;
                 }
             } else {
                 items.push(chunk_from_item(&item)?);

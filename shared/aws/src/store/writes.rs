@@ -16,11 +16,8 @@ impl DynamoStore {
             .and_then(|c| c.next_attempt_at);
         Ok(match due {
             Some(due) => {
-                let mut item = Self::key(job_pk(id), CALLBACK_SK);
-                item.insert("gsi2pk".into(), s(CALLBACKS_PK));
-                item.insert("gsi2sk".into(), s(format!("{}#{id}", ts(due))));
                 // Gone with its (finished) job.
-                item.insert("expiresAt".into(), self.ttl(Utc::now()));
+                let item = crate::items::callback_marker_item(id, due, self.ttl(Utc::now()))?;
                 TransactWriteItem::builder()
                     .put(
                         Put::builder()
@@ -246,7 +243,7 @@ impl DynamoStore {
             SlotChange::Keep => {}
         }
         if patch.to.is_terminal() {
-            u = u.expression_attribute_values(":ttl", self.ttl(now));
+            u = u.expression_attribute_values(":ttl", n(self.ttl(now)));
             sets.push("expiresAt = :ttl".into());
         } else {
             removes.push("expiresAt");
