@@ -35,6 +35,7 @@ pub(crate) fn new_job(i: usize, chunks: usize) -> NewJob {
         ..JobConfig::default()
     };
     NewJob {
+        trace: None,
         tenant: Tenant::default(),
         kind: JobType::Translation,
         source: SourceText::parse(if chunks == 1 { text(i) } else { source }).expect("text"),

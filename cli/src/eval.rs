@@ -95,6 +95,7 @@ pub async fn run(corpus: &Path, opts: EvalOptions) -> ExitCode {
     for s in &segments {
         match SourceText::parse(s.source.clone()) {
             Ok(source) => jobs.push(NewJob {
+                trace: None,
                 tenant: Tenant::default(),
                 kind: JobType::Translation,
                 source,

@@ -9,7 +9,6 @@ mod keys;
 mod listen;
 mod oneshot;
 mod serve;
-mod telemetry;
 mod watch;
 
 use std::path::PathBuf;

@@ -222,6 +222,7 @@ pub async fn run(file: &Path, kind: JobType, opts: OneShot) -> ExitCode {
     let service: Arc<dyn JobService> = backend.service();
     let job = match service
         .submit(NewJob {
+            trace: None,
             tenant: lotsawa_core::Tenant::default(),
             kind,
             source,

@@ -14,7 +14,7 @@ use tracing_subscriber::util::SubscriberInitExt;
 use tracing_subscriber::{EnvFilter, reload};
 
 use crate::config::{self, ProcessEnv, ServeConfig, ServeFlags, Source};
-use crate::telemetry::{self, Telemetry};
+use lotsawa_telemetry::{self as telemetry, Telemetry};
 
 /// The log filter, swappable while the server runs (SIGHUP).
 type FilterHandle = reload::Handle<EnvFilter, tracing_subscriber::Registry>;
@@ -216,10 +216,6 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             pdf_limit: config.pdf_limit,
             pdf_budget: config.pdf_budget,
         },
-    )
-    .layer(
-        tower_http::trace::TraceLayer::new_for_http()
-            .make_span_with(telemetry::request_span::<axum::body::Body>),
     );
     let limits = crate::listen::Limits {
         header_timeout: config.header_timeout,

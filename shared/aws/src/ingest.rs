@@ -157,6 +157,7 @@ pub async fn ingest(
         }
     };
     let new = NewJob {
+        trace: None,
         tenant: store.config.ingest_tenant.clone(),
         kind: JobType::Translation,
         source,

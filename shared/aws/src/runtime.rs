@@ -21,17 +21,36 @@ use crate::messages::JobMessage;
 use crate::store::{Clients, DynamoStore};
 use crate::worker::{Task, Worker};
 
-/// JSON logs for CloudWatch (LOTSAWA_LOG sets the filter).
+/// JSON logs for CloudWatch (LOTSAWA_LOG sets the filter), and traces over
+/// OTLP when `OTEL_EXPORTER_OTLP_ENDPOINT` is set (the same spans as the
+/// local server's; [`lotsawa_telemetry::flush`] after each invocation).
 pub fn init_logging() {
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
     let filter = std::env::var("LOTSAWA_LOG").unwrap_or_else(|_| "info".into());
-    let _ = tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()),
+    let telemetry = match lotsawa_telemetry::init(&lotsawa_core::settings::ProcessEnv) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("traces off: {e}");
+            None
+        }
+    };
+    let _ = tracing_subscriber::registry()
+        .with(tracing_subscriber::EnvFilter::try_new(filter).unwrap_or_else(|_| "info".into()))
+        .with(telemetry.as_ref().map(lotsawa_telemetry::Telemetry::layer))
+        .with(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_current_span(false)
+                .without_time(),
         )
-        .with_current_span(false)
-        .without_time()
         .try_init();
+}
+
+/// Export the spans buffered so far (traces on): at the end of each
+/// invocation, before Lambda freezes the function.
+pub async fn flush_traces() {
+    let _ = tokio::task::spawn_blocking(lotsawa_telemetry::flush).await;
 }
 
 /// Run a function's runtime loop. On AWS an ended loop ends the process
@@ -192,7 +211,7 @@ impl App {
     /// ends within [`API_STREAM_MAX`] with a `reconnect` event (clients are
     /// meant to use the stream function's URL).
     pub fn router(&self) -> lotsawa_http::Router {
-        lotsawa_http::router(
+        let router = lotsawa_http::router(
             self.service.clone() as Arc<dyn JobService>,
             lotsawa_http::ApiConfig {
                 body_limit: self.config.body_limit,
@@ -206,7 +225,14 @@ impl App {
                 pdf_limit: self.config.pdf_limit,
                 ..lotsawa_http::ApiConfig::default()
             },
-        )
+        );
+        // Each request's spans leave before Lambda freezes the function.
+        router.layer(axum::middleware::map_response(
+            |response: axum::response::Response| async move {
+                flush_traces().await;
+                response
+            },
+        ))
     }
 
     /// The stream function's Router: the SSE route (and health) only.
@@ -275,6 +301,7 @@ impl App {
                 }
             }
         }
+        flush_traces().await;
         response
     }
 
@@ -419,6 +446,7 @@ impl App {
                     .await;
             }
         }
+        flush_traces().await;
         response
     }
 
@@ -443,6 +471,7 @@ impl App {
             // message is done with either way.
             worker.handle(&task).await;
         }
+        flush_traces().await;
         response
     }
 
@@ -484,6 +513,7 @@ impl App {
                 }
             }
         }
+        flush_traces().await;
         response
     }
 }

@@ -8,10 +8,11 @@ use aws_sdk_sfn::error::{DisplayErrorContext, ProvideErrorMetadata};
 use chrono::Utc;
 use lotsawa_core::step::{ChunkMeter, ChunkStep, StepInput, chunk_step};
 use lotsawa_core::store::{Change, TransitionOutcome, transition_by_id};
-use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, JobId, JobStatus, JobStore, pipeline};
+use lotsawa_core::{ChunkPlan, ChunkStatus, ErrorClass, Job, JobId, JobStatus, JobStore, pipeline};
 use lotsawa_engines::EngineSet;
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use tracing::Instrument;
 
 use crate::error::CloudError;
 use crate::store::{Counted, DynamoStore};
@@ -240,10 +241,18 @@ impl Worker {
         }
     }
 
-    #[tracing::instrument(skip_all, fields(job_id = %id, run = run, attempt = attempt))]
     async fn chunk(&self, id: JobId, run: u32, attempt: u32) -> Result<Answer, CloudError> {
         // The job's settings, not its texts: a large source stays in S3.
         let job = self.store.item(id, false).await?.job;
+        // The step joins the trace of the request that submitted the job
+        // (its parent is set before the span is first entered).
+        let span = tracing::info_span!("job.step", job.id = %id, job.run = run, attempt);
+        lotsawa_telemetry::continue_trace(&span, job.trace.as_deref());
+        self.chunk_of(job, run, attempt).instrument(span).await
+    }
+
+    async fn chunk_of(&self, job: Job, run: u32, attempt: u32) -> Result<Answer, CloudError> {
+        let id = job.id;
         if job.status != JobStatus::Processing || job.run != run {
             return Ok(StepState::Stopped.into());
         }

@@ -535,6 +535,7 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
         .create_as(
             JobId::new(),
             NewJob {
+                trace: None,
                 tenant: lotsawa_core::Tenant::default(),
                 kind: JobType::Translation,
                 source: lotsawa_core::SourceText::parse(text(chunks, chars)).expect("source"),
@@ -661,6 +662,7 @@ async fn watch(every: Option<Duration>, secs: u64, label: &str) -> (Units, f64) 
         .create_as(
             JobId::new(),
             NewJob {
+                trace: None,
                 tenant: lotsawa_core::Tenant::default(),
                 kind: JobType::Translation,
                 source: lotsawa_core::SourceText::parse(text(chunks, 300)).expect("source"),

@@ -63,6 +63,7 @@ impl JobFactory {
             run: 0,
             callback: None,
             batch: None,
+            trace: None,
         };
         Self { job, chunks }
     }

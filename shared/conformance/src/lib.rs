@@ -39,6 +39,7 @@ macro_rules! conformance_tests {
             foreign_and_forged_cursors_are_invalid_input,
             translation_memory_keeps_the_first_entry,
             large_texts_round_trip_byte_for_byte,
+            a_job_keeps_its_trace,
             counts_by_status,
             unknown_jobs_are_not_found,
             watchers_read_pulses_briefs_and_chunk_ranges,

@@ -239,6 +239,7 @@ mod tests {
             run: 0,
             callback: None,
             batch: None,
+            trace: None,
         }
     }
 

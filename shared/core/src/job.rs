@@ -447,6 +447,8 @@ pub struct NewJob {
     pub source: SourceText,
     /// Settings.
     pub config: JobConfig,
+    /// The submitting request's `traceparent`, when traces are on.
+    pub trace: Option<String>,
 }
 
 impl NewJob {
@@ -528,6 +530,10 @@ pub struct Job {
     pub callback: Option<Callback>,
     /// The batch it belongs to, if any.
     pub batch: Option<BatchRef>,
+    /// The W3C `traceparent` of the request that submitted it, when traces
+    /// are on: every run's spans continue that trace, on either form and
+    /// after a restart.
+    pub trace: Option<String>,
 }
 
 /// Where a callback delivery stands.

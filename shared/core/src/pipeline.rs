@@ -453,6 +453,7 @@ pub fn new_job(
         .map(str::to_owned)
         .collect();
     let job = crate::job::Job {
+        trace: new.trace,
         id: crate::job::JobId::new(),
         tenant: new.tenant,
         kind: new.kind,
@@ -503,6 +504,7 @@ pub fn rejected_job(
         run: 0,
         callback: None,
         batch: None,
+        trace: None,
     };
     let started =
         JobPatch::plan(&pending, Change::Start { limit: u32::MAX }, now)?.applied_to(&pending);
@@ -577,6 +579,7 @@ mod tests {
     #[test]
     fn new_jobs_are_segmented_pending_jobs() {
         let new = NewJob {
+            trace: None,
             tenant: crate::auth::Tenant::default(),
             kind: JobType::Translation,
             source: SourceText::parse("ཀ། ཁ།".into()).expect("text"),

@@ -661,6 +661,7 @@ mod tests {
     #[test]
     fn events_carry_the_summary_and_never_the_texts() {
         let new = crate::job::NewJob {
+            trace: None,
             tenant: crate::auth::Tenant::default(),
             kind: crate::job::JobType::Translation,
             source: crate::job::SourceText::parse("བྱང་ཆུབ་སེམས་དཔའ། secret-source".into())

@@ -27,6 +27,7 @@ mod query;
 mod router;
 mod sse;
 mod submission;
+pub mod trace;
 
 pub use axum::Router;
 pub use config::{

@@ -61,7 +61,18 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
         ),
     )
     .layer(DefaultBodyLimit::max(limit))
+    .layer(traced())
     .with_state(state)
+}
+
+/// How a request's span is made.
+type MakeSpan = fn(&axum::http::Request<axum::body::Body>) -> tracing::Span;
+/// The trace layer's response classes.
+type Classes = tower_http::classify::SharedClassifier<tower_http::classify::ServerErrorsAsFailures>;
+
+/// A span per request (method, route, a `traceparent` continued).
+fn traced() -> tower_http::trace::TraceLayer<Classes, MakeSpan> {
+    tower_http::trace::TraceLayer::new_for_http().make_span_with(crate::trace::request_span)
 }
 
 /// Only the SSE route (and health), for a deployment that serves streams
@@ -78,6 +89,7 @@ pub fn stream_router(service: Arc<dyn JobService>, config: ApiConfig) -> Router 
         ),
     )
     .layer(DefaultBodyLimit::max(1024))
+    .layer(traced())
     // The dashboard is served from the API's origin and opens its streams
     // here (the key in `access_token`: no cookie, no credentials), so any
     // origin may read them.

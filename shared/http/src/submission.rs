@@ -83,5 +83,6 @@ pub(crate) fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, A
         kind,
         source,
         config,
+        trace: lotsawa_telemetry::current_traceparent(),
     })
 }

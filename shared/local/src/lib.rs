@@ -103,7 +103,6 @@ impl LocalBackend {
             config,
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
-            traces: traces::QueuedTraces::default(),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(retention) = shared.config.retention {

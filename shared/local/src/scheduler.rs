@@ -91,8 +91,6 @@ pub(crate) struct Shared {
     pub draining: CancellationToken,
     /// Abort in-flight calls (grace period over).
     pub hard_stop: CancellationToken,
-    /// The traces queued jobs continue.
-    pub traces: crate::traces::QueuedTraces,
 }
 
 impl Shared {
@@ -263,7 +261,7 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
         let (mut job, mut token, mut chunks) = (job, token, None);
         loop {
             let (id, run) = (job.id, job.run);
-            let span = shared.traces.run_span(id, run, job.chunks_total);
+            let span = crate::traces::run_span(&job);
             let next = match run_job(&shared, &job, chunks.take(), &token)
                 .instrument(span)
                 .await

@@ -28,7 +28,6 @@ impl Runner for LocalRunner {
             self.shared.metrics.jobs_submitted.inc();
         }
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");
-        self.shared.traces.remember(job.id);
         self.shared.wake.notify_one();
         self.shared.changes.publish(job.id);
         Ok(())
@@ -42,7 +41,6 @@ impl Runner for LocalRunner {
             token.cancel();
         }
         tracing::info!(job_id = %job.id, "job cancelled");
-        self.shared.traces.forget(job.id);
         self.shared.changes.publish(job.id);
     }
 

@@ -107,6 +107,45 @@ async fn a_database_of_schema_1_migrates_and_serves_what_it_held() {
     assert_eq!(claimed.run, 1);
 }
 
+#[tokio::test]
+async fn a_database_of_schema_2_migrates_and_serves_what_it_held() {
+    let (_dir, path) = fixture("schema-2");
+    assert_eq!(user_version(&path), 2);
+    let store = SqliteStore::open(&path).expect("opens and migrates");
+    assert_eq!(user_version(&path), SCHEMA_VERSION);
+    let tenant = Tenant::parse("team-a").expect("tenant");
+    let page = store
+        .list(&PageRequest {
+            filter: ListFilter {
+                tenant: tenant.clone(),
+                status: None,
+                kind: None,
+            },
+            limit: 50,
+            after: None,
+        })
+        .await
+        .expect("list");
+    assert_eq!(page.jobs.len(), 10);
+    let retried = store
+        .get(id("fe973025-61b6-4116-bdff-537e1e86a7c7"))
+        .await
+        .expect("retried job");
+    assert_eq!((retried.status, retried.run), (JobStatus::Completed, 2));
+    assert_eq!(retried.trace, None, "jobs from before traces have none");
+    let batch: BatchId = "7936630d-b6d4-42cd-bf24-97739b4da85c"
+        .parse()
+        .expect("batch id");
+    assert_eq!(store.batch_get(batch).await.expect("batch").items.len(), 2);
+    assert_eq!(store.keys().await.expect("keys").len(), 1);
+    let (job, texts) = JobFactory::new()
+        .tenant(&tenant)
+        .with(|j| j.trace = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()))
+        .build();
+    store.create(&job, &texts).await.expect("create");
+    assert!(store.get(job.id).await.expect("get").trace.is_some());
+}
+
 #[test]
 fn opening_twice_migrates_once() {
     let (_dir, path) = fixture("schema-1");

@@ -157,6 +157,9 @@ struct JobRow {
     /// `<batch id>:<item index>` ([`batch_text`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     batch: Option<String>,
+    /// The submitting request's W3C `traceparent`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    trace: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,6 +214,7 @@ impl JobRow {
             error: None,
             callback: None,
             batch: job.batch.as_ref().map(batch_text),
+            trace: job.trace.clone(),
             execution_arn: None,
             slot: None,
             ingest_key: None,
@@ -425,6 +429,7 @@ pub fn job_from_items(
             run: row.run,
             callback: row.callback.map(|c| c.0),
             batch: row.batch.as_deref().map(parse_batch).transpose()?,
+            trace: row.trace,
         },
         source_key,
         result_key,

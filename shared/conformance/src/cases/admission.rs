@@ -57,6 +57,7 @@ pub async fn idempotency_keys_hold_their_first_request(store: Handle) {
 
     let svc = service(&store);
     let new = |tenant: &Tenant, text: &str| lotsawa_core::NewJob {
+        trace: None,
         tenant: tenant.clone(),
         kind: JobType::Translation,
         source: lotsawa_core::SourceText::parse(text.into()).expect("text"),
@@ -170,6 +171,7 @@ pub async fn pending_jobs_are_counted_and_capped_per_tenant(store: Handle) {
 
     let svc = service(&store).with_max_pending(Some(2));
     let new = |tenant: &Tenant| lotsawa_core::NewJob {
+        trace: None,
         tenant: tenant.clone(),
         kind: JobType::Translation,
         source: lotsawa_core::SourceText::parse("ཀ་ཁ། ".into()).expect("text"),

@@ -140,3 +140,27 @@ pub async fn watchers_read_pulses_briefs_and_chunk_ranges(store: Handle) {
         .expect("chunks");
     assert_eq!(out.iter().map(|c| c.index).collect::<Vec<_>>(), vec![1]);
 }
+
+/// A job keeps the `traceparent` it was submitted with, through its
+/// transitions; a job without one has none.
+pub async fn a_job_keeps_its_trace(store: Handle) {
+    let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    let traced = JobFactory::new()
+        .chunks(2)
+        .with(|j| j.trace = Some(traceparent.to_owned()))
+        .create(store.as_ref())
+        .await;
+    let plain = JobFactory::new().create(store.as_ref()).await;
+    assert_eq!(
+        store.get(traced.id).await.expect("get").trace.as_deref(),
+        Some(traceparent)
+    );
+    assert_eq!(store.get(plain.id).await.expect("get").trace, None);
+    let started = start(&store, &traced).await;
+    assert_eq!(started.trace.as_deref(), Some(traceparent));
+    assert_eq!(
+        store.get(traced.id).await.expect("get").trace.as_deref(),
+        Some(traceparent),
+        "a transition keeps it"
+    );
+}

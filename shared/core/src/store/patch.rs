@@ -294,6 +294,7 @@ mod tests {
             run: attempts,
             callback: None,
             batch: None,
+            trace: None,
         }
     }
 

@@ -4,10 +4,10 @@ use super::*;
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
     chunks_completed, created_at, started_at, completed_at, cancelled_at, run, tenant, callback, \
-    batch";
+    batch, trace";
 pub(super) const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
     chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, run, \
-    tenant, callback, batch";
+    tenant, callback, batch, NULL AS trace";
 
 pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -52,6 +52,7 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             tenant: row.get(15)?,
             callback: row.get(16)?,
             batch: row.get(17)?,
+            trace: row.get(18)?,
         },
     ))
 }
@@ -74,6 +75,7 @@ pub(super) struct RawJob {
     pub(super) tenant: String,
     pub(super) callback: Option<String>,
     pub(super) batch: Option<String>,
+    pub(super) trace: Option<String>,
 }
 
 /// A job's batch as stored: `<batch id>:<item index>`.
@@ -124,6 +126,7 @@ impl RawJob {
             cancelled_at: parse_ts(self.cancelled_at)?,
             run: self.run,
             batch: self.batch.as_deref().map(parse_batch).transpose()?,
+            trace: self.trace,
             callback: self
                 .callback
                 .map(|c| serde_json::from_str::<lotsawa_core::Callback>(&c))
@@ -166,8 +169,8 @@ pub(super) fn insert_job(
     exec(
         conn,
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
-                           created_at, completed_at, run, tenant, batch)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13)",
+                           created_at, completed_at, run, tenant, batch, trace)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13, ?14)",
         params![
             job.id.to_string(),
             job.kind.as_str(),
@@ -181,7 +184,8 @@ pub(super) fn insert_job(
             job.run,
             job.tenant.as_str(),
             queue_pos,
-            job.batch.as_ref().map(batch_text)
+            job.batch.as_ref().map(batch_text),
+            job.trace
         ],
     )?;
     let seq = conn.last_insert_rowid();

@@ -134,11 +134,13 @@ fn migrations() -> Migrations<'static> {
         M::up_with_hook(SCHEMA, unversioned_columns),
         // 2: the job's run counter is called `run` everywhere.
         M::up("ALTER TABLE jobs RENAME COLUMN attempts TO run;"),
+        // 3: the submitting request's trace, continued by every run.
+        M::up("ALTER TABLE jobs ADD COLUMN trace TEXT;"),
     ])
 }
 
 /// The schema version this build writes (and the newest it opens).
-pub const SCHEMA_VERSION: usize = 2;
+pub const SCHEMA_VERSION: usize = 3;
 
 /// Bring the file's schema to [`SCHEMA_VERSION`], each step in its own
 /// transaction; a file written by a newer build is refused, untouched.

@@ -1,12 +1,13 @@
-//! Traces over OTLP/HTTP, configured by the standard variables and off
+//! Traces over OTLP/HTTP, for both forms, configured by the standard variables and off
 //! when none names an endpoint: `OTEL_EXPORTER_OTLP_ENDPOINT` (or
 //! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`), `OTEL_SERVICE_NAME` (default
 //! `lotsawa`), `OTEL_TRACES_SAMPLER` and `OTEL_TRACES_SAMPLER_ARG` (read by
 //! the SDK). W3C `traceparent` on a request continues its trace: an HTTP
 //! request span, each job run, each chunk and each provider call.
 
-use axum::extract::MatchedPath;
-use axum::http::Request;
+use std::collections::HashMap;
+use std::sync::OnceLock;
+
 use opentelemetry::global;
 use opentelemetry::trace::TracerProvider as _;
 use opentelemetry_otlp::{Protocol, WithExportConfig};
@@ -15,7 +16,7 @@ use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_opentelemetry::OpenTelemetrySpanExt;
 
-use crate::config::Source;
+use lotsawa_core::settings::Source;
 
 /// The exporter, when tracing is on; flushed and stopped by [`shutdown`].
 pub struct Telemetry {
@@ -44,7 +45,39 @@ pub fn init(env: &dyn Source) -> Result<Option<Telemetry>, String> {
         .build();
     global::set_text_map_propagator(TraceContextPropagator::new());
     global::set_tracer_provider(provider.clone());
+    let _ = FLUSHER.set(provider.clone());
     Ok(Some(Telemetry { provider }))
+}
+
+/// The provider [`flush`] pushes (set once, by [`init`]).
+static FLUSHER: OnceLock<SdkTracerProvider> = OnceLock::new();
+
+/// Export the spans buffered so far: a function calls it at the end of each
+/// invocation, before Lambda freezes it. Nothing when traces are off.
+pub fn flush() {
+    if let Some(p) = FLUSHER.get()
+        && let Err(e) = p.force_flush()
+    {
+        tracing::warn!(error = %e, "spans not exported");
+    }
+}
+
+/// The current span's W3C `traceparent`: `None` when traces are off (no
+/// propagator is installed, or the span carries no trace).
+pub fn current_traceparent() -> Option<String> {
+    let cx = tracing::Span::current().context();
+    let mut carrier: HashMap<String, String> = HashMap::new();
+    global::get_text_map_propagator(|p| p.inject_context(&cx, &mut carrier));
+    carrier.remove("traceparent")
+}
+
+/// Make `span` continue the trace `traceparent` names (when there is one
+/// and traces are on).
+pub fn continue_trace(span: &tracing::Span, traceparent: Option<&str>) {
+    let Some(tp) = traceparent else { return };
+    let carrier = HashMap::from([("traceparent".to_owned(), tp.to_owned())]);
+    let cx = global::get_text_map_propagator(|p| p.extract(&carrier));
+    let _ = span.set_parent(cx);
 }
 
 impl Telemetry {
@@ -64,25 +97,4 @@ impl Telemetry {
             eprintln!("warning: traces not all exported at shutdown: {e}");
         }
     }
-}
-
-/// The span of an HTTP request: method and route, continuing the trace of
-/// the request's `traceparent` when it has one.
-pub fn request_span<B>(req: &Request<B>) -> tracing::Span {
-    let route = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or_else(|| req.uri().path().to_owned(), |p| p.as_str().to_owned());
-    let span = tracing::info_span!(
-        "http.request",
-        otel.name = %format!("{} {route}", req.method()),
-        http.request.method = %req.method(),
-        http.route = %route,
-        url.path = %req.uri().path(),
-    );
-    let parent = global::get_text_map_propagator(|p| {
-        p.extract(&opentelemetry_http::HeaderExtractor(req.headers()))
-    });
-    let _ = span.set_parent(parent);
-    span
 }
