@@ -47,10 +47,13 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// Export the spans buffered so far (traces on): at the end of each
-/// invocation, before Lambda freezes the function.
+/// Export the spans buffered so far: at the end of each invocation, before
+/// Lambda freezes the function. With traces off it returns at once, without
+/// a trip through the blocking pool on every request.
 pub async fn flush_traces() {
-    let _ = tokio::task::spawn_blocking(lotsawa_telemetry::flush).await;
+    if lotsawa_telemetry::enabled() {
+        let _ = tokio::task::spawn_blocking(lotsawa_telemetry::flush).await;
+    }
 }
 
 /// Run a function's runtime loop. On AWS an ended loop ends the process

@@ -52,6 +52,11 @@ pub fn init(env: &dyn Source) -> Result<Option<Telemetry>, String> {
 /// The provider [`flush`] pushes (set once, by [`init`]).
 static FLUSHER: OnceLock<SdkTracerProvider> = OnceLock::new();
 
+/// Whether spans are exported (an endpoint was configured at [`init`]).
+pub fn enabled() -> bool {
+    FLUSHER.get().is_some()
+}
+
 /// Export the spans buffered so far: a function calls it at the end of each
 /// invocation, before Lambda freezes it. Nothing when traces are off.
 pub fn flush() {
