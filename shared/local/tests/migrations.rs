@@ -35,6 +35,22 @@ fn user_version(path: &Path) -> usize {
     usize::try_from(v).expect("non-negative")
 }
 
+/// The first page (up to 50) of `tenant`'s jobs.
+async fn list_all(store: &SqliteStore, tenant: &Tenant) -> lotsawa_core::store::StorePage {
+    store
+        .list(&PageRequest {
+            filter: ListFilter {
+                tenant: tenant.clone(),
+                status: None,
+                kind: None,
+            },
+            limit: 50,
+            after: None,
+        })
+        .await
+        .expect("list")
+}
+
 fn id(s: &str) -> JobId {
     s.parse().expect("job id")
 }
@@ -47,18 +63,7 @@ async fn a_database_of_schema_1_migrates_and_serves_what_it_held() {
     assert_eq!(user_version(&path), SCHEMA_VERSION);
 
     let tenant = Tenant::parse("team-a").expect("tenant");
-    let page = store
-        .list(&PageRequest {
-            filter: ListFilter {
-                tenant: tenant.clone(),
-                status: None,
-                kind: None,
-            },
-            limit: 50,
-            after: None,
-        })
-        .await
-        .expect("list");
+    let page = list_all(&store, &tenant).await;
     assert_eq!(page.jobs.len(), 10);
 
     // The run counter moved from the `attempts` column to `run`.
@@ -114,18 +119,7 @@ async fn a_database_of_schema_2_migrates_and_serves_what_it_held() {
     let store = SqliteStore::open(&path).expect("opens and migrates");
     assert_eq!(user_version(&path), SCHEMA_VERSION);
     let tenant = Tenant::parse("team-a").expect("tenant");
-    let page = store
-        .list(&PageRequest {
-            filter: ListFilter {
-                tenant: tenant.clone(),
-                status: None,
-                kind: None,
-            },
-            limit: 50,
-            after: None,
-        })
-        .await
-        .expect("list");
+    let page = list_all(&store, &tenant).await;
     assert_eq!(page.jobs.len(), 10);
     let retried = store
         .get(id("fe973025-61b6-4116-bdff-537e1e86a7c7"))
