@@ -28,10 +28,26 @@ if __name__ == "__main__":
         lambdas.poll()
     elif command == "api-key":
         # The first key of a deployed stack (infra/README.md): the table
-        # named by the stack's output, the caller's own AWS credentials.
-        if len(sys.argv) != 4:
-            raise SystemExit("usage: infra/api-key TABLE TENANT")
-        print(resources.put_api_key({"dynamodb": boto3.client("dynamodb")}, sys.argv[3], table=sys.argv[2]))
+        # named by the stack's output, the caller's own AWS credentials;
+        # `--monthly-tokens N` sets the tenant's budget with it.
+        args = sys.argv[2:]
+        budget = None
+        if len(args) == 4 and args[2] == "--monthly-tokens":
+            budget, args = args[3], args[:2]
+        if len(args) != 2 or (budget is not None and not budget.isdigit()):
+            raise SystemExit("usage: infra/api-key TABLE TENANT [--monthly-tokens N]")
+        c = {"dynamodb": boto3.client("dynamodb")}
+        if budget is not None:
+            resources.put_budget(c, args[1], int(budget), table=args[0])
+        print(resources.put_api_key(c, args[1], table=args[0]))
+    elif command == "budget":
+        # A tenant's monthly token budget on a deployed stack.
+        args = sys.argv[2:]
+        if len(args) != 3 or not (args[2].isdigit() or args[2] == "unlimited"):
+            raise SystemExit("usage: infra/budget TABLE TENANT N|unlimited")
+        resources.put_budget({"dynamodb": boto3.client("dynamodb")}, args[1],
+                             None if args[2] == "unlimited" else int(args[2]), table=args[0])
+        print(f"tenant {args[1]}: monthly budget {args[2]}")
     elif command == "gateway":
         gateway.gateway(int(sys.argv[2]))
     elif command == "moto-serialized":

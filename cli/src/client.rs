@@ -38,6 +38,10 @@ pub struct SubmitHow {
     pub engine: Option<String>,
     /// Model.
     pub model: Option<String>,
+    /// Chunks translated at once.
+    pub parallel_chunks: Option<u32>,
+    /// Queue priority.
+    pub priority: Option<i8>,
 }
 
 impl SubmitHow {
@@ -52,6 +56,12 @@ impl SubmitHow {
         }
         if let Some(m) = &self.model {
             config.insert("model".into(), json!(m));
+        }
+        if let Some(p) = self.parallel_chunks {
+            config.insert("parallelChunks".into(), json!(p));
+        }
+        if let Some(p) = self.priority {
+            config.insert("priority".into(), json!(p));
         }
         config
     }

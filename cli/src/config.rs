@@ -53,6 +53,9 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "LOTSAWA_BEDROCK_MODEL",
     "LOTSAWA_PROVIDER_TIMEOUT_MS",
     "LOTSAWA_SHARED_MEMORY",
+    "LOTSAWA_LIMITS",
+    "LOTSAWA_PRICES",
+    "LOTSAWA_THROTTLE_BUDGET_MS",
     "OPENAI_BASE_URL",
     "OPENAI_API_KEY",
     "LOTSAWA_LOG",
@@ -212,6 +215,10 @@ impl ServeConfig {
         let max_attempts = match env.var("LOTSAWA_RETRY_MAX_ATTEMPTS") {
             Some(v) => parse_num("LOTSAWA_RETRY_MAX_ATTEMPTS", &v, 1u32, 100)?,
             None => 3,
+        };
+        let throttle_budget_ms = match env.var("LOTSAWA_THROTTLE_BUDGET_MS") {
+            Some(v) => parse_num("LOTSAWA_THROTTLE_BUDGET_MS", &v, 0u64, 86_400_000)?,
+            None => lotsawa_core::retry::DEFAULT_THROTTLE_BUDGET.as_millis() as u64,
         };
         let body_limit = match env.var("LOTSAWA_BODY_LIMIT") {
             Some(v) => parse_num("LOTSAWA_BODY_LIMIT", &v, 1024usize, 1 << 30)?,
@@ -375,6 +382,7 @@ impl ServeConfig {
                 max_attempts,
                 base_delay: Duration::from_millis(base_ms),
                 max_delay: Duration::from_secs(60),
+                throttle_budget: Duration::from_millis(throttle_budget_ms),
             },
             engines,
             body_limit,

@@ -108,6 +108,14 @@ enum Command {
         /// Model
         #[arg(long)]
         model: Option<String>,
+        /// Chunks of the job translated at once (1-64), under the
+        /// provider's limits
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=64))]
+        parallel_chunks: Option<u32>,
+        /// Queue priority (-10 to 10): higher first
+        #[arg(long, value_name = "P", allow_negative_numbers = true,
+              value_parser = clap::value_parser!(i8).range(-10..=10))]
+        priority: Option<i8>,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -263,6 +271,22 @@ enum KeysCommand {
         /// Whose jobs the key's requests make and see
         #[arg(long)]
         tenant: String,
+        /// Set the tenant's monthly token budget (prompt and completion
+        /// tokens; the tenant's, shared by all its keys)
+        #[arg(long, value_name = "N")]
+        monthly_tokens: Option<u64>,
+    },
+    /// Show, set or lift a tenant's monthly token budget
+    Budget {
+        /// Whose budget
+        #[arg(long)]
+        tenant: String,
+        /// The new budget, tokens a month
+        #[arg(long, value_name = "N", conflicts_with = "unlimited")]
+        monthly_tokens: Option<u64>,
+        /// Lift the budget
+        #[arg(long)]
+        unlimited: bool,
     },
     /// List keys (ids, tenants, dates; never the keys)
     List,
@@ -323,7 +347,25 @@ fn main() -> ExitCode {
             Command::Restore { file, db } => backup::run(backup::Action::Restore(file), db).await,
             Command::Keys { action, db } => {
                 let action = match action {
-                    KeysCommand::Create { tenant } => keys::Action::Create { tenant },
+                    KeysCommand::Create {
+                        tenant,
+                        monthly_tokens,
+                    } => keys::Action::Create {
+                        tenant,
+                        monthly_tokens,
+                    },
+                    KeysCommand::Budget {
+                        tenant,
+                        monthly_tokens,
+                        unlimited,
+                    } => keys::Action::Budget {
+                        tenant,
+                        set: match (monthly_tokens, unlimited) {
+                            (Some(n), _) => keys::BudgetChange::Set(n),
+                            (None, true) => keys::BudgetChange::Lift,
+                            (None, false) => keys::BudgetChange::Show,
+                        },
+                    },
                     KeysCommand::List => keys::Action::List,
                     KeysCommand::Revoke { key_id } => keys::Action::Revoke { id: key_id },
                 };
@@ -336,6 +378,8 @@ fn main() -> ExitCode {
                 chunk_size,
                 engine,
                 model,
+                parallel_chunks,
+                priority,
                 client,
             } => {
                 let how = client::SubmitHow {
@@ -344,6 +388,8 @@ fn main() -> ExitCode {
                     chunk_size,
                     engine,
                     model,
+                    parallel_chunks,
+                    priority,
                 };
                 client::Client::new(client.server, client.json)
                     .submit(&files, how)

@@ -153,3 +153,14 @@ def put_api_key(c, tenant, table=TABLE):
         "gsi2sk": {"S": f"{created}#{key_id}"},
     })
     return key
+
+
+def put_budget(c, tenant, tokens, table=TABLE):
+    """Set (`tokens` a whole number) or lift (`None`) `tenant`'s monthly
+    token budget, as the product stores it (store/usage.rs: the item
+    `TENANT#<tenant>` / `BUDGET`, attribute `monthlyTokens`)."""
+    key = {"pk": {"S": f"TENANT#{tenant}"}, "sk": {"S": "BUDGET"}}
+    if tokens is None:
+        c["dynamodb"].delete_item(TableName=table, Key=key)
+    else:
+        c["dynamodb"].put_item(TableName=table, Item={**key, "monthlyTokens": {"N": str(int(tokens))}})

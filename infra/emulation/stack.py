@@ -140,6 +140,7 @@ def up():
     print(f"JOB_QUEUE_URL={urls['JobQueue']}")
     print(f"INGEST_QUEUE_URL={urls['IngestQueue']}")
     print(f"BUCKET={BUCKET}")
+    print(f"TABLE={TABLE}")
     print(f"WEBHOOK_SECRET={webhook_secret}")
     for f in FUNCTIONS:
         print(f"FUNCTION_PORT_{f.upper()}={ports[f]}")

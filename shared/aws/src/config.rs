@@ -73,6 +73,9 @@ pub struct CloudConfig {
     /// The stream function's URL (`STREAM_URL`), where the dashboard opens
     /// its SSE streams.
     pub stream_url: Option<String>,
+    /// How long a chunk may wait on rate limits without spending attempts
+    /// (`LOTSAWA_THROTTLE_BUDGET_MS`, default 600000).
+    pub throttle_budget: Duration,
 }
 
 /// How the cloud delivers webhooks.
@@ -103,6 +106,13 @@ impl CloudConfig {
     pub fn from_source(get: &dyn Source) -> Result<Self, ConfigError> {
         let var = |name: &str| get.var(name);
         Ok(Self {
+            throttle_budget: Duration::from_millis(number(
+                get,
+                "LOTSAWA_THROTTLE_BUDGET_MS",
+                lotsawa_core::retry::DEFAULT_THROTTLE_BUDGET.as_millis() as u64,
+                0,
+                86_400_000,
+            )?),
             table: required(get, "LOTSAWA_TABLE")?,
             job_queue_url: required(get, "LOTSAWA_JOB_QUEUE_URL")?,
             state_machine_arn: required(get, "LOTSAWA_STATE_MACHINE_ARN")?,

@@ -97,14 +97,27 @@ pub fn queue_pk(shard: u32) -> String {
     format!("QUEUE#{shard}")
 }
 
-/// Sort key of the queue index: turn, then arrival.
-pub fn queue_sk(turn: u64, created_at: &str, id: JobId) -> String {
-    format!("{turn:010}#{created_at}#{id}")
+/// Sort key of the queue index: priority band (`00` for priority 10 to
+/// `20` for -10, so higher priorities sort first), turn, then arrival.
+pub fn queue_sk(priority: i8, turn: u64, created_at: &str, id: JobId) -> String {
+    format!("{}{turn:010}#{created_at}#{id}", queue_band(priority))
 }
 
-/// The turn in a queue index sort key.
+/// The prefix of a priority's queue keys (`10#` for priority 0).
+pub fn queue_band(priority: i8) -> String {
+    let band = (i16::from(lotsawa_core::job::MAX_PRIORITY) - i16::from(priority)).clamp(0, 99);
+    format!("{band:02}#")
+}
+
+/// The turn in a queue index sort key (also of keys written before
+/// priorities, which start with the turn).
 pub fn turn_of(queue_sk: &str) -> Option<u64> {
-    queue_sk.split('#').next()?.parse().ok()
+    let mut parts = queue_sk.split('#');
+    let first = parts.next()?;
+    if first.len() == 10 {
+        return first.parse().ok();
+    }
+    parts.next()?.parse().ok()
 }
 
 /// Partition key of a batch.
@@ -350,7 +363,7 @@ mod tests {
                 &format!("gsi5sk S {T0}#{ID}"),
                 &format!("batch S {BATCH}:2"),
                 "gsi4pk S QUEUE#3",
-                &format!("gsi4sk S 0000000012#{T0}#{ID}"),
+                &format!("gsi4sk S 10#0000000012#{T0}#{ID}"),
             ],
         );
         // A job failed before it started: not queued; its error, its end
@@ -380,7 +393,7 @@ mod tests {
             only(&queued, &failed_item),
             [
                 "gsi4pk S QUEUE#3".to_owned(),
-                format!("gsi4sk S 0000000012#{T0}#{ID}")
+                format!("gsi4sk S 10#0000000012#{T0}#{ID}")
             ]
         );
         assert!(shape(&failed_item).contains(&"gsi1pk S STATUS#failed#3".to_owned()));

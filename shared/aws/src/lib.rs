@@ -14,6 +14,7 @@ pub mod authorizer;
 pub mod config;
 pub mod dispatch;
 pub mod error;
+pub mod gate;
 pub mod ingest;
 pub mod items;
 pub mod messages;

@@ -113,6 +113,9 @@ pub struct App {
     pub engines: EngineSet,
     /// The job service.
     pub service: Arc<lotsawa_core::Service>,
+    /// Tenants' budgets as the worker last read them (kept while the
+    /// function stays warm).
+    pub budgets: Arc<lotsawa_core::usage::BudgetCache>,
 }
 
 impl std::fmt::Debug for App {
@@ -181,9 +184,12 @@ impl App {
             _ => std::env::var(k).ok(),
         };
         let settings = EngineSettings::from_source(&get, None)?;
-        let (engines, _) = EngineSet::build(&settings).await?;
         let clients = Clients::from_sdk(&sdk);
         let store = DynamoStore::new(clients, config.clone());
+        // Provider limits are shared by every worker through the table; a
+        // lease outlives any provider call.
+        let gate = crate::gate::TableGate::new(store.clone(), settings.timeout * 2);
+        let (engines, _) = EngineSet::build_with_gate(&settings, Arc::new(gate)).await?;
         // The worker's IAM policy covers only the template's Bedrock models.
         let bedrock_models = match engines.get("bedrock") {
             Some(_) if !config.bedrock_models.is_empty() => {
@@ -195,17 +201,21 @@ impl App {
             )],
             None => Vec::new(),
         };
-        let service = Arc::new(crate::service::cloud_service(
-            store.clone(),
-            engines.names(),
-            engines.default_name().to_owned(),
-            bedrock_models,
-        ));
+        let service = Arc::new(
+            crate::service::cloud_service(
+                store.clone(),
+                engines.names(),
+                engines.default_name().to_owned(),
+                bedrock_models,
+            )
+            .with_prices(settings.prices.clone()),
+        );
         Ok(Self {
             config,
             store,
             engines,
             service,
+            budgets: Arc::default(),
         })
     }
 
@@ -458,6 +468,7 @@ impl App {
         let worker = Worker {
             store: self.store.clone(),
             engines: self.engines.clone(),
+            budgets: self.budgets.clone(),
         };
         let response = SqsBatchResponse::default();
         for record in event.records {

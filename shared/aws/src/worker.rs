@@ -26,6 +26,9 @@ pub enum Step {
         /// Zero-based attempt of the chunk.
         #[serde(default)]
         attempt: u32,
+        /// Seconds the chunk has waited on rate limits so far.
+        #[serde(default)]
+        throttled: u64,
     },
     /// Assemble the result and complete the job.
     Complete,
@@ -119,18 +122,32 @@ pub enum StepState {
     Completed,
     /// The run failed (its failure recorded).
     Failed,
+    /// A rate limit: wait `wait` seconds, then try the chunk again without
+    /// spending an attempt.
+    Throttled,
 }
 
-/// A step's output: `{"state": …}`.
+/// A step's output: `{"state": …}` (and `"wait"` seconds when throttled).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct StepOutput {
     /// What became of the step.
     pub state: StepState,
+    /// Seconds to wait (throttled).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub wait: Option<u64>,
+    /// Seconds of that wait the provider's 429s asked for: what the chunk's
+    /// throttle budget spends (the shared limiter's own waits spend none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub spent: Option<u64>,
 }
 
 impl From<StepState> for Answer {
     fn from(state: StepState) -> Self {
-        Answer::Success(json!(StepOutput { state }))
+        Answer::Success(json!(StepOutput {
+            state,
+            wait: None,
+            spent: None,
+        }))
     }
 }
 
@@ -141,6 +158,9 @@ pub struct Worker {
     pub store: DynamoStore,
     /// Engines.
     pub engines: EngineSet,
+    /// Tenants' budgets, read at most a second ago (a warm function keeps
+    /// them between invocations).
+    pub budgets: std::sync::Arc<lotsawa_core::usage::BudgetCache>,
 }
 
 impl std::fmt::Debug for Worker {
@@ -228,7 +248,9 @@ impl Worker {
     pub async fn answer(&self, task: &Task) -> Result<Answer, CloudError> {
         let id = task.job_id;
         match task.step {
-            Step::Chunk { attempt } => self.chunk(id, task.run, attempt).await,
+            Step::Chunk { attempt, throttled } => {
+                self.chunk(id, task.run, attempt, throttled).await
+            }
             Step::Complete => self.complete(id, task.run).await,
             Step::Fail {
                 reason,
@@ -241,86 +263,205 @@ impl Worker {
         }
     }
 
-    async fn chunk(&self, id: JobId, run: u32, attempt: u32) -> Result<Answer, CloudError> {
+    async fn chunk(
+        &self,
+        id: JobId,
+        run: u32,
+        attempt: u32,
+        throttled: u64,
+    ) -> Result<Answer, CloudError> {
         // The job's settings, not its texts: a large source stays in S3.
         let job = self.store.item(id, false).await?.job;
         // The step joins the trace of the request that submitted the job
         // (its parent is set before the span is first entered).
         let span = tracing::info_span!("job.step", job.id = %id, job.run = run, attempt);
         lotsawa_telemetry::continue_trace(&span, job.trace.as_deref());
-        self.chunk_of(job, run, attempt).instrument(span).await
+        self.chunk_of(job, run, attempt, throttled)
+            .instrument(span)
+            .await
     }
 
-    async fn chunk_of(&self, job: Job, run: u32, attempt: u32) -> Result<Answer, CloudError> {
+    /// One chunk step: the next unfinished chunk, or with
+    /// `config.parallelChunks` above 1 every unfinished chunk of the window
+    /// of that many from the first unfinished one, translated at once. Each
+    /// chunk commits as it is translated; a failure of any answers the task
+    /// (the committed ones stay), the earliest chunk's failure first.
+    async fn chunk_of(
+        &self,
+        job: Job,
+        run: u32,
+        attempt: u32,
+        throttled: u64,
+    ) -> Result<Answer, CloudError> {
         let id = job.id;
         if job.status != JobStatus::Processing || job.run != run {
             return Ok(StepState::Stopped.into());
         }
-        let k = job.chunks_completed;
-        if k >= job.chunks_total {
+        let done = job.chunks_completed;
+        if done >= job.chunks_total {
             return Ok(StepState::Done.into());
         }
-        // The chunk and the one before it (its context) in one query.
-        let mut pair = self
-            .store
-            .chunk_range(id, k.saturating_sub(1), k + 1)
-            .await?;
-        let Some(chunk) = pair.pop().filter(|c| c.index == k) else {
-            return Ok(Answer::Failure(
-                ErrorClass::Permanent.error_name(),
-                format!("chunk {k} is missing"),
-            ));
-        };
-        let prev = pair.pop().filter(|c| k > 0 && c.index == k - 1);
-        let plan = match ChunkPlan::new(&job, &chunk, prev.as_ref(), &self.engines) {
-            Ok(p) => p,
-            Err(why) => return Ok(Answer::Failure(ErrorClass::Permanent.error_name(), why)),
-        };
-        let more = |done: u32| -> Answer {
-            if done >= job.chunks_total {
-                StepState::Done.into()
-            } else {
-                StepState::More.into()
+        if let Some(spent) = self
+            .budgets
+            .spent(&self.store, &job.tenant, Utc::now())
+            .await?
+        {
+            // The run ends here, failed with `budget_exhausted`; the
+            // execution ends as stopped (nothing to retry).
+            tracing::warn!(job_id = %id, budget = spent.budget, used = spent.used,
+                "monthly token budget spent; the run stops");
+            let change = Change::Fail {
+                error: spent.job_error(),
+                chunk: None,
+            };
+            let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
+            if matches!(outcome, TransitionOutcome::Applied(_)) {
+                crate::dispatch::kick_or_log(&self.store).await;
             }
-        };
-        let meter = Meter(self);
-        let input = StepInput {
-            job: &job,
-            plan: &plan,
-            chunk: &chunk,
-            attempt: attempt + 1,
-        };
-        let step = chunk_step(
-            &self.store,
-            &meter,
-            input,
-            std::future::pending(),
-            |done| async move {
-                let kept = self.store.checkpoint(id, run, &done).await?;
-                Ok((done, kept))
-            },
-        )
-        .await?;
-        match step {
-            ChunkStep::Committed { done, .. } => {
-                tracing::info!(
-                    chunk = k,
-                    ms = done.duration_ms.unwrap_or(0),
-                    from_memory = done.from_memory,
-                    "chunk translated"
-                );
-                Ok(more(k + 1))
-            }
-            ChunkStep::Failed(err) => {
-                let public = err.public();
-                let name = err.class.error_name();
-                tracing::warn!(job_id = %id, chunk = k, error = %public,
-                    detail = err.detail.as_deref().unwrap_or(""), class = name, "chunk attempt failed");
-                Ok(Answer::Failure(name, public))
-            }
-            // Nothing stops a call here: the state machine's timeout does.
-            ChunkStep::Stopped => Ok(StepState::Stopped.into()),
+            return Ok(StepState::Stopped.into());
         }
+        let width = job.config.parallel_chunks.max(1);
+        let ledger = self.window_ledger(&job).await?;
+        let Some(first) = ledger
+            .iter()
+            .find(|c| c.status != ChunkStatus::Completed)
+            .map(|c| c.index)
+        else {
+            return Ok(StepState::Done.into());
+        };
+        let window: Vec<&lotsawa_core::ChunkRecord> = ledger
+            .iter()
+            .filter(|c| c.index >= first && c.index < first + width)
+            .filter(|c| c.status != ChunkStatus::Completed)
+            .collect();
+        let prev_of = |index: u32| {
+            index
+                .checked_sub(1)
+                .and_then(|p| ledger.iter().find(|c| c.index == p))
+        };
+        let mut plans = Vec::with_capacity(window.len());
+        for chunk in &window {
+            match ChunkPlan::new(&job, chunk, prev_of(chunk.index), &self.engines) {
+                Ok(p) => plans.push(p),
+                Err(why) => return Ok(Answer::Failure(ErrorClass::Permanent.error_name(), why)),
+            }
+        }
+        let meter = Meter(self);
+        let steps = futures::future::join_all(window.iter().zip(&plans).map(|(chunk, plan)| {
+            let input = StepInput {
+                job: &job,
+                plan,
+                chunk,
+                attempt: attempt + 1,
+            };
+            chunk_step(
+                &self.store,
+                &meter,
+                input,
+                std::future::pending(),
+                move |done| async move {
+                    let kept = self.store.checkpoint(id, run, &done).await?;
+                    Ok((done, kept))
+                },
+            )
+        }))
+        .await;
+        let (mut failure, mut wait, mut spent, mut recorded) = (None, None, 0u64, 0u32);
+        for (chunk, step) in window.iter().zip(steps) {
+            match step? {
+                ChunkStep::Committed { done, kept } => {
+                    tracing::info!(
+                        chunk = chunk.index,
+                        ms = done.duration_ms.unwrap_or(0),
+                        from_memory = done.from_memory,
+                        "chunk translated"
+                    );
+                    match kept {
+                        lotsawa_core::Checkpoint::RunEnded => {
+                            return Ok(StepState::Stopped.into());
+                        }
+                        lotsawa_core::Checkpoint::Recorded => recorded += 1,
+                        lotsawa_core::Checkpoint::AlreadyDone => {}
+                    }
+                }
+                ChunkStep::Failed(err) => {
+                    tracing::warn!(job_id = %id, chunk = chunk.index, error = %err.public(),
+                        detail = err.detail.as_deref().unwrap_or(""), class = err.class.error_name(), "chunk attempt failed");
+                    // A rate limit within the budget spends no attempt:
+                    // the state machine waits and asks again.
+                    let policy = lotsawa_core::RetryPolicy {
+                        throttle_budget: self.store.config.throttle_budget,
+                        ..Default::default()
+                    };
+                    if let lotsawa_core::RetryDecision::Throttled(w) = policy.after_failure(
+                        attempt + 1,
+                        std::time::Duration::from_secs(throttled),
+                        &err,
+                        0.5,
+                    ) {
+                        let secs = w.as_secs_f64().ceil().max(1.0) as u64;
+                        wait = wait.max(Some(secs));
+                        // Only the provider's 429s spend the throttle budget.
+                        if err.throttle == Some(lotsawa_core::engine::Throttle::Provider) {
+                            spent = spent.max(secs);
+                        }
+                    } else if failure
+                        .as_ref()
+                        .is_none_or(|f: &lotsawa_core::EngineError| {
+                            f.class != ErrorClass::Permanent
+                        })
+                    {
+                        failure = Some(err);
+                    }
+                }
+                ChunkStep::Stopped => return Ok(StepState::Stopped.into()),
+            }
+        }
+        // Attempts and throttled time count per chunk: a step that
+        // committed chunks made progress, so a transient failure or a rate
+        // limit of another chunk of its window is tried again with the next
+        // step's fresh count. Without progress they count; a permanent
+        // failure always ends the run.
+        match failure {
+            Some(err) if err.class == ErrorClass::Permanent || recorded == 0 => {
+                return Ok(Answer::Failure(err.class.error_name(), err.public()));
+            }
+            _ => {}
+        }
+        if let Some(wait) = wait
+            && recorded == 0
+        {
+            return Ok(Answer::Success(json!(StepOutput {
+                state: StepState::Throttled,
+                wait: Some(wait),
+                spent: Some(spent),
+            })));
+        }
+        // Only this execution commits this run's chunks: the count is the
+        // one read plus what this step recorded.
+        Ok(if done + recorded >= job.chunks_total {
+            StepState::Done.into()
+        } else {
+            StepState::More.into()
+        })
+    }
+
+    /// The chunks around the first unfinished one: chunks commit in any
+    /// order within a window of `parallelChunks`, so the count of committed
+    /// chunks runs ahead of the first unfinished one by less than a window
+    /// (it lies in `done - width + 1 ..= done`); the chunk before it comes
+    /// too (its context).
+    async fn window_ledger(&self, job: &Job) -> Result<Vec<lotsawa_core::ChunkRecord>, CloudError> {
+        let width = job.config.parallel_chunks.max(1);
+        let done = job.chunks_completed;
+        Ok(self
+            .store
+            .chunk_range(
+                job.id,
+                done.saturating_sub(width),
+                (done + width).min(job.chunks_total),
+            )
+            .await?)
     }
 
     /// Add to the counters behind `/metrics`; a failure to count is logged,
@@ -345,8 +486,8 @@ impl Worker {
                 "the job is still running this run but its chunks are not all done".into(),
             ));
         }
-        let (engine_name, model) = pipeline::engine_and_model(&job, &self.engines);
-        let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
+        let label = pipeline::result_label(&job, &self.engines);
+        let result = pipeline::job_result(job.kind, &ledger, &label);
         let outcome = transition_by_id(
             &self.store,
             id,
@@ -394,26 +535,33 @@ impl Worker {
         caught: Option<&Caught>,
     ) -> Result<Answer, CloudError> {
         let item = self.store.item(id, false).await?;
-        let k = item.job.chunks_completed;
-        let error = if k >= item.job.chunks_total {
-            // Every chunk is done: the completion step itself failed.
-            let why = caught
-                .and_then(|c| {
-                    c.cause
-                        .clone()
-                        .filter(|c| !c.is_empty())
-                        .or(c.error.clone())
-                })
-                .unwrap_or_else(|| "the completion step failed".to_owned());
-            format!("completion_failed: assembling the result failed: {why}")
-        } else {
-            let last = self.store.chunk(id, k).await?.and_then(|c| c.error);
-            let detail = last.unwrap_or_else(|| "no error recorded".to_owned());
-            pipeline::describe_failure(k, attempts, class, &detail)
+        // The first unfinished chunk failed (with parallel chunks the count
+        // of committed chunks may run ahead of it); none: the completion.
+        let failed = self
+            .window_ledger(&item.job)
+            .await?
+            .into_iter()
+            .find(|c| c.status != ChunkStatus::Completed);
+        let error = match &failed {
+            None => {
+                let why = caught
+                    .and_then(|c| {
+                        c.cause
+                            .clone()
+                            .filter(|c| !c.is_empty())
+                            .or(c.error.clone())
+                    })
+                    .unwrap_or_else(|| "the completion step failed".to_owned());
+                format!("completion_failed: assembling the result failed: {why}")
+            }
+            Some(c) => {
+                let detail = c.error.as_deref().unwrap_or("no error recorded");
+                pipeline::describe_failure(c.index, attempts, class, detail)
+            }
         };
         let change = Change::Fail {
             error,
-            chunk: (k < item.job.chunks_total).then_some(k),
+            chunk: failed.map(|c| c.index),
         };
         let outcome = transition_by_id(&self.store, id, Some(run), change, Utc::now()).await?;
         let state = match &outcome {
@@ -456,6 +604,16 @@ impl ChunkMeter for Meter<'_> {
                 engine,
                 seconds: elapsed.map(|d| d.as_secs_f64()),
                 quality_retried,
+            })
+            .await;
+    }
+
+    async fn tokens(&self, engine: &str, model: &str, usage: lotsawa_core::usage::Usage) {
+        self.0
+            .count(&Counted::Tokens {
+                engine,
+                model,
+                usage,
             })
             .await;
     }
@@ -506,6 +664,15 @@ mod tests {
             Answer::Success(v) => assert_eq!(v, json!({"state": "more"})),
             other => panic!("{other:?}"),
         }
+        let throttled = StepOutput {
+            state: StepState::Throttled,
+            wait: Some(3),
+            spent: Some(3),
+        };
+        assert_eq!(
+            json!(throttled),
+            json!({"state": "throttled", "wait": 3, "spent": 3})
+        );
     }
 
     /// The three messages the state machine sends (as in job.asl.json).
@@ -517,7 +684,24 @@ mod tests {
         let t = Task::parse(&chunk).expect("chunk task");
         assert_eq!(
             (t.job_id, t.run, t.step),
-            (id, 2, Step::Chunk { attempt: 1 })
+            (
+                id,
+                2,
+                Step::Chunk {
+                    attempt: 1,
+                    throttled: 0
+                }
+            )
+        );
+        let throttled = format!(
+            r#"{{"action":"chunk","taskToken":"t1","jobId":"{id}","run":2,"attempt":0,"throttled":12}}"#
+        );
+        assert_eq!(
+            Task::parse(&throttled).expect("chunk task").step,
+            Step::Chunk {
+                attempt: 0,
+                throttled: 12
+            }
         );
         let complete =
             format!(r#"{{"action":"complete","taskToken":"t2","jobId":"{id}","run":1}}"#);

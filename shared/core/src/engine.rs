@@ -49,6 +49,18 @@ pub struct EngineError {
     pub detail: Option<String>,
     /// The provider's Retry-After, when it sent one.
     pub retry_after: Option<Duration>,
+    /// Set when the failure is a rate limit rather than a fault.
+    pub throttle: Option<Throttle>,
+}
+
+/// A failure that says "not now" rather than "not so".
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Throttle {
+    /// The provider answered 429 (or 503 with Retry-After).
+    Provider,
+    /// The shared limiter has no share free yet (a gate that cannot wait
+    /// itself, in the cloud): the call was never sent.
+    Limiter,
 }
 
 /// Stable error codes a job's `error` starts with.
@@ -63,6 +75,8 @@ pub mod codes {
     pub const PROVIDER_INVALID_RESPONSE: &str = "provider_invalid_response";
     /// The answer failed the quality checks on every try.
     pub const QUALITY_REJECTED: &str = "quality_rejected";
+    /// The shared limiter had no share free (never a job's error).
+    pub const PROVIDER_THROTTLED: &str = "provider_throttled";
     /// Any other engine failure.
     pub const ENGINE_FAILED: &str = "engine_failed";
 }
@@ -76,6 +90,7 @@ impl EngineError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            throttle: None,
         }
     }
     /// A failure not worth retrying.
@@ -86,6 +101,7 @@ impl EngineError {
             message: message.into(),
             detail: None,
             retry_after: None,
+            throttle: None,
         }
     }
     /// The same error under a stable code.
@@ -97,6 +113,21 @@ impl EngineError {
     pub fn with_detail(mut self, detail: impl Into<String>) -> Self {
         self.detail = Some(detail.into());
         self
+    }
+    /// The provider's rate limit (429, or 503 with Retry-After).
+    pub fn throttled(message: impl Into<String>, retry_after: Option<Duration>) -> Self {
+        let mut e = Self::transient(message);
+        e.retry_after = retry_after;
+        e.throttle = Some(Throttle::Provider);
+        e
+    }
+    /// The shared limiter asks the caller to come back after `wait`.
+    pub fn limiter_wait(wait: Duration) -> Self {
+        let mut e = Self::transient("waiting for the provider's rate limit");
+        e.code = codes::PROVIDER_THROTTLED;
+        e.retry_after = Some(wait);
+        e.throttle = Some(Throttle::Limiter);
+        e
     }
     /// What users see: `code: message`.
     pub fn public(&self) -> String {
@@ -156,6 +187,8 @@ pub struct EngineOutput {
     pub text: String,
     /// The engine's own confidence in 0..=1, when it has one.
     pub confidence: Option<f64>,
+    /// The tokens the provider reported for the call (model engines).
+    pub usage: Option<crate::usage::Usage>,
 }
 
 impl EngineOutput {
@@ -164,6 +197,7 @@ impl EngineOutput {
         Self {
             text: text.into(),
             confidence: None,
+            usage: None,
         }
     }
 }
@@ -192,6 +226,15 @@ pub struct ReviewRequest {
     pub model: Option<String>,
 }
 
+/// A reviewer's answer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reviewed {
+    /// Confidence in 0..=1.
+    pub confidence: f64,
+    /// The tokens the provider reported for the call.
+    pub usage: Option<crate::usage::Usage>,
+}
+
 /// A translation engine.
 #[async_trait]
 pub trait Engine: Send + Sync {
@@ -205,8 +248,9 @@ pub trait Engine: Send + Sync {
     }
     /// Translate one chunk.
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError>;
-    /// Review a translation; returns a confidence in 0..=1.
-    async fn review(&self, _req: &ReviewRequest) -> Result<f64, EngineError> {
+    /// Review a translation; returns a confidence in 0..=1 and the tokens
+    /// the call reported.
+    async fn review(&self, _req: &ReviewRequest) -> Result<Reviewed, EngineError> {
         Err(EngineError::permanent(format!(
             "engine '{}' cannot review translations",
             self.name()

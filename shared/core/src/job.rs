@@ -420,7 +420,26 @@ pub struct JobConfig {
     /// address guard at submission and before each delivery).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub callback_url: Option<String>,
+    /// Chunks of this job in flight at once (1..=[`MAX_PARALLEL_CHUNKS`]).
+    /// Above 1, a chunk's context is the previous chunk's source only.
+    #[serde(default = "one")]
+    pub parallel_chunks: u32,
+    /// Queue priority, [`MIN_PRIORITY`]..=[`MAX_PRIORITY`]: higher first,
+    /// first come first served within one.
+    #[serde(default)]
+    pub priority: i8,
 }
+
+fn one() -> u32 {
+    1
+}
+
+/// The most chunks of one job in flight at once.
+pub const MAX_PARALLEL_CHUNKS: u32 = 64;
+/// The lowest queue priority.
+pub const MIN_PRIORITY: i8 = -10;
+/// The highest queue priority.
+pub const MAX_PRIORITY: i8 = 10;
 
 impl Default for JobConfig {
     fn default() -> Self {
@@ -432,6 +451,8 @@ impl Default for JobConfig {
             quality_threshold: 0.8,
             glossary: Vec::new(),
             callback_url: None,
+            parallel_chunks: 1,
+            priority: 0,
         }
     }
 }
@@ -490,6 +511,10 @@ pub struct JobResult {
     /// Chunks served from the translation memory instead of the provider.
     #[serde(default)]
     pub chunks_from_memory: u32,
+    /// The provider calls, tokens and cost (results finished before usage
+    /// was counted have none).
+    #[serde(default)]
+    pub usage: Option<crate::usage::JobUsage>,
 }
 
 /// A job as stored.

@@ -62,6 +62,8 @@ pub struct ChunkRecord {
     pub context: Option<String>,
     /// What the quality checks flagged.
     pub warning: Option<String>,
+    /// Provider calls and tokens of its committed attempt.
+    pub usage: crate::usage::Usage,
 }
 
 /// Split `s` into (leading whitespace, body, trailing whitespace).

@@ -13,6 +13,7 @@ pub mod ewts;
 pub mod glossary;
 pub mod job;
 pub mod ledger;
+pub mod limits;
 pub mod memory;
 pub mod metrics;
 pub mod pipeline;
@@ -26,6 +27,7 @@ pub mod service;
 pub mod settings;
 pub mod step;
 pub mod store;
+pub mod usage;
 pub mod validation;
 pub mod webhook;
 

@@ -40,6 +40,12 @@ pub const QUALITY_RETRIES: MetricDef = MetricDef {
     name: "lotsawa_quality_retries_total",
     help: "Provider answers rejected by the quality checks and asked again",
 };
+/// Tokens the provider reported (labels `engine`, `model`, `kind`:
+/// `prompt` or `completion`).
+pub const PROVIDER_TOKENS: MetricDef = MetricDef {
+    name: "lotsawa_provider_tokens_total",
+    help: "Tokens provider answers reported, by engine, model and kind",
+};
 /// Answers to the state machine that Step Functions refused (cloud).
 pub const ANSWER_FAILURES: MetricDef = MetricDef {
     name: "lotsawa_task_answer_failures_total",
@@ -111,6 +117,8 @@ pub struct ChunkTotals {
     /// Answers to the cloud's state machine that Step Functions refused
     /// (other than for an ended execution).
     pub answer_failures: u64,
+    /// Provider tokens by `(engine, model, kind)`.
+    pub tokens: BTreeMap<(String, String, String), u64>,
 }
 
 impl ChunkTotals {
@@ -145,6 +153,14 @@ impl ChunkTotals {
         }
         MEMORY_HITS.counter(&mut out, self.memory_hits);
         QUALITY_RETRIES.counter(&mut out, self.quality_retries);
+        PROVIDER_TOKENS.header(&mut out, "counter");
+        let tokens = PROVIDER_TOKENS.name;
+        for ((engine, model, kind), n) in &self.tokens {
+            let _ = writeln!(
+                out,
+                "{tokens}{{engine=\"{engine}\",kind=\"{kind}\",model=\"{model}\"}} {n}"
+            );
+        }
         ANSWER_FAILURES.counter(&mut out, self.answer_failures);
         out
     }
@@ -177,6 +193,7 @@ mod tests {
             memory_hits: 3,
             quality_retries: 1,
             answer_failures: 0,
+            tokens: BTreeMap::from([(("openai".into(), "m".into(), "prompt".into()), 12)]),
         };
         let text = totals.to_prometheus();
         for line in [
@@ -193,6 +210,7 @@ mod tests {
             "lotsawa_chunk_duration_seconds_count{engine=\"openai\"} 4",
             "lotsawa_translation_memory_hits_total 3",
             "lotsawa_quality_retries_total 1",
+            "lotsawa_provider_tokens_total{engine=\"openai\",kind=\"prompt\",model=\"m\"} 12",
         ] {
             assert!(text.lines().any(|l| l == line), "missing {line} in\n{text}");
         }

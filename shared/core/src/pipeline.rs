@@ -70,6 +70,32 @@ pub trait EngineCatalog: Send + Sync {
     fn shared_memory(&self) -> bool {
         false
     }
+    /// The price of `engine` with `model`, from the server's price table.
+    fn price(&self, _engine: &str, _model: Option<&str>) -> Option<crate::usage::Price> {
+        None
+    }
+}
+
+/// What a job's result names: its engine, its model, and their price.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ResultLabel {
+    /// The engine.
+    pub engine: String,
+    /// The model, when the engine has one.
+    pub model: Option<String>,
+    /// Dollars per million tokens, when the price table has them.
+    pub price: Option<crate::usage::Price>,
+}
+
+/// The label of `job`'s result on this backend.
+pub fn result_label(job: &crate::job::Job, engines: &dyn EngineCatalog) -> ResultLabel {
+    let (engine, model) = engine_and_model(job, engines);
+    let price = engines.price(&engine, model.as_deref());
+    ResultLabel {
+        engine,
+        model,
+        price,
+    }
 }
 
 /// The engine a job runs on and the model it asks for: the job's own
@@ -102,6 +128,8 @@ pub struct ChunkPlan {
     /// with the chunk when it was tried before, so a resumed chunk sees the
     /// same context.
     pub context: Vec<ContextTurn>,
+    /// Whose job (its usage is counted to the tenant).
+    pub tenant: crate::auth::Tenant,
 }
 
 impl std::fmt::Debug for ChunkPlan {
@@ -157,10 +185,19 @@ impl ChunkPlan {
                 .as_deref()
                 .and_then(decode_context)
                 .unwrap_or_else(|| {
-                    context_for(
-                        prev.filter(|p| p.status == crate::ledger::ChunkStatus::Completed)
-                            .map(|p| (p.source.as_str(), p.translation.as_deref().unwrap_or(""))),
-                    )
+                    if job.config.parallel_chunks > 1 {
+                        // Chunks in flight together: the previous chunk's
+                        // translation may not exist yet, so every chunk
+                        // gets its source only (the same on every run).
+                        context_for(prev.map(|p| (p.source.as_str(), "")))
+                    } else {
+                        context_for(
+                            prev.filter(|p| p.status == crate::ledger::ChunkStatus::Completed)
+                                .map(|p| {
+                                    (p.source.as_str(), p.translation.as_deref().unwrap_or(""))
+                                }),
+                        )
+                    }
                 })
         } else {
             Vec::new()
@@ -171,6 +208,7 @@ impl ChunkPlan {
             glossary,
             memory_key,
             context,
+            tenant: job.tenant.clone(),
         })
     }
 
@@ -205,6 +243,7 @@ impl ChunkPlan {
             from_memory: true,
             context: None,
             warning: None,
+            usage: None,
         }
     }
 
@@ -224,6 +263,12 @@ impl ChunkPlan {
             from_memory: false,
             context: encode_context(&self.context),
             warning: out.warning.clone(),
+            usage: Some(crate::store::ChunkUsage {
+                tenant: self.tenant.clone(),
+                engine: self.engine.name().to_owned(),
+                model: self.model.clone(),
+                usage: out.usage,
+            }),
         }
     }
 
@@ -281,6 +326,8 @@ pub struct AttemptOutput {
     pub warning: Option<String>,
     /// True when the first answer was rejected and asked again.
     pub quality_retried: bool,
+    /// The attempt's provider calls and the tokens they reported.
+    pub usage: crate::usage::Usage,
 }
 
 /// One chunk to attempt.
@@ -319,8 +366,12 @@ pub async fn attempt(
         rejected_because: None,
     };
     let mut quality_retried = false;
+    let mut usage = crate::usage::Usage::default();
     let (out, warning) = loop {
         let out = engine.translate(&request).await?;
+        if is_model {
+            usage += out.usage.unwrap_or(crate::usage::Usage::call(0, 0));
+        }
         if !is_model {
             break (out, None);
         }
@@ -355,7 +406,19 @@ pub async fn attempt(
             glossary: task.glossary.clone(),
             model: task.model.clone(),
         };
-        match engine.review(&review).await {
+        let reviewed = engine.review(&review).await;
+        let sent = !matches!(
+            &reviewed,
+            Err(e) if e.throttle == Some(crate::engine::Throttle::Limiter)
+        );
+        if is_model && sent {
+            usage += reviewed
+                .as_ref()
+                .ok()
+                .and_then(|r| r.usage)
+                .unwrap_or(crate::usage::Usage::call(0, 0));
+        }
+        match reviewed.map(|r| r.confidence) {
             Ok(c) => {
                 confidence = Some(c);
                 if c < task.config.quality_threshold && warning.is_none() {
@@ -378,6 +441,7 @@ pub async fn attempt(
         confidence,
         warning,
         quality_retried,
+        usage,
     })
 }
 
@@ -387,8 +451,7 @@ pub async fn attempt(
 pub fn job_result(
     kind: crate::job::JobType,
     ledger: &[crate::ledger::ChunkRecord],
-    engine: &str,
-    model: Option<String>,
+    label: &ResultLabel,
 ) -> crate::job::JobResult {
     let translation = match kind {
         crate::job::JobType::Transliteration => ledger
@@ -417,10 +480,14 @@ pub fn job_result(
         translation,
         confidence,
         processing_time: ledger.iter().filter_map(|c| c.duration_ms).sum(),
-        engine: engine.to_owned(),
-        model,
+        engine: label.engine.clone(),
+        model: label.model.clone(),
         warnings: ledger.iter().filter_map(|c| c.warning.clone()).collect(),
         chunks_from_memory: ledger.iter().filter(|c| c.from_memory).count() as u32,
+        usage: Some(crate::usage::JobUsage::priced(
+            ledger.iter().map(|c| c.usage).sum(),
+            label.price,
+        )),
     }
 }
 
@@ -562,18 +629,40 @@ mod tests {
             from_memory: false,
             context: None,
             warning: None,
+            usage: crate::usage::Usage::call(7, 3),
         }
     }
 
     #[test]
     fn results_weight_confidence_by_size() {
         let ledger = [rec("ཀཀཀ\n", "A", Some(1.0)), rec("ཀ", "B", Some(0.0))];
-        let r = job_result(JobType::Translation, &ledger, "offline", None);
+        let label = |e: &str| ResultLabel {
+            engine: e.to_owned(),
+            ..Default::default()
+        };
+        let r = job_result(JobType::Translation, &ledger, &label("offline"));
         assert_eq!(r.translation, "A\nB");
         assert_eq!(r.confidence, Some(0.8));
         assert_eq!(r.processing_time, 20);
-        let r = job_result(JobType::Transliteration, &ledger, "ewts", None);
+        let r = job_result(JobType::Transliteration, &ledger, &label("ewts"));
         assert_eq!(r.translation, "AB");
+        // Usage is the ledger's sum, priced when the table has the model.
+        let usage = r.usage.expect("usage");
+        assert_eq!(
+            (usage.calls, usage.prompt_tokens, usage.completion_tokens),
+            (2, 14, 6)
+        );
+        assert_eq!(usage.cost_usd, None);
+        let priced = ResultLabel {
+            engine: "openai".into(),
+            model: Some("m".into()),
+            price: Some(crate::usage::Price {
+                input: 1.0,
+                output: 10.0,
+            }),
+        };
+        let r = job_result(JobType::Translation, &ledger, &priced);
+        assert_eq!(r.usage.and_then(|u| u.cost_usd), Some(0.000074));
     }
 
     #[test]

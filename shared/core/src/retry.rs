@@ -47,7 +47,15 @@ pub struct RetryPolicy {
     pub base_delay: Duration,
     /// Cap on any one wait, Retry-After included.
     pub max_delay: Duration,
+    /// How long a chunk may wait on the provider's rate limits (429s)
+    /// without those answers counting as attempts
+    /// (`LOTSAWA_THROTTLE_BUDGET_MS`); past it a 429 is an attempt like
+    /// any failure.
+    pub throttle_budget: Duration,
 }
+
+/// The default throttle budget: ten minutes.
+pub const DEFAULT_THROTTLE_BUDGET: Duration = Duration::from_secs(600);
 
 impl Default for RetryPolicy {
     fn default() -> Self {
@@ -55,6 +63,7 @@ impl Default for RetryPolicy {
             max_attempts: 3,
             base_delay: Duration::from_millis(1000),
             max_delay: Duration::from_secs(60),
+            throttle_budget: DEFAULT_THROTTLE_BUDGET,
         }
     }
 }
@@ -64,11 +73,40 @@ impl Default for RetryPolicy {
 pub enum RetryDecision {
     /// Wait this long, then try again.
     RetryAfter(Duration),
+    /// A rate limit: wait this long, then try again, the attempt not
+    /// counted.
+    Throttled(Duration),
     /// Fail the chunk.
     GiveUp,
 }
 
 impl RetryPolicy {
+    /// Decide after a call of a chunk failed with `err`: `attempt` counted
+    /// attempts so far (1-based, this one included), `throttled` the time
+    /// the chunk already waited on 429s. The shared limiter's waits never
+    /// count; a provider's 429 does not count while the chunk's throttled
+    /// time is within the budget (its wait is then added to it).
+    pub fn after_failure(
+        &self,
+        attempt: u32,
+        throttled: Duration,
+        err: &EngineError,
+        jitter: f64,
+    ) -> RetryDecision {
+        use crate::engine::Throttle;
+        match err.throttle {
+            Some(Throttle::Limiter) => {
+                RetryDecision::Throttled(err.retry_after.unwrap_or(crate::limits::DEFAULT_PAUSE))
+            }
+            Some(Throttle::Provider) if throttled < self.throttle_budget => {
+                RetryDecision::Throttled(
+                    crate::limits::throttle_wait(err.retry_after).min(self.max_delay),
+                )
+            }
+            _ => self.decide(attempt, err, jitter),
+        }
+    }
+
     /// Decide after attempt number `attempt` (1-based) failed with `err`.
     /// `jitter` is a uniform random number in `[0, 1)`, passed in so the
     /// policy stays deterministic under test.
@@ -108,6 +146,7 @@ mod tests {
             max_attempts: 3,
             base_delay: Duration::from_millis(100),
             max_delay: Duration::from_secs(10),
+            throttle_budget: Duration::from_secs(30),
         }
     }
 
@@ -124,7 +163,7 @@ mod tests {
         let e = EngineError::transient("timeout");
         match policy().decide(attempt, &e, jitter) {
             RetryDecision::RetryAfter(d) => assert_eq!(d.as_millis(), want_ms),
-            RetryDecision::GiveUp => panic!("gave up"),
+            other => panic!("{other:?}"),
         }
     }
 
@@ -132,6 +171,47 @@ mod tests {
     fn gives_up_after_the_last_attempt() {
         let e = EngineError::transient("503");
         assert_eq!(policy().decide(3, &e, 0.5), RetryDecision::GiveUp);
+    }
+
+    #[test]
+    fn rate_limits_do_not_spend_attempts_within_the_budget() {
+        let p = policy();
+        let e = EngineError::throttled(
+            "the provider answered HTTP 429",
+            Some(Duration::from_secs(4)),
+        );
+        // Even on the last attempt, within the budget: a wait, not a failure.
+        assert_eq!(
+            p.after_failure(3, Duration::from_secs(10), &e, 0.5),
+            RetryDecision::Throttled(Duration::from_secs(4))
+        );
+        // Past the budget it counts: the last attempt gives up.
+        assert_eq!(
+            p.after_failure(3, Duration::from_secs(30), &e, 0.5),
+            RetryDecision::GiveUp
+        );
+        assert!(matches!(
+            p.after_failure(1, Duration::from_secs(30), &e, 0.5),
+            RetryDecision::RetryAfter(_)
+        ));
+        // The shared limiter's waits never count.
+        let w = EngineError::limiter_wait(Duration::from_millis(1500));
+        assert_eq!(
+            p.after_failure(3, Duration::from_secs(3600), &w, 0.5),
+            RetryDecision::Throttled(Duration::from_millis(1500))
+        );
+        // A 429 that asks for no pause still spends budget.
+        let zero = EngineError::throttled("429", Some(Duration::ZERO));
+        assert_eq!(
+            p.after_failure(1, Duration::ZERO, &zero, 0.5),
+            RetryDecision::Throttled(Duration::from_secs(1))
+        );
+        // Other failures are decided as before.
+        let t = EngineError::transient("503");
+        assert_eq!(
+            p.after_failure(3, Duration::ZERO, &t, 0.5),
+            RetryDecision::GiveUp
+        );
     }
 
     #[test]

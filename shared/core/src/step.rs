@@ -34,6 +34,9 @@ pub trait ChunkMeter: Send + Sync {
         elapsed: Option<Duration>,
         quality_retried: bool,
     );
+    /// The tokens a successful attempt's calls reported, for
+    /// `lotsawa_provider_tokens_total`.
+    async fn tokens(&self, engine: &str, model: &str, usage: crate::usage::Usage);
 }
 
 /// What one chunk step works on.
@@ -174,6 +177,10 @@ where
             meter
                 .attempt("success", engine.name(), Some(elapsed), out.quality_retried)
                 .await;
+            if out.usage.tokens() > 0 {
+                let model = plan.model.as_deref().unwrap_or("");
+                meter.tokens(engine.name(), model, out.usage).await;
+            }
             let done = plan.done(chunk.index, &out, elapsed.as_millis() as u64);
             let (done, kept) = commit(done).await?;
             if kept == Checkpoint::Recorded
@@ -182,6 +189,11 @@ where
                 store.memory_put(key, &out.text, out.confidence).await?;
             }
             Ok(ChunkStep::Committed { done, kept })
+        }
+        // The shared limiter had no share: nothing was sent, nothing to
+        // count or note.
+        Err(err) if err.throttle == Some(crate::engine::Throttle::Limiter) => {
+            Ok(ChunkStep::Failed(err))
         }
         Err(err) => {
             meter

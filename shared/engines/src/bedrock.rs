@@ -16,7 +16,11 @@ use lotsawa_core::{
     Engine, EngineError, EngineKind, EngineOutput, ReviewRequest, TranslateRequest,
 };
 
-use crate::openai::{REVIEW_PROMPT, parse_confidence, review_message, system_message};
+use lotsawa_core::usage::Usage;
+
+use crate::openai::{
+    REVIEW_PROMPT, parse_confidence, review_message, system_message, with_preceding,
+};
 
 /// Bedrock settings.
 #[derive(Debug, Clone)]
@@ -64,7 +68,7 @@ impl BedrockEngine {
         system: String,
         messages: Vec<(ConversationRole, String)>,
         max_tokens: u32,
-    ) -> Result<String, EngineError> {
+    ) -> Result<(String, Option<Usage>), EngineError> {
         let mut request = self
             .client
             .converse()
@@ -85,6 +89,12 @@ impl BedrockEngine {
             request = request.messages(message);
         }
         let output = request.send().await.map_err(classify)?;
+        let usage = output.usage().map(|u| {
+            Usage::call(
+                u64::try_from(u.input_tokens()).unwrap_or(0),
+                u64::try_from(u.output_tokens()).unwrap_or(0),
+            )
+        });
         let text = match output.output() {
             Some(ConverseOutput::Message(m)) => m
                 .content()
@@ -102,7 +112,7 @@ impl BedrockEngine {
                     .coded(lotsawa_core::engine::codes::PROVIDER_INVALID_RESPONSE),
             );
         }
-        Ok(text)
+        Ok((text, usage))
     }
 }
 
@@ -119,8 +129,8 @@ fn classify(err: SdkError<ConverseError>) -> EngineError {
             let detail = e.message().unwrap_or("no message").to_owned();
             let message = format!("Bedrock answered {name}");
             match e {
-                ConverseError::ThrottlingException(_)
-                | ConverseError::ModelTimeoutException(_)
+                ConverseError::ThrottlingException(_) => EngineError::throttled(message, None),
+                ConverseError::ModelTimeoutException(_)
                 | ConverseError::ServiceUnavailableException(_)
                 | ConverseError::InternalServerException(_)
                 | ConverseError::ModelNotReadyException(_) => EngineError::transient(message),
@@ -156,18 +166,29 @@ impl Engine for BedrockEngine {
     async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
         let mut messages = Vec::new();
-        for turn in &req.context {
+        for turn in req.context.iter().filter(|t| !t.translation.is_empty()) {
             messages.push((ConversationRole::User, turn.source.clone()));
             messages.push((ConversationRole::Assistant, turn.translation.clone()));
         }
         messages.push((ConversationRole::User, req.text.clone()));
-        let system = system_message(&req.glossary, req.rejected_because.as_deref());
-        self.converse(model, system, messages, req.max_tokens())
-            .await
-            .map(EngineOutput::text)
+        let system = with_preceding(
+            system_message(&req.glossary, req.rejected_because.as_deref()),
+            &req.context,
+        );
+        let (text, usage) = self
+            .converse(model, system, messages, req.max_tokens())
+            .await?;
+        Ok(EngineOutput {
+            text,
+            confidence: None,
+            usage,
+        })
     }
 
-    async fn review(&self, req: &ReviewRequest) -> Result<f64, EngineError> {
+    async fn review(
+        &self,
+        req: &ReviewRequest,
+    ) -> Result<lotsawa_core::engine::Reviewed, EngineError> {
         let model = req.model.as_deref().unwrap_or(&self.model);
         let user = review_message(req);
         let answer = self
@@ -178,7 +199,10 @@ impl Engine for BedrockEngine {
                 lotsawa_core::engine::REVIEW_MAX_TOKENS,
             )
             .await?;
-        parse_confidence(&answer)
+        Ok(lotsawa_core::engine::Reviewed {
+            confidence: parse_confidence(&answer.0)?,
+            usage: answer.1,
+        })
     }
 }
 
@@ -246,6 +270,7 @@ mod tests {
         };
         let out = engine(&server).translate(&req).await.expect("ok");
         assert_eq!(out.text, "Homage.");
+        assert_eq!(out.usage, Some(Usage::call(10, 2)));
         let received = server.received_requests().await.unwrap_or_default();
         let body: serde_json::Value = serde_json::from_slice(&received[0].body).expect("json");
         assert!(

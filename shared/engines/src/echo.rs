@@ -21,6 +21,7 @@ impl Engine for EchoEngine {
         Ok(EngineOutput {
             text: req.text.clone(),
             confidence: Some(0.0),
+            usage: None,
         })
     }
 }

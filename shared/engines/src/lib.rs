@@ -12,12 +12,14 @@ use lotsawa_core::Engine;
 #[cfg(feature = "bedrock")]
 mod bedrock;
 mod echo;
+mod limited;
 mod offline;
 mod openai;
 
 #[cfg(feature = "bedrock")]
 pub use bedrock::{BedrockEngine, BedrockSettings};
 pub use echo::EchoEngine;
+pub use limited::{Limited, LocalGate};
 pub use offline::{
     BUILTIN_GLOSSARY, BUILTIN_VOCABULARY, EwtsEngine, OfflineEngine, builtin_glossary,
 };
@@ -66,6 +68,10 @@ pub struct EngineSettings {
     /// One translation memory for all tenants (LOTSAWA_SHARED_MEMORY=1):
     /// a tenant's memory hit may then come from another tenant's text.
     pub shared_memory: bool,
+    /// Provider limits shared by every job (LOTSAWA_LIMITS).
+    pub limits: lotsawa_core::limits::ProviderLimits,
+    /// Dollars per million tokens (LOTSAWA_PRICES).
+    pub prices: lotsawa_core::usage::Prices,
 }
 
 impl EngineSettings {
@@ -113,7 +119,19 @@ impl EngineSettings {
             (default_engine.as_deref() == Some("bedrock")).then(|| DEFAULT_BEDROCK_MODEL.to_owned())
         });
         let shared_memory = settings::flag(&src, "LOTSAWA_SHARED_MEMORY")?;
+        let limits = match get("LOTSAWA_LIMITS") {
+            Some(text) => lotsawa_core::limits::ProviderLimits::parse(&text)
+                .map_err(|e| ConfigError::new("LOTSAWA_LIMITS", e))?,
+            None => Default::default(),
+        };
+        let prices = match get("LOTSAWA_PRICES") {
+            Some(text) => lotsawa_core::usage::Prices::parse(&text)
+                .map_err(|e| ConfigError::new("LOTSAWA_PRICES", e))?,
+            None => Default::default(),
+        };
         Ok(Self {
+            limits,
+            prices,
             default_engine,
             openai,
             glossary: lotsawa_core::Glossary::default(),
@@ -134,6 +152,7 @@ pub struct EngineSet {
     default: String,
     glossary: Arc<lotsawa_core::Glossary>,
     shared_memory: bool,
+    prices: Arc<lotsawa_core::usage::Prices>,
 }
 
 impl std::fmt::Debug for EngineSet {
@@ -157,9 +176,19 @@ pub enum DefaultChoice {
 }
 
 impl EngineSet {
-    /// Build every engine the settings allow.
+    /// Build every engine the settings allow, the provider limits kept in
+    /// process.
     pub async fn build(
         settings: &EngineSettings,
+    ) -> Result<(Self, DefaultChoice), EngineConfigError> {
+        Self::build_with_gate(settings, Arc::new(LocalGate::new())).await
+    }
+
+    /// Build every engine the settings allow; engines with provider limits
+    /// take their share through `gate`.
+    pub async fn build_with_gate(
+        settings: &EngineSettings,
+        gate: Arc<dyn lotsawa_core::limits::ProviderGate>,
     ) -> Result<(Self, DefaultChoice), EngineConfigError> {
         let mut engines: BTreeMap<String, Arc<dyn Engine>> = BTreeMap::new();
         if let Some(model) = &settings.bedrock_model {
@@ -203,15 +232,14 @@ impl EngineSet {
                 available: engines.keys().cloned().collect::<Vec<_>>().join(", "),
             });
         }
-        Ok((
-            Self {
-                engines,
-                default,
-                glossary: Arc::new(settings.glossary.clone()),
-                shared_memory: settings.shared_memory,
-            },
-            choice,
-        ))
+        let set = Self {
+            engines,
+            default,
+            glossary: Arc::new(settings.glossary.clone()),
+            shared_memory: settings.shared_memory,
+            prices: Arc::new(settings.prices.clone()),
+        };
+        Ok((set.with_limits(settings.limits.clone(), gate), choice))
     }
 
     /// A set from explicit engines (tests, embedding).
@@ -225,7 +253,36 @@ impl EngineSet {
             default: default.to_owned(),
             glossary: Arc::new(lotsawa_core::Glossary::default()),
             shared_memory: false,
+            prices: Arc::default(),
         }
+    }
+
+    /// The price table (LOTSAWA_PRICES).
+    pub fn prices(&self) -> &lotsawa_core::usage::Prices {
+        &self.prices
+    }
+
+    /// The same set with a price table.
+    pub fn with_prices(mut self, prices: lotsawa_core::usage::Prices) -> Self {
+        self.prices = Arc::new(prices);
+        self
+    }
+
+    /// The same set with every engine called through `limits`, shared
+    /// through `gate`.
+    pub fn with_limits(
+        mut self,
+        limits: lotsawa_core::limits::ProviderLimits,
+        gate: Arc<dyn lotsawa_core::limits::ProviderGate>,
+    ) -> Self {
+        if limits.is_empty() {
+            return self;
+        }
+        let limits = Arc::new(limits);
+        for engine in self.engines.values_mut() {
+            *engine = Arc::new(Limited::new(engine.clone(), limits.clone(), gate.clone()));
+        }
+        self
     }
 
     /// The same set with one translation memory for every tenant.
@@ -287,6 +344,9 @@ impl lotsawa_core::EngineCatalog for EngineSet {
     }
     fn shared_memory(&self) -> bool {
         self.shared_memory
+    }
+    fn price(&self, engine: &str, model: Option<&str>) -> Option<lotsawa_core::usage::Price> {
+        self.prices.price(engine, model)
     }
 }
 

@@ -54,6 +54,7 @@ impl Engine for EwtsEngine {
         Ok(EngineOutput {
             text: out,
             confidence: Some(1.0),
+            usage: None,
         })
     }
 }
@@ -109,6 +110,7 @@ impl Engine for OfflineEngine {
         Ok(EngineOutput {
             text: g.text,
             confidence: g.coverage,
+            usage: None,
         })
     }
 }

@@ -80,6 +80,10 @@ pub(crate) struct PdfQuery {
     #[serde(default, deserialize_with = "from_text")]
     quality_threshold: Option<f64>,
     callback_url: Option<String>,
+    #[serde(default, deserialize_with = "from_text")]
+    parallel_chunks: Option<i64>,
+    #[serde(default, deserialize_with = "from_text")]
+    priority: Option<i64>,
 }
 
 fn from_text<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
@@ -206,6 +210,8 @@ pub(crate) async fn pdf_submission(
             quality_threshold: q.quality_threshold,
             glossary: None,
             callback_url: q.callback_url,
+            parallel_chunks: q.parallel_chunks,
+            priority: q.priority,
         }),
     })
 }

@@ -39,6 +39,13 @@ pub struct SubmitConfig {
     /// with `Lotsawa-Signature` (public addresses only unless the operator
     /// allows others; loopback on a local server).
     pub callback_url: Option<String>,
+    /// Chunks of the job translated at once (1..=64, default 1), under the
+    /// provider limits; above 1 a chunk's context is the previous chunk's
+    /// source only.
+    pub parallel_chunks: Option<i64>,
+    /// Queue priority (-10..=10, default 0): higher first, first come
+    /// first served within one.
+    pub priority: Option<i64>,
 }
 
 impl SubmitConfig {
@@ -54,6 +61,8 @@ impl SubmitConfig {
             quality_threshold: self.quality_threshold.or(d.quality_threshold),
             glossary: self.glossary.or(d.glossary),
             callback_url: self.callback_url.or(d.callback_url),
+            parallel_chunks: self.parallel_chunks.or(d.parallel_chunks),
+            priority: self.priority.or(d.priority),
         }
     }
 }
@@ -256,6 +265,34 @@ pub struct ResultDto {
     pub warnings: Vec<String>,
     /// Chunks served from the translation memory.
     pub chunks_from_memory: u32,
+    /// Provider calls, tokens and their cost (`null` for results finished
+    /// before usage was counted).
+    pub usage: Option<UsageDto>,
+}
+
+/// A job's provider usage.
+#[derive(Debug, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct UsageDto {
+    /// Provider calls (translation, quality retry, review).
+    pub calls: u64,
+    /// Prompt (input) tokens the provider reported.
+    pub prompt_tokens: u64,
+    /// Completion (output) tokens the provider reported.
+    pub completion_tokens: u64,
+    /// US dollars, from the server's price table (`null` when unpriced).
+    pub cost_usd: Option<f64>,
+}
+
+impl From<lotsawa_core::usage::JobUsage> for UsageDto {
+    fn from(u: lotsawa_core::usage::JobUsage) -> Self {
+        Self {
+            calls: u.calls,
+            prompt_tokens: u.prompt_tokens,
+            completion_tokens: u.completion_tokens,
+            cost_usd: u.cost_usd,
+        }
+    }
 }
 
 impl From<JobResult> for ResultDto {
@@ -268,6 +305,7 @@ impl From<JobResult> for ResultDto {
             model: r.model,
             warnings: r.warnings,
             chunks_from_memory: r.chunks_from_memory,
+            usage: r.usage.map(UsageDto::from),
         }
     }
 }
@@ -303,6 +341,10 @@ pub struct JobDto {
     pub cancelled_at: Option<String>,
     /// Why it failed.
     pub error: Option<String>,
+    /// The stable code its error starts with (`provider_unavailable`,
+    /// `budget_exhausted`, …), when it failed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
     /// Its run number: runs so far (1 on the first run, +1 per retry).
     #[serde(default)]
     pub run: u32,
@@ -316,6 +358,12 @@ pub struct JobDto {
     pub model: Option<String>,
     /// Target chunk size.
     pub chunk_size: u32,
+    /// Chunks translated at once.
+    #[serde(default = "one")]
+    pub parallel_chunks: u32,
+    /// Queue priority (-10..=10).
+    #[serde(default)]
+    pub priority: i8,
     /// Output, once completed (omitted in lists).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub result: Option<ResultDto>,
@@ -348,6 +396,10 @@ pub struct CallbackDto {
     pub delivered_at: Option<String>,
 }
 
+fn one() -> u32 {
+    1
+}
+
 /// RFC 3339 UTC with milliseconds.
 pub fn rfc3339(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -370,12 +422,19 @@ impl JobDto {
             started_at: j.started_at.map(rfc3339),
             completed_at: j.completed_at.map(rfc3339),
             cancelled_at: j.cancelled_at.map(rfc3339),
+            error_code: j
+                .error
+                .as_deref()
+                .and_then(|e| lotsawa_core::pipeline::split_code(e).0)
+                .map(str::to_owned),
             error: j.error,
             run: j.run,
             attempts: j.run,
             engine: j.config.engine.map(|e| e.to_string()),
             model: j.config.model,
             chunk_size: j.config.chunk_size.into(),
+            parallel_chunks: j.config.parallel_chunks,
+            priority: j.config.priority,
             result: if with_result {
                 j.result.map(ResultDto::from)
             } else {

@@ -14,6 +14,7 @@ pub(crate) const PROBLEM_JSON: &str = "application/problem+json";
 
 /// RFC 9457 problem details.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
 pub struct Problem {
     /// A URI naming the problem type (`about:blank` for plain HTTP statuses).
     #[serde(rename = "type")]
@@ -24,6 +25,15 @@ pub struct Problem {
     pub status: u16,
     /// What went wrong with this request, for people.
     pub detail: String,
+    /// A stable code for programs (`budget_exhausted`), when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_code: Option<String>,
+    /// A spent budget: tokens a month.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub budget: Option<u64>,
+    /// A spent budget: when it resets (RFC 3339).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub resets_at: Option<String>,
 }
 
 /// An error response.
@@ -32,6 +42,7 @@ pub struct ApiError {
     status: StatusCode,
     detail: String,
     retry_after: Option<u64>,
+    budget: Option<lotsawa_core::usage::BudgetSpent>,
 }
 
 impl ApiError {
@@ -41,6 +52,7 @@ impl ApiError {
             status,
             detail: detail.into(),
             retry_after: None,
+            budget: None,
         }
     }
     /// The same error with a `Retry-After` of `secs` seconds.
@@ -84,6 +96,13 @@ impl From<ServiceError> for ApiError {
             }
             ServiceError::IdempotencyMismatch(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             ServiceError::QuotaExceeded(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
+            r @ ServiceError::BudgetExhausted(spent) => {
+                let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, r.to_string());
+                let wait = (spent.resets_at - chrono::Utc::now()).num_seconds().max(1);
+                e.retry_after = Some(wait as u64);
+                e.budget = Some(spent);
+                e
+            }
             ServiceError::Store(source) => {
                 tracing::error!(error = %source, source = ?source, "store error");
                 Self::new(
@@ -141,6 +160,14 @@ impl IntoResponse for ApiError {
             title: self.status.canonical_reason().unwrap_or("Error").to_owned(),
             status: self.status.as_u16(),
             detail: self.detail,
+            error_code: self
+                .budget
+                .map(|_| lotsawa_core::usage::BUDGET_EXHAUSTED.to_owned()),
+            budget: self.budget.map(|b| b.budget),
+            resets_at: self.budget.map(|b| {
+                b.resets_at
+                    .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+            }),
         };
         let status = self.status;
         let retry_after = self.retry_after;

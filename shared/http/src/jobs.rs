@@ -288,6 +288,7 @@ pub(crate) async fn job_chunks(
     params(
         ("status" = Option<String>, Query, description = "pending, processing, completed, failed or cancelled"),
         ("type" = Option<String>, Query, description = "translation or transliteration"),
+        ("priority" = Option<i32>, Query, description = "only jobs of this queue priority, -10..=10"),
         ("limit" = Option<u32>, Query, description = "1..=100, default 20"),
         ("cursor" = Option<String>, Query, description = "nextCursor of the previous page"),
     ),
@@ -303,6 +304,7 @@ pub(crate) async fn list_jobs(
     let Query(ListParams {
         status,
         kind,
+        priority,
         limit,
         cursor,
     }) = query?;
@@ -313,6 +315,7 @@ pub(crate) async fn list_jobs(
             tenant,
             status,
             kind,
+            priority: priority.map(|p| p.0),
             limit,
             cursor,
         })

@@ -28,6 +28,7 @@ mod router;
 mod sse;
 mod submission;
 pub mod trace;
+mod usage;
 
 pub use axum::Router;
 pub use config::{

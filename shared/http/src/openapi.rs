@@ -22,6 +22,7 @@ use crate::jobs::{
     __path_retry_job, __path_submit_job,
 };
 use crate::probes::{__path_healthz, __path_metrics};
+use crate::usage::{__path_usage, BudgetDto, UsageLineDto, UsageReportDto};
 
 /// This document.
 #[utoipa::path(get, path = "/openapi.json", responses(
@@ -55,6 +56,7 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         batches::stream_batch,
         job_chunks,
         job_result,
+        usage,
         healthz,
         metrics,
         openapi
@@ -66,6 +68,10 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         ActionResponse,
         JobDto,
         ResultDto,
+        UsageDto,
+        UsageReportDto,
+        UsageLineDto,
+        BudgetDto,
         JobListDto,
         BatchRequest,
         BatchItemRequest,

@@ -19,6 +19,9 @@ pub struct ListParams {
     /// Only jobs of this type.
     #[serde(default, rename = "type", deserialize_with = "parsed")]
     pub kind: Option<JobType>,
+    /// Only jobs of this queue priority.
+    #[serde(default, deserialize_with = "parsed")]
+    pub priority: Option<Priority>,
     /// Page size.
     #[serde(default, deserialize_with = "parsed")]
     pub limit: Option<PageLimit>,
@@ -38,6 +41,23 @@ impl std::str::FromStr for PageLimit {
             Ok(n) if (1..=MAX_PAGE).contains(&n) => Ok(Self(n)),
             _ => Err(lotsawa_core::ValidationError(format!(
                 "limit must be an integer between 1 and {MAX_PAGE}, got '{l}'"
+            ))),
+        }
+    }
+}
+
+/// A queue priority in -10..=10.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Priority(pub i8);
+
+impl std::str::FromStr for Priority {
+    type Err = lotsawa_core::ValidationError;
+    fn from_str(p: &str) -> Result<Self, Self::Err> {
+        use lotsawa_core::job::{MAX_PRIORITY, MIN_PRIORITY};
+        match p.trim().parse::<i8>() {
+            Ok(n) if (MIN_PRIORITY..=MAX_PRIORITY).contains(&n) => Ok(Self(n)),
+            _ => Err(lotsawa_core::ValidationError(format!(
+                "priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got '{p}'"
             ))),
         }
     }

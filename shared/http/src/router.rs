@@ -49,6 +49,7 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
                 .route("/api/batches/{id}/retry", post(batches::retry_batch))
                 .route("/api/batches/{id}/stream", get(batches::stream_batch))
                 .route("/api/jobs/{id}/chunks", get(jobs::job_chunks))
+                .route("/api/usage", get(crate::usage::usage))
                 .route("/", get(dashboard::page))
                 .route("/jobs/{id}", get(dashboard::page))
                 .route("/batches/{id}", get(dashboard::page))

@@ -121,7 +121,8 @@ impl SharedReads {
         Ok(v)
     }
 
-    /// Completed chunks `from..to` (they never change once completed).
+    /// Completed chunks `from..to` (they never change once completed; a
+    /// page missing one is read again).
     async fn page(
         &self,
         from: u32,
@@ -135,7 +136,11 @@ impl SharedReads {
             return Ok(chunks.clone());
         }
         let chunks = std::sync::Arc::new(read.await?);
-        *cached = Some((from, to, chunks.clone()));
+        // A page with a gap (chunks translated in parallel, one still
+        // running) changes: only a whole page is kept.
+        if chunks.len() == to.saturating_sub(from) as usize {
+            *cached = Some((from, to, chunks.clone()));
+        }
         Ok(chunks)
     }
 }
@@ -323,15 +328,25 @@ async fn pump(
                 .await;
             match read {
                 Ok(chunks) if !chunks.is_empty() => {
+                    let before = seen;
                     for c in chunks.iter() {
                         if c.index < seen {
                             continue;
+                        }
+                        // Chunks translated in parallel commit in any
+                        // order: events go out in chunk order, so a gap
+                        // waits for its chunk.
+                        if c.index > seen {
+                            break;
                         }
                         seen = c.index + 1;
                         let data = json!({"type": "chunk", "index": c.index, "translation": c.translation});
                         if tx.send(Ok(event(seen, &data))).await.is_err() {
                             return;
                         }
+                    }
+                    if seen == before {
+                        break;
                     }
                 }
                 Ok(_) => break,

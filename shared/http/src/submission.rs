@@ -70,6 +70,28 @@ pub(crate) fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, A
         // Its address is checked by the service (it resolves the host).
         config.callback_url = Some(url.trim().to_owned());
     }
+    if let Some(p) = c.parallel_chunks {
+        use lotsawa_core::job::MAX_PARALLEL_CHUNKS;
+        config.parallel_chunks = u32::try_from(p)
+            .ok()
+            .filter(|p| (1..=MAX_PARALLEL_CHUNKS).contains(p))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "config.parallelChunks must be an integer from 1 to {MAX_PARALLEL_CHUNKS}, got {p}"
+                ))
+            })?;
+    }
+    if let Some(p) = c.priority {
+        use lotsawa_core::job::{MAX_PRIORITY, MIN_PRIORITY};
+        config.priority = i8::try_from(p)
+            .ok()
+            .filter(|p| (MIN_PRIORITY..=MAX_PRIORITY).contains(p))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "config.priority must be an integer from {MIN_PRIORITY} to {MAX_PRIORITY}, got {p}"
+                ))
+            })?;
+    }
     if let Some(q) = c.quality_threshold {
         if !(0.0..=1.0).contains(&q) {
             return Err(ApiError::bad_request(format!(

@@ -103,6 +103,7 @@ impl LocalBackend {
             config,
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
+            budgets: Arc::default(),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(retention) = shared.config.retention {
@@ -138,11 +139,13 @@ impl LocalBackend {
             place: "server",
             models,
         };
+        let prices = shared.engines.prices().clone();
         let service = lotsawa_core::Service::new(
             Arc::new(store.clone()),
             Arc::new(LocalRunner { shared }),
             choice,
         )
+        .with_prices(prices)
         .with_max_chunks(max_chunks)
         .with_rate(rate)
         .with_max_pending(max_pending)

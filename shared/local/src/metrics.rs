@@ -2,7 +2,7 @@
 
 use lotsawa_core::metrics::{
     ATTEMPT_OUTCOMES, CHUNK_ATTEMPTS, CHUNK_DURATION, CHUNK_DURATION_BUCKETS, JOBS_SUBMITTED,
-    MEMORY_HITS, QUALITY_RETRIES,
+    MEMORY_HITS, PROVIDER_TOKENS, QUALITY_RETRIES,
 };
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
@@ -23,6 +23,8 @@ pub struct Metrics {
     pub memory_hits: IntCounter,
     /// Provider answers rejected by the quality checks and asked again.
     pub quality_retries: IntCounter,
+    /// Tokens provider answers reported, per engine, model and kind.
+    pub provider_tokens: IntCounterVec,
 }
 
 impl std::fmt::Debug for Metrics {
@@ -58,8 +60,14 @@ impl Metrics {
             IntCounter::new(MEMORY_HITS.name, MEMORY_HITS.help).expect("valid metric");
         let quality_retries =
             IntCounter::new(QUALITY_RETRIES.name, QUALITY_RETRIES.help).expect("valid metric");
+        let provider_tokens = IntCounterVec::new(
+            Opts::new(PROVIDER_TOKENS.name, PROVIDER_TOKENS.help),
+            &["engine", "model", "kind"],
+        )
+        .expect("valid metric");
         for c in [
             Box::new(chunk_attempts.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(provider_tokens.clone()),
             Box::new(chunk_duration.clone()),
             Box::new(jobs_submitted.clone()),
             Box::new(memory_hits.clone()),
@@ -77,6 +85,7 @@ impl Metrics {
             jobs_submitted,
             memory_hits,
             quality_retries,
+            provider_tokens,
         }
     }
 

@@ -91,6 +91,8 @@ pub(crate) struct Shared {
     pub draining: CancellationToken,
     /// Abort in-flight calls (grace period over).
     pub hard_stop: CancellationToken,
+    /// Tenants' budgets, read at most a second ago.
+    pub budgets: Arc<lotsawa_core::usage::BudgetCache>,
 }
 
 impl Shared {
@@ -340,6 +342,9 @@ async fn run_job(
         Some(c) => c,
         None => shared.store.chunks(job.id, 0).await?,
     };
+    if job.config.parallel_chunks > 1 {
+        return run_parallel(shared, job, &chunks, cancel).await;
+    }
     let mut prev: Option<ChunkRecord> = None;
     for chunk in chunks.iter() {
         if chunk.status == ChunkStatus::Completed {
@@ -349,6 +354,13 @@ async fn run_job(
         if cancel.is_cancelled() || shared.draining.is_cancelled() {
             return Ok(None);
         }
+        if let Some(spent) = shared
+            .budgets
+            .spent(&shared.store, &job.tenant, Utc::now())
+            .await?
+        {
+            return stop_for_budget(shared, job, spent).await;
+        }
         let plan = match ChunkPlan::new(job, chunk, prev.as_ref(), &shared.engines) {
             Ok(p) => p,
             Err(error) => {
@@ -357,7 +369,7 @@ async fn run_job(
                     .map(|()| None);
             }
         };
-        match translate_chunk(shared, job, &plan, chunk, cancel).await? {
+        match translate_chunk(shared, job, &plan, chunk, cancel, true).await? {
             ChunkOutcome::Stopped => return Ok(None),
             ChunkOutcome::Committed { done, kept, finish } => {
                 let mut finished = chunk.clone();
@@ -394,13 +406,139 @@ async fn run_job(
         }
     }
 
-    // Every chunk is done: assemble from the committed ledger.
+    complete_from_ledger(shared, job).await
+}
+
+/// Run a job's unfinished chunks `config.parallelChunks` at a time. Each
+/// chunk commits as soon as it is translated (the ledger keeps any order;
+/// readers show chunks in order); a chunk that fails for good fails the run
+/// and drops the calls still in flight; a cancel or a drain stops starting
+/// chunks and drops them too (their chunks stay pending and run again on
+/// resume). Once every chunk is committed the job completes from its ledger.
+async fn run_parallel(
+    shared: &Shared,
+    job: &Job,
+    chunks: &[ChunkRecord],
+    cancel: &CancellationToken,
+) -> Result<Option<(Job, Vec<ChunkRecord>)>, StoreError> {
+    use futures::StreamExt;
+    let width = job.config.parallel_chunks.max(1) as usize;
+    let mut todo: std::collections::VecDeque<usize> = chunks
+        .iter()
+        .enumerate()
+        .filter(|(_, c)| c.status != ChunkStatus::Completed)
+        .map(|(i, _)| i)
+        .collect();
+    let mut in_flight = futures::stream::FuturesUnordered::new();
+    let mut spent = None;
+    loop {
+        while in_flight.len() < width
+            && spent.is_none()
+            && !cancel.is_cancelled()
+            && !shared.draining.is_cancelled()
+        {
+            // The budget is checked only for a chunk about to start: a job
+            // whose last chunks spent it still completes.
+            if todo.is_empty() {
+                break;
+            }
+            spent = shared
+                .budgets
+                .spent(&shared.store, &job.tenant, Utc::now())
+                .await?;
+            if spent.is_some() {
+                // The chunks in flight finish; no other starts.
+                break;
+            }
+            let Some((i, chunk)) = todo.pop_front().and_then(|i| Some((i, chunks.get(i)?))) else {
+                break;
+            };
+            let prev = i.checked_sub(1).and_then(|p| chunks.get(p));
+            let plan = match ChunkPlan::new(job, chunk, prev, &shared.engines) {
+                Ok(p) => p,
+                Err(error) => {
+                    return end_run(shared, job, Change::Fail { error, chunk: None })
+                        .await
+                        .map(|()| None);
+                }
+            };
+            in_flight.push(async move {
+                let out = translate_chunk(shared, job, &plan, chunk, cancel, false).await;
+                (chunk.index, out)
+            });
+        }
+        let Some((index, out)) = in_flight.next().await else {
+            break;
+        };
+        match out? {
+            ChunkOutcome::Stopped => return Ok(None),
+            ChunkOutcome::Committed { kept, .. } => {
+                if kept == Checkpoint::RunEnded {
+                    return Ok(None);
+                }
+            }
+            ChunkOutcome::Failed { attempts, err } => {
+                let error = pipeline::describe_failure(index, attempts, err.class, &err.public());
+                tracing::warn!(job_id = %job.id, chunk = index, attempts, error = %err.public(),
+                    detail = err.detail.as_deref().unwrap_or(""), "chunk failed for good");
+                return end_run(
+                    shared,
+                    job,
+                    Change::Fail {
+                        error,
+                        chunk: Some(index),
+                    },
+                )
+                .await
+                .map(|()| None);
+            }
+        }
+    }
+    if cancel.is_cancelled() || shared.draining.is_cancelled() {
+        return Ok(None);
+    }
+    if let Some(spent) = spent {
+        return stop_for_budget(shared, job, spent).await;
+    }
+    complete_from_ledger(shared, job).await
+}
+
+/// Fail the run of `job` because its tenant's monthly token budget is
+/// spent (`budget_exhausted`); its committed chunks stay, so a retry after
+/// the reset goes on from the first unfinished one.
+async fn stop_for_budget(
+    shared: &Shared,
+    job: &Job,
+    spent: lotsawa_core::usage::BudgetSpent,
+) -> Result<Option<(Job, Vec<ChunkRecord>)>, StoreError> {
+    tracing::warn!(job_id = %job.id, budget = spent.budget, used = spent.used,
+        "monthly token budget spent; the job stops");
+    end_run(
+        shared,
+        job,
+        Change::Fail {
+            error: spent.job_error(),
+            chunk: None,
+        },
+    )
+    .await
+    .map(|()| None)
+}
+
+/// Complete `job` from its committed ledger, when every chunk is done.
+async fn complete_from_ledger(
+    shared: &Shared,
+    job: &Job,
+) -> Result<Option<(Job, Vec<ChunkRecord>)>, StoreError> {
     let ledger = shared.store.chunks(job.id, 0).await?;
     if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
         return Ok(None);
     }
-    let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
-    let result = pipeline::job_result(job.kind, &ledger, &engine_name, model);
+    let result = pipeline::job_result(
+        job.kind,
+        &ledger,
+        &pipeline::result_label(job, &shared.engines),
+    );
     end_run(shared, job, Change::Complete(result))
         .await
         .map(|()| None)
@@ -408,21 +546,25 @@ async fn run_job(
 
 /// Translate one chunk: the core's chunk step (translation memory, one
 /// attempt, the commit, the memory write), again after each transport
-/// failure with backoff until the retry policy gives up. The last chunk is
-/// committed with the job's completion, which may hand the slot on.
+/// failure with backoff until the retry policy gives up. With `in_order`
+/// (chunks one at a time), the last chunk is committed with the job's
+/// completion, which may hand the slot on.
 async fn translate_chunk(
     shared: &Shared,
     job: &Job,
     plan: &ChunkPlan,
     chunk: &ChunkRecord,
     cancel: &CancellationToken,
+    in_order: bool,
 ) -> Result<ChunkOutcome, StoreError> {
     let run = job.run;
-    let last = chunk.index + 1 == job.chunks_total;
+    let last = in_order && chunk.index + 1 == job.chunks_total;
     let meter = Meter(&shared.metrics);
-    let mut attempt = 0u32;
+    // Counted attempts; a rate limit within the throttle budget is not one.
+    let (mut attempt, mut counted, mut throttled) = (0u32, 0u32, Duration::ZERO);
     loop {
         attempt += 1;
+        counted += 1;
         let finish: Mutex<Option<Finish>> = Mutex::new(None);
         let finish_slot = &finish;
         let stop = async {
@@ -435,12 +577,12 @@ async fn translate_chunk(
             let kept = if last {
                 // The chunks before it are completed: they run in order and
                 // a failure ends the run.
-                let (engine_name, model) = pipeline::engine_and_model(job, &shared.engines);
+                let label = pipeline::result_label(job, &shared.engines);
                 let hand_off =
                     (!shared.draining.is_cancelled()).then_some(shared.config.concurrency);
                 let f = shared
                     .store
-                    .finish_last_chunk(job.id, run, &done, engine_name, model, hand_off, Utc::now())
+                    .finish_last_chunk(job.id, run, &done, label, hand_off, Utc::now())
                     .await?;
                 let kept = f.kept;
                 if let Ok(mut slot) = finish_slot.lock() {
@@ -472,9 +614,26 @@ async fn translate_chunk(
             ChunkStep::Failed(err) => err,
         };
         let jitter: f64 = rand::random();
-        match shared.config.retry.decide(attempt, &err, jitter) {
+        match shared
+            .config
+            .retry
+            .after_failure(counted, throttled, &err, jitter)
+        {
+            RetryDecision::Throttled(wait) => {
+                // A rate limit: the shared limiter has paused the engine
+                // for every job; this chunk waits, its attempt not spent.
+                counted -= 1;
+                throttled += wait;
+                tracing::info!(job_id = %job.id, chunk = chunk.index, wait_ms = wait.as_millis() as u64,
+                    throttled_ms = throttled.as_millis() as u64, "rate limited; waiting without spending an attempt");
+                tokio::select! {
+                    _ = tokio::time::sleep(wait) => {}
+                    _ = cancel.cancelled() => return Ok(ChunkOutcome::Stopped),
+                    _ = shared.draining.cancelled() => return Ok(ChunkOutcome::Stopped),
+                }
+            }
             RetryDecision::RetryAfter(wait) => {
-                tracing::warn!(job_id = %job.id, chunk = chunk.index, attempt, error = %err.public(),
+                tracing::warn!(job_id = %job.id, chunk = chunk.index, attempt = counted, error = %err.public(),
                     detail = err.detail.as_deref().unwrap_or(""), wait_ms = wait.as_millis() as u64, "chunk failed; retrying");
                 tokio::select! {
                     _ = tokio::time::sleep(wait) => {}
@@ -484,7 +643,7 @@ async fn translate_chunk(
             }
             RetryDecision::GiveUp => {
                 return Ok(ChunkOutcome::Failed {
-                    attempts: attempt,
+                    attempts: counted,
                     err,
                 });
             }
@@ -518,5 +677,13 @@ impl ChunkMeter for Meter<'_> {
                 .with_label_values(&[engine])
                 .observe(elapsed.as_secs_f64());
         }
+    }
+
+    async fn tokens(&self, engine: &str, model: &str, usage: lotsawa_core::usage::Usage) {
+        let t = &self.0.provider_tokens;
+        t.with_label_values(&[engine, model, "prompt"])
+            .inc_by(usage.prompt_tokens);
+        t.with_label_values(&[engine, model, "completion"])
+            .inc_by(usage.completion_tokens);
     }
 }

@@ -160,6 +160,10 @@ struct JobRow {
     /// The submitting request's W3C `traceparent`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     trace: Option<String>,
+    /// The queue priority, when not 0 (on the job item too, so lists can
+    /// filter on it without the settings item).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    priority: Option<i8>,
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -215,6 +219,7 @@ impl JobRow {
             callback: None,
             batch: job.batch.as_ref().map(batch_text),
             trace: job.trace.clone(),
+            priority: (job.config.priority != 0).then_some(job.config.priority),
             execution_arn: None,
             slot: None,
             ingest_key: None,
@@ -238,7 +243,12 @@ impl JobRow {
 pub fn new_job_item(job: &Job, turn: u64) -> Result<Item, Corrupt> {
     let row = JobRow {
         gsi4pk: Some(queue_pk(shard_of(job.id))),
-        gsi4sk: Some(queue_sk(turn, &ts(job.created_at), job.id)),
+        gsi4sk: Some(queue_sk(
+            job.config.priority,
+            turn,
+            &ts(job.created_at),
+            job.id,
+        )),
         ..JobRow::new(job)
     };
     to_item(&row, "job item")
@@ -404,7 +414,10 @@ pub fn job_from_items(
             }
             parsed
         }
-        None => JobConfig::default(),
+        None => JobConfig {
+            priority: row.priority.unwrap_or(0),
+            ..JobConfig::default()
+        },
     };
     let text: Option<SourceRow> = text.map(|t| from_item(t, "texts item")).transpose()?;
     let (source, source_key) = text.map_or((None, None), |t| (t.source, t.source_key));
@@ -481,6 +494,13 @@ struct ChunkRow {
     context: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     warning: Option<String>,
+    /// Provider calls of the committed attempt and their tokens.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    usage_calls: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    prompt_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    completion_tokens: Option<u64>,
 }
 
 /// The ledger item of a new chunk: status, attempts and (once done) the
@@ -511,6 +531,9 @@ pub fn new_chunk_item(
         from_memory: None,
         context: None,
         warning: None,
+        usage_calls: None,
+        prompt_tokens: None,
+        completion_tokens: None,
     };
     to_item(&row, "chunk item")
 }
@@ -572,6 +595,11 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
             from_memory: row.from_memory.unwrap_or(false),
             context: row.context,
             warning: row.warning,
+            usage: lotsawa_core::usage::Usage {
+                calls: row.usage_calls.unwrap_or(0),
+                prompt_tokens: row.prompt_tokens.unwrap_or(0),
+                completion_tokens: row.completion_tokens.unwrap_or(0),
+            },
         },
         source_key: row.source_key,
         translation_key: row.translation_key,

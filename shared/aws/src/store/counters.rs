@@ -96,6 +96,15 @@ pub enum Counted<'a> {
         /// Whether the answer was asked for again after the quality checks.
         quality_retried: bool,
     },
+    /// The tokens a successful attempt reported.
+    Tokens {
+        /// Engine.
+        engine: &'a str,
+        /// Model (empty when none).
+        model: &'a str,
+        /// What it reported.
+        usage: lotsawa_core::usage::Usage,
+    },
     /// A chunk served from the translation memory.
     MemoryHit,
     /// An answer to the state machine that Step Functions refused for a
@@ -105,7 +114,7 @@ pub enum Counted<'a> {
 
 /// The `ADD` update of a counter item. Attribute names: `attempts#<outcome>`,
 /// `dur#<engine>#<bucket>` (non-cumulative counts), `dur#<engine>#sum`,
-/// `memory_hits`, `quality_retries`.
+/// `memory_hits`, `quality_retries`, `tok#<engine>#<model>#<kind>`.
 fn counter_update(
     counted: &Counted<'_>,
 ) -> (
@@ -130,6 +139,20 @@ fn counter_update(
             if *quality_retried {
                 adds.push(("quality_retries".to_owned(), n(1)));
             }
+        }
+        Counted::Tokens {
+            engine,
+            model,
+            usage,
+        } => {
+            adds.push((
+                format!("tok#{engine}#{model}#prompt"),
+                n(usage.prompt_tokens),
+            ));
+            adds.push((
+                format!("tok#{engine}#{model}#completion"),
+                n(usage.completion_tokens),
+            ));
         }
         Counted::MemoryHit => adds.push(("memory_hits".to_owned(), n(1))),
         Counted::AnswerFailed => adds.push(("answer_failures".to_owned(), n(1))),
@@ -169,6 +192,19 @@ pub fn totals_from_items(items: &[Item]) -> ChunkTotals {
                     .and_then(|i| d.buckets.get_mut(i))
                 {
                     *slot += count;
+                }
+            } else if let Some(rest) = k.strip_prefix("tok#") {
+                // Engine names have no '#'; a model's name may.
+                let (Some((engine, rest)), Some((_, kind))) =
+                    (rest.split_once('#'), rest.rsplit_once('#'))
+                else {
+                    continue;
+                };
+                let model = rest.strip_suffix(kind).and_then(|m| m.strip_suffix('#'));
+                if let Some(model) = model {
+                    *t.tokens
+                        .entry((engine.to_owned(), model.to_owned(), kind.to_owned()))
+                        .or_default() += count;
                 }
             } else if k == "memory_hits" {
                 t.memory_hits += count;
@@ -230,6 +266,16 @@ mod tests {
                 quality_retried: false,
             },
             Counted::MemoryHit,
+            Counted::Tokens {
+                engine: "bedrock",
+                model: "anthropic.claude:0#x",
+                usage: lotsawa_core::usage::Usage::call(30, 7),
+            },
+            Counted::Tokens {
+                engine: "bedrock",
+                model: "anthropic.claude:0#x",
+                usage: lotsawa_core::usage::Usage::call(5, 1),
+            },
         ];
         for (i, step) in steps.iter().enumerate() {
             apply(&mut shards[i % 3], step);
@@ -246,5 +292,13 @@ mod tests {
         assert_eq!(openai.buckets[lotsawa_core::metrics::bucket_index(3.0)], 1);
         assert!((openai.sum - 3.2).abs() < 1e-9);
         assert_eq!(t.durations["bedrock"].count(), 1);
+        let tokens = |kind: &str| {
+            t.tokens[&(
+                "bedrock".to_owned(),
+                "anthropic.claude:0#x".to_owned(),
+                kind.to_owned(),
+            )]
+        };
+        assert_eq!((tokens("prompt"), tokens("completion")), (35, 8));
     }
 }

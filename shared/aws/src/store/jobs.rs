@@ -59,7 +59,8 @@ impl JobStore for DynamoStore {
         }
         let expires = self.chunk_expiry(job.created_at);
         let text = new_text_item(job.id, inline, key.as_deref(), expires)?;
-        let turn = self.current_turn().await? + u64::from(job.batch.map_or(0, |b| b.index));
+        let turn = self.current_turn(job.config.priority).await?
+            + u64::from(job.batch.map_or(0, |b| b.index));
         let item = new_job_item(job, turn)?;
         self.put_job(job, item, text).await?;
         self.publish_change(JobStatus::Pending, job).await;
@@ -106,10 +107,12 @@ impl JobStore for DynamoStore {
         }
         // One more than asked tells whether there is a next page.
         let want = page.limit as usize + 1;
-        let kind = page.filter.kind;
+        let (kind, priority) = (page.filter.kind, page.filter.priority);
         let mut jobs: Vec<Job> = self
             .read_index(index, pks, page.after.as_deref(), false, want, |j| {
-                j.job.tenant == tenant && kind.is_none_or(|k| j.job.kind == k)
+                j.job.tenant == tenant
+                    && kind.is_none_or(|k| j.job.kind == k)
+                    && priority.is_none_or(|p| j.job.config.priority == p)
             })
             .await?
             .into_iter()
@@ -315,6 +318,18 @@ impl JobStore for DynamoStore {
                 .expression_attribute_names("#w", "warning");
             set.push("#w = :w");
         }
+        if let Some(u) = done.usage.as_ref().map(|u| u.usage)
+            && !u.is_zero()
+        {
+            chunk = chunk
+                .expression_attribute_values(":ucalls", n(u.calls))
+                .expression_attribute_values(":uin", n(u.prompt_tokens))
+                .expression_attribute_values(":uout", n(u.completion_tokens))
+                .expression_attribute_names("#ucalls", "usageCalls")
+                .expression_attribute_names("#uin", "promptTokens")
+                .expression_attribute_names("#uout", "completionTokens");
+            set.extend(["#ucalls = :ucalls", "#uin = :uin", "#uout = :uout"]);
+        }
         let chunk = chunk
             .update_expression(format!("SET {} REMOVE #err", set.join(", ")))
             .expression_attribute_names("#err", "error");
@@ -337,7 +352,21 @@ impl JobStore for DynamoStore {
                 .build(),
         ];
         match self.transact(items).await? {
-            Tx::Done => Ok(Checkpoint::Recorded),
+            Tx::Done => {
+                // The tenant's usage of the day, once the commit recorded
+                // the chunk (so a repeated checkpoint adds nothing). Not in
+                // the transaction: every commit of a tenant would then
+                // write one item, and parallel commits would cancel each
+                // other (TransactionConflict). A failure here is logged;
+                // the chunk keeps its own usage either way.
+                if let Some(u) = &done.usage
+                    && !u.usage.is_zero()
+                    && let Err(e) = self.usage_add(u, Utc::now().date_naive()).await
+                {
+                    tracing::warn!(job_id = %id, error = %e, "adding a chunk's usage to its tenant's day failed");
+                }
+                Ok(Checkpoint::Recorded)
+            }
             Tx::ConditionFailed => {
                 let now = self.item(id, false).await?.job;
                 if now.status == JobStatus::Processing && now.run == run {

@@ -40,6 +40,7 @@ mod keys;
 mod memory;
 mod reads;
 mod texts;
+mod usage;
 mod writes;
 
 pub use counters::{Counted, METRIC_SHARDS, totals_from_items};

@@ -151,11 +151,14 @@ impl DynamoStore {
             // Back: the end of the current turn; front: before every turn.
             let (turn, at) = match patch.queue {
                 lotsawa_core::store::QueuePlace::Front => (0, ts(DateTime::<Utc>::UNIX_EPOCH)),
-                _ => (self.current_turn().await?, ts(now)),
+                _ => (self.current_turn(patch.priority).await?, ts(now)),
             };
             u = u
                 .expression_attribute_values(":q4pk", s(crate::items::queue_pk(shard_of(id))))
-                .expression_attribute_values(":q4sk", s(crate::items::queue_sk(turn, &at, id)));
+                .expression_attribute_values(
+                    ":q4sk",
+                    s(crate::items::queue_sk(patch.priority, turn, &at, id)),
+                );
             sets.extend(["gsi4pk = :q4pk".to_owned(), "gsi4sk = :q4sk".to_owned()]);
         }
         for (name, field) in [
@@ -429,9 +432,10 @@ impl DynamoStore {
             .then(|| lotsawa_core::webhook::batch_event(&batch, &summary)))
     }
 
-    /// The queue's current turn: the smallest turn of a pending job (0
-    /// when none waits), from the head of each queue shard.
-    pub(super) async fn current_turn(&self) -> Result<u64, StoreError> {
+    /// The current turn of `priority`'s queue: the smallest turn of a
+    /// pending job of that priority (0 when none waits), from the head of
+    /// its band in each queue shard.
+    pub(super) async fn current_turn(&self, priority: i8) -> Result<u64, StoreError> {
         let mut least: Option<u64> = None;
         for shard in 0..LIST_SHARDS {
             let out = self
@@ -440,8 +444,9 @@ impl DynamoStore {
                 .query()
                 .table_name(&self.config.table)
                 .index_name("gsi4")
-                .key_condition_expression("gsi4pk = :pk")
+                .key_condition_expression("gsi4pk = :pk AND begins_with(gsi4sk, :band)")
                 .expression_attribute_values(":pk", s(crate::items::queue_pk(shard)))
+                .expression_attribute_values(":band", s(crate::items::queue_band(priority)))
                 .limit(1)
                 .send()
                 .await

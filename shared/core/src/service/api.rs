@@ -70,6 +70,7 @@ impl JobService for Service {
             tenant: query.tenant.clone(),
             status: query.status,
             kind: query.kind,
+            priority: query.priority,
         };
         let after = query
             .cursor
@@ -125,6 +126,33 @@ impl JobService for Service {
                 translation: c.translation.unwrap_or_default(),
             })
             .collect())
+    }
+
+    async fn usage(
+        &self,
+        tenant: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        group: crate::usage::UsageGroup,
+    ) -> Result<crate::usage::UsageReport, ServiceError> {
+        let rows = self.store.usage(tenant, from, to).await?;
+        let prices = self.prices.clone();
+        let price =
+            |engine: &str, model: &str| prices.price(engine, (!model.is_empty()).then_some(model));
+        let (lines, total) = crate::usage::report_lines(&rows, group, price);
+        let budget = match self.store.budget(tenant).await? {
+            Some(b) => {
+                let (used, resets) =
+                    crate::usage::month_used(&*self.store, tenant, Utc::now()).await?;
+                Some((b, used, resets))
+            }
+            None => None,
+        };
+        Ok(crate::usage::UsageReport {
+            lines,
+            total,
+            budget,
+        })
     }
 
     async fn chunk_records(

@@ -59,6 +59,12 @@ pub enum ServiceError {
     /// The tenant has as many jobs waiting as it may.
     #[error("{0}")]
     QuotaExceeded(String),
+    /// The tenant's monthly token budget is spent.
+    #[error(
+        "the monthly token budget of {} tokens is spent ({} used this month); it resets at {}",
+        .0.budget, .0.used, .0.resets_at.to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+    )]
+    BudgetExhausted(crate::usage::BudgetSpent),
     /// An idempotency key used again with a different request.
     #[error("{0}")]
     IdempotencyMismatch(String),
@@ -153,6 +159,15 @@ pub trait JobService: Send + Sync {
     /// A job with its progress, for a watcher: no source text, no partial
     /// output; the result once completed.
     async fn watch(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError>;
+    /// The caller's provider usage from `from` to `to` (days, both
+    /// included), grouped, priced, with its budget this month.
+    async fn usage(
+        &self,
+        tenant: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+        group: crate::usage::UsageGroup,
+    ) -> Result<crate::usage::UsageReport, ServiceError>;
     /// Store every item of a batch as a job, then the batch, then queue the
     /// items. Every item is checked before anything is stored, so a refused
     /// batch stores nothing.
@@ -216,6 +231,8 @@ pub struct Service {
     max_pending: Option<u32>,
     /// The callback guard, or why this deployment takes no callback URL.
     callbacks: Result<Arc<crate::webhook::Callbacks>, String>,
+    /// The price table of usage reports.
+    prices: Arc<crate::usage::Prices>,
 }
 
 impl std::fmt::Debug for Service {
@@ -236,6 +253,7 @@ impl Service {
             rate: None,
             max_pending: None,
             callbacks: Err("this deployment does not deliver callbacks".into()),
+            prices: Arc::default(),
             store,
             runner,
             engines,
@@ -246,6 +264,12 @@ impl Service {
     /// refusing them with the reason given.
     pub fn with_callbacks(mut self, callbacks: Result<crate::webhook::Callbacks, String>) -> Self {
         self.callbacks = callbacks.map(Arc::new);
+        self
+    }
+
+    /// The same service pricing usage reports by `prices`.
+    pub fn with_prices(mut self, prices: crate::usage::Prices) -> Self {
+        self.prices = Arc::new(prices);
         self
     }
 
@@ -283,6 +307,9 @@ impl Service {
     /// Let `tenant` create `n` jobs at once (a batch): all of them must fit
     /// under its pending cap; one creation token is spent.
     async fn admit_n(&self, tenant: &Tenant, n: u32) -> Result<(), ServiceError> {
+        if let Some(spent) = crate::usage::budget_spent(&*self.store, tenant, Utc::now()).await? {
+            return Err(ServiceError::BudgetExhausted(spent));
+        }
         if let Some(cap) = self.max_pending {
             let waiting = self.store.pending_count(tenant).await?;
             if waiting + u64::from(n) > u64::from(cap) {

@@ -23,6 +23,8 @@ pub struct ListQuery {
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
     pub kind: Option<JobType>,
+    /// Only jobs of this queue priority.
+    pub priority: Option<i8>,
     /// Page size, already clamped by the caller.
     pub limit: u32,
     /// Opaque cursor from a previous page.

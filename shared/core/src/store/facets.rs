@@ -128,3 +128,33 @@ pub trait MemoryStore: Send + Sync {
         confidence: Option<f64>,
     ) -> Result<(), StoreError>;
 }
+
+/// One tenant's provider usage on one day, for one engine and model.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UsageRow {
+    /// The day (UTC).
+    pub day: chrono::NaiveDate,
+    /// The engine.
+    pub engine: String,
+    /// The model ("" when none).
+    pub model: String,
+    /// Calls and tokens.
+    pub usage: crate::usage::Usage,
+}
+
+/// Provider usage per tenant and day (written by each committed chunk
+/// with its usage) and each tenant's monthly token budget.
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// `tenant`'s usage rows from `from` to `to` (days, both included).
+    async fn usage(
+        &self,
+        tenant: &Tenant,
+        from: chrono::NaiveDate,
+        to: chrono::NaiveDate,
+    ) -> Result<Vec<UsageRow>, StoreError>;
+    /// `tenant`'s monthly token budget, when it has one.
+    async fn budget(&self, tenant: &Tenant) -> Result<Option<u64>, StoreError>;
+    /// Set (`Some`) or lift (`None`) `tenant`'s monthly token budget.
+    async fn set_budget(&self, tenant: &Tenant, tokens: Option<u64>) -> Result<(), StoreError>;
+}

@@ -35,6 +35,23 @@ pub struct ChunkDone {
     pub context: Option<String>,
     /// Quality warning.
     pub warning: Option<String>,
+    /// The provider calls of the attempt and their tokens (none when
+    /// served from memory).
+    pub usage: Option<ChunkUsage>,
+}
+
+/// A chunk's provider usage, with what it was spent on (the usage report
+/// groups by engine and model).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChunkUsage {
+    /// Whose job.
+    pub tenant: crate::auth::Tenant,
+    /// The engine.
+    pub engine: String,
+    /// The model asked for.
+    pub model: Option<String>,
+    /// Calls and tokens.
+    pub usage: crate::usage::Usage,
 }
 
 /// What became of a checkpoint.
@@ -57,16 +74,23 @@ pub struct ListFilter {
     pub status: Option<JobStatus>,
     /// Only jobs of this type.
     pub kind: Option<JobType>,
+    /// Only jobs of this queue priority.
+    pub priority: Option<i8>,
 }
 
 impl ListFilter {
     fn tag(&self) -> String {
-        format!(
+        let mut tag = format!(
             "{}/{}/{}",
             self.tenant.as_str(),
             self.status.map_or("*", JobStatus::as_str),
             self.kind.map_or("*", JobType::as_str)
-        )
+        );
+        // Cursors of lists without a priority filter read as before.
+        if let Some(p) = self.priority {
+            tag.push_str(&format!("/p{p}"));
+        }
+        tag
     }
 }
 
@@ -322,6 +346,7 @@ mod tests {
             tenant: crate::auth::Tenant::default(),
             status: Some(JobStatus::Pending),
             kind: None,
+            priority: None,
         };
         let c = Cursor::encode(&all, "42");
         assert_eq!(Cursor::decode(&all, &c).expect("valid"), "42");

@@ -15,11 +15,12 @@ mod jobs;
 mod patch;
 
 pub use facets::{
-    AdmissionStore, BatchStore, CallbackStore, IdempotencyRecord, KeyStore, MemoryStore,
+    AdmissionStore, BatchStore, CallbackStore, IdempotencyRecord, KeyStore, MemoryStore, UsageRow,
+    UsageStore,
 };
 pub use jobs::{
-    Checkpoint, ChunkDone, Cursor, JobStore, ListFilter, PageRequest, Pulse, StorePage, transition,
-    transition_by_id,
+    Checkpoint, ChunkDone, ChunkUsage, Cursor, JobStore, ListFilter, PageRequest, Pulse, StorePage,
+    transition, transition_by_id,
 };
 pub use patch::{
     Applied, Change, ChunkChange, Field, JobPatch, QueuePlace, SlotChange, TransitionOutcome,
@@ -30,12 +31,12 @@ use crate::job::JobId;
 /// A whole store: every facet. Services hold an `Arc<dyn Store>`; a type
 /// that implements each facet is a `Store` without more code.
 pub trait Store:
-    JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore
+    JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore + UsageStore
 {
 }
 
 impl<T> Store for T where
-    T: JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore
+    T: JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore + UsageStore
 {
 }
 

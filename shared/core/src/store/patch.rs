@@ -146,6 +146,8 @@ pub struct JobPatch {
     pub slot: SlotChange,
     /// The queue position.
     pub queue: QueuePlace,
+    /// The job's queue priority (where a queue place is set).
+    pub priority: i8,
     /// The chunk ledger.
     pub chunks: ChunkChange,
     /// Written only if every chunk is completed (the completion).
@@ -164,6 +166,7 @@ impl JobPatch {
         let mut p = JobPatch {
             transition,
             tenant: job.tenant.clone(),
+            priority: job.config.priority,
             from: job.status,
             run: job.run,
             to,
@@ -359,6 +362,7 @@ mod tests {
             model: None,
             warnings: vec![],
             chunks_from_memory: 0,
+            usage: None,
         };
         let p = JobPatch::plan(&job(Processing, 1), Change::Complete(result), Utc::now())
             .expect("plan");

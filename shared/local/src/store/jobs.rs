@@ -5,13 +5,23 @@ use super::*;
 
 /// The claim statement: the oldest pending job, by the partial queue index
 /// (finished rows are not in it, so it stays fast however many there are).
-pub const CLAIM_NEXT_SQL: &str = "SELECT seq FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT 1";
+pub const CLAIM_NEXT_SQL: &str = "SELECT seq FROM jobs INDEXED BY jobs_claim WHERE status = 'pending' ORDER BY priority DESC, queue_pos LIMIT 1";
 /// The chunk checkpoint statement, by primary key.
 pub const CHECKPOINT_SQL: &str =
     "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
     attempts = attempts + ?3, error = NULL, run = ?4, confidence = ?7, from_memory = ?8,
-    context = ?9, warning = ?10
+    context = ?9, warning = ?10, usage_calls = ?11, prompt_tokens = ?12,
+    completion_tokens = ?13
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
+
+/// One committed attempt's usage added to its tenant's day.
+const ADD_USAGE_SQL: &str = "INSERT INTO usage
+    (tenant, day, engine, model, calls, prompt_tokens, completion_tokens)
+ SELECT tenant, ?2, ?3, ?4, ?5, ?6, ?7 FROM jobs WHERE seq = ?1
+ ON CONFLICT (tenant, day, engine, model) DO UPDATE SET
+    calls = calls + excluded.calls,
+    prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+    completion_tokens = completion_tokens + excluded.completion_tokens";
 
 /// Queue positions of one turn span this many values: a position is
 /// `turn × TURN_SPAN + place in the turn`, so the one queue index orders
@@ -54,6 +64,7 @@ pub(super) fn checkpoint_in(
     if !live {
         return Ok(Checkpoint::RunEnded);
     }
+    let usage = done.usage.as_ref().map(|u| u.usage).unwrap_or_default();
     let n = exec(
         conn,
         CHECKPOINT_SQL,
@@ -67,11 +78,31 @@ pub(super) fn checkpoint_in(
             done.confidence,
             done.from_memory,
             done.context,
-            done.warning
+            done.warning,
+            usage.calls as i64,
+            usage.prompt_tokens as i64,
+            usage.completion_tokens as i64
         ],
     )?;
     if n != 1 {
         return Ok(Checkpoint::AlreadyDone);
+    }
+    if let Some(u) = &done.usage
+        && !u.usage.is_zero()
+    {
+        exec(
+            conn,
+            ADD_USAGE_SQL,
+            params![
+                seq,
+                chrono::Utc::now().format("%Y-%m-%d").to_string(),
+                u.engine,
+                u.model.as_deref().unwrap_or(""),
+                u.usage.calls as i64,
+                u.usage.prompt_tokens as i64,
+                u.usage.completion_tokens as i64
+            ],
+        )?;
     }
     exec(
         conn,
@@ -103,8 +134,8 @@ pub(super) fn claim_in(
 ) -> Result<Vec<StoredJob>, SqliteError> {
     let ids: Vec<String> = conn
         .prepare_cached(
-            "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' \
-             ORDER BY queue_pos LIMIT ?1",
+            "SELECT id FROM jobs INDEXED BY jobs_claim WHERE status = 'pending' \
+             ORDER BY priority DESC, queue_pos LIMIT ?1",
         )?
         .query_map([max], |r| r.get(0))?
         .collect::<Result<_, _>>()?;
@@ -271,7 +302,8 @@ pub(super) fn read_chunks(
 ) -> Result<Vec<ChunkRecord>, SqliteError> {
     let mut stmt = conn.prepare_cached(
         "SELECT idx, source, status, attempts, translation, error, duration_ms, run,
-                confidence, from_memory, context, warning
+                confidence, from_memory, context, warning,
+                usage_calls, prompt_tokens, completion_tokens
          FROM chunks WHERE job_seq = ?1 AND idx >= ?2 ORDER BY idx",
     )?;
     let rows = stmt.query_map(params![seq, from], |r| {
@@ -292,6 +324,11 @@ pub(super) fn read_chunks(
                 r.get::<_, Option<String>>(10)?,
                 r.get::<_, Option<String>>(11)?,
             ),
+            lotsawa_core::usage::Usage {
+                calls: r.get::<_, i64>(12)?.max(0) as u64,
+                prompt_tokens: r.get::<_, i64>(13)?.max(0) as u64,
+                completion_tokens: r.get::<_, i64>(14)?.max(0) as u64,
+            },
         ))
     })?;
     let mut out = Vec::new();
@@ -299,6 +336,7 @@ pub(super) fn read_chunks(
         let (
             (index, source, status, attempts, translation, error, duration, run),
             (confidence, from_memory, context, warning),
+            usage,
         ) = r?;
         out.push(ChunkRecord {
             index,
@@ -314,6 +352,7 @@ pub(super) fn read_chunks(
             from_memory,
             context,
             warning,
+            usage,
         });
     }
     Ok(out)
@@ -352,6 +391,10 @@ impl JobStore for SqliteStore {
                 if let Some(k) = page.filter.kind {
                     sql.push_str(" AND kind = ?");
                     args.push(k.as_str().to_owned().into());
+                }
+                if let Some(p) = page.filter.priority {
+                    sql.push_str(" AND priority = ?");
+                    args.push(i64::from(p).into());
                 }
                 if let Some(after) = &page.after {
                     let before: i64 = after
@@ -404,7 +447,7 @@ impl JobStore for SqliteStore {
         Ok(self
             .read(move |conn| {
                 let mut stmt = conn.prepare_cached(
-                    "SELECT id FROM jobs INDEXED BY jobs_queue WHERE status = 'pending' ORDER BY queue_pos LIMIT ?1",
+                    "SELECT id FROM jobs INDEXED BY jobs_claim WHERE status = 'pending' ORDER BY priority DESC, queue_pos LIMIT ?1",
                 )?;
                 let rows = stmt.query_map([n], |r| r.get::<_, String>(0))?;
                 let mut out = Vec::new();

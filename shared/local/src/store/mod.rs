@@ -14,6 +14,7 @@ mod keys;
 mod memory;
 mod rows;
 mod schema;
+mod usage;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -290,14 +291,12 @@ impl SqliteStore {
     /// its slot on: the oldest pending job is claimed in the same commit and
     /// returned, so its runner goes on without a round through the
     /// scheduler.
-    #[allow(clippy::too_many_arguments)]
     pub async fn finish_last_chunk(
         &self,
         id: JobId,
         run: u32,
         done: &ChunkDone,
-        engine: String,
-        model: Option<String>,
+        label: lotsawa_core::pipeline::ResultLabel,
         hand_off: Option<u32>,
         now: DateTime<Utc>,
     ) -> Result<Finish, SqliteError> {
@@ -317,8 +316,7 @@ impl SqliteStore {
             if ledger.iter().any(|c| c.status != ChunkStatus::Completed) {
                 return Ok(finish);
             }
-            let result =
-                lotsawa_core::pipeline::job_result(stored.job.kind, &ledger, &engine, model);
+            let result = lotsawa_core::pipeline::job_result(stored.job.kind, &ledger, &label);
             finish.completed = match JobPatch::plan(&stored.job, Change::Complete(result), now) {
                 Ok(patch) => apply_patch(conn, stored.seq, &patch)?,
                 Err(_) => false,

@@ -169,8 +169,8 @@ pub(super) fn insert_job(
     exec(
         conn,
         "INSERT INTO jobs (id, kind, status, source, config, error, chunks_total, queue_pos,
-                           created_at, completed_at, run, tenant, batch, trace)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13, ?14)",
+                           created_at, completed_at, run, tenant, batch, trace, priority)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?12, ?8, ?9, ?10, ?11, ?13, ?14, ?15)",
         params![
             job.id.to_string(),
             job.kind.as_str(),
@@ -185,7 +185,8 @@ pub(super) fn insert_job(
             job.tenant.as_str(),
             queue_pos,
             job.batch.as_ref().map(batch_text),
-            job.trace
+            job.trace,
+            job.config.priority
         ],
     )?;
     let seq = conn.last_insert_rowid();

@@ -127,6 +127,23 @@ fn unversioned_columns(tx: &Transaction<'_>) -> HookResult {
 
 /// The schema's versions, in order; the database's `user_version` is the
 /// number applied. Append only: a released step is never edited.
+/// Step 4: what provider calls spent.
+const USAGE_SCHEMA: &str = "
+ALTER TABLE chunks ADD COLUMN usage_calls INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunks ADD COLUMN prompt_tokens INTEGER NOT NULL DEFAULT 0;
+ALTER TABLE chunks ADD COLUMN completion_tokens INTEGER NOT NULL DEFAULT 0;
+CREATE TABLE usage (
+    tenant TEXT NOT NULL,
+    day TEXT NOT NULL,
+    engine TEXT NOT NULL,
+    model TEXT NOT NULL,
+    calls INTEGER NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    PRIMARY KEY (tenant, day, engine, model)
+) WITHOUT ROWID;
+";
+
 fn migrations() -> Migrations<'static> {
     Migrations::new(vec![
         // 1: the schema as it stood when versions began, reached from any
@@ -136,11 +153,26 @@ fn migrations() -> Migrations<'static> {
         M::up("ALTER TABLE jobs RENAME COLUMN attempts TO run;"),
         // 3: the submitting request's trace, continued by every run.
         M::up("ALTER TABLE jobs ADD COLUMN trace TEXT;"),
+        // 4: provider usage: per chunk, and per tenant, day, engine and
+        // model for the usage report and the monthly budgets.
+        M::up(USAGE_SCHEMA),
+        // 5: queue priorities (the claim order is priority, then queue
+        // position: turns and arrival, by an index of its own), and
+        // tenants' monthly token budgets.
+        M::up(
+            "ALTER TABLE jobs ADD COLUMN priority INTEGER NOT NULL DEFAULT 0;
+             UPDATE jobs SET priority = COALESCE(json_extract(config, '$.priority'), 0);
+             CREATE INDEX jobs_claim ON jobs(priority DESC, queue_pos) WHERE status = 'pending';
+             CREATE TABLE budgets (
+                 tenant TEXT PRIMARY KEY,
+                 monthly_tokens INTEGER NOT NULL
+             ) WITHOUT ROWID;",
+        ),
     ])
 }
 
 /// The schema version this build writes (and the newest it opens).
-pub const SCHEMA_VERSION: usize = 3;
+pub const SCHEMA_VERSION: usize = 5;
 
 /// Bring the file's schema to [`SCHEMA_VERSION`], each step in its own
 /// transaction; a file written by a newer build is refused, untouched.
