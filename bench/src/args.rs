@@ -23,6 +23,14 @@ pub(crate) struct Sizes {
     pub(crate) text_bytes: usize,
     pub(crate) scale: &'static [usize],
     pub(crate) scale_drain: usize,
+    /// Chunks of the provider scenario's volume (one job).
+    pub(crate) provider_chunks: usize,
+    /// Chunks of each smaller job submitted beside the volume.
+    pub(crate) provider_small: &'static [usize],
+    /// The fake provider's requests per minute.
+    pub(crate) provider_rpm: u32,
+    /// The fake provider's answer latency, uniform in this range (ms).
+    pub(crate) provider_latency_ms: (u64, u64),
     pub(crate) runs: usize,
 }
 
@@ -40,6 +48,15 @@ const FULL: Sizes = Sizes {
     text_bytes: 4 << 20,
     scale: &[1_000, 10_000, 100_000, 1_000_000],
     scale_drain: 5_000,
+    // Real providers answer in 0.5–3 s at a few hundred RPM; both are scaled
+    // five-fold faster here (20–100 ms at 6,000 RPM: about 6 calls in flight
+    // use the whole rate, 7 at 1,200 RPM and 100–600 ms), so the three
+    // variants of a 2,000-chunk volume fit in a few minutes: the bound is
+    // 2,000 ÷ 6,000 RPM = 20 s, and a volume one chunk at a time about 2 min.
+    provider_chunks: 2_000,
+    provider_small: &[10, 20, 30, 10, 20, 30, 10, 20, 30],
+    provider_rpm: 6_000,
+    provider_latency_ms: (20, 100),
     runs: 3,
 };
 
@@ -57,6 +74,10 @@ const SMOKE: Sizes = Sizes {
     text_bytes: 64 << 10,
     scale: &[100, 1_000],
     scale_drain: 50,
+    provider_chunks: 40,
+    provider_small: &[3, 5, 3, 5],
+    provider_rpm: 60_000,
+    provider_latency_ms: (1, 5),
     runs: 1,
 };
 
@@ -164,7 +185,7 @@ pub(crate) fn parse(args: &[String]) -> Mode {
             }
             other => {
                 eprintln!(
-                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, transliterate, scale)"
+                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, transliterate, scale, provider)"
                 );
                 std::process::exit(2);
             }

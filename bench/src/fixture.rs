@@ -69,9 +69,24 @@ pub(crate) async fn backend(
     concurrency: u32,
     engine: Arc<dyn Engine>,
 ) -> LocalBackend {
+    backend_with(
+        db,
+        concurrency,
+        EngineSet::from_engines(vec![engine], "echo"),
+    )
+    .await
+}
+
+/// A backend over `engines` (e.g. a provider's engine under its limits),
+/// set up as [`backend`] sets up the echo engine's.
+pub(crate) async fn backend_with(
+    db: PathBuf,
+    concurrency: u32,
+    engines: EngineSet,
+) -> LocalBackend {
     LocalBackend::start(
         db,
-        EngineSet::from_engines(vec![engine], "echo"),
+        engines,
         SchedulerConfig {
             concurrency,
             durability: durability(),
@@ -124,7 +139,15 @@ pub(crate) async fn prefill(
 
 /// A router on a loopback port over `svc`.
 pub(crate) async fn serve(svc: Arc<dyn JobService>) -> (String, tokio::task::JoinHandle<()>) {
-    let app = lotsawa_http::router(svc, lotsawa_http::ApiConfig::default());
+    serve_app(lotsawa_http::router(
+        svc,
+        lotsawa_http::ApiConfig::default(),
+    ))
+    .await
+}
+
+/// `app` on a loopback port: its base URL and the server's task.
+pub(crate) async fn serve_app(app: axum::Router) -> (String, tokio::task::JoinHandle<()>) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");

@@ -92,6 +92,14 @@ impl Figures {
                 lotsawa_local::Durability::Process => "process: SQLite WAL, synchronous=NORMAL, every acknowledged commit in the WAL file; survives a process crash, not a power loss",
             },
             "engine": "echo",
+            "provider": opts.wants("provider").then(|| format!(
+                "provider part: the openai engine against a fake OpenAI-compatible provider on loopback enforcing {} RPM, {} TPM and {} calls at once (429 with Retry-After: 1 beyond them), answering in {}–{} ms",
+                opts.sizes.provider_rpm,
+                u64::from(opts.sizes.provider_rpm) * crate::scenarios::provider::TOKENS_PER_REQUEST,
+                crate::scenarios::provider::CONCURRENT,
+                opts.sizes.provider_latency_ms.0,
+                opts.sizes.provider_latency_ms.1,
+            )),
             "runs": opts.sizes.runs,
             "figures": self.0.iter().map(Figure::json).collect::<Vec<_>>(),
         })

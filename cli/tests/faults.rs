@@ -153,8 +153,18 @@ async fn ten_kill_9s_lose_no_job_duplicate_none_and_resend_no_completed_chunk() 
 async fn a_provider_outage_within_the_retry_budget_fails_no_job() {
     let provider = FakeProvider::start().await;
     let (_dir, db) = temp_db();
-    // Three attempts; the provider's Retry-After of 1 s sets the waits.
-    let server = Server::start(&db, &provider, 3, &[("LOTSAWA_RETRY_MAX_ATTEMPTS", "3")]);
+    // Three attempts; the provider's Retry-After of 1 s sets the waits. No
+    // throttle budget: every 429 and 503 counts as an attempt here (the
+    // budget's own tests are in throughput.rs).
+    let server = Server::start(
+        &db,
+        &provider,
+        3,
+        &[
+            ("LOTSAWA_RETRY_MAX_ATTEMPTS", "3"),
+            ("LOTSAWA_THROTTLE_BUDGET_MS", "0"),
+        ],
+    );
     provider.start_outage(503, "1");
     let mut jobs = Vec::new();
     for j in 0..4 {

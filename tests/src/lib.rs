@@ -6,6 +6,7 @@
 pub mod batches;
 pub mod documents;
 pub mod harness;
+pub mod limited;
 pub mod pdfgen;
 pub mod provider;
 pub mod suite;
@@ -54,6 +55,16 @@ impl SseEvent {
             .unwrap_or("")
             .to_owned()
     }
+}
+
+/// The indices of the `chunk` events among `events`, in the order they came.
+pub fn chunk_indices(events: &[SseEvent]) -> Vec<u64> {
+    events
+        .iter()
+        .map(SseEvent::json)
+        .filter(|d| d["type"] == "chunk")
+        .filter_map(|d| d["index"].as_u64())
+        .collect()
 }
 
 /// A response header as text ("" when absent or not text).

@@ -1,8 +1,9 @@
 //! [`FakeProvider`]: an OpenAI-compatible chat-completions server for tests.
 //!
 //! It translates a chunk `T` as `EN<ewts(T)>` (plus the English of every
-//! glossary term given in the system message) and counts calls per chunk
-//! text. A reviewer call (system message starting "You review") answers a
+//! glossary term given in the system message), counts calls per chunk
+//! text, and reports each answer's `usage` (a quarter of the request's
+//! bytes in, the answer's characters out), kept per chunk text. A reviewer call (system message starting "You review") answers a
 //! confidence of 0.95, or 0.3 for chunks marked `LOWCONF`.
 //! Markers in the chunk text choose a behaviour:
 //! - `TIBETAN_ONCE`: the first answer is the Tibetan text itself, then a good one;
@@ -47,6 +48,8 @@ struct State {
     delay_ms: Arc<AtomicU64>,
     /// While set, every translation call gets this status and Retry-After.
     outage: Arc<Mutex<Option<(u16, String)>>>,
+    /// Tokens reported per last-message text: (prompt, completion).
+    tokens: Arc<Mutex<HashMap<String, (u64, u64)>>>,
 }
 
 impl Respond for State {
@@ -63,13 +66,25 @@ impl Respond for State {
             .unwrap_or("")
             .to_owned();
         let delay = Duration::from_millis(self.delay_ms.load(Ordering::SeqCst));
+        // Every answer reports its tokens, as providers do: a quarter of
+        // the request's bytes in, the answer's characters out.
+        let prompt_tokens = (request.body.len() / 4) as u64 + 1;
         let answer = |content: String| {
+            let completion_tokens = content.chars().count() as u64;
+            if let Ok(mut t) = self.tokens.lock() {
+                let e = t.entry(text.clone()).or_insert((0, 0));
+                e.0 += prompt_tokens;
+                e.1 += completion_tokens;
+            }
             ResponseTemplate::new(200)
                 .set_body_json(json!({
                     "id": "chatcmpl-test",
                     "object": "chat.completion",
                     "choices": [{"index": 0, "message": {"role": "assistant",
-                        "content": content}, "finish_reason": "stop"}]
+                        "content": content}, "finish_reason": "stop"}],
+                    "usage": {"prompt_tokens": prompt_tokens,
+                        "completion_tokens": completion_tokens,
+                        "total_tokens": prompt_tokens + completion_tokens}
                 }))
                 .set_delay(delay)
         };
@@ -194,6 +209,16 @@ impl FakeProvider {
             .lock()
             .map(|c| c.clone())
             .unwrap_or_default()
+    }
+
+    /// The tokens answers for the chunk `chunk` reported: (prompt,
+    /// completion).
+    pub fn tokens_for(&self, chunk: &str) -> (u64, u64) {
+        self.state
+            .tokens
+            .lock()
+            .map(|t| t.get(chunk).copied().unwrap_or((0, 0)))
+            .unwrap_or((0, 0))
     }
 
     /// Total calls.

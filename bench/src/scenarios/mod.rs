@@ -9,6 +9,7 @@ pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod load;
 pub(crate) mod pickup;
+pub(crate) mod provider;
 pub(crate) mod scale;
 pub(crate) mod text;
 pub(crate) mod transliterate;

@@ -67,6 +67,7 @@ async fn scale(stored: usize, drain_n: usize) -> Vec<(&'static str, &'static str
             tenant: Tenant::default(),
             status: None,
             kind: None,
+            priority: None,
             limit: 50,
             cursor: None,
         })

@@ -23,6 +23,11 @@ impl Server {
         concurrency: usize,
         extra: &[(&str, &str)],
     ) -> Self {
+        Self::start_at(db, &provider.base_url(), concurrency, extra)
+    }
+
+    /// Start it against the provider at `base_url`.
+    pub fn start_at(db: &Path, base_url: &str, concurrency: usize, extra: &[(&str, &str)]) -> Self {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_lotsawa"));
         cmd.arg("serve")
             .env("LOTSAWA_BIND", "127.0.0.1:0")
@@ -30,7 +35,7 @@ impl Server {
             .env("LOTSAWA_CONCURRENCY", concurrency.to_string())
             .env("LOTSAWA_RETRY_BASE_MS", "20")
             .env("LOTSAWA_ENGINE", "openai")
-            .env("OPENAI_BASE_URL", provider.base_url())
+            .env("OPENAI_BASE_URL", base_url)
             .env("LOTSAWA_MODEL", "fake-model")
             .env("LOTSAWA_LOG", "warn")
             .env_remove("OPENAI_API_KEY")

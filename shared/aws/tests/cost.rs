@@ -557,6 +557,7 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
     let worker = Worker {
         store: store.clone(),
         engines: engines(),
+        budgets: Default::default(),
     };
     let task = |step| Task {
         task_token: "token".into(),
@@ -566,7 +567,10 @@ async fn run_job(chunks: usize, chars: usize, label: &str) -> (Units, Units, Uni
     };
     for _ in 0..chunks {
         worker
-            .answer(&task(Step::Chunk { attempt: 0 }))
+            .answer(&task(Step::Chunk {
+                attempt: 0,
+                throttled: 0,
+            }))
             .await
             .expect("chunk step");
     }
@@ -683,12 +687,16 @@ async fn watch(every: Option<Duration>, secs: u64, label: &str) -> (Units, f64) 
     let worker = Worker {
         store: plain.clone(),
         engines: engines(),
+        budgets: Default::default(),
     };
     let task = Task {
         task_token: "token".into(),
         job_id: job.id,
         run: 1,
-        step: Step::Chunk { attempt: 0 },
+        step: Step::Chunk {
+            attempt: 0,
+            throttled: 0,
+        },
     };
     // Half the job done before the viewer arrives.
     for _ in 0..chunks / 2 {

@@ -225,6 +225,7 @@ async fn two_jobs_at_concurrency_one_both_run() {
         model: None,
         warnings: vec![],
         chunks_from_memory: 0,
+        usage: None,
     };
     let done = lotsawa_core::store::ChunkDone {
         index: 0,

@@ -7,6 +7,7 @@
 use lotsawa_conformance::JobFactory;
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::config::interceptors::{
     BeforeDeserializationInterceptorContextMut, BeforeTransmitInterceptorContextMut,
@@ -252,6 +253,7 @@ async fn a_run_survives(fault: Fault) {
         model: None,
         warnings: vec![],
         chunks_from_memory: 0,
+        usage: None,
     };
     let end = change(&store, job.id, Change::Complete(result))
         .await
@@ -341,6 +343,7 @@ async fn a_failed_worker_step_is_answered_as_transient() {
             vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
             "echo",
         ),
+        budgets: Default::default(),
     };
     let body = format!(
         r#"{{"action":"chunk","taskToken":"dead-token","jobId":"{}","run":1,"attempt":0}}"#,
@@ -432,6 +435,7 @@ async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
             vec![std::sync::Arc::new(lotsawa_engines::EchoEngine)],
             "echo",
         ),
+        budgets: Default::default(),
     };
     let body = format!(
         r#"{{"action":"fail","taskToken":"t","jobId":"{}","run":1,"reason":"transient","caught":{{"Error":"States.Timeout","Cause":null}}}}"#,
@@ -455,4 +459,238 @@ async fn a_failed_completion_fails_the_run_and_frees_its_slot() {
         matches!(retried, TransitionOutcome::Applied(ref j) if j.status == JobStatus::Pending),
         "{retried:?}"
     );
+}
+
+/// The provider limits every worker shares live in one table item: two
+/// gates (two workers) never hold more calls than allowed, a rate's share
+/// is spent once, and a 429 pauses both.
+#[tokio::test]
+async fn workers_share_provider_limits_through_the_table() {
+    use lotsawa_core::limits::{LimitSpec, ProviderGate, Settle, Wait};
+    let (store, _faults) = store_with_faults().await;
+    let a = lotsawa_aws::gate::TableGate::new(store.clone(), Duration::from_secs(60));
+    let b = lotsawa_aws::gate::TableGate::new(store.clone(), Duration::from_secs(60));
+    let spec = LimitSpec {
+        rpm: Some(600),
+        tpm: None,
+        concurrent: Some(1),
+    };
+    let held = a.admit("echo", &spec, 10).await.expect("the one slot");
+    assert!(
+        matches!(b.admit("echo", &spec, 10).await, Err(Wait::Busy(_))),
+        "a second worker got a slot that was taken"
+    );
+    a.settle("echo", &spec, &held, Settle::Answered { tokens: Some(12) })
+        .await;
+    let next = b.admit("echo", &spec, 10).await.expect("the slot again");
+    // A 429 pauses the engine for every worker.
+    b.settle(
+        "echo",
+        &spec,
+        &next,
+        Settle::Throttled {
+            retry_after: Some(Duration::from_secs(30)),
+        },
+    )
+    .await;
+    match a.admit("echo", &spec, 10).await {
+        Err(Wait::Paused(d)) => assert!(d > Duration::from_secs(25), "{d:?}"),
+        other => panic!("expected a pause, got {other:?}"),
+    }
+    // Twenty workers at once on a fresh limiter of 10 calls a second (a
+    // bucket of 10): no more than 10 shares are given.
+    let spec = LimitSpec {
+        rpm: Some(600),
+        tpm: None,
+        concurrent: None,
+    };
+    let gates: Vec<_> = (0..20)
+        .map(|_| lotsawa_aws::gate::TableGate::new(store.clone(), Duration::from_secs(60)))
+        .collect();
+    let started = std::time::Instant::now();
+    let admitted = futures::future::join_all(gates.iter().map(|g| g.admit("burst", &spec, 1)))
+        .await
+        .into_iter()
+        .filter(Result::is_ok)
+        .count();
+    // The bucket, and what refilled while the twenty contended.
+    let refilled = (started.elapsed().as_secs_f64() * 10.0).ceil() as usize;
+    assert!(
+        (1..=10 + refilled).contains(&admitted),
+        "{admitted} admitted in {:?}",
+        started.elapsed()
+    );
+}
+
+/// A worker whose limiter has no share free answers `throttled` with a
+/// wait (the state machine waits; nothing is sent, no attempt noted), and
+/// with `parallelChunks` it translates a window of chunks in one step.
+#[tokio::test]
+async fn a_worker_waits_out_the_limiter_and_translates_a_window_of_chunks() {
+    use lotsawa_core::limits::{LimitSpec, ProviderGate, ProviderLimits};
+    let (store, _faults) = store_with_faults().await;
+    let job = JobFactory::new()
+        .chunks(6)
+        .with(|j| j.config.parallel_chunks = 4)
+        .create(&store)
+        .await;
+    change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start");
+    let gate = Arc::new(lotsawa_aws::gate::TableGate::new(
+        store.clone(),
+        Duration::from_secs(60),
+    ));
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        )
+        .with_limits(
+            ProviderLimits::parse("echo concurrent=4").expect("limits"),
+            gate.clone(),
+        ),
+        budgets: Default::default(),
+    };
+    let task = |attempt: u32| {
+        lotsawa_aws::worker::Task::parse(&format!(
+            r#"{{"action":"chunk","taskToken":"t","jobId":"{}","run":1,"attempt":{attempt}}}"#,
+            job.id
+        ))
+        .expect("task")
+    };
+    // Another worker holds every slot.
+    let spec = LimitSpec {
+        concurrent: Some(4),
+        ..LimitSpec::default()
+    };
+    let mut held = Vec::new();
+    for _ in 0..4 {
+        held.push(gate.admit("echo", &spec, 1).await.expect("slot"));
+    }
+    let answer = worker.answer(&task(2)).await.expect("answer");
+    match &answer {
+        lotsawa_aws::worker::Answer::Success(v) => {
+            assert_eq!(v["state"], "throttled", "{v}");
+            assert!(v["wait"].as_u64() >= Some(1), "{v}");
+        }
+        other => panic!("expected a throttled answer, got {other:?}"),
+    }
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert!(
+        chunks
+            .iter()
+            .all(|c| c.provider_calls == 0 && c.error.is_none()),
+        "a limiter wait is no attempt: {chunks:?}"
+    );
+    for lease in &held {
+        gate.abandon("echo", lease);
+        gate.settle(
+            "echo",
+            &spec,
+            lease,
+            lotsawa_core::limits::Settle::Answered { tokens: None },
+        )
+        .await;
+    }
+    // A window of four chunks in one step, then the last two.
+    let answer = worker.answer(&task(0)).await.expect("answer");
+    assert_eq!(
+        answer,
+        lotsawa_aws::worker::Answer::Success(serde_json::json!({"state": "more"}))
+    );
+    assert_eq!(store.get(job.id).await.expect("get").chunks_completed, 4);
+    let answer = worker.answer(&task(0)).await.expect("answer");
+    assert_eq!(
+        answer,
+        lotsawa_aws::worker::Answer::Success(serde_json::json!({"state": "done"}))
+    );
+}
+
+/// A tenant whose monthly token budget is spent: the worker fails the run
+/// itself with `budget_exhausted` (the execution ends as stopped, nothing
+/// to retry) and keeps the chunks already committed; raised, the budget
+/// lets a retry go on from the first unfinished chunk.
+#[tokio::test]
+async fn a_spent_budget_fails_the_run_in_the_cloud() {
+    use lotsawa_core::store::{ChunkUsage, UsageStore};
+    let (store, _faults) = store_with_faults().await;
+    let acme = lotsawa_core::Tenant::parse("acme").expect("tenant");
+    let job = JobFactory::new()
+        .chunks(3)
+        .tenant(&acme)
+        .create(&store)
+        .await;
+    change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start");
+    store.set_budget(&acme, Some(10)).await.expect("budget");
+    // Chunk 0 spent 15 tokens.
+    let spent = ChunkDone {
+        usage: Some(ChunkUsage {
+            tenant: acme.clone(),
+            engine: "openai".into(),
+            model: Some("m".into()),
+            usage: lotsawa_core::usage::Usage::call(10, 5),
+        }),
+        ..done(0)
+    };
+    store
+        .checkpoint(job.id, 1, &spent)
+        .await
+        .expect("checkpoint");
+    let worker = lotsawa_aws::worker::Worker {
+        store: store.clone(),
+        engines: lotsawa_engines::EngineSet::from_engines(
+            vec![Arc::new(lotsawa_engines::EchoEngine)],
+            "echo",
+        ),
+        budgets: Default::default(),
+    };
+    let task = lotsawa_aws::worker::Task::parse(&format!(
+        r#"{{"action":"chunk","taskToken":"t","jobId":"{}","run":1,"attempt":0}}"#,
+        job.id
+    ))
+    .expect("task");
+    let answer = worker.answer(&task).await.expect("answer");
+    assert_eq!(
+        answer,
+        lotsawa_aws::worker::Answer::Success(serde_json::json!({"state": "stopped"}))
+    );
+    let now = store.get(job.id).await.expect("get");
+    assert_eq!(now.status, JobStatus::Failed);
+    assert!(
+        now.error
+            .as_deref()
+            .is_some_and(|e| e.starts_with("budget_exhausted: ")),
+        "{:?}",
+        now.error
+    );
+    assert_eq!(now.chunks_completed, 1);
+    assert_eq!(store.slots_in_use().await.expect("slots"), 0);
+    // Raised: a retry translates the two chunks left (once the worker's
+    // budget read has aged out).
+    store
+        .set_budget(&acme, Some(1_000_000))
+        .await
+        .expect("budget");
+    tokio::time::sleep(lotsawa_core::usage::BUDGET_TTL).await;
+    change(&store, job.id, Change::Retry).await.expect("retry");
+    change(&store, job.id, Change::Start { limit: 3 })
+        .await
+        .expect("start again");
+    let task = lotsawa_aws::worker::Task::parse(&format!(
+        r#"{{"action":"chunk","taskToken":"t","jobId":"{}","run":2,"attempt":0}}"#,
+        job.id
+    ))
+    .expect("task");
+    worker.answer(&task).await.expect("chunk 1");
+    let last = worker.answer(&task).await.expect("chunk 2");
+    assert_eq!(
+        last,
+        lotsawa_aws::worker::Answer::Success(serde_json::json!({"state": "done"}))
+    );
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert_eq!(chunks[0].translation.as_deref(), Some("out 0"), "kept");
 }

@@ -56,6 +56,7 @@ async fn a_worker_step_continues_the_jobs_trace() {
             vec![Arc::new(lotsawa_engines::EchoEngine)],
             "echo",
         ),
+        budgets: Default::default(),
     };
     let body = format!(
         r#"{{"action":"chunk","taskToken":"t","jobId":"{}","run":1,"attempt":0}}"#,

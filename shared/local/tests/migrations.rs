@@ -43,6 +43,7 @@ async fn list_all(store: &SqliteStore, tenant: &Tenant) -> lotsawa_core::store::
                 tenant: tenant.clone(),
                 status: None,
                 kind: None,
+                priority: None,
             },
             limit: 50,
             after: None,

@@ -25,6 +25,15 @@ fn done(index: u32, text: &str) -> lotsawa_core::store::ChunkDone {
         from_memory: false,
         context: None,
         warning: None,
+        usage: None,
+    }
+}
+
+/// The result label of an echo job.
+fn label() -> lotsawa_core::pipeline::ResultLabel {
+    lotsawa_core::pipeline::ResultLabel {
+        engine: "echo".into(),
+        ..Default::default()
     }
 }
 
@@ -152,7 +161,7 @@ async fn hot_statements_use_indexes() {
         .await
         .expect("plan");
     assert!(
-        plan.contains("jobs_queue") && !plan.contains("TEMP B-TREE"),
+        plan.contains("jobs_claim") && !plan.contains("TEMP B-TREE"),
         "claim scans: {plan}"
     );
     let plan = store
@@ -299,15 +308,7 @@ async fn the_last_chunk_and_the_completion_commit_together() {
     claim(&store).await;
     // With a chunk unfinished, it is only a checkpoint.
     let f = store
-        .finish_last_chunk(
-            id,
-            1,
-            &done(1, "two"),
-            "echo".into(),
-            None,
-            None,
-            Utc::now(),
-        )
+        .finish_last_chunk(id, 1, &done(1, "two"), label(), None, Utc::now())
         .await
         .expect("finish");
     let (kept, completed) = (f.kept, f.completed);
@@ -319,15 +320,7 @@ async fn the_last_chunk_and_the_completion_commit_together() {
     );
     // A stale run writes nothing.
     let f = store
-        .finish_last_chunk(
-            id,
-            7,
-            &done(0, "one"),
-            "echo".into(),
-            None,
-            None,
-            Utc::now(),
-        )
+        .finish_last_chunk(id, 7, &done(0, "one"), label(), None, Utc::now())
         .await
         .expect("finish");
     let (kept, completed) = (f.kept, f.completed);
@@ -336,15 +329,7 @@ async fn the_last_chunk_and_the_completion_commit_together() {
         (lotsawa_core::store::Checkpoint::RunEnded, false)
     );
     let f = store
-        .finish_last_chunk(
-            id,
-            1,
-            &done(0, "one"),
-            "echo".into(),
-            None,
-            None,
-            Utc::now(),
-        )
+        .finish_last_chunk(id, 1, &done(0, "one"), label(), None, Utc::now())
         .await
         .expect("finish");
     let (kept, completed) = (f.kept, f.completed);
@@ -368,28 +353,12 @@ async fn a_completed_job_hands_its_slot_to_the_oldest_pending_one_in_the_same_co
     assert_eq!(claimed[0].id, a);
     // Not the last chunk: nothing is handed on.
     let f = store
-        .finish_last_chunk(
-            a,
-            1,
-            &done(1, "two"),
-            "echo".into(),
-            None,
-            Some(1),
-            Utc::now(),
-        )
+        .finish_last_chunk(a, 1, &done(1, "two"), label(), Some(1), Utc::now())
         .await
         .expect("finish");
     assert!(!f.completed && f.next.is_none());
     let f = store
-        .finish_last_chunk(
-            a,
-            1,
-            &done(0, "one"),
-            "echo".into(),
-            None,
-            Some(1),
-            Utc::now(),
-        )
+        .finish_last_chunk(a, 1, &done(0, "one"), label(), Some(1), Utc::now())
         .await
         .expect("finish");
     assert!(f.completed);

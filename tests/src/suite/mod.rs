@@ -11,6 +11,7 @@ mod intake;
 mod lifecycle;
 mod reads;
 mod submit;
+mod throughput;
 mod translation;
 
 use std::time::Duration;
@@ -25,6 +26,7 @@ pub use intake::{bad_input, idempotency_and_job_limits};
 pub use lifecycle::{cancel_and_retry, retries_and_failures};
 pub use reads::{health_metrics_openapi, list_and_paginate};
 pub use submit::submit_stream_complete;
+pub use throughput::parallel_chunks_priority_and_usage;
 pub use translation::{glossary_context_quality, translation_memory, transliteration_and_offline};
 
 /// Generous bound for a job of a few chunks to finish.
@@ -122,6 +124,10 @@ fn case_glossary(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(glossary_context_quality(&c.api, &c.provider))
 }
 
+fn case_throughput(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(parallel_chunks_priority_and_usage(&c.api, &c.provider))
+}
+
 fn case_limits(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(idempotency_and_job_limits(&c.api))
 }
@@ -163,5 +169,6 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::batch_progress_and_fairness", case_batch_progress),
     ("api::batch_cancel_retry_and_list", case_batch_cancel),
     ("api::pdf_jobs", case_pdf_jobs),
+    ("api::parallel_chunks_priority_and_usage", case_throughput),
     ("api::metrics_after_work", case_health),
 ];

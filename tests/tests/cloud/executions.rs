@@ -3,6 +3,7 @@
 //! MaxAttempts on the state machine itself.
 
 use super::*;
+use aws_sdk_dynamodb::types::AttributeValue;
 
 /// A transient failure is retried by Step Functions: visible in the history.
 pub(crate) async fn retries_visible_in_the_execution_history(c: &Cloud) {
@@ -46,6 +47,77 @@ pub(crate) async fn retries_visible_in_the_execution_history(c: &Cloud) {
     eprintln!(
         "execution history of a job with 2 transient failures: {failed} TaskFailed, {waits} waits"
     );
+}
+
+/// A 429 is answered `throttled`: the state machine waits (its
+/// `WaitThrottled` state, no Lambda held) and asks again without spending
+/// an attempt: no task fails.
+pub(crate) async fn a_429_waits_in_the_state_machine_without_spending_an_attempt(c: &Cloud) {
+    let api = &c.ctx.api;
+    let provider = &c.ctx.provider;
+    provider.set_delay_ms(0);
+    let limited = "cloud RATE429 ཀ་ཁ་ག་ང།";
+    let id = api
+        .submit(limited, json!({"engine": "openai"}))
+        .await
+        .expect("submit");
+    api.wait_status(&id, "completed", JOB_TIMEOUT)
+        .await
+        .expect("completes");
+    assert_eq!(provider.calls_for(limited), 2, "one 429, then the answer");
+    // A throttled wait counts toward the segment's history like a retry:
+    // the run may continue in a second execution; every one is read.
+    let (mut failed, mut throttled_waits) = (0, 0);
+    for exec in executions_of(&c.sfn, c.sm.as_str(), &id).await {
+        let history = c
+            .sfn
+            .get_execution_history()
+            .execution_arn(&exec)
+            .max_results(1000)
+            .send()
+            .await
+            .expect("history");
+        failed += history
+            .events()
+            .iter()
+            .filter(|e| e.r#type().as_str() == "TaskFailed")
+            .count();
+        throttled_waits += history
+            .events()
+            .iter()
+            .filter(|e| e.r#type().as_str() == "WaitStateEntered")
+            .filter(|e| {
+                e.state_entered_event_details()
+                    .is_some_and(|d| d.name() == "WaitThrottled")
+            })
+            .count();
+    }
+    assert_eq!(
+        (failed, throttled_waits),
+        (0, 1),
+        "no failed task, one throttled wait"
+    );
+    // The 429 reached the limiter the workers share in the table: it
+    // paused the engine for all of them, and no lease is left.
+    let item = c
+        .ddb
+        .get_item()
+        .table_name(c.em.var("TABLE"))
+        .key("pk", AttributeValue::S("LIMIT#openai:fake-model".into()))
+        .key("sk", AttributeValue::S("STATE".into()))
+        .consistent_read(true)
+        .send()
+        .await
+        .expect("limiter item")
+        .item
+        .expect("the limiter's item");
+    let state: serde_json::Value = item
+        .get("state")
+        .and_then(|v| v.as_s().ok())
+        .and_then(|s| serde_json::from_str(s).ok())
+        .expect("the limiter's state");
+    assert!(state["paused_until_ms"].as_i64() > Some(0), "{state}");
+    assert_eq!(state["leases"], json!([]), "{state}");
 }
 
 /// A duplicate dispatch message starts no second execution; a long run continues in segments.

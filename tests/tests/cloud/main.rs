@@ -42,6 +42,10 @@ impl Emulation {
             .env("LOTSAWA_ENGINE", "openai")
             .env("LOTSAWA_MODEL", "fake-model")
             .env("LOTSAWA_CONCURRENCY", "3")
+            // Every provider call of the suite goes through the limiter the
+            // workers share in the table (generous: it never has to wait
+            // but for a 429).
+            .env("LOTSAWA_LIMITS", "openai:fake-model rpm=60000 concurrent=8")
             .env("LOTSAWA_RETRY_DELAYS", "1,1,1")
             // Small segments: every job of more than 2 chunks hands its run
             // over to new executions.
@@ -208,6 +212,7 @@ struct Cloud {
     sfn: aws_sdk_sfn::Client,
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
+    ddb: aws_sdk_dynamodb::Client,
     sm: String,
 }
 
@@ -236,6 +241,7 @@ fn setup(rt: &tokio::runtime::Runtime) -> Cloud {
         sfn: aws_sdk_sfn::Client::new(&sdk),
         sqs: aws_sdk_sqs::Client::new(&sdk),
         s3,
+        ddb: aws_sdk_dynamodb::Client::new(&sdk),
         sm: em.var("STATE_MACHINE_ARN").to_owned(),
         ctx: Ctx {
             api,
@@ -299,6 +305,10 @@ const CLOUD_CASES: &[Step] = &[
     ("cloud::max_attempts_5", |c| {
         Box::pin(executions::five_attempts(c))
     }),
+    (
+        "cloud::a_429_waits_in_the_state_machine_without_spending_an_attempt",
+        |c| Box::pin(executions::a_429_waits_in_the_state_machine_without_spending_an_attempt(c)),
+    ),
     ("cloud::retries_visible_in_the_execution_history", |c| {
         Box::pin(executions::retries_visible_in_the_execution_history(c))
     }),

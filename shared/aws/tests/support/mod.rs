@@ -101,5 +101,6 @@ pub fn fresh_config() -> CloudConfig {
         event_bus: None,
         webhooks: None,
         stream_url: None,
+        throttle_budget: lotsawa_core::retry::DEFAULT_THROTTLE_BUDGET,
     }
 }

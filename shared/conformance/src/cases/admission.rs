@@ -88,6 +88,7 @@ pub async fn idempotency_keys_hold_their_first_request(store: Handle) {
             tenant: a.clone(),
             status: None,
             kind: None,
+            priority: None,
             limit: 10,
             cursor: None,
         })

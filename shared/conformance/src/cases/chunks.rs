@@ -164,3 +164,76 @@ pub async fn a_job_keeps_its_trace(store: Handle) {
         "a transition keeps it"
     );
 }
+
+/// A committed chunk's usage is kept with it and added to its tenant's
+/// day, once (a repeated checkpoint adds nothing); budgets are set, read
+/// and lifted per tenant.
+pub async fn usage_is_kept_per_chunk_and_per_tenant_day(store: Handle) {
+    use lotsawa_core::store::ChunkUsage;
+    use lotsawa_core::usage::Usage;
+    let acme = Tenant::parse("acme").expect("tenant");
+    let job = JobFactory::new()
+        .chunks(3)
+        .tenant(&acme)
+        .create(&*store)
+        .await;
+    let job = start(&store, &job).await;
+    let with = |index: u32, model: &str, usage: Usage| {
+        let mut d = done(index, "x");
+        d.usage = Some(ChunkUsage {
+            tenant: acme.clone(),
+            engine: "openai".into(),
+            model: Some(model.into()),
+            usage,
+        });
+        d
+    };
+    for d in [
+        with(0, "m", Usage::call(100, 20)),
+        with(0, "m", Usage::call(100, 20)),
+        with(1, "m", Usage::call(50, 5)),
+        with(2, "big", Usage::call(7, 3)),
+    ] {
+        store.checkpoint(job.id, 1, &d).await.expect("checkpoint");
+    }
+    let chunks = store.chunks(job.id, 0).await.expect("chunks");
+    assert_eq!(chunks[0].usage, Usage::call(100, 20));
+    assert_eq!(chunks[2].usage, Usage::call(7, 3));
+    let today = Utc::now().date_naive();
+    let mut rows = store.usage(&acme, today, today).await.expect("usage");
+    rows.sort_by(|a, b| a.model.cmp(&b.model));
+    let got: Vec<(&str, Usage)> = rows.iter().map(|r| (r.model.as_str(), r.usage)).collect();
+    assert_eq!(
+        got,
+        [
+            ("big", Usage::call(7, 3)),
+            ("m", Usage::call(100, 20) + Usage::call(50, 5))
+        ]
+    );
+    assert!(rows.iter().all(|r| r.day == today && r.engine == "openai"));
+    let yesterday = today.pred_opt().expect("a day before");
+    assert!(
+        store
+            .usage(&acme, yesterday, yesterday)
+            .await
+            .expect("usage")
+            .is_empty()
+    );
+    assert!(
+        store
+            .usage(&Tenant::default(), today, today)
+            .await
+            .expect("usage")
+            .is_empty()
+    );
+    assert_eq!(store.budget(&acme).await.expect("budget"), None);
+    store.set_budget(&acme, Some(500)).await.expect("set");
+    store.set_budget(&acme, Some(400)).await.expect("change");
+    assert_eq!(store.budget(&acme).await.expect("budget"), Some(400));
+    assert_eq!(
+        store.budget(&Tenant::default()).await.expect("budget"),
+        None
+    );
+    store.set_budget(&acme, None).await.expect("lift");
+    assert_eq!(store.budget(&acme).await.expect("budget"), None);
+}

@@ -30,6 +30,26 @@ pub async fn claims_are_fifo(store: Handle) {
     assert_eq!(store.slots_in_use().await.expect("slots"), 3);
 }
 
+/// Higher priorities are claimed first, first come first served within
+/// one.
+pub async fn claims_follow_priority_then_arrival(store: Handle) {
+    let with = |p: i8| move |j: &mut Job| j.config.priority = p;
+    let low = JobFactory::new().with(with(-3)).create(&*store).await.id;
+    let mid_a = JobFactory::new().create(&*store).await.id;
+    let high = JobFactory::new().with(with(7)).create(&*store).await.id;
+    let mid_b = JobFactory::new().create(&*store).await.id;
+    let top = JobFactory::new().with(with(10)).create(&*store).await.id;
+    let mut order = Vec::new();
+    while let Some(j) = store.claim_next(100, Utc::now()).await.expect("claim") {
+        order.push(j.id);
+    }
+    assert_eq!(order, [top, high, mid_a, mid_b, low]);
+    assert_eq!(
+        store.next_pending(10).await.expect("pending"),
+        Vec::<JobId>::new()
+    );
+}
+
 /// With one slot and two claimers at once, exactly one wins; the slot comes
 /// back when its job ends.
 pub async fn two_claimers_respect_the_concurrency_limit(store: Handle) {

@@ -14,6 +14,7 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Handle) {
         tenant: Tenant::default(),
         status: None,
         kind: None,
+        priority: None,
         limit: 2,
         cursor,
     };
@@ -37,6 +38,7 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Handle) {
         tenant: Tenant::default(),
         status: Some(JobStatus::Cancelled),
         kind: None,
+        priority: None,
         limit: 1,
         cursor,
     };
@@ -49,10 +51,26 @@ pub async fn lists_are_newest_first_with_stable_cursors(store: Handle) {
         tenant: Tenant::default(),
         status: None,
         kind: Some(JobType::Transliteration),
+        priority: None,
         limit: 10,
         cursor: None,
     };
     assert!(page(&svc, translit).await.0.is_empty());
+    // By priority: only the job with that priority.
+    let urgent = JobFactory::new()
+        .with(|j| j.config.priority = 4)
+        .create(&*store)
+        .await
+        .id;
+    let by_priority = ListQuery {
+        tenant: Tenant::default(),
+        status: None,
+        kind: None,
+        priority: Some(4),
+        limit: 10,
+        cursor: None,
+    };
+    assert_eq!(page(&svc, by_priority).await.0, [urgent]);
     let listed = svc.list(q(None)).await.expect("list");
     assert!(
         listed.jobs.iter().all(|v| v.job.source.is_empty()),
@@ -73,6 +91,7 @@ pub async fn foreign_and_forged_cursors_are_invalid_input(store: Handle) {
             tenant: Tenant::default(),
             status: Some(JobStatus::Pending),
             kind: None,
+            priority: None,
             limit: 1,
             cursor: None,
         },
@@ -87,6 +106,7 @@ pub async fn foreign_and_forged_cursors_are_invalid_input(store: Handle) {
                 tenant: Tenant::default(),
                 status: None,
                 kind: None,
+                priority: None,
                 limit: 1,
                 cursor: Some(bad.clone()),
             })
@@ -185,6 +205,7 @@ pub async fn tenants_see_only_their_own_jobs(store: Handle) {
         tenant: tenant.clone(),
         status,
         kind,
+        priority: None,
         limit,
         cursor,
     };

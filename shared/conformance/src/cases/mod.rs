@@ -80,6 +80,7 @@ pub(crate) fn done(index: u32, text: &str) -> ChunkDone {
         from_memory: false,
         context: None,
         warning: None,
+        usage: None,
     }
 }
 
@@ -92,6 +93,7 @@ pub(crate) fn result(text: &str) -> JobResult {
         model: None,
         warnings: vec![],
         chunks_from_memory: 0,
+        usage: None,
     }
 }
 
