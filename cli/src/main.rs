@@ -4,6 +4,7 @@ mod backup;
 mod batch;
 mod client;
 mod config;
+mod desk;
 mod eval;
 mod keys;
 mod listen;
@@ -234,6 +235,30 @@ enum Command {
     Retry {
         /// Job id
         id: String,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Write a job's bilingual text for CAT tools: TMX, XLIFF 2.1 or a
+    /// printable HTML page (each chunk's current revision)
+    Export {
+        /// Job id
+        id: String,
+        /// tmx, xliff or html
+        #[arg(long, value_parser = ["tmx", "xliff", "html"])]
+        format: String,
+        /// Write to this file instead of standard output
+        #[arg(long, short)]
+        output: Option<PathBuf>,
+        #[command(flatten)]
+        client: ClientArgs,
+    },
+    /// Import an XLIFF 2 file exported from a job and edited elsewhere: each
+    /// changed target becomes a human revision of its chunk
+    Import {
+        /// Job id
+        id: String,
+        /// The XLIFF file ('-' for stdin)
+        file: PathBuf,
         #[command(flatten)]
         client: ClientArgs,
     },
@@ -497,6 +522,21 @@ fn main() -> ExitCode {
             Command::Cancel { id, client } => {
                 client::Client::new(client.server, client.json)
                     .cancel(&id)
+                    .await
+            }
+            Command::Export {
+                id,
+                format,
+                output,
+                client,
+            } => {
+                client::Client::new(client.server, client.json)
+                    .export(&id, &format, output.as_deref())
+                    .await
+            }
+            Command::Import { id, file, client } => {
+                client::Client::new(client.server, client.json)
+                    .import(&id, &file)
                     .await
             }
             Command::Retry { id, client } => {

@@ -44,6 +44,7 @@ def function_env(base_env, endpoint, urls, sm_arn, params, secret_arn):
         "AWS_EC2_METADATA_DISABLED": "true",
         "LOTSAWA_TABLE": TABLE,
         "LOTSAWA_JOB_QUEUE_URL": urls["JobQueue"],
+        "LOTSAWA_WORKER_QUEUE_URL": urls["WorkerQueue"],
         "LOTSAWA_STATE_MACHINE_ARN": sm_arn,
         "LOTSAWA_BUCKET": BUCKET,
         "LOTSAWA_CONCURRENCY": params["Concurrency"],

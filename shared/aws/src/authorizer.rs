@@ -39,9 +39,9 @@ pub async fn authorize(
         return Ok(answer);
     };
     match service.authenticate(&key).await {
-        Ok(tenant) => {
+        Ok(caller) => {
             answer.is_authorized = true;
-            answer.context = json!({"tenant": tenant.as_str()});
+            answer.context = json!({"tenant": caller.tenant.as_str()});
             Ok(answer)
         }
         Err(ServiceError::Unauthorized(_)) => Ok(answer),

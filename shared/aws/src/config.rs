@@ -13,6 +13,9 @@ pub struct CloudConfig {
     pub table: String,
     /// FIFO job queue URL (LOTSAWA_JOB_QUEUE_URL).
     pub job_queue_url: String,
+    /// The worker's queue (LOTSAWA_WORKER_QUEUE_URL): re-translations of
+    /// one chunk are sent there; none refuses them.
+    pub worker_queue_url: Option<String>,
     /// State machine ARN (LOTSAWA_STATE_MACHINE_ARN).
     pub state_machine_arn: String,
     /// Bucket for large texts and ingest (LOTSAWA_BUCKET).
@@ -115,6 +118,9 @@ impl CloudConfig {
             )?),
             table: required(get, "LOTSAWA_TABLE")?,
             job_queue_url: required(get, "LOTSAWA_JOB_QUEUE_URL")?,
+            worker_queue_url: var("LOTSAWA_WORKER_QUEUE_URL")
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty()),
             state_machine_arn: required(get, "LOTSAWA_STATE_MACHINE_ARN")?,
             bucket: required(get, "LOTSAWA_BUCKET")?,
             concurrency: number(get, "LOTSAWA_CONCURRENCY", 3, 1, 1000)?,

@@ -200,9 +200,11 @@ pub const CALLBACK_SK: &str = "CALLBACK";
 /// The `gsi2` partition listing pending callbacks by due time.
 pub const CALLBACKS_PK: &str = "CALLBACKS";
 
+mod desk;
 mod kinds;
 mod records;
 
+pub use desk::*;
 pub use kinds::*;
 pub use records::*;
 
@@ -234,6 +236,7 @@ mod tests {
             callback: None,
             batch: None,
             trace: None,
+            review: Default::default(),
         }
     }
 

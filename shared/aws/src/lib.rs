@@ -18,6 +18,7 @@ pub mod gate;
 pub mod ingest;
 pub mod items;
 pub mod messages;
+pub mod retranslate;
 pub mod runtime;
 pub mod service;
 pub mod store;

@@ -85,6 +85,32 @@ impl Messages {
         Ok(())
     }
 
+    /// Send a chunk's re-translation to the worker, after `delay` (at
+    /// most 15 minutes: SQS's bound).
+    pub async fn retranslate(
+        &self,
+        request: &lotsawa_core::retranslate::Retranslation,
+        delay: std::time::Duration,
+    ) -> Result<(), CloudError> {
+        let Some(url) = &self.config.worker_queue_url else {
+            return Err(CloudError::Service(lotsawa_core::ServiceError::Unavailable(
+                "this deployment has no worker queue (LOTSAWA_WORKER_QUEUE_URL) for re-translations"
+                    .into(),
+            )));
+        };
+        let body = serde_json::to_string(&crate::worker::RetranslateMessage::new(request.clone()))
+            .map_err(|e| CloudError::Build(format!("a re-translation message: {e}")))?;
+        self.sqs
+            .send_message()
+            .queue_url(url)
+            .message_body(body)
+            .delay_seconds(delay.as_secs().min(900) as i32)
+            .send()
+            .await
+            .map_err(aws("sqs"))?;
+        Ok(())
+    }
+
     /// Send a lifecycle event to the bus (`Source` `lotsawa`, `DetailType`
     /// its name), when one is configured. Best effort: a failure is logged
     /// and never fails the change that made the event.

@@ -208,7 +208,8 @@ impl App {
                 engines.default_name().to_owned(),
                 bedrock_models,
             )
-            .with_prices(settings.prices.clone()),
+            .with_prices(settings.prices.clone())
+            .with_shared_memory(settings.shared_memory),
         );
         Ok(Self {
             config,
@@ -470,10 +471,25 @@ impl App {
             engines: self.engines.clone(),
             budgets: self.budgets.clone(),
         };
-        let response = SqsBatchResponse::default();
+        let mut response = SqsBatchResponse::default();
         for record in event.records {
             let id = record.message_id.clone().unwrap_or_default();
-            let task = match Task::parse(record.body.as_deref().unwrap_or("")) {
+            let body = record.body.as_deref().unwrap_or("");
+            if let Some(request) = crate::worker::RetranslateMessage::parse(body) {
+                let (job, chunk) = (request.job_id, request.index);
+                match worker.retranslate(request).await {
+                    Ok(outcome) => {
+                        tracing::info!(job_id = %job, chunk, outcome, "re-translation step")
+                    }
+                    // The message comes back after its visibility timeout.
+                    Err(e) => {
+                        tracing::error!(job_id = %job, chunk, error = %e, "re-translation step failed");
+                        response.batch_item_failures.push(failure(id));
+                    }
+                }
+                continue;
+            }
+            let task = match Task::parse(body) {
                 Ok(t) => t,
                 Err(bad) => {
                     tracing::error!(message_id = %id, why = %bad.why, "answering a malformed task with a failure");

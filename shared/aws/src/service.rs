@@ -104,6 +104,18 @@ impl Runner for CloudRunner {
         tokio::time::sleep(max_wait.min(Duration::from_secs(1))).await;
     }
 
+    async fn retranslate(
+        &self,
+        request: lotsawa_core::retranslate::Retranslation,
+    ) -> Result<(), ServiceError> {
+        self.store
+            .messages
+            .retranslate(&request, Duration::ZERO)
+            .await?;
+        tracing::info!(job_id = %request.job_id, chunk = request.index, "re-translation queued");
+        Ok(())
+    }
+
     async fn extra_metrics(&self) -> Result<String, ServiceError> {
         Ok(self.store.chunk_totals().await?.to_prometheus())
     }

@@ -72,6 +72,35 @@ pub struct Task {
     pub step: Step,
 }
 
+/// A re-translation as the worker's queue carries it
+/// (`{"action": "retranslate", …}`, no task token).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetranslateMessage {
+    /// Always `retranslate`.
+    pub action: String,
+    /// The re-translation.
+    #[serde(flatten)]
+    pub request: lotsawa_core::retranslate::Retranslation,
+}
+
+impl RetranslateMessage {
+    /// The message of `request`.
+    pub fn new(request: lotsawa_core::retranslate::Retranslation) -> Self {
+        Self {
+            action: "retranslate".into(),
+            request,
+        }
+    }
+
+    /// The re-translation in a queue message, when it is one.
+    pub fn parse(body: &str) -> Option<lotsawa_core::retranslate::Retranslation> {
+        serde_json::from_str::<Self>(body)
+            .ok()
+            .filter(|m| m.action == "retranslate")
+            .map(|m| m.request)
+    }
+}
+
 /// A task message that does not parse: its token, when it has one, so the
 /// execution is answered (failed) instead of waiting for its timeout.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -64,6 +64,7 @@ impl JobFactory {
             callback: None,
             batch: None,
             trace: None,
+            review: Default::default(),
         };
         Self { job, chunks }
     }

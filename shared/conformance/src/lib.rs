@@ -40,6 +40,7 @@ macro_rules! conformance_tests {
             lists_are_newest_first_with_stable_cursors,
             foreign_and_forged_cursors_are_invalid_input,
             translation_memory_keeps_the_first_entry,
+            chunk_edits_are_compare_and_set,
             large_texts_round_trip_byte_for_byte,
             a_job_keeps_its_trace,
             counts_by_status,

@@ -83,6 +83,15 @@ pub struct ApiKeyRecord {
     pub revoked_at: Option<DateTime<Utc>>,
 }
 
+/// Who makes a request: the tenant, and the key's id when keys are on.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Caller {
+    /// Whose request.
+    pub tenant: Tenant,
+    /// The public id of the key it came with.
+    pub key_id: Option<String>,
+}
+
 /// The SHA-256 of a key, hex: what stores keep and look keys up by.
 pub fn key_hash(key: &str) -> String {
     crate::digest::sha256_hex(key.as_bytes())

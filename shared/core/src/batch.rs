@@ -240,6 +240,7 @@ mod tests {
             callback: None,
             batch: None,
             trace: None,
+            review: Default::default(),
         }
     }
 

@@ -158,6 +158,9 @@ pub struct TranslateRequest {
     pub glossary: Vec<GlossaryEntry>,
     /// Why the previous answer was rejected, on a quality retry.
     pub rejected_because: Option<String>,
+    /// Similar segments already translated (the tenant's memory, people's
+    /// first), as examples of wording: not part of the text.
+    pub examples: Vec<ContextTurn>,
 }
 
 impl TranslateRequest {
@@ -269,6 +272,7 @@ mod tests {
             context: Vec::new(),
             glossary: Vec::new(),
             rejected_because: None,
+            examples: Vec::new(),
         }
     }
 

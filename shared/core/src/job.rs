@@ -75,6 +75,12 @@ uuid_id!(
     "batch"
 );
 
+uuid_id!(
+    /// A glossary identifier: a UUID v4.
+    GlossaryId,
+    "glossary"
+);
+
 /// A job's place in a batch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BatchRef {
@@ -428,11 +434,28 @@ pub struct JobConfig {
     /// first come first served within one.
     #[serde(default)]
     pub priority: i8,
+    /// The glossaries whose terms the job took at submission (they are in
+    /// `glossary`, after the job's own).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub glossary_ids: Vec<GlossaryId>,
+    /// How many similar segments of the tenant's memory a model engine
+    /// gets as examples for each chunk (0 turns it off).
+    #[serde(default = "default_examples")]
+    pub examples: u32,
 }
 
 fn one() -> u32 {
     1
 }
+
+fn default_examples() -> u32 {
+    DEFAULT_EXAMPLES
+}
+
+/// Examples a model engine gets for each chunk unless a job says otherwise.
+pub const DEFAULT_EXAMPLES: u32 = 3;
+/// The most examples a job may ask for.
+pub const MAX_EXAMPLES: u32 = 10;
 
 /// The most chunks of one job in flight at once.
 pub const MAX_PARALLEL_CHUNKS: u32 = 64;
@@ -453,6 +476,8 @@ impl Default for JobConfig {
             callback_url: None,
             parallel_chunks: 1,
             priority: 0,
+            glossary_ids: Vec::new(),
+            examples: DEFAULT_EXAMPLES,
         }
     }
 }
@@ -559,6 +584,8 @@ pub struct Job {
     /// are on: every run's spans continue that trace, on either form and
     /// after a restart.
     pub trace: Option<String>,
+    /// Chunks reviewed, and edits of chunks' text.
+    pub review: crate::review::ReviewCounts,
 }
 
 /// Where a callback delivery stands.

@@ -64,6 +64,10 @@ pub struct ChunkRecord {
     pub warning: Option<String>,
     /// Provider calls and tokens of its committed attempt.
     pub usage: crate::usage::Usage,
+    /// Its revisions, current revision, reviewed flag and version.
+    pub review: crate::review::ChunkReview,
+    /// The examples from the tenant's memory its engine was given (JSON).
+    pub examples: Option<String>,
 }
 
 /// Split `s` into (leading whitespace, body, trailing whitespace).

@@ -130,6 +130,12 @@ pub struct ChunkPlan {
     pub context: Vec<ContextTurn>,
     /// Whose job (its usage is counted to the tenant).
     pub tenant: crate::auth::Tenant,
+    /// Whose memory the chunk reads and writes: the job's tenant, or the
+    /// one memory of a server that shares it.
+    pub memory_tenant: crate::auth::Tenant,
+    /// Similar segments of the memory to give the engine (model engines:
+    /// the job's `examples`, else 0).
+    pub examples: usize,
 }
 
 impl std::fmt::Debug for ChunkPlan {
@@ -209,6 +215,12 @@ impl ChunkPlan {
             memory_key,
             context,
             tenant: job.tenant.clone(),
+            memory_tenant: memory_tenant.clone(),
+            examples: if is_model && job.kind == crate::job::JobType::Translation {
+                job.config.examples as usize
+            } else {
+                0
+            },
         })
     }
 
@@ -225,6 +237,7 @@ impl ChunkPlan {
             config,
             glossary: self.glossary.clone(),
             context: self.context.clone(),
+            examples: Vec::new(),
         }
     }
 
@@ -244,6 +257,7 @@ impl ChunkPlan {
             context: None,
             warning: None,
             usage: None,
+            examples: None,
         }
     }
 
@@ -269,6 +283,7 @@ impl ChunkPlan {
                 model: self.model.clone(),
                 usage: out.usage,
             }),
+            examples: None,
         }
     }
 
@@ -345,6 +360,8 @@ pub struct ChunkTask<'a> {
     pub glossary: Vec<GlossaryEntry>,
     /// Context from the previous chunk.
     pub context: Vec<ContextTurn>,
+    /// Similar translated segments, as examples.
+    pub examples: Vec<ContextTurn>,
 }
 
 /// Call the engine once (plus one quality retry for a model engine whose
@@ -364,6 +381,11 @@ pub async fn attempt(
         },
         glossary: task.glossary.clone(),
         rejected_because: None,
+        examples: if is_model {
+            task.examples.clone()
+        } else {
+            Vec::new()
+        },
     };
     let mut quality_retried = false;
     let mut usage = crate::usage::Usage::default();
@@ -445,15 +467,11 @@ pub async fn attempt(
     })
 }
 
-/// A job's result, assembled from its completed ledger: translations are
-/// joined keeping the source layout, transliterations concatenated exactly;
-/// confidence is the mean of the chunks' confidences weighted by their size.
-pub fn job_result(
-    kind: crate::job::JobType,
-    ledger: &[crate::ledger::ChunkRecord],
-    label: &ResultLabel,
-) -> crate::job::JobResult {
-    let translation = match kind {
+/// A job's output text from its ledger (each chunk's current text):
+/// translations joined keeping the source layout, transliterations
+/// concatenated exactly.
+pub fn assemble_output(kind: crate::job::JobType, ledger: &[crate::ledger::ChunkRecord]) -> String {
+    match kind {
         crate::job::JobType::Transliteration => ledger
             .iter()
             .map(|c| c.translation.as_deref().unwrap_or(""))
@@ -463,7 +481,18 @@ pub fn job_result(
                 .iter()
                 .map(|c| (c.source.as_str(), c.translation.as_deref().unwrap_or(""))),
         ),
-    };
+    }
+}
+
+/// A job's result, assembled from its completed ledger: translations are
+/// joined keeping the source layout, transliterations concatenated exactly;
+/// confidence is the mean of the chunks' confidences weighted by their size.
+pub fn job_result(
+    kind: crate::job::JobType,
+    ledger: &[crate::ledger::ChunkRecord],
+    label: &ResultLabel,
+) -> crate::job::JobResult {
+    let translation = assemble_output(kind, ledger);
     let weighted: Vec<(f64, f64)> = ledger
         .iter()
         .filter_map(|c| {
@@ -521,6 +550,7 @@ pub fn new_job(
         .collect();
     let job = crate::job::Job {
         trace: new.trace,
+        review: Default::default(),
         id: crate::job::JobId::new(),
         tenant: new.tenant,
         kind: new.kind,
@@ -572,6 +602,7 @@ pub fn rejected_job(
         callback: None,
         batch: None,
         trace: None,
+        review: Default::default(),
     };
     let started =
         JobPatch::plan(&pending, Change::Start { limit: u32::MAX }, now)?.applied_to(&pending);
@@ -630,6 +661,8 @@ mod tests {
             context: None,
             warning: None,
             usage: crate::usage::Usage::call(7, 3),
+            review: Default::default(),
+            examples: None,
         }
     }
 

@@ -15,7 +15,7 @@ use crate::engine::EngineError;
 use crate::job::Job;
 use crate::ledger::ChunkRecord;
 use crate::pipeline::{self, ChunkPlan};
-use crate::store::{Checkpoint, ChunkDone, JobStore, MemoryStore, StoreError};
+use crate::store::{Checkpoint, ChunkDone, JobStore, MemoryStore, SegmentStore, StoreError};
 
 /// What a chunk step counts for `/metrics`; each form keeps its counters
 /// its own way (process counters locally, shared counter items in the
@@ -89,7 +89,7 @@ pub async fn chunk_step<S, F, Fut>(
     commit: F,
 ) -> Result<ChunkStep, StoreError>
 where
-    S: JobStore + MemoryStore + ?Sized,
+    S: JobStore + MemoryStore + SegmentStore + ?Sized,
     F: FnOnce(ChunkDone) -> Fut,
     Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
 {
@@ -125,7 +125,7 @@ async fn step_in_span<S, F, Fut>(
     commit: F,
 ) -> Result<ChunkStep, StoreError>
 where
-    S: JobStore + MemoryStore + ?Sized,
+    S: JobStore + MemoryStore + SegmentStore + ?Sized,
     F: FnOnce(ChunkDone) -> Fut,
     Fut: Future<Output = Result<(ChunkDone, Checkpoint), StoreError>>,
 {
@@ -135,16 +135,45 @@ where
         chunk,
         attempt,
     } = input;
-    if let Some(key) = &plan.memory_key
-        && let Some((translation, confidence)) = store.memory_get(key).await?
-    {
+    // A person's translation of this very source wins over any engine's;
+    // then the engine's own earlier answer to the same request.
+    let remembered = match &plan.memory_key {
+        Some(key) => match store
+            .human_segment(&plan.memory_tenant, &chunk.source)
+            .await?
+        {
+            Some(text) => Some((text, None)),
+            None => store.memory_get(key).await?,
+        },
+        None => None,
+    };
+    if let Some((translation, confidence)) = remembered {
         let (done, kept) =
             commit(ChunkPlan::from_memory(chunk.index, translation, confidence)).await?;
         meter.memory_hit().await;
         return Ok(ChunkStep::Committed { done, kept });
     }
     let engine = plan.engine.as_ref();
-    let task = plan.task(chunk, &job.config);
+    let mut task = plan.task(chunk, &job.config);
+    let examples = if plan.examples > 0 {
+        store
+            .similar_segments(
+                &plan.memory_tenant,
+                &chunk.source,
+                plan.examples,
+                crate::fuzzy::USEFUL,
+            )
+            .await?
+    } else {
+        Vec::new()
+    };
+    task.examples = examples
+        .iter()
+        .map(|e| crate::engine::ContextTurn {
+            source: e.source.clone(),
+            translation: e.translation.clone(),
+        })
+        .collect();
     let call = tracing::info_span!(
         "provider.call",
         engine = engine.name(),
@@ -181,12 +210,21 @@ where
                 let model = plan.model.as_deref().unwrap_or("");
                 meter.tokens(engine.name(), model, out.usage).await;
             }
-            let done = plan.done(chunk.index, &out, elapsed.as_millis() as u64);
+            let mut done = plan.done(chunk.index, &out, elapsed.as_millis() as u64);
+            done.examples = crate::segments::encode_examples(&examples);
             let (done, kept) = commit(done).await?;
             if kept == Checkpoint::Recorded
                 && let Some(key) = plan.memory_entry(&out)
             {
                 store.memory_put(key, &out.text, out.confidence).await?;
+                // The segment memory is for examples: a failure to add to
+                // it costs a later chunk an example, never this chunk.
+                if let Err(e) = store
+                    .segment_put(&plan.memory_tenant, &chunk.source, &out.text, false)
+                    .await
+                {
+                    tracing::warn!(job_id = %job.id, chunk = chunk.index, error = %e, "remembering a segment failed");
+                }
             }
             Ok(ChunkStep::Committed { done, kept })
         }

@@ -19,7 +19,7 @@ use lotsawa_core::{
 use lotsawa_core::usage::Usage;
 
 use crate::openai::{
-    REVIEW_PROMPT, parse_confidence, review_message, system_message, with_preceding,
+    REVIEW_PROMPT, parse_confidence, review_message, system_message, with_examples, with_preceding,
 };
 
 /// Bedrock settings.
@@ -171,9 +171,12 @@ impl Engine for BedrockEngine {
             messages.push((ConversationRole::Assistant, turn.translation.clone()));
         }
         messages.push((ConversationRole::User, req.text.clone()));
-        let system = with_preceding(
-            system_message(&req.glossary, req.rejected_because.as_deref()),
-            &req.context,
+        let system = with_examples(
+            with_preceding(
+                system_message(&req.glossary, req.rejected_because.as_deref()),
+                &req.context,
+            ),
+            &req.examples,
         );
         let (text, usage) = self
             .converse(model, system, messages, req.max_tokens())

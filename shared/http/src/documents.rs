@@ -212,6 +212,8 @@ pub(crate) async fn pdf_submission(
             callback_url: q.callback_url,
             parallel_chunks: q.parallel_chunks,
             priority: q.priority,
+            glossary_ids: None,
+            examples: None,
         }),
     })
 }

@@ -46,6 +46,13 @@ pub struct SubmitConfig {
     /// Queue priority (-10..=10, default 0): higher first, first come
     /// first served within one.
     pub priority: Option<i64>,
+    /// Glossaries (ids from `POST /api/glossaries`) whose terms the job
+    /// takes at submission, after its own `glossary` (at most 10).
+    pub glossary_ids: Option<Vec<String>>,
+    /// How many similar translated segments of the tenant's memory a model
+    /// engine gets as examples for each chunk (0..=10, default 3; 0 turns
+    /// it off).
+    pub examples: Option<i64>,
 }
 
 impl SubmitConfig {
@@ -63,6 +70,8 @@ impl SubmitConfig {
             callback_url: self.callback_url.or(d.callback_url),
             parallel_chunks: self.parallel_chunks.or(d.parallel_chunks),
             priority: self.priority.or(d.priority),
+            glossary_ids: self.glossary_ids.or(d.glossary_ids),
+            examples: self.examples.or(d.examples),
         }
     }
 }
@@ -380,6 +389,18 @@ pub struct JobDto {
     /// by chunk (only on `GET /api/jobs/{id}`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_pages: Option<Vec<u32>>,
+    /// Chunks a person marked reviewed, of all.
+    #[serde(default)]
+    pub review: ReviewDto,
+}
+
+/// A job's review: chunks marked reviewed, of all.
+#[derive(Debug, Default, Clone, Copy, Serialize, Deserialize, ToSchema)]
+pub struct ReviewDto {
+    /// Chunks marked reviewed.
+    pub reviewed: u32,
+    /// Chunks in all.
+    pub total: u32,
 }
 
 /// A callback delivery's state.
@@ -449,6 +470,10 @@ impl JobDto {
                 delivered_at: c.delivered_at.map(rfc3339),
             }),
             source_pages: None,
+            review: ReviewDto {
+                reviewed: j.review.reviewed.min(j.chunks_total),
+                total: j.chunks_total,
+            },
         }
     }
 }
@@ -493,10 +518,117 @@ pub struct ChunkDto {
     /// For a document (PDF) source: the page it starts on, from 1.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub source_page: Option<u32>,
+    /// Its entity tag: send it as `If-Match` to correct it.
+    #[serde(default)]
+    pub etag: String,
+    /// Its current revision's number (from 1), once translated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub revision: Option<u32>,
+    /// Every text it has had, oldest first (the engine's first).
+    #[serde(default)]
+    pub revisions: Vec<RevisionDto>,
+    /// A person marked its current text reviewed.
+    #[serde(default)]
+    pub reviewed: bool,
+    /// The similar segments of the memory its engine was given as
+    /// examples, with their similarity.
+    #[serde(default)]
+    pub examples: Vec<ExampleDto>,
+}
+
+/// A segment of the memory given to an engine as an example.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ExampleDto {
+    /// Its Tibetan source.
+    pub source: String,
+    /// Its translation.
+    pub translation: String,
+    /// Similarity to the chunk (chrF-like character n-grams), 0..=1.
+    pub similarity: f64,
+    /// `human` (a person's translation) or `engine`.
+    pub origin: String,
+}
+
+/// One text a chunk has had.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RevisionDto {
+    /// Its number, from 1.
+    pub n: u32,
+    /// The text.
+    pub text: String,
+    /// `engine` or `human`.
+    pub origin: String,
+    /// The engine, for an engine revision (`memory` when served from the
+    /// translation memory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<String>,
+    /// The model, for an engine revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    /// RFC 3339 UTC, when it was made (unknown for a first revision made
+    /// before revisions were kept).
+    pub created_at: Option<String>,
+    /// The API key that made a human revision.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_id: Option<String>,
+    /// The translator's note.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+    /// It is the chunk's current text.
+    pub current: bool,
 }
 
 impl ChunkDto {
-    /// Render a chunk record; `ewts` adds the transliterated source.
+    /// Render a chunk with its revisions, the first described by `label`;
+    /// `ewts` adds the transliterated source.
+    pub fn from_chunk(
+        c: lotsawa_core::ChunkRecord,
+        label: &lotsawa_core::review::EngineLabel,
+        ewts: bool,
+    ) -> Self {
+        use lotsawa_core::review;
+        let etag = review::etag(&c);
+        let current = review::current_of(&c);
+        let revisions: Vec<RevisionDto> = review::revisions_of(&c, label)
+            .into_iter()
+            .map(|r| RevisionDto {
+                n: r.n,
+                current: r.n == current,
+                text: r.text,
+                origin: r.origin.as_str().to_owned(),
+                engine: r.engine,
+                model: r.model,
+                created_at: r.at.map(rfc3339),
+                key_id: r.key_id,
+                note: r.note,
+            })
+            .collect();
+        let reviewed = c.review.reviewed;
+        let examples = c
+            .examples
+            .as_deref()
+            .map(lotsawa_core::segments::decode_examples)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|e| ExampleDto {
+                source: e.source,
+                translation: e.translation,
+                similarity: e.similarity,
+                origin: if e.human { "human" } else { "engine" }.to_owned(),
+            })
+            .collect();
+        let mut dto = Self::from_record(c, ewts);
+        dto.examples = examples;
+        dto.revision = (!revisions.is_empty()).then_some(current);
+        dto.revisions = revisions;
+        dto.reviewed = reviewed;
+        dto.etag = etag;
+        dto
+    }
+
+    /// Render a chunk record without its revisions; `ewts` adds the
+    /// transliterated source.
     pub fn from_record(c: lotsawa_core::ChunkRecord, ewts: bool) -> Self {
         Self {
             index: c.index,
@@ -511,6 +643,11 @@ impl ChunkDto {
             warning: c.warning,
             duration_ms: c.duration_ms,
             source_page: None,
+            etag: String::new(),
+            revision: None,
+            revisions: Vec::new(),
+            reviewed: false,
+            examples: Vec::new(),
         }
     }
 }

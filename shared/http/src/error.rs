@@ -95,6 +95,14 @@ impl From<ServiceError> for ApiError {
                 e
             }
             ServiceError::IdempotencyMismatch(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
+            c @ ServiceError::ChunkNotFound { .. } => Self::not_found(c.to_string()),
+            ServiceError::Conflicted(m) => Self::new(StatusCode::CONFLICT, m),
+            g @ ServiceError::GlossaryNotFound(_) => Self::not_found(g.to_string()),
+            ServiceError::Stale(m) => Self::new(StatusCode::PRECONDITION_FAILED, m),
+            ServiceError::PreconditionRequired(m) => {
+                Self::new(StatusCode::PRECONDITION_REQUIRED, m)
+            }
+            ServiceError::Unprocessable(m) => Self::new(StatusCode::UNPROCESSABLE_ENTITY, m),
             ServiceError::QuotaExceeded(m) => Self::new(StatusCode::TOO_MANY_REQUESTS, m),
             r @ ServiceError::BudgetExhausted(spent) => {
                 let mut e = Self::new(StatusCode::TOO_MANY_REQUESTS, r.to_string());

@@ -25,6 +25,75 @@ pub struct JobIdPath(pub JobId);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct BatchIdPath(pub BatchId);
 
+/// The glossary id of a `/api/glossaries/{id}` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GlossaryIdPath(pub lotsawa_core::job::GlossaryId);
+
+impl<S: Send + Sync> FromRequestParts<S> for GlossaryIdPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        id_in_path(parts, state).await.map(Self)
+    }
+}
+
+impl IntoParams for GlossaryIdPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        id_parameter("Glossary id (UUID)")
+    }
+}
+
+/// The job id and chunk index of a `/api/jobs/{id}/chunks/{index}…` route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkPath {
+    /// The job.
+    pub id: JobId,
+    /// The chunk's index, from 0.
+    pub index: u32,
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for ChunkPath {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        let Path((id, index)) = Path::<(String, String)>::from_request_parts(parts, state).await?;
+        let id = id
+            .parse()
+            .map_err(|e: ValidationError| ApiError::bad_request(e.0))?;
+        let index = index
+            .parse::<u32>()
+            .ok()
+            .filter(|_| index == "0" || !index.starts_with('0'))
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "'{}' is not a chunk index: give a whole number from 0",
+                    index.chars().take(40).collect::<String>()
+                ))
+            })?;
+        Ok(Self { id, index })
+    }
+}
+
+impl IntoParams for ChunkPath {
+    fn into_params(_: impl Fn() -> Option<ParameterIn>) -> Vec<Parameter> {
+        let mut params = id_parameter("Job id (UUID)");
+        params.push(
+            ParameterBuilder::new()
+                .name("index")
+                .parameter_in(ParameterIn::Path)
+                .required(Required::True)
+                .description(Some("Chunk index, from 0"))
+                .schema(Some(
+                    ObjectBuilder::new()
+                        .schema_type(Type::Integer)
+                        .minimum(Some(0.0)),
+                ))
+                .build(),
+        );
+        params
+    }
+}
+
 /// The route's one path parameter parsed as `T`. A path axum cannot
 /// decode and an id the domain refuses are both 400 problems: the first
 /// through `From<PathRejection>`, the second with the domain's message

@@ -1,14 +1,13 @@
 //! The middleware every route runs behind, outermost first: the deadline
 //! (a response must start within the request timeout), the `Host` and
 //! cross-site check of a keyless local server, and authentication, which
-//! puts the caller's [`Tenant`] in the request for the handlers. They are
+//! puts the caller's [`lotsawa_core::Tenant`] in the request for the handlers. They are
 //! layers rather than handler code so no route can forget one.
 
 use axum::extract::{Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use lotsawa_core::Tenant;
 
 use crate::{ApiError, AppState, Router, dashboard};
 
@@ -128,8 +127,8 @@ async fn authenticate(
     // Health, the API description and the dashboard's page and assets (the
     // page asks for a key and sends it with its API calls).
     let open = matches!(path, "/healthz" | "/openapi.json") || dashboard::is_page(path);
-    let tenant = if !state.config.require_auth || open {
-        Tenant::default()
+    let caller = if !state.config.require_auth || open {
+        lotsawa_core::auth::Caller::default()
     } else {
         let key = bearer(req.headers()).or_else(|| {
             // Browsers' EventSource cannot set headers: the stream route
@@ -146,7 +145,8 @@ async fn authenticate(
         };
         state.service.authenticate(&key).await?
     };
-    req.extensions_mut().insert(tenant);
+    req.extensions_mut().insert(caller.tenant.clone());
+    req.extensions_mut().insert(caller);
     Ok(next.run(req).await)
 }
 

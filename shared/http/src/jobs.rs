@@ -260,14 +260,16 @@ pub(crate) async fn job_chunks(
     query: Result<Query<ChunkParams>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Json<ChunkListDto>, ApiError> {
     let Query(ChunkParams { ewts }) = query?;
-    let records = state.service.chunk_records(&tenant, id).await?;
+    let sheet = state.service.chunk_sheet(&tenant, id).await?;
     let chunks = tokio::task::spawn_blocking(move || {
+        let records = sheet.chunks;
+        let label = sheet.label;
         let pages = lotsawa_core::ledger::source_pages(records.iter().map(|c| c.source.as_str()));
         records
             .into_iter()
             .enumerate()
             .map(|(i, c)| {
-                let mut dto = ChunkDto::from_record(c, ewts);
+                let mut dto = ChunkDto::from_chunk(c, &label, ewts);
                 dto.source_page = pages.as_ref().and_then(|p| p.get(i).copied());
                 dto
             })

@@ -15,10 +15,12 @@
 mod batches;
 mod config;
 mod dashboard;
+mod desk;
 mod documents;
 pub mod dto;
 pub mod error;
 mod extract;
+mod glossaries;
 mod guards;
 mod jobs;
 mod openapi;

@@ -10,8 +10,17 @@ use axum::Json;
 use utoipa::openapi::{ContentBuilder, Ref, RefOr, Response};
 use utoipa::{IntoResponses, OpenApi};
 
+use crate::desk::{
+    __path_export_job, __path_get_chunk, __path_import_job, __path_import_memory,
+    __path_put_translation, __path_retranslate_chunk, CorrectionRequest, ImportDto,
+    MemoryImportDto, RetranslateAccepted, RetranslateRequest, SkippedDto,
+};
 use crate::dto::*;
 use crate::error::PROBLEM_JSON;
+use crate::glossaries::{
+    __path_create_glossary, __path_delete_glossary, __path_get_glossary, __path_list_glossaries,
+    __path_replace_glossary, GlossaryDto, GlossaryListDto,
+};
 use crate::{Problem, batches, sse};
 // The handlers by their bare names (with the `__path_` types utoipa makes
 // for them): utoipa tags an operation listed as `module::handler` with the
@@ -55,6 +64,17 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         batches::list_batches,
         batches::stream_batch,
         job_chunks,
+        get_chunk,
+        put_translation,
+        retranslate_chunk,
+        export_job,
+        import_job,
+        import_memory,
+        create_glossary,
+        list_glossaries,
+        get_glossary,
+        replace_glossary,
+        delete_glossary,
         job_result,
         usage,
         healthz,
@@ -82,6 +102,17 @@ pub(crate) async fn openapi() -> Json<utoipa::openapi::OpenApi> {
         BatchListDto,
         ChunkDto,
         ChunkListDto,
+        RevisionDto,
+        ReviewDto,
+        ExampleDto,
+        CorrectionRequest,
+        ImportDto,
+        SkippedDto,
+        MemoryImportDto,
+        RetranslateRequest,
+        RetranslateAccepted,
+        GlossaryDto,
+        GlossaryListDto,
         Health,
         Problem,
         ProgressEvent,

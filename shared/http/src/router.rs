@@ -12,7 +12,9 @@ use lotsawa_core::JobService;
 
 use crate::guards::with_guards;
 use crate::probes::{healthz, metrics};
-use crate::{ApiConfig, ApiError, AppState, Router, batches, dashboard, jobs, openapi, sse};
+use crate::{
+    ApiConfig, ApiError, AppState, Router, batches, dashboard, desk, glossaries, jobs, openapi, sse,
+};
 
 /// Build the router over any backend.
 pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
@@ -49,6 +51,37 @@ pub fn router(service: Arc<dyn JobService>, config: ApiConfig) -> Router {
                 .route("/api/batches/{id}/retry", post(batches::retry_batch))
                 .route("/api/batches/{id}/stream", get(batches::stream_batch))
                 .route("/api/jobs/{id}/chunks", get(jobs::job_chunks))
+                .route("/api/jobs/{id}/chunks/{index}", get(desk::get_chunk))
+                .route(
+                    "/api/jobs/{id}/chunks/{index}/translation",
+                    axum::routing::put(desk::put_translation),
+                )
+                .route(
+                    "/api/jobs/{id}/chunks/{index}/retranslate",
+                    post(desk::retranslate_chunk),
+                )
+                .route(
+                    "/api/glossaries",
+                    post(glossaries::create_glossary)
+                        .layer(DefaultBodyLimit::max(files))
+                        .get(glossaries::list_glossaries),
+                )
+                .route(
+                    "/api/glossaries/{id}",
+                    get(glossaries::get_glossary)
+                        .put(glossaries::replace_glossary)
+                        .layer(DefaultBodyLimit::max(files))
+                        .delete(glossaries::delete_glossary),
+                )
+                .route(
+                    "/api/memory/import",
+                    post(desk::import_memory).layer(DefaultBodyLimit::max(files)),
+                )
+                .route("/api/jobs/{id}/export", get(desk::export_job))
+                .route(
+                    "/api/jobs/{id}/import",
+                    post(desk::import_job).layer(DefaultBodyLimit::max(files)),
+                )
                 .route("/api/usage", get(crate::usage::usage))
                 .route("/", get(dashboard::page))
                 .route("/jobs/{id}", get(dashboard::page))

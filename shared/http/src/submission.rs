@@ -92,6 +92,33 @@ pub(crate) fn to_new_job(tenant: Tenant, req: SubmitRequest) -> Result<NewJob, A
                 ))
             })?;
     }
+    if let Some(ids) = c.glossary_ids {
+        use lotsawa_core::glossaries::MAX_JOB_GLOSSARIES;
+        if ids.len() > MAX_JOB_GLOSSARIES {
+            return Err(ApiError::bad_request(format!(
+                "config.glossaryIds names at most {MAX_JOB_GLOSSARIES} glossaries"
+            )));
+        }
+        for (i, id) in ids.iter().enumerate() {
+            let id = id.parse().map_err(|e: lotsawa_core::ValidationError| {
+                ApiError::bad_request(format!("config.glossaryIds[{i}]: {}", e.0))
+            })?;
+            if !config.glossary_ids.contains(&id) {
+                config.glossary_ids.push(id);
+            }
+        }
+    }
+    if let Some(n) = c.examples {
+        use lotsawa_core::job::MAX_EXAMPLES;
+        config.examples = u32::try_from(n)
+            .ok()
+            .filter(|n| *n <= MAX_EXAMPLES)
+            .ok_or_else(|| {
+                ApiError::bad_request(format!(
+                    "config.examples must be an integer from 0 to {MAX_EXAMPLES}, got {n}"
+                ))
+            })?;
+    }
     if let Some(q) = c.quality_threshold {
         if !(0.0..=1.0).contains(&q) {
             return Err(ApiError::bad_request(format!(

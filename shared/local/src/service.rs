@@ -63,4 +63,11 @@ impl Runner for LocalRunner {
         }
         Ok(())
     }
+
+    async fn retranslate(
+        &self,
+        request: lotsawa_core::retranslate::Retranslation,
+    ) -> Result<(), ServiceError> {
+        crate::retranslate::start(&self.shared, request)
+    }
 }

@@ -26,6 +26,7 @@ fn done(index: u32, text: &str) -> lotsawa_core::store::ChunkDone {
         context: None,
         warning: None,
         usage: None,
+        examples: None,
     }
 }
 

@@ -7,6 +7,7 @@
 //! the cases themselves live in one module per concern and are re-exported
 //! here, so callers keep naming them `suite::<case>`.
 
+mod desk;
 mod intake;
 mod lifecycle;
 mod reads;
@@ -22,6 +23,7 @@ use serde_json::Value;
 use crate::provider::fake_translation;
 use crate::{Api, FakeProvider};
 
+pub use desk::corrections_and_exchange;
 pub use intake::{bad_input, idempotency_and_job_limits};
 pub use lifecycle::{cancel_and_retry, retries_and_failures};
 pub use reads::{health_metrics_openapi, list_and_paginate};
@@ -128,6 +130,10 @@ fn case_throughput(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(parallel_chunks_priority_and_usage(&c.api, &c.provider))
 }
 
+fn case_desk(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(corrections_and_exchange(&c.api, &c.provider))
+}
+
 fn case_limits(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(idempotency_and_job_limits(&c.api))
 }
@@ -170,5 +176,6 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::batch_cancel_retry_and_list", case_batch_cancel),
     ("api::pdf_jobs", case_pdf_jobs),
     ("api::parallel_chunks_priority_and_usage", case_throughput),
+    ("api::corrections_and_exchange", case_desk),
     ("api::metrics_after_work", case_health),
 ];

@@ -164,6 +164,12 @@ struct JobRow {
     /// filter on it without the settings item).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     priority: Option<i8>,
+    /// Chunks marked reviewed (added to by corrections).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reviewed: Option<i64>,
+    /// Corrections that changed a chunk's text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    edits: Option<i64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     execution_arn: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -220,6 +226,8 @@ impl JobRow {
             batch: job.batch.as_ref().map(batch_text),
             trace: job.trace.clone(),
             priority: (job.config.priority != 0).then_some(job.config.priority),
+            reviewed: None,
+            edits: None,
             execution_arn: None,
             slot: None,
             ingest_key: None,
@@ -290,23 +298,7 @@ struct ConfigRow {
 pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
     let mut config = job.config.clone();
     let glossary = std::mem::take(&mut config.glossary);
-    let mut lines = None;
-    if !glossary.is_empty() {
-        let mut text =
-            String::with_capacity(glossary.iter().map(|t| t.bo.len() + t.en.len() + 2).sum());
-        for t in &glossary {
-            if t.bo.contains(['\t', '\n']) || t.en.contains(['\t', '\n']) {
-                return Err(Corrupt(
-                    "a glossary term holds a tab or a line break".into(),
-                ));
-            }
-            text.push_str(&t.bo);
-            text.push('\t');
-            text.push_str(&t.en);
-            text.push('\n');
-        }
-        lines = Some(text);
-    }
+    let lines = glossary_to_lines(&glossary)?;
     let row = ConfigRow {
         pk: job_pk(job.id),
         sk: CONFIG_SK.into(),
@@ -317,8 +309,31 @@ pub fn new_config_item(job: &Job, expires_at: i64) -> Result<Item, Corrupt> {
     to_item(&row, "settings item")
 }
 
+/// Terms as lines of `bo<TAB>en` (`None` for none): terms hold no control
+/// characters, and as lines the largest glossary (10,000 terms, 256 KiB)
+/// stays within DynamoDB's item limit.
+pub(super) fn glossary_to_lines(glossary: &[GlossaryEntry]) -> Result<Option<String>, Corrupt> {
+    if glossary.is_empty() {
+        return Ok(None);
+    }
+    let mut text =
+        String::with_capacity(glossary.iter().map(|t| t.bo.len() + t.en.len() + 2).sum());
+    for t in glossary {
+        if t.bo.contains(['\t', '\n']) || t.en.contains(['\t', '\n']) {
+            return Err(Corrupt(
+                "a glossary term holds a tab or a line break".into(),
+            ));
+        }
+        text.push_str(&t.bo);
+        text.push('\t');
+        text.push_str(&t.en);
+        text.push('\n');
+    }
+    Ok(Some(text))
+}
+
 /// The glossary lines of a settings item (see [`new_config_item`]).
-fn glossary_from_lines(lines: &str) -> Result<Vec<GlossaryEntry>, Corrupt> {
+pub(super) fn glossary_from_lines(lines: &str) -> Result<Vec<GlossaryEntry>, Corrupt> {
     lines
         .lines()
         .map(|l| {
@@ -443,6 +458,10 @@ pub fn job_from_items(
             callback: row.callback.map(|c| c.0),
             batch: row.batch.as_deref().map(parse_batch).transpose()?,
             trace: row.trace,
+            review: lotsawa_core::review::ReviewCounts {
+                reviewed: row.reviewed.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+                edits: row.edits.unwrap_or(0).clamp(0, i64::from(u32::MAX)) as u32,
+            },
         },
         source_key,
         result_key,
@@ -501,6 +520,21 @@ struct ChunkRow {
     prompt_tokens: Option<u64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     completion_tokens: Option<u64>,
+    /// Every revision (JSON), once the chunk was corrected.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    revisions: Option<String>,
+    /// The current revision's number.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    current_rev: Option<u32>,
+    /// Marked reviewed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    reviewed: Option<bool>,
+    /// Raised by each change of the text or the reviewed flag.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    version: Option<u32>,
+    /// The examples the engine was given (JSON).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    examples: Option<String>,
 }
 
 /// The ledger item of a new chunk: status, attempts and (once done) the
@@ -534,6 +568,11 @@ pub fn new_chunk_item(
         usage_calls: None,
         prompt_tokens: None,
         completion_tokens: None,
+        revisions: None,
+        current_rev: None,
+        reviewed: None,
+        version: None,
+        examples: None,
     };
     to_item(&row, "chunk item")
 }
@@ -600,6 +639,16 @@ pub fn chunk_from_item(item: &Item) -> Result<ChunkItem, Corrupt> {
                 prompt_tokens: row.prompt_tokens.unwrap_or(0),
                 completion_tokens: row.completion_tokens.unwrap_or(0),
             },
+            review: lotsawa_core::review::ChunkReview {
+                revisions: match row.revisions.as_deref() {
+                    Some(text) => lotsawa_core::review::decode(text).map_err(Corrupt)?,
+                    None => Vec::new(),
+                },
+                current: row.current_rev.unwrap_or(0),
+                reviewed: row.reviewed.unwrap_or(false),
+                version: row.version.unwrap_or(0),
+            },
+            examples: row.examples,
         },
         source_key: row.source_key,
         translation_key: row.translation_key,

@@ -32,31 +32,7 @@ impl JobStore for DynamoStore {
                 );
             }
         }
-        for batch in requests.chunks(25) {
-            let mut pending = HashMap::from([(self.config.table.clone(), batch.to_vec())]);
-            for round in 0..10 {
-                let out = self
-                    .clients
-                    .ddb
-                    .batch_write_item()
-                    .set_request_items(Some(pending))
-                    .send()
-                    .await
-                    .map_err(ddb("DynamoDB BatchWriteItem"))?;
-                match out.unprocessed_items {
-                    Some(u) if !u.is_empty() => {
-                        if round == 9 {
-                            return Err(StoreError::Throttled(
-                                "chunk items stayed unprocessed after 10 rounds".into(),
-                            ));
-                        }
-                        pending = u;
-                        tokio::time::sleep(ROUND_BACKOFF.ceiling(round + 2)).await;
-                    }
-                    _ => break,
-                }
-            }
-        }
+        self.batch_write(requests, "chunk items").await?;
         let expires = self.chunk_expiry(job.created_at);
         let text = new_text_item(job.id, inline, key.as_deref(), expires)?;
         let turn = self.current_turn(job.config.priority).await?
@@ -317,6 +293,12 @@ impl JobStore for DynamoStore {
                 .expression_attribute_values(":w", s(w.clone()))
                 .expression_attribute_names("#w", "warning");
             set.push("#w = :w");
+        }
+        if let Some(x) = &done.examples {
+            chunk = chunk
+                .expression_attribute_values(":ex", s(x.clone()))
+                .expression_attribute_names("#ex", "examples");
+            set.push("#ex = :ex");
         }
         if let Some(u) = done.usage.as_ref().map(|u| u.usage)
             && !u.is_zero()

@@ -75,6 +75,42 @@ impl DynamoStore {
             .build())
     }
 
+    /// Write `requests` with BatchWriteItem, 25 at a time, until none is
+    /// left unprocessed (ten rounds with backoff per batch, then an error
+    /// naming `what`).
+    pub(super) async fn batch_write(
+        &self,
+        requests: Vec<WriteRequest>,
+        what: &str,
+    ) -> Result<(), StoreError> {
+        for batch in requests.chunks(25) {
+            let mut pending = HashMap::from([(self.config.table.clone(), batch.to_vec())]);
+            for round in 0..10 {
+                let out = self
+                    .clients
+                    .ddb
+                    .batch_write_item()
+                    .set_request_items(Some(pending))
+                    .send()
+                    .await
+                    .map_err(ddb("DynamoDB BatchWriteItem"))?;
+                match out.unprocessed_items {
+                    Some(u) if !u.is_empty() => {
+                        if round == 9 {
+                            return Err(StoreError::Throttled(
+                                format!("{what} stayed unprocessed after 10 rounds").into(),
+                            ));
+                        }
+                        pending = u;
+                        tokio::time::sleep(ROUND_BACKOFF.ceiling(round + 2)).await;
+                    }
+                    _ => break,
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// Write items in one transaction. A conflict with another transaction,
     /// throttling and server errors that outlast the SDK's own retries are
     /// tried again with full-jitter exponential backoff, under one client

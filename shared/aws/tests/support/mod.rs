@@ -81,6 +81,7 @@ pub fn fresh_config() -> CloudConfig {
     CloudConfig {
         table: format!("{}{i}", m.prefix),
         job_queue_url: "http://127.0.0.1:1/unused".into(),
+        worker_queue_url: None,
         state_machine_arn: "arn:aws:states:us-east-1:123456789012:stateMachine:unused".into(),
         bucket: m.bucket.clone(),
         concurrency: 3,

@@ -23,7 +23,7 @@ pub async fn api_keys_are_found_by_hash_and_revoked(store: Handle) {
         vec![r1.id.clone(), r2.id.clone()]
     );
     let svc = service(&store);
-    assert_eq!(svc.authenticate(&k1).await.expect("auth"), acme);
+    assert_eq!(svc.authenticate(&k1).await.expect("auth").tenant, acme);
     // The same shape, one digit different.
     let last = if k1.ends_with('0') { '1' } else { '0' };
     let wrong = format!("{}{last}", &k1[..k1.len() - 1]);
@@ -58,6 +58,7 @@ pub async fn api_keys_are_found_by_hash_and_revoked(store: Handle) {
         svc.authenticate(&k2)
             .await
             .expect("the other key still works")
+            .tenant
             .as_str(),
         "other"
     );

@@ -24,6 +24,7 @@ mod claims;
 mod keys;
 mod lists;
 mod memory;
+mod review;
 mod transitions;
 
 pub use admission::*;
@@ -34,6 +35,7 @@ pub use claims::*;
 pub use keys::*;
 pub use lists::*;
 pub use memory::*;
+pub use review::*;
 pub use transitions::*;
 
 /// The store under test, every facet.
@@ -81,6 +83,7 @@ pub(crate) fn done(index: u32, text: &str) -> ChunkDone {
         context: None,
         warning: None,
         usage: None,
+        examples: None,
     }
 }
 
@@ -164,6 +167,12 @@ pub(crate) fn service(store: &Handle) -> Service {
             Ok(String::new())
         }
         fn ready(&self) -> Result<(), ServiceError> {
+            Ok(())
+        }
+        async fn retranslate(
+            &self,
+            _: lotsawa_core::retranslate::Retranslation,
+        ) -> Result<(), ServiceError> {
             Ok(())
         }
     }

@@ -62,6 +62,7 @@ impl JobService for Service {
 
     async fn get(&self, tenant: &Tenant, id: JobId) -> Result<JobView, ServiceError> {
         let job = owned(tenant, self.store.get(id).await?)?;
+        let job = self.with_current_text(job).await?;
         self.view(job, true).await
     }
 
@@ -155,6 +156,135 @@ impl JobService for Service {
         })
     }
 
+    async fn chunk_sheet(&self, tenant: &Tenant, id: JobId) -> Result<ChunkSheet, ServiceError> {
+        self.sheet(tenant, id).await
+    }
+
+    async fn chunk(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        index: u32,
+    ) -> Result<(crate::ledger::ChunkRecord, crate::review::EngineLabel), ServiceError> {
+        self.one_chunk(tenant, id, index).await
+    }
+
+    async fn correct_chunk(
+        &self,
+        caller: &crate::auth::Caller,
+        id: JobId,
+        index: u32,
+        if_match: Option<&str>,
+        request: &crate::review::EditRequest,
+    ) -> Result<(crate::ledger::ChunkRecord, crate::review::EngineLabel), ServiceError> {
+        self.correct(caller, id, index, if_match, request).await
+    }
+
+    async fn retranslate(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        index: u32,
+        engine: &str,
+        model: Option<String>,
+    ) -> Result<(), ServiceError> {
+        self.start_retranslation(tenant, id, index, engine, model)
+            .await
+    }
+
+    async fn import_memory(&self, tenant: &Tenant, xml: &str) -> Result<usize, ServiceError> {
+        Service::import_memory(self, tenant, xml).await
+    }
+
+    async fn create_glossary(
+        &self,
+        tenant: &Tenant,
+        name: String,
+        entries: Vec<crate::glossary::GlossaryEntry>,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError> {
+        let name = crate::glossaries::check_name(&name).map_err(ServiceError::Invalid)?;
+        let held = self.store.glossary_list(tenant).await?.len();
+        if held >= crate::glossaries::MAX_GLOSSARIES {
+            return Err(ServiceError::Conflicted(format!(
+                "a tenant keeps at most {} glossaries; delete one first",
+                crate::glossaries::MAX_GLOSSARIES
+            )));
+        }
+        let now = Utc::now();
+        let record = crate::glossaries::GlossaryRecord {
+            id: crate::job::GlossaryId::new(),
+            tenant: tenant.clone(),
+            name,
+            terms: entries.len() as u32,
+            entries,
+            created_at: now,
+            updated_at: now,
+        };
+        self.store.glossary_put(&record).await?;
+        Ok(record)
+    }
+
+    async fn glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError> {
+        self.store
+            .glossary_get(tenant, id)
+            .await?
+            .ok_or(ServiceError::GlossaryNotFound(id))
+    }
+
+    async fn glossaries(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Vec<crate::glossaries::GlossaryRecord>, ServiceError> {
+        Ok(self.store.glossary_list(tenant).await?)
+    }
+
+    async fn replace_glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+        name: Option<String>,
+        entries: Vec<crate::glossary::GlossaryEntry>,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError> {
+        let mut record = self
+            .store
+            .glossary_get(tenant, id)
+            .await?
+            .ok_or(ServiceError::GlossaryNotFound(id))?;
+        if let Some(name) = name {
+            record.name = crate::glossaries::check_name(&name).map_err(ServiceError::Invalid)?;
+        }
+        record.terms = entries.len() as u32;
+        record.entries = entries;
+        record.updated_at = Utc::now();
+        self.store.glossary_put(&record).await?;
+        Ok(record)
+    }
+
+    async fn delete_glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<(), ServiceError> {
+        if self.store.glossary_delete(tenant, id).await? {
+            Ok(())
+        } else {
+            Err(ServiceError::GlossaryNotFound(id))
+        }
+    }
+
+    async fn import_xliff(
+        &self,
+        caller: &crate::auth::Caller,
+        id: JobId,
+        xml: &str,
+    ) -> Result<ImportReport, ServiceError> {
+        Service::import_xliff(self, caller, id, xml).await
+    }
+
     async fn chunk_records(
         &self,
         tenant: &Tenant,
@@ -177,7 +307,7 @@ impl JobService for Service {
         let job = match brief.status {
             JobStatus::Completed => {
                 // The result, without the source a watcher has no use for.
-                let mut full = self.store.get(id).await?;
+                let mut full = self.with_current_text(self.store.get(id).await?).await?;
                 full.source = String::new();
                 full
             }
@@ -315,13 +445,16 @@ impl JobService for Service {
         self.batch_view(batch).await
     }
 
-    async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError> {
+    async fn authenticate(&self, key: &str) -> Result<crate::auth::Caller, ServiceError> {
         let refused = || ServiceError::Unauthorized("unknown or revoked API key".into());
         if !crate::auth::looks_like_key(key) {
             return Err(refused());
         }
         match self.store.key_find(&crate::auth::key_hash(key)).await? {
-            Some(k) if k.revoked_at.is_none() => Ok(k.tenant),
+            Some(k) if k.revoked_at.is_none() => Ok(crate::auth::Caller {
+                tenant: k.tenant,
+                key_id: Some(k.id),
+            }),
             _ => Err(refused()),
         }
     }

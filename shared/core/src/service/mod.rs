@@ -21,9 +21,11 @@ use crate::progress::Progress;
 use crate::store::{Change, Cursor, ListFilter, PageRequest, Store, StoreError, TransitionOutcome};
 
 mod api;
+mod desk;
 mod engines;
 mod views;
 
+pub use desk::{ChunkSheet, ImportReport, MAX_IMPORT_UNITS, label_of, segments_of, state_of};
 pub use engines::{EngineChoice, model_allowlists, parse_model_list};
 pub use views::*;
 
@@ -68,6 +70,35 @@ pub enum ServiceError {
     /// An idempotency key used again with a different request.
     #[error("{0}")]
     IdempotencyMismatch(String),
+    /// The job has no chunk with that index.
+    #[error("job {id} has no chunk {index}; its chunks are 0 to {}", .total.saturating_sub(1))]
+    ChunkNotFound {
+        /// The job.
+        id: JobId,
+        /// The index asked for.
+        index: u32,
+        /// Chunks in the job.
+        total: u32,
+    },
+    /// The resource's state does not allow the change (a chunk not
+    /// translated yet or keeping as many revisions as it may, a tenant
+    /// with as many glossaries as it may keep).
+    #[error("{0}")]
+    Conflicted(String),
+    /// No glossary with that id for the caller.
+    #[error("no glossary with id {0}")]
+    GlossaryNotFound(crate::job::GlossaryId),
+    /// The resource changed since the client read it (`If-Match` names an
+    /// older version).
+    #[error("{0}")]
+    Stale(String),
+    /// A change that must name the version it replaces came without one.
+    #[error("{0}")]
+    PreconditionRequired(String),
+    /// A well-formed request whose content does not fit the resource (an
+    /// import whose units are not the job's chunks).
+    #[error("{0}")]
+    Unprocessable(String),
     /// A store failure; the source is logged, not shown.
     #[error(transparent)]
     Store(StoreError),
@@ -148,6 +179,84 @@ pub trait JobService: Send + Sync {
         from: u32,
         to: u32,
     ) -> Result<Vec<ChunkOutput>, ServiceError>;
+    /// Every chunk of the caller's job with its revisions, and what made
+    /// their first revisions.
+    async fn chunk_sheet(&self, tenant: &Tenant, id: JobId) -> Result<ChunkSheet, ServiceError>;
+    /// One chunk of the caller's job, and what made its first revision.
+    async fn chunk(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        index: u32,
+    ) -> Result<(crate::ledger::ChunkRecord, crate::review::EngineLabel), ServiceError>;
+    /// Correct chunk `index` (a new human revision, another revision made
+    /// current, or the reviewed flag) if `if_match` names its current
+    /// `ETag`: `PreconditionRequired` without one, `Stale` when it changed,
+    /// `Conflicted` when it is not translated.
+    async fn correct_chunk(
+        &self,
+        caller: &crate::auth::Caller,
+        id: JobId,
+        index: u32,
+        if_match: Option<&str>,
+        request: &crate::review::EditRequest,
+    ) -> Result<(crate::ledger::ChunkRecord, crate::review::EngineLabel), ServiceError>;
+    /// Turn each changed target of an XLIFF 2 document (as exported, then
+    /// edited elsewhere) into a human revision; `Unprocessable` when a unit
+    /// does not match the job's chunks (then nothing is written).
+    async fn import_xliff(
+        &self,
+        caller: &crate::auth::Caller,
+        id: JobId,
+        xml: &str,
+    ) -> Result<ImportReport, ServiceError>;
+    /// Re-translate chunk `index` of the caller's job with `engine` (and
+    /// `model`) in the background, through the chunk path: the answer
+    /// appears as a new engine revision beside the others.
+    async fn retranslate(
+        &self,
+        tenant: &Tenant,
+        id: JobId,
+        index: u32,
+        engine: &str,
+        model: Option<String>,
+    ) -> Result<(), ServiceError>;
+    /// Take a TMX file's `bo`/`en` pairs into the caller's translation
+    /// memory as people's translations; how many were taken.
+    async fn import_memory(&self, tenant: &Tenant, xml: &str) -> Result<usize, ServiceError>;
+    /// Store a new glossary for the caller's tenant.
+    async fn create_glossary(
+        &self,
+        tenant: &Tenant,
+        name: String,
+        entries: Vec<crate::glossary::GlossaryEntry>,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError>;
+    /// The caller's glossary with its terms.
+    async fn glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError>;
+    /// The caller's glossaries, oldest first, without their terms.
+    async fn glossaries(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Vec<crate::glossaries::GlossaryRecord>, ServiceError>;
+    /// Replace the terms (and the name, when given) of the caller's
+    /// glossary.
+    async fn replace_glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+        name: Option<String>,
+        entries: Vec<crate::glossary::GlossaryEntry>,
+    ) -> Result<crate::glossaries::GlossaryRecord, ServiceError>;
+    /// Delete the caller's glossary (jobs that took its terms keep them).
+    async fn delete_glossary(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<(), ServiceError>;
     /// Every chunk of the caller's job, in order, with source and output.
     async fn chunk_records(
         &self,
@@ -186,8 +295,9 @@ pub trait JobService: Send + Sync {
     async fn cancel_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError>;
     /// Queue every failed or cancelled item again.
     async fn retry_batch(&self, tenant: &Tenant, id: BatchId) -> Result<BatchView, ServiceError>;
-    /// The tenant of an API key; `Unauthorized` for an unknown or revoked key.
-    async fn authenticate(&self, key: &str) -> Result<Tenant, ServiceError>;
+    /// The tenant and id of an API key; `Unauthorized` for an unknown or
+    /// revoked key.
+    async fn authenticate(&self, key: &str) -> Result<crate::auth::Caller, ServiceError>;
     /// Return when the job may have changed, or after `max_wait`. `seen`
     /// is the caller's count of the job's changes (0 at first): a backend
     /// with a change feed returns at once when the job changed since, and
@@ -217,6 +327,12 @@ pub trait Runner: Send + Sync {
     async fn extra_metrics(&self) -> Result<String, ServiceError>;
     /// `Err` while the backend cannot take work (shutting down).
     fn ready(&self) -> Result<(), ServiceError>;
+    /// Start a re-translation of one chunk (checked by the service): its
+    /// attempts run in the background, retried as a chunk's are.
+    async fn retranslate(
+        &self,
+        request: crate::retranslate::Retranslation,
+    ) -> Result<(), ServiceError>;
 }
 
 /// The one job service, over a store and a runner.
@@ -233,6 +349,8 @@ pub struct Service {
     callbacks: Result<Arc<crate::webhook::Callbacks>, String>,
     /// The price table of usage reports.
     prices: Arc<crate::usage::Prices>,
+    /// One translation memory for every tenant (`LOTSAWA_SHARED_MEMORY`).
+    shared_memory: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -254,6 +372,7 @@ impl Service {
             max_pending: None,
             callbacks: Err("this deployment does not deliver callbacks".into()),
             prices: Arc::default(),
+            shared_memory: false,
             store,
             runner,
             engines,
@@ -271,6 +390,22 @@ impl Service {
     pub fn with_prices(mut self, prices: crate::usage::Prices) -> Self {
         self.prices = Arc::new(prices);
         self
+    }
+
+    /// The same service keeping one translation memory for every tenant
+    /// (people's corrections included).
+    pub fn with_shared_memory(mut self, shared: bool) -> Self {
+        self.shared_memory = shared;
+        self
+    }
+
+    /// Whose memory `tenant`'s corrections go to.
+    pub(super) fn memory_tenant(&self, tenant: &Tenant) -> Tenant {
+        if self.shared_memory {
+            Tenant::default()
+        } else {
+            tenant.clone()
+        }
     }
 
     /// The same service refusing jobs of more than `n` chunks.
@@ -396,6 +531,22 @@ impl Service {
                 .as_ref()
                 .map_err(|why| ServiceError::Invalid(format!("config.callbackUrl: {why}")))?;
             guard.check(url).await.map_err(ServiceError::Invalid)?;
+        }
+        let mut new = new;
+        if !new.config.glossary_ids.is_empty() {
+            let mut named = Vec::with_capacity(new.config.glossary_ids.len());
+            for (i, id) in new.config.glossary_ids.iter().enumerate() {
+                match self.store.glossary_get(&new.tenant, *id).await? {
+                    Some(g) => named.push(g),
+                    None => {
+                        return Err(ServiceError::Invalid(format!(
+                            "config.glossaryIds[{i}]: no glossary with id {id}"
+                        )));
+                    }
+                }
+            }
+            new.config.glossary = crate::glossaries::merge(&new.config.glossary, &named)
+                .map_err(|e| ServiceError::Invalid(format!("config.glossaryIds: {e}")))?;
         }
         let (job, chunks) = crate::pipeline::new_job(new, engine, Utc::now());
         if chunks.len() > self.max_chunks as usize {

@@ -158,3 +158,97 @@ pub trait UsageStore: Send + Sync {
     /// Set (`Some`) or lift (`None`) `tenant`'s monthly token budget.
     async fn set_budget(&self, tenant: &Tenant, tokens: Option<u64>) -> Result<(), StoreError>;
 }
+
+/// What became of a chunk edit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Edited {
+    /// Written, with the job's review counts.
+    Done,
+    /// The chunk changed since it was read (its version or revisions).
+    Stale,
+    /// The chunk is not completed (any more): nothing written.
+    NotTranslated,
+}
+
+/// Corrections: chunks' revisions and review state.
+#[async_trait]
+pub trait ReviewStore: Send + Sync {
+    /// Write `edit` to its chunk of job `id` if the chunk is still
+    /// completed at `edit.version` with `edit.revisions_before` stored
+    /// revisions (a compare-and-set); the job's reviewed count moves by
+    /// `edit.reviewed_delta` and its edit count by one when the text
+    /// changed, in the same write.
+    async fn edit_chunk(
+        &self,
+        id: JobId,
+        edit: &crate::review::ChunkEdit,
+    ) -> Result<Edited, StoreError>;
+}
+
+/// Tenants' glossaries.
+#[async_trait]
+pub trait GlossaryStore: Send + Sync {
+    /// Store a glossary, new or replacing the one with its id (the
+    /// caller checked that it is the tenant's).
+    async fn glossary_put(
+        &self,
+        glossary: &crate::glossaries::GlossaryRecord,
+    ) -> Result<(), StoreError>;
+
+    /// `tenant`'s glossary `id`, with its terms.
+    async fn glossary_get(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<Option<crate::glossaries::GlossaryRecord>, StoreError>;
+
+    /// `tenant`'s glossaries, oldest first, without their terms (each with
+    /// its count).
+    async fn glossary_list(
+        &self,
+        tenant: &Tenant,
+    ) -> Result<Vec<crate::glossaries::GlossaryRecord>, StoreError>;
+
+    /// Delete `tenant`'s glossary `id`; false when there was none.
+    async fn glossary_delete(
+        &self,
+        tenant: &Tenant,
+        id: crate::job::GlossaryId,
+    ) -> Result<bool, StoreError>;
+}
+
+/// A tenant's segment memory ([`crate::segments`]): what model engines
+/// answered and what people wrote, found exactly (a person's translation
+/// of the same source) or by similarity (examples).
+#[async_trait]
+pub trait SegmentStore: Send + Sync {
+    /// Remember a translation of `source`: a person's replaces the
+    /// tenant's earlier human segment for that source; an engine's is kept
+    /// only when the tenant has no engine segment for it yet.
+    async fn segment_put(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+        target: &str,
+        human: bool,
+    ) -> Result<(), StoreError>;
+
+    /// The tenant's human translation of this very source (normalized).
+    async fn human_segment(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+    ) -> Result<Option<String>, StoreError>;
+
+    /// Up to `k` of the tenant's segments most similar to `source`, at
+    /// least `min` similar, human ones first within the margin, found
+    /// through an index (never by reading the whole memory); a segment of
+    /// the very same source is left out.
+    async fn similar_segments(
+        &self,
+        tenant: &Tenant,
+        source: &str,
+        k: usize,
+        min: f64,
+    ) -> Result<Vec<crate::segments::Example>, StoreError>;
+}

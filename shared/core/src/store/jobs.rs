@@ -38,6 +38,9 @@ pub struct ChunkDone {
     /// The provider calls of the attempt and their tokens (none when
     /// served from memory).
     pub usage: Option<ChunkUsage>,
+    /// The examples the engine was given (JSON, see
+    /// [`crate::segments::encode_examples`]).
+    pub examples: Option<String>,
 }
 
 /// A chunk's provider usage, with what it was spent on (the usage report

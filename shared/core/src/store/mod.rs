@@ -15,8 +15,8 @@ mod jobs;
 mod patch;
 
 pub use facets::{
-    AdmissionStore, BatchStore, CallbackStore, IdempotencyRecord, KeyStore, MemoryStore, UsageRow,
-    UsageStore,
+    AdmissionStore, BatchStore, CallbackStore, Edited, GlossaryStore, IdempotencyRecord, KeyStore,
+    MemoryStore, ReviewStore, SegmentStore, UsageRow, UsageStore,
 };
 pub use jobs::{
     Checkpoint, ChunkDone, ChunkUsage, Cursor, JobStore, ListFilter, PageRequest, Pulse, StorePage,
@@ -31,12 +31,30 @@ use crate::job::JobId;
 /// A whole store: every facet. Services hold an `Arc<dyn Store>`; a type
 /// that implements each facet is a `Store` without more code.
 pub trait Store:
-    JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore + UsageStore
+    JobStore
+    + AdmissionStore
+    + KeyStore
+    + BatchStore
+    + CallbackStore
+    + MemoryStore
+    + UsageStore
+    + ReviewStore
+    + GlossaryStore
+    + SegmentStore
 {
 }
 
 impl<T> Store for T where
-    T: JobStore + AdmissionStore + KeyStore + BatchStore + CallbackStore + MemoryStore + UsageStore
+    T: JobStore
+        + AdmissionStore
+        + KeyStore
+        + BatchStore
+        + CallbackStore
+        + MemoryStore
+        + UsageStore
+        + ReviewStore
+        + GlossaryStore
+        + SegmentStore
 {
 }
 

@@ -298,6 +298,7 @@ mod tests {
             callback: None,
             batch: None,
             trace: None,
+            review: Default::default(),
         }
     }
 

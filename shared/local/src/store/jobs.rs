@@ -11,7 +11,7 @@ pub const CHECKPOINT_SQL: &str =
     "UPDATE chunks SET status = 'completed', translation = ?1, duration_ms = ?2,
     attempts = attempts + ?3, error = NULL, run = ?4, confidence = ?7, from_memory = ?8,
     context = ?9, warning = ?10, usage_calls = ?11, prompt_tokens = ?12,
-    completion_tokens = ?13
+    completion_tokens = ?13, examples = ?14
  WHERE job_seq = ?5 AND idx = ?6 AND status = 'pending'";
 
 /// One committed attempt's usage added to its tenant's day.
@@ -81,7 +81,8 @@ pub(super) fn checkpoint_in(
             done.warning,
             usage.calls as i64,
             usage.prompt_tokens as i64,
-            usage.completion_tokens as i64
+            usage.completion_tokens as i64,
+            done.examples
         ],
     )?;
     if n != 1 {
@@ -303,7 +304,8 @@ pub(super) fn read_chunks(
     let mut stmt = conn.prepare_cached(
         "SELECT idx, source, status, attempts, translation, error, duration_ms, run,
                 confidence, from_memory, context, warning,
-                usage_calls, prompt_tokens, completion_tokens
+                usage_calls, prompt_tokens, completion_tokens,
+                revisions, current_rev, reviewed, version, examples
          FROM chunks WHERE job_seq = ?1 AND idx >= ?2 ORDER BY idx",
     )?;
     let rows = stmt.query_map(params![seq, from], |r| {
@@ -329,6 +331,13 @@ pub(super) fn read_chunks(
                 prompt_tokens: r.get::<_, i64>(13)?.max(0) as u64,
                 completion_tokens: r.get::<_, i64>(14)?.max(0) as u64,
             },
+            (
+                r.get::<_, Option<String>>(15)?,
+                r.get::<_, u32>(16)?,
+                r.get::<_, bool>(17)?,
+                r.get::<_, u32>(18)?,
+            ),
+            r.get::<_, Option<String>>(19)?,
         ))
     })?;
     let mut out = Vec::new();
@@ -337,7 +346,13 @@ pub(super) fn read_chunks(
             (index, source, status, attempts, translation, error, duration, run),
             (confidence, from_memory, context, warning),
             usage,
+            (revisions, current, reviewed, version),
+            examples,
         ) = r?;
+        let revisions = match revisions {
+            Some(text) => lotsawa_core::review::decode(&text).map_err(SqliteError::Corrupt)?,
+            None => Vec::new(),
+        };
         out.push(ChunkRecord {
             index,
             source,
@@ -353,6 +368,13 @@ pub(super) fn read_chunks(
             context,
             warning,
             usage,
+            review: lotsawa_core::review::ChunkReview {
+                revisions,
+                current,
+                reviewed,
+                version,
+            },
+            examples,
         });
     }
     Ok(out)

@@ -9,11 +9,14 @@
 mod admission;
 mod batches;
 mod callbacks;
+mod glossaries;
 mod jobs;
 mod keys;
 mod memory;
+mod review;
 mod rows;
 mod schema;
+mod segments;
 mod usage;
 mod writer;
 
@@ -174,6 +177,9 @@ pub struct SqliteStore {
     /// however many requests and streams read.
     read_permits: Arc<tokio::sync::Semaphore>,
     path: PathBuf,
+    /// Each tenant's fuzzy index over its segments, built at its first
+    /// lookup and kept up to date by this process's writes.
+    fuzzy: Arc<segments::FuzzyIndexes>,
 }
 
 impl std::fmt::Debug for SqliteStore {
@@ -212,6 +218,7 @@ impl SqliteStore {
             readers: Arc::new(Mutex::new(Vec::new())),
             read_permits: Arc::new(tokio::sync::Semaphore::new(READERS)),
             path,
+            fuzzy: Arc::default(),
         })
     }
 

@@ -4,10 +4,10 @@ use super::*;
 
 pub(super) const JOB_COLUMNS: &str = "seq, id, kind, status, source, config, result, error, chunks_total, \
     chunks_completed, created_at, started_at, completed_at, cancelled_at, run, tenant, callback, \
-    batch, trace";
+    batch, trace, reviewed, edits";
 pub(super) const LIST_COLUMNS: &str = "seq, id, kind, status, '' AS source, config, NULL AS result, error, \
     chunks_total, chunks_completed, created_at, started_at, completed_at, cancelled_at, run, \
-    tenant, callback, batch, NULL AS trace";
+    tenant, callback, batch, NULL AS trace, reviewed, edits";
 
 pub(super) fn ts(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Millis, true)
@@ -53,6 +53,8 @@ pub(super) fn job_from_row(row: &Row<'_>) -> rusqlite::Result<(i64, RawJob)> {
             callback: row.get(16)?,
             batch: row.get(17)?,
             trace: row.get(18)?,
+            reviewed: row.get(19)?,
+            edits: row.get(20)?,
         },
     ))
 }
@@ -76,6 +78,8 @@ pub(super) struct RawJob {
     pub(super) callback: Option<String>,
     pub(super) batch: Option<String>,
     pub(super) trace: Option<String>,
+    pub(super) reviewed: u32,
+    pub(super) edits: u32,
 }
 
 /// A job's batch as stored: `<batch id>:<item index>`.
@@ -127,6 +131,10 @@ impl RawJob {
             run: self.run,
             batch: self.batch.as_deref().map(parse_batch).transpose()?,
             trace: self.trace,
+            review: lotsawa_core::review::ReviewCounts {
+                reviewed: self.reviewed,
+                edits: self.edits,
+            },
             callback: self
                 .callback
                 .map(|c| serde_json::from_str::<lotsawa_core::Callback>(&c))

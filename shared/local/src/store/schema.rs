@@ -168,11 +168,51 @@ fn migrations() -> Migrations<'static> {
                  monthly_tokens INTEGER NOT NULL
              ) WITHOUT ROWID;",
         ),
+        // 6: corrections: each chunk's revisions (JSON, none until the
+        // first edit), its current revision, reviewed flag and version;
+        // each job's reviewed chunks and edits.
+        M::up(
+            "ALTER TABLE chunks ADD COLUMN revisions TEXT;
+             ALTER TABLE chunks ADD COLUMN revs INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE chunks ADD COLUMN current_rev INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE chunks ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE chunks ADD COLUMN version INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE jobs ADD COLUMN reviewed INTEGER NOT NULL DEFAULT 0;
+             ALTER TABLE jobs ADD COLUMN edits INTEGER NOT NULL DEFAULT 0;",
+        ),
+        // 7: tenants' glossaries (terms as JSON).
+        M::up(
+            "CREATE TABLE glossaries (
+                 id TEXT PRIMARY KEY,
+                 tenant TEXT NOT NULL,
+                 name TEXT NOT NULL,
+                 entries TEXT NOT NULL,
+                 terms INTEGER NOT NULL,
+                 created_at TEXT NOT NULL,
+                 updated_at TEXT NOT NULL
+             ) WITHOUT ROWID;
+             CREATE INDEX glossaries_tenant ON glossaries(tenant, created_at);",
+        ),
+        // 8: the tenants' segment memory (engine answers and people's
+        // translations, found exactly and by similarity), and the examples
+        // each chunk was given.
+        M::up(
+            "CREATE TABLE segments (
+                 tenant TEXT NOT NULL,
+                 id INTEGER NOT NULL,
+                 source TEXT NOT NULL,
+                 target TEXT NOT NULL,
+                 human INTEGER NOT NULL,
+                 created_at TEXT NOT NULL,
+                 PRIMARY KEY (tenant, id)
+             ) WITHOUT ROWID;
+             ALTER TABLE chunks ADD COLUMN examples TEXT;",
+        ),
     ])
 }
 
 /// The schema version this build writes (and the newest it opens).
-pub const SCHEMA_VERSION: usize = 5;
+pub const SCHEMA_VERSION: usize = 8;
 
 /// Bring the file's schema to [`SCHEMA_VERSION`], each step in its own
 /// transaction; a file written by a newer build is refused, untouched.

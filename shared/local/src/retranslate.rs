@@ -1,0 +1,79 @@
+//! Re-translations on the embedded backend: each runs as a task of its
+//! own, attempt after attempt with the chunk retry policy's backoff (a
+//! rate limit's wait spends no attempt within the throttle budget), until
+//! an engine revision is kept or the policy gives up.
+
+use std::time::Duration;
+
+use lotsawa_core::retranslate::{Retranslated, Retranslation, attempt, plan_for};
+use lotsawa_core::retry::RetryDecision;
+use lotsawa_core::{JobStore, ServiceError};
+
+use crate::scheduler::Shared;
+
+/// Start `request` in the background.
+pub(crate) fn start(shared: &Shared, request: Retranslation) -> Result<(), ServiceError> {
+    if shared.draining.is_cancelled() {
+        return Err(ServiceError::Unavailable(
+            "the server is shutting down".into(),
+        ));
+    }
+    let shared = shared.clone();
+    tokio::spawn(async move {
+        let (id, index) = (request.job_id, request.index);
+        match run(&shared, request).await {
+            Ok(outcome) => {
+                tracing::info!(job_id = %id, chunk = index, outcome, "re-translation ended")
+            }
+            Err(e) => {
+                tracing::warn!(job_id = %id, chunk = index, error = %e, "re-translation failed")
+            }
+        }
+        shared.changes.publish(id);
+    });
+    Ok(())
+}
+
+async fn run(shared: &Shared, request: Retranslation) -> Result<&'static str, String> {
+    let store = &shared.store;
+    let job = store.get(request.job_id).await.map_err(|e| e.to_string())?;
+    let from = request.index.saturating_sub(1);
+    let chunks = store
+        .chunks_between(job.id, from, request.index + 1)
+        .await
+        .map_err(|e| e.to_string())?;
+    let Some(chunk) = chunks.iter().find(|c| c.index == request.index) else {
+        return Ok("no such chunk");
+    };
+    let prev = chunks.iter().find(|c| c.index + 1 == request.index);
+    let plan = plan_for(&job, chunk, prev, &request, &shared.engines)?;
+    let policy = shared.config.retry;
+    let mut attempts = 0u32;
+    let mut throttled = Duration::ZERO;
+    loop {
+        if shared.draining.is_cancelled() {
+            return Ok("stopped by the shutdown");
+        }
+        let outcome = attempt(store, &job, &plan, request.index)
+            .await
+            .map_err(|e| e.to_string())?;
+        let err = match outcome {
+            Retranslated::Added(_) => return Ok("added"),
+            Retranslated::Unchanged => return Ok("unchanged"),
+            Retranslated::NotTranslated => return Ok("not translated"),
+            Retranslated::Failed(e) => e,
+        };
+        let counted = err.throttle.is_none() || throttled >= policy.throttle_budget;
+        if counted {
+            attempts += 1;
+        }
+        match policy.after_failure(attempts.max(1), throttled, &err, rand::random()) {
+            RetryDecision::GiveUp => return Err(err.public()),
+            RetryDecision::RetryAfter(wait) => tokio::time::sleep(wait).await,
+            RetryDecision::Throttled(wait) => {
+                throttled += wait;
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
