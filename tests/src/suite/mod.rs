@@ -11,6 +11,7 @@ mod desk;
 mod intake;
 mod lifecycle;
 mod reads;
+mod reuse;
 mod submit;
 mod throughput;
 mod translation;
@@ -27,6 +28,7 @@ pub use desk::corrections_and_exchange;
 pub use intake::{bad_input, idempotency_and_job_limits};
 pub use lifecycle::{cancel_and_retry, retries_and_failures};
 pub use reads::{health_metrics_openapi, list_and_paginate};
+pub use reuse::memory_glossaries_and_retranslation;
 pub use submit::submit_stream_complete;
 pub use throughput::parallel_chunks_priority_and_usage;
 pub use translation::{glossary_context_quality, translation_memory, transliteration_and_offline};
@@ -134,6 +136,10 @@ fn case_desk(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(corrections_and_exchange(&c.api, &c.provider))
 }
 
+fn case_reuse(c: &Ctx) -> CaseFuture<'_> {
+    Box::pin(memory_glossaries_and_retranslation(&c.api, &c.provider))
+}
+
 fn case_limits(c: &Ctx) -> CaseFuture<'_> {
     Box::pin(idempotency_and_job_limits(&c.api))
 }
@@ -177,5 +183,6 @@ pub const CASES: &[(&str, Case)] = &[
     ("api::pdf_jobs", case_pdf_jobs),
     ("api::parallel_chunks_priority_and_usage", case_throughput),
     ("api::corrections_and_exchange", case_desk),
+    ("api::memory_glossaries_and_retranslation", case_reuse),
     ("api::metrics_after_work", case_health),
 ];
