@@ -449,3 +449,243 @@ async fn the_dashboard_submits_a_pdf_and_offers_its_pages() {
         "{job}"
     );
 }
+
+/// Send keys to whatever has the focus (a WebDriver key string: `\u{E007}`
+/// Enter, `\u{E009}` Ctrl, `\u{E008}` Shift, `\u{E00C}` Escape, `\u{E000}`
+/// releases the modifiers).
+async fn keys(c: &Client, keys: &str) {
+    let active = c.active_element().await.expect("the focused element");
+    active.send_keys(keys).await.expect("send keys");
+}
+
+/// The focused element's `data-chunk`, or its chunk cell's.
+async fn focused_chunk(c: &Client) -> Option<u32> {
+    let v = c
+        .execute(
+            "const e = document.activeElement; const cell = e && e.closest('[data-chunk]');\
+             return cell ? Number(cell.getAttribute('data-chunk')) : null;",
+            vec![],
+        )
+        .await
+        .ok()?;
+    v.as_u64().map(|i| i as u32)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_desk_edits_reviews_retranslates_and_exchanges_by_keyboard() {
+    let provider = FakeProvider::start().await;
+    let (db_dir, db) = temp_db();
+    let server = Server::start(&db, &provider, 2, &[]);
+    let base = server.url.clone();
+    let profile = tempfile::tempdir().expect("profile");
+    let (_driver, c) = browser(profile.path()).await;
+
+    // A glossary uploaded through the page, then chosen for a job.
+    let tsv = db_dir.path().join("heart.tsv");
+    std::fs::write(&tsv, "བྱང་ཆུབ་སེམས་དཔའ\tawakening hero\n").expect("write");
+    c.goto(&format!("{base}/")).await.expect("open");
+    until("the glossary form", || async {
+        c.find(Locator::Css("#g-file")).await.ok()
+    })
+    .await
+    .send_keys(tsv.to_str().unwrap_or_default())
+    .await
+    .expect("choose the glossary");
+    c.find(Locator::Css("#g-name"))
+        .await
+        .expect("name")
+        .send_keys("Heart")
+        .await
+        .expect("type");
+    click(&c, "#glossary-form button[type=submit]").await;
+    until("the glossary listed and offered", || async {
+        let listed = text_of(&c, "#glossaries li[data-glossary]").await?;
+        let offered = c
+            .find(Locator::Css("#s-glossaries input[type=checkbox]"))
+            .await
+            .ok()?;
+        listed.contains("Heart").then_some(offered)
+    })
+    .await
+    .click()
+    .await
+    .expect("choose the glossary for the job");
+    let (text, chunks, size) = numbered_text("desk-", 3);
+    let area = c.find(Locator::Css("#s-text")).await.expect("text");
+    area.send_keys(&text).await.expect("type the text");
+    c.find(Locator::Css("#s-chunk"))
+        .await
+        .expect("chunk size")
+        .send_keys(&size.to_string())
+        .await
+        .expect("type the size");
+    click(&c, "#submit-form button[type=submit]").await;
+    let id = until("the job page", || async {
+        let url = c.current_url().await.ok()?;
+        url.path()
+            .strip_prefix("/jobs/")
+            .map(str::to_owned)
+            .filter(|id| id.len() == 36)
+    })
+    .await;
+    until("every chunk translated", || async {
+        let shown = shown_chunks(&c).await;
+        (shown.len() == 3 && shown.iter().all(|(_, t)| !t.is_empty())).then_some(())
+    })
+    .await;
+    let system = provider.requests_for(&chunks[0])[0]["messages"][0]["content"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(
+        system.contains("awakening hero"),
+        "the chosen glossary reaches the provider: {system}"
+    );
+
+    // By keyboard only: focus chunk 0, Enter edits, Ctrl+Enter saves and
+    // moves to chunk 1's editor; Ctrl+Shift+Enter saves and marks it
+    // reviewed; Escape leaves chunk 2's editor; Alt+↑ goes back.
+    c.execute(
+        "document.querySelector('[data-chunk=\"0\"]').focus();",
+        vec![],
+    )
+    .await
+    .expect("focus chunk 0");
+    keys(&c, "\u{E007}").await;
+    until("chunk 0's editor focused", || async {
+        c.find(Locator::Css("[data-chunk='0'] textarea.editor"))
+            .await
+            .ok()?;
+        (focused_chunk(&c).await == Some(0)).then_some(())
+    })
+    .await;
+    // Select the text and type over it (WebDriver's Clear would move the
+    // focus away).
+    keys(&c, "\u{E009}a\u{E000}Corrected zero.").await;
+    keys(&c, "\u{E009}\u{E007}\u{E000}").await;
+    until("chunk 1's editor focused", || async {
+        (focused_chunk(&c).await == Some(1)).then_some(())
+    })
+    .await;
+    keys(&c, "\u{E009}a\u{E000}Corrected one.").await;
+    keys(&c, "\u{E009}\u{E008}\u{E007}\u{E000}").await;
+    until("chunk 1 reviewed", || async {
+        text_of(&c, "#job-reviewed").await.filter(|t| t == "1/3")
+    })
+    .await;
+    until("chunk 2's editor focused", || async {
+        (focused_chunk(&c).await == Some(2)).then_some(())
+    })
+    .await;
+    keys(&c, "\u{E00C}").await;
+    until("chunk 2's editor closed", || async {
+        c.find(Locator::Css("[data-chunk='2'] textarea.editor"))
+            .await
+            .is_err()
+            .then_some(())
+    })
+    .await;
+    let shown = shown_chunks(&c).await;
+    assert_eq!(shown[0].1, "Corrected zero.", "{shown:?}");
+    assert_eq!(shown[1].1, "Corrected one.", "{shown:?}");
+    let (_, _, stored) = server
+        .api
+        .request(reqwest::Method::GET, &format!("/api/jobs/{id}/chunks"))
+        .await
+        .expect("chunks");
+    assert_eq!(
+        stored["chunks"][0]["revisions"][1]["origin"], "human",
+        "{stored}"
+    );
+    assert_eq!(stored["chunks"][1]["reviewed"], true, "{stored}");
+
+    // Revisions side by side, and another engine on chunk 0.
+    click(&c, "[data-chunk='0'] .chunk-actions button[aria-expanded]").await;
+    until("two revisions side by side", || async {
+        let n = c
+            .find_all(Locator::Css("[data-chunk='0'] .revision"))
+            .await
+            .ok()?
+            .len();
+        (n == 2).then_some(())
+    })
+    .await;
+    let select = c
+        .find(Locator::Css("[data-chunk='0'] .retranslate select"))
+        .await
+        .expect("engine choice");
+    select.select_by_value("offline").await.expect("offline");
+    click(&c, "[data-chunk='0'] .retranslate button[type=submit]").await;
+    until("the offline revision beside the others", || async {
+        let n = c
+            .find_all(Locator::Css("[data-chunk='0'] .revision"))
+            .await
+            .ok()?
+            .len();
+        (n == 3).then_some(())
+    })
+    .await;
+    let first = stored["chunks"][0]["revisions"][0]["text"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    assert!(!first.is_empty(), "{stored}");
+    click(&c, "[data-chunk='0'] .revision[data-revision='1'] button").await;
+    until("revision 1 current again", || async {
+        let shown = shown_chunks(&c).await;
+        (shown[0].1 == first).then_some(())
+    })
+    .await;
+
+    // Exchange: the export buttons, and an XLIFF edited elsewhere imported
+    // through the page.
+    click(&c, "#export-xliff").await;
+    until("the export's report", || async {
+        text_of(&c, "#import-report")
+            .await
+            .filter(|t| t.contains(&format!("exported {id}.xlf")))
+    })
+    .await;
+    let xliff = server
+        .api
+        .http
+        .get(format!("{base}/api/jobs/{id}/export?format=xliff"))
+        .send()
+        .await
+        .expect("export")
+        .text()
+        .await
+        .expect("text");
+    assert!(xliff.contains("state=\"final\""), "{xliff}");
+    let third = stored["chunks"][2]["translation"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    // As the XLIFF writes it: escaped.
+    let escaped = third
+        .replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;");
+    let edited = xliff.replace(&escaped, "Edited in a CAT tool.");
+    assert_ne!(edited, xliff, "chunk 2's target is in the export");
+    let file = db_dir.path().join("edited.xlf");
+    std::fs::write(&file, edited).expect("write");
+    c.find(Locator::Css("#xliff-file"))
+        .await
+        .expect("file input")
+        .send_keys(file.to_str().unwrap_or_default())
+        .await
+        .expect("choose");
+    click(&c, "#import-xliff").await;
+    until("the import's report", || async {
+        text_of(&c, "#import-report")
+            .await
+            .filter(|t| t.starts_with("1 chunks corrected"))
+    })
+    .await;
+    until("chunk 2 shows the imported text", || async {
+        let shown = shown_chunks(&c).await;
+        (shown[2].1 == "Edited in a CAT tool.").then_some(())
+    })
+    .await;
+}

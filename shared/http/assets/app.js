@@ -52,6 +52,38 @@ async function api(method, path, body, form) {
   return { ok: res.ok, status: res.status, data, detail };
 }
 
+// A request with a raw body (a file) or a raw answer (an export):
+// {ok, status, text, detail}.
+async function raw(method, path, body, type, ifMatch) {
+  const headers = {};
+  if (key()) headers.authorization = "Bearer " + key();
+  if (type) headers["content-type"] = type;
+  if (ifMatch) headers["if-match"] = ifMatch;
+  let res;
+  try {
+    res = await fetch(path, { method, headers, body });
+  } catch (e) {
+    return { ok: false, status: 0, text: "", detail: "cannot reach the server: " + e.message };
+  }
+  const text = await res.text();
+  let detail = "";
+  if (!res.ok) {
+    try { detail = JSON.parse(text).detail || ""; } catch { detail = ""; }
+    detail = detail || res.statusText || ("HTTP " + res.status);
+  }
+  if (res.status === 401) askKey();
+  return { ok: res.ok, status: res.status, text, detail };
+}
+
+// Save `text` as a file named `name` (an export), through a link clicked
+// once.
+function saveFile(name, type, text) {
+  const a = el("a", { download: name, href: URL.createObjectURL(new Blob([text], { type })) });
+  document.body.append(a);
+  a.click();
+  a.remove();
+}
+
 function streamUrl(path) {
   const base = state.config.streamUrl || "";
   const sep = path.includes("?") ? "&" : "?";
@@ -175,6 +207,7 @@ function queueView(app) {
       el("h2", { id: "jobs-title" }, "Jobs"), filters, message, el("div", { class: "scroll" }, table), paging),
     batches,
     submitForm(),
+    glossaryCard(),
   );
   refreshCounts(counts);
   state.timers.push(setInterval(() => refreshCounts(counts), 3000));
@@ -304,6 +337,62 @@ function parseGlossary(text) {
   return terms;
 }
 
+// The tenant's glossaries: upload (TSV, TBX or JSON by the file's
+// extension), list, delete; the submit form offers them to a job.
+function glossaryCard() {
+  const list = el("ul", { id: "glossaries", class: "plain" });
+  const message = el("p", { class: "error", role: "alert", id: "glossary-error" });
+  const name = el("input", { id: "g-name", name: "name", placeholder: "Heart Sutra terms" });
+  const file = el("input", { id: "g-file", type: "file", accept: ".tsv,.txt,.tbx,.xml,.json" });
+  const load = async () => {
+    const r = await api("GET", "/api/glossaries");
+    if (!r.ok) { message.textContent = r.detail; return; }
+    list.replaceChildren(...r.data.glossaries.map((g) => el("li", { "data-glossary": g.id },
+      el("span", {}, g.name), " ", el("span", { class: "muted" }, g.terms + " terms"), " ",
+      el("button", { type: "button", class: "link", "aria-label": "Delete glossary " + g.name, onclick: async () => {
+        const d = await api("DELETE", "/api/glossaries/" + g.id);
+        if (!d.ok) message.textContent = d.detail;
+        await load();
+        await fillGlossaryChoice();
+      } }, "delete"))));
+    if (!r.data.glossaries.length) list.append(el("li", { class: "muted" }, "none yet"));
+  };
+  const form = el("form", { id: "glossary-form", "aria-labelledby": "glossaries-title", onsubmit: async (e) => {
+    e.preventDefault();
+    message.textContent = "";
+    const f = file.files[0];
+    if (!f) { message.textContent = "choose a TSV, TBX or JSON file"; return; }
+    const type = /\.json$/i.test(f.name) ? "application/json"
+      : /\.(tbx|xml)$/i.test(f.name) ? "application/x-tbx" : "text/tab-separated-values";
+    const q = name.value.trim() ? "?name=" + encodeURIComponent(name.value.trim()) : "";
+    const r = await raw("POST", "/api/glossaries" + q, await f.text(), type);
+    if (!r.ok) { message.textContent = r.detail; return; }
+    form.reset();
+    await load();
+    await fillGlossaryChoice();
+  } },
+    el("h2", { id: "glossaries-title" }, "Glossaries"),
+    list,
+    el("div", { class: "grid2" },
+      el("div", {}, el("label", { for: "g-name" }, "Name"), name),
+      el("div", {}, el("label", { for: "g-file" }, "File: TSV (Tibetan, a tab, English), TBX or JSON"), file)),
+    el("div", { class: "actions" }, el("button", { type: "submit" }, "Upload glossary")),
+    message);
+  load();
+  return el("section", { class: "card" }, form);
+}
+
+// The submit form's choice of glossaries.
+async function fillGlossaryChoice() {
+  const box = $("#s-glossaries");
+  if (!box) return;
+  const r = await api("GET", "/api/glossaries");
+  if (!r.ok) return;
+  box.replaceChildren(...r.data.glossaries.map((g) => el("label", { class: "check" },
+    el("input", { type: "checkbox", name: "glossaryId", value: g.id }), " " + g.name)));
+  if (!r.data.glossaries.length) box.append(el("span", { class: "muted" }, "none: upload one below"));
+}
+
 function submitForm() {
   const error = el("p", { class: "error", role: "alert", id: "submit-error" });
   const engines = el("select", { id: "s-engine", name: "engine" }, el("option", { value: "" }, "default"));
@@ -320,6 +409,8 @@ function submitForm() {
     if (f.get("chunkSize")) config.chunkSize = Number(f.get("chunkSize"));
     const terms = parseGlossary(String(f.get("glossary") || ""));
     if (terms.length) config.glossary = terms;
+    const named = f.getAll("glossaryId").map(String);
+    if (named.length) config.glossaryIds = named;
     const type = f.get("type");
     const files = [...$("#s-files", form).files];
     const button = $("button[type=submit]", form);
@@ -373,8 +464,10 @@ function submitForm() {
         } }))),
     el("label", { for: "s-glossary" }, "Glossary rows (Tibetan, a tab, English)"),
     glossary,
+    el("fieldset", {}, el("legend", {}, "Glossaries"), el("div", { id: "s-glossaries", class: "checks" })),
     el("div", { class: "actions" }, el("button", { type: "submit", class: "primary" }, "Submit")),
     error);
+  setTimeout(fillGlossaryChoice, 0);
   return el("section", { class: "card" }, form);
 }
 
@@ -404,29 +497,172 @@ async function jobView(app, id) {
     el("div", { class: "toggle" }, ewts, el("label", { for: "ewts-toggle" }, "Show the source in EWTS (Wylie)")),
     grid);
 
+  // The translator's desk, by keyboard: Enter (or E) on a chunk edits it,
+  // Ctrl+Enter saves, Ctrl+Shift+Enter saves and marks it reviewed, Escape
+  // leaves the editor, R marks the focused chunk reviewed (or not), Alt+↓
+  // and Alt+↑ (or J and K) move to the next and previous chunk.
+  const cells = () => [...grid.querySelectorAll("[data-chunk]")];
+  const focusChunk = (index, edit) => {
+    const row = rows.get(index);
+    if (!row) return;
+    if (edit && row.data.translation != null) openEditor(row);
+    else row.out.focus();
+  };
+  const move = (from, step, edit) => {
+    const all = cells().map((c) => Number(c.dataset.chunk));
+    const at = all.indexOf(from);
+    const next = all[at + step];
+    if (next !== undefined) focusChunk(next, edit);
+  };
+  const refreshJob = async () => {
+    const now = await api("GET", "/api/jobs/" + id);
+    if (now.ok) show(now.data);
+  };
+  const save = async (row, body, after) => {
+    if (!row.data.etag) {
+      const fresh = await api("GET", "/api/jobs/" + id + "/chunks/" + row.data.index);
+      if (fresh.ok) Object.assign(row.data, fresh.data);
+    }
+    const r = await raw("PUT", "/api/jobs/" + id + "/chunks/" + row.data.index + "/translation",
+      JSON.stringify(body), "application/json", row.data.etag);
+    if (r.status === 412) {
+      message.textContent = "chunk " + row.data.index + " changed meanwhile: it shows the new version now";
+      const fresh = await api("GET", "/api/jobs/" + id + "/chunks/" + row.data.index);
+      if (fresh.ok) chunkRow(fresh.data);
+      return false;
+    }
+    if (!r.ok) { message.textContent = r.detail; return false; }
+    message.textContent = "";
+    chunkRow(JSON.parse(r.text));
+    await refreshJob();
+    if (after) after();
+    return true;
+  };
+  const openEditor = (row) => {
+    if (row.editor) { row.editor.focus(); return; }
+    const area = el("textarea", { class: "editor", rows: 3, lang: "en",
+      "aria-label": "Translation of chunk " + row.data.index });
+    area.value = row.data.translation || "";
+    const note = el("input", { class: "note", placeholder: "note (optional)",
+      "aria-label": "Note for chunk " + row.data.index });
+    row.editor = area;
+    row.editorBox = el("div", { class: "edit" }, area, note,
+      el("span", { class: "meta" }, "Ctrl+Enter save · Ctrl+Shift+Enter save and mark reviewed · Esc cancel"));
+    row.out.append(row.editorBox);
+    area.addEventListener("keydown", async (e) => {
+      if (e.key === "Escape") { e.preventDefault(); closeEditor(row); row.out.focus(); return; }
+      if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
+        e.preventDefault();
+        e.stopPropagation();
+        const body = { text: area.value };
+        if (note.value.trim()) body.note = note.value.trim();
+        if (e.shiftKey) body.reviewed = true;
+        const index = row.data.index;
+        if (await save(row, body)) { closeEditor(row); move(index, 1, true); }
+        return;
+      }
+      if (e.altKey && (e.key === "ArrowDown" || e.key === "ArrowUp")) {
+        e.preventDefault();
+        e.stopPropagation();
+        move(row.data.index, e.key === "ArrowDown" ? 1 : -1, true);
+      }
+    });
+    area.focus();
+  };
+  const closeEditor = (row) => {
+    if (row.editorBox) row.editorBox.remove();
+    row.editor = null;
+    row.editorBox = null;
+  };
+  const retranslate = async (row, engine, model) => {
+    const before = (row.data.revisions || []).length;
+    const body = { engine };
+    if (model) body.model = model;
+    const r = await api("POST", "/api/jobs/" + id + "/chunks/" + row.data.index + "/retranslate", body);
+    if (!r.ok) { message.textContent = r.detail; return; }
+    message.textContent = "chunk " + row.data.index + ": re-translating with " + engine + "…";
+    const view = state.view;
+    for (let i = 0; i < 120 && view === state.view; i++) {
+      await new Promise((ok) => setTimeout(ok, 500));
+      const c = await api("GET", "/api/jobs/" + id + "/chunks/" + row.data.index);
+      if (c.ok && (c.data.revisions || []).length > before) {
+        row.showRevisions = true;
+        chunkRow(c.data);
+        message.textContent = "";
+        return;
+      }
+    }
+    message.textContent = "chunk " + row.data.index + ": no new revision yet; it appears when the engine answers";
+  };
+  const revisionsPanel = (row) => {
+    const d = row.data;
+    return el("div", { class: "revisions", "aria-label": "Revisions of chunk " + d.index },
+      (d.revisions || []).map((v) => el("div", { class: "revision" + (v.current ? " current" : ""), "data-revision": v.n },
+        el("div", { class: "meta" }, "#" + v.n + " · " + v.origin + (v.engine ? " · " + v.engine : "") +
+          (v.model ? " · " + v.model : "") + (v.keyId ? " · key " + v.keyId : "") +
+          (v.createdAt ? " · " + v.createdAt.slice(0, 16).replace("T", " ") : "")),
+        el("div", { class: "revision-text" }, v.text),
+        v.note ? el("div", { class: "meta" }, "note: " + v.note) : null,
+        v.current ? el("span", { class: "meta" }, "current")
+          : el("button", { type: "button", class: "link", onclick: () => save(row, { revision: v.n }) },
+            "Use revision " + v.n))),
+      el("form", { class: "retranslate", onsubmit: (e) => {
+        e.preventDefault();
+        const f = new FormData(e.currentTarget);
+        retranslate(row, String(f.get("engine")), String(f.get("model") || "").trim());
+      } },
+        el("label", {}, "Engine ", el("select", { name: "engine", "aria-label": "Engine for chunk " + d.index },
+          state.engines.filter((e) => e !== "ewts").map((e) => el("option", { value: e }, e)))),
+        el("label", {}, " Model ", el("input", { name: "model", size: 12, "aria-label": "Model for chunk " + d.index })),
+        el("button", { type: "submit" }, "Re-translate")));
+  };
   const chunkRow = (c) => {
     let row = rows.get(c.index);
     if (!row) {
       const src = el("div", { class: "src tibetan", lang: "bo" });
-      const out = el("div", { "data-chunk": c.index });
-      row = { src, out, data: {} };
+      const out = el("div", { "data-chunk": c.index, tabindex: 0, class: "cell" });
+      row = { src, out, data: {}, editor: null, editorBox: null, showRevisions: false };
       rows.set(c.index, row);
       grid.append(el("div", { class: "chunk" }, src, out));
+      out.addEventListener("keydown", (e) => {
+        if (e.target !== out) return;
+        const d = row.data;
+        if ((e.key === "Enter" || e.key === "e") && d.translation != null) { e.preventDefault(); openEditor(row); }
+        else if (e.key === "r" && d.translation != null) { e.preventDefault(); save(row, { reviewed: !d.reviewed }); }
+        else if ((e.altKey && e.key === "ArrowDown") || e.key === "j") { e.preventDefault(); move(d.index, 1, false); }
+        else if ((e.altKey && e.key === "ArrowUp") || e.key === "k") { e.preventDefault(); move(d.index, -1, false); }
+      });
     }
     Object.assign(row.data, c);
     const d = row.data;
     row.src.textContent = ewts.checked && d.sourceEwts ? d.sourceEwts : d.source || "";
     row.src.lang = ewts.checked && d.sourceEwts ? "bo-Latn" : "bo";
     row.src.classList.toggle("tibetan", !(ewts.checked && d.sourceEwts));
+    const editing = row.editorBox;
     row.out.replaceChildren();
+    row.out.classList.toggle("reviewed", Boolean(d.reviewed));
     if (d.translation !== undefined && d.translation !== null) {
       row.out.append(el("span", { class: "translation" }, d.translation));
       const meta = [];
       if (d.attempts !== undefined) meta.push("attempts " + d.attempts);
       if (d.confidence !== undefined && d.confidence !== null) meta.push("confidence " + Number(d.confidence).toFixed(2));
       if (d.fromMemory) meta.push("from memory");
+      const revs = (d.revisions || []).length;
+      if (revs > 1) meta.push("revision " + d.revision + " of " + revs);
+      if (d.examples && d.examples.length) meta.push(d.examples.length + " examples (best " + d.examples[0].similarity.toFixed(2) + ")");
       row.out.append(el("span", { class: "meta" }, meta.join(" · ")));
+      if (d.reviewed) row.out.append(el("span", { class: "meta ok" }, "✓ reviewed"));
       if (d.warning) row.out.append(el("span", { class: "meta warn" }, "⚠ " + d.warning));
+      row.out.append(el("div", { class: "chunk-actions" },
+        el("button", { type: "button", class: "link", onclick: () => openEditor(row) }, "Edit"),
+        el("button", { type: "button", class: "link", onclick: () => save(row, { reviewed: !d.reviewed }) },
+          d.reviewed ? "Unmark reviewed" : "Mark reviewed"),
+        el("button", { type: "button", class: "link", "aria-expanded": String(row.showRevisions), onclick: () => {
+          row.showRevisions = !row.showRevisions;
+          chunkRow({ index: d.index });
+        } }, "Revisions (" + Math.max(revs, 1) + ")")));
+      if (row.showRevisions) row.out.append(revisionsPanel(row));
+      if (editing) row.out.append(editing);
     } else {
       row.out.append(el("span", { class: "pending" }, d.status === "failed" ? "failed: " + (d.error || "") : "waiting…"));
     }
@@ -444,6 +680,7 @@ async function jobView(app, id) {
       el("span", {}, "chunks ", el("b", {}, v.chunksCompleted + "/" + v.chunksTotal)),
       el("span", {}, "ETA ", el("b", {}, TERMINAL.includes(v.status) ? "—" : fmtMs(v.estimatedTimeRemaining))),
       el("span", {}, "throughput ", el("b", {}, v.throughput ? v.throughput + " chunks/min" : "—")),
+      el("span", {}, "reviewed ", el("b", { id: "job-reviewed" }, (v.review ? v.review.reviewed : 0) + "/" + v.chunksTotal)),
       ...(v.error ? [el("span", { class: "error" }, v.error)] : []));
     if (v.status !== shownStatus) {
       shownStatus = v.status;
@@ -465,6 +702,44 @@ async function jobView(app, id) {
   };
   show(job);
 
+  // Exchange with CAT tools: TMX, XLIFF 2.1 and a printable page of each
+  // chunk's current revision; an XLIFF edited elsewhere comes back as
+  // revisions.
+  const exportAs = async (format, ext, type) => {
+    const r = await raw("GET", "/api/jobs/" + id + "/export?format=" + format);
+    if (!r.ok) { message.textContent = r.detail; return; }
+    if (format === "html") {
+      window.open(URL.createObjectURL(new Blob([r.text], { type })), "_blank");
+    } else {
+      saveFile(id + "." + ext, type, r.text);
+    }
+    importReport.textContent = "exported " + id + "." + ext + " (" + r.text.length + " characters)";
+  };
+  const xliffFile = el("input", { id: "xliff-file", type: "file", accept: ".xlf,.xliff,.xml" });
+  const importReport = el("p", { role: "status", id: "import-report" });
+  app.append(el("section", { class: "card", "aria-label": "Exchange" },
+    el("div", { class: "actions" },
+      el("button", { type: "button", id: "export-tmx", onclick: () => exportAs("tmx", "tmx", "application/x-tmx+xml") }, "Export TMX"),
+      el("button", { type: "button", id: "export-xliff", onclick: () => exportAs("xliff", "xlf", "application/xliff+xml") }, "Export XLIFF"),
+      el("button", { type: "button", id: "export-html", onclick: () => exportAs("html", "html", "text/html") }, "Print view"),
+      el("label", { for: "xliff-file" }, "Import XLIFF "), xliffFile,
+      el("button", { type: "button", id: "import-xliff", onclick: async () => {
+        const f = xliffFile.files[0];
+        if (!f) { message.textContent = "choose an XLIFF file exported from this job"; return; }
+        const r = await raw("POST", "/api/jobs/" + id + "/import", await f.text(), "application/xliff+xml");
+        if (!r.ok) { message.textContent = r.detail; return; }
+        const rep = JSON.parse(r.text);
+        importReport.textContent = rep.updated.length + " chunks corrected, " + rep.reviewed.length +
+          " review marks changed, " + rep.unchanged + " unchanged" +
+          (rep.skipped.length ? ", " + rep.skipped.length + " skipped" : "");
+        await loadChunks();
+        await refreshJob();
+      } }, "Import")),
+    importReport,
+    el("p", { class: "muted" }, "Keys: Enter edit · Ctrl+Enter save · Ctrl+Shift+Enter save and mark reviewed · R reviewed · Alt+↑/↓ or J/K move")));
+  grid.remove();
+  app.append(grid);
+
   const loadChunks = async () => {
     const c = await api("GET", "/api/jobs/" + id + "/chunks?ewts=true");
     if (c.ok) for (const ch of c.data.chunks) chunkRow(ch);
@@ -485,7 +760,7 @@ async function jobView(app, id) {
     source.onmessage = async (e) => {
       let d;
       try { d = JSON.parse(e.data); } catch { return; }
-      if (d.type === "chunk") chunkRow({ index: d.index, translation: d.translation, status: "completed" });
+      if (d.type === "chunk") chunkRow({ index: d.index, translation: d.translation, status: "completed", etag: "" });
       else if (d.type === "progress") show({ ...job, ...d, id, type: job.type });
       else if (TERMINAL.includes(d.type)) {
         source.close();
