@@ -41,6 +41,8 @@ macro_rules! conformance_tests {
             foreign_and_forged_cursors_are_invalid_input,
             translation_memory_keeps_the_first_entry,
             chunk_edits_are_compare_and_set,
+            glossaries_are_kept_per_tenant,
+            segments_are_found_exactly_and_by_similarity,
             large_texts_round_trip_byte_for_byte,
             a_job_keeps_its_trace,
             counts_by_status,
