@@ -36,6 +36,15 @@ impl Worker {
                 return Ok("refused");
             }
         };
+        // A spent monthly budget stops re-translations as it stops jobs.
+        if self
+            .budgets
+            .spent(store, &job.tenant, chrono::Utc::now())
+            .await?
+            .is_some()
+        {
+            return Ok("the tenant's monthly token budget is spent");
+        }
         let err = match attempt(store, &job, &plan, request.index).await? {
             Retranslated::Added(_) => return Ok("added"),
             Retranslated::Unchanged => return Ok("unchanged"),

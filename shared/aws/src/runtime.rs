@@ -208,8 +208,7 @@ impl App {
                 engines.default_name().to_owned(),
                 bedrock_models,
             )
-            .with_prices(settings.prices.clone())
-            .with_shared_memory(settings.shared_memory),
+            .with_prices(settings.prices.clone()),
         );
         Ok(Self {
             config,

@@ -14,7 +14,9 @@ use crate::job::{EngineName, Job, JobId};
 use crate::ledger::{ChunkRecord, ChunkStatus};
 use crate::pipeline::{self, ChunkPlan, EngineCatalog};
 use crate::review::EngineLabel;
-use crate::store::{Edited, JobStore, MemoryStore, ReviewStore, SegmentStore, StoreError};
+use crate::store::{
+    ChunkUsage, Edited, JobStore, MemoryStore, ReviewStore, SegmentStore, StoreError, UsageStore,
+};
 
 /// A re-translation asked for.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -77,7 +79,7 @@ pub async fn attempt<S>(
     index: u32,
 ) -> Result<Retranslated, StoreError>
 where
-    S: JobStore + MemoryStore + ReviewStore + SegmentStore + ?Sized,
+    S: JobStore + MemoryStore + ReviewStore + SegmentStore + UsageStore + ?Sized,
 {
     let Some(chunk) = read(store, job.id, index).await? else {
         return Ok(Retranslated::NotTranslated);
@@ -90,24 +92,26 @@ where
         Some(t) => t,
         None => {
             let mut task = plan.task(&chunk, &job.config);
-            if plan.examples > 0 {
-                task.examples = store
-                    .similar_segments(
-                        &plan.memory_tenant,
-                        &chunk.source,
-                        plan.examples,
-                        crate::fuzzy::USEFUL,
-                    )
-                    .await?
-                    .into_iter()
-                    .map(|e| ContextTurn {
-                        source: e.source,
-                        translation: e.translation,
-                    })
-                    .collect();
-            }
+            task.examples = crate::step::examples_for(store, plan, &chunk)
+                .await
+                .into_iter()
+                .map(|e| ContextTurn {
+                    source: e.source,
+                    translation: e.translation,
+                })
+                .collect();
             match pipeline::attempt(plan.engine.as_ref(), &task).await {
                 Ok(out) => {
+                    // The calls count to the tenant's usage and budget like
+                    // a chunk's (no checkpoint carries them).
+                    store
+                        .add_usage(&ChunkUsage {
+                            tenant: job.tenant.clone(),
+                            engine: plan.engine.name().to_owned(),
+                            model: plan.model.clone(),
+                            usage: out.usage,
+                        })
+                        .await?;
                     if let Some(key) = plan.memory_entry(&out) {
                         store.memory_put(key, &out.text, out.confidence).await?;
                     }

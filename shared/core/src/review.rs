@@ -19,9 +19,10 @@ use crate::ledger::{ChunkRecord, ChunkStatus};
 pub const MAX_REVISIONS: usize = 50;
 /// Longest revision text, in bytes of UTF-8.
 pub const MAX_TEXT_BYTES: usize = 32 * 1024;
-/// Most bytes of revision text one chunk keeps (a DynamoDB item holds
-/// 400 KB with the chunk's source and context).
-pub const MAX_TOTAL_BYTES: usize = 160 * 1024;
+/// Most bytes one chunk's revisions take stored (encoded, with the current
+/// text beside them): a DynamoDB item holds 400 KB with the chunk's
+/// context and examples.
+pub const MAX_TOTAL_BYTES: usize = 200 * 1024;
 /// Longest note, in characters.
 pub const MAX_NOTE_CHARS: usize = 2000;
 
@@ -105,6 +106,20 @@ pub struct EngineLabel {
     pub engine: String,
     /// The model.
     pub model: Option<String>,
+}
+
+/// Whether `text` has a control character other than tab and line breaks.
+fn has_control(text: &str) -> bool {
+    text.chars()
+        .any(|c| c.is_control() && !matches!(c, '\t' | '\n' | '\r'))
+}
+
+/// What a revision list takes in a store, encoded, with the current text
+/// kept beside it (bounded by [`MAX_TOTAL_BYTES`] so a DynamoDB chunk item
+/// stays under its 400 KB).
+fn stored_size(revisions: &[Revision]) -> usize {
+    let longest = revisions.iter().map(|r| r.text.len()).max().unwrap_or(0);
+    encode(revisions).map_or(0, |e| e.len()) + longest
 }
 
 /// Encode a revision list for a store (JSON); `None` for an empty one.
@@ -286,6 +301,11 @@ pub fn plan(
             )));
         }
         Some(n) if n.trim().is_empty() => None,
+        Some(n) if has_control(n) => {
+            return Err(EditError::Invalid(
+                "note: no control characters other than tab and line breaks".into(),
+            ));
+        }
         Some(n) => Some(n.trim().to_owned()),
         None => None,
     };
@@ -303,8 +323,10 @@ pub fn plan(
                 text.len()
             )));
         }
-        if text.contains('\0') {
-            return Err(EditError::Invalid("text: contains a NUL character".into()));
+        if has_control(text) {
+            return Err(EditError::Invalid(
+                "text: no control characters other than tab and line breaks".into(),
+            ));
         }
         // The text of a revision it already has makes that one current;
         // anything else is a new human revision.
@@ -315,14 +337,6 @@ pub fn plan(
                     return Err(EditError::Full(format!(
                         "chunk {} keeps {MAX_REVISIONS} revisions, the most it may; make one of them current with {{\"revision\": n}}",
                         chunk.index
-                    )));
-                }
-                let total: usize = revisions.iter().map(|r| r.text.len()).sum();
-                if total + text.len() > MAX_TOTAL_BYTES {
-                    return Err(EditError::Full(format!(
-                        "chunk {} keeps {total} bytes of revisions; a new one of {} bytes passes the {MAX_TOTAL_BYTES}-byte bound",
-                        chunk.index,
-                        text.len()
                     )));
                 }
                 let n = revisions.last().map_or(1, |r| r.n + 1);
@@ -336,6 +350,13 @@ pub fn plan(
                     key_id: editor.key_id.clone(),
                     note,
                 });
+                let stored = stored_size(&revisions);
+                if stored > MAX_TOTAL_BYTES {
+                    return Err(EditError::Full(format!(
+                        "chunk {}'s revisions would take {stored} bytes with this one, more than the {MAX_TOTAL_BYTES} a chunk keeps; make one of them current with {{\"revision\": n}}",
+                        chunk.index
+                    )));
+                }
                 current = n;
             }
         }
@@ -411,6 +432,9 @@ pub fn engine_revision(
         key_id: None,
         note: None,
     });
+    if stored_size(&revisions) > MAX_TOTAL_BYTES {
+        return None;
+    }
     Some(ChunkEdit {
         index: chunk.index,
         version: chunk.review.version,
@@ -549,6 +573,7 @@ mod tests {
         let cases: Vec<(EditRequest, &str)> = vec![
             (EditRequest::default(), "give 'text'"),
             (text("  "), "cannot be empty"),
+            (text("a\u{1}b"), "control characters"),
             (text(&"a".repeat(MAX_TEXT_BYTES + 1)), "at most"),
             (
                 EditRequest {
@@ -593,6 +618,37 @@ mod tests {
         ));
         // An existing text is still a choice.
         assert!(plan(&c, &text("3"), &label(), &editor()).is_ok());
+        // The stored size is bounded too, escapes counted.
+        let mut c = chunk(Some("0"));
+        let big = "\"".repeat(MAX_TEXT_BYTES / 2);
+        let mut kept = 0;
+        loop {
+            let t = format!("{kept}{big}");
+            match plan(&c, &text(&t), &label(), &editor()) {
+                Ok(e) => {
+                    c = e.applied_to(&c);
+                    kept += 1;
+                }
+                Err(EditError::Full(m)) => {
+                    assert!(m.contains("bytes"), "{m}");
+                    break;
+                }
+                Err(other) => panic!("{other:?}"),
+            }
+        }
+        assert!((1..MAX_REVISIONS).contains(&kept), "{kept} large revisions");
+        assert!(stored_size(&c.review.revisions) <= MAX_TOTAL_BYTES);
+        assert!(
+            engine_revision(
+                &c,
+                &format!("x{big}"),
+                &label(),
+                &label(),
+                chrono::Utc::now()
+            )
+            .is_none(),
+            "an engine revision past the bound is not kept"
+        );
     }
 
     #[test]

@@ -75,6 +75,42 @@ pub fn sketch(source: &str) -> Vec<u64> {
     keys
 }
 
+/// Most bytes of examples one chunk is given (sources and translations):
+/// they go into a prompt and are stored with the chunk.
+pub const MAX_EXAMPLE_BYTES: usize = 24 * 1024;
+
+/// The best `k` of `found` (the most similar first, people's first within
+/// the margin, one per source and origin), within [`MAX_EXAMPLE_BYTES`]:
+/// an example that would pass the bound is left out.
+pub fn bounded(mut found: Vec<Example>, k: usize) -> Vec<Example> {
+    let ranked = |e: &Example| {
+        e.similarity
+            + if e.human {
+                crate::fuzzy::HUMAN_MARGIN
+            } else {
+                0.0
+            }
+    };
+    found.sort_by(|a, b| ranked(b).total_cmp(&ranked(a)));
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0;
+    let mut out = Vec::new();
+    for e in found {
+        if out.len() == k {
+            break;
+        }
+        let size = e.source.len() + e.translation.len();
+        if bytes + size > MAX_EXAMPLE_BYTES
+            || !seen.insert((crate::memory::normalize(&e.source), e.human))
+        {
+            continue;
+        }
+        bytes += size;
+        out.push(e);
+    }
+    out
+}
+
 /// Encode the examples a chunk was given (JSON); `None` for none.
 pub fn encode_examples(examples: &[Example]) -> Option<String> {
     if examples.is_empty() {
@@ -158,6 +194,16 @@ mod tests {
         assert_eq!(names, ["person", "machine"], "{got:?}");
         assert!(got[0].human && got[0].similarity > 0.6);
         let stored = encode_examples(&got).expect("json");
+        // The bound keeps the order and leaves out what does not fit.
+        let huge = Example {
+            source: "ཀ".repeat(MAX_EXAMPLE_BYTES),
+            translation: "x".into(),
+            similarity: 0.99,
+            human: false,
+        };
+        let mut with_huge = got.clone();
+        with_huge.push(huge);
+        assert_eq!(bounded(with_huge, 3), got);
         assert_eq!(decode_examples(&stored), got);
     }
 }

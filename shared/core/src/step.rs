@@ -138,10 +138,8 @@ where
     // A person's translation of this very source wins over any engine's;
     // then the engine's own earlier answer to the same request.
     let remembered = match &plan.memory_key {
-        Some(key) => match store
-            .human_segment(&plan.memory_tenant, &chunk.source)
-            .await?
-        {
+        // People's translations stay with their tenant (see the service).
+        Some(key) => match store.human_segment(&plan.tenant, &chunk.source).await? {
             Some(text) => Some((text, None)),
             None => store.memory_get(key).await?,
         },
@@ -155,18 +153,7 @@ where
     }
     let engine = plan.engine.as_ref();
     let mut task = plan.task(chunk, &job.config);
-    let examples = if plan.examples > 0 {
-        store
-            .similar_segments(
-                &plan.memory_tenant,
-                &chunk.source,
-                plan.examples,
-                crate::fuzzy::USEFUL,
-            )
-            .await?
-    } else {
-        Vec::new()
-    };
+    let examples = examples_for(store, plan, chunk).await;
     task.examples = examples
         .iter()
         .map(|e| crate::engine::ContextTurn {
@@ -243,6 +230,37 @@ where
             Ok(ChunkStep::Failed(err))
         }
     }
+}
+
+/// The examples for a chunk sent to a model engine: its own tenant's
+/// segments (people's translations) and the engines' memory, the most
+/// similar first. Examples help; they never fail a chunk: a failed lookup
+/// is logged and the chunk goes without.
+pub async fn examples_for<S: SegmentStore + ?Sized>(
+    store: &S,
+    plan: &ChunkPlan,
+    chunk: &ChunkRecord,
+) -> Vec<crate::segments::Example> {
+    if plan.examples == 0 {
+        return Vec::new();
+    }
+    let mut tenants = vec![&plan.tenant];
+    if plan.memory_tenant != plan.tenant {
+        tenants.push(&plan.memory_tenant);
+    }
+    let mut found = Vec::new();
+    for tenant in tenants {
+        match store
+            .similar_segments(tenant, &chunk.source, plan.examples, crate::fuzzy::USEFUL)
+            .await
+        {
+            Ok(e) => found.extend(e),
+            Err(e) => {
+                tracing::warn!(chunk = chunk.index, error = %e, "looking up examples failed; the chunk goes without");
+            }
+        }
+    }
+    crate::segments::bounded(found, plan.examples)
 }
 
 /// `work`'s output, or `None` when `stop` completes first (checked first on

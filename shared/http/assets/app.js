@@ -549,7 +549,7 @@ async function jobView(app, id) {
     row.editorBox = el("div", { class: "edit" }, area, note,
       el("span", { class: "meta" }, "Ctrl+Enter save · Ctrl+Shift+Enter save and mark reviewed · Esc cancel"));
     row.out.append(row.editorBox);
-    area.addEventListener("keydown", async (e) => {
+    const keys = async (e) => {
       if (e.key === "Escape") { e.preventDefault(); closeEditor(row); row.out.focus(); return; }
       if (e.key === "Enter" && (e.ctrlKey || e.metaKey)) {
         e.preventDefault();
@@ -566,7 +566,10 @@ async function jobView(app, id) {
         e.stopPropagation();
         move(row.data.index, e.key === "ArrowDown" ? 1 : -1, true);
       }
-    });
+    };
+    // The same keys in the text and in its note.
+    area.addEventListener("keydown", keys);
+    note.addEventListener("keydown", keys);
     area.focus();
   };
   const closeEditor = (row) => {
@@ -625,7 +628,8 @@ async function jobView(app, id) {
       rows.set(c.index, row);
       grid.append(el("div", { class: "chunk" }, src, out));
       out.addEventListener("keydown", (e) => {
-        if (e.target !== out) return;
+        // Ctrl/Cmd combinations stay the browser's (Ctrl+R reloads).
+        if (e.target !== out || e.ctrlKey || e.metaKey) return;
         const d = row.data;
         if ((e.key === "Enter" || e.key === "e") && d.translation != null) { e.preventDefault(); openEditor(row); }
         else if (e.key === "r" && d.translation != null) { e.preventDefault(); save(row, { reviewed: !d.reviewed }); }

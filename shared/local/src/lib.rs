@@ -141,14 +141,12 @@ impl LocalBackend {
             models,
         };
         let prices = shared.engines.prices().clone();
-        let shared_memory = lotsawa_core::EngineCatalog::shared_memory(&shared.engines);
         let service = lotsawa_core::Service::new(
             Arc::new(store.clone()),
             Arc::new(LocalRunner { shared }),
             choice,
         )
         .with_prices(prices)
-        .with_shared_memory(shared_memory)
         .with_max_chunks(max_chunks)
         .with_rate(rate)
         .with_max_pending(max_pending)

@@ -54,6 +54,16 @@ async fn run(shared: &Shared, request: Retranslation) -> Result<&'static str, St
         if shared.draining.is_cancelled() {
             return Ok("stopped by the shutdown");
         }
+        // A spent monthly budget stops re-translations as it stops jobs.
+        if shared
+            .budgets
+            .spent(store, &job.tenant, chrono::Utc::now())
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            return Ok("the tenant's monthly token budget is spent");
+        }
         let outcome = attempt(store, &job, &plan, request.index)
             .await
             .map_err(|e| e.to_string())?;

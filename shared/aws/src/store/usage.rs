@@ -114,6 +114,13 @@ impl UsageStore for DynamoStore {
         Ok(out.item.map(|i| number(&i, "monthlyTokens")))
     }
 
+    async fn add_usage(&self, usage: &ChunkUsage) -> Result<(), StoreError> {
+        if usage.usage.is_zero() {
+            return Ok(());
+        }
+        self.usage_add(usage, Utc::now().date_naive()).await
+    }
+
     async fn set_budget(
         &self,
         tenant: &lotsawa_core::Tenant,

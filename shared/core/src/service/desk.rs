@@ -51,12 +51,11 @@ impl Service {
         tenant: &Tenant,
         id: JobId,
     ) -> Result<(Job, EngineLabel), ServiceError> {
-        let job = owned(tenant, self.store.get(id).await?)?;
+        // The brief job: no source or result texts to read (in the cloud
+        // they may be S3 objects) for a chunk.
+        let job = owned(tenant, self.store.get_brief(id).await?)?;
         let label = label_of(&job);
-        let mut brief = job;
-        brief.source.clear();
-        brief.result = None;
-        Ok((brief, label))
+        Ok((job, label))
     }
 
     /// Every chunk of the caller's job, with what made them.
@@ -116,6 +115,16 @@ impl Service {
                 crate::review::etag(&chunk)
             )));
         };
+        if chunk.status != ChunkStatus::Completed || chunk.translation.is_none() {
+            return Err(EditError::NotTranslated(index).into());
+        }
+        // A stale client is told so before anything about its request.
+        let tag = crate::review::etag(&chunk);
+        if !crate::review::if_match_holds(if_match, &tag) {
+            return Err(ServiceError::Stale(format!(
+                "chunk {index} changed since it was read: its ETag is now {tag}; read it again"
+            )));
+        }
         let edit = crate::review::plan(
             &chunk,
             request,
@@ -125,12 +134,6 @@ impl Service {
                 at: Utc::now(),
             },
         )?;
-        let tag = crate::review::etag(&chunk);
-        if !crate::review::if_match_holds(if_match, &tag) {
-            return Err(ServiceError::Stale(format!(
-                "chunk {index} changed since it was read: its ETag is now {tag}; read it again"
-            )));
-        }
         match self.store.edit_chunk(id, &edit).await? {
             Edited::Done => {}
             Edited::Stale => {
@@ -142,7 +145,7 @@ impl Service {
                 return Err(EditError::NotTranslated(index).into());
             }
         }
-        self.remember(&job.tenant, &chunk, &edit).await;
+        self.remember(&job, &chunk, &edit).await;
         let written = edit.applied_to(&chunk);
         Ok((written, label))
     }
@@ -150,23 +153,21 @@ impl Service {
     /// A person's new current text goes into the tenant's memory, where it
     /// wins over engines' for the same source. The correction is already
     /// written: a failure here is logged, not answered.
-    async fn remember(
-        &self,
-        tenant: &Tenant,
-        chunk: &ChunkRecord,
-        edit: &crate::review::ChunkEdit,
-    ) {
+    async fn remember(&self, job: &Job, chunk: &ChunkRecord, edit: &crate::review::ChunkEdit) {
         let human = edit
             .revisions
             .iter()
             .any(|r| r.n == edit.current && r.origin == crate::review::Origin::Human);
-        if !(edit.text_changed && human) {
+        // A transliteration's correction is no translation of its source.
+        if !(edit.text_changed && human) || job.kind != crate::job::JobType::Translation {
             return;
         }
-        let memory = self.memory_tenant(tenant);
+        // A person's translation stays in its own tenant's memory, even on
+        // a server that shares the engines' memory: it is served without a
+        // provider call, and one tenant must not decide another's output.
         if let Err(e) = self
             .store
-            .segment_put(&memory, &chunk.source, &edit.translation, true)
+            .segment_put(&job.tenant, &chunk.source, &edit.translation, true)
             .await
         {
             tracing::warn!(chunk = chunk.index, error = %e, "remembering a correction failed");
@@ -228,7 +229,7 @@ impl Service {
         let pairs = crate::exchange::parse_tmx(xml, crate::segments::MAX_IMPORT_SEGMENTS)
             .map_err(|e| ServiceError::Invalid(format!("the TMX file: {e}")))?;
         use futures::StreamExt;
-        let memory = self.memory_tenant(tenant);
+        let memory = tenant.clone();
         let pairs: Vec<(String, String)> = pairs
             .into_iter()
             .filter(|(bo, en)| !bo.trim().is_empty() && !en.trim().is_empty())
@@ -394,9 +395,16 @@ impl Service {
                 continue;
             }
             let changed = chunk.translation.as_deref() != Some(target);
+            // `final` marks the chunk reviewed and another state unmarks
+            // it; a unit without a state (several tools leave it out)
+            // leaves the mark as it is, unless its text changed.
+            let reviewed = match unit.state {
+                Some(_) if final_state != chunk.review.reviewed || changed => Some(final_state),
+                _ => None,
+            };
             let request = crate::review::EditRequest {
                 text: changed.then(|| target.to_owned()),
-                reviewed: (final_state != chunk.review.reviewed || changed).then_some(final_state),
+                reviewed,
                 ..Default::default()
             };
             if request.text.is_none() && request.reviewed.is_none() {
@@ -412,7 +420,7 @@ impl Service {
             };
             match self.store.edit_chunk(id, &edit).await? {
                 Edited::Done => {
-                    self.remember(&sheet.job.tenant, chunk, &edit).await;
+                    self.remember(&sheet.job, chunk, &edit).await;
                     if edit.text_changed {
                         report.updated.push(chunk.index);
                     }

@@ -349,8 +349,6 @@ pub struct Service {
     callbacks: Result<Arc<crate::webhook::Callbacks>, String>,
     /// The price table of usage reports.
     prices: Arc<crate::usage::Prices>,
-    /// One translation memory for every tenant (`LOTSAWA_SHARED_MEMORY`).
-    shared_memory: bool,
 }
 
 impl std::fmt::Debug for Service {
@@ -372,7 +370,6 @@ impl Service {
             max_pending: None,
             callbacks: Err("this deployment does not deliver callbacks".into()),
             prices: Arc::default(),
-            shared_memory: false,
             store,
             runner,
             engines,
@@ -390,22 +387,6 @@ impl Service {
     pub fn with_prices(mut self, prices: crate::usage::Prices) -> Self {
         self.prices = Arc::new(prices);
         self
-    }
-
-    /// The same service keeping one translation memory for every tenant
-    /// (people's corrections included).
-    pub fn with_shared_memory(mut self, shared: bool) -> Self {
-        self.shared_memory = shared;
-        self
-    }
-
-    /// Whose memory `tenant`'s corrections go to.
-    pub(super) fn memory_tenant(&self, tenant: &Tenant) -> Tenant {
-        if self.shared_memory {
-            Tenant::default()
-        } else {
-            tenant.clone()
-        }
     }
 
     /// The same service refusing jobs of more than `n` chunks.

@@ -157,6 +157,9 @@ pub trait UsageStore: Send + Sync {
     async fn budget(&self, tenant: &Tenant) -> Result<Option<u64>, StoreError>;
     /// Set (`Some`) or lift (`None`) `tenant`'s monthly token budget.
     async fn set_budget(&self, tenant: &Tenant, tokens: Option<u64>) -> Result<(), StoreError>;
+    /// Add provider usage that no chunk checkpoint carries (a
+    /// re-translation's calls) to its tenant's day.
+    async fn add_usage(&self, usage: &super::ChunkUsage) -> Result<(), StoreError>;
 }
 
 /// What became of a chunk edit.

@@ -71,6 +71,36 @@ impl UsageStore for SqliteStore {
             .await?)
     }
 
+    async fn add_usage(&self, usage: &lotsawa_core::store::ChunkUsage) -> PortResult<()> {
+        if usage.usage.is_zero() {
+            return Ok(());
+        }
+        let u = usage.clone();
+        Ok(self
+            .write(move |conn| {
+                exec(
+                    conn,
+                    "INSERT INTO usage (tenant, day, engine, model, calls, prompt_tokens, completion_tokens)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+                     ON CONFLICT (tenant, day, engine, model) DO UPDATE SET
+                        calls = calls + excluded.calls,
+                        prompt_tokens = prompt_tokens + excluded.prompt_tokens,
+                        completion_tokens = completion_tokens + excluded.completion_tokens",
+                    params![
+                        u.tenant.as_str(),
+                        Utc::now().format("%Y-%m-%d").to_string(),
+                        u.engine,
+                        u.model.as_deref().unwrap_or(""),
+                        u.usage.calls as i64,
+                        u.usage.prompt_tokens as i64,
+                        u.usage.completion_tokens as i64
+                    ],
+                )?;
+                Ok(())
+            })
+            .await?)
+    }
+
     async fn set_budget(&self, tenant: &Tenant, tokens: Option<u64>) -> PortResult<()> {
         let tenant = tenant.as_str().to_owned();
         Ok(self
