@@ -172,9 +172,14 @@ impl utoipa::Modify for ErrorAnswers {
         for (path, item) in doc.paths.paths.iter_mut() {
             let keyed = path.starts_with("/api/") || path == "/metrics";
             let limited = path == "/api/jobs" || path.ends_with("/stream");
-            for op in [item.get.as_mut(), item.post.as_mut(), item.delete.as_mut()]
-                .into_iter()
-                .flatten()
+            for op in [
+                item.get.as_mut(),
+                item.post.as_mut(),
+                item.put.as_mut(),
+                item.delete.as_mut(),
+            ]
+            .into_iter()
+            .flatten()
             {
                 let responses = &mut op.responses.responses;
                 if keyed {
