@@ -212,34 +212,17 @@ pub struct SkippedDto {
     pub reason: String,
 }
 
-/// Whether a request's body is XML by its `Content-Type`.
-fn is_xml(headers: &HeaderMap, wanted: &str) -> bool {
-    let Some(ct) = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-    else {
-        return false;
-    };
-    let mime = ct
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
-    mime == wanted || mime == "application/xml" || mime == "text/xml"
-}
-
-/// The body of an XML upload as text.
+/// The body of an XML upload as text: `wanted` (or generic XML) by its
+/// `Content-Type`, else a 415.
 fn xml_body(headers: &HeaderMap, body: &[u8], wanted: &str) -> Result<String, ApiError> {
-    if !is_xml(headers, wanted) {
+    let mime = crate::documents::media_type(headers);
+    if !(mime == wanted || mime == "application/xml" || mime == "text/xml") {
         return Err(ApiError::new(
             axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
             format!("send the file as the body with Content-Type: {wanted}"),
         ));
     }
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("the file is not UTF-8 text"))
+    crate::documents::utf8_text(body, "the file")
 }
 
 /// Import an XLIFF 2 file exported from this job and edited elsewhere:

@@ -43,16 +43,30 @@ pub(crate) enum BodyKind {
     Form,
 }
 
-/// The kind of a body by its `Content-Type`; other types are a 415.
-pub(crate) fn body_kind(req: &Request) -> Result<BodyKind, ApiError> {
-    let ct = req
-        .headers()
+/// The media type of a request's `Content-Type`, lower case, without
+/// parameters ("" when there is none).
+pub(crate) fn media_type(headers: &axum::http::HeaderMap) -> String {
+    headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
         .unwrap_or("")
-        .to_ascii_lowercase();
-    let essence = ct.split(';').next().unwrap_or("").trim();
-    match essence {
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// An uploaded file's text: UTF-8, a leading byte-order mark dropped; a
+/// 400 naming `what` otherwise.
+pub(crate) fn utf8_text(body: &[u8], what: &str) -> Result<String, ApiError> {
+    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
+    String::from_utf8(body.to_vec())
+        .map_err(|_| ApiError::bad_request(format!("{what} is not UTF-8 text")))
+}
+
+/// The kind of a body by its `Content-Type`; other types are a 415.
+pub(crate) fn body_kind(req: &Request) -> Result<BodyKind, ApiError> {
+    let essence = media_type(req.headers());
+    match essence.as_str() {
         "application/pdf" => Ok(BodyKind::Pdf),
         "multipart/form-data" => Ok(BodyKind::Form),
         e if e == "application/json" || (e.starts_with("application/") && e.ends_with("+json")) => {

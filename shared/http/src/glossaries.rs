@@ -69,13 +69,7 @@ pub struct GlossaryParams {
 
 /// The format and text of an uploaded glossary, by its `Content-Type`.
 fn upload(headers: &HeaderMap, body: &[u8]) -> Result<(GlossaryFormat, String), ApiError> {
-    let mime = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.split(';').next())
-        .unwrap_or("")
-        .trim()
-        .to_ascii_lowercase();
+    let mime = crate::documents::media_type(headers);
     let format = match mime.as_str() {
         "application/json" => GlossaryFormat::Json,
         "text/tab-separated-values" | "text/plain" => GlossaryFormat::Tsv,
@@ -90,10 +84,7 @@ fn upload(headers: &HeaderMap, body: &[u8]) -> Result<(GlossaryFormat, String), 
             ));
         }
     };
-    let body = body.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(body);
-    let text = String::from_utf8(body.to_vec())
-        .map_err(|_| ApiError::bad_request("the glossary is not UTF-8 text"))?;
-    Ok((format, text))
+    Ok((format, crate::documents::utf8_text(body, "the glossary")?))
 }
 
 /// Parse an upload: its name (the query's, else the file's) and terms.
