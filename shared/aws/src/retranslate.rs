@@ -8,8 +8,7 @@
 
 use std::time::Duration;
 
-use lotsawa_core::JobStore;
-use lotsawa_core::retranslate::{Retranslated, Retranslation, attempt, plan_for};
+use lotsawa_core::retranslate::{Prepared, Retranslated, Retranslation, attempt, prepare};
 use lotsawa_core::retry::{RetryDecision, RetryPolicy};
 
 use crate::error::CloudError;
@@ -20,19 +19,11 @@ impl Worker {
     /// so. What became of it, for the log.
     pub async fn retranslate(&self, request: Retranslation) -> Result<&'static str, CloudError> {
         let store = &self.store;
-        let job = store.get(request.job_id).await?;
-        let from = request.index.saturating_sub(1);
-        let chunks = store
-            .chunks_between(job.id, from, request.index + 1)
-            .await?;
-        let Some(chunk) = chunks.iter().find(|c| c.index == request.index) else {
-            return Ok("no such chunk");
-        };
-        let prev = chunks.iter().find(|c| c.index + 1 == request.index);
-        let plan = match plan_for(&job, chunk, prev, &request, &self.engines) {
-            Ok(p) => p,
-            Err(why) => {
-                tracing::warn!(job_id = %job.id, chunk = request.index, why, "re-translation refused");
+        let (job, plan) = match prepare(store, &request, &self.engines).await? {
+            Prepared::Ready(job, plan) => (job, plan),
+            Prepared::NoChunk => return Ok("no such chunk"),
+            Prepared::Refused(why) => {
+                tracing::warn!(job_id = %request.job_id, chunk = request.index, why, "re-translation refused");
                 return Ok("refused");
             }
         };

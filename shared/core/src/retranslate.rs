@@ -53,22 +53,42 @@ pub enum Retranslated {
     Failed(EngineError),
 }
 
-/// The plan of the chunk under the engine and model asked for: the job
-/// as if it had named them.
-pub fn plan_for(
-    job: &Job,
-    chunk: &ChunkRecord,
-    prev: Option<&ChunkRecord>,
+/// What a re-translation works with, read from the store.
+pub enum Prepared {
+    /// The job and the chunk's plan under the engine and model asked for.
+    Ready(Box<Job>, Box<ChunkPlan>),
+    /// The job has no such chunk.
+    NoChunk,
+    /// The engine asked for is not configured here (why, for the log).
+    Refused(String),
+}
+
+/// The job of `request` and its chunk's plan under the engine and model
+/// asked for (the job as if it had named them), with the chunk before it
+/// for context.
+pub async fn prepare<S: JobStore + ?Sized>(
+    store: &S,
     request: &Retranslation,
     engines: &dyn EngineCatalog,
-) -> Result<ChunkPlan, String> {
+) -> Result<Prepared, StoreError> {
+    let job = store.get(request.job_id).await?;
+    let chunks = store
+        .chunks_between(job.id, request.index.saturating_sub(1), request.index + 1)
+        .await?;
+    let Some(chunk) = chunks.iter().find(|c| c.index == request.index) else {
+        return Ok(Prepared::NoChunk);
+    };
+    let prev = chunks.iter().find(|c| c.index + 1 == request.index);
     let mut as_asked = job.clone();
     as_asked.config.engine = Some(request.engine.clone());
     as_asked.config.model = request.model.clone();
-    ChunkPlan::new(&as_asked, chunk, prev, engines)
+    Ok(match ChunkPlan::new(&as_asked, chunk, prev, engines) {
+        Ok(plan) => Prepared::Ready(Box::new(job), Box::new(plan)),
+        Err(why) => Prepared::Refused(why),
+    })
 }
 
-/// One attempt at `request`'s chunk with `plan` (from [`plan_for`]): the
+/// One attempt at `request`'s chunk with `plan` (from [`prepare`]): the
 /// engine's memory for that engine and model first, else one provider
 /// attempt; an answer becomes an engine revision, written with a
 /// compare-and-set (read again when a correction came between).

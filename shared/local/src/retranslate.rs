@@ -5,9 +5,9 @@
 
 use std::time::Duration;
 
-use lotsawa_core::retranslate::{Retranslated, Retranslation, attempt, plan_for};
+use lotsawa_core::ServiceError;
+use lotsawa_core::retranslate::{Prepared, Retranslated, Retranslation, attempt, prepare};
 use lotsawa_core::retry::RetryDecision;
-use lotsawa_core::{JobStore, ServiceError};
 
 use crate::scheduler::Shared;
 
@@ -36,17 +36,14 @@ pub(crate) fn start(shared: &Shared, request: Retranslation) -> Result<(), Servi
 
 async fn run(shared: &Shared, request: Retranslation) -> Result<&'static str, String> {
     let store = &shared.store;
-    let job = store.get(request.job_id).await.map_err(|e| e.to_string())?;
-    let from = request.index.saturating_sub(1);
-    let chunks = store
-        .chunks_between(job.id, from, request.index + 1)
+    let (job, plan) = match prepare(store, &request, &shared.engines)
         .await
-        .map_err(|e| e.to_string())?;
-    let Some(chunk) = chunks.iter().find(|c| c.index == request.index) else {
-        return Ok("no such chunk");
+        .map_err(|e| e.to_string())?
+    {
+        Prepared::Ready(job, plan) => (job, plan),
+        Prepared::NoChunk => return Ok("no such chunk"),
+        Prepared::Refused(why) => return Err(why),
     };
-    let prev = chunks.iter().find(|c| c.index + 1 == request.index);
-    let plan = plan_for(&job, chunk, prev, &request, &shared.engines)?;
     let policy = shared.config.retry;
     let mut attempts = 0u32;
     let mut throttled = Duration::ZERO;
