@@ -8,6 +8,7 @@
 
 pub mod cases;
 pub mod factory;
+pub mod postgres;
 
 pub use factory::JobFactory;
 

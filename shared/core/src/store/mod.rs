@@ -12,6 +12,7 @@
 
 mod facets;
 mod jobs;
+mod node;
 mod patch;
 
 pub use facets::{
@@ -22,6 +23,7 @@ pub use jobs::{
     Checkpoint, ChunkDone, ChunkUsage, Cursor, JobStore, ListFilter, PageRequest, Pulse, StorePage,
     transition, transition_by_id,
 };
+pub use node::{Finish, Held, QueueStore};
 pub use patch::{
     Applied, Change, ChunkChange, Field, JobPatch, QueuePlace, SlotChange, TransitionOutcome,
 };

@@ -1,0 +1,95 @@
+//! One connection per server listening on the store's channels: each
+//! job's changes (`lotsawa_job`, payload the job id) and the queue's
+//! (`lotsawa_queue`). A lost connection is opened again with backoff, and
+//! the listener is told, since announcements made meanwhile are lost.
+
+use std::time::Duration;
+
+use futures::StreamExt;
+use lotsawa_core::JobId;
+use tokio_postgres::AsyncMessage;
+
+use crate::PgStore;
+use crate::jobs::{JOB_CHANNEL, QUEUE_CHANNEL};
+
+/// What a server does with the announcements.
+pub trait Listener: Send + Sync + 'static {
+    /// A job changed (on any server).
+    fn job(&self, id: JobId);
+    /// A job became pending or a slot was freed.
+    fn queue(&self);
+    /// The connection was (re)opened: anything may have changed unheard.
+    fn connected(&self);
+}
+
+impl PgStore {
+    /// Listen until `stop` resolves, reconnecting when the connection is
+    /// lost.
+    pub async fn listen(
+        &self,
+        listener: std::sync::Arc<dyn Listener>,
+        stop: impl std::future::Future<Output = ()> + Send,
+    ) {
+        tokio::pin!(stop);
+        let mut backoff = Duration::from_millis(100);
+        loop {
+            let session = self.listen_once(listener.as_ref());
+            tokio::select! {
+                result = session => {
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, db = %self.shown(), "listening for changes failed; reconnecting");
+                    }
+                }
+                () = &mut stop => return,
+            }
+            tokio::select! {
+                () = tokio::time::sleep(backoff) => {}
+                () = &mut stop => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+        }
+    }
+
+    async fn listen_once(&self, listener: &dyn Listener) -> Result<(), String> {
+        let (client, mut connection) = self
+            .config
+            .connect(self.tls.clone())
+            .await
+            .map_err(|e| crate::db_text(&e))?;
+        let mut messages = futures::stream::poll_fn(move |cx| connection.poll_message(cx));
+        let sql = format!("LISTEN {JOB_CHANNEL}; LISTEN {QUEUE_CHANNEL}");
+        {
+            let subscribe = client.batch_execute(&sql);
+            tokio::pin!(subscribe);
+            // The connection is driven while the subscription runs.
+            loop {
+                tokio::select! {
+                    r = &mut subscribe => { r.map_err(|e| crate::db_text(&e))?; break; }
+                    m = messages.next() => match m {
+                        Some(Ok(m)) => dispatch(listener, m),
+                        Some(Err(e)) => return Err(crate::db_text(&e)),
+                        None => return Err("the connection closed".into()),
+                    },
+                }
+            }
+        }
+        listener.connected();
+        while let Some(m) = messages.next().await {
+            dispatch(listener, m.map_err(|e| crate::db_text(&e))?);
+        }
+        drop(client);
+        Err("the connection closed".into())
+    }
+}
+
+fn dispatch(listener: &dyn Listener, message: AsyncMessage) {
+    if let AsyncMessage::Notification(n) = message {
+        if n.channel() == JOB_CHANNEL {
+            if let Ok(id) = n.payload().parse::<JobId>() {
+                listener.job(id);
+            }
+        } else if n.channel() == QUEUE_CHANNEL {
+            listener.queue();
+        }
+    }
+}
