@@ -33,6 +33,7 @@ pub const SERVER_VARIABLES: &[&str] = &[
     "LOTSAWA_MAX_BATCH_ITEMS",
     "LOTSAWA_MODELS",
     "LOTSAWA_DURABILITY",
+    "LOTSAWA_LEASE_MS",
     "LOTSAWA_WEBHOOK_SECRET",
     "LOTSAWA_WEBHOOK_RETRY_BASE_MS",
     "LOTSAWA_WEBHOOK_ATTEMPTS",
@@ -158,6 +159,10 @@ pub struct ServeConfig {
     /// When a commit is on disk (LOTSAWA_DURABILITY: `full`, the default,
     /// fsyncs every commit; `process` survives a process crash only).
     pub durability: lotsawa_local::Durability,
+    /// On a PostgreSQL database: how long this server holds a running job
+    /// without renewing its lease (LOTSAWA_LEASE_MS, default 30000, 500 to
+    /// 3,600,000); another server takes the job over once it expires.
+    pub lease: Duration,
     /// Days finished jobs are kept (LOTSAWA_RETENTION_DAYS; unset: for ever).
     pub retention_days: Option<u32>,
     /// A keyless `/metrics` listener (LOTSAWA_METRICS_BIND).
@@ -281,6 +286,10 @@ impl ServeConfig {
             })?,
             None => lotsawa_local::Durability::Full,
         };
+        let lease = match env.var("LOTSAWA_LEASE_MS") {
+            Some(v) => Duration::from_millis(parse_num("LOTSAWA_LEASE_MS", &v, 500u64, 3_600_000)?),
+            None => Duration::from_millis(30_000),
+        };
         let webhooks = match env.var("LOTSAWA_WEBHOOK_SECRET") {
             Some(secret) if !secret.is_empty() => {
                 if secret.len() < 16 {
@@ -396,6 +405,7 @@ impl ServeConfig {
             max_batch_items,
             models,
             durability,
+            lease,
             retention_days,
             metrics_bind,
             header_timeout,
@@ -458,6 +468,7 @@ impl ServeConfig {
         );
         check("LOTSAWA_MODELS", self.models == other.models);
         check("LOTSAWA_DURABILITY", self.durability == other.durability);
+        check("LOTSAWA_LEASE_MS", self.lease == other.lease);
         check(
             "LOTSAWA_RETENTION_DAYS",
             self.retention_days == other.retention_days,
@@ -510,6 +521,10 @@ impl ServeConfig {
             concurrency: self.concurrency,
             retry: self.retry,
             shutdown_grace: self.shutdown_grace,
+            postgres: lotsawa_local::PgOptions {
+                lease: self.lease,
+                ..Default::default()
+            },
         }
     }
 }

@@ -6,9 +6,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use chrono::Utc;
-use lotsawa_core::store::UsageStore;
-use lotsawa_core::{KeyStore, Tenant, auth};
-use lotsawa_local::SqliteStore;
+use lotsawa_core::{Tenant, auth};
 
 use crate::config::{self, ProcessEnv};
 
@@ -56,7 +54,7 @@ fn tenant_arg(raw: &str) -> Result<Tenant, ExitCode> {
     })
 }
 
-async fn show_budget(store: &SqliteStore, tenant: &Tenant) -> ExitCode {
+async fn show_budget(store: &dyn lotsawa_core::Store, tenant: &Tenant) -> ExitCode {
     let now = Utc::now();
     let budget = match store.budget(tenant).await {
         Ok(b) => b,
@@ -91,18 +89,13 @@ pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let opened = {
-        let path = path.clone();
-        tokio::task::spawn_blocking(move || SqliteStore::open(path)).await
-    };
-    let store = match opened {
-        Ok(Ok(s)) => s,
-        Ok(Err(e)) => {
-            eprintln!("error: cannot open the database {}: {e}", path.display());
-            return ExitCode::FAILURE;
-        }
+    let store = match lotsawa_local::open_store(&path).await {
+        Ok(s) => s,
         Err(e) => {
-            eprintln!("error: {e}");
+            eprintln!(
+                "error: cannot open the database {}: {e}",
+                lotsawa_local::Db::of(&path).shown()
+            );
             return ExitCode::FAILURE;
         }
     };
@@ -113,7 +106,7 @@ pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
                 Err(code) => return code,
             };
             let change = match set {
-                BudgetChange::Show => return show_budget(&store, &tenant).await,
+                BudgetChange::Show => return show_budget(&*store, &tenant).await,
                 BudgetChange::Set(n) => Some(n),
                 BudgetChange::Lift => None,
             };
@@ -121,7 +114,7 @@ pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
                 eprintln!("error: storing the budget failed: {e}");
                 return ExitCode::FAILURE;
             }
-            show_budget(&store, &tenant).await
+            show_budget(&*store, &tenant).await
         }
         Action::Create {
             tenant,

@@ -160,7 +160,12 @@ pub(crate) async fn start_backend(
         .map_err(|e| e.to_string())?;
     let backend = LocalBackend::start(config.db.clone(), engines, config.scheduler())
         .await
-        .map_err(|e| format!("cannot open the database {}: {e}", config.db.display()))?;
+        .map_err(|e| {
+            format!(
+                "cannot open the database {}: {e}",
+                lotsawa_local::Db::of(&config.db).shown()
+            )
+        })?;
     Ok((backend, temp))
 }
 

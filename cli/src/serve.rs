@@ -174,11 +174,11 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
             match e.storage_fault() {
                 Some(fault) => eprintln!(
                     "error: cannot open the database {}: {fault} ({e})",
-                    config.db.display()
+                    lotsawa_local::Db::of(&config.db).shown()
                 ),
                 None => eprintln!(
                     "error: cannot open the database {}: {e}",
-                    config.db.display()
+                    lotsawa_local::Db::of(&config.db).shown()
                 ),
             }
             return ExitCode::FAILURE;
@@ -224,7 +224,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     };
     println!(
         "Lotsawa listening on http://{addr} — dashboard at http://{addr}/ (database: {}, concurrency: {})",
-        config.db.display(),
+        lotsawa_local::Db::of(&config.db).shown(),
         config.concurrency
     );
     tracing::info!(%addr, "listening");

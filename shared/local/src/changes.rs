@@ -44,6 +44,15 @@ impl Changes {
         }
     }
 
+    /// Anything may have changed (announcements were lost): wake every
+    /// watcher, which reads its job again.
+    pub(crate) fn publish_all(&self) {
+        let jobs = self.jobs.lock().unwrap_or_else(|p| p.into_inner());
+        for c in jobs.values() {
+            c.tx.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
     /// Return at once when the job changed since the count `seen`, else
     /// when it changes or after `max_wait`; `seen` becomes the count then.
     pub(crate) async fn wait(&self, id: JobId, seen: &mut u64, max_wait: Duration) {

@@ -1,9 +1,12 @@
-//! Lotsawa's embedded backend: a SQLite store (WAL, one file, a batching
-//! single writer) and an in-process scheduler, exposed as a
-//! [`lotsawa_core::JobService`].
+//! Lotsawa's server backend: a store and an in-process scheduler, exposed
+//! as a [`lotsawa_core::JobService`]. The store is a SQLite file (WAL, a
+//! batching single writer; one server owns it) or a PostgreSQL database
+//! that any number of servers share ([`lotsawa_postgres`]).
 //!
-//! [`LocalBackend::start`] opens the store, resumes any job a crash or a
-//! shutdown left `processing`, and starts the scheduler.
+//! [`LocalBackend::start`] opens the store, resumes what this server must
+//! (every job a crash or a shutdown left `processing` in its own file; on a
+//! shared database, jobs whose server's lease expired are taken over by
+//! claims), and starts the scheduler.
 
 pub mod backup;
 mod changes;
@@ -24,6 +27,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+pub use lotsawa_postgres::{PgError, PgOptions, PgStore};
 pub use scheduler::SchedulerConfig;
 pub use service::LocalRunner;
 pub use store::{Durability, SCHEMA_VERSION, SqliteError, SqliteStore};
@@ -32,15 +36,90 @@ pub use webhooks::WebhookSettings;
 use crate::metrics::Metrics;
 use crate::scheduler::Shared;
 
+/// The scheduler's store: a SQLite file or a shared PostgreSQL database.
+pub type NodeStore = Arc<dyn lotsawa_core::store::QueueStore>;
+
+/// Where the jobs are kept: `--db` / `LOTSAWA_DB` is a path (SQLite) or a
+/// `postgres://` URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Db {
+    /// A SQLite file that this server owns.
+    Sqlite(PathBuf),
+    /// A PostgreSQL database shared by any number of servers.
+    Postgres(String),
+}
+
+impl Db {
+    /// The database `--db` names.
+    pub fn of(db: &std::path::Path) -> Self {
+        match db.to_str() {
+            Some(url) if lotsawa_postgres::is_url(url) => Db::Postgres(url.to_owned()),
+            _ => Db::Sqlite(db.to_path_buf()),
+        }
+    }
+
+    /// How it is shown: a path, or the URL without its password.
+    pub fn shown(&self) -> String {
+        match self {
+            Db::Sqlite(p) => p.display().to_string(),
+            Db::Postgres(url) => lotsawa_postgres::redact(url),
+        }
+    }
+}
+
+/// Why the backend could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BackendError {
+    /// The SQLite store.
+    #[error(transparent)]
+    Sqlite(#[from] SqliteError),
+    /// The PostgreSQL store.
+    #[error(transparent)]
+    Postgres(#[from] PgError),
+}
+
+impl BackendError {
+    /// What is wrong with the storage itself, when that is the failure.
+    pub fn storage_fault(&self) -> Option<&'static str> {
+        match self {
+            BackendError::Sqlite(e) => e.storage_fault(),
+            BackendError::Postgres(_) => None,
+        }
+    }
+}
+
+/// Open the store `db` names for a command that is not a server (keys,
+/// budgets): a SQLite file (beside a running server, as WAL allows) or a
+/// PostgreSQL database.
+pub async fn open_store(
+    db: &std::path::Path,
+) -> Result<Arc<dyn lotsawa_core::Store>, BackendError> {
+    match Db::of(db) {
+        Db::Sqlite(path) => {
+            let store = tokio::task::spawn_blocking(move || SqliteStore::open(path))
+                .await
+                .map_err(|e| SqliteError::Join(e.to_string()))??;
+            Ok(Arc::new(store))
+        }
+        Db::Postgres(url) => {
+            let options = PgOptions {
+                pool_size: 2,
+                ..PgOptions::default()
+            };
+            Ok(Arc::new(PgStore::open(&url, options).await?))
+        }
+    }
+}
+
 /// A running embedded backend.
 pub struct LocalBackend {
     service: Arc<lotsawa_core::Service>,
     scheduler: JoinHandle<()>,
     draining: CancellationToken,
-    store: SqliteStore,
-    /// Held for the server's life; declared last, so dropped after the
-    /// store's handles.
-    _lock: backup::DbLock,
+    store: NodeStore,
+    /// Held for the server's life on a SQLite file; declared last, so
+    /// dropped after the store's handles.
+    _lock: Option<backup::DbLock>,
 }
 
 impl std::fmt::Debug for LocalBackend {
@@ -52,22 +131,34 @@ impl std::fmt::Debug for LocalBackend {
 }
 
 impl LocalBackend {
-    /// Open the database at `db` and start scheduling.
+    /// Open the database `db` names (a SQLite path or a `postgres://`
+    /// URL) and start scheduling.
     pub async fn start(
         db: PathBuf,
         engines: EngineSet,
         config: SchedulerConfig,
-    ) -> Result<Self, SqliteError> {
-        let durability = config.durability;
-        // One server per database: a second one is refused before it opens
-        // anything, and a restore refuses the database while this one runs.
-        let lock = backup::DbLock::acquire(&db).map_err(|e| match e {
-            backup::BackupError::ServerRunning(path) => SqliteError::InUse(path),
-            other => SqliteError::Commit(other.to_string()),
-        })?;
-        let store = tokio::task::spawn_blocking(move || SqliteStore::open_with(db, durability))
-            .await
-            .map_err(|e| SqliteError::Join(e.to_string()))??;
+    ) -> Result<Self, BackendError> {
+        let (store, lock, pg): (NodeStore, _, _) = match Db::of(&db) {
+            Db::Sqlite(db) => {
+                let durability = config.durability;
+                // One server per database file: a second one is refused
+                // before it opens anything, and a restore refuses the
+                // database while this one runs.
+                let lock = backup::DbLock::acquire(&db).map_err(|e| match e {
+                    backup::BackupError::ServerRunning(path) => SqliteError::InUse(path),
+                    other => SqliteError::Commit(other.to_string()),
+                })?;
+                let store =
+                    tokio::task::spawn_blocking(move || SqliteStore::open_with(db, durability))
+                        .await
+                        .map_err(|e| SqliteError::Join(e.to_string()))??;
+                (Arc::new(store), Some(lock), None)
+            }
+            Db::Postgres(url) => {
+                let store = PgStore::open(&url, config.postgres.clone()).await?;
+                (Arc::new(store.clone()), None, Some(store))
+            }
+        };
         let (max_chunks, rate, max_pending, max_batch_items) = (
             config.max_chunks,
             config.rate,
@@ -107,6 +198,16 @@ impl LocalBackend {
             budgets: Arc::default(),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
+        if let Some(pg) = pg {
+            let listener = Arc::new(scheduler::Announcements {
+                shared: shared.clone(),
+            });
+            let stop = draining.clone();
+            tokio::spawn(async move {
+                pg.listen(listener, async move { stop.cancelled().await })
+                    .await
+            });
+        }
         if let Some(retention) = shared.config.retention {
             tokio::spawn(scheduler::purge_loop(
                 store.clone(),
@@ -142,7 +243,7 @@ impl LocalBackend {
         };
         let prices = shared.engines.prices().clone();
         let service = lotsawa_core::Service::new(
-            Arc::new(store.clone()),
+            store.clone() as Arc<dyn lotsawa_core::Store>,
             Arc::new(LocalRunner { shared }),
             choice,
         )
@@ -172,8 +273,9 @@ impl LocalBackend {
     }
 
     /// Stop starting chunks, let in-flight calls finish within the grace
-    /// period, and wait until every write is committed.
-    pub async fn shutdown(self) -> Result<(), SqliteError> {
+    /// period, hand running jobs back when other servers share the store,
+    /// and wait until every write is committed.
+    pub async fn shutdown(self) -> Result<(), lotsawa_core::StoreError> {
         self.draining.cancel();
         let _ = self.scheduler.await;
         self.store.flush().await

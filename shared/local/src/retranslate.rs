@@ -35,7 +35,7 @@ pub(crate) fn start(shared: &Shared, request: Retranslation) -> Result<(), Servi
 }
 
 async fn run(shared: &Shared, request: Retranslation) -> Result<&'static str, String> {
-    let store = &shared.store;
+    let store = &*shared.store;
     let (job, plan) = match prepare(store, &request, &shared.engines)
         .await
         .map_err(|e| e.to_string())?

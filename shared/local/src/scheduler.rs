@@ -11,8 +11,8 @@ use lotsawa_core::retry::Backoff;
 use lotsawa_core::step::{ChunkMeter, ChunkStep, StepInput, chunk_step};
 use lotsawa_core::store::{Change, Checkpoint, ChunkDone, TransitionOutcome, transition};
 use lotsawa_core::{
-    ChunkPlan, ChunkRecord, ChunkStatus, EngineError, Job, JobId, JobStore, RetryDecision,
-    RetryPolicy, StoreError, pipeline,
+    ChunkPlan, ChunkRecord, ChunkStatus, EngineError, Job, JobId, RetryDecision, RetryPolicy,
+    StoreError, pipeline,
 };
 use lotsawa_engines::EngineSet;
 use tokio::sync::Notify;
@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use crate::metrics::Metrics;
-use crate::store::{Finish, SqliteStore};
+use lotsawa_core::store::Finish;
 
 /// Cancellation handles of running jobs, shared with the service.
 pub type RunningJobs = Arc<Mutex<HashMap<JobId, (u32, CancellationToken)>>>;
@@ -54,6 +54,9 @@ pub struct SchedulerConfig {
     pub durability: crate::store::Durability,
     /// Webhook delivery; `None`: callback URLs are refused (no secret).
     pub webhooks: Option<crate::webhooks::WebhookSettings>,
+    /// On a PostgreSQL database: this server's lease on the jobs it runs,
+    /// its name and its connections.
+    pub postgres: lotsawa_postgres::PgOptions,
 }
 
 impl Default for SchedulerConfig {
@@ -73,6 +76,7 @@ impl Default for SchedulerConfig {
             retention: None,
             durability: crate::store::Durability::Full,
             webhooks: None,
+            postgres: lotsawa_postgres::PgOptions::default(),
         }
     }
 }
@@ -80,7 +84,7 @@ impl Default for SchedulerConfig {
 /// Everything a job runner needs.
 #[derive(Clone)]
 pub(crate) struct Shared {
-    pub store: SqliteStore,
+    pub store: crate::NodeStore,
     pub engines: EngineSet,
     pub metrics: Metrics,
     pub changes: Arc<crate::changes::Changes>,
@@ -106,8 +110,9 @@ impl Shared {
 pub(crate) async fn run(shared: Shared) {
     let mut tasks: JoinSet<(JobId, u32)> = JoinSet::new();
 
-    // Resume jobs a crash or shutdown left processing, oldest first.
-    match shared.store.processing_jobs().await {
+    // Resume jobs a crash or shutdown left processing in a store this
+    // server owns, oldest first.
+    match shared.store.resumable().await {
         Ok(jobs) => {
             for (i, job) in jobs.into_iter().enumerate() {
                 if i < shared.config.concurrency as usize {
@@ -116,7 +121,7 @@ pub(crate) async fn run(shared: Shared) {
                     spawn_runner(&shared, &mut tasks, job);
                 } else {
                     let id = job.id;
-                    match transition(&shared.store, &job, Change::Requeue, Utc::now()).await {
+                    match transition(&*shared.store, &job, Change::Requeue, Utc::now()).await {
                         Ok(TransitionOutcome::Applied(_)) => {}
                         Ok(other) => {
                             tracing::warn!(job_id = %id, outcome = ?other, "job moved before it was requeued")
@@ -129,6 +134,15 @@ pub(crate) async fn run(shared: Shared) {
         Err(e) => tracing::error!(error = %e, "cannot load processing jobs"),
     }
 
+    // On a shared store: renew this server's leases, and look for jobs
+    // whose server's lease expired (no announcement tells of that).
+    let lease = shared.store.lease();
+    if let Some(lease) = lease {
+        tokio::spawn(lease_loop(shared.clone(), lease));
+    }
+    let look_every = lease.map_or(Duration::from_secs(3600), |l| {
+        (l / 4).max(Duration::from_millis(50))
+    });
     loop {
         // Every free slot is claimed in one write (one commit), not one
         // claim per commit: the drain is no longer bounded by fsyncs in a row.
@@ -164,6 +178,7 @@ pub(crate) async fn run(shared: Shared) {
         tokio::select! {
             _ = shared.wake.notified() => {}
             Some(done) = tasks.join_next(), if !tasks.is_empty() => finished(done),
+            _ = tokio::time::sleep(look_every), if lease.is_some() => {}
             _ = shared.draining.cancelled() => break,
         }
         // Every runner that ended meanwhile frees its slot now, so the next
@@ -189,12 +204,92 @@ pub(crate) async fn run(shared: Shared) {
             }
         }
     }
+    // Other servers share the store: they go on with this one's jobs now
+    // rather than after the lease.
+    if lease.is_some() {
+        match shared.store.hand_back(Utc::now()).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(jobs = n, "running jobs handed back to the queue"),
+            Err(e) => {
+                tracing::warn!(error = %e, "handing jobs back failed; they are taken over when the lease expires")
+            }
+        }
+    }
+}
+
+/// Renew this server's leases every third of the lease; a job it no
+/// longer holds (taken over after this server stalled, or moved on) stops
+/// its runner.
+async fn lease_loop(shared: Shared, lease: Duration) {
+    let mut every = tokio::time::interval(lease / 3);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = every.tick() => {}
+            _ = shared.hard_stop.cancelled() => return,
+        }
+        let held: Vec<(JobId, u32)> = match shared.running.lock() {
+            Ok(r) => r.iter().map(|(id, (run, _))| (*id, *run)).collect(),
+            Err(_) => continue,
+        };
+        match shared.store.renew(&held, Utc::now()).await {
+            Ok(lost) => {
+                for (id, run) in lost {
+                    tracing::warn!(job_id = %id, run, "lease lost; the runner stops");
+                    stop_runner(&shared, id, Some(run));
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
+        }
+        if shared.draining.is_cancelled() && held.is_empty() {
+            return;
+        }
+    }
+}
+
+/// Stop the local runner of job `id` (of run `run`, or any).
+fn stop_runner(shared: &Shared, id: JobId, run: Option<u32>) {
+    if let Ok(running) = shared.running.lock()
+        && let Some((held, token)) = running.get(&id)
+        && run.is_none_or(|r| r == *held)
+    {
+        token.cancel();
+    }
+}
+
+/// What this server does with a shared store's announcements.
+pub(crate) struct Announcements {
+    pub shared: Shared,
+}
+
+impl lotsawa_postgres::listen::Listener for Announcements {
+    fn job(&self, id: JobId, now: Option<(lotsawa_core::JobStatus, u32)>) {
+        self.shared.publish(id);
+        // A job this server runs that was cancelled, retried or taken over
+        // on another server: its runner stops now, its call aborted.
+        if let Some((status, run)) = now
+            && let Ok(running) = self.shared.running.lock()
+            && let Some((held, token)) = running.get(&id)
+            && (status != lotsawa_core::JobStatus::Processing || run != *held)
+        {
+            token.cancel();
+        }
+    }
+
+    fn queue(&self) {
+        self.shared.wake.notify_one();
+    }
+
+    fn connected(&self) {
+        self.shared.wake.notify_one();
+        self.shared.changes.publish_all();
+    }
 }
 
 /// Delete jobs finished longer than `retention` ago: at start, then hourly,
 /// in batches, until the backend drains.
 pub(crate) async fn purge_loop(
-    store: SqliteStore,
+    store: crate::NodeStore,
     retention: Duration,
     draining: CancellationToken,
 ) {
@@ -234,7 +329,7 @@ pub(crate) async fn purge_loop(
 async fn requeue_after_store_error(shared: &Shared, job: &Job) {
     let backoff = Backoff::new(Duration::from_millis(500), Duration::from_secs(30));
     for round in 0.. {
-        match transition(&shared.store, job, Change::Requeue, Utc::now()).await {
+        match transition(&*shared.store, job, Change::Requeue, Utc::now()).await {
             Ok(TransitionOutcome::Applied(_)) => {
                 tracing::info!(job_id = %job.id, "job back in the queue after a store error");
                 shared.wake.notify_one();
@@ -322,7 +417,7 @@ enum ChunkOutcome {
 
 /// End the run with `change`; a run that moved on meanwhile is left alone.
 async fn end_run(shared: &Shared, job: &Job, change: Change) -> Result<(), StoreError> {
-    match transition(&shared.store, job, change, Utc::now()).await? {
+    match transition(&*shared.store, job, change, Utc::now()).await? {
         TransitionOutcome::Applied(_) => {}
         other => tracing::info!(outcome = ?other, "the run ended elsewhere"),
     }
@@ -356,7 +451,7 @@ async fn run_job(
         }
         if let Some(spent) = shared
             .budgets
-            .spent(&shared.store, &job.tenant, Utc::now())
+            .spent(&*shared.store, &job.tenant, Utc::now())
             .await?
         {
             return stop_for_budget(shared, job, spent).await;
@@ -444,7 +539,7 @@ async fn run_parallel(
             }
             spent = shared
                 .budgets
-                .spent(&shared.store, &job.tenant, Utc::now())
+                .spent(&*shared.store, &job.tenant, Utc::now())
                 .await?;
             if spent.is_some() {
                 // The chunks in flight finish; no other starts.
@@ -601,7 +696,7 @@ async fn translate_chunk(
             chunk,
             attempt,
         };
-        let step = chunk_step(&shared.store, &meter, input, stop, commit).await?;
+        let step = chunk_step(&*shared.store, &meter, input, stop, commit).await?;
         let err = match step {
             ChunkStep::Committed { done, kept } => {
                 let finish = finish.lock().ok().and_then(|mut f| f.take()).map(Box::new);

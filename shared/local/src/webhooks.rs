@@ -7,12 +7,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::Utc;
-use lotsawa_core::CallbackStore;
 use lotsawa_core::webhook::Callbacks;
 pub use lotsawa_delivery::{DnsResolver, WebhookSettings};
 use tokio_util::sync::CancellationToken;
-
-use crate::store::SqliteStore;
 
 /// Deliveries made at once.
 const AT_ONCE: u32 = 16;
@@ -21,17 +18,17 @@ const POLL: Duration = Duration::from_millis(200);
 
 /// Deliver due callbacks until `draining`.
 pub(crate) async fn deliver_loop(
-    store: SqliteStore,
+    store: crate::NodeStore,
     settings: Arc<WebhookSettings>,
     callbacks: Callbacks,
     draining: CancellationToken,
 ) {
     loop {
-        match store.callbacks_due(Utc::now(), AT_ONCE).await {
+        match store.take_callbacks(Utc::now(), AT_ONCE).await {
             Ok(jobs) => {
                 let sends = jobs
                     .into_iter()
-                    .map(|job| lotsawa_delivery::deliver(&store, &settings, &callbacks, job));
+                    .map(|job| lotsawa_delivery::deliver(&*store, &settings, &callbacks, job));
                 futures::future::join_all(sends).await;
             }
             Err(e) => tracing::warn!(error = %e, "reading due callbacks failed"),

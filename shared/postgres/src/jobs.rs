@@ -66,6 +66,12 @@ async fn end_of_turn(tx: &Transaction<'_>, ahead: u32) -> Result<i64, StoreError
     Ok(last.unwrap_or(lo) + 1)
 }
 
+/// A job's announcement: `<id> <status> <run>`, so a server can tell
+/// whether a job it runs moved on without reading it.
+fn announce(id: JobId, status: JobStatus, run: u32) -> String {
+    format!("{id} {} {run}", status.as_str())
+}
+
 async fn notify(tx: &Transaction<'_>, channel: &str, payload: &str) -> Result<(), StoreError> {
     let stmt = tx
         .prepare_cached("SELECT pg_notify($1, $2)")
@@ -245,7 +251,7 @@ impl PgStore {
                 .map_err(pg("fail a chunk"))?;
             }
         }
-        notify(tx, JOB_CHANNEL, &id.to_string()).await?;
+        notify(tx, JOB_CHANNEL, &announce(id, patch.to, patch.new_run)).await?;
         if patch.to == JobStatus::Pending || patch.slot == SlotChange::Release {
             notify(tx, QUEUE_CHANNEL, "").await?;
         }
@@ -301,7 +307,7 @@ impl PgStore {
                 tracing::warn!(job_id = %job.id, from_run = job.run, "lease expired; job taken over");
                 job.run += 1;
                 job.started_at = Some(started);
-                notify(tx, JOB_CHANNEL, &job.id.to_string()).await?;
+                notify(tx, JOB_CHANNEL, &announce(job.id, job.status, job.run)).await?;
                 claimed.push((seq, job));
             }
         }
@@ -400,7 +406,7 @@ impl PgStore {
         {
             crate::facets::add_usage_in(tx, u).await?;
         }
-        notify(tx, JOB_CHANNEL, &id.to_string()).await?;
+        notify(tx, JOB_CHANNEL, &announce(id, JobStatus::Processing, run)).await?;
         Ok((Checkpoint::Recorded, seq))
     }
 
@@ -458,7 +464,7 @@ impl PgStore {
                 .await
                 .map_err(pg("create chunks"))?;
         }
-        notify(tx, JOB_CHANNEL, &job.id.to_string()).await?;
+        notify(tx, JOB_CHANNEL, &announce(job.id, job.status, job.run)).await?;
         if job.status == JobStatus::Pending {
             notify(tx, QUEUE_CHANNEL, "").await?;
         }
@@ -811,6 +817,60 @@ impl QueueStore for PgStore {
         Some(self.options.lease)
     }
 
+    /// Each processing job this server holds goes back to the queue's
+    /// head through the planned requeue (slot released, lease dropped).
+    async fn hand_back(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await.map_err(pg("hand back"))?;
+        let rows = tx
+            .query(
+                &format!(
+                    "SELECT {JOB_COLUMNS} FROM jobs WHERE status = 'processing' AND lease_owner = $1 \
+                     ORDER BY queue_pos DESC FOR UPDATE"
+                ),
+                &[&self.options.node],
+            )
+            .await
+            .map_err(pg("hand back"))?;
+        let mut n = 0;
+        // The last in the queue first, so that each requeue to the head
+        // keeps their order.
+        for row in &rows {
+            let (seq, job) = job_from_row(row)?;
+            if let Ok(patch) = JobPatch::plan(&job, Change::Requeue, now)
+                && self.apply_in(&tx, seq, job.id, &patch).await?
+            {
+                n += 1;
+            }
+        }
+        tx.commit().await.map_err(pg("hand back"))?;
+        Ok(n)
+    }
+
+    /// Due callbacks, each claimed for [`CALLBACK_HOLD`]: another server
+    /// takes it only if this one did not record the attempt by then.
+    async fn take_callbacks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        let client = self.client().await?;
+        let hold = CALLBACK_HOLD.as_millis() as f64;
+        let stmt = client
+            .prepare_cached(&format!(
+                "UPDATE jobs SET callback_claim = clock_timestamp() + {hold} * interval '1 millisecond' \
+                 WHERE seq IN (SELECT seq FROM jobs WHERE callback_due IS NOT NULL AND callback_due <= $1 \
+                   AND (callback_claim IS NULL OR callback_claim < clock_timestamp()) \
+                   ORDER BY callback_due LIMIT $2 FOR UPDATE SKIP LOCKED) \
+                 RETURNING {JOB_COLUMNS}"
+            ))
+            .await
+            .map_err(pg("take callbacks"))?;
+        client
+            .query(&stmt, &[&ms(now), &i64::from(limit)])
+            .await
+            .map_err(pg("take callbacks"))?
+            .iter()
+            .map(|r| job_from_row(r).map(|(_, j)| j))
+            .collect()
+    }
+
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<usize, StoreError> {
         let idem_cutoff = Utc::now() - lotsawa_core::service::IDEMPOTENCY_WINDOW * 2;
         let client = self.client().await?;
@@ -841,7 +901,12 @@ impl QueueStore for PgStore {
     }
 }
 
-/// The SQL of a callback field: its state and when it is next due.
+/// How long a server holds a callback it took for delivery: longer than
+/// an attempt may take.
+pub const CALLBACK_HOLD: std::time::Duration = std::time::Duration::from_secs(120);
+
+/// The SQL of a callback field: its state and when it is next due (a
+/// written state ends any server's hold on it).
 pub(crate) fn callback_sets(
     field: &Field<lotsawa_core::Callback>,
     set: &mut dyn FnMut(&str, Option<Param>),
@@ -851,9 +916,11 @@ pub(crate) fn callback_sets(
         Field::Clear => {
             set("callback", None);
             set("callback_due", None);
+            set("callback_claim", None);
         }
         Field::Set(c) => {
             set("callback", Some(Box::new(json(c)?)));
+            set("callback_claim", None);
             match (c.status, c.next_attempt_at) {
                 (lotsawa_core::CallbackStatus::Pending, Some(t)) => {
                     set("callback_due", Some(Box::new(ms(t))))

@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use futures::StreamExt;
-use lotsawa_core::JobId;
+use lotsawa_core::{JobId, JobStatus};
 use tokio_postgres::AsyncMessage;
 
 use crate::PgStore;
@@ -14,8 +14,9 @@ use crate::jobs::{JOB_CHANNEL, QUEUE_CHANNEL};
 
 /// What a server does with the announcements.
 pub trait Listener: Send + Sync + 'static {
-    /// A job changed (on any server).
-    fn job(&self, id: JobId);
+    /// A job changed (on any server); with its status and run when the
+    /// change said them.
+    fn job(&self, id: JobId, now: Option<(JobStatus, u32)>);
     /// A job became pending or a slot was freed.
     fn queue(&self);
     /// The connection was (re)opened: anything may have changed unheard.
@@ -85,8 +86,13 @@ impl PgStore {
 fn dispatch(listener: &dyn Listener, message: AsyncMessage) {
     if let AsyncMessage::Notification(n) = message {
         if n.channel() == JOB_CHANNEL {
-            if let Ok(id) = n.payload().parse::<JobId>() {
-                listener.job(id);
+            let mut parts = n.payload().split(' ');
+            if let Some(Ok(id)) = parts.next().map(str::parse::<JobId>) {
+                let now = match (parts.next(), parts.next()) {
+                    (Some(status), Some(run)) => status.parse().ok().zip(run.parse().ok()),
+                    _ => None,
+                };
+                listener.job(id, now);
             }
         } else if n.channel() == QUEUE_CHANNEL {
             listener.queue();

@@ -78,6 +78,22 @@ pub trait QueueStore: Store {
         None
     }
 
+    /// Give this server's running jobs back to the queue's head at a
+    /// graceful shutdown, so another server goes on with them at once; the
+    /// number given back. A store one server owns keeps them processing
+    /// for its next start.
+    async fn hand_back(&self, now: DateTime<Utc>) -> Result<usize, StoreError> {
+        let _ = now;
+        Ok(0)
+    }
+
+    /// The callbacks this server delivers now: those due at `now`, at most
+    /// `limit`. A shared store hands each to one server only, for a while
+    /// longer than an attempt takes.
+    async fn take_callbacks(&self, now: DateTime<Utc>, limit: u32) -> Result<Vec<Job>, StoreError> {
+        self.callbacks_due(now, limit).await
+    }
+
     /// Delete up to `limit` jobs finished before `before`, oldest first,
     /// and idempotency records past their window; the number of jobs.
     async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> Result<usize, StoreError>;

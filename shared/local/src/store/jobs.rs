@@ -113,18 +113,6 @@ pub(super) fn checkpoint_in(
     Ok(Checkpoint::Recorded)
 }
 
-/// What [`SqliteStore::finish_last_chunk`] did.
-#[derive(Debug, Clone)]
-pub struct Finish {
-    /// The checkpoint's outcome.
-    pub kept: Checkpoint,
-    /// Whether the job completed in the same commit.
-    pub completed: bool,
-    /// The job claimed in the same commit to take the freed slot, with its
-    /// chunks as they stood then.
-    pub next: Option<(Job, Vec<ChunkRecord>)>,
-}
-
 /// Claim up to `max` of the oldest pending jobs under `limit`, inside the
 /// caller's transaction; each with its row's sequence number.
 pub(super) fn claim_in(

@@ -160,7 +160,8 @@ use rows::*;
 use schema::*;
 use writer::*;
 
-pub use jobs::{CHECKPOINT_SQL, CLAIM_NEXT_SQL, Finish};
+pub use jobs::{CHECKPOINT_SQL, CLAIM_NEXT_SQL};
+pub use lotsawa_core::store::Finish;
 pub(crate) use schema::create_private as create_private_file;
 pub use schema::{Durability, SCHEMA_VERSION};
 pub use writer::Lane;
@@ -426,5 +427,38 @@ impl SqliteStore {
             Ok(out)
         })
         .await
+    }
+}
+
+#[async_trait]
+impl lotsawa_core::store::QueueStore for SqliteStore {
+    async fn claim_many(&self, limit: u32, max: u32, now: DateTime<Utc>) -> PortResult<Vec<Job>> {
+        Ok(SqliteStore::claim_many(self, limit, max, now).await?)
+    }
+
+    async fn finish_last_chunk(
+        &self,
+        id: JobId,
+        run: u32,
+        done: &ChunkDone,
+        label: lotsawa_core::pipeline::ResultLabel,
+        hand_off: Option<u32>,
+        now: DateTime<Utc>,
+    ) -> PortResult<Finish> {
+        Ok(SqliteStore::finish_last_chunk(self, id, run, done, label, hand_off, now).await?)
+    }
+
+    /// Every job left processing: this server owns the file, so whatever
+    /// runs in it was its own before it stopped.
+    async fn resumable(&self) -> PortResult<Vec<Job>> {
+        Ok(self.processing_jobs().await?)
+    }
+
+    async fn purge_finished(&self, before: DateTime<Utc>, limit: u32) -> PortResult<usize> {
+        Ok(SqliteStore::purge_finished(self, before, limit).await?)
+    }
+
+    async fn flush(&self) -> PortResult<()> {
+        Ok(SqliteStore::flush(self).await?)
     }
 }
