@@ -47,6 +47,33 @@ pub struct Call {
     pub prompt_tokens: u64,
     /// Tokens reported (accepted calls).
     pub completion_tokens: u64,
+    /// Which client called: the first path segment of a base URL from
+    /// [`LimitedProvider::base_url_for`], empty for [`LimitedProvider::base_url`].
+    pub node: String,
+    /// When it was answered or dropped, from the provider's start.
+    pub ended: Duration,
+}
+
+/// Counts a call out of flight however its handler ends: answered, or
+/// dropped with its connection (then recorded with status 0).
+struct InFlight {
+    provider: LimitedProvider,
+    call: Option<Call>,
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        let mut s = self
+            .provider
+            .inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        s.in_flight -= 1;
+        if let Some(mut call) = self.call.take() {
+            call.ended = s.started.elapsed();
+            s.calls.push(call);
+        }
+    }
 }
 
 struct Inner {
@@ -89,6 +116,18 @@ impl Inner {
 }
 
 async fn complete(State(p): State<LimitedProvider>, Json(body): Json<Value>) -> Response {
+    answer(p, String::new(), body).await
+}
+
+async fn complete_for(
+    State(p): State<LimitedProvider>,
+    axum::extract::Path(node): axum::extract::Path<String>,
+    Json(body): Json<Value>,
+) -> Response {
+    answer(p, node, body).await
+}
+
+async fn answer(p: LimitedProvider, node: String, body: Value) -> Response {
     let chunk = body["messages"]
         .as_array()
         .and_then(|m| m.last())
@@ -115,6 +154,8 @@ async fn complete(State(p): State<LimitedProvider>, Json(body): Json<Value>) -> 
                 status: 429,
                 prompt_tokens: 0,
                 completion_tokens: 0,
+                node: node.clone(),
+                ended: at,
             });
             let mut h = HeaderMap::new();
             h.insert("retry-after", HeaderValue::from(s.limits.retry_after_secs));
@@ -130,21 +171,28 @@ async fn complete(State(p): State<LimitedProvider>, Json(body): Json<Value>) -> 
     let Some((latency, at)) = admitted else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    let mut flight = InFlight {
+        provider: p.clone(),
+        call: Some(Call {
+            at,
+            chunk: chunk.clone(),
+            status: 0,
+            prompt_tokens: 0,
+            completion_tokens: 0,
+            node,
+            ended: at,
+        }),
+    };
     tokio::time::sleep(latency).await;
     let content = crate::provider::fake_translation(&chunk);
     let prompt_tokens = (body.to_string().len() / 4) as u64 + 1;
     let completion_tokens = content.chars().count() as u64;
-    {
-        let mut s = p.inner.lock().unwrap_or_else(|e| e.into_inner());
-        s.in_flight -= 1;
-        s.calls.push(Call {
-            at,
-            chunk,
-            status: 200,
-            prompt_tokens,
-            completion_tokens,
-        });
+    if let Some(call) = flight.call.as_mut() {
+        call.status = 200;
+        call.prompt_tokens = prompt_tokens;
+        call.completion_tokens = completion_tokens;
     }
+    drop(flight);
     Json(json!({
         "id": "chatcmpl-limited",
         "object": "chat.completion",
@@ -180,6 +228,10 @@ impl LimitedProvider {
         };
         let app = axum::Router::new()
             .route("/v1/chat/completions", axum::routing::post(complete))
+            .route(
+                "/{node}/v1/chat/completions",
+                axum::routing::post(complete_for),
+            )
             .with_state(p.clone());
         tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
@@ -190,6 +242,21 @@ impl LimitedProvider {
     /// The value for OPENAI_BASE_URL.
     pub fn base_url(&self) -> String {
         format!("http://{}/v1", self.addr)
+    }
+
+    /// The value for OPENAI_BASE_URL of the client named `node` (its
+    /// calls are recorded with its name).
+    pub fn base_url_for(&self, node: &str) -> String {
+        format!("http://{}/{node}/v1", self.addr)
+    }
+
+    /// Time since the provider started (the clock of [`Call::at`]).
+    pub fn elapsed(&self) -> Duration {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .started
+            .elapsed()
     }
 
     /// Answer the next `n` calls with 429, whatever the limits.

@@ -37,6 +37,12 @@ pub trait ChunkMeter: Send + Sync {
     /// The tokens a successful attempt's calls reported, for
     /// `lotsawa_provider_tokens_total`.
     async fn tokens(&self, engine: &str, model: &str, usage: crate::usage::Usage);
+    /// Whether the provider may be called now: the last check before a
+    /// call, for a runner whose right to the job can lapse (a lease on a
+    /// shared store). False stops the step without a call.
+    async fn may_call(&self) -> bool {
+        true
+    }
 }
 
 /// What one chunk step works on.
@@ -172,6 +178,9 @@ where
         attempt,
         outcome = tracing::field::Empty,
     );
+    if !meter.may_call().await {
+        return Ok(ChunkStep::Stopped);
+    }
     let started = Instant::now();
     let Some(result) = until_stopped(pipeline::attempt(engine, &task), stop)
         .instrument(call.clone())

@@ -196,6 +196,7 @@ impl LocalBackend {
             draining: draining.clone(),
             hard_stop: CancellationToken::new(),
             budgets: Arc::default(),
+            renewed: Arc::default(),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(pg) = pg {

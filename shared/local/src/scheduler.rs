@@ -97,6 +97,60 @@ pub(crate) struct Shared {
     pub hard_stop: CancellationToken,
     /// Tenants' budgets, read at most a second ago.
     pub budgets: Arc<lotsawa_core::usage::BudgetCache>,
+    /// When this server's leases were last renewed (a shared store).
+    pub renewed: Arc<LeaseClock>,
+}
+
+/// When this server last renewed its leases, on the monotonic clock (which
+/// runs on while the process is stopped): a server that was stopped or cut
+/// off past its lease sees it before it starts another call.
+#[derive(Debug)]
+pub(crate) struct LeaseClock {
+    base: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+}
+
+impl Default for LeaseClock {
+    fn default() -> Self {
+        Self {
+            base: std::time::Instant::now(),
+            last_ms: std::sync::atomic::AtomicU64::new(0),
+        }
+    }
+}
+
+impl LeaseClock {
+    /// Leases were renewed by a request sent at `at`.
+    fn renewed(&self, at: std::time::Instant) {
+        let ms = at.duration_since(self.base).as_millis() as u64;
+        self.last_ms
+            .fetch_max(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Since the last renewal.
+    fn age(&self) -> Duration {
+        let last = Duration::from_millis(self.last_ms.load(std::sync::atomic::Ordering::SeqCst));
+        self.base.elapsed().saturating_sub(last)
+    }
+}
+
+/// Before a chunk's call on a shared store: wait until this server's
+/// leases are known to be current (renewed within two thirds of the
+/// lease); false when the job stops meanwhile (its lease was lost, or the
+/// server drains).
+async fn lease_held(shared: &Shared, cancel: &CancellationToken) -> bool {
+    let Some(lease) = shared.store.lease() else {
+        return true;
+    };
+    loop {
+        if cancel.is_cancelled() || shared.draining.is_cancelled() {
+            return false;
+        }
+        if shared.renewed.age() < lease * 2 / 3 {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 impl Shared {
@@ -232,12 +286,15 @@ async fn lease_loop(shared: Shared, lease: Duration) {
             Ok(r) => r.iter().map(|(id, (run, _))| (*id, *run)).collect(),
             Err(_) => continue,
         };
+        let sent = std::time::Instant::now();
         match shared.store.renew(&held, Utc::now()).await {
             Ok(lost) => {
+                // Runners of lost jobs stop before the others may go on.
                 for (id, run) in lost {
                     tracing::warn!(job_id = %id, run, "lease lost; the runner stops");
                     stop_runner(&shared, id, Some(run));
                 }
+                shared.renewed.renewed(sent);
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
         }
@@ -654,7 +711,11 @@ async fn translate_chunk(
 ) -> Result<ChunkOutcome, StoreError> {
     let run = job.run;
     let last = in_order && chunk.index + 1 == job.chunks_total;
-    let meter = Meter(&shared.metrics);
+    let meter = Meter {
+        metrics: &shared.metrics,
+        shared,
+        cancel,
+    };
     // Counted attempts; a rate limit within the throttle budget is not one.
     let (mut attempt, mut counted, mut throttled) = (0u32, 0u32, Duration::ZERO);
     loop {
@@ -746,13 +807,22 @@ async fn translate_chunk(
     }
 }
 
-/// The process's counters for a chunk step.
-struct Meter<'a>(&'a Metrics);
+/// The process's counters for a chunk step, and its last check of the
+/// lease before a call.
+struct Meter<'a> {
+    metrics: &'a Metrics,
+    shared: &'a Shared,
+    cancel: &'a CancellationToken,
+}
 
 #[async_trait::async_trait]
 impl ChunkMeter for Meter<'_> {
+    async fn may_call(&self) -> bool {
+        lease_held(self.shared, self.cancel).await
+    }
+
     async fn memory_hit(&self) {
-        self.0.memory_hits.inc();
+        self.metrics.memory_hits.inc();
     }
 
     async fn attempt(
@@ -763,11 +833,14 @@ impl ChunkMeter for Meter<'_> {
         quality_retried: bool,
     ) {
         if quality_retried {
-            self.0.quality_retries.inc();
+            self.metrics.quality_retries.inc();
         }
-        self.0.chunk_attempts.with_label_values(&[outcome]).inc();
+        self.metrics
+            .chunk_attempts
+            .with_label_values(&[outcome])
+            .inc();
         if let Some(elapsed) = elapsed {
-            self.0
+            self.metrics
                 .chunk_duration
                 .with_label_values(&[engine])
                 .observe(elapsed.as_secs_f64());
@@ -775,7 +848,7 @@ impl ChunkMeter for Meter<'_> {
     }
 
     async fn tokens(&self, engine: &str, model: &str, usage: lotsawa_core::usage::Usage) {
-        let t = &self.0.provider_tokens;
+        let t = &self.metrics.provider_tokens;
         t.with_label_values(&[engine, model, "prompt"])
             .inc_by(usage.prompt_tokens);
         t.with_label_values(&[engine, model, "completion"])

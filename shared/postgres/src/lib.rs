@@ -203,9 +203,19 @@ impl PgStore {
     pub async fn open(url: &str, options: PgOptions) -> Result<Self, PgError> {
         let shown: Arc<str> = redact(url).into();
         let (url, root) = split_params(url);
-        let config: tokio_postgres::Config = url
+        let mut config: tokio_postgres::Config = url
             .parse()
             .map_err(|e: tokio_postgres::Error| PgError::Url(format!("{shown}: {e}")))?;
+        // A server that stalls inside a transaction (stopped, cut off)
+        // must not hold its locks past half a lease: the database ends its
+        // session, so the others can claim and take over.
+        let idle = (options.lease.as_millis() / 2).max(250);
+        let extra = format!("-c idle_in_transaction_session_timeout={idle}");
+        let joined = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {extra}"),
+            _ => extra,
+        };
+        config.options(joined);
         let tls = tls(root.as_deref())?;
         let manager = deadpool_postgres::Manager::from_config(
             config.clone(),

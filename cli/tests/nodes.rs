@@ -1,0 +1,236 @@
+//! Several `lotsawa serve` processes on one PostgreSQL database (a
+//! throwaway server this test starts): one queue, one concurrency limit
+//! for the whole deployment, and no job lost when a node dies.
+//!
+//! Three nodes share many multi-chunk jobs through a fake provider that
+//! records which node made each call and how many were in flight. One node
+//! is killed with SIGKILL at random moments and restarted, several times;
+//! another is stopped with SIGSTOP past its lease (a network cut) and let
+//! go. At the end every job completed with the right translation, the
+//! provider never saw more calls at once than the deployment's limit, and
+//! every chunk called twice was in flight on a node that was killed or
+//! stopped (no completed chunk is sent again).
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use lotsawa_apitests::limited::{Call, LimitedProvider, ProviderLimits};
+use lotsawa_apitests::suite::{expected_translation, numbered_text};
+use lotsawa_conformance::postgres::Cluster;
+use serde_json::json;
+
+mod support;
+
+use support::Server;
+
+/// The deployment's concurrency limit, given to every node.
+const LIMIT: u32 = 4;
+/// Each node's lease on the jobs it runs.
+const LEASE_MS: u64 = 1500;
+const JOBS: usize = 48;
+const CHUNKS: usize = 8;
+
+fn node(db: &str, provider: &LimitedProvider, name: &str) -> Server {
+    Server::start_at(
+        Path::new(db),
+        &provider.base_url_for(name),
+        LIMIT as usize,
+        &[
+            ("LOTSAWA_LEASE_MS", &LEASE_MS.to_string()),
+            ("LOTSAWA_SHUTDOWN_GRACE_MS", "500"),
+        ],
+    )
+}
+
+fn signal(pid: u32, sig: &str) {
+    let ok = Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .expect("kill");
+    assert!(ok.success(), "kill {sig} {pid}");
+}
+
+/// A xorshift for the chaos schedule; its seed is printed.
+struct Rng(u64);
+
+impl Rng {
+    fn below(&mut self, n: u64) -> u64 {
+        self.0 ^= self.0 << 13;
+        self.0 ^= self.0 >> 7;
+        self.0 ^= self.0 << 17;
+        self.0 % n
+    }
+}
+
+/// An interruption of a node: killed at `from` (`to` = `from`), or stopped
+/// from `from` to `to`, on the provider's clock.
+#[derive(Debug, Clone)]
+struct Outage {
+    node: String,
+    from: Duration,
+    to: Duration,
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    if sorted.is_empty() {
+        return Duration::ZERO;
+    }
+    let i = ((sorted.len() - 1) as f64 * p).round() as usize;
+    sorted[i]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn three_nodes_share_one_queue_and_lose_nothing_when_one_dies() {
+    let db = Cluster::get().fresh_database();
+    let provider = LimitedProvider::start(ProviderLimits {
+        rpm: 1_000_000,
+        // The provider admits far more than the deployment's limit: what
+        // it saw in flight is what the nodes sent.
+        concurrent: 1000,
+        burst_secs: 60.0,
+        latency_ms: (40, 120),
+        retry_after_secs: 1,
+    })
+    .await;
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(7, |d| d.as_nanos() as u64)
+        | 1;
+    eprintln!("chaos seed {seed}");
+    let mut rng = Rng(seed);
+    let n0 = node(&db, &provider, "n0");
+    let mut n1 = Some(node(&db, &provider, "n1"));
+    let n2 = node(&db, &provider, "n2");
+
+    let mut jobs = Vec::new();
+    for j in 0..JOBS {
+        let (text, chunks, size) = numbered_text(&format!("job{j:02}-"), CHUNKS);
+        // Submitted to every node in turn: one queue whichever takes it.
+        let api = match j % 3 {
+            0 => &n0.api,
+            1 => &n1.as_ref().expect("n1").api,
+            _ => &n2.api,
+        };
+        let id = api
+            .submit(&text, json!({"chunkSize": size}))
+            .await
+            .expect("submit");
+        jobs.push((id, chunks));
+    }
+
+    // Kill n1 at random moments, restarting it each time.
+    let mut outages = Vec::new();
+    let kills = 4;
+    for k in 0..kills {
+        tokio::time::sleep(Duration::from_millis(300 + rng.below(700))).await;
+        let at = provider.elapsed();
+        n1.take().expect("n1").kill9();
+        outages.push(Outage {
+            node: format!("n1-{k}"),
+            from: at,
+            to: at,
+        });
+        tokio::time::sleep(Duration::from_millis(100 + rng.below(300))).await;
+        n1 = Some(node(&db, &provider, &format!("n1-{}", k + 1)));
+    }
+    // Cut n2 off past its lease, then let it come back.
+    tokio::time::sleep(Duration::from_millis(200 + rng.below(400))).await;
+    let from = provider.elapsed();
+    signal(n2.pid(), "-STOP");
+    tokio::time::sleep(Duration::from_millis(LEASE_MS * 2)).await;
+    signal(n2.pid(), "-CONT");
+    outages.push(Outage {
+        node: "n2".into(),
+        from,
+        to: provider.elapsed(),
+    });
+
+    // Every job completes, with every chunk's translation in order.
+    let deadline = Duration::from_secs(120);
+    for (id, chunks) in &jobs {
+        let job = n0
+            .api
+            .wait_status(id, "completed", deadline)
+            .await
+            .unwrap_or_else(|e| panic!("job {id} did not complete: {e}"));
+        assert_eq!(
+            job["result"]["translation"],
+            expected_translation(chunks).as_str(),
+            "job {id}"
+        );
+    }
+
+    // Killed nodes were named n1-0.. by the calls they made; the first
+    // one is "n1".
+    let calls = provider.calls();
+    let renamed = |c: &Call| -> String {
+        if c.node == "n1" {
+            "n1-0".into()
+        } else {
+            c.node.clone()
+        }
+    };
+    assert!(
+        provider.most_in_flight() <= LIMIT,
+        "the provider saw {} calls at once; the deployment's limit is {LIMIT}",
+        provider.most_in_flight()
+    );
+    let mut by_chunk: HashMap<&str, Vec<&Call>> = HashMap::new();
+    for c in &calls {
+        by_chunk.entry(c.chunk.as_str()).or_default().push(c);
+    }
+    // A call may be followed by another for the same chunk only if its
+    // node was interrupted while it was in flight or just after its answer
+    // (before the commit): a completed chunk is never sent again.
+    let slack = Duration::from_millis(1000);
+    let mut resent = 0;
+    let mut takeovers = Vec::new();
+    for (chunk, list) in &by_chunk {
+        for pair in list.windows(2) {
+            let (first, next) = (pair[0], pair[1]);
+            let node = renamed(first);
+            let outage = outages
+                .iter()
+                .find(|o| o.node == node && o.to >= first.at && o.from <= first.ended + slack);
+            match outage {
+                Some(o) => {
+                    resent += 1;
+                    takeovers.push(next.at.saturating_sub(o.from.max(first.at)));
+                }
+                None => panic!(
+                    "chunk {chunk:?} was sent again by {} at {:?} after {node}'s call at {:?}–{:?}, \
+                     with no interruption of {node} in between",
+                    next.node, next.at, first.at, first.ended
+                ),
+            }
+        }
+    }
+    for (_, chunks) in &jobs {
+        for c in chunks {
+            let text = c.trim_end();
+            assert!(
+                by_chunk.keys().any(|k| k.trim_end() == text),
+                "chunk {text:?} was never sent"
+            );
+        }
+    }
+    takeovers.sort();
+    // The work outlasted the chaos: the last outage ended before the last
+    // call (so every interruption hit a deployment at work).
+    let last_call = calls.iter().map(|c| c.at).max().unwrap_or_default();
+    assert!(
+        outages.iter().all(|o| o.to < last_call),
+        "the jobs finished before the chaos did; give them more work"
+    );
+    eprintln!(
+        "nodes: {JOBS} jobs × {CHUNKS} chunks, {kills} kills and 1 stop of {} ms survived; \
+         0 jobs lost; {resent} interrupted calls sent again, 0 completed chunks; \
+         most in flight {} (limit {LIMIT}); re-sent after an interruption p50 {:?}, max {:?}",
+        LEASE_MS * 2,
+        provider.most_in_flight(),
+        percentile(&takeovers, 0.5),
+        percentile(&takeovers, 1.0)
+    );
+}
