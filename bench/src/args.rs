@@ -185,7 +185,7 @@ pub(crate) fn parse(args: &[String]) -> Mode {
             }
             other => {
                 eprintln!(
-                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, transliterate, scale, provider)"
+                    "error: unknown argument '{other}' (use --smoke, --runs N, --out FILE, --durability full|process, --only PART,... with parts enqueue, drain, http, load, fanout, pickup, text, transliterate, scale, provider, nodes)"
                 );
                 std::process::exit(2);
             }

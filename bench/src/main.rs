@@ -7,7 +7,8 @@
 //!
 //! Everything runs in one process on loopback with the echo engine and the
 //! embedded SQLite store in its durable setting (WAL, `synchronous=FULL`,
-//! one fsync per group commit); the provider part uses the OpenAI engine
+//! one fsync per group commit), and beside it a throwaway PostgreSQL
+//! server with one and three servers on one database (`nodes`); the provider part uses the OpenAI engine
 //! against a fake provider on loopback that enforces its rate limits. Each figure is measured `--runs` times
 //! (default 3) and reported as median, min and max.
 //!
@@ -23,7 +24,9 @@ mod scenarios;
 
 use args::Mode;
 use report::Figures;
-use scenarios::{drain, enqueue, fanout, http, load, pickup, provider, scale, text, transliterate};
+use scenarios::{
+    drain, enqueue, fanout, http, load, nodes, pickup, provider, scale, text, transliterate,
+};
 
 #[tokio::main]
 async fn main() {
@@ -73,6 +76,9 @@ async fn main() {
         }
         if opts.wants("provider") {
             provider::run(sizes, &mut figures).await;
+        }
+        if opts.wants("nodes") {
+            nodes::run(sizes, &mut figures).await;
         }
     }
     figures.print();

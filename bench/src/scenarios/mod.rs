@@ -8,6 +8,7 @@ pub(crate) mod enqueue;
 pub(crate) mod fanout;
 pub(crate) mod http;
 pub(crate) mod load;
+pub(crate) mod nodes;
 pub(crate) mod pickup;
 pub(crate) mod provider;
 pub(crate) mod scale;

@@ -27,6 +27,7 @@ pub struct Cluster {
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static DURABLE: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The binary directory of the newest PostgreSQL installed.
@@ -88,13 +89,27 @@ impl Cluster {
     /// # Panics
     /// When no server can be started: the tests that need one cannot run.
     pub fn get() -> &'static Cluster {
-        match CLUSTER.get_or_init(Self::start) {
+        match CLUSTER.get_or_init(|| Self::start(false)) {
             Ok(c) => c,
             Err(e) => panic!("cannot start a throwaway PostgreSQL server: {e}"),
         }
     }
 
-    fn start() -> Result<Cluster, String> {
+    /// A second server of this process whose commits are on disk before
+    /// they are acknowledged (`fsync` and `synchronous_commit` on, as a
+    /// production server runs): what benchmarks compare with SQLite's
+    /// durable setting. The tests' server trades that for speed.
+    ///
+    /// # Panics
+    /// When no server can be started.
+    pub fn durable() -> &'static Cluster {
+        match DURABLE.get_or_init(|| Self::start(true)) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start a throwaway PostgreSQL server: {e}"),
+        }
+    }
+
+    fn start(durable: bool) -> Result<Cluster, String> {
         if let Ok(url) = std::env::var("LOTSAWA_TEST_PG") {
             let base = url.trim_end_matches('/').to_owned();
             return Ok(Cluster {
@@ -160,9 +175,14 @@ impl Cluster {
             "initdb",
         )?;
         let port = free_port()?;
+        let speed = if durable {
+            ""
+        } else {
+            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c synchronous_commit=off \
-             -c full_page_writes=off -c max_connections=500 -c shared_buffers=64MB",
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 {speed} \
+             -c max_connections=500 -c shared_buffers=64MB",
             sock.display()
         );
         run(
