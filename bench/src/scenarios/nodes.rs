@@ -52,6 +52,17 @@ pub(crate) async fn run(sizes: Sizes, figures: &mut Figures) {
             _ => Db::Postgres(cluster.fresh_database()),
         }
     };
+    let (p50, p99) = live_across(fresh("postgres"), sizes.multi_chunks.max(10) * 4).await;
+    figures.add(
+        "nodes: SSE chunk event on another node after the answer, p50",
+        "ms",
+        p50,
+    );
+    figures.add(
+        "nodes: SSE chunk event on another node after the answer, p99",
+        "ms",
+        p99,
+    );
     for (label, kind, n) in [
         ("sqlite", "sqlite", 1usize),
         ("postgres, 1 node", "postgres", 1),
@@ -234,6 +245,82 @@ async fn pickup(db: Db, n: usize, rate: f64, secs: f64) -> (f64, f64) {
     lat.sort_by(f64::total_cmp);
     stop(nodes).await;
     (percentile(&lat, 0.5), percentile(&lat, 0.99))
+}
+
+/// Microseconds since the epoch.
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A job of `chunks` chunks runs on one server while a client streams it
+/// from another: the delay from each chunk's answer (its translation is
+/// the answer's time) to its event on the other server's stream, which
+/// covers the commit, the announcement, the read and the write; p50 and
+/// p99 in ms.
+async fn live_across(db: Db, chunks: usize) -> (f64, f64) {
+    let runner = servers(&db, 1, 3, Arc::new(Stamped)).await;
+    let job = runner[0]
+        .service()
+        .submit(new_job(0, chunks))
+        .await
+        .expect("submit");
+    let store = runner[0].service().store().clone();
+    while store.get_brief(job.id).await.expect("job").status == lotsawa_core::JobStatus::Pending {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    // The other server has nothing to claim: the one job is running.
+    let watcher = servers(&db, 1, 3, Arc::new(Stamped)).await;
+    let (url, _task) = crate::fixture::serve(watcher[0].service()).await;
+    let from = now_us();
+    let mut res = reqwest::get(format!("{url}/api/jobs/{}/stream", job.id))
+        .await
+        .expect("stream");
+    let mut delays = Vec::new();
+    let mut buf = String::new();
+    'read: while let Ok(Some(bytes)) = res.chunk().await {
+        let arrived = now_us();
+        buf.push_str(&String::from_utf8_lossy(&bytes));
+        while let Some(end) = buf.find('\n') {
+            let line: String = buf.drain(..=end).collect();
+            if let Some(i) = line.find("\"translation\":\"t") {
+                let digits: String = line[i + 16..]
+                    .chars()
+                    .take_while(char::is_ascii_digit)
+                    .collect();
+                if let Ok(sent) = digits.parse::<u64>()
+                    && sent >= from
+                {
+                    delays.push(arrived.saturating_sub(sent) as f64 / 1000.0);
+                }
+            }
+            if line.contains("\"completed\"") && line.contains("\"status\"") {
+                break 'read;
+            }
+        }
+    }
+    delays.sort_by(f64::total_cmp);
+    stop(watcher).await;
+    stop(runner).await;
+    (percentile(&delays, 0.5), percentile(&delays, 0.99))
+}
+
+/// An engine that takes 10 ms and answers with the time it answered.
+struct Stamped;
+
+#[async_trait]
+impl Engine for Stamped {
+    fn name(&self) -> &str {
+        "echo"
+    }
+    fn default_model(&self) -> Option<&str> {
+        None
+    }
+    async fn translate(&self, _: &TranslateRequest) -> Result<EngineOutput, EngineError> {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+        Ok(EngineOutput::text(format!("t{}", now_us())))
+    }
 }
 
 /// The echo engine.
