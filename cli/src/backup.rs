@@ -50,6 +50,15 @@ pub async fn run(action: Action, db: Option<PathBuf>) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if let lotsawa_local::Db::Postgres(_) = lotsawa_local::Db::of(&db) {
+        eprintln!(
+            "error: {} is a PostgreSQL database: back it up with the server's own tools \
+             (pg_dump -Fc, or continuous archiving for point-in-time recovery) and restore with \
+             pg_restore; `lotsawa backup` and `restore` copy SQLite files",
+            lotsawa_local::Db::of(&db).shown()
+        );
+        return ExitCode::from(2);
+    }
     let done = tokio::task::spawn_blocking(move || match action {
         Action::Backup(dest) => {
             let bar = bar("backup");

@@ -37,12 +37,14 @@ struct ClientArgs {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run the server: HTTP API, scheduler and embedded SQLite store
+    /// Run the server: HTTP API, scheduler and its store (an embedded
+    /// SQLite file, or a PostgreSQL database several servers share)
     Serve {
         /// Listen address [env: LOTSAWA_BIND] [default: 127.0.0.1:8080]
         #[arg(long)]
         bind: Option<String>,
-        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        /// SQLite database file, or postgres://USER@HOST/DB [env:
+        /// LOTSAWA_DB] [default: lotsawa.db]
         #[arg(long)]
         db: Option<PathBuf>,
         /// Jobs processing at once [env: LOTSAWA_CONCURRENCY] [default: 3]
@@ -82,7 +84,8 @@ enum Command {
     Keys {
         #[command(subcommand)]
         action: KeysCommand,
-        /// SQLite database file [env: LOTSAWA_DB] [default: lotsawa.db]
+        /// SQLite database file, or postgres://USER@HOST/DB [env:
+        /// LOTSAWA_DB] [default: lotsawa.db]
         #[arg(long, global = true)]
         db: Option<PathBuf>,
     },

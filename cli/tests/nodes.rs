@@ -234,3 +234,169 @@ async fn three_nodes_share_one_queue_and_lose_nothing_when_one_dies() {
         percentile(&takeovers, 1.0)
     );
 }
+
+fn lotsawa(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lotsawa"))
+        .args(args)
+        .env_remove("LOTSAWA_DB")
+        .env_remove("LOTSAWA_API_KEY")
+        .output()
+        .expect("run lotsawa")
+}
+
+/// A webhook receiver on loopback: the bodies it got.
+async fn receiver() -> (
+    String,
+    std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>>,
+) {
+    let got: std::sync::Arc<std::sync::Mutex<Vec<serde_json::Value>>> = Default::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let url = format!("http://{}/hook", listener.local_addr().expect("addr"));
+    let inbox = got.clone();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: axum::body::Bytes| {
+            let inbox = inbox.clone();
+            async move {
+                if let Ok(v) = serde_json::from_slice(&body) {
+                    inbox.lock().expect("inbox").push(v);
+                }
+                axum::http::StatusCode::NO_CONTENT
+            }
+        }),
+    );
+    tokio::spawn(async move {
+        let _ = axum::serve(listener, app).await;
+    });
+    (url, got)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_cancels_and_webhooks_span_the_nodes() {
+    // The throwaway server trusts loopback, so any password is taken; it
+    // stands for a real one that must never be printed.
+    let db = Cluster::get()
+        .fresh_database()
+        .replacen("postgres@", "postgres:pg-s3cret@", 1);
+    let made = lotsawa(&["keys", "create", "--tenant", "acme", "--db", &db]);
+    assert!(made.status.success(), "{made:?}");
+    let key = String::from_utf8(made.stdout)
+        .expect("utf-8")
+        .trim()
+        .to_owned();
+    assert!(key.starts_with("lts_"), "{key}");
+    let listed = lotsawa(&["keys", "list", "--db", &db]);
+    assert!(String::from_utf8_lossy(&listed.stdout).contains("acme"));
+    let refused = lotsawa(&["backup", "copy.db", "--db", &db]);
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert_eq!(refused.status.code(), Some(2), "{said}");
+    assert!(
+        said.contains("pg_dump") && !said.contains("pg-s3cret"),
+        "{said}"
+    );
+
+    // Calls take 2 s: a cancelled job's call is seen cut short.
+    let provider = LimitedProvider::start(ProviderLimits {
+        rpm: 1_000_000,
+        concurrent: 1000,
+        burst_secs: 60.0,
+        latency_ms: (2000, 2000),
+        retry_after_secs: 1,
+    })
+    .await;
+    let env = [
+        ("LOTSAWA_REQUIRE_AUTH", "1"),
+        ("LOTSAWA_WEBHOOK_SECRET", "test-webhook-secret-0123"),
+        ("LOTSAWA_LEASE_MS", "3000"),
+    ];
+    // One job at a time in the whole deployment.
+    let a = Server::start_at(Path::new(&db), &provider.base_url_for("a"), 1, &env);
+    let b = Server::start_at(Path::new(&db), &provider.base_url_for("b"), 1, &env);
+    let (a_api, b_api) = (a.api.clone().with_key(&key), b.api.clone().with_key(&key));
+
+    // A key made against the database opens both nodes; none opens without it.
+    assert_eq!(
+        reqwest::get(format!("{}/api/jobs", b.url))
+            .await
+            .expect("get")
+            .status()
+            .as_u16(),
+        401
+    );
+
+    // Cancelled on one node while its call runs on the other: the call is
+    // dropped there, so the next job's call never overlaps it.
+    let (text, _, size) = numbered_text("cut-", 4);
+    let first = a_api
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let runner = loop {
+        if let Some(c) = provider.calls_in_flight().first() {
+            break c.clone();
+        }
+        assert!(std::time::Instant::now() < deadline, "the job never called");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let other = if runner == "a" { &b_api } else { &a_api };
+    let (status, body, _) = other
+        .request(reqwest::Method::DELETE, &format!("/api/jobs/{first}"))
+        .await
+        .expect("cancel");
+    assert_eq!(status, 200, "{body}");
+    let (text, chunks, size) = numbered_text("next-", 2);
+    let second = other
+        .submit(&text, json!({"chunkSize": size}))
+        .await
+        .expect("submit");
+    let done = a_api
+        .wait_status(&second, "completed", Duration::from_secs(30))
+        .await
+        .expect("the next job completes");
+    assert_eq!(
+        done["result"]["translation"],
+        expected_translation(&chunks).as_str()
+    );
+    let cancelled = b_api.job(&first).await.expect("job");
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    assert_eq!(
+        provider.most_in_flight(),
+        1,
+        "the cancelled job's call on {runner} was still running when the next job's began"
+    );
+
+    // Webhooks: every job's terminal event is delivered once, whichever
+    // node ran it and however many nodes look for due deliveries.
+    let (hook, got) = receiver().await;
+    let mut ids = Vec::new();
+    for i in 0..6 {
+        let api = if i % 2 == 0 { &a_api } else { &b_api };
+        let (status, body, _) = api
+            .post_job(
+                &json!({"sourceText": format!("ཀ་ཁ་ག། hook{i}"), "config": {"callbackUrl": hook}}),
+            )
+            .await
+            .expect("submit");
+        assert_eq!(status, 202, "{body}");
+        ids.push(body["jobId"].as_str().expect("id").to_owned());
+    }
+    for id in &ids {
+        a_api
+            .wait_for(id, Duration::from_secs(60), |j| {
+                j["callback"]["status"] == "delivered"
+            })
+            .await
+            .expect("delivered");
+    }
+    // Both nodes poll for due deliveries five times a second: a second
+    // more would show a second delivery.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let got = got.lock().expect("inbox").clone();
+    for id in &ids {
+        let n = got.iter().filter(|e| e["jobId"] == id.as_str()).count();
+        assert_eq!(n, 1, "job {id}'s event was delivered {n} times");
+    }
+}

@@ -70,6 +70,9 @@ impl Drop for InFlight {
             .unwrap_or_else(|e| e.into_inner());
         s.in_flight -= 1;
         if let Some(mut call) = self.call.take() {
+            if let Some(i) = s.flying.iter().position(|n| *n == call.node) {
+                s.flying.swap_remove(i);
+            }
             call.ended = s.started.elapsed();
             s.calls.push(call);
         }
@@ -77,6 +80,8 @@ impl Drop for InFlight {
 }
 
 struct Inner {
+    /// The nodes of the calls in flight now, one entry per call.
+    flying: Vec<String>,
     limits: ProviderLimits,
     started: Instant,
     tokens: f64,
@@ -171,6 +176,9 @@ async fn answer(p: LimitedProvider, node: String, body: Value) -> Response {
     let Some((latency, at)) = admitted else {
         return StatusCode::INTERNAL_SERVER_ERROR.into_response();
     };
+    if let Ok(mut s) = p.inner.lock() {
+        s.flying.push(node.clone());
+    }
     let mut flight = InFlight {
         provider: p.clone(),
         call: Some(Call {
@@ -218,6 +226,7 @@ impl LimitedProvider {
                 started: now,
                 tokens: (f64::from(limits.rpm) / 60.0 * limits.burst_secs).max(1.0),
                 refilled: now,
+                flying: Vec::new(),
                 in_flight: 0,
                 most_in_flight: 0,
                 calls: Vec::new(),
@@ -277,6 +286,16 @@ impl LimitedProvider {
             .clone();
         calls.sort_by_key(|c| c.at);
         calls
+    }
+
+    /// The nodes (see [`LimitedProvider::base_url_for`]) of the calls in
+    /// flight now.
+    pub fn calls_in_flight(&self) -> Vec<String> {
+        self.inner
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .flying
+            .clone()
     }
 
     /// The most calls in flight at once.
