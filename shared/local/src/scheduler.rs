@@ -322,12 +322,13 @@ pub(crate) struct Announcements {
 impl lotsawa_postgres::listen::Listener for Announcements {
     fn job(&self, id: JobId, now: Option<(lotsawa_core::JobStatus, u32)>) {
         self.shared.publish(id);
-        // A job this server runs that was cancelled, retried or taken over
-        // on another server: its runner stops now, its call aborted.
+        // A job this server runs that was cancelled, requeued or taken
+        // over on another server: its runner stops now, its call aborted.
+        // Announcements of earlier runs (arriving late) are not news.
         if let Some((status, run)) = now
             && let Ok(running) = self.shared.running.lock()
             && let Some((held, token)) = running.get(&id)
-            && (status != lotsawa_core::JobStatus::Processing || run != *held)
+            && (run > *held || (run == *held && status != lotsawa_core::JobStatus::Processing))
         {
             token.cancel();
         }
