@@ -24,10 +24,14 @@ pub struct Cluster {
     data: Option<PathBuf>,
     /// The command prefix that runs a program as the server's user.
     as_user: Vec<String>,
+    /// The certificate authority of the server's TLS certificate, when it
+    /// takes TLS connections.
+    ca: Option<PathBuf>,
 }
 
 static CLUSTER: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static DURABLE: OnceLock<Result<Cluster, String>> = OnceLock::new();
+static TLS: OnceLock<Result<Cluster, String>> = OnceLock::new();
 static NEXT: AtomicU32 = AtomicU32::new(0);
 
 /// The binary directory of the newest PostgreSQL installed.
@@ -89,7 +93,7 @@ impl Cluster {
     /// # Panics
     /// When no server can be started: the tests that need one cannot run.
     pub fn get() -> &'static Cluster {
-        match CLUSTER.get_or_init(|| Self::start(false)) {
+        match CLUSTER.get_or_init(|| Self::start(false, false)) {
             Ok(c) => c,
             Err(e) => panic!("cannot start a throwaway PostgreSQL server: {e}"),
         }
@@ -103,13 +107,31 @@ impl Cluster {
     /// # Panics
     /// When no server can be started.
     pub fn durable() -> &'static Cluster {
-        match DURABLE.get_or_init(|| Self::start(true)) {
+        match DURABLE.get_or_init(|| Self::start(true, false)) {
             Ok(c) => c,
             Err(e) => panic!("cannot start a throwaway PostgreSQL server: {e}"),
         }
     }
 
-    fn start(durable: bool) -> Result<Cluster, String> {
+    /// A server of this process that also takes TLS connections, with a
+    /// certificate for 127.0.0.1 from a certificate authority made for it
+    /// ([`Cluster::ca_file`]), by the `openssl` command.
+    ///
+    /// # Panics
+    /// When no server can be started.
+    pub fn tls() -> &'static Cluster {
+        match TLS.get_or_init(|| Self::start(false, true)) {
+            Ok(c) => c,
+            Err(e) => panic!("cannot start a throwaway PostgreSQL server with TLS: {e}"),
+        }
+    }
+
+    /// The certificate authority (PEM) of a [`Cluster::tls`] server.
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca.as_deref()
+    }
+
+    fn start(durable: bool, tls: bool) -> Result<Cluster, String> {
         if let Ok(url) = std::env::var("LOTSAWA_TEST_PG") {
             let base = url.trim_end_matches('/').to_owned();
             return Ok(Cluster {
@@ -117,6 +139,7 @@ impl Cluster {
                 bin: bin_dir().unwrap_or_else(|_| PathBuf::from("/usr/bin")),
                 data: None,
                 as_user: Vec::new(),
+                ca: None,
             });
         }
         let bin = bin_dir()?;
@@ -129,6 +152,7 @@ impl Cluster {
         let sock = dir.join("sock");
         std::fs::create_dir_all(&data).map_err(|e| e.to_string())?;
         std::fs::create_dir_all(&sock).map_err(|e| e.to_string())?;
+        let ca = if tls { Some(certificates(&dir)?) } else { None };
         let as_user: Vec<String> = if is_root() {
             // PostgreSQL refuses to run as root.
             run(
@@ -174,14 +198,36 @@ impl Cluster {
             ]),
             "initdb",
         )?;
+        if tls {
+            // TCP connections must use TLS: one that succeeds proves it.
+            let hba = data.join("pg_hba.conf");
+            let text = std::fs::read_to_string(&hba).map_err(|e| e.to_string())?;
+            let only_tls: String = text
+                .lines()
+                .map(|l| match l.strip_prefix("host ") {
+                    Some(rest) => format!("hostssl {rest}\n"),
+                    None => format!("{l}\n"),
+                })
+                .collect();
+            std::fs::write(&hba, only_tls).map_err(|e| e.to_string())?;
+        }
         let port = free_port()?;
         let speed = if durable {
             ""
         } else {
             "-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         };
+        let ssl = if tls {
+            format!(
+                "-c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                dir.join("server.crt").display(),
+                dir.join("server.key").display()
+            )
+        } else {
+            String::new()
+        };
         let options = format!(
-            "-p {port} -k {} -c listen_addresses=127.0.0.1 {speed} \
+            "-p {port} -k {} -c listen_addresses=127.0.0.1 {speed} {ssl} \
              -c max_connections=500 -c shared_buffers=64MB",
             sock.display()
         );
@@ -217,6 +263,7 @@ impl Cluster {
             bin,
             data: Some(data),
             as_user,
+            ca,
         })
     }
 
@@ -263,4 +310,81 @@ impl Cluster {
     pub fn as_user(&self) -> &[String] {
         &self.as_user
     }
+}
+
+/// A certificate authority and a server certificate for 127.0.0.1 it
+/// signed, in `dir` (`ca.pem`, `server.crt`, `server.key`); the authority.
+fn certificates(dir: &Path) -> Result<PathBuf, String> {
+    let openssl = |args: &[&str], what: &str| -> Result<String, String> {
+        run(Command::new("openssl").current_dir(dir).args(args), what)
+    };
+    openssl(
+        &[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=lotsawa test CA",
+            "-addext",
+            "basicConstraints=critical,CA:TRUE",
+            "-addext",
+            "keyUsage=critical,keyCertSign,cRLSign",
+        ],
+        "openssl (the test CA)",
+    )?;
+    openssl(
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+        "openssl (the server key)",
+    )?;
+    std::fs::write(
+        dir.join("server.ext"),
+        "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n\
+         keyUsage=digitalSignature,keyEncipherment\nextendedKeyUsage=serverAuth\n",
+    )
+    .map_err(|e| e.to_string())?;
+    openssl(
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "server.ext",
+        ],
+        "openssl (the server certificate)",
+    )?;
+    // PostgreSQL takes a key only its owner can read.
+    run(
+        Command::new("chmod").arg("600").arg(dir.join("server.key")),
+        "chmod",
+    )?;
+    Ok(dir.join("ca.pem"))
 }
