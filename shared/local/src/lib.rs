@@ -197,9 +197,11 @@ impl LocalBackend {
             hard_stop: CancellationToken::new(),
             budgets: Arc::default(),
             renewed: Arc::default(),
+            announce: Arc::new(Notify::new()),
         };
         tokio::spawn(shared.changes.clone().sweep_loop(draining.clone()));
         if let Some(pg) = pg {
+            tokio::spawn(scheduler::announce_loop(shared.clone(), draining.clone()));
             let listener = Arc::new(scheduler::Announcements {
                 shared: shared.clone(),
             });

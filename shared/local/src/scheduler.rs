@@ -99,6 +99,22 @@ pub(crate) struct Shared {
     pub budgets: Arc<lotsawa_core::usage::BudgetCache>,
     /// When this server's leases were last renewed (a shared store).
     pub renewed: Arc<LeaseClock>,
+    /// Jobs were queued here: the other servers are told (a shared store),
+    /// once for however many queued meanwhile.
+    pub announce: Arc<Notify>,
+}
+
+/// Tell the other servers of queued jobs until `stop`.
+pub(crate) async fn announce_loop(shared: Shared, stop: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shared.announce.notified() => {}
+            _ = stop.cancelled() => return,
+        }
+        if let Err(e) = shared.store.announce_queue().await {
+            tracing::warn!(error = %e, "announcing queued jobs failed; other servers find them within a quarter lease");
+        }
+    }
 }
 
 /// When this server last renewed its leases, on the monotonic clock (which
@@ -191,9 +207,9 @@ pub(crate) async fn run(shared: Shared) {
     // On a shared store: renew this server's leases, and look for jobs
     // whose server's lease expired (no announcement tells of that).
     let lease = shared.store.lease();
-    if let Some(lease) = lease {
-        tokio::spawn(lease_loop(shared.clone(), lease));
-    }
+    let lease_stop = CancellationToken::new();
+    let renewing =
+        lease.map(|lease| tokio::spawn(lease_loop(shared.clone(), lease, lease_stop.clone())));
     let look_every = lease.map_or(Duration::from_secs(3600), |l| {
         (l / 4).max(Duration::from_millis(50))
     });
@@ -202,12 +218,17 @@ pub(crate) async fn run(shared: Shared) {
         // claim per commit: the drain is no longer bounded by fsyncs in a row.
         let free = (shared.config.concurrency as usize).saturating_sub(tasks.len());
         if free > 0 && !shared.draining.is_cancelled() {
+            let asked = std::time::Instant::now();
             match shared
                 .store
                 .claim_many(shared.config.concurrency, free as u32, Utc::now())
                 .await
             {
                 Ok(jobs) => {
+                    if !jobs.is_empty() {
+                        // A claim gives its jobs a fresh lease.
+                        shared.renewed.renewed(asked);
+                    }
                     for job in jobs {
                         shared.publish(job.id);
                         spawn_runner(&shared, &mut tasks, job);
@@ -259,7 +280,12 @@ pub(crate) async fn run(shared: Shared) {
         }
     }
     // Other servers share the store: they go on with this one's jobs now
-    // rather than after the lease.
+    // rather than after the lease (renewals stop first: they would lock the
+    // same rows).
+    lease_stop.cancel();
+    if let Some(task) = renewing {
+        let _ = task.await;
+    }
     if lease.is_some() {
         match shared.store.hand_back(Utc::now()).await {
             Ok(0) => {}
@@ -274,13 +300,13 @@ pub(crate) async fn run(shared: Shared) {
 /// Renew this server's leases every third of the lease; a job it no
 /// longer holds (taken over after this server stalled, or moved on) stops
 /// its runner.
-async fn lease_loop(shared: Shared, lease: Duration) {
+async fn lease_loop(shared: Shared, lease: Duration, stop: CancellationToken) {
     let mut every = tokio::time::interval(lease / 3);
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
             _ = every.tick() => {}
-            _ = shared.hard_stop.cancelled() => return,
+            _ = stop.cancelled() => return,
         }
         let held: Vec<(JobId, u32)> = match shared.running.lock() {
             Ok(r) => r.iter().map(|(id, (run, _))| (*id, *run)).collect(),
@@ -294,12 +320,11 @@ async fn lease_loop(shared: Shared, lease: Duration) {
                     tracing::warn!(job_id = %id, run, "lease lost; the runner stops");
                     stop_runner(&shared, id, Some(run));
                 }
-                shared.renewed.renewed(sent);
+                if !held.is_empty() {
+                    shared.renewed.renewed(sent);
+                }
             }
             Err(e) => tracing::warn!(error = %e, "renewing leases failed"),
-        }
-        if shared.draining.is_cancelled() && held.is_empty() {
-            return;
         }
     }
 }
@@ -408,9 +433,7 @@ async fn requeue_after_store_error(shared: &Shared, job: &Job) {
 
 fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
     let token = CancellationToken::new();
-    if let Ok(mut r) = shared.running.lock() {
-        r.insert(job.id, (job.run, token.clone()));
-    }
+    hold(shared, &job, &token);
     let shared = shared.clone();
     tasks.spawn(async move {
         let (mut job, mut token, mut chunks) = (job, token, None);
@@ -445,16 +468,28 @@ fn spawn_runner(shared: &Shared, tasks: &mut JoinSet<(JobId, u32)>, job: Job) {
             // The slot was handed on in the completion's commit: this
             // runner goes on with the next job.
             token = CancellationToken::new();
-            if let Ok(mut r) = shared.running.lock() {
-                if r.get(&id).is_some_and(|(current, _)| *current == run) {
-                    r.remove(&id);
-                }
-                r.insert(next.id, (next.run, token.clone()));
+            if let Ok(mut r) = shared.running.lock()
+                && r.get(&id).is_some_and(|(current, _)| *current == run)
+            {
+                r.remove(&id);
             }
+            hold(&shared, &next, &token);
             shared.publish(next.id);
             job = next;
         }
     });
+}
+
+/// Note that this server runs `job` under `token`. A runner of an earlier
+/// run of the same job (this server took its own job over after its lease
+/// lapsed) is stopped: its run ended.
+fn hold(shared: &Shared, job: &Job, token: &CancellationToken) {
+    if let Ok(mut r) = shared.running.lock()
+        && let Some((run, old)) = r.insert(job.id, (job.run, token.clone()))
+        && run != job.run
+    {
+        old.cancel();
+    }
 }
 
 /// Outcome of translating one chunk (its attempts and their commit).

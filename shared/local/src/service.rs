@@ -29,6 +29,7 @@ impl Runner for LocalRunner {
         }
         tracing::info!(job_id = %job.id, chunks = job.chunks_total, "job enqueued");
         self.shared.wake.notify_one();
+        self.shared.announce.notify_one();
         self.shared.changes.publish(job.id);
         Ok(())
     }

@@ -490,7 +490,17 @@ impl ReviewStore for PgStore {
     async fn edit_chunk(&self, id: JobId, edit: &ChunkEdit) -> Result<Edited, StoreError> {
         let mut client = self.client().await?;
         let tx = client.transaction().await.map_err(pg("edit a chunk"))?;
-        let (seq, _) = self.load(&tx, id).await?;
+        // The job's row first, as every other writer locks it (a purge
+        // deletes it, then its chunks).
+        let seq: i64 = tx
+            .query_opt(
+                "SELECT seq FROM jobs WHERE id = $1 FOR NO KEY UPDATE",
+                &[&id.to_string()],
+            )
+            .await
+            .map_err(pg("edit a chunk"))?
+            .ok_or(StoreError::NotFound(id))?
+            .get(0);
         let n = tx
             .execute(
                 "UPDATE chunks SET translation = $1, revisions = $2, revs = $3, current_rev = $4,

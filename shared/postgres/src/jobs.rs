@@ -464,10 +464,10 @@ impl PgStore {
                 .await
                 .map_err(pg("create chunks"))?;
         }
+        // The queue is announced by the service once the submission (a
+        // whole batch) is stored ([`QueueStore::announce_queue`]): a claim
+        // woken between a batch's items would see its turns half made.
         notify(tx, JOB_CHANNEL, &announce(job.id, job.status, job.run)).await?;
-        if job.status == JobStatus::Pending {
-            notify(tx, QUEUE_CHANNEL, "").await?;
-        }
         Ok(())
     }
 }
@@ -815,6 +815,15 @@ impl QueueStore for PgStore {
 
     fn lease(&self) -> Option<std::time::Duration> {
         Some(self.options.lease)
+    }
+
+    async fn announce_queue(&self) -> Result<(), StoreError> {
+        let client = self.client().await?;
+        client
+            .execute("SELECT pg_notify($1, '')", &[&QUEUE_CHANNEL])
+            .await
+            .map_err(pg("notify"))?;
+        Ok(())
     }
 
     /// Each processing job this server holds goes back to the queue's

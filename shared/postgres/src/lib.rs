@@ -118,23 +118,19 @@ pub fn redact(url: &str) -> String {
     let Some((scheme, rest)) = url.split_once("://") else {
         return url.to_owned();
     };
-    let (authority, tail) = match rest.find(['/', '?']) {
-        Some(i) => rest.split_at(i),
-        None => (rest, ""),
-    };
     let mut out = format!("{scheme}://");
-    match authority.rsplit_once('@') {
-        Some((user, host)) => {
-            let user = match user.split_once(':') {
-                Some((name, _)) => format!("{name}:***"),
-                None => user.to_owned(),
-            };
-            out.push_str(&user);
-            out.push('@');
-            out.push_str(host);
+    // The credentials run to the first '@', as the driver reads them (a
+    // password may hold '/', '?' or ':').
+    let tail = match rest.split_once('@') {
+        Some((user, after)) => {
+            match user.split_once(':') {
+                Some((name, _)) => out.push_str(&format!("{name}:***@")),
+                None => out.push_str(&format!("{user}@")),
+            }
+            after
         }
-        None => out.push_str(authority),
-    }
+        None => rest,
+    };
     // A password given as a parameter is hidden too.
     let tail: Vec<String> = tail
         .split('&')
@@ -352,6 +348,8 @@ mod tests {
         );
         assert_eq!(redact("postgres://a@db/jobs"), "postgres://a@db/jobs");
         assert!(!redact("postgres://u:p@h/d?password=x").contains('x'));
+        let odd = redact("postgres://u:pa/ss?w:rd@db:5432/jobs");
+        assert_eq!(odd, "postgres://u:***@db:5432/jobs");
     }
 
     #[test]

@@ -23,6 +23,10 @@ pub trait Listener: Send + Sync + 'static {
     fn connected(&self);
 }
 
+/// How often the listening connection asks the database something, and
+/// how long it waits for the answer.
+const PROBE: Duration = Duration::from_secs(10);
+
 impl PgStore {
     /// Listen until `stop` resolves, reconnecting when the connection is
     /// lost.
@@ -34,7 +38,8 @@ impl PgStore {
         tokio::pin!(stop);
         let mut backoff = Duration::from_millis(100);
         loop {
-            let session = self.listen_once(listener.as_ref());
+            let mut connected = false;
+            let session = self.listen_once(listener.as_ref(), &mut connected);
             tokio::select! {
                 result = session => {
                     if let Err(e) = result {
@@ -42,6 +47,9 @@ impl PgStore {
                     }
                 }
                 () = &mut stop => return,
+            }
+            if connected {
+                backoff = Duration::from_millis(100);
             }
             tokio::select! {
                 () = tokio::time::sleep(backoff) => {}
@@ -51,9 +59,21 @@ impl PgStore {
         }
     }
 
-    async fn listen_once(&self, listener: &dyn Listener) -> Result<(), String> {
-        let (client, mut connection) = self
-            .config
+    async fn listen_once(
+        &self,
+        listener: &dyn Listener,
+        connected: &mut bool,
+    ) -> Result<(), String> {
+        // The connection only reads: keepalives and a periodic query find
+        // a connection that died silently (a failover, a NAT timeout).
+        let mut config = (*self.config).clone();
+        config
+            .connect_timeout(Duration::from_secs(10))
+            .keepalives(true)
+            .keepalives_idle(Duration::from_secs(10))
+            .keepalives_interval(Duration::from_secs(5))
+            .keepalives_retries(3);
+        let (client, mut connection) = config
             .connect(self.tls.clone())
             .await
             .map_err(|e| crate::db_text(&e))?;
@@ -74,12 +94,35 @@ impl PgStore {
                 }
             }
         }
+        *connected = true;
         listener.connected();
-        while let Some(m) = messages.next().await {
-            dispatch(listener, m.map_err(|e| crate::db_text(&e))?);
+        let mut probe = tokio::time::interval(PROBE);
+        probe.tick().await;
+        loop {
+            tokio::select! {
+                m = messages.next() => match m {
+                    Some(m) => dispatch(listener, m.map_err(|e| crate::db_text(&e))?),
+                    None => return Err("the connection closed".into()),
+                },
+                _ = probe.tick() => {
+                    // Messages keep flowing while the probe waits.
+                    let query = client.simple_query("SELECT 1");
+                    tokio::pin!(query);
+                    let deadline = tokio::time::sleep(PROBE);
+                    tokio::pin!(deadline);
+                    loop {
+                        tokio::select! {
+                            r = &mut query => { r.map_err(|e| crate::db_text(&e))?; break; }
+                            m = messages.next() => match m {
+                                Some(m) => dispatch(listener, m.map_err(|e| crate::db_text(&e))?),
+                                None => return Err("the connection closed".into()),
+                            },
+                            () = &mut deadline => return Err("the database stopped answering".into()),
+                        }
+                    }
+                }
+            }
         }
-        drop(client);
-        Err("the connection closed".into())
     }
 }
 

@@ -78,6 +78,13 @@ pub trait QueueStore: Store {
         None
     }
 
+    /// Tell every server sharing the store that jobs were queued (a
+    /// submission, a whole batch); a store one server owns has no one to
+    /// tell.
+    async fn announce_queue(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
+
     /// Give this server's running jobs back to the queue's head at a
     /// graceful shutdown, so another server goes on with them at once; the
     /// number given back. A store one server owns keeps them processing
