@@ -155,9 +155,7 @@ pub(crate) async fn start_backend(
         &ProcessEnv,
     )
     .map_err(|e| e.to_string())?;
-    let (engines, _) = EngineSet::build(&config.engines)
-        .await
-        .map_err(|e| e.to_string())?;
+    let (engines, _) = lotsawa_local::build_engines(&config.db, &config.engines).await?;
     let backend = LocalBackend::start(config.db.clone(), engines, config.scheduler())
         .await
         .map_err(|e| {

@@ -147,7 +147,7 @@ pub async fn run(flags: ServeFlags) -> ExitCode {
     reload_on_hangup(flags, config.clone(), filter);
     #[cfg(not(unix))]
     drop(filter);
-    let (engines, choice) = match EngineSet::build(&config.engines).await {
+    let (engines, choice) = match lotsawa_local::build_engines(&config.db, &config.engines).await {
         Ok(e) => e,
         Err(e) => {
             eprintln!("error: {e}");

@@ -400,3 +400,57 @@ async fn keys_cancels_and_webhooks_span_the_nodes() {
         assert_eq!(n, 1, "job {id}'s event was delivered {n} times");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn provider_limits_hold_across_nodes() {
+    let db = Cluster::get().fresh_database();
+    // The provider admits anything: what it saw is what the nodes sent.
+    let provider = LimitedProvider::start(ProviderLimits {
+        rpm: 1_000_000,
+        concurrent: 1000,
+        burst_secs: 60.0,
+        latency_ms: (30, 60),
+        retry_after_secs: 1,
+    })
+    .await;
+    // Six jobs may run in the deployment, but the provider's limits allow
+    // two calls at once and 600 a minute, whichever node makes them.
+    let env = [("LOTSAWA_LIMITS", "openai:fake-model rpm=600 concurrent=2")];
+    let a = Server::start_at(Path::new(&db), &provider.base_url_for("a"), 6, &env);
+    let b = Server::start_at(Path::new(&db), &provider.base_url_for("b"), 6, &env);
+    let mut jobs = Vec::new();
+    for j in 0..12 {
+        let (text, chunks, size) = numbered_text(&format!("lim{j:02}-"), 4);
+        let api = if j % 2 == 0 { &a.api } else { &b.api };
+        let id = api
+            .submit(&text, json!({"chunkSize": size}))
+            .await
+            .expect("submit");
+        jobs.push((id, chunks));
+    }
+    for (id, chunks) in &jobs {
+        let job = a
+            .api
+            .wait_status(id, "completed", Duration::from_secs(120))
+            .await
+            .expect("completed");
+        assert_eq!(
+            job["result"]["translation"],
+            expected_translation(chunks).as_str()
+        );
+    }
+    let calls = provider.calls();
+    let nodes: std::collections::HashSet<&str> = calls.iter().map(|c| c.node.as_str()).collect();
+    assert_eq!(nodes.len(), 2, "both nodes called the provider: {nodes:?}");
+    assert!(
+        provider.most_in_flight() <= 2,
+        "{} calls at once across the nodes; the limit is 2",
+        provider.most_in_flight()
+    );
+    // 10 a second, and a bucket of one second's rate.
+    let most = provider.most_accepted_within(Duration::from_secs(1));
+    assert!(
+        most <= 21,
+        "{most} calls within a second; the limit allows 20"
+    );
+}

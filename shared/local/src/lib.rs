@@ -111,6 +111,33 @@ pub async fn open_store(
     }
 }
 
+/// Build the engines a server on `db` runs with: on a PostgreSQL
+/// database their provider limits are shared with every server on it
+/// ([`PgGate`]); on a SQLite file they are kept in this process.
+pub async fn build_engines(
+    db: &std::path::Path,
+    settings: &lotsawa_engines::EngineSettings,
+) -> Result<(EngineSet, lotsawa_engines::DefaultChoice), String> {
+    match Db::of(db) {
+        Db::Postgres(url) if !settings.limits.is_empty() => {
+            let options = PgOptions {
+                pool_size: 4,
+                ..PgOptions::default()
+            };
+            let store = PgStore::open(&url, options)
+                .await
+                .map_err(|e| format!("cannot open the database {}: {e}", Db::of(db).shown()))?;
+            // A lease outlives any provider call (a server that died
+            // mid-call gives its share back when it lapses).
+            let gate = lotsawa_postgres::PgGate::new(store, settings.timeout * 2);
+            EngineSet::build_with_gate(settings, Arc::new(gate))
+                .await
+                .map_err(|e| e.to_string())
+        }
+        _ => EngineSet::build(settings).await.map_err(|e| e.to_string()),
+    }
+}
+
 /// A running embedded backend.
 pub struct LocalBackend {
     service: Arc<lotsawa_core::Service>,

@@ -14,6 +14,7 @@
 //!   ([`listen`]): servers wake and streams move without polling.
 
 mod facets;
+mod gate;
 mod jobs;
 pub mod listen;
 mod rows;
@@ -25,6 +26,7 @@ use std::time::Duration;
 use lotsawa_core::StoreError;
 use tokio_postgres::error::SqlState;
 
+pub use gate::PgGate;
 pub use schema::SCHEMA_VERSION;
 
 /// The database's client side: a pool of connections.
@@ -253,7 +255,7 @@ impl PgStore {
     }
 
     /// A pooled connection.
-    async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
+    pub(crate) async fn client(&self) -> Result<deadpool_postgres::Object, StoreError> {
         self.pool.get().await.map_err(|e| match e {
             deadpool_postgres::PoolError::Backend(e) => pg("connect")(e),
             deadpool_postgres::PoolError::Timeout(_) => {

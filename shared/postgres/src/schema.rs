@@ -148,6 +148,8 @@ CREATE TABLE segment_keys (
     PRIMARY KEY (tenant, key, id)
 );
 "#,
+    // 2: the provider limits every server shares (one limiter per key).
+    "CREATE TABLE provider_limits (key TEXT PRIMARY KEY, state TEXT NOT NULL);",
 ];
 
 /// The schema version this build writes (and the newest it opens).
