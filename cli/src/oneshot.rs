@@ -12,7 +12,6 @@ use indicatif::{ProgressBar, ProgressStyle};
 use lotsawa_core::{
     ChunkSize, EngineName, JobConfig, JobService, JobStatus, JobType, NewJob, SourceText,
 };
-use lotsawa_engines::EngineSet;
 use lotsawa_local::LocalBackend;
 
 use crate::config::{ProcessEnv, ServeConfig, ServeFlags};

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
-use lotsawa_engines::{DefaultChoice, EngineSet};
+use lotsawa_engines::DefaultChoice;
 use lotsawa_http::ApiConfig;
 use lotsawa_local::LocalBackend;
 use tracing_subscriber::layer::SubscriberExt;
