@@ -9,16 +9,7 @@ use serde_json::{Value, json};
 
 mod support;
 
-use support::{Server, temp_db};
-
-fn lotsawa(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lotsawa"))
-        .args(args)
-        .env_remove("LOTSAWA_DB")
-        .env_remove("LOTSAWA_API_KEY")
-        .output()
-        .expect("run lotsawa")
-}
+use support::{Server, lotsawa, temp_db};
 
 fn make_key(db: &str, tenant: &str) -> String {
     let out = lotsawa(&["keys", "create", "--tenant", tenant, "--db", db]);

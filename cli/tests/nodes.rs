@@ -23,7 +23,7 @@ use serde_json::json;
 
 mod support;
 
-use support::Server;
+use support::{Server, lotsawa};
 
 /// The deployment's concurrency limit, given to every node.
 const LIMIT: u32 = 4;
@@ -233,15 +233,6 @@ async fn three_nodes_share_one_queue_and_lose_nothing_when_one_dies() {
         percentile(&takeovers, 0.5),
         percentile(&takeovers, 1.0)
     );
-}
-
-fn lotsawa(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_lotsawa"))
-        .args(args)
-        .env_remove("LOTSAWA_DB")
-        .env_remove("LOTSAWA_API_KEY")
-        .output()
-        .expect("run lotsawa")
 }
 
 /// A webhook receiver on loopback: the bodies it got.

@@ -11,9 +11,8 @@
 //! with `--durability full` (the default, as SQLite's), or not with
 //! `process`.
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
@@ -24,8 +23,9 @@ use lotsawa_engines::EngineSet;
 use lotsawa_local::{LocalBackend, PgOptions, PgStore, SchedulerConfig};
 
 use crate::args::{Sizes, durability};
-use crate::fixture::{Stalled, completed, job_number, new_job, prefill};
+use crate::fixture::{Stalled, completed, new_job, prefill};
 use crate::report::{Figures, percentile};
+use crate::scenarios::pickup::{Clocked, arrivals};
 
 /// The deployment-wide concurrency limit of the drain.
 const CONCURRENCY: u32 = 8;
@@ -169,7 +169,7 @@ async fn fill(db: &Db, jobs: usize) {
 /// Jobs per second draining a backlog of `jobs` with `n` servers.
 async fn drain(db: Db, n: usize, jobs: usize) -> f64 {
     fill(&db, jobs).await;
-    let engine: Arc<dyn Engine> = Arc::new(Echo);
+    let engine: Arc<dyn Engine> = Arc::new(lotsawa_engines::EchoEngine);
     let t = Instant::now();
     let nodes = servers(&db, n, CONCURRENCY, engine).await;
     let store = nodes[0].service().store().clone();
@@ -209,40 +209,7 @@ async fn enqueue(db: Db, n: usize, jobs: usize) -> f64 {
 async fn pickup(db: Db, n: usize, rate: f64, secs: f64) -> (f64, f64) {
     let clocked = Arc::new(Clocked::default());
     let nodes = servers(&db, n, 3, clocked.clone()).await;
-    let svc = nodes[0].service();
-    let count = (rate * secs) as usize;
-    let accepted: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
-    let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
-    interval.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
-    let mut sends = Vec::new();
-    for i in 0..count {
-        interval.tick().await;
-        let svc = svc.clone();
-        let accepted = accepted.clone();
-        sends.push(tokio::spawn(async move {
-            svc.submit(new_job(i, 1)).await.expect("submit");
-            if let Ok(mut a) = accepted.lock() {
-                a.insert(i, Instant::now());
-            }
-        }));
-    }
-    for s in sends {
-        let _ = s.await;
-    }
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while clocked.seen.lock().map(|s| s.len()).unwrap_or(0) < count && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    let seen = clocked.seen.lock().map(|s| s.clone()).unwrap_or_default();
-    let accepted = accepted.lock().map(|a| a.clone()).unwrap_or_default();
-    let mut lat: Vec<f64> = accepted
-        .iter()
-        .filter_map(|(i, at)| {
-            seen.get(i)
-                .map(|s| s.saturating_duration_since(*at).as_secs_f64() * 1e6)
-        })
-        .collect();
-    lat.sort_by(f64::total_cmp);
+    let lat = arrivals(nodes[0].service(), &clocked, rate, secs).await;
     stop(nodes).await;
     (percentile(&lat, 0.5), percentile(&lat, 0.99))
 }
@@ -320,46 +287,5 @@ impl Engine for Stamped {
     async fn translate(&self, _: &TranslateRequest) -> Result<EngineOutput, EngineError> {
         tokio::time::sleep(Duration::from_millis(10)).await;
         Ok(EngineOutput::text(format!("t{}", now_us())))
-    }
-}
-
-/// The echo engine.
-struct Echo;
-
-#[async_trait]
-impl Engine for Echo {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn default_model(&self) -> Option<&str> {
-        None
-    }
-    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        Ok(EngineOutput::text(req.text.clone()))
-    }
-}
-
-/// An echo engine that notes when each job's chunk first reaches it.
-#[derive(Default)]
-struct Clocked {
-    seen: Mutex<HashMap<usize, Instant>>,
-}
-
-#[async_trait]
-impl Engine for Clocked {
-    fn name(&self) -> &str {
-        "echo"
-    }
-    fn default_model(&self) -> Option<&str> {
-        None
-    }
-    async fn translate(&self, req: &TranslateRequest) -> Result<EngineOutput, EngineError> {
-        let at = Instant::now();
-        if let Some(n) = job_number(&req.text)
-            && let Ok(mut s) = self.seen.lock()
-        {
-            s.entry(n).or_insert(at);
-        }
-        Ok(EngineOutput::text(req.text.clone()))
     }
 }

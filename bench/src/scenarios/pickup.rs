@@ -23,8 +23,10 @@ pub(crate) async fn run(sizes: Sizes, figures: &mut Figures) {
     }
 }
 
-/// An echo engine that notes when each job's chunk reaches it (pickup).
-struct Clocked {
+/// An echo engine that notes when each job's chunk first reaches it
+/// (pickup).
+#[derive(Default)]
+pub(crate) struct Clocked {
     seen: Mutex<HashMap<usize, Instant>>,
 }
 
@@ -51,11 +53,26 @@ impl Engine for Clocked {
 /// sees the chunk) p50, p99, p99.9 in microseconds.
 async fn pickup(rate: f64, secs: f64) -> (f64, f64, f64) {
     let dir = tempfile::tempdir().expect("tempdir");
-    let clocked = Arc::new(Clocked {
-        seen: Mutex::new(HashMap::new()),
-    });
+    let clocked = Arc::new(Clocked::default());
     let b = backend(dir.path().join("p.db"), 3, clocked.clone()).await;
-    let svc = b.service();
+    let us = arrivals(b.service(), &clocked, rate, secs).await;
+    let _ = b.shutdown().await;
+    (
+        percentile(&us, 0.5),
+        percentile(&us, 0.99),
+        percentile(&us, 0.999),
+    )
+}
+
+/// Submit single-chunk jobs to `svc` at `rate`/s for `secs` (open loop)
+/// and wait until `clocked` saw them: each job's pickup (accepted → the
+/// engine sees the chunk) in microseconds, sorted.
+pub(crate) async fn arrivals(
+    svc: Arc<lotsawa_core::Service>,
+    clocked: &Clocked,
+    rate: f64,
+    secs: f64,
+) -> Vec<f64> {
     let n = (rate * secs) as usize;
     let accepted: Arc<Mutex<HashMap<usize, Instant>>> = Arc::default();
     let mut interval = tokio::time::interval(Duration::from_secs_f64(1.0 / rate));
@@ -89,10 +106,5 @@ async fn pickup(rate: f64, secs: f64) -> (f64, f64, f64) {
         })
         .collect();
     us.sort_by(f64::total_cmp);
-    let _ = b.shutdown().await;
-    (
-        percentile(&us, 0.5),
-        percentile(&us, 0.99),
-        percentile(&us, 0.999),
-    )
+    us
 }

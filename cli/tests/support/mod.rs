@@ -100,6 +100,17 @@ impl Drop for Server {
     }
 }
 
+/// Run a `lotsawa` client command (keys, backup, …) with neither a
+/// database nor a key from the environment: only what `args` say.
+pub fn lotsawa(args: &[&str]) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_lotsawa"))
+        .args(args)
+        .env_remove("LOTSAWA_DB")
+        .env_remove("LOTSAWA_API_KEY")
+        .output()
+        .expect("run lotsawa")
+}
+
 pub fn temp_db() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().expect("tempdir");
     let db = dir.path().join("lotsawa.db");

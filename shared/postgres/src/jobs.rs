@@ -102,6 +102,22 @@ impl PgStore {
         job_from_row(&row)
     }
 
+    /// The job with this id, read with `columns` ([`JOB_COLUMNS`], or
+    /// [`LIST_COLUMNS`] without its texts).
+    async fn read_job(&self, id: JobId, columns: &str) -> Result<Job, StoreError> {
+        let client = self.client().await?;
+        let stmt = client
+            .prepare_cached(&format!("SELECT {columns} FROM jobs WHERE id = $1"))
+            .await
+            .map_err(pg("read a job"))?;
+        let row = client
+            .query_opt(&stmt, &[&id.to_string()])
+            .await
+            .map_err(pg("read a job"))?
+            .ok_or(StoreError::NotFound(id))?;
+        Ok(job_from_row(&row)?.1)
+    }
+
     async fn read_chunks(
         tx: &Transaction<'_>,
         seq: i64,
@@ -500,31 +516,11 @@ impl JobStore for PgStore {
     }
 
     async fn get(&self, id: JobId) -> Result<Job, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
-            .await
-            .map_err(pg("read a job"))?;
-        let row = client
-            .query_opt(&stmt, &[&id.to_string()])
-            .await
-            .map_err(pg("read a job"))?
-            .ok_or(StoreError::NotFound(id))?;
-        Ok(job_from_row(&row)?.1)
+        self.read_job(id, JOB_COLUMNS).await
     }
 
     async fn get_brief(&self, id: JobId) -> Result<Job, StoreError> {
-        let client = self.client().await?;
-        let stmt = client
-            .prepare_cached(&format!("SELECT {LIST_COLUMNS} FROM jobs WHERE id = $1"))
-            .await
-            .map_err(pg("read a job"))?;
-        let row = client
-            .query_opt(&stmt, &[&id.to_string()])
-            .await
-            .map_err(pg("read a job"))?
-            .ok_or(StoreError::NotFound(id))?;
-        Ok(job_from_row(&row)?.1)
+        self.read_job(id, LIST_COLUMNS).await
     }
 
     async fn list(&self, page: &PageRequest) -> Result<StorePage, StoreError> {
